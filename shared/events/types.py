@@ -1,0 +1,174 @@
+"""Every event type Continuo records, with its stream and topic. See docs/events.md.
+
+Streams group the events of one aggregate in order (the store numbers them); topics are where the
+relay publishes them, keyed by task so that one task's events keep their order in one partition.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from pydantic import Field
+
+from shared.events.envelope import Payload, event_type
+
+# Kafka topics. Observations and labels share one topic so a task's data arrives in store order.
+TOPIC_TASKS = "continuo.tasks"
+TOPIC_DATA = "continuo.data"
+TOPIC_MODELS = "continuo.models"
+TOPIC_DEPLOYMENTS = "continuo.deployments"
+TOPIC_GOVERNANCE = "continuo.governance"
+TOPIC_DEAD_LETTER = "continuo.dead-letter"
+ALL_TOPICS = (
+    TOPIC_TASKS,
+    TOPIC_DATA,
+    TOPIC_MODELS,
+    TOPIC_DEPLOYMENTS,
+    TOPIC_GOVERNANCE,
+    TOPIC_DEAD_LETTER,
+)
+
+
+def task_stream(task: str) -> str:
+    return f"task-{task}"
+
+
+def data_stream(task: str) -> str:
+    return f"data-{task}"
+
+
+def model_stream(task: str) -> str:
+    """Model versions of a task: stream version N is model version N (unique in the store)."""
+    return f"models-{task}"
+
+
+def deployment_stream(task: str) -> str:
+    return f"deployments-{task}"
+
+
+def governance_stream(task: str) -> str:
+    return f"governance-{task}"
+
+
+@event_type("TaskRegistered")
+class TaskRegistered(Payload):
+    """A task spec version was registered; `version` is the spec's content hash."""
+
+    task: str
+    version: str
+    spec: dict[str, Any]
+
+
+@event_type("ObservationRecorded")
+class ObservationRecorded(Payload):
+    """Features of one entity at one time, optionally with its label (class index)."""
+
+    task: str
+    pipeline_version: str
+    entity_id: str
+    features: dict[str, Any]
+    label: int | None = None
+
+
+@event_type("LabelRecorded")
+class LabelRecorded(Payload):
+    """The (late) label of an earlier observation, as a class index."""
+
+    task: str
+    observation_id: uuid.UUID
+    entity_id: str
+    label: int
+
+
+@event_type("ModelTrained")
+class ModelTrained(Payload):
+    """A model version with its lineage: what it learned from, under which spec, how well."""
+
+    task: str
+    model_version: int
+    parent_version: int | None
+    pipeline_version: str
+    artifact_sha256: str
+    config: str
+    params: dict[str, Any]
+    metrics: dict[str, float]
+    first_position: int | None
+    last_position: int
+    n_learned: int
+    n_learned_total: int
+
+
+@event_type("DriftDetected")
+class DriftDetected(Payload):
+    """A detector saw the prequential error change; the learner adapted."""
+
+    task: str
+    detector: str
+    at_labelled: int
+    model_version: int | None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+@event_type("ConfigSwitched")
+class ConfigSwitched(Payload):
+    """The racing population chose another configuration as champion candidate."""
+
+    task: str
+    from_config: str
+    to_config: str
+    at_labelled: int
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+@event_type("ModelPromoted")
+class ModelPromoted(Payload):
+    """A model version became the task's champion (served to users)."""
+
+    task: str
+    model_version: int
+    artifact_sha256: str
+    previous_version: int | None
+    reason: str
+    decided_by: str
+
+
+@event_type("PromotionRefused")
+class PromotionRefused(Payload):
+    """A model version was not promoted; every reason is kept."""
+
+    task: str
+    model_version: int
+    reasons: list[str]
+    decided_by: str
+
+
+@event_type("ModelRolledBack")
+class ModelRolledBack(Payload):
+    """The champion was set back to an earlier version."""
+
+    task: str
+    model_version: int
+    artifact_sha256: str
+    from_version: int | None
+    reason: str
+    decided_by: str
+
+
+# Which topic each event type is published to.
+TOPIC_OF_TYPE: dict[str, str] = {
+    "TaskRegistered": TOPIC_TASKS,
+    "ObservationRecorded": TOPIC_DATA,
+    "LabelRecorded": TOPIC_DATA,
+    "ModelTrained": TOPIC_MODELS,
+    "DriftDetected": TOPIC_MODELS,
+    "ConfigSwitched": TOPIC_MODELS,
+    "ModelPromoted": TOPIC_DEPLOYMENTS,
+    "PromotionRefused": TOPIC_DEPLOYMENTS,
+    "ModelRolledBack": TOPIC_DEPLOYMENTS,
+}
+
+
+def topic_for(event_type_name: str) -> str:
+    """The topic an event type goes to; unknown types go to the governance topic."""
+    return TOPIC_OF_TYPE.get(event_type_name, TOPIC_GOVERNANCE)

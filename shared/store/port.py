@@ -1,0 +1,80 @@
+"""The event store port: what every adapter (PostgreSQL, SQLite, in-memory fakes) must honour."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from shared.events.envelope import Envelope
+
+# expected_version values: ANY appends at the end whatever the stream holds; NO_STREAM requires an
+# empty stream; an int n requires the stream's last version to be exactly n.
+ANY: None = None
+NO_STREAM = 0
+
+
+class ConcurrencyError(RuntimeError):
+    """The stream moved on since the caller read it (someone else appended first)."""
+
+    def __init__(self, stream_id: str, expected: int, actual: int) -> None:
+        super().__init__(
+            f"stream {stream_id!r} is at version {actual}, expected {expected}: "
+            "another writer appended first; re-read the stream and retry"
+        )
+        self.stream_id, self.expected, self.actual = stream_id, expected, actual
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """What happened to one event of an append: stored now, or already stored (a retry)."""
+
+    event_id: uuid.UUID
+    position: int
+    stream_version: int
+    duplicate: bool
+
+
+class EventStore(Protocol):
+    """Append-only, globally ordered log of envelopes with per-stream versions."""
+
+    async def append(
+        self, events: Sequence[Envelope], *, expected_version: int | None = ANY
+    ) -> list[Appended]:
+        """Append events of one stream atomically; a known event_id is a duplicate, not an error."""
+        ...
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        types: Iterable[str] | None = None,
+        producer: str | None = None,
+        until: int | None = None,
+    ) -> list[Envelope]:
+        """Events with position > after (and <= until), in position order."""
+        ...
+
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
+        """A stream's events in version order."""
+        ...
+
+    async def get(self, event_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Envelope]:
+        """Stored events by id (missing ids are absent from the result)."""
+        ...
+
+    async def head(self) -> int:
+        """The highest position stored (0 when empty)."""
+        ...
+
+    async def load_cursor(self, name: str) -> int:
+        """A named reader's position (0 when it never saved one)."""
+        ...
+
+    async def save_cursor(self, name: str, position: int) -> None:
+        """Record that a named reader has finished everything up to `position`."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,284 @@
+"""SQLAlchemy 2 async adapters of the event store: PostgreSQL (asyncpg) and SQLite (aiosqlite).
+
+Gap safety: a reader tailing by position must never skip an event that commits late. Both adapters
+serialise appends, so positions become visible in the order they were assigned:
+- PostgreSQL takes a transaction-level advisory lock before taking positions; the lock is released
+  after the commit is visible, so position n+1 cannot be visible before position n.
+- SQLite opens write transactions with BEGIN IMMEDIATE (one writer at a time across processes).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import event, func, insert, select, text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from shared.events.envelope import Envelope, Producer, utcnow
+from shared.store.port import ANY, Appended, ConcurrencyError
+from shared.store.schema import cursors, events
+
+# Any 64-bit constant; all Continuo appenders agree on it.
+_APPEND_LOCK_KEY = 0x0C0471_0E7E47
+
+
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _utc(value: datetime) -> datetime:
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def _row_to_envelope(row: Any) -> Envelope:
+    return Envelope.model_construct(
+        event_id=row.event_id,
+        type=row.type,
+        schema_version=row.schema_version,
+        stream_id=row.stream_id,
+        stream_version=row.stream_version,
+        occurred_at=_utc(row.occurred_at),
+        recorded_at=_utc(row.recorded_at),
+        correlation_id=row.correlation_id,
+        causation_id=row.causation_id,
+        producer=Producer(service=row.producer_service, version=row.producer_version),
+        payload=row.payload,
+        position=row.position,
+    )
+
+
+class SqlEventStore:
+    """The event store on a SQL database. Use `open_event_store(url)` to get the right adapter."""
+
+    def __init__(self, engine: AsyncEngine, write_engine: AsyncEngine | None = None) -> None:
+        self._engine = engine
+        self._write_engine = write_engine or engine
+
+    @asynccontextmanager
+    async def _append_transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_engine.begin() as conn:
+            yield conn
+
+    async def append(
+        self, events_: Sequence[Envelope], *, expected_version: int | None = ANY
+    ) -> list[Appended]:
+        if not events_:
+            return []
+        stream_id = events_[0].stream_id
+        if any(e.stream_id != stream_id for e in events_):
+            raise ValueError("one append takes the events of one stream")
+        ids = [e.event_id for e in events_]
+        if len(set(ids)) != len(ids):
+            raise ValueError("an append names the same event_id twice")
+        try:
+            async with self._append_transaction() as conn:
+                return await self._append_locked(conn, stream_id, events_, expected_version)
+        except IntegrityError as exc:  # only reachable if two writers bypass the lock
+            current = await self._stream_version(stream_id)
+            raise ConcurrencyError(stream_id, expected_version or -1, current) from exc
+
+    async def _append_locked(
+        self,
+        conn: AsyncConnection,
+        stream_id: str,
+        events_: Sequence[Envelope],
+        expected_version: int | None,
+    ) -> list[Appended]:
+        known = {
+            row.event_id: row
+            for row in await conn.execute(
+                select(events.c.event_id, events.c.position, events.c.stream_version).where(
+                    events.c.event_id.in_([e.event_id for e in events_])
+                )
+            )
+        }
+        fresh = [e for e in events_ if e.event_id not in known]
+        current = 0
+        if fresh:
+            current = (
+                await conn.scalar(
+                    select(func.max(events.c.stream_version)).where(
+                        events.c.stream_id == stream_id
+                    )
+                )
+                or 0
+            )
+            if expected_version is not ANY and current != expected_version:
+                raise ConcurrencyError(stream_id, expected_version, current)
+        recorded_at = utcnow()
+        rows = [
+            {
+                "event_id": e.event_id,
+                "stream_id": stream_id,
+                "stream_version": current + i,
+                "type": e.type,
+                "schema_version": e.schema_version,
+                "occurred_at": e.occurred_at,
+                "recorded_at": recorded_at,
+                "correlation_id": e.correlation_id,
+                "causation_id": e.causation_id,
+                "producer_service": e.producer.service,
+                "producer_version": e.producer.version,
+                "payload": e.payload,
+            }
+            for i, e in enumerate(fresh, start=1)
+        ]
+        positions: dict[uuid.UUID, tuple[int, int]] = {}
+        if rows:
+            result = await conn.execute(
+                insert(events).returning(
+                    events.c.event_id,
+                    events.c.position,
+                    events.c.stream_version,
+                    sort_by_parameter_order=True,
+                ),
+                rows,
+            )
+            positions = {r.event_id: (r.position, r.stream_version) for r in result}
+        outcome = []
+        for e in events_:
+            if e.event_id in known:
+                row = known[e.event_id]
+                outcome.append(Appended(e.event_id, row.position, row.stream_version, True))
+            else:
+                position, version = positions[e.event_id]
+                outcome.append(Appended(e.event_id, position, version, False))
+        return outcome
+
+    async def _stream_version(self, stream_id: str) -> int:
+        async with self._engine.connect() as conn:
+            value = await conn.scalar(
+                select(func.max(events.c.stream_version)).where(events.c.stream_id == stream_id)
+            )
+        return int(value or 0)
+
+    async def read_all(
+        self,
+        after: int = 0,
+        limit: int = 1000,
+        *,
+        types: Iterable[str] | None = None,
+        producer: str | None = None,
+        until: int | None = None,
+    ) -> list[Envelope]:
+        query = select(events).where(events.c.position > after)
+        if until is not None:
+            query = query.where(events.c.position <= until)
+        if types is not None:
+            query = query.where(events.c.type.in_(list(types)))
+        if producer is not None:
+            query = query.where(events.c.producer_service == producer)
+        query = query.order_by(events.c.position).limit(limit)
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row_to_envelope(r) for r in rows]
+
+    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
+        query = (
+            select(events)
+            .where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
+            .order_by(events.c.stream_version)
+        )
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_row_to_envelope(r) for r in rows]
+
+    async def get(self, event_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Envelope]:
+        wanted = list(set(event_ids))
+        found: dict[uuid.UUID, Envelope] = {}
+        async with self._engine.connect() as conn:
+            for start in range(0, len(wanted), 500):
+                chunk = wanted[start : start + 500]
+                rows = await conn.execute(select(events).where(events.c.event_id.in_(chunk)))
+                found.update((r.event_id, _row_to_envelope(r)) for r in rows)
+        return found
+
+    async def head(self) -> int:
+        async with self._engine.connect() as conn:
+            return int(await conn.scalar(select(func.max(events.c.position))) or 0)
+
+    async def load_cursor(self, name: str) -> int:
+        async with self._engine.connect() as conn:
+            value = await conn.scalar(select(cursors.c.position).where(cursors.c.name == name))
+        return int(value or 0)
+
+    async def save_cursor(self, name: str, position: int) -> None:
+        async with self._write_engine.begin() as conn:
+            updated = await conn.execute(
+                cursors.update()
+                .where(cursors.c.name == name)
+                .values(position=position, updated_at=utcnow())
+            )
+            if updated.rowcount == 0:
+                await conn.execute(
+                    cursors.insert().values(name=name, position=position, updated_at=utcnow())
+                )
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+        if self._write_engine is not self._engine:
+            await self._write_engine.dispose()
+
+
+class PostgresEventStore(SqlEventStore):
+    """PostgreSQL adapter: appends serialised by a transaction-level advisory lock."""
+
+    @asynccontextmanager
+    async def _append_transaction(self) -> AsyncIterator[AsyncConnection]:
+        async with self._write_engine.begin() as conn:
+            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
+            yield conn
+
+
+class SqliteEventStore(SqlEventStore):
+    """SQLite adapter: WAL journal, writes in BEGIN IMMEDIATE transactions, reads never block."""
+
+
+def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
+    engine = create_async_engine(
+        url,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        connect_args={"timeout": 60},
+    )
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy, not the driver, decide when a transaction begins.
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def open_event_store(url: str, *, pool_size: int = 5) -> SqlEventStore:
+    """The event store adapter for a SQLAlchemy URL (postgresql+asyncpg:// or sqlite+aiosqlite://)."""
+    if url.startswith("sqlite"):
+        return SqliteEventStore(
+            _sqlite_engine(url, immediate=False), _sqlite_engine(url, immediate=True)
+        )
+    if url.startswith("postgresql"):
+        engine = create_async_engine(
+            url,
+            json_serializer=_json_dumps,
+            json_deserializer=orjson.loads,
+            pool_size=pool_size,
+            pool_pre_ping=True,
+        )
+        return PostgresEventStore(engine)
+    raise ValueError(f"unsupported event store URL {url!r}: use postgresql+asyncpg:// or sqlite+aiosqlite://")

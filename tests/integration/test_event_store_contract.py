@@ -1,0 +1,111 @@
+"""The event store contract, run against every adapter (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from shared.events.types import ObservationRecorded
+from shared.store.port import NO_STREAM, ConcurrencyError
+from shared.store.sql import SqlEventStore
+from tests.support import observation
+
+
+def _stream() -> str:
+    return f"s-{uuid.uuid4().hex}"
+
+
+async def test_appended_events_get_increasing_positions_and_stream_versions(store: SqlEventStore):
+    stream = _stream()
+    result = await store.append([observation(stream_id=stream) for _ in range(3)])
+    assert [r.stream_version for r in result] == [1, 2, 3]
+    positions = [r.position for r in result]
+    assert positions == sorted(positions) and len(set(positions)) == 3
+    assert not any(r.duplicate for r in result)
+
+
+async def test_a_retried_event_is_stored_once_and_reported_as_duplicate(store: SqlEventStore):
+    stream = _stream()
+    event = observation(stream_id=stream)
+    first = await store.append([event])
+    again = await store.append([event, observation(stream_id=stream)])
+    assert again[0].duplicate and again[0].position == first[0].position
+    assert not again[1].duplicate and again[1].stream_version == 2
+    assert len(await store.read_stream(stream)) == 2
+
+
+async def test_a_stale_expected_version_fails_with_a_concurrency_error(store: SqlEventStore):
+    stream = _stream()
+    await store.append([observation(stream_id=stream)], expected_version=NO_STREAM)
+    with pytest.raises(ConcurrencyError, match="expected 0"):
+        await store.append([observation(stream_id=stream)], expected_version=NO_STREAM)
+    await store.append([observation(stream_id=stream)], expected_version=1)
+    assert [e.stream_version for e in await store.read_stream(stream)] == [1, 2]
+
+
+async def test_a_retried_versioned_append_is_a_no_op_not_a_conflict(store: SqlEventStore):
+    stream = _stream()
+    event = observation(stream_id=stream)
+    await store.append([event], expected_version=NO_STREAM)
+    again = await store.append([event], expected_version=NO_STREAM)
+    assert again[0].duplicate
+
+
+async def test_two_writers_racing_for_the_same_version_cannot_both_win(store: SqlEventStore):
+    stream = _stream()
+    outcomes = await asyncio.gather(
+        *(store.append([observation(stream_id=stream)], expected_version=NO_STREAM) for _ in range(5)),
+        return_exceptions=True,
+    )
+    assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
+    assert all(isinstance(o, ConcurrencyError) for o in outcomes if isinstance(o, BaseException))
+
+
+async def test_one_append_takes_the_events_of_one_stream(store: SqlEventStore):
+    with pytest.raises(ValueError, match="one stream"):
+        await store.append([observation(stream_id=_stream()), observation(stream_id=_stream())])
+
+
+async def test_read_all_pages_by_position_and_filters_by_type_and_producer(store: SqlEventStore):
+    start = await store.head()
+    stream = _stream()
+    await store.append([observation(stream_id=stream) for _ in range(5)])
+    page1 = await store.read_all(after=start, limit=2)
+    page2 = await store.read_all(after=page1[-1].position, limit=10)
+    assert len(page1) == 2 and len(page2) == 3
+    assert [e.position for e in page1 + page2] == sorted(e.position for e in page1 + page2)
+    assert len(await store.read_all(after=start, types=["ModelTrained"])) == 0
+    assert len(await store.read_all(after=start, producer="tests")) == 5
+    assert len(await store.read_all(after=start, until=page1[-1].position)) == 2
+
+
+async def test_stored_events_round_trip_with_their_typed_payload(store: SqlEventStore):
+    event = observation(stream_id=_stream(), label=1)
+    [appended] = await store.append([event])
+    stored = (await store.get([event.event_id]))[event.event_id]
+    assert stored.position == appended.position and stored.recorded_at is not None
+    assert stored.occurred_at == event.occurred_at
+    data = stored.data()
+    assert isinstance(data, ObservationRecorded) and data.label == 1 and data.features == {"x": 1.0}
+
+
+async def test_cursors_start_at_zero_and_keep_what_was_saved(store: SqlEventStore):
+    name = f"c-{uuid.uuid4().hex}"
+    assert await store.load_cursor(name) == 0
+    await store.save_cursor(name, 41)
+    await store.save_cursor(name, 42)
+    assert await store.load_cursor(name) == 42
+
+
+async def test_the_database_refuses_to_edit_or_delete_history(store: SqlEventStore, store_url: str):
+    await store.append([observation(stream_id=_stream())])
+    engine = create_async_engine(store_url)
+    for statement in ("UPDATE events SET type = 'X'", "DELETE FROM events"):
+        with pytest.raises(Exception, match="append-only"):
+            async with engine.begin() as conn:
+                await conn.execute(text(statement))
+    await engine.dispose()

@@ -1,0 +1,62 @@
+"""Helpers for tests: throwaway PostgreSQL databases, deadlines instead of sleeps, sample events."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+
+from shared.events.envelope import Envelope, Producer, new_event
+from shared.events.types import ObservationRecorded
+
+T = TypeVar("T")
+TEST_PRODUCER = Producer(service="tests", version="0")
+
+
+def _with_database(url: str, name: str, scheme: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((scheme, parts.netloc, f"/{name}", "", ""))
+
+
+async def _admin(admin_url: str, sql: str) -> None:
+    conn = await asyncpg.connect(admin_url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()
+
+
+def create_pg_database(admin_url: str, name: str) -> str:
+    """Create an empty database; return its SQLAlchemy asyncpg URL."""
+    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+    return _with_database(admin_url, name, "postgresql+asyncpg")
+
+
+def drop_pg_database(admin_url: str, name: str) -> None:
+    asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+async def eventually(
+    probe: Callable[[], Awaitable[T | None]], *, timeout: float = 10.0, interval: float = 0.05
+) -> T:
+    """Await `probe` until it returns something truthy, or fail after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await probe()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s (last value {value!r})")
+        await asyncio.sleep(interval)
+
+
+def observation(task: str = "t", entity: str = "e1", stream_id: str | None = None, **kw) -> Envelope:
+    """A small ObservationRecorded envelope for store and relay tests."""
+    payload = ObservationRecorded(
+        task=task, pipeline_version="v", entity_id=entity, features={"x": 1.0}, **kw
+    )
+    return new_event(payload, stream_id=stream_id or f"data-{task}", producer=TEST_PRODUCER)
