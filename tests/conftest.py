@@ -44,3 +44,15 @@ async def store(store_url: str) -> AsyncIterator[SqlEventStore]:
     event_store = open_event_store(store_url)
     yield event_store
     await event_store.close()
+
+
+@pytest.fixture(scope="session")
+def kafka() -> Iterator[str]:
+    """The embedded Kafka-compatible broker (Tansu), one per test session; yields its bootstrap."""
+    import asyncio
+
+    from shared.broker import start_broker_ready
+
+    broker = asyncio.run(start_broker_ready())
+    yield broker.bootstrap
+    broker.stop()
