@@ -54,7 +54,9 @@ def to_record(envelope: Envelope) -> OutgoingRecord:
         ("schema_version", str(envelope.schema_version).encode()),
         ("position", str(envelope.position or 0).encode()),
     )
-    return OutgoingRecord(topic_for(envelope.type), record_key(envelope), envelope.to_json(), headers)
+    return OutgoingRecord(
+        topic_for(envelope.type), record_key(envelope), envelope.to_json(), headers
+    )
 
 
 def decode(value: bytes | None) -> Envelope:
@@ -162,6 +164,16 @@ class EnvelopeConsumer:
     async def stop(self) -> None:
         await self._consumer.stop()
 
+    async def pin_positions(self) -> None:
+        """Resolve now where every assigned partition starts reading.
+
+        Without a group, the "latest" offset is otherwise looked up lazily at the first fetch, and
+        records published in between would be skipped. Call after `start`, before reading the
+        state the consumer is meant to follow.
+        """
+        for partition in self._consumer.assignment():
+            await self._consumer.position(partition)
+
     async def batches(self, max_records: int = 1000) -> AsyncIterator[list[Envelope]]:
         """Yield decoded envelopes batch by batch; commit after the caller resumes the iterator."""
         while True:
@@ -175,7 +187,12 @@ class EnvelopeConsumer:
                     try:
                         envelopes.append(decode(record.value))
                     except DecodeError as exc:
-                        log.warning("bus.dead_letter", topic=record.topic, offset=record.offset, reason=str(exc))
+                        log.warning(
+                            "bus.dead_letter",
+                            topic=record.topic,
+                            offset=record.offset,
+                            reason=str(exc),
+                        )
                         rejected.append(dead_letter_record(record, str(exc)))
             if rejected:
                 await self._dead_letters.publish(rejected)

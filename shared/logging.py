@@ -31,6 +31,10 @@ def configure_logging(service: str, *, level: str = "info", fmt: str = "auto") -
         cache_logger_on_first_use=True,
     )
     structlog.contextvars.bind_contextvars(service=service)
-    logging.basicConfig(level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s %(levelname)s %(message)s")
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING),
+        stream=sys.stderr,
+        format="%(name)s %(levelname)s %(message)s",
+    )
     # aiokafka logs every refused connection while a broker starts; warnings still come through.
     logging.getLogger("aiokafka").setLevel(logging.ERROR)

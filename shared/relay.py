@@ -82,7 +82,9 @@ async def run_relay(producer: str | None, stop: asyncio.Event | None = None) -> 
 
     settings = CommonSettings()
     store = open_event_store(settings.store_url)
-    publisher = KafkaPublisher(settings.kafka_bootstrap_servers, idempotence=settings.kafka_idempotence)
+    publisher = KafkaPublisher(
+        settings.kafka_bootstrap_servers, idempotence=settings.kafka_idempotence
+    )
     await ensure_topics(settings.kafka_bootstrap_servers)
     await publisher.start()
     try:

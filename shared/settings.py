@@ -37,7 +37,9 @@ class CommonSettings(BaseSettings):
         f"sqlite+aiosqlite:///{DEFAULT_VAR / 'events.db'}",
         validation_alias=_env("CONTINUO_STORE_URL"),
     )
-    artifacts_dir: Path = Field(DEFAULT_VAR / "artifacts", validation_alias=_env("CONTINUO_ARTIFACTS_DIR"))
+    artifacts_dir: Path = Field(
+        DEFAULT_VAR / "artifacts", validation_alias=_env("CONTINUO_ARTIFACTS_DIR")
+    )
     tasks_dir: Path = Field(REPO_ROOT / "tasks", validation_alias=_env("CONTINUO_TASKS_DIR"))
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=_env("REDIS_URL"))
     log_format: Literal["auto", "json", "console"] = Field(

@@ -179,9 +179,7 @@ def validate_label(spec: TaskSpec, label: Any) -> int:
         # True == 1 in Python; a JSON boolean is only a label where the classes are booleans.
         if label == cls and isinstance(label, bool) == isinstance(cls, bool):
             return index
-    raise RecordError(
-        f"label: {label!r} is not one of {', '.join(map(repr, spec.target.classes))}"
-    )
+    raise RecordError(f"label: {label!r} is not one of {', '.join(map(repr, spec.target.classes))}")
 
 
 def feature_vector(spec: TaskSpec, features: Mapping[str, Any]) -> list[float]:

@@ -51,10 +51,14 @@ def event_type(name: str, version: int = 1) -> Callable[[P], P]:
 
 def upcaster(
     name: str, from_version: int
-) -> Callable[[Callable[[dict[str, Any]], dict[str, Any]]], Callable[[dict[str, Any]], dict[str, Any]]]:
+) -> Callable[
+    [Callable[[dict[str, Any]], dict[str, Any]]], Callable[[dict[str, Any]], dict[str, Any]]
+]:
     """Register a function that turns a stored v`from_version` payload into v`from_version + 1`."""
 
-    def register(fn: Callable[[dict[str, Any]], dict[str, Any]]) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    def register(
+        fn: Callable[[dict[str, Any]], dict[str, Any]],
+    ) -> Callable[[dict[str, Any]], dict[str, Any]]:
         _UPCASTERS[(name, from_version)] = fn
         return fn
 
@@ -146,8 +150,7 @@ def new_event(
         schema_version=payload.schema_version,
         stream_id=stream_id,
         occurred_at=occurred_at or utcnow(),
-        correlation_id=correlation_id
-        or (causation.correlation_id if causation else None),
+        correlation_id=correlation_id or (causation.correlation_id if causation else None),
         causation_id=causation.event_id if causation else None,
         producer=producer,
         payload=payload.model_dump(mode="json"),

@@ -51,6 +51,11 @@ def governance_stream(task: str) -> str:
     return f"governance-{task}"
 
 
+def prediction_stream(task: str) -> str:
+    """Predictions served for a task (recorded by serving, in batches)."""
+    return f"predictions-{task}"
+
+
 @event_type("TaskRegistered")
 class TaskRegistered(Payload):
     """A task spec version was registered; `version` is the spec's content hash."""
@@ -155,6 +160,19 @@ class ModelRolledBack(Payload):
     decided_by: str
 
 
+@event_type("PredictionServed")
+class PredictionServed(Payload):
+    """A prediction was returned to a caller: by which model version, for which input."""
+
+    task: str
+    prediction_id: uuid.UUID
+    model_version: int
+    entity_id: str | None
+    features: dict[str, Any]
+    probability: float
+    label: Any
+
+
 # Which topic each event type is published to.
 TOPIC_OF_TYPE: dict[str, str] = {
     "TaskRegistered": TOPIC_TASKS,
@@ -166,6 +184,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "ModelPromoted": TOPIC_DEPLOYMENTS,
     "PromotionRefused": TOPIC_DEPLOYMENTS,
     "ModelRolledBack": TOPIC_DEPLOYMENTS,
+    "PredictionServed": TOPIC_GOVERNANCE,
 }
 
 

@@ -57,8 +57,10 @@ class EventStore(Protocol):
         """Events with position > after (and <= until), in position order."""
         ...
 
-    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
-        """A stream's events in version order."""
+    async def read_stream(
+        self, stream_id: str, after_version: int = 0, limit: int | None = None
+    ) -> list[Envelope]:
+        """A stream's events in version order (at most `limit` of them)."""
         ...
 
     async def get(self, event_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Envelope]:

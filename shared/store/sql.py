@@ -103,9 +103,7 @@ class SqlEventStore:
         if fresh:
             current = (
                 await conn.scalar(
-                    select(func.max(events.c.stream_version)).where(
-                        events.c.stream_id == stream_id
-                    )
+                    select(func.max(events.c.stream_version)).where(events.c.stream_id == stream_id)
                 )
                 or 0
             )
@@ -179,11 +177,14 @@ class SqlEventStore:
             rows = (await conn.execute(query)).all()
         return [_row_to_envelope(r) for r in rows]
 
-    async def read_stream(self, stream_id: str, after_version: int = 0) -> list[Envelope]:
+    async def read_stream(
+        self, stream_id: str, after_version: int = 0, limit: int | None = None
+    ) -> list[Envelope]:
         query = (
             select(events)
             .where(events.c.stream_id == stream_id, events.c.stream_version > after_version)
             .order_by(events.c.stream_version)
+            .limit(limit)
         )
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
@@ -232,7 +233,9 @@ class PostgresEventStore(SqlEventStore):
     @asynccontextmanager
     async def _append_transaction(self) -> AsyncIterator[AsyncConnection]:
         async with self._write_engine.begin() as conn:
-            await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY})
+            await conn.execute(
+                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY}
+            )
             yield conn
 
 
@@ -281,4 +284,6 @@ def open_event_store(url: str, *, pool_size: int = 5) -> SqlEventStore:
             pool_pre_ping=True,
         )
         return PostgresEventStore(engine)
-    raise ValueError(f"unsupported event store URL {url!r}: use postgresql+asyncpg:// or sqlite+aiosqlite://")
+    raise ValueError(
+        f"unsupported event store URL {url!r}: use postgresql+asyncpg:// or sqlite+aiosqlite://"
+    )

@@ -71,7 +71,8 @@ def upgrade() -> None:
         for operation in ("UPDATE", "DELETE"):
             op.execute(
                 f"CREATE TRIGGER events_no_{operation.lower()} BEFORE {operation} ON events "
-                f"BEGIN SELECT RAISE(ABORT, 'events are append-only: {operation} is not allowed'); END"
+                "BEGIN SELECT RAISE(ABORT, "
+                f"'events are append-only: {operation} is not allowed'); END"
             )
 
 

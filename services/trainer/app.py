@@ -1,0 +1,97 @@
+"""The trainer's Faust worker: an agent feeds the task data topic to `Trainer` in batches.
+
+The agent only decodes and delegates. Undecodable records go to the dead-letter topic. Faust's
+group membership gives one owner per partition (data is keyed by task, so one worker owns a task).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import faust
+import structlog
+
+from services.trainer.service import Trainer
+from services.trainer.settings import TrainerSettings
+from shared.bus import DecodeError, OutgoingRecord, decode
+from shared.events.types import TOPIC_DATA, TOPIC_DEAD_LETTER
+from shared.runtime import Runtime
+
+log = structlog.get_logger(__name__)
+
+
+def create_app(settings: TrainerSettings | None = None) -> faust.App:
+    """Build the Faust app and its agent; the runtime starts with the worker."""
+    settings = settings or TrainerSettings()
+    app = faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        value_serializer="raw",
+        key_serializer="raw",
+        web_host=settings.host,
+        web_port=settings.port,
+        web_bind=settings.host,
+        consumer_auto_offset_reset="earliest",
+        producer_acks=-1,
+        topic_partitions=3,
+        topic_allow_declare=True,
+        store="memory://",
+    )
+    state: dict[str, Any] = {}
+    data_topic = app.topic(TOPIC_DATA, value_serializer="raw", key_serializer="raw")
+
+    @app.task
+    async def start_runtime() -> None:
+        runtime = Runtime.build("trainer", settings)
+        await runtime.start()
+        state["runtime"] = runtime
+        state["trainer"] = Trainer(runtime, pending_limit=settings.pending_limit)
+
+    @app.on_shutdown.connect
+    async def stop_runtime(*_: Any, **__: Any) -> None:
+        if runtime := state.get("runtime"):
+            await runtime.stop()
+
+    async def trainer() -> Trainer:
+        while "trainer" not in state:
+            await asyncio.sleep(0.05)
+        return state["trainer"]
+
+    @app.agent(data_topic)
+    async def learn(stream: faust.StreamT) -> None:
+        async for values in stream.take(settings.batch_size, within=settings.batch_within):
+            envelopes, rejected = [], []
+            for value in values:
+                try:
+                    envelopes.append(decode(value))
+                except DecodeError as exc:
+                    rejected.append(
+                        OutgoingRecord(
+                            TOPIC_DEAD_LETTER, b"", value or b"", (("reason", str(exc).encode()),)
+                        )
+                    )
+            t = await trainer()
+            if rejected:
+                await t.runtime.publisher.publish(rejected)
+            if envelopes:
+                await t.handle(envelopes)
+
+    @app.page("/healthz")
+    async def healthz(web: Any, request: Any) -> Any:
+        return web.json({"status": "ok"})
+
+    @app.page("/readyz")
+    async def readyz(web: Any, request: Any) -> Any:
+        runtime = state.get("runtime")
+        ready = runtime is not None and runtime.relay_alive
+        return web.json({"ready": ready}, status=200 if ready else 503)
+
+    @app.page("/v1/status")
+    async def status(web: Any, request: Any) -> Any:
+        t = state.get("trainer")
+        return web.json(
+            {"tasks": t.status() if t else {}, "models_emitted": t.models_emitted if t else 0}
+        )
+
+    return app

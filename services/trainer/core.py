@@ -1,0 +1,232 @@
+"""The trainer's pure core: one task's stream of data events in, model candidates and facts out.
+
+No Kafka, Faust or database here. The core is a deterministic function of the data events it is
+given, in store order: the same events give the same predictions, the same models (same bytes) and
+the same event ids. That is how a restarted trainer recovers: it replays the task's stored events
+through a fresh core, and everything it emits again is a duplicate that the store ignores.
+
+Prequential evaluation: an observation is predicted when it arrives; when its label comes (with it,
+or later), the learner is scored on that earlier prediction and only then learns the row.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from shared.events.envelope import Envelope
+from shared.events.types import (
+    ConfigSwitched,
+    DriftDetected,
+    LabelRecorded,
+    ModelTrained,
+    ObservationRecorded,
+)
+from shared.tasks import TaskSpec, feature_vector
+
+_NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-000000000007")
+
+
+class Learner(Protocol):
+    """What the core needs of a learner (services.trainer.learner.OnlineLearner honours it)."""
+
+    n_updates: int
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+    def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> Any: ...
+    def model_bytes(self) -> bytes: ...
+    def champion_config(self) -> str: ...
+    @property
+    def metrics(self) -> dict[str, float]: ...
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A model version ready to be stored: its bytes and the ModelTrained fact without the hash."""
+
+    event_id: uuid.UUID
+    model_bytes: bytes
+    model_version: int
+    parent_version: int | None
+    config: str
+    metrics: dict[str, float]
+    first_position: int | None
+    last_position: int
+    n_learned: int
+    n_learned_total: int
+
+    def fact(
+        self, task: str, pipeline_version: str, artifact_sha256: str, params: dict[str, Any]
+    ) -> ModelTrained:
+        return ModelTrained(
+            task=task,
+            model_version=self.model_version,
+            parent_version=self.parent_version,
+            pipeline_version=pipeline_version,
+            artifact_sha256=artifact_sha256,
+            config=self.config,
+            params=params,
+            metrics=self.metrics,
+            first_position=self.first_position,
+            last_position=self.last_position,
+            n_learned=self.n_learned,
+            n_learned_total=self.n_learned_total,
+        )
+
+
+@dataclass
+class Output:
+    """What one call to `TaskTraining.apply` produced, in order of occurrence."""
+
+    candidates: list[Candidate] = field(default_factory=list)
+    facts: list[tuple[uuid.UUID, DriftDetected | ConfigSwitched]] = field(default_factory=list)
+    unmatched_labels: int = 0
+
+
+@dataclass
+class _Pending:
+    x: list[float]
+    proba: float
+    position: int
+
+
+class TaskTraining:
+    """Prequential learning of one task from its data events, with fixed publish points."""
+
+    def __init__(self, spec: TaskSpec, learner: Learner, *, pending_limit: int = 200_000) -> None:
+        self.spec = spec
+        self.learner = learner
+        self.last_position = 0
+        self.model_version = 0
+        self.n_learned_total = 0
+        self._since_publish = 0
+        self._first_position: int | None = None
+        self._last_learned_position = 0
+        self._pending: OrderedDict[uuid.UUID, _Pending] = OrderedDict()
+        self._pending_limit = pending_limit
+
+    def apply(self, events: Sequence[Envelope]) -> Output:
+        """Process data events in store order; events at or below `last_position` are skipped."""
+        out = Output()
+        segment: list[tuple[Envelope, Any]] = []
+        kind = None
+        for envelope in events:
+            assert envelope.position is not None, "the core takes stored events only"
+            if envelope.position <= self.last_position:
+                continue
+            self.last_position = envelope.position
+            data = envelope.data()
+            if isinstance(data, ObservationRecorded):
+                this = "labelled" if data.label is not None else "observed"
+            elif isinstance(data, LabelRecorded):
+                this = "label"
+            else:
+                continue
+            if this != kind and segment:
+                self._flush(kind, segment, out)
+                segment = []
+            kind = this
+            segment.append((envelope, data))
+        if segment:
+            self._flush(kind, segment, out)
+        return out
+
+    def _flush(self, kind: str | None, segment: list[tuple[Envelope, Any]], out: Output) -> None:
+        if kind == "observed":
+            X = np.array([feature_vector(self.spec, d.features) for _, d in segment], dtype=float)
+            proba = self.learner.predict_proba(X)
+            for (envelope, _), x, p in zip(segment, X.tolist(), proba.tolist(), strict=True):
+                self._remember(envelope.event_id, _Pending(x, p, envelope.position or 0))
+            return
+        rows: list[tuple[list[float], int, float | None, int]] = []
+        if kind == "labelled":
+            for envelope, d in segment:
+                rows.append(
+                    (feature_vector(self.spec, d.features), d.label, None, envelope.position)
+                )
+        else:
+            for envelope, d in segment:
+                pending = self._pending.pop(d.observation_id, None)
+                if pending is None:
+                    out.unmatched_labels += 1
+                    continue
+                rows.append((pending.x, d.label, pending.proba, envelope.position))
+        self._learn(rows, out)
+
+    def _remember(self, observation_id: uuid.UUID, pending: _Pending) -> None:
+        self._pending[observation_id] = pending
+        while len(self._pending) > self._pending_limit:
+            self._pending.popitem(last=False)  # oldest first: its label is the least likely to come
+
+    def _learn(self, rows: list[tuple[list[float], int, float | None, int]], out: Output) -> None:
+        """Learn rows in chunks that end exactly at publish points, so versions are deterministic."""
+        every = self.spec.learner.publish_every
+        start = 0
+        while start < len(rows):
+            take = min(len(rows) - start, every - self._since_publish)
+            chunk = rows[start : start + take]
+            start += take
+            X = np.array([r[0] for r in chunk], dtype=float)
+            y = np.array([r[1] for r in chunk], dtype=int)
+            # Rows labelled on arrival are predicted now, by the model as it is before learning them.
+            proba = np.array([r[2] if r[2] is not None else np.nan for r in chunk], dtype=float)
+            missing = np.isnan(proba)
+            if missing.any():
+                proba[missing] = self.learner.predict_proba(X[missing])
+            report = self.learner.learn(X, y, proba)
+            self._record(report, out)
+            if self._first_position is None:
+                self._first_position = chunk[0][3]
+            self._last_learned_position = chunk[-1][3]
+            self.n_learned_total += len(chunk)
+            self._since_publish += len(chunk)
+            if self._since_publish >= every:
+                out.candidates.append(self._candidate())
+
+    def _record(self, report: Any, out: Output) -> None:
+        task = self.spec.name
+        for drift in getattr(report, "drifts", ()):
+            fact = DriftDetected(
+                task=task,
+                detector=drift.detector,
+                at_labelled=drift.at_labelled,
+                model_version=self.model_version or None,
+                evidence=dict(drift.evidence),
+            )
+            key = f"{task}/drift/{drift.detector}/{drift.at_labelled}"
+            out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
+        for switch in getattr(report, "switches", ()):
+            fact = ConfigSwitched(
+                task=task,
+                from_config=switch.from_config,
+                to_config=switch.to_config,
+                at_labelled=switch.at_labelled,
+                evidence=dict(switch.evidence),
+            )
+            key = f"{task}/switch/{switch.at_labelled}/{switch.to_config}"
+            out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
+
+    def _candidate(self) -> Candidate:
+        parent = self.model_version or None
+        self.model_version += 1
+        learned, self._since_publish = self._since_publish, 0
+        version = self.model_version
+        return Candidate(
+            event_id=uuid.uuid5(
+                _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
+            ),
+            model_bytes=self.learner.model_bytes(),
+            model_version=version,
+            parent_version=parent,
+            config=self.learner.champion_config(),
+            metrics={k: float(v) for k, v in self.learner.metrics.items()},
+            first_position=self._first_position,
+            last_position=self._last_learned_position,
+            n_learned=learned,
+            n_learned_total=self.n_learned_total,
+        )

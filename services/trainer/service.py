@@ -1,0 +1,146 @@
+"""The trainer's adapter between the bus and the pure core: replay, learn, store what it made.
+
+One `TaskTraining` per task. The first time a task is seen, its core is rebuilt by replaying the
+task's stored data events (the store is the system of record); events the core has already applied
+(by position) are skipped, and everything it emits carries a deterministic event id, so emitting
+it again after a restart is a no-op in the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+
+import structlog
+
+from services.trainer.core import Output, TaskTraining
+from shared.events.envelope import Envelope, new_event
+from shared.events.types import data_stream, governance_stream, model_stream
+from shared.registry import registered_tasks
+from shared.runtime import Runtime
+from shared.store.port import ConcurrencyError
+from shared.tasks import TaskSpec
+
+log = structlog.get_logger(__name__)
+
+LearnerFactory = Callable[[TaskSpec], object]
+
+
+def default_learner(spec: TaskSpec) -> object:
+    from services.trainer.learner import OnlineLearner
+
+    return OnlineLearner.from_spec(spec)
+
+
+class Trainer:
+    """Feeds data events to per-task cores and appends their models and facts to the store."""
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        learner_factory: LearnerFactory = default_learner,
+        pending_limit: int = 200_000,
+    ) -> None:
+        self.runtime = runtime
+        self._learner_factory = learner_factory
+        self._pending_limit = pending_limit
+        self._cores: dict[str, TaskTraining] = {}
+        self._lock = asyncio.Lock()
+        self.models_emitted = 0
+
+    async def handle(self, envelopes: Sequence[Envelope]) -> None:
+        """Apply a batch of data events (any tasks, store order within each task)."""
+        by_task: dict[str, list[Envelope]] = defaultdict(list)
+        for envelope in envelopes:
+            by_task[str(envelope.payload.get("task"))].append(envelope)
+        async with self._lock:
+            for task, events in by_task.items():
+                core = await self._core(task)
+                if core is None:
+                    log.warning("trainer.unknown_task", task=task, events=len(events))
+                    continue
+                await self._apply(core, events)
+
+    async def _core(self, task: str) -> TaskTraining | None:
+        if task in self._cores:
+            return self._cores[task]
+        spec = (await registered_tasks(self.runtime.store)).get(task)
+        if spec is None:
+            return None
+        core = TaskTraining(spec, self._learner_factory(spec), pending_limit=self._pending_limit)
+        self._cores[task] = core
+        await self._replay(core)
+        return core
+
+    async def _replay(self, core: TaskTraining) -> None:
+        """Rebuild a core from the task's stored data events (deterministic, so nothing changes)."""
+        stream, after, replayed = data_stream(core.spec.name), 0, 0
+        while page := await self.runtime.store.read_stream(stream, after_version=after, limit=5000):
+            await self._apply(core, page)
+            after = page[-1].stream_version or after
+            replayed += len(page)
+        log.info(
+            "trainer.replayed", task=core.spec.name, events=replayed, models=core.model_version
+        )
+
+    async def _apply(self, core: TaskTraining, events: Sequence[Envelope]) -> None:
+        # LightGBM training blocks; keep the event loop (and Kafka heartbeats) free meanwhile.
+        out = await asyncio.to_thread(core.apply, events)
+        await self._persist(core, out)
+
+    async def _persist(self, core: TaskTraining, out: Output) -> None:
+        rt, task = self.runtime, core.spec.name
+        if out.facts:
+            facts = [
+                new_event(
+                    fact, stream_id=governance_stream(task), producer=rt.producer, event_id=event_id
+                )
+                for event_id, fact in out.facts
+            ]
+            for event in facts:  # one at a time: each is its own fact, retried or not
+                await rt.store.append([event])
+        for candidate in out.candidates:
+            digest = await asyncio.to_thread(rt.artifacts.put, candidate.model_bytes)
+            fact = candidate.fact(task, core.spec.version, digest, dict(core.spec.learner.params))
+            event = new_event(
+                fact,
+                stream_id=model_stream(task),
+                producer=rt.producer,
+                event_id=candidate.event_id,
+            )
+            try:
+                [result] = await rt.store.append(
+                    [event], expected_version=candidate.model_version - 1
+                )
+            except ConcurrencyError as exc:
+                log.error(
+                    "trainer.version_taken",
+                    task=task,
+                    version=candidate.model_version,
+                    error=str(exc),
+                )
+                continue
+            if not result.duplicate:
+                self.models_emitted += 1
+                log.info(
+                    "trainer.model_trained",
+                    task=task,
+                    version=candidate.model_version,
+                    accuracy=round(candidate.metrics.get("accuracy", float("nan")), 4),
+                    learned=candidate.n_learned_total,
+                )
+        if out.unmatched_labels:
+            log.warning("trainer.unmatched_labels", task=task, count=out.unmatched_labels)
+
+    def status(self) -> dict[str, object]:
+        return {
+            task: {
+                "last_position": core.last_position,
+                "model_version": core.model_version,
+                "learned": core.n_learned_total,
+                "metrics": core.learner.metrics,
+            }
+            for task, core in self._cores.items()
+        }
