@@ -40,12 +40,14 @@ def decide(
         return Decision(
             True,
             [
-                f"recent {policy.metric} {ours:.4f} >= champion {theirs or 0:.4f} - {policy.tolerance}"
+                f"recent {policy.metric} {ours:.4f} >= champion {theirs or 0:.4f} "
+                f"- tolerance {policy.tolerance}"
             ],
         )
     return Decision(
         False,
         [
-            f"recent {policy.metric} {ours:.4f} < champion {theirs:.4f} - tolerance {policy.tolerance}"
+            f"recent {policy.metric} {ours:.4f} < champion {theirs:.4f} "
+            f"- tolerance {policy.tolerance}"
         ],
     )

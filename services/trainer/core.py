@@ -164,7 +164,7 @@ class TaskTraining:
             self._pending.popitem(last=False)  # oldest first: its label is the least likely to come
 
     def _learn(self, rows: list[tuple[list[float], int, float | None, int]], out: Output) -> None:
-        """Learn rows in chunks that end exactly at publish points, so versions are deterministic."""
+        """Learn rows in chunks ending exactly at publish points, so versions are deterministic."""
         every = self.spec.learner.publish_every
         start = 0
         while start < len(rows):
@@ -173,7 +173,7 @@ class TaskTraining:
             start += take
             X = np.array([r[0] for r in chunk], dtype=float)
             y = np.array([r[1] for r in chunk], dtype=int)
-            # Rows labelled on arrival are predicted now, by the model as it is before learning them.
+            # Rows labelled on arrival are predicted now, by the model before it learns them.
             proba = np.array([r[2] if r[2] is not None else np.nan for r in chunk], dtype=float)
             missing = np.isnan(proba)
             if missing.any():
