@@ -1,0 +1,316 @@
+"""Bias audit of a model's predictions: per-group rates and group-fairness gaps, judged by limits.
+
+Pure: takes labels, predictions and sensitive attributes, returns an `AuditReport` (the payload of
+an `AuditCompleted` event). The maths is Fairlearn's (`MetricFrame` and the demographic-parity and
+equalized-odds functions). Every group is reported; groups with fewer than `min_group_size` rows
+are left out of the fairness gaps that decide pass/fail, because a rate measured on a handful of
+rows is mostly noise, and the report says which groups were left out.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from fairlearn.metrics import (
+    MetricFrame,
+    count,
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    equalized_odds_difference,
+    false_negative_rate,
+    false_positive_rate,
+    selection_rate,
+)
+from pydantic import BaseModel, ConfigDict, field_validator
+from sklearn.metrics import accuracy_score
+
+from shared.tasks import AuditThresholds
+
+_GROUP_METRICS = {
+    "count": count,
+    "selection_rate": selection_rate,
+    "accuracy": accuracy_score,
+    "false_positive_rate": false_positive_rate,
+    "false_negative_rate": false_negative_rate,
+}
+
+
+def _finite_or_none(value: Any) -> float | None:
+    """NaN and infinities are not JSON; an undefined figure is reported as None."""
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class GroupMetrics(BaseModel):
+    """One group's figures. A rate is None where it is undefined (e.g. FPR without negatives)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    count: int
+    positives: int
+    selection_rate: float | None
+    accuracy: float | None
+    false_positive_rate: float | None
+    false_negative_rate: float | None
+    # False when the group is smaller than min_group_size: reported, not judged.
+    in_pass_fail: bool
+
+    @field_validator(
+        "selection_rate", "accuracy", "false_positive_rate", "false_negative_rate", mode="before"
+    )
+    @classmethod
+    def _nan_to_none(cls, value: Any) -> float | None:
+        return _finite_or_none(value)
+
+
+class AttributeAudit(BaseModel):
+    """Per-group figures and fairness gaps for one sensitive attribute.
+
+    The gaps are computed over the groups with `in_pass_fail`; they are None when fewer than two
+    such groups exist (there is nothing to compare).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    groups: dict[str, GroupMetrics]
+    demographic_parity_difference: float | None
+    demographic_parity_ratio: float | None
+    equalized_odds_difference: float | None
+    excluded_groups: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @field_validator(
+        "demographic_parity_difference",
+        "demographic_parity_ratio",
+        "equalized_odds_difference",
+        mode="before",
+    )
+    @classmethod
+    def _nan_to_none(cls, value: Any) -> float | None:
+        return _finite_or_none(value)
+
+
+class AuditReport(BaseModel):
+    """One audit: figures per sensitive attribute, and the verdict with its reasons."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int
+    thresholds: AuditThresholds
+    attributes: dict[str, AttributeAudit]
+    passed: bool
+    # Each breached limit, in words with the figure; empty when passed.
+    reasons: list[str]
+    # What was not judged and why (small groups, undefined rates).
+    notes: list[str]
+
+
+def _as_binary(name: str, values: Sequence[Any]) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected a flat sequence of 0/1")
+    if not np.isin(array, (0, 1)).all():
+        raise ValueError(f"{name}: expected only 0 and 1")
+    return array.astype(int)
+
+
+def _group_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, min_group_size: int
+) -> dict[str, GroupMetrics]:
+    frame = MetricFrame(
+        metrics=_GROUP_METRICS, y_true=y_true, y_pred=y_pred, sensitive_features=groups
+    ).by_group
+    result: dict[str, GroupMetrics] = {}
+    for group, row in frame.iterrows():
+        members = groups == group
+        size = int(row["count"])
+        positives = int(y_true[members].sum())
+        # Fairlearn reports 0 for a rate whose denominator is empty; undefined is the honest value.
+        result[str(group)] = GroupMetrics(
+            count=size,
+            positives=positives,
+            selection_rate=row["selection_rate"],
+            accuracy=row["accuracy"],
+            false_positive_rate=row["false_positive_rate"] if size > positives else None,
+            false_negative_rate=row["false_negative_rate"] if positives > 0 else None,
+            in_pass_fail=size >= min_group_size,
+        )
+    return result
+
+
+def _audit_attribute(
+    name: str, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, min_group_size: int
+) -> AttributeAudit:
+    per_group = _group_metrics(y_true, y_pred, groups, min_group_size)
+    judged = [g for g, m in per_group.items() if m.in_pass_fail]
+    excluded = tuple(g for g, m in per_group.items() if not m.in_pass_fail)
+    notes: list[str] = []
+    if excluded:
+        notes.append(
+            f"{name}: {', '.join(excluded)} excluded from pass/fail "
+            f"(fewer than {min_group_size} rows)"
+        )
+    if len(judged) < 2:
+        notes.append(f"{name}: not judged, fewer than two groups with {min_group_size}+ rows")
+        return AttributeAudit(
+            groups=per_group,
+            demographic_parity_difference=None,
+            demographic_parity_ratio=None,
+            equalized_odds_difference=None,
+            excluded_groups=excluded,
+            notes=tuple(notes),
+        )
+    undefined = [
+        g
+        for g in judged
+        if per_group[g].false_positive_rate is None or per_group[g].false_negative_rate is None
+    ]
+    if undefined:
+        notes.append(
+            f"{name}: {', '.join(undefined)} lack positives or negatives; "
+            "their undefined error rates count as 0 in the equalized-odds difference"
+        )
+    mask = np.isin(groups, judged)
+    kwargs = {"y_true": y_true[mask], "y_pred": y_pred[mask], "sensitive_features": groups[mask]}
+    return AttributeAudit(
+        groups=per_group,
+        demographic_parity_difference=demographic_parity_difference(**kwargs),
+        demographic_parity_ratio=demographic_parity_ratio(**kwargs),
+        equalized_odds_difference=equalized_odds_difference(**kwargs),
+        excluded_groups=excluded,
+        notes=tuple(notes),
+    )
+
+
+def _figure(value: float, limit: float) -> str:
+    """Two decimals, or four where two would print the limit itself (0.1503 > 0.15)."""
+    short = f"{value:.2f}"
+    return f"{value:.4f}" if float(short) == limit else short
+
+
+def _breaches(name: str, result: AttributeAudit, limits: AuditThresholds) -> list[str]:
+    """Each limit the attribute's gaps break, in words with the figure."""
+    checks = [
+        (
+            "equalized-odds difference",
+            result.equalized_odds_difference,
+            limits.equalized_odds_difference_max,
+            ">",
+        ),
+        (
+            "demographic-parity difference",
+            result.demographic_parity_difference,
+            limits.demographic_parity_difference_max,
+            ">",
+        ),
+        (
+            "demographic-parity ratio",
+            result.demographic_parity_ratio,
+            limits.demographic_parity_ratio_min,
+            "<",
+        ),
+    ]
+    reasons = []
+    for label, value, limit, op in checks:
+        if value is None or limit is None:
+            continue
+        if (value > limit) if op == ">" else (value < limit):
+            reasons.append(f"{name}: {label} {_figure(value, limit)} {op} {limit:g}")
+    return reasons
+
+
+def audit(
+    y_true: Sequence[Any],
+    y_pred: Sequence[Any],
+    sensitive: Mapping[str, Sequence[Any]],
+    thresholds: AuditThresholds,
+) -> AuditReport:
+    """Audit 0/1 predictions against 0/1 labels for each sensitive attribute, judged by limits."""
+    truth = _as_binary("y_true", y_true)
+    predicted = _as_binary("y_pred", y_pred)
+    if len(truth) != len(predicted):
+        raise ValueError(f"y_true has {len(truth)} rows but y_pred has {len(predicted)}")
+    if not sensitive:
+        raise ValueError("sensitive: at least one attribute is needed")
+    if len(truth) == 0:
+        raise ValueError("nothing to audit: no rows")
+    attributes: dict[str, AttributeAudit] = {}
+    for name, values in sensitive.items():
+        groups = np.asarray([str(v) for v in values], dtype=object)
+        if len(groups) != len(truth):
+            raise ValueError(f"{name}: has {len(groups)} rows but y_true has {len(truth)}")
+        attributes[name] = _audit_attribute(
+            name, truth, predicted, groups, thresholds.min_group_size
+        )
+    reasons = [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
+    return AuditReport(
+        n=len(truth),
+        thresholds=thresholds,
+        attributes=attributes,
+        passed=not reasons,
+        reasons=reasons,
+        notes=[note for a in attributes.values() for note in a.notes],
+    )
+
+
+def _pct(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def _attribute_table(name: str, result: AttributeAudit) -> list[str]:
+    width = max(len(name), *(len(g) for g in result.groups))
+    header = (
+        f"{name:<{width}}  {'count':>6}  {'selected':>8}  {'accuracy':>8}  {'FPR':>7}  {'FNR':>7}"
+    )
+    lines = [header, "-" * len(header)]
+    for group, m in result.groups.items():
+        mark = "" if m.in_pass_fail else "  (excluded: small group)"
+        lines.append(
+            f"{group:<{width}}  {m.count:>6}  {_pct(m.selection_rate):>8}  "
+            f"{_pct(m.accuracy):>8}  {_pct(m.false_positive_rate):>7}  "
+            f"{_pct(m.false_negative_rate):>7}{mark}"
+        )
+    lines.append(
+        f"demographic-parity difference {_num(result.demographic_parity_difference)}, "
+        f"ratio {_num(result.demographic_parity_ratio)}; "
+        f"equalized-odds difference {_num(result.equalized_odds_difference)}"
+    )
+    return lines
+
+
+def _limits_line(limits: AuditThresholds) -> str:
+    checked = [
+        f"{label} {op} {value:g}"
+        for label, op, value in (
+            ("equalized-odds difference", "<=", limits.equalized_odds_difference_max),
+            ("demographic-parity difference", "<=", limits.demographic_parity_difference_max),
+            ("demographic-parity ratio", ">=", limits.demographic_parity_ratio_min),
+        )
+        if value is not None
+    ]
+    return (
+        f"limits: {', '.join(checked) or 'none set'}; "
+        f"groups under {limits.min_group_size} rows not judged"
+    )
+
+
+def render_audit(report: AuditReport) -> str:
+    """The report as a plain-text table: one block per attribute, then the verdict and reasons."""
+    lines: list[str] = []
+    for name, result in report.attributes.items():
+        lines.extend(_attribute_table(name, result))
+        lines.append("")
+    lines.append(_limits_line(report.thresholds))
+    lines.append(f"verdict: {'PASSED' if report.passed else 'FAILED'} on {report.n} rows")
+    lines.extend(f"  - {reason}" for reason in report.reasons)
+    lines.extend(f"  note: {note}" for note in report.notes)
+    return "\n".join(lines)
