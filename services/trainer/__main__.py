@@ -12,10 +12,7 @@ from shared.logging import configure_logging
 def main() -> None:
     settings = TrainerSettings()
     configure_logging("trainer", level=settings.log_level, fmt=settings.log_format)
-    app = create_app(settings)
-    worker = faust.Worker(
-        app, loglevel=settings.log_level.upper(), web_port=settings.port, web_host=settings.host
-    )
+    worker = faust.Worker(create_app(settings), loglevel=settings.log_level.upper(), quiet=True)
     worker.execute_from_commandline()
 
 

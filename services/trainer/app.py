@@ -37,6 +37,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
         topic_partitions=3,
         topic_allow_declare=True,
         store="memory://",
+        datadir=str(settings.datadir),
     )
     state: dict[str, Any] = {}
     data_topic = app.topic(TOPIC_DATA, value_serializer="raw", key_serializer="raw")
@@ -48,7 +49,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
         state["runtime"] = runtime
         state["trainer"] = Trainer(runtime, pending_limit=settings.pending_limit)
 
-    @app.on_shutdown.connect
+    @app.on_before_shutdown.connect
     async def stop_runtime(*_: Any, **__: Any) -> None:
         if runtime := state.get("runtime"):
             await runtime.stop()

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import CommonSettings
+from shared.settings import DEFAULT_VAR, CommonSettings
 
 
 class TrainerSettings(CommonSettings):
@@ -12,6 +14,8 @@ class TrainerSettings(CommonSettings):
 
     port: int = 8004
     app_id: str = "continuo-trainer"
+    # Faust keeps its local state here (tables are in memory; the store is the system of record).
+    datadir: Path = DEFAULT_VAR / "trainer"
     # Data events handed to the learner at once (Faust `take`), and the longest wait to fill them.
     batch_size: int = 2000
     batch_within: float = 0.1

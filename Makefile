@@ -1,0 +1,53 @@
+# The commands people type. `make demo` and `make test` set everything up on a fresh machine.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: help install demo up test test-unit test-integration test-e2e lint format bench clean
+
+help:
+	@echo "make demo   stream the electricity data through the four services (set-up included)"
+	@echo "make up     run the four services on the embedded defaults until Ctrl-C"
+	@echo "make test   unit, integration and e2e tests (needs PostgreSQL and Redis running)"
+	@echo "make lint   ruff and mypy;  make bench   the benchmarks in bench/"
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/continuo demo
+
+up: $(STAMP)
+	$(VENV)/bin/continuo up
+
+test: test-unit test-integration test-e2e
+
+test-unit: $(STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test-integration: $(STAMP)
+	$(PY) -m pytest tests/integration -q
+
+test-e2e: $(STAMP)
+	$(PY) -m pytest tests/e2e -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy shared services continuo
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench: $(STAMP)
+	$(PY) bench/learner.py
+	$(PY) bench/system.py
+
+clean:
+	rm -rf var .pytest_cache .ruff_cache .mypy_cache

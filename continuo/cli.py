@@ -1,0 +1,124 @@
+"""`continuo`: the operator's command line. It composes shared/ and the services, so it sits above
+both (shared/ never imports a service).
+
+    continuo migrate            bring the event store schema up to date
+    continuo broker [--port N]  run the embedded Kafka-compatible broker in the foreground
+    continuo up                 run the four services on the embedded defaults until Ctrl-C
+    continuo demo               stream the electricity data through the running system
+    continuo evaluate FILE.csv  try a stream with the learner, in process
+    continuo replay             republish the whole store to Kafka (e.g. after a broker restart)
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from shared.logging import configure_logging
+from shared.settings import REPO_ROOT, CommonSettings
+
+
+def _migrate(_: list[str]) -> int:
+    from shared.store.migrate import upgrade
+
+    settings = CommonSettings()
+    upgrade(settings.store_url)
+    print("event store schema is up to date")
+    return 0
+
+
+def _broker(argv: list[str]) -> int:
+    from shared.broker import start_broker_ready
+
+    parser = argparse.ArgumentParser(prog="continuo broker")
+    parser.add_argument("--port", type=int, default=9092)
+    args = parser.parse_args(argv)
+    broker = asyncio.run(start_broker_ready(args.port))
+    print(f"embedded broker at {broker.bootstrap} (memory only); Ctrl-C stops it")
+    try:
+        broker.process.wait()
+    except KeyboardInterrupt:
+        broker.stop()
+    return 0
+
+
+def _up(argv: list[str]) -> int:
+    from continuo.stack import Stack
+
+    parser = argparse.ArgumentParser(prog="continuo up")
+    parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "var" / "up")
+    args = parser.parse_args(argv)
+    settings = CommonSettings()
+    stack = Stack(args.workdir, store_url=settings.store_url, log_to_files=False)
+
+    async def run() -> None:
+        await stack.start()
+        print("Continuo is up:")
+        for name in stack.ports:
+            print(f"  {name:<11} {stack.url(name)}")
+        print(f"  broker      {stack.bootstrap}\nCtrl-C stops everything.")
+        stopped = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stopped.set)
+        await stopped.wait()
+
+    try:
+        asyncio.run(run())
+    finally:
+        stack.stop()
+    return 0
+
+
+def _replay(_: list[str]) -> int:
+    from shared.store.sql import open_event_store
+
+    async def reset() -> None:
+        store = open_event_store(CommonSettings().store_url)
+        for service in ("ingest", "trainer", "governance", "serving"):
+            await store.save_cursor(f"relay:{service}", 0)
+        await store.close()
+
+    asyncio.run(reset())
+    print(
+        "relay cursors reset: each service republishes its events from position 0 on its next poll"
+    )
+    return 0
+
+
+def _demo(argv: list[str]) -> int:
+    from continuo.demo import main
+
+    return main(argv)
+
+
+def _evaluate(argv: list[str]) -> int:
+    from continuo.evaluate import main
+
+    return main(argv)
+
+
+COMMANDS = {
+    "migrate": _migrate,
+    "broker": _broker,
+    "up": _up,
+    "demo": _demo,
+    "evaluate": _evaluate,
+    "replay": _replay,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(__doc__)
+        return 0 if not argv or argv[0] in ("-h", "--help") else 2
+    configure_logging("cli", level="warning")
+    return COMMANDS[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,119 @@
+"""Run the four services as separate processes on one machine (for `up`, `demo` and e2e tests).
+
+The stack optionally starts the embedded broker, migrates the event store, starts ingest, trainer,
+governance and serving with one shared environment, waits until each answers /readyz, and stops
+them all cleanly (SIGTERM, then SIGKILL after a grace period).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from shared.broker import EmbeddedBroker, free_port, start_broker_ready
+from shared.store.migrate import upgrade_async
+
+SERVICES = ("ingest", "trainer", "governance", "serving")
+
+
+class StackError(RuntimeError):
+    """A service did not start or become ready; the message names it and its log."""
+
+
+@dataclass
+class Stack:
+    """A running set of services; `url(name)` is where each one listens."""
+
+    workdir: Path
+    store_url: str
+    bootstrap: str | None = None
+    redis_url: str | None = None
+    log_to_files: bool = True
+    env_overrides: dict[str, str] = field(default_factory=dict)
+    broker: EmbeddedBroker | None = None
+    ports: dict[str, int] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def url(self, service: str) -> str:
+        return f"http://127.0.0.1:{self.ports[service]}"
+
+    def log_path(self, service: str) -> Path:
+        return self.workdir / "logs" / f"{service}.log"
+
+    def environment(self) -> dict[str, str]:
+        env = {
+            **os.environ,
+            "CONTINUO_STORE_URL": self.store_url,
+            "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap or "",
+            "CONTINUO_ARTIFACTS_DIR": str(self.workdir / "artifacts"),
+            "GOVERNANCE_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / 'governance.db'}",
+            "PYTHONUNBUFFERED": "1",
+            **self.env_overrides,
+        }
+        if self.redis_url:
+            env["REDIS_URL"] = self.redis_url
+        for service, port in self.ports.items():
+            env[f"{service.upper()}_PORT"] = str(port)
+        return env
+
+    async def start(self, *, ready_timeout: float = 90.0) -> None:
+        (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
+        if self.bootstrap is None:
+            self.broker = await start_broker_ready(log_path=self.workdir / "logs" / "broker.log")
+            self.bootstrap = self.broker.bootstrap
+        await upgrade_async(self.store_url)
+        self.ports = {name: free_port() for name in SERVICES}
+        env = self.environment()
+        for name in SERVICES:
+            output = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: SIM115
+            self.processes[name] = subprocess.Popen(
+                [sys.executable, "-m", f"services.{name}"],
+                env=env,
+                stdout=output,
+                stderr=subprocess.STDOUT if output else None,
+                start_new_session=True,
+            )
+        try:
+            await asyncio.gather(*(self._ready(n, ready_timeout) for n in SERVICES))
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _ready(self, name: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        async with httpx.AsyncClient(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self.processes[name].poll() is not None:
+                    raise StackError(f"{name} exited during start-up; see {self.log_path(name)}")
+                try:
+                    response = await client.get(f"{self.url(name)}/readyz")
+                    if response.status_code == 200:
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(0.2)
+        raise StackError(f"{name} was not ready within {timeout}s; see {self.log_path(name)}")
+
+    def stop(self, grace: float = 15.0) -> None:
+        """Stop services in reverse order of data flow, then the broker."""
+        for name in reversed(SERVICES):
+            process = self.processes.get(name)
+            if process and process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for name, process in self.processes.items():
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        if self.broker:
+            self.broker.stop()
