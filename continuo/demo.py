@@ -86,7 +86,7 @@ async def stream_elec(
     label_delay: int = 1,
     progress: bool = True,
 ) -> StreamResult:
-    """Post rows as observations in batches; post each batch's labels `label_delay` batches later."""
+    """Post rows as observations in batches, and each batch's labels `label_delay` batches on."""
     result = StreamResult()
     started = time.monotonic()
     waiting: deque[list[dict[str, Any]]] = deque()
@@ -187,7 +187,8 @@ async def run_demo(
     started = time.monotonic()
     rows = read_rows(find_elec(), limit)
     print(
-        f"Continuo demo: {len(rows):,} electricity rows, labels {label_delay} batch(es) of {batch} late"
+        f"Continuo demo: {len(rows):,} electricity rows; "
+        f"labels arrive {label_delay} batch(es) of {batch} late"
     )
     stack = Stack(workdir, store_url=f"sqlite+aiosqlite:///{workdir / 'events.db'}")
     print(f"- starting broker, store and the four services (logs in {workdir / 'logs'})")
@@ -209,25 +210,32 @@ async def run_demo(
     models = served["models"]["models"]
     promotions = sum(1 for m in models if m["status"] in ("champion", "retired"))
     metrics = status["metrics"]
-    print()
-    print("Summary")
-    print(
-        f"  events accepted        {streamed.observations + streamed.labels:>10,}  "
-        f"({streamed.observations:,} observations, {streamed.labels:,} late labels)"
-    )
-    print(
-        f"  ingest throughput      {(streamed.observations + streamed.labels) / streamed.seconds:>10,.0f}  events/s over HTTP"
-    )
-    print(f"  model versions         {len(models):>10}")
-    print(f"  promotions             {promotions:>10}  (champion: v{served['models']['champion']})")
-    print(f"  serving answered with  {'v' + str(served['prediction']['model_version']):>10}")
-    print(
-        f"  prequential accuracy   {metrics['accuracy']:>10.4f}  Continuo, learning as labels arrive"
-    )
-    print(
-        f"  legacy batch accuracy  {legacy:>10.4f}  LightGBM trained once on the first 10%, frozen"
-    )
-    print(f"  total time             {time.monotonic() - started:>9.1f}s")
+    events = streamed.observations + streamed.labels
+    lines = [
+        (
+            "events accepted",
+            f"{events:,}",
+            f"{streamed.observations:,} observations, {streamed.labels:,} late labels",
+        ),
+        ("ingest throughput", f"{events / streamed.seconds:,.0f}", "events/s over HTTP"),
+        ("model versions", str(len(models)), ""),
+        ("promotions", str(promotions), f"champion: v{served['models']['champion']}"),
+        ("serving answered with", f"v{served['prediction']['model_version']}", ""),
+        (
+            "prequential accuracy",
+            f"{metrics['accuracy']:.4f}",
+            "Continuo, learning as labels arrive",
+        ),
+        (
+            "legacy batch accuracy",
+            f"{legacy:.4f}",
+            "LightGBM trained once on the first 10%, frozen",
+        ),
+        ("total time", f"{time.monotonic() - started:.1f}s", ""),
+    ]
+    print("\nSummary")
+    for name, value, note in lines:
+        print(f"  {name:<22} {value:>10}  {note}".rstrip())
     return 0
 
 
