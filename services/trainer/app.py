@@ -37,6 +37,9 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
         topic_partitions=3,
         topic_allow_declare=True,
         store="memory://",
+        broker_rebalance_timeout=settings.rebalance_timeout,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=3.0,
         datadir=str(settings.datadir),
     )
     state: dict[str, Any] = {}

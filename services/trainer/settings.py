@@ -19,5 +19,10 @@ class TrainerSettings(CommonSettings):
     # Data events handed to the learner at once (Faust `take`), and the longest wait to fill them.
     batch_size: int = 2000
     batch_within: float = 0.1
+    # How long a rebalance may take before members are dropped. Faust's 60 s default also delays
+    # the first group join (the embedded broker holds it about half this long); our rebalances
+    # recover no tables, so a short timeout is safe on Apache Kafka too.
+    rebalance_timeout: float = 10.0
+    session_timeout: float = 30.0
     # Observations awaiting their label; the oldest are forgotten past this many.
     pending_limit: int = 200_000
