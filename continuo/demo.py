@@ -16,7 +16,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -68,6 +68,8 @@ class StreamResult:
     labels: int = 0
     requests: int = 0
     seconds: float = 0.0
+    # For each label request: when ingest accepted it (time.monotonic()) and its last position.
+    label_batches: list[tuple[float, int]] = field(default_factory=list)
 
 
 async def _post(client: httpx.AsyncClient, path: str, body: list[dict[str, Any]]) -> dict[str, Any]:
@@ -75,6 +77,15 @@ async def _post(client: httpx.AsyncClient, path: str, body: list[dict[str, Any]]
     if response.status_code != 202:
         raise RuntimeError(f"ingest refused {path}: {response.status_code} {response.text[:500]}")
     return response.json()
+
+
+async def _post_labels(
+    client: httpx.AsyncClient, task: str, labels: list[dict[str, Any]], result: StreamResult
+) -> None:
+    accepted = await _post(client, f"/v1/tasks/{task}/labels", labels)
+    result.label_batches.append((time.monotonic(), max(accepted["positions"])))
+    result.labels += len(labels)
+    result.requests += 1
 
 
 async def stream_elec(
@@ -112,9 +123,7 @@ async def stream_elec(
             )
             result.requests += 1
             while len(waiting) > label_delay:
-                result.labels += len(labels := waiting.popleft())
-                await _post(client, f"/v1/tasks/{task}/labels", labels)
-                result.requests += 1
+                await _post_labels(client, task, waiting.popleft(), result)
             done = result.observations / len(rows)
             if progress and done >= next_report:
                 rate = (result.observations + result.labels) / (time.monotonic() - started)
@@ -123,9 +132,7 @@ async def stream_elec(
                 )
                 next_report += 0.1
         while waiting:
-            result.labels += len(labels := waiting.popleft())
-            await _post(client, f"/v1/tasks/{task}/labels", labels)
-            result.requests += 1
+            await _post_labels(client, task, waiting.popleft(), result)
     result.seconds = time.monotonic() - started
     return result
 

@@ -26,7 +26,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
     settings = settings or TrainerSettings()
     app = faust.App(
         settings.app_id,
-        broker=f"kafka://{settings.kafka_bootstrap_servers}",
+        broker=f"continuo://{settings.kafka_bootstrap_servers}",
         value_serializer="raw",
         key_serializer="raw",
         web_host=settings.host,
@@ -42,6 +42,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
         broker_heartbeat_interval=3.0,
         datadir=str(settings.datadir),
     )
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # read by services.trainer.faust_transport
     state: dict[str, Any] = {}
     data_topic = app.topic(TOPIC_DATA, value_serializer="raw", key_serializer="raw")
 

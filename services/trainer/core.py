@@ -12,7 +12,7 @@ or later), the learner is scored on that earlier prediction and only then learns
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -88,6 +88,12 @@ class Output:
     unmatched_labels: int = 0
 
 
+class Scorer(Protocol):
+    """A served model, as far as shadow evaluation needs it."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+
+
 @dataclass
 class _Pending:
     x: list[float]
@@ -109,6 +115,17 @@ class TaskTraining:
         self._last_learned_position = 0
         self._pending: OrderedDict[uuid.UUID, _Pending] = OrderedDict()
         self._pending_limit = pending_limit
+        # Shadow evaluation: the served champion scored on the same labelled rows as the learner,
+        # so a candidate is compared with the champion on identical events, not another window.
+        self._champion: Scorer | None = None
+        self.champion_version: int | None = None
+        self._window: deque[tuple[bool, bool]] = deque(maxlen=spec.promotion.window)
+
+    def set_champion(self, version: int, scorer: Scorer) -> None:
+        """The model serving now answers with; shadow scores restart from here."""
+        if version != self.champion_version:
+            self._champion, self.champion_version = scorer, version
+            self._window.clear()
 
     def apply(self, events: Sequence[Envelope]) -> Output:
         """Process data events in store order; events at or below `last_position` are skipped."""
@@ -178,6 +195,7 @@ class TaskTraining:
             missing = np.isnan(proba)
             if missing.any():
                 proba[missing] = self.learner.predict_proba(X[missing])
+            self._shadow(X, y, proba)
             report = self.learner.learn(X, y, proba)
             self._record(report, out)
             if self._first_position is None:
@@ -187,6 +205,26 @@ class TaskTraining:
             self._since_publish += len(chunk)
             if self._since_publish >= every:
                 out.candidates.append(self._candidate())
+
+    def _shadow(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> None:
+        if self._champion is None:
+            return
+        champion = self._champion.predict_proba(X)
+        self._window.extend(
+            zip(((proba >= 0.5) == y).tolist(), ((champion >= 0.5) == y).tolist(), strict=True)
+        )
+
+    def comparison(self) -> dict[str, float]:
+        """The learner's and the champion's accuracy on the same recent labelled rows."""
+        if self._champion is None or not self._window:
+            return {}
+        n = len(self._window)
+        return {
+            "window_n": float(n),
+            "window_accuracy": sum(ours for ours, _ in self._window) / n,
+            "champion_version": float(self.champion_version or 0),
+            "champion_window_accuracy": sum(theirs for _, theirs in self._window) / n,
+        }
 
     def _record(self, report: Any, out: Output) -> None:
         task = self.spec.name
@@ -224,7 +262,7 @@ class TaskTraining:
             model_version=version,
             parent_version=parent,
             config=self.learner.champion_config(),
-            metrics={k: float(v) for k, v in self.learner.metrics.items()},
+            metrics={**{k: float(v) for k, v in self.learner.metrics.items()}, **self.comparison()},
             first_position=self._first_position,
             last_position=self._last_learned_position,
             n_learned=learned,

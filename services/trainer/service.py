@@ -9,6 +9,7 @@ it again after a restart is a no-op in the store.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -16,7 +17,15 @@ import structlog
 
 from services.trainer.core import Output, TaskTraining
 from shared.events.envelope import Envelope, new_event
-from shared.events.types import data_stream, governance_stream, model_stream
+from shared.events.types import (
+    ModelPromoted,
+    ModelRolledBack,
+    data_stream,
+    deployment_stream,
+    governance_stream,
+    model_stream,
+)
+from shared.model_codec import decode
 from shared.registry import registered_tasks
 from shared.runtime import Runtime
 from shared.store.port import ConcurrencyError
@@ -49,6 +58,8 @@ class Trainer:
         self._cores: dict[str, TaskTraining] = {}
         self._lock = asyncio.Lock()
         self.models_emitted = 0
+        # Per task: deployment stream version read so far, and when it was last looked at.
+        self._deployments: dict[str, tuple[int, float]] = {}
 
     async def handle(self, envelopes: Sequence[Envelope]) -> None:
         """Apply a batch of data events (any tasks, store order within each task)."""
@@ -85,7 +96,25 @@ class Trainer:
             "trainer.replayed", task=core.spec.name, events=replayed, models=core.model_version
         )
 
+    async def _follow_champion(self, core: TaskTraining, every: float = 0.2) -> None:
+        """Keep the core's shadow champion equal to what serving serves (the latest decision)."""
+        task = core.spec.name
+        seen, checked = self._deployments.get(task, (0, 0.0))
+        if time.monotonic() - checked < every:
+            return
+        latest = None
+        for envelope in await self.runtime.store.read_stream(deployment_stream(task), seen):
+            seen = envelope.stream_version or seen
+            data = envelope.data()
+            if isinstance(data, ModelPromoted | ModelRolledBack):
+                latest = data
+        self._deployments[task] = (seen, time.monotonic())
+        if latest is not None and latest.model_version != core.champion_version:
+            model = await asyncio.to_thread(self.runtime.artifacts.get, latest.artifact_sha256)
+            core.set_champion(latest.model_version, decode(model))
+
     async def _apply(self, core: TaskTraining, events: Sequence[Envelope]) -> None:
+        await self._follow_champion(core)
         # LightGBM training blocks; keep the event loop (and Kafka heartbeats) free meanwhile.
         out = await asyncio.to_thread(core.apply, events)
         await self._persist(core, out)

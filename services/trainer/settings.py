@@ -24,5 +24,8 @@ class TrainerSettings(CommonSettings):
     # recover no tables, so a short timeout is safe on Apache Kafka too.
     rebalance_timeout: float = 10.0
     session_timeout: float = 30.0
+    # The longest a fetch waits for data. Apache Kafka answers as soon as data arrives; the
+    # embedded broker only when the wait runs out, so keep it short there (see faust_transport).
+    fetch_max_wait_ms: int = 100
     # Observations awaiting their label; the oldest are forgotten past this many.
     pending_limit: int = 200_000

@@ -1,0 +1,212 @@
+"""The electricity stream through the running system, measured end to end.
+
+    python bench/system.py [--rows N] [--batch 100] [--label-delay 1] [--no-write]
+
+Starts the four services as processes on the embedded broker and a SQLite store, streams the rows
+through ingest over HTTP (labels one batch late, as in the demo) while a watcher polls serving's
+champion every 20 ms, and reports:
+- the system's prequential accuracy, next to the same learner replayed in process over the very
+  events the system stored (they must agree within 0.5 points; being deterministic, they should
+  agree exactly, and the replay must reproduce every model's artifact hash);
+- the in-process learner with labels on arrival (no delay), as the reference the delay costs against;
+- sustained events/s end to end: from the first request to serving answering with the model that
+  learned the last label;
+- freshness: for each label request, the time from ingest accepting it to serving first answering
+  with a model that learned it (p50, p95, max).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.report import write_section  # noqa: E402
+from continuo.demo import (  # noqa: E402
+    FEATURES,
+    find_elec,
+    read_rows,
+    stream_elec,
+    wait_until_learned,
+)
+from continuo.stack import Stack  # noqa: E402
+from services.trainer.core import TaskTraining  # noqa: E402
+from services.trainer.learner import OnlineLearner  # noqa: E402
+from shared.artifacts import sha256  # noqa: E402
+from shared.events.types import ModelTrained, data_stream, model_stream  # noqa: E402
+from shared.registry import registered_tasks  # noqa: E402
+from shared.store.sql import open_event_store  # noqa: E402
+
+TASK = "elec"
+
+
+async def watch_serving(url: str, seen: list[tuple[float, int]], stop: asyncio.Event) -> None:
+    """Record (time, version) each time serving's champion changes."""
+    current = None
+    async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+        while not stop.is_set():
+            response = await client.get(f"/v1/tasks/{TASK}/model")
+            if response.status_code == 200:
+                version = response.json()["model_version"]
+                if version != current:
+                    seen.append((time.monotonic(), version))
+                    current = version
+            await asyncio.sleep(0.02)
+
+
+async def stored_models(store_url: str) -> list[ModelTrained]:
+    store = open_event_store(store_url)
+    models = [e.data() for e in await store.read_stream(model_stream(TASK))]
+    await store.close()
+    return [m for m in models if isinstance(m, ModelTrained)]
+
+
+async def replay_in_process(store_url: str) -> tuple[float, list[str]]:
+    """Feed the stored data events to a fresh core: its accuracy and its model hashes."""
+    store = open_event_store(store_url)
+    spec = (await registered_tasks(store))[TASK]
+    core = TaskTraining(spec, OnlineLearner.from_spec(spec))
+    hashes: list[str] = []
+    after = 0
+    while page := await store.read_stream(data_stream(TASK), after_version=after, limit=5000):
+        hashes += [sha256(c.model_bytes) for c in core.apply(page).candidates]
+        after = page[-1].stream_version or after
+    await store.close()
+    return core.learner.metrics["accuracy"], hashes
+
+
+def immediate_labels_accuracy(rows: list[dict]) -> tuple[float, float]:
+    """The learner with each label on arrival (test-then-train): accuracy and events/s."""
+    X = np.array([[r[f] for f in FEATURES] for r in rows])
+    y = np.array([r["class"] for r in rows])
+    learner = OnlineLearner(len(FEATURES))
+    started = time.perf_counter()
+    learner.test_then_train(X, y)
+    return learner.metrics["accuracy"], len(rows) / (time.perf_counter() - started)
+
+
+def freshness(
+    label_batches: list[tuple[float, int]],
+    seen: list[tuple[float, int]],
+    models: list[ModelTrained],
+) -> tuple[list[float], int]:
+    """Seconds from each label batch's acceptance to serving answering with a model that learned
+    it; and how many batches no served model had learned by the end (the stream's tail)."""
+    last_position = {m.model_version: m.last_position for m in models}
+    delays, unserved = [], 0
+    for accepted_at, position in label_batches:
+        served = [
+            t for t, v in seen if t >= accepted_at - 1 and last_position.get(v, -1) >= position
+        ]
+        if served:
+            delays.append(max(0.0, served[0] - accepted_at))
+        else:
+            unserved += 1
+    return delays, unserved
+
+
+async def run(rows: list[dict], batch: int, label_delay: int, workdir: Path) -> dict:
+    store_url = f"sqlite+aiosqlite:///{workdir / 'events.db'}"
+    stack = Stack(workdir, store_url=store_url)
+    await stack.start()
+    seen: list[tuple[float, int]] = []
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_serving(stack.url("serving"), seen, stop))
+    try:
+        started = time.monotonic()
+        streamed = await stream_elec(
+            stack.url("ingest"), rows, batch=batch, label_delay=label_delay, progress=True
+        )
+        status = await wait_until_learned(stack.url("trainer"), TASK, streamed.labels, timeout=300)
+        models = await stored_models(store_url)
+        # End to end: until serving answers with the last model (or times out after 30 s).
+        deadline = time.monotonic() + 30
+        while not seen or seen[-1][1] != models[-1].model_version:
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.02)
+        finished = seen[-1][0] if seen else time.monotonic()
+    finally:
+        stop.set()
+        await watcher
+        stack.stop()
+    delays, unserved = freshness(streamed.label_batches, seen, models)
+    replay_accuracy, replay_hashes = await replay_in_process(store_url)
+    return {
+        "streamed": streamed,
+        "system_accuracy": status["metrics"]["accuracy"],
+        "replay_accuracy": replay_accuracy,
+        "hashes_match": replay_hashes == [m.artifact_sha256 for m in models],
+        "models": len(models),
+        "served_versions": len({v for _, v in seen}),
+        "end_to_end_events_per_s": (streamed.observations + streamed.labels) / (finished - started),
+        "ingest_events_per_s": (streamed.observations + streamed.labels) / streamed.seconds,
+        "delays": delays,
+        "unserved": unserved,
+    }
+
+
+def report(
+    result: dict, immediate: tuple[float, float], args: argparse.Namespace, rows: int
+) -> str:
+    d = np.array(result["delays"]) if result["delays"] else np.array([np.nan])
+    gap = abs(result["system_accuracy"] - result["replay_accuracy"]) * 100
+    lines = [
+        f"Command: `python bench/system.py --rows {rows} --batch {args.batch} "
+        f"--label-delay {args.label_delay}` ({date.today().isoformat()}). {rows:,} rows, "
+        f"{result['streamed'].observations + result['streamed'].labels:,} events; each label "
+        f"arrives {args.label_delay} request(s) of {args.batch} rows after its observation.",
+        "",
+        "| figure | value |",
+        "| --- | --- |",
+        f"| system prequential accuracy (late labels) | {result['system_accuracy']:.4f} |",
+        f"| same learner replayed in process over the stored events | "
+        f"{result['replay_accuracy']:.4f} (gap {gap:.2f} points) |",
+        f"| replay reproduces every model's artifact hash | {result['hashes_match']} |",
+        f"| in-process learner, labels on arrival (reference) | {immediate[0]:.4f} |",
+        f"| model versions / versions serving answered with | {result['models']} / "
+        f"{result['served_versions']} |",
+        f"| ingest over HTTP | {result['ingest_events_per_s']:,.0f} events/s |",
+        f"| end to end (first request → serving on the last model) | "
+        f"{result['end_to_end_events_per_s']:,.0f} events/s |",
+        f"| in-process learner alone (same run) | {immediate[1]:,.0f} labelled events/s |",
+        f"| freshness p50 / p95 / max (label accepted → serving answers with a model that "
+        f"learned it) | {np.nanpercentile(d, 50):.2f} s / {np.nanpercentile(d, 95):.2f} s / "
+        f"{np.nanmax(d):.2f} s over {len(result['delays'])} label requests |",
+        f"| label requests no served model had learned by the end (stream tail, below one "
+        f"publish interval) | {result['unserved']} |",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    parser.add_argument("--rows", type=int, default=None)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--label-delay", type=int, default=1)
+    parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
+    args = parser.parse_args(argv)
+    rows = read_rows(find_elec(), args.rows)
+    immediate = immediate_labels_accuracy(rows)
+    with tempfile.TemporaryDirectory(prefix="continuo-bench-") as tmp:
+        result = asyncio.run(run(rows, args.batch, args.label_delay, Path(tmp)))
+    text = report(result, immediate, args, len(rows))
+    print(text)
+    if not args.no_write:
+        write_section("System (bench/system.py)", text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))
