@@ -8,8 +8,9 @@ from pathlib import Path
 BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "docs" / "benchmarks.md"
 HEADER = (
     "# Benchmarks\n\n"
-    "Every figure here was printed by the command next to it, on the project's 2-core machine, with\n"
-    "a baseline measured in the same run (these machines are noisy: read ratios, not absolutes).\n"
+    "Every figure here was printed by the command next to it, on the project's 2-core\n"
+    "machine, with a baseline measured in the same run (these machines are noisy: read ratios,\n"
+    "not absolutes).\n"
 )
 
 

@@ -8,7 +8,7 @@ champion every 20 ms, and reports:
 - the system's prequential accuracy, next to the same learner replayed in process over the very
   events the system stored (they must agree within 0.5 points; being deterministic, they should
   agree exactly, and the replay must reproduce every model's artifact hash);
-- the in-process learner with labels on arrival (no delay), as the reference the delay costs against;
+- the in-process learner with labels on arrival (no delay): what the delay costs;
 - sustained events/s end to end: from the first request to serving answering with the model that
   learned the last label;
 - freshness: for each label request, the time from ingest accepting it to serving first answering
