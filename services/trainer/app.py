@@ -42,7 +42,8 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
         broker_heartbeat_interval=3.0,
         datadir=str(settings.datadir),
     )
-    app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # read by services.trainer.faust_transport
+    # Read by services.trainer.faust_transport when it creates the consumer.
+    app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
     state: dict[str, Any] = {}
     data_topic = app.topic(TOPIC_DATA, value_serializer="raw", key_serializer="raw")
 

@@ -164,7 +164,7 @@ class TaskTraining:
         if kind == "labelled":
             for envelope, d in segment:
                 rows.append(
-                    (feature_vector(self.spec, d.features), d.label, None, envelope.position)
+                    (feature_vector(self.spec, d.features), d.label, None, envelope.position or 0)
                 )
         else:
             for envelope, d in segment:
@@ -172,7 +172,7 @@ class TaskTraining:
                 if pending is None:
                     out.unmatched_labels += 1
                     continue
-                rows.append((pending.x, d.label, pending.proba, envelope.position))
+                rows.append((pending.x, d.label, pending.proba, envelope.position or 0))
         self._learn(rows, out)
 
     def _remember(self, observation_id: uuid.UUID, pending: _Pending) -> None:
@@ -239,7 +239,7 @@ class TaskTraining:
             key = f"{task}/drift/{drift.detector}/{drift.at_labelled}"
             out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
         for switch in getattr(report, "switches", ()):
-            fact = ConfigSwitched(
+            switched = ConfigSwitched(
                 task=task,
                 from_config=switch.from_config,
                 to_config=switch.to_config,
@@ -247,7 +247,7 @@ class TaskTraining:
                 evidence=dict(switch.evidence),
             )
             key = f"{task}/switch/{switch.at_labelled}/{switch.to_config}"
-            out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
+            out.facts.append((uuid.uuid5(_NAMESPACE, key), switched))
 
     def _candidate(self) -> Candidate:
         parent = self.model_version or None

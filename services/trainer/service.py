@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from services.trainer.core import Output, TaskTraining
+from services.trainer.core import Learner, Output, TaskTraining
 from shared.events.envelope import Envelope, new_event
 from shared.events.types import (
     ModelPromoted,
@@ -33,10 +33,10 @@ from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
 
-LearnerFactory = Callable[[TaskSpec], object]
+LearnerFactory = Callable[[TaskSpec], Learner]
 
 
-def default_learner(spec: TaskSpec) -> object:
+def default_learner(spec: TaskSpec) -> Learner:
     from services.trainer.learner import OnlineLearner
 
     return OnlineLearner.from_spec(spec)
