@@ -1,0 +1,26 @@
+"""Serving's settings: the common infrastructure addresses plus its own knobs (SERVING_*)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import SettingsConfigDict
+
+from shared.settings import CommonSettings
+
+
+class ServingSettings(CommonSettings):
+    """Where serving listens, how it batches recorded predictions, how big a request may be."""
+
+    model_config = SettingsConfigDict(env_prefix="SERVING_", extra="ignore", populate_by_name=True)
+
+    port: int = 8002
+    # Served predictions are appended to the store in the background, at least this often...
+    record_interval: float = Field(0.2, gt=0)
+    # ...or as soon as this many are waiting.
+    record_batch: int = Field(500, gt=0)
+    # While the store is unreachable, at most this many predictions wait; older ones are dropped.
+    record_backlog: int = Field(100_000, gt=0)
+    # Largest batch one predict request may carry.
+    max_records: int = Field(1000, gt=0)
+    # Batches larger than this are predicted in a worker thread, not on the event loop.
+    inline_records: int = Field(64, ge=0)

@@ -1,0 +1,313 @@
+"""Serving against a real event store, the embedded broker and an artifact store on disk."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import lightgbm as lgb
+import numpy as np
+
+from services.serving.app import create_app
+from services.serving.settings import ServingSettings
+from shared import model_codec
+from shared.artifacts import FileArtifactStore
+from shared.bus import KafkaPublisher, ensure_topics
+from shared.events.envelope import Payload, new_event
+from shared.events.types import (
+    ModelPromoted,
+    ModelRolledBack,
+    PredictionServed,
+    deployment_stream,
+    prediction_stream,
+)
+from shared.registry import register_tasks
+from shared.relay import Relay
+from shared.store.sql import SqlEventStore, open_event_store
+from shared.tasks import Feature, Target, TaskSpec
+from tests.support import TEST_PRODUCER, eventually
+
+
+def make_spec() -> TaskSpec:
+    return TaskSpec(
+        name=f"t{uuid.uuid4().hex[:10]}",
+        features=(
+            Feature(name="income"),
+            Feature(name="colour", type="category", categories=("red", "blue")),
+        ),
+        target=Target(name="default", classes=("no", "yes")),
+    )
+
+
+def tiny_model(spec: TaskSpec, flip: bool = False) -> bytes:
+    rng = np.random.default_rng(11)
+    X = np.column_stack([rng.normal(size=300), rng.integers(0, 2, size=300)]).astype(np.float64)
+    y = (X[:, 0] > 0).astype(int)
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 5, "verbose": -1},
+        lgb.Dataset(X, 1 - y if flip else y),
+        num_boost_round=8,
+    )
+    return model_codec.encode(
+        n_features=2,
+        members=[(1.0, booster.model_to_string())],
+        bias=0.0,
+        feature_names=[f.name for f in spec.model_features],
+    )
+
+
+RECORD = {"income": 1.5, "colour": "blue"}
+
+
+@dataclass
+class World:
+    """The infrastructure one test shares with the app under test."""
+
+    spec: TaskSpec
+    store: SqlEventStore
+    artifacts: FileArtifactStore
+    relay: Relay
+    settings: ServingSettings
+
+    @property
+    def task(self) -> str:
+        return self.spec.name
+
+    async def decide(self, payload: Payload, *, publish: bool = True) -> None:
+        """Append a deployment decision; with `publish`, relay it as another service would."""
+        event = new_event(payload, stream_id=deployment_stream(self.task), producer=TEST_PRODUCER)
+        await self.store.append([event])
+        if publish:
+            while await self.relay.publish_once():
+                pass
+
+    async def promote(self, version: int, model: bytes, *, publish: bool = True) -> str:
+        digest = self.artifacts.put(model)
+        await self.decide(
+            ModelPromoted(
+                task=self.task,
+                model_version=version,
+                artifact_sha256=digest,
+                previous_version=version - 1 or None,
+                reason="test",
+                decided_by="tests",
+            ),
+            publish=publish,
+        )
+        return digest
+
+
+@asynccontextmanager
+async def world(store_url: str, kafka: str, tmp_path: Path) -> AsyncIterator[World]:
+    await ensure_topics(kafka)
+    store = open_event_store(store_url)
+    publisher = KafkaPublisher(kafka)
+    await publisher.start()
+    spec = make_spec()
+    await register_tasks(store, [spec], TEST_PRODUCER)
+    settings = ServingSettings(
+        environment="test",
+        store_url=store_url,
+        kafka_bootstrap_servers=kafka,
+        artifacts_dir=tmp_path / "artifacts",
+        record_interval=0.05,
+    )
+    artifacts = FileArtifactStore(settings.artifacts_dir)
+    try:
+        yield World(spec, store, artifacts, Relay(store, publisher, producer="tests"), settings)
+    finally:
+        await publisher.stop()
+        await store.close()
+
+
+@asynccontextmanager
+async def serving(settings: ServingSettings) -> AsyncIterator[httpx.AsyncClient]:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://serving") as client:
+            yield client
+
+
+def version_becomes(client: httpx.AsyncClient, task: str, version: int):
+    async def probe() -> bool:
+        response = await client.post(f"/v1/tasks/{task}/predict", json={"features": RECORD})
+        assert response.status_code in (200, 503), response.text
+        return response.status_code == 200 and response.json()["model_version"] == version
+
+    return probe
+
+
+async def test_serving_loads_the_champion_from_the_store_and_follows_decisions_on_kafka(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    async with world(store_url, kafka, tmp_path) as w:
+        first = await w.promote(1, tiny_model(w.spec), publish=False)
+        async with serving(w.settings) as client:
+            model = (await client.get(f"/v1/tasks/{w.task}/model")).json()
+            assert (model["model_version"], model["artifact_sha256"]) == (1, first)
+            response = await client.post(f"/v1/tasks/{w.task}/predict", json={"features": RECORD})
+            assert response.status_code == 200
+            body = response.json()
+            assert body["model_version"] == 1
+            [prediction] = body["predictions"]
+            assert prediction["label"] == "yes" and prediction["probability"] > 0.5
+            uuid.UUID(prediction["prediction_id"])
+
+            # A newer promotion, stored and relayed by "another service", reaches serving.
+            second = await w.promote(2, tiny_model(w.spec, flip=True))
+            await eventually(version_becomes(client, w.task, 2), timeout=15)
+            model = (await client.get(f"/v1/tasks/{w.task}/model")).json()
+            assert (model["model_version"], model["artifact_sha256"]) == (2, second)
+
+            await w.decide(
+                ModelRolledBack(
+                    task=w.task,
+                    model_version=1,
+                    artifact_sha256=first,
+                    from_version=2,
+                    reason="test",
+                    decided_by="tests",
+                )
+            )
+            await eventually(version_becomes(client, w.task, 1), timeout=15)
+            ready = await client.get("/readyz")
+            assert ready.status_code == 200, ready.text
+
+
+async def test_bad_requests_are_answered_4xx_and_a_task_without_a_model_503(
+    sqlite_url: str, kafka: str, tmp_path: Path
+):
+    async with world(sqlite_url, kafka, tmp_path) as w:
+        async with serving(w.settings) as client:
+            url = f"/v1/tasks/{w.task}/predict"
+            response = await client.post(url, json={"features": RECORD})
+            assert response.status_code == 503
+            assert response.json() == {"detail": f"task '{w.task}' has no promoted model yet"}
+            assert (await client.get(f"/v1/tasks/{w.task}/model")).status_code == 404
+
+            await w.promote(1, tiny_model(w.spec))
+            await eventually(version_becomes(client, w.task, 1), timeout=15)
+
+            missing = await client.post("/v1/tasks/nope/predict", json={"features": RECORD})
+            assert missing.status_code == 404 and "nope" in missing.json()["detail"]
+
+            batch = {
+                "records": [
+                    {"features": RECORD},
+                    {"features": {"income": "x", "colour": "red"}},
+                    {"features": {"income": 1.0, "colour": "green"}, "entity_id": "e3"},
+                ]
+            }
+            invalid = await client.post(url, json=batch)
+            assert invalid.status_code == 422
+            assert [e["index"] for e in invalid.json()["detail"]] == [1, 2]
+            assert "income" in invalid.json()["detail"][0]["msg"]
+
+            for body in (
+                {},
+                {"features": RECORD, "records": [{"features": RECORD}]},
+                {"records": []},
+                {"features": [1, 2]},
+                {"features": {"income": 1.0}},
+                {"features": RECORD, "entity_id": 7},
+                {"records": [{"features": RECORD}] * (w.settings.max_records + 1)},
+            ):
+                response = await client.post(url, json=body)
+                assert response.status_code == 422, (body, response.text)
+            not_json = await client.post(
+                url, content=b"{", headers={"content-type": "application/json"}
+            )
+            assert not_json.status_code == 422
+
+            ok = await client.post(
+                url, json={"records": [{"features": RECORD, "entity_id": "a"}] * 3}
+            )
+            assert ok.status_code == 200 and len(ok.json()["predictions"]) == 3
+            assert (await client.get("/healthz")).json() == {"status": "ok"}
+
+
+async def test_swapping_models_under_concurrent_requests_drops_none(
+    sqlite_url: str, kafka: str, tmp_path: Path
+):
+    async with world(sqlite_url, kafka, tmp_path) as w:
+        await w.promote(1, tiny_model(w.spec), publish=False)
+        async with serving(w.settings) as client:
+            url = f"/v1/tasks/{w.task}/predict"
+            swapped = asyncio.Event()
+            failures: list[str] = []
+            seen: list[tuple[int, bool]] = []  # (version, request started after a 2 was seen)
+
+            async def caller(batch: int) -> None:
+                body = (
+                    {"features": RECORD}
+                    if batch == 1
+                    else {"records": [{"features": RECORD}] * batch}  # predicted in a thread
+                )
+                after = 0
+                while after < 20:
+                    started_after_swap = swapped.is_set()
+                    response = await client.post(url, json=body)
+                    # In-process ASGI calls may never suspend: let the other tasks (the swap) run.
+                    await asyncio.sleep(0)
+                    if response.status_code != 200:
+                        failures.append(response.text)
+                        return
+                    version = response.json()["model_version"]
+                    assert len(response.json()["predictions"]) == batch
+                    seen.append((version, started_after_swap))
+                    if version == 2:
+                        swapped.set()
+                    if started_after_swap:
+                        after += 1
+
+            callers = [asyncio.create_task(caller(1 if i % 2 else 100)) for i in range(16)]
+
+            async def warmed_up() -> bool:
+                return len(seen) >= 50
+
+            await eventually(warmed_up, timeout=15)
+            await w.promote(2, tiny_model(w.spec, flip=True))
+            await asyncio.wait_for(asyncio.gather(*callers), timeout=30)
+
+        assert failures == []
+        assert {version for version, _ in seen} == {1, 2}
+        assert {version for version, after in seen if after} == {2}
+
+
+async def test_every_served_prediction_is_recorded_in_the_store(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    async with world(store_url, kafka, tmp_path) as w:
+        await w.promote(1, tiny_model(w.spec), publish=False)
+        served: dict[str, tuple[str | None, str]] = {}
+        async with serving(w.settings) as client:
+            url = f"/v1/tasks/{w.task}/predict"
+            for i in range(20):
+                body = {"features": RECORD, "entity_id": f"e{i}"}
+                [p] = (await client.post(url, json=body)).json()["predictions"]
+                served[p["prediction_id"]] = (f"e{i}", p["label"])
+            records = [{"features": RECORD} for _ in range(120)]
+            for p in (await client.post(url, json={"records": records})).json()["predictions"]:
+                served[p["prediction_id"]] = (None, p["label"])
+
+            async def all_recorded() -> bool:
+                events = await w.store.read_stream(prediction_stream(w.task))
+                return len(events) == len(served)
+
+            await eventually(all_recorded, timeout=10)  # recorded while serving, not only on exit
+
+        events = await w.store.read_stream(prediction_stream(w.task))
+        assert len(events) == len(served) == 140
+        for event in events:
+            data = event.data()
+            assert isinstance(data, PredictionServed)
+            assert event.producer.service == "serving" and event.event_id == data.prediction_id
+            assert (data.entity_id, data.label) == served[str(data.prediction_id)]
+            assert data.model_version == 1 and data.features == RECORD
+            assert data.probability > 0.5
