@@ -1,0 +1,321 @@
+"""Continuo's online learner: LightGBM window members, an online blend race, drift response.
+
+How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
+
+* Two LightGBM members retrain from scratch on sliding windows of the most recent labelled rows:
+  `short` (last 1,000 rows, 20 trees, every 250) and `long` (last 10,000 rows, 40 trees, every
+  2,000).
+* Stream features: the members also see the last label learned and an EWMA of recent labels.
+  They use labels already learned only, never the current row's label.
+* A racing population of online logistic blends (`racing.py`) combines the members' log-odds,
+  the last label and each blend's own recent residual, learning weights row by row. A paired
+  sign test on recent prequential correctness picks the champion; the champion's prediction is
+  the learner's prediction and the champion's blend is the served model.
+* ADWIN and Page-Hinkley watch the served error. A rise cuts the members' training windows to
+  the rows of the new concept (ADWIN's estimate) and retrains them at the next tick.
+
+Determinism: everything that changes the members happens at multiples of `tick` labelled rows,
+and everything else is a per-row recurrence, so the state depends only on the sequence of
+(x, y, proba) learned, not on how it was split into calls. LightGBM runs deterministic and
+single-threaded with the learner's seed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from services.trainer.drift import Drift, DriftMonitor
+from services.trainer.members import MemberSpec, RowBuffer, lightgbm_params, train_member
+from services.trainer.metrics import PrequentialMetrics
+from services.trainer.racing import Blend, BlendSpec, ConfigSwitch, Race, clip_raws
+from shared import model_codec
+from shared.tasks import TaskSpec, categorical_indices
+
+__all__ = ["LEARNER_DEFAULTS", "ConfigSwitch", "Drift", "LearnReport", "OnlineLearner"]
+
+# Learner settings read from `spec.learner.params`; every other key there goes to LightGBM.
+LEARNER_DEFAULTS: dict[str, Any] = {
+    "tick": 250,  # rows between scheduled actions (retrains, race decisions, drift responses)
+    "short_window": 1000,
+    "short_every": 250,
+    "short_rounds": 20,  # boosting rounds per retrain of the short member
+    "window": 10000,
+    "update_every": 2000,
+    "rounds": 40,  # boosting rounds per retrain of the long member
+    "min_train_rows": 100,
+    "stream_features": True,  # last label and label EWMA as member inputs and blend terms
+    "label_ewm_decay": 0.5,
+    "racing": True,  # False: one blend configuration ("blend-fast"), no race
+    "race_window": 2000,
+    "race_z": 2.5,
+    "recent_window": 1000,
+    "adwin_delta": 0.002,
+    "ph_threshold": 50.0,
+    "drift_min_keep": 300,  # rows kept at least when a drift cuts the windows
+    "drift_response": True,  # False: detect and report drifts only (for ablations)
+}
+
+STREAM_INPUTS = ("last_label", "label_ewm")
+
+
+@dataclass(frozen=True)
+class LearnReport:
+    """What one `learn` call did. `model_changed`: a member retrained or the champion changed."""
+
+    n_learned: int
+    model_changed: bool
+    drifts: list[Drift] = field(default_factory=list)
+    switches: list[ConfigSwitch] = field(default_factory=list)
+
+
+def _blend_specs(racing: bool, stream: bool) -> list[BlendSpec]:
+    """The racing population: same members, two adaptation speeds (a third, long-member-only
+    blend never won enough to pay for itself; see docs/benchmarks.md)."""
+    fast = BlendSpec("blend-fast", (0, 1), lr=0.05, residual_decay=0.8, stream_weights=stream)
+    if not racing:
+        return [fast]
+    slow = BlendSpec("blend-slow", (0, 1), lr=0.01, residual_decay=0.8, stream_weights=stream)
+    return [fast, slow]
+
+
+class OnlineLearner:
+    """Prequential learner of a binary target; see the module docstring for how it works."""
+
+    @classmethod
+    def from_spec(cls, spec: TaskSpec) -> OnlineLearner:
+        return cls(
+            len(spec.model_features),
+            seed=spec.learner.seed,
+            params=spec.learner.params,
+            categorical=categorical_indices(spec),
+            feature_names=[f.name for f in spec.model_features],
+        )
+
+    def __init__(
+        self,
+        n_features: int,
+        *,
+        seed: int = 7,
+        params: Mapping[str, Any] | None = None,
+        categorical: Sequence[int] = (),
+        feature_names: Sequence[str] | None = None,
+    ) -> None:
+        user = dict(params or {})
+        self.settings = {k: user.pop(k, v) for k, v in LEARNER_DEFAULTS.items()}
+        s = self.settings
+        self.n_features = n_features
+        self.feature_names = list(feature_names) if feature_names else None
+        self.categorical = list(categorical)
+        self._lgb_params = lightgbm_params(user, seed)
+        self._stream = bool(s["stream_features"])
+        self._members = [
+            MemberSpec(
+                "short", int(s["short_window"]), int(s["short_every"]), int(s["short_rounds"])
+            ),
+            MemberSpec("long", int(s["window"]), int(s["update_every"]), int(s["rounds"])),
+        ]
+        self._boosters: list[lgb.Booster | None] = [None, None]
+        self._model_strings: list[str | None] = [None, None]
+        n_columns = n_features + (len(STREAM_INPUTS) if self._stream else 0)
+        self._buffer = RowBuffer(n_columns, max(m.window for m in self._members))
+        self._blends = [
+            Blend(b, len(self._members)) for b in _blend_specs(bool(s["racing"]), self._stream)
+        ]
+        self._race = Race(
+            [b.spec.name for b in self._blends], window=int(s["race_window"]), z=s["race_z"]
+        )
+        self._metrics = PrequentialMetrics(int(s["recent_window"]))
+        self._monitor = DriftMonitor(adwin_delta=s["adwin_delta"], ph_threshold=s["ph_threshold"])
+        self._tick = int(s["tick"])
+        self._last_label = 0.5  # before any label: no information either way
+        self._label_ewm = 0.5
+        self._floor = 0  # no training row before this stream position (set by drifts)
+        self._drift_pending = False
+        self.n_updates = 0
+        self.n_drifts = 0
+
+    # ---------------------------------------------------------------- predicting
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """P(class 1) for each row, from the champion blend and the stream state as of now."""
+        X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
+        n = len(X)
+        last = np.full(n, self._last_label)
+        raws = self._member_raws(self._inputs(X, last, np.full(n, self._label_ewm)))
+        logits = self._blends[self._race.champion].logits(raws, self._last_label)
+        return 1.0 / (1.0 + np.exp(-logits))
+
+    def _inputs(self, X: np.ndarray, last: np.ndarray, ewm: np.ndarray) -> np.ndarray:
+        return np.column_stack([X, last, ewm]) if self._stream else X
+
+    def _member_raws(self, Xa: np.ndarray) -> np.ndarray:
+        raws = np.zeros((len(Xa), len(self._members)))
+        for j, booster in enumerate(self._boosters):
+            if booster is not None and len(Xa):
+                raws[:, j] = booster.predict(Xa, raw_score=True, num_threads=1)
+        return raws
+
+    # ---------------------------------------------------------------- learning
+
+    def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> LearnReport:
+        """Score the served `proba` (made before the labels were known), then learn the rows."""
+        return self._consume(X, y, np.asarray(proba, dtype=float).reshape(-1))
+
+    def test_then_train(self, X: np.ndarray, y: np.ndarray) -> LearnReport:
+        """Prequential: each row is predicted by the learner as it was after the rows before it."""
+        return self._consume(X, y, None)
+
+    def _consume(self, X: np.ndarray, y: np.ndarray, served: np.ndarray | None) -> LearnReport:
+        X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
+        y = np.asarray(y).astype(np.int64).reshape(-1)
+        if len(X) != len(y) or (served is not None and len(served) != len(y)):
+            raise ValueError("X, y and proba must have the same number of rows")
+        if len(y) and not np.isin(y, (0, 1)).all():
+            raise ValueError("labels must be 0 or 1")
+        drifts: list[Drift] = []
+        switches: list[ConfigSwitch] = []
+        changed = False
+        start = 0
+        while start < len(y):
+            # Segments end on tick boundaries: the members are fixed inside a segment.
+            stop = min(len(y), start + self._tick - self._metrics.n % self._tick)
+            part = None if served is None else served[start:stop]
+            self._segment(X[start:stop], y[start:stop], part, drifts)
+            start = stop
+            if self._metrics.n % self._tick == 0:
+                changed = self._on_tick(switches) or changed
+        return LearnReport(len(y), changed, drifts, switches)
+
+    def _segment(
+        self, X: np.ndarray, y: np.ndarray, served: np.ndarray | None, drifts: list[Drift]
+    ) -> None:
+        last, ewm = self._stream_columns(y)
+        Xa = self._inputs(X, last, ewm)
+        raws = clip_raws(self._member_raws(Xa)).tolist()
+        ys, lasts = y.tolist(), last.tolist()
+        preds = np.empty((len(self._blends), len(ys)))
+        for i, (raw, yi, li) in enumerate(zip(raws, ys, lasts, strict=True)):
+            for c, blend in enumerate(self._blends):
+                preds[c, i] = blend.step(raw, li, yi)
+        proba = preds[self._race.champion] if served is None else served
+        start_n = self._metrics.n
+        errors = self._metrics.update(y, proba)
+        self._race.record(((preds >= 0.5) == (y == 1)).astype(np.int8))
+        for i, err in enumerate(errors.tolist()):
+            drift = self._monitor.update(err, start_n + i + 1)
+            if drift is not None:
+                self._note_drift(drift, drifts)
+        self._buffer.append(Xa, y)
+
+    def _stream_columns(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The stream state each row saw (labels before it), and advance the state past y."""
+        last = np.empty(len(y))
+        ewm = np.empty(len(y))
+        a = self.settings["label_ewm_decay"]
+        cur_last, cur_ewm = self._last_label, self._label_ewm
+        for i, yi in enumerate(y.tolist()):
+            last[i], ewm[i] = cur_last, cur_ewm
+            cur_last, cur_ewm = float(yi), a * cur_ewm + (1.0 - a) * yi
+        self._last_label, self._label_ewm = cur_last, cur_ewm
+        return last, ewm
+
+    def _note_drift(self, drift: Drift, drifts: list[Drift]) -> None:
+        rise = bool(drift.evidence.get("rise"))
+        act = rise and bool(self.settings["drift_response"])
+        action = "cut-windows-and-retrain" if act else "none"
+        drift = Drift(drift.detector, drift.at_labelled, {**drift.evidence, "action": action})
+        drifts.append(drift)
+        self.n_drifts += 1
+        if act:
+            keep = max(
+                int(drift.evidence.get("new_concept_rows", 0)),
+                int(self.settings["drift_min_keep"]),
+            )
+            self._floor = max(self._floor, drift.at_labelled - keep)
+            self._drift_pending = True
+
+    def _on_tick(self, switches: list[ConfigSwitch]) -> bool:
+        n = self._metrics.n
+        changed = False
+        switch = self._race.decide(n)
+        if switch is not None:
+            switches.append(switch)
+            changed = True
+        for j, member in enumerate(self._members):
+            due = n % member.every == 0 or self._boosters[j] is None or self._drift_pending
+            if due and self._retrain(j, n):
+                changed = True
+        self._drift_pending = False
+        return changed
+
+    def _retrain(self, j: int, n: int) -> bool:
+        rows = min(self._members[j].window, n - self._floor)
+        if rows < int(self.settings["min_train_rows"]):
+            return False
+        Xw, yw = self._buffer.tail(rows)
+        member = self._members[j]
+        booster = train_member(Xw, yw, self._lgb_params, member.rounds, self.categorical)
+        if booster is None:
+            return False
+        self._boosters[j] = booster
+        self._model_strings[j] = None  # encoded lazily, once per retrain
+        self.n_updates += 1
+        return True
+
+    # ---------------------------------------------------------------- reporting
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        out = self._metrics.as_dict()
+        out["n_updates"] = float(self.n_updates)
+        out["n_drifts"] = float(self.n_drifts)
+        for name, acc in zip(self._race.names, self._race.recent_accuracy(), strict=True):
+            out[f"race_recent_accuracy.{name}"] = acc
+        return out
+
+    def champion_config(self) -> str:
+        return self._race.names[self._race.champion]
+
+    def stream_state(self) -> dict[str, float]:
+        """The stream features as of now, as the served predictor needs them."""
+        blend = self._blends[self._race.champion]
+        return {
+            "last_label": self._last_label,
+            "label_ewm": self._label_ewm,
+            "residual": blend.resid,
+        }
+
+    def model_bytes(self) -> bytes:
+        """The champion blend, its members and the stream state, encoded by shared.model_codec."""
+        blend = self._blends[self._race.champion]
+        members = []
+        for j, booster in enumerate(self._boosters):
+            if booster is None or blend.w[j] == 0.0:
+                continue
+            text = self._model_strings[j]
+            if text is None:
+                text = self._model_strings[j] = booster.model_to_string()
+            members.append((blend.w[j], text))
+        stream = None
+        bias = blend.bias
+        if self._stream:
+            # The blend's term w_last * (2 last - 1) is linear in last_label: fold it.
+            bias -= blend.w_last
+            stream = {
+                "inputs": list(STREAM_INPUTS),
+                "linear": {"last_label": 2.0 * blend.w_last, "residual": blend.w_res},
+                "state": self.stream_state(),
+            }
+        return model_codec.encode(
+            n_features=self.n_features,
+            members=members,
+            bias=bias,
+            feature_names=self.feature_names,
+            stream=stream,
+            clip=8.0,
+        )

@@ -1,0 +1,92 @@
+"""LightGBM members trained on sliding windows of the most recent labelled rows."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+# Forced on every member: the learner's bytes must depend only on the rows it saw.
+DETERMINISM = {
+    "deterministic": True,
+    "num_threads": 1,
+    "force_col_wise": True,
+    "verbose": -1,
+}
+
+
+@dataclass(frozen=True)
+class MemberSpec:
+    """A member retrains from scratch on the last `window` rows every `every` labelled rows."""
+
+    name: str
+    window: int
+    every: int
+    rounds: int
+
+
+class RowBuffer:
+    """The most recent labelled rows (model inputs and labels), at most `capacity` of them.
+
+    Stored in an array twice the capacity and compacted when full, so appending is amortised O(1)
+    and the tail is always one contiguous slice (LightGBM gets a view, not a copy).
+    """
+
+    def __init__(self, n_columns: int, capacity: int) -> None:
+        self.capacity = capacity
+        self._X = np.zeros((2 * capacity, n_columns))
+        self._y = np.zeros(2 * capacity, dtype=np.int8)
+        self._end = 0
+
+    def append(self, X: np.ndarray, y: np.ndarray) -> None:
+        X, y = X[-self.capacity :], y[-self.capacity :]
+        if self._end + len(y) > len(self._y):
+            keep = self.capacity - len(y)
+            self._X[:keep] = self._X[self._end - keep : self._end]
+            self._y[:keep] = self._y[self._end - keep : self._end]
+            self._end = keep
+        self._X[self._end : self._end + len(y)] = X
+        self._y[self._end : self._end + len(y)] = y
+        self._end += len(y)
+
+    def tail(self, k: int) -> tuple[np.ndarray, np.ndarray]:
+        k = min(k, self._end, self.capacity)
+        return self._X[self._end - k : self._end], self._y[self._end - k : self._end]
+
+
+def lightgbm_params(user: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """LightGBM parameters: small fast trees, then the user's overrides, determinism forced."""
+    params: dict[str, Any] = {
+        "objective": "binary",
+        "num_leaves": 15,
+        "learning_rate": 0.1,
+        "min_data_in_leaf": 10,
+        "max_bin": 63,
+    }
+    params.update(user)
+    params.update(DETERMINISM)
+    params["seed"] = seed
+    return params
+
+
+def train_member(
+    X: np.ndarray,
+    y: np.ndarray,
+    params: Mapping[str, Any],
+    rounds: int,
+    categorical: Sequence[int],
+) -> lgb.Booster | None:
+    """Fit a fresh booster on a window; None when the window holds one class only."""
+    if len(y) == 0 or y.min() == y.max():
+        return None
+    data = lgb.Dataset(
+        X,
+        y.astype(float),
+        categorical_feature=list(categorical) or "auto",
+        params=dict(params),
+        free_raw_data=True,
+    )
+    return lgb.train(dict(params), data, num_boost_round=rounds)

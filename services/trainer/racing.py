@@ -1,0 +1,150 @@
+"""A racing population of blend configurations and the rule that picks the champion.
+
+Every configuration is an online logistic blend over the same LightGBM members: it sees the
+members' log-odds, the last label and its own recent residual, and learns its weights row by row
+with its own learning rate. All of them predict every labelled row (prequentially), so the race
+compares them on exactly the same rows. Sharing the members keeps the population cheap: a
+configuration costs a few microseconds per row, not a LightGBM model.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+# Clip the blend's inputs and logit: a member's raw score can be large on a pure leaf, and one
+# huge input must not blow the SGD step up.
+_Z_CLIP = 8.0
+_LOGIT_CLIP = 30.0
+
+
+@dataclass(frozen=True)
+class ConfigSwitch:
+    """The race chose another configuration; `evidence` has the recent accuracies of all."""
+
+    from_config: str
+    to_config: str
+    at_labelled: int
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BlendSpec:
+    """One racing configuration: which members it blends and how fast it adapts."""
+
+    name: str
+    members: tuple[int, ...]  # indices of the LightGBM members it uses
+    lr: float = 0.02  # SGD step of the logistic blend
+    residual_decay: float = 0.8  # EWMA decay of its own residual (y - p)
+    stream_weights: bool = True  # whether it weighs the last label and its residual
+
+
+class Blend:
+    """Online logistic blend: logit = sum w_m raw_m + w_last (2 last - 1) + w_res resid + b."""
+
+    def __init__(self, spec: BlendSpec, n_members: int) -> None:
+        self.spec = spec
+        self.n_members = n_members
+        # Members start equally weighted, summing to one: the blend starts as their average.
+        share = 1.0 / max(len(spec.members), 1)
+        self.w = [share if m in spec.members else 0.0 for m in range(n_members)]
+        self.w_last = 0.0
+        self.w_res = 0.0
+        self.bias = 0.0
+        self.resid = 0.0
+
+    def logits(self, raws: np.ndarray, last: float) -> np.ndarray:
+        """Logits for rows whose member scores are `raws` (n, n_members), with no learning."""
+        z = clip_raws(raws) @ np.asarray(self.w)
+        z = z + self.w_last * (2.0 * last - 1.0) + self.w_res * self.resid + self.bias
+        return np.clip(z, -_LOGIT_CLIP, _LOGIT_CLIP)
+
+    def step(self, zs: Sequence[float], last: float, y: int) -> float:
+        """Predict one row, then learn it: returns the prediction made before seeing y.
+
+        `zs` are the members' raw scores already clipped by `clip_raws` (once per segment).
+        """
+        w = self.w
+        lb = 2.0 * last - 1.0
+        s = self.bias + self.w_last * lb + self.w_res * self.resid
+        for j in self.spec.members:
+            s += w[j] * zs[j]
+        s = min(_LOGIT_CLIP, max(-_LOGIT_CLIP, s))
+        p = 1.0 / (1.0 + math.exp(-s))
+        g = self.spec.lr * (y - p)
+        for j in self.spec.members:
+            w[j] += g * zs[j]
+        if self.spec.stream_weights:
+            self.w_last += g * lb
+            self.w_res += g * self.resid
+        self.bias += g
+        a = self.spec.residual_decay
+        self.resid = a * self.resid + (1.0 - a) * (y - p)
+        return p
+
+
+def clip_raws(raws: np.ndarray) -> np.ndarray:
+    """Members' raw scores as the blend sees them."""
+    return np.clip(raws, -_Z_CLIP, _Z_CLIP)
+
+
+class Race:
+    """Keeps each configuration's recent correctness and switches champion on paired evidence.
+
+    Rule (a sign test on paired outcomes): over the last `window` rows, count the rows where the
+    champion and a challenger disagree in correctness; the challenger wins when it was right on
+    enough more of them that `wins - losses > z * sqrt(wins + losses)`. Paired counting cancels
+    the rows that every configuration finds easy or hard, so few rows decide a real difference
+    while noise rarely triggers a switch.
+    """
+
+    def __init__(self, names: Sequence[str], *, window: int = 2000, z: float = 2.5) -> None:
+        self.names = list(names)
+        self.window = window
+        self.z = z
+        self.champion = 0
+        self._correct = np.zeros((len(names), window), dtype=np.int8)
+        self._n = 0
+
+    def record(self, correct: np.ndarray) -> None:
+        """Append a chunk of outcomes, shape (n_configs, n_rows), 1 = right."""
+        for start in range(0, correct.shape[1], self.window):
+            part = correct[:, start : start + self.window]
+            slots = (self._n + start + np.arange(part.shape[1])) % self.window
+            self._correct[:, slots] = part
+        self._n += correct.shape[1]
+
+    def recent_accuracy(self) -> list[float]:
+        seen = min(self._n, self.window)
+        if not seen:
+            return [0.0] * len(self.names)
+        return [round(float(v), 6) for v in self._correct[:, :seen].mean(axis=1)]
+
+    def decide(self, at_labelled: int) -> ConfigSwitch | None:
+        """Switch champion if some challenger beats it by the paired test; else None."""
+        seen = min(self._n, self.window)
+        if seen == 0 or len(self.names) < 2:
+            return None
+        block = self._correct[:, :seen].astype(np.int32)
+        champ = block[self.champion]
+        wins = ((block == 1) & (champ == 0)).sum(axis=1)
+        losses = ((block == 0) & (champ == 1)).sum(axis=1)
+        margin = wins - losses - self.z * np.sqrt(wins + losses)
+        margin[self.champion] = -np.inf
+        best = int(np.argmax(margin))
+        if margin[best] <= 0:
+            return None
+        evidence = {
+            "recent_accuracy": dict(zip(self.names, self.recent_accuracy(), strict=True)),
+            "window": int(seen),
+            "wins": int(wins[best]),
+            "losses": int(losses[best]),
+            "z": self.z,
+        }
+        switch = ConfigSwitch(self.names[self.champion], self.names[best], at_labelled, evidence)
+        self.champion = best
+        return switch

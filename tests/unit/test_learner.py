@@ -1,0 +1,162 @@
+"""The online learner's contract: prequential, late labels, deterministic, drifts, racing, codec."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from services.trainer.learner import OnlineLearner
+from services.trainer.racing import Race
+from shared.model_codec import decode
+
+# Small windows and a short tick so every behaviour shows within a few thousand rows.
+FAST = {
+    "tick": 100,
+    "short_window": 300,
+    "short_every": 100,
+    "window": 800,
+    "update_every": 400,
+    "rounds": 10,
+    "short_rounds": 5,
+    "race_window": 500,
+}
+
+
+def threshold_stream(
+    n: int, seed: int, flip_at: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """y = x0 > 0.5 (with 5% noise); after `flip_at` the concept is inverted."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 3))
+    y = (X[:, 0] > 0.5).astype(int)
+    y ^= (rng.random(n) < 0.05).astype(int)
+    if flip_at is not None:
+        y[flip_at:] = 1 - y[flip_at:]
+    return X, y
+
+
+def sha(learner: OnlineLearner) -> str:
+    return hashlib.sha256(learner.model_bytes()).hexdigest()
+
+
+def test_a_learner_without_a_model_predicts_an_uninformed_prior() -> None:
+    learner = OnlineLearner(3, params=FAST)
+    proba = learner.predict_proba(np.zeros((4, 3)))
+    assert proba.shape == (4,)
+    assert np.allclose(proba, 0.5)
+
+
+def test_a_row_is_predicted_before_its_label_is_learned() -> None:
+    # Labels are coin flips: a learner that peeked at a row's label would score far above 0.5.
+    rng = np.random.default_rng(1)
+    X, y = rng.random((1500, 3)), rng.integers(0, 2, 1500)
+    learner = OnlineLearner(3, params=FAST)
+    learner.test_then_train(X, y)
+    assert learner.metrics["accuracy"] < 0.6
+
+
+def test_test_then_train_equals_predicting_then_learning_each_row() -> None:
+    X, y = threshold_stream(600, seed=2)
+    batch = OnlineLearner(3, params=FAST)
+    batch.test_then_train(X, y)
+    by_row = OnlineLearner(3, params=FAST)
+    for i in range(len(y)):
+        proba = by_row.predict_proba(X[i : i + 1])
+        by_row.learn(X[i : i + 1], y[i : i + 1], proba)
+    assert sha(batch) == sha(by_row)
+    assert batch.metrics["accuracy"] == pytest.approx(by_row.metrics["accuracy"])
+    assert batch.metrics["log_loss"] == pytest.approx(by_row.metrics["log_loss"])
+
+
+def test_late_labels_are_scored_on_the_prediction_that_was_served() -> None:
+    learner = OnlineLearner(3, params=FAST)
+    X, _ = threshold_stream(50, seed=3)
+    learner.learn(X, np.zeros(50, dtype=int), np.full(50, 0.9))
+    metrics = learner.metrics
+    assert metrics["n_labelled"] == 50
+    assert metrics["accuracy"] == 0.0
+    assert metrics["recent_accuracy"] == 0.0
+    assert metrics["log_loss"] == pytest.approx(-np.log(0.1))
+
+
+def test_the_same_events_give_the_same_model_bytes() -> None:
+    X, y = threshold_stream(1200, seed=4)
+    first, second = OnlineLearner(3, seed=5, params=FAST), OnlineLearner(3, seed=5, params=FAST)
+    first.test_then_train(X, y)
+    second.test_then_train(X, y)
+    assert first.n_updates > 0
+    assert sha(first) == sha(second)
+
+
+def test_how_events_are_split_into_calls_does_not_change_the_model() -> None:
+    X, y = threshold_stream(1200, seed=6)
+    whole = OnlineLearner(3, params=FAST)
+    whole.test_then_train(X, y)
+    pieces = OnlineLearner(3, params=FAST)
+    for start, stop in [(0, 1), (1, 99), (99, 100), (100, 537), (537, 1200)]:
+        pieces.test_then_train(X[start:stop], y[start:stop])
+    assert sha(whole) == sha(pieces)
+    assert whole.metrics == pieces.metrics
+
+
+def test_an_abrupt_concept_flip_is_detected_and_the_learner_adapts() -> None:
+    X, y = threshold_stream(4000, seed=7, flip_at=2000)
+    learner = OnlineLearner(3, params={**FAST, "stream_features": False})
+    before = learner.test_then_train(X[:2000], y[:2000])
+    updates_before = learner.n_updates
+    after = learner.test_then_train(X[2000:], y[2000:])
+    rises = [d for d in after.drifts if d.evidence.get("rise")]
+    assert rises, "a flipped concept must raise the error and be detected"
+    drift = rises[0]
+    assert 2000 < drift.at_labelled < 2600
+    assert drift.detector in {"adwin", "page-hinkley"}
+    assert drift.evidence["error_after"] > drift.evidence["error_before"]
+    assert drift.evidence["action"] == "cut-windows-and-retrain"
+    assert not [d for d in before.drifts if d.evidence.get("rise") and d.at_labelled > 500]
+    assert learner.n_updates > updates_before
+    assert learner.metrics["recent_accuracy"] > 0.85
+
+
+def test_a_config_switch_carries_the_recent_accuracy_of_every_config() -> None:
+    race = Race(["a", "b"], window=200, z=2.0)
+    race.record(np.array([[1, 0] * 100, [1, 1] * 100], dtype=np.int8))
+    switch = race.decide(at_labelled=200)
+    assert switch is not None
+    assert (switch.from_config, switch.to_config, switch.at_labelled) == ("a", "b", 200)
+    assert switch.evidence["recent_accuracy"] == {"a": 0.5, "b": 1.0}
+    assert switch.evidence["wins"] == 100 and switch.evidence["losses"] == 0
+    assert race.decide(at_labelled=200) is None  # the new champion is not beaten by the old
+
+
+def test_the_learner_reports_switches_and_serves_the_new_champion() -> None:
+    # z = 0: any paired advantage switches, so a short noisy stream shows switches.
+    X, y = threshold_stream(3000, seed=8)
+    learner = OnlineLearner(3, params={**FAST, "race_z": 0.0})
+    switches = learner.test_then_train(X, y).switches
+    assert switches
+    last = switches[-1]
+    assert learner.champion_config() == last.to_config
+    assert set(last.evidence["recent_accuracy"]) == {"blend-fast", "blend-slow"}
+
+
+def test_the_encoded_model_predicts_what_the_learner_predicts() -> None:
+    X, y = threshold_stream(1500, seed=9)
+    learner = OnlineLearner(3, params=FAST, feature_names=["a", "b", "c"])
+    learner.test_then_train(X, y)
+    predictor = decode(learner.model_bytes())
+    probe = np.random.default_rng(10).random((20, 3))
+    assert np.allclose(predictor.predict_proba(probe), learner.predict_proba(probe))
+    assert np.allclose(predictor.predict_proba(probe[:1]), learner.predict_proba(probe[:1]))
+
+
+def test_a_model_without_stream_features_explains_with_one_column_per_feature() -> None:
+    X, y = threshold_stream(1500, seed=11)
+    learner = OnlineLearner(3, params={**FAST, "stream_features": False})
+    learner.test_then_train(X, y)
+    predictor = decode(learner.model_bytes())
+    contributions = predictor.contributions(X[:10])
+    assert contributions.shape == (10, 4)
+    assert np.allclose(contributions.sum(axis=1), predictor.logits(X[:10]))
+    assert np.allclose(predictor.predict_proba(X[:10]), learner.predict_proba(X[:10]))
