@@ -7,6 +7,7 @@ both (shared/ never imports a service).
     continuo demo               stream the electricity data through the running system
     continuo evaluate FILE.csv  try a stream with the learner, in process
     continuo replay             republish the whole store to Kafka (e.g. after a broker restart)
+    continuo keys ...           governance API keys: create --name N --role R | list | revoke ID
 """
 
 from __future__ import annotations
@@ -101,6 +102,12 @@ def _evaluate(argv: list[str]) -> int:
     return main(argv)
 
 
+def _keys(argv: list[str]) -> int:
+    from services.governance.keys import main
+
+    return main(argv)
+
+
 COMMANDS = {
     "migrate": _migrate,
     "broker": _broker,
@@ -108,6 +115,7 @@ COMMANDS = {
     "demo": _demo,
     "evaluate": _evaluate,
     "replay": _replay,
+    "keys": _keys,
 }
 
 

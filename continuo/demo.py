@@ -163,7 +163,12 @@ async def wait_for_serving(stack: Stack, task: str, timeout: float) -> dict[str,
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(timeout=10) as client:
         while True:
-            models = (await client.get(f"{stack.url('governance')}/v1/tasks/{task}/models")).json()
+            models = (
+                await client.get(
+                    f"{stack.url('governance')}/v1/tasks/{task}/models",
+                    headers=stack.governance_headers(),
+                )
+            ).json()
             champion = models.get("champion")
             predicted = await client.post(
                 f"{stack.url('serving')}/v1/tasks/{task}/predict",

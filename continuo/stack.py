@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -41,6 +42,13 @@ class Stack:
     broker: EmbeddedBroker | None = None
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    # An admin key for governance, made per stack and installed (hashed) at its start-up.
+    governance_key: str = field(
+        default_factory=lambda: f"cnt_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+    )
+
+    def governance_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.governance_key}"}
 
     def url(self, service: str) -> str:
         return f"http://127.0.0.1:{self.ports[service]}"
@@ -55,6 +63,7 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap or "",
             "CONTINUO_ARTIFACTS_DIR": str(self.workdir / "artifacts"),
             "GOVERNANCE_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / 'governance.db'}",
+            "GOVERNANCE_BOOTSTRAP_KEYS": f"stack:admin:{self.governance_key}",
             "PYTHONUNBUFFERED": "1",
             **self.env_overrides,
         }

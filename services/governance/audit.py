@@ -19,20 +19,29 @@ from fairlearn.metrics import (
     count,
     demographic_parity_difference,
     demographic_parity_ratio,
-    equalized_odds_difference,
     false_negative_rate,
     false_positive_rate,
     selection_rate,
+    true_positive_rate,
 )
 from pydantic import BaseModel, ConfigDict, field_validator
-from sklearn.metrics import accuracy_score
 
 from shared.tasks import AuditThresholds
 
+
+def _accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    """Share of correct predictions (sklearn's accuracy_score, without its input checks)."""
+    return float(np.mean(np.asarray(y_true) == np.asarray(y_pred)))
+
+
+# One MetricFrame per attribute gives every group's figures and, over the judged groups, the gaps:
+# fairlearn's demographic_parity_difference/ratio and equalized_odds_difference are the
+# between-groups difference/ratio of these same per-group selection rates, TPRs and FPRs.
 _GROUP_METRICS = {
     "count": count,
     "selection_rate": selection_rate,
-    "accuracy": accuracy_score,
+    "accuracy": _accuracy,
+    "true_positive_rate": true_positive_rate,
     "false_positive_rate": false_positive_rate,
     "false_negative_rate": false_negative_rate,
 }
@@ -52,7 +61,8 @@ class GroupMetrics(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     count: int
-    positives: int
+    # None in a live audit: served predictions have no outcomes yet.
+    positives: int | None
     selection_rate: float | None
     accuracy: float | None
     false_positive_rate: float | None
@@ -108,6 +118,8 @@ class AuditReport(BaseModel):
     reasons: list[str]
     # What was not judged and why (small groups, undefined rates).
     notes: list[str]
+    # Metrics that could not be computed at all (a live audit has no outcomes: only selection).
+    unavailable: list[str] = []
 
 
 def _as_binary(name: str, values: Sequence[Any]) -> np.ndarray:
@@ -121,7 +133,7 @@ def _as_binary(name: str, values: Sequence[Any]) -> np.ndarray:
 
 def _group_metrics(
     y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, min_group_size: int
-) -> dict[str, GroupMetrics]:
+) -> tuple[dict[str, GroupMetrics], Any]:
     frame = MetricFrame(
         metrics=_GROUP_METRICS, y_true=y_true, y_pred=y_pred, sensitive_features=groups
     ).by_group
@@ -140,13 +152,29 @@ def _group_metrics(
             false_negative_rate=row["false_negative_rate"] if positives > 0 else None,
             in_pass_fail=size >= min_group_size,
         )
-    return result
+    return result, frame
+
+
+def _gaps(frame: Any, judged: list[str]) -> dict[str, float]:
+    """Fairlearn's between-groups gaps over the judged groups (undefined rates count as 0)."""
+    rows = frame.loc[[g for g in frame.index if str(g) in judged]]
+    selection, tpr, fpr = (
+        rows[m].astype(float)
+        for m in ("selection_rate", "true_positive_rate", "false_positive_rate")
+    )
+    return {
+        "demographic_parity_difference": float(selection.max() - selection.min()),
+        "demographic_parity_ratio": float(selection.min() / selection.max())
+        if selection.max() > 0
+        else float("nan"),
+        "equalized_odds_difference": float(max(tpr.max() - tpr.min(), fpr.max() - fpr.min())),
+    }
 
 
 def _audit_attribute(
     name: str, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, min_group_size: int
 ) -> AttributeAudit:
-    per_group = _group_metrics(y_true, y_pred, groups, min_group_size)
+    per_group, frame = _group_metrics(y_true, y_pred, groups, min_group_size)
     judged = [g for g, m in per_group.items() if m.in_pass_fail]
     excluded = tuple(g for g, m in per_group.items() if not m.in_pass_fail)
     notes: list[str] = []
@@ -175,13 +203,9 @@ def _audit_attribute(
             f"{name}: {', '.join(undefined)} lack positives or negatives; "
             "their undefined error rates count as 0 in the equalized-odds difference"
         )
-    mask = np.isin(groups, judged)
-    kwargs = {"y_true": y_true[mask], "y_pred": y_pred[mask], "sensitive_features": groups[mask]}
     return AttributeAudit(
         groups=per_group,
-        demographic_parity_difference=demographic_parity_difference(**kwargs),
-        demographic_parity_ratio=demographic_parity_ratio(**kwargs),
-        equalized_odds_difference=equalized_odds_difference(**kwargs),
+        **_gaps(frame, judged),
         excluded_groups=excluded,
         notes=tuple(notes),
     )
@@ -255,6 +279,102 @@ def audit(
         passed=not reasons,
         reasons=reasons,
         notes=[note for a in attributes.values() for note in a.notes],
+    )
+
+
+LABEL_METRICS = (
+    "accuracy",
+    "false_positive_rate",
+    "false_negative_rate",
+    "equalized_odds_difference",
+)
+
+
+def _selection_attribute(
+    name: str, y_pred: np.ndarray, groups: np.ndarray, min_group_size: int
+) -> AttributeAudit:
+    per_group: dict[str, GroupMetrics] = {}
+    for group in sorted(set(groups.tolist())):
+        members = groups == group
+        per_group[str(group)] = GroupMetrics(
+            count=int(members.sum()),
+            positives=None,
+            selection_rate=float(y_pred[members].mean()),
+            accuracy=None,
+            false_positive_rate=None,
+            false_negative_rate=None,
+            in_pass_fail=int(members.sum()) >= min_group_size,
+        )
+    judged = [g for g, m in per_group.items() if m.in_pass_fail]
+    excluded = tuple(g for g, m in per_group.items() if not m.in_pass_fail)
+    notes = []
+    if excluded:
+        notes.append(
+            f"{name}: {', '.join(excluded)} excluded from pass/fail "
+            f"(fewer than {min_group_size} rows)"
+        )
+    rates = [per_group[g].selection_rate or 0.0 for g in judged]
+    if len(judged) < 2:
+        notes.append(f"{name}: not judged, fewer than two groups with {min_group_size}+ rows")
+        difference = ratio = None
+    else:
+        mask = np.isin(groups, judged)
+        # Demographic parity compares selection rates only; y_true is required but unused.
+        kwargs = {
+            "y_true": y_pred[mask],
+            "y_pred": y_pred[mask],
+            "sensitive_features": groups[mask],
+        }
+        difference = demographic_parity_difference(**kwargs)
+        ratio = demographic_parity_ratio(**kwargs) if max(rates) > 0 else None
+    return AttributeAudit(
+        groups=per_group,
+        demographic_parity_difference=difference,
+        demographic_parity_ratio=ratio,
+        equalized_odds_difference=None,
+        excluded_groups=excluded,
+        notes=tuple(notes),
+    )
+
+
+def audit_selection(
+    y_pred: Sequence[Any], sensitive: Mapping[str, Sequence[Any]], thresholds: AuditThresholds
+) -> AuditReport:
+    """Audit predictions whose outcomes are unknown (live traffic): selection rates only.
+
+    Demographic parity needs no labels; accuracy, error rates and equalized odds do, so they are
+    listed in `unavailable` and their limits are not checked (a note says so).
+    """
+    predicted = _as_binary("y_pred", y_pred)
+    if not sensitive:
+        raise ValueError("sensitive: at least one attribute is needed")
+    if len(predicted) == 0:
+        raise ValueError("nothing to audit: no rows")
+    attributes: dict[str, AttributeAudit] = {}
+    for name, values in sensitive.items():
+        groups = np.asarray([str(v) for v in values], dtype=object)
+        if len(groups) != len(predicted):
+            raise ValueError(f"{name}: has {len(groups)} rows but y_pred has {len(predicted)}")
+        attributes[name] = _selection_attribute(name, predicted, groups, thresholds.min_group_size)
+    reasons = [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
+    notes = [note for a in attributes.values() for note in a.notes]
+    notes.append(
+        "no outcomes for served predictions: accuracy, false positive/negative rates and "
+        "equalized-odds difference not computed"
+        + (
+            "; the equalized-odds limit was not checked"
+            if thresholds.equalized_odds_difference_max is not None
+            else ""
+        )
+    )
+    return AuditReport(
+        n=len(predicted),
+        thresholds=thresholds,
+        attributes=attributes,
+        passed=not reasons,
+        reasons=reasons,
+        notes=notes,
+        unavailable=list(LABEL_METRICS),
     )
 
 

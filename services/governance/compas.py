@@ -45,3 +45,32 @@ def compas_score_audit(
         sensitive={name: frame[name].tolist() for name in SENSITIVE},
         thresholds=thresholds if thresholds is not None else AuditThresholds(),
     )
+
+
+def compas_report(data: str | Path, spec_path: str | Path | None = None) -> AuditReport:
+    """The COMPAS score audit with the limits of a task spec (default: no limits)."""
+    from shared.tasks import load_spec
+
+    limits = load_spec(spec_path).promotion.audit if spec_path else None
+    return compas_score_audit(load_compas(data), limits)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m services.governance.compas [FILE]`: print the COMPAS score audit table."""
+    import argparse
+
+    from services.governance.audit import render_audit
+    from shared.settings import REPO_ROOT
+
+    parser = argparse.ArgumentParser(prog="python -m services.governance.compas")
+    parser.add_argument(
+        "file", nargs="?", default=REPO_ROOT / "data" / "compas-scores-two-years.csv.gz"
+    )
+    parser.add_argument("--spec", default=REPO_ROOT / "tasks" / "compas.yaml")
+    args = parser.parse_args(argv)
+    print(render_audit(compas_report(args.file, args.spec)))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

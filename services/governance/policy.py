@@ -1,9 +1,22 @@
-"""The promotion policy, pure: should a newly trained model replace the champion?"""
+"""The promotion policy, pure: may a model version replace the champion, now?
+
+Three checks, each from the task's `promotion` policy, every failure kept as a reason:
+
+1. metric: the candidate's recent prequential metric is at least the champion's minus the
+   tolerance (the first model of a task passes);
+2. audit (where `require_audit`): the candidate's bias audit passed (its reasons are quoted,
+   figures included);
+3. approvals (where `require_approval`): `approvals_required` distinct people approved and nobody
+   rejected. Lacking approvals is not a refusal: the model waits (`AWAIT`).
+
+A model that fails 1 or 2 is refused; one that passes them waits for approvals or is promoted.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from shared.tasks import PromotionPolicy
 
@@ -11,10 +24,28 @@ from shared.tasks import PromotionPolicy
 _METRIC_KEYS = {"accuracy": ("recent_accuracy", "accuracy")}
 
 
+class Verdict(StrEnum):
+    PROMOTE = "promote"
+    REFUSE = "refuse"
+    AWAIT = "await_approval"
+
+
+@dataclass(frozen=True)
+class AuditResult:
+    """What the gate needs of a candidate's audit."""
+
+    passed: bool
+    reasons: Sequence[str] = ()
+
+
 @dataclass(frozen=True)
 class Decision:
-    promote: bool
+    verdict: Verdict
     reasons: list[str] = field(default_factory=list)
+
+    @property
+    def promote(self) -> bool:
+        return self.verdict is Verdict.PROMOTE
 
 
 def _metric(policy: PromotionPolicy, metrics: Mapping[str, float]) -> float | None:
@@ -24,30 +55,116 @@ def _metric(policy: PromotionPolicy, metrics: Mapping[str, float]) -> float | No
     return None
 
 
+def metric_check(
+    policy: PromotionPolicy,
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float] | None,
+    champion_version: int | None = None,
+) -> tuple[bool, str]:
+    """The candidate's recent metric against the champion's (passed, reason with the figures).
+
+    When the trainer scored the serving champion on the same recent rows as the candidate
+    (`champion_version` in the candidate's metrics is the current champion), that like-for-like
+    comparison decides; otherwise each model's own recent metric at its training time.
+    """
+    if champion is None:
+        return True, "first model of the task"
+    if champion_version is not None and candidate.get("champion_version") == champion_version:
+        mine, best = candidate["window_accuracy"], candidate["champion_window_accuracy"]
+        rows = int(candidate.get("window_n", 0))
+        if mine >= best - policy.tolerance:
+            return True, f"accuracy {mine:.4f} >= champion {best:.4f} on the same {rows} rows"
+        return False, (
+            f"accuracy {mine:.4f} < champion {best:.4f} - tolerance {policy.tolerance} "
+            f"on the same {rows} rows"
+        )
+    ours, theirs = _metric(policy, candidate), _metric(policy, champion)
+    if ours is None:
+        return False, f"candidate reports no {policy.metric}"
+    if theirs is None or ours >= theirs - policy.tolerance:
+        return True, (
+            f"recent {policy.metric} {ours:.4f} >= champion {theirs or 0:.4f} "
+            f"- tolerance {policy.tolerance}"
+        )
+    return False, (
+        f"recent {policy.metric} {ours:.4f} < champion {theirs:.4f} - tolerance {policy.tolerance}"
+    )
+
+
 def decide(
     policy: PromotionPolicy,
     candidate: Mapping[str, float],
     champion: Mapping[str, float] | None,
+    *,
+    audit: AuditResult | None = None,
+    approvals: Sequence[str] = (),
+    rejections: Sequence[str] = (),
+    champion_version: int | None = None,
 ) -> Decision:
-    """First model: promoted. Later ones: promoted if their recent prequential metric is at least
-    the champion's minus the policy's tolerance; otherwise refused with the figures."""
-    if champion is None:
-        return Decision(True, ["first model of the task"])
-    ours, theirs = _metric(policy, candidate), _metric(policy, champion)
-    if ours is None:
-        return Decision(False, [f"candidate reports no {policy.metric}"])
-    if theirs is None or ours >= theirs - policy.tolerance:
-        return Decision(
-            True,
-            [
-                f"recent {policy.metric} {ours:.4f} >= champion {theirs or 0:.4f} "
-                f"- tolerance {policy.tolerance}"
-            ],
-        )
-    return Decision(
-        False,
-        [
-            f"recent {policy.metric} {ours:.4f} < champion {theirs:.4f} "
-            f"- tolerance {policy.tolerance}"
-        ],
-    )
+    """The gate. `approvals` and `rejections` name who approved or rejected (with the reason)."""
+    ok, metric_reason = metric_check(policy, candidate, champion, champion_version)
+    refusals = [] if ok else [metric_reason]
+    passed = [metric_reason] if ok else []
+    if policy.require_audit:
+        if audit is None:
+            refusals.append("no bias audit of this version (the policy requires one)")
+        elif not audit.passed:
+            refusals.extend(f"bias audit failed: {r}" for r in audit.reasons or ["no reason"])
+        else:
+            passed.append("bias audit passed")
+    # A rejection blocks a version whatever the policy: a person said no.
+    refusals.extend(f"rejected by {r}" for r in rejections)
+    if refusals:
+        return Decision(Verdict.REFUSE, refusals)
+    if policy.require_approval:
+        distinct = sorted(set(approvals))
+        have, need = len(distinct), policy.approvals_required
+        if have < need:
+            return Decision(Verdict.AWAIT, [*passed, f"awaiting approval: {have} of {need}"])
+        passed.append(f"approved by {', '.join(distinct)}")
+    return Decision(Verdict.PROMOTE, passed)
+
+
+@dataclass
+class DeploymentState:
+    """A task's deployment stream folded: the champion, and what was decided about each version."""
+
+    champion: int | None = None
+    champion_sha256: str | None = None
+    stream_version: int = 0
+    promoted: set[int] = field(default_factory=set)
+    approvals: dict[int, list[str]] = field(default_factory=dict)
+    rejections: dict[int, list[str]] = field(default_factory=dict)
+    refused: set[int] = field(default_factory=set)
+    awaiting: set[int] = field(default_factory=set)
+
+    @classmethod
+    def fold(
+        cls, events: Sequence[tuple[str, int | None, Mapping[str, object]]]
+    ) -> DeploymentState:
+        """From (type, stream_version, payload) of the stream's events, in order."""
+        state = cls()
+        for kind, version, payload in events:
+            state.stream_version = max(state.stream_version, version or 0)
+            model = int(payload["model_version"])  # type: ignore[call-overload]
+            if kind in ("ModelPromoted", "ModelRolledBack"):
+                state.champion = model
+                state.champion_sha256 = str(payload["artifact_sha256"])
+                state.promoted.add(model)
+                state.awaiting.discard(model)
+            elif kind == "PromotionRefused":
+                state.refused.add(model)
+                state.awaiting.discard(model)
+            elif kind == "ApprovalRequested":
+                state.awaiting.add(model)
+            elif kind == "ApprovalGranted":
+                state.approvals.setdefault(model, []).append(str(payload["by"]))
+            elif kind == "ApprovalRejected":
+                who = f"{payload['by']}: {payload['reason']}"
+                state.rejections.setdefault(model, []).append(who)
+                state.awaiting.discard(model)
+        return state
+
+    def decided(self, version: int) -> bool:
+        """Whether the automatic flow already reached a verdict on a version."""
+        return version in self.promoted or version in self.refused or version in self.awaiting

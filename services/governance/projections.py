@@ -1,28 +1,56 @@
-"""Projecting events into governance's read models, idempotently (an event applies once)."""
+"""Projecting events into governance's read models, idempotently (an event applies once).
+
+Every table is keyed by the event (or the fact) it comes from, so the result does not depend on
+the order in which Kafka delivers different topics: live, rebuilt from position 0, or built as of
+a position, the same events give the same tables. The one table updated in place (deployments) is
+guarded by the deployment stream's version, which orders it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from services.governance.schema import applied, decisions, deployments, models, tasks
+from services.governance.schema import (
+    applied,
+    audits,
+    decisions,
+    deployments,
+    models,
+    predictions,
+    tasks,
+)
 from shared.events.envelope import Envelope
 from shared.events.types import (
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    AuditCompleted,
     ModelPromoted,
     ModelRolledBack,
     ModelTrained,
+    PredictionServed,
     PromotionRefused,
     TaskRegistered,
 )
 
-PROJECTED_TYPES = (
-    "TaskRegistered",
-    "ModelTrained",
+DECISION_TYPES = (
     "ModelPromoted",
     "ModelRolledBack",
     "PromotionRefused",
+    "ApprovalRequested",
+    "ApprovalGranted",
+    "ApprovalRejected",
+)
+PROJECTED_TYPES = (
+    "TaskRegistered",
+    "ModelTrained",
+    "AuditCompleted",
+    "PredictionServed",
+    *DECISION_TYPES,
 )
 
 
@@ -31,40 +59,52 @@ async def apply_events(conn: AsyncConnection, events: Sequence[Envelope]) -> lis
     wanted = [e for e in events if e.type in PROJECTED_TYPES]
     if not wanted:
         return []
-    done = set(
-        (
-            await conn.execute(
-                select(applied.c.event_id).where(
-                    applied.c.event_id.in_([e.event_id for e in wanted])
-                )
-            )
-        ).scalars()
-    )
+    done: set[Any] = set()
+    ids = [e.event_id for e in wanted]
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        found = await conn.execute(select(applied.c.event_id).where(applied.c.event_id.in_(chunk)))
+        done.update(found.scalars())
     fresh: list[Envelope] = []
     for envelope in wanted:
         if envelope.event_id in done:
             continue
         done.add(envelope.event_id)
-        await _apply(conn, envelope)
-        await conn.execute(
-            applied.insert().values(event_id=envelope.event_id, position=envelope.position or 0)
-        )
         fresh.append(envelope)
+    served = [e for e in fresh if e.type == "PredictionServed"]
+    if served:  # the bulk of the traffic: one executemany
+        await conn.execute(predictions.insert(), [_prediction_row(e) for e in served])
+    for envelope in fresh:
+        if envelope.type != "PredictionServed":
+            await _apply(conn, envelope)
+    if fresh:
+        await conn.execute(
+            applied.insert(),
+            [{"event_id": e.event_id, "position": e.position or 0} for e in fresh],
+        )
     return fresh
+
+
+def _prediction_row(envelope: Envelope) -> dict[str, Any]:
+    data = envelope.data()
+    assert isinstance(data, PredictionServed)
+    return {
+        "prediction_id": data.prediction_id,
+        "position": envelope.position or 0,
+        "task": data.task,
+        "model_version": data.model_version,
+        "entity_id": data.entity_id,
+        "features": data.features,
+        "probability": data.probability,
+        "label": data.label,
+        "served_at": envelope.occurred_at,
+    }
 
 
 async def _apply(conn: AsyncConnection, envelope: Envelope) -> None:
     data = envelope.data()
     if isinstance(data, TaskRegistered):
-        await conn.execute(delete(tasks).where(tasks.c.task == data.task))
-        await conn.execute(
-            tasks.insert().values(
-                task=data.task,
-                version=data.version,
-                spec=data.spec,
-                registered_at=envelope.occurred_at,
-            )
-        )
+        await _register(conn, data, envelope)
     elif isinstance(data, ModelTrained):
         await conn.execute(
             models.insert().values(
@@ -74,7 +114,21 @@ async def _apply(conn: AsyncConnection, envelope: Envelope) -> None:
                 trained_at=envelope.occurred_at,
                 event_id=envelope.event_id,
                 position=envelope.position or 0,
-                status="candidate",
+            )
+        )
+    elif isinstance(data, AuditCompleted):
+        await conn.execute(
+            audits.insert().values(
+                event_id=envelope.event_id,
+                position=envelope.position or 0,
+                task=data.task,
+                model_version=data.model_version,
+                scope=data.scope,
+                passed=data.passed,
+                reasons=data.reasons,
+                window=data.window,
+                report=data.report,
+                audited_at=envelope.occurred_at,
             )
         )
     elif isinstance(data, ModelPromoted | ModelRolledBack):
@@ -82,28 +136,43 @@ async def _apply(conn: AsyncConnection, envelope: Envelope) -> None:
         await _record_decision(
             conn, envelope, data.task, data.model_version, data.decided_by, [data.reason]
         )
-    elif isinstance(data, PromotionRefused):
-        await conn.execute(
-            update(models)
-            .where(models.c.task == data.task, models.c.model_version == data.model_version)
-            .values(status="refused")
-        )
+    elif isinstance(data, PromotionRefused | ApprovalRequested):
         await _record_decision(
             conn, envelope, data.task, data.model_version, data.decided_by, data.reasons
         )
+    elif isinstance(data, ApprovalGranted | ApprovalRejected):
+        await _record_decision(
+            conn, envelope, data.task, data.model_version, data.by, [data.reason]
+        )
+
+
+async def _register(conn: AsyncConnection, data: TaskRegistered, envelope: Envelope) -> None:
+    """The newest spec version (by position in the store) is the task's current one."""
+    current = (
+        await conn.execute(select(tasks.c.position).where(tasks.c.task == data.task))
+    ).scalar()
+    if current is not None and current > (envelope.position or 0):
+        return
+    await conn.execute(delete(tasks).where(tasks.c.task == data.task))
+    await conn.execute(
+        tasks.insert().values(
+            task=data.task,
+            version=data.version,
+            spec=data.spec,
+            registered_at=envelope.occurred_at,
+            position=envelope.position or 0,
+        )
+    )
 
 
 async def _set_champion(conn: AsyncConnection, task: str, version: int, envelope: Envelope) -> None:
-    await conn.execute(
-        update(models)
-        .where(models.c.task == task, models.c.status == "champion")
-        .values(status="retired")
-    )
-    await conn.execute(
-        update(models)
-        .where(models.c.task == task, models.c.model_version == version)
-        .values(status="champion")
-    )
+    current = (
+        await conn.execute(
+            select(deployments.c.deployment_version).where(deployments.c.task == task)
+        )
+    ).scalar()
+    if current is not None and current >= (envelope.stream_version or 0):
+        return  # an older decision delivered late: the newer one already holds
     await conn.execute(delete(deployments).where(deployments.c.task == task))
     await conn.execute(
         deployments.insert().values(
@@ -130,3 +199,40 @@ async def _record_decision(
             decided_at=envelope.occurred_at,
         )
     )
+
+
+# What a model's newest decision says about it (the champion is read from deployments).
+_STATUS_OF_DECISION = {
+    "ModelPromoted": "retired",
+    "ModelRolledBack": "retired",
+    "PromotionRefused": "refused",
+    "ApprovalRequested": "awaiting_approval",
+    "ApprovalGranted": "awaiting_approval",
+    "ApprovalRejected": "rejected",
+}
+
+
+def model_status(version: int, champion: int | None, decision_types: Sequence[str]) -> str:
+    """champion | retired | refused | rejected | awaiting_approval | candidate.
+
+    `decision_types` are the model's decisions in store order; the newest one that changes the
+    model's standing decides (a grant after a request still awaits the rest of the approvals).
+    """
+    if champion == version:
+        return "champion"
+    for kind in reversed(decision_types):
+        if kind in _STATUS_OF_DECISION:
+            return _STATUS_OF_DECISION[kind]
+    return "candidate"
+
+
+async def replay_into(conn: AsyncConnection, store: Any, until: int | None = None) -> int:
+    """Apply the store's projected events (positions 1..until, or all) in order; return the count.
+
+    The same code builds the live tables (after they are emptied) and a throwaway as-of copy.
+    """
+    after, count = 0, 0
+    while page := await store.read_all(after=after, limit=2000, types=PROJECTED_TYPES, until=until):
+        count += len(await apply_events(conn, page))
+        after = page[-1].position or after
+    return count

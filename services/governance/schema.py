@@ -2,7 +2,20 @@
 
 from __future__ import annotations
 
-from sqlalchemy import JSON, BigInteger, Column, DateTime, Integer, MetaData, String, Table, Uuid
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Uuid,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
@@ -23,6 +36,8 @@ tasks = Table(
     Column("version", String(64), nullable=False),
     Column("spec", Json, nullable=False),
     Column("registered_at", DateTime(timezone=True), nullable=False),
+    # Position of the TaskRegistered event: the newest spec version wins, whatever the order.
+    Column("position", BigInteger, nullable=False, server_default="0"),
 )
 
 models = Table(
@@ -43,8 +58,9 @@ models = Table(
     Column("trained_at", DateTime(timezone=True), nullable=False),
     Column("event_id", Uuid(), nullable=False),
     Column("position", BigInteger, nullable=False),
-    # candidate | champion | retired | refused
-    Column("status", String(16), nullable=False),
+    # No status column: a model's status is derived when read from `decisions` and `deployments`
+    # (see projections.model_status), so the answer does not depend on the order in which Kafka
+    # delivers the models and deployments topics.
 )
 
 decisions = Table(
@@ -67,4 +83,53 @@ deployments = Table(
     Column("model_version", Integer, nullable=False),
     Column("since_position", BigInteger, nullable=False),
     Column("deployment_version", BigInteger, nullable=False),
+)
+
+audits = Table(
+    "gov_audits",
+    metadata,
+    Column("event_id", Uuid(), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("task", String(64), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("scope", String(16), nullable=False),
+    Column("passed", Boolean, nullable=False),
+    Column("reasons", Json, nullable=False),
+    Column("window", Json, nullable=False),
+    Column("report", Json, nullable=False),
+    Column("audited_at", DateTime(timezone=True), nullable=False),
+    Index("ix_gov_audits_task_version", "task", "model_version"),
+)
+
+# Every prediction serving recorded: what lineage and explanations of a prediction id start from.
+predictions = Table(
+    "gov_predictions",
+    metadata,
+    Column("prediction_id", Uuid(), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("task", String(64), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("entity_id", String(200), nullable=True),
+    Column("features", Json, nullable=False),
+    Column("probability", Float, nullable=False),
+    Column("label", Json, nullable=True),
+    Column("served_at", DateTime(timezone=True), nullable=False),
+    Index("ix_gov_predictions_task_version_position", "task", "model_version", "position"),
+)
+
+# The projections, in the order a rebuild empties them; API keys are not a projection.
+PROJECTION_TABLES = (applied, tasks, models, decisions, deployments, audits, predictions)
+
+# API keys (not built from events: a secret never enters the event store). Only a hash is kept.
+api_keys = Table(
+    "gov_api_keys",
+    metadata,
+    Column("key_id", String(32), primary_key=True),
+    Column("name", String(100), nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("secret_sha256", String(64), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("revoked_at", DateTime(timezone=True), nullable=True),
+    # "cli" or "bootstrap" (from GOVERNANCE_BOOTSTRAP_KEYS at start-up)
+    Column("source", String(16), nullable=False),
 )

@@ -1,112 +1,663 @@
-"""Governance's work: keep the projections current and decide promotions as models appear.
+"""Governance's work: keep the projections current, audit every model version, decide promotions.
 
 Decisions are made on the event store's deployment stream (the system of record, current the
-moment governance appends), not on the projection, which lags by a Kafka round trip. A decision's
-event id is derived from the task and model version, so deciding twice records once.
+moment governance appends), not on the projection, which lags by a Kafka round trip. Facts with an
+identity get event ids derived from it (the audit of candidate N, the automatic decision on N), so
+processing a model twice records once.
+
+New models are queued per task and handled one at a time by that task's worker: audit (the maths
+off the event loop), then decide. The Kafka consumer only projects and enqueues, so a slow audit
+never stalls it. On start-up, models newer than the champion without a decision are queued again.
+Human decisions (approve, reject, promote, roll back) take the same per-task lock.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import time
 import uuid
+from collections import OrderedDict, defaultdict
 from collections.abc import Sequence
+from typing import Any
 
 import structlog
-from sqlalchemy import select
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
 
-from services.governance.policy import decide
-from services.governance.projections import apply_events
-from services.governance.schema import models
-from shared.events.envelope import Envelope, new_event
+from services.governance.audit import AuditReport
+from services.governance.audits import LabelledWindow, NotAuditable, audit_candidate, audit_live
+from services.governance.auth import Principal
+from services.governance.policy import AuditResult, Decision, DeploymentState, Verdict, decide
+from services.governance.projections import apply_events, replay_into
+from services.governance.schema import PROJECTION_TABLES, deployments, metadata, models, predictions
+from services.governance.settings import GovernanceSettings
+from shared.artifacts import ArtifactNotFound
+from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
+    ApprovalGranted,
+    ApprovalRejected,
+    ApprovalRequested,
+    AuditCompleted,
     ModelPromoted,
     ModelRolledBack,
     ModelTrained,
     PromotionRefused,
+    data_stream,
     deployment_stream,
+    governance_stream,
+    model_stream,
 )
-from shared.registry import registered_tasks
+from shared.model_codec import ModelFormatError, Predictor, decode
+from shared.registry import registered_tasks, spec_versions
 from shared.runtime import Runtime
+from shared.store.port import ConcurrencyError
+from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
 _NAMESPACE = uuid.UUID("9e0c0471-90e5-4a11-8d3c-000000000004")
 POLICY = "governance/policy"
+_DATA_TYPES = ("ObservationRecorded", "LabelRecorded")
+
+
+def audit_event_id(task: str, version: int) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"{task}/audit/{version}")
+
+
+def decision_event_id(task: str, version: int) -> uuid.UUID:
+    return uuid.uuid5(_NAMESPACE, f"{task}/decision/{version}")
+
+
+class NotFound(LookupError):
+    """No such task, model version or prediction (HTTP 404)."""
+
+
+class Conflict(Exception):
+    """The request cannot be carried out as things stand (HTTP 409); every reason is kept."""
+
+    def __init__(self, reasons: Sequence[str]) -> None:
+        super().__init__("; ".join(reasons))
+        self.reasons = list(reasons)
 
 
 class Governance:
-    def __init__(self, runtime: Runtime, engine: AsyncEngine) -> None:
+    def __init__(
+        self, runtime: Runtime, engine: AsyncEngine, settings: GovernanceSettings | None = None
+    ) -> None:
         self.runtime = runtime
+        self.store = runtime.store
         self.engine = engine
+        self.settings = settings or GovernanceSettings()
+        self.projection_lock = asyncio.Lock()
+        self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self._queues: dict[str, asyncio.Queue[Envelope]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+        self._as_of: OrderedDict[int, AsyncEngine] = OrderedDict()
+        # Wall time of each candidate audit (seconds): reading the window, predicting, the maths.
+        self.audit_seconds: list[float] = []
+
+    # -- projections --------------------------------------------------------------------------
 
     async def handle(self, events: Sequence[Envelope]) -> None:
-        """Project a batch, then decide on every model it newly brought."""
-        async with self.engine.begin() as conn:
+        """Project a batch, then queue every model it newly brought for audit and decision."""
+        async with self.projection_lock, self.engine.begin() as conn:
             fresh = await apply_events(conn, events)
         for envelope in fresh:
             if envelope.type == "ModelTrained":
-                await self.consider(envelope)
+                self.enqueue(envelope)
 
-    async def champion(self, task: str) -> int | None:
-        """The champion version according to the store's deployment stream."""
-        champion = None
-        for envelope in await self.runtime.store.read_stream(deployment_stream(task)):
-            data = envelope.data()
-            if isinstance(data, ModelPromoted | ModelRolledBack):
-                champion = data.model_version
-        return champion
+    async def rebuild(self) -> dict[str, int]:
+        """Empty the projections and replay them from position 0 (one transaction)."""
+        started = time.monotonic()
+        async with self.projection_lock, self.engine.begin() as conn:
+            for table in reversed(PROJECTION_TABLES):
+                await conn.execute(delete(table))
+            applied = await replay_into(conn, self.store)
+        self._as_of.clear()
+        head = await self.store.head()
+        log.info("governance.rebuilt", events=applied, head=head)
+        return {
+            "events_applied": applied,
+            "head": head,
+            "ms": int(1000 * (time.monotonic() - started)),
+        }
 
-    async def _metrics(self, task: str, version: int) -> dict[str, float] | None:
-        async with self.engine.connect() as conn:
-            row = (
-                await conn.execute(
-                    select(models.c.metrics).where(
-                        models.c.task == task, models.c.model_version == version
-                    )
+    async def as_of(self, position: int) -> AsyncEngine:
+        """The projections as of a store position, built in a throwaway in-memory SQLite."""
+        if position in self._as_of:
+            self._as_of.move_to_end(position)
+            return self._as_of[position]
+        engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
+        async with engine.begin() as conn:
+            await conn.run_sync(metadata.create_all)
+            await replay_into(conn, self.store, until=position)
+        self._as_of[position] = engine
+        while len(self._as_of) > 4:  # events up to a position never change: keep a few
+            _, old = self._as_of.popitem(last=False)
+            await old.dispose()
+        return engine
+
+    async def close(self) -> None:
+        for worker in self._workers.values():
+            worker.cancel()
+        for worker in self._workers.values():
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await worker
+        for engine in self._as_of.values():
+            await engine.dispose()
+
+    # -- the per-task work queue --------------------------------------------------------------
+
+    def enqueue(self, envelope: Envelope) -> None:
+        task = str(envelope.payload["task"])
+        if task not in self._queues:
+            self._queues[task] = asyncio.Queue()
+            self._workers[task] = asyncio.create_task(self._work(task), name=f"gov:{task}")
+        self._queues[task].put_nowait(envelope)
+
+    async def _work(self, task: str) -> None:
+        queue = self._queues[task]
+        while True:
+            envelope = await queue.get()
+            try:
+                await self.process(envelope)
+            except Exception:  # noqa: BLE001 - logged; the next start-up resumes undecided models
+                log.exception(
+                    "governance.process_failed", task=task, event_id=str(envelope.event_id)
                 )
-            ).first()
-        return dict(row.metrics) if row else None
+            finally:
+                queue.task_done()
 
-    async def consider(self, envelope: Envelope) -> None:
+    async def idle(self) -> None:
+        """Wait until every queued model has been audited and decided (for tests and tools)."""
+        for queue in list(self._queues.values()):
+            await queue.join()
+
+    async def resume(self) -> int:
+        """Queue the models newer than their champion that have no decision yet; return how many."""
+        queued = 0
+        for task in await registered_tasks(self.store):
+            state = await self.deployment_state(task)
+            for envelope in await self.store.read_stream(
+                model_stream(task), after_version=state.champion or 0
+            ):
+                version = int(envelope.payload["model_version"])
+                if not state.decided(version):
+                    self.enqueue(envelope)
+                    queued += 1
+        return queued
+
+    # -- reading the store --------------------------------------------------------------------
+
+    async def spec(self, task: str) -> TaskSpec:
+        spec = (await registered_tasks(self.store)).get(task)
+        if spec is None:
+            raise NotFound(f"unknown task {task!r}")
+        return spec
+
+    async def deployment_state(self, task: str) -> DeploymentState:
+        stream = await self.store.read_stream(deployment_stream(task))
+        return DeploymentState.fold([(e.type, e.stream_version, e.payload) for e in stream])
+
+    async def model_event(self, task: str, version: int) -> Envelope:
+        """The ModelTrained event of a version (stream version N of models-<task> is model N)."""
+        if version >= 1:
+            found = await self.store.read_stream(
+                model_stream(task), after_version=version - 1, limit=1
+            )
+            if found and found[0].stream_version == version:
+                return found[0]
+        raise NotFound(f"task {task!r} has no model version {version}")
+
+    async def predictor(self, artifact_sha256: str) -> Predictor:
+        data = await asyncio.to_thread(self.runtime.artifacts.get, artifact_sha256)
+        return await asyncio.to_thread(decode, data)
+
+    async def candidate_audit(self, task: str, version: int) -> AuditCompleted | None:
+        found = (await self.store.get([audit_event_id(task, version)])).values()
+        for envelope in found:
+            data = envelope.data()
+            assert isinstance(data, AuditCompleted)
+            return data
+        return None
+
+    # -- audits -------------------------------------------------------------------------------
+
+    async def audit_candidate(self, envelope: Envelope, spec: TaskSpec) -> AuditCompleted:
+        """Audit a new model on the task's most recent labelled window; record it once."""
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)
-        spec = (await registered_tasks(self.runtime.store)).get(trained.task)
-        if spec is None:
-            log.error("governance.unknown_task", task=trained.task)
-            return
-        current = await self.champion(trained.task)
-        if current is not None and current >= trained.model_version:
-            return  # a newer (or this) model already serves; nothing to decide
-        champion_metrics = await self._metrics(trained.task, current) if current else None
-        decision = decide(spec.promotion, trained.metrics, champion_metrics)
-        payload: ModelPromoted | PromotionRefused
-        if decision.promote:
-            payload = ModelPromoted(
-                task=trained.task,
-                model_version=trained.model_version,
-                artifact_sha256=trained.artifact_sha256,
-                previous_version=current,
-                reason="; ".join(decision.reasons),
-                decided_by=POLICY,
+        if (done := await self.candidate_audit(trained.task, trained.model_version)) is not None:
+            return done
+        started = time.monotonic()
+        window = await self._labelled_window(trained.task, spec.promotion.window, envelope.position)
+        info: dict[str, Any] = {
+            "requested_rows": spec.promotion.window,
+            "until_position": envelope.position,
+        }
+        try:
+            model_spec = (await spec_versions(self.store, trained.task)).get(
+                trained.pipeline_version, spec
             )
-        else:
-            payload = PromotionRefused(
-                task=trained.task,
-                model_version=trained.model_version,
-                reasons=decision.reasons,
-                decided_by=POLICY,
+            predictor = await self.predictor(trained.artifact_sha256)
+            report: AuditReport | None = await asyncio.to_thread(
+                audit_candidate, model_spec, predictor, window.rows, spec
             )
+        except (NotAuditable, ArtifactNotFound, ModelFormatError, ValueError) as exc:
+            report, reasons = None, [f"audit could not run: {exc}"]
+        rows = window.rows
+        info.update(
+            rows=len(rows),
+            first_position=rows[0]["position"] if rows else None,
+            last_position=rows[-1]["position"] if rows else None,
+            rows_learned_by_model=sum(1 for r in rows if r["position"] <= trained.last_position),
+        )
+        seconds = time.monotonic() - started
+        self.audit_seconds.append(seconds)
+        payload = AuditCompleted(
+            task=trained.task,
+            model_version=trained.model_version,
+            scope="candidate",
+            window=info,
+            report=report.model_dump(mode="json") if report else {},
+            passed=bool(report and report.passed),
+            reasons=list(report.reasons) if report else reasons,
+        )
         event = new_event(
             payload,
-            stream_id=deployment_stream(trained.task),
+            stream_id=governance_stream(trained.task),
             producer=self.runtime.producer,
-            event_id=uuid.uuid5(_NAMESPACE, f"{trained.task}/decision/{trained.model_version}"),
+            event_id=audit_event_id(trained.task, trained.model_version),
             causation=envelope,
         )
-        await self.runtime.store.append([event])
+        await self.store.append([event])
         log.info(
-            "governance.decided",
+            "governance.audited",
             task=trained.task,
             version=trained.model_version,
-            promoted=decision.promote,
+            passed=payload.passed,
+            rows=len(rows),
+            ms=round(1000 * seconds, 1),
+            reasons=payload.reasons,
+        )
+        return payload
+
+    async def _labelled_window(self, task: str, size: int, until: int | None) -> LabelledWindow:
+        """The `size` most recent labelled rows of the task's data stream up to `until`."""
+        window = LabelledWindow(size)
+        bound = until
+        while not window.full:
+            page = await self.store.read_all(
+                limit=min(5000, 2 * size + 10),
+                types=_DATA_TYPES,
+                streams=[data_stream(task)],
+                until=bound,
+                descending=True,
+            )
+            if not page:
+                break
+            window.add(page)
+            bound = (page[-1].position or 1) - 1
+        observations = await self.store.get(list(window.waiting))
+        window.join(observations)
+        return window
+
+    async def live_audits(self) -> list[AuditCompleted]:
+        """Audit each champion's most recent served predictions (selection rates; no outcomes)."""
+        done = []
+        async with self.engine.connect() as conn:
+            champions = (await conn.execute(select(deployments))).all()
+        for row in champions:
+            try:
+                spec = await self.spec(row.task)
+            except NotFound:
+                continue
+            if not spec.sensitive:
+                continue
+            if (audited := await self._live_audit(spec, row.model_version)) is not None:
+                done.append(audited)
+        return done
+
+    async def _live_audit(self, spec: TaskSpec, version: int) -> AuditCompleted | None:
+        async with self.engine.connect() as conn:
+            served = (
+                await conn.execute(
+                    select(
+                        predictions.c.position, predictions.c.features, predictions.c.probability
+                    )
+                    .where(predictions.c.task == spec.name, predictions.c.model_version == version)
+                    .order_by(predictions.c.position.desc())
+                    .limit(spec.promotion.window)
+                )
+            ).all()
+        if not served:
+            return None
+        last, first = served[0].position, served[-1].position
+        event_id = uuid.uuid5(_NAMESPACE, f"{spec.name}/live-audit/{version}/{last}")
+        if await self.store.get([event_id]):
+            return None  # nothing served since the last live audit
+        rows = [{"features": r.features, "probability": r.probability} for r in served]
+        report = await asyncio.to_thread(audit_live, spec, rows)
+        payload = AuditCompleted(
+            task=spec.name,
+            model_version=version,
+            scope="live",
+            window={
+                "rows": len(rows),
+                "first_position": first,
+                "last_position": last,
+                "stream": f"predictions-{spec.name}",
+                "not_computed_without_outcomes": report.unavailable,
+            },
+            report=report.model_dump(mode="json"),
+            passed=report.passed,
+            reasons=report.reasons,
+        )
+        event = new_event(
+            payload,
+            stream_id=governance_stream(spec.name),
+            producer=self.runtime.producer,
+            event_id=event_id,
+        )
+        await self.store.append([event])
+        log.info(
+            "governance.live_audited",
+            task=spec.name,
+            version=version,
+            rows=len(rows),
+            passed=report.passed,
+            reasons=report.reasons,
+        )
+        return payload
+
+    async def run_live_audits(self, interval: float) -> None:
+        """Every `interval` seconds, audit the champions' live predictions (until cancelled)."""
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.live_audits()
+            except Exception:  # noqa: BLE001 - logged; the next round tries again
+                log.exception("governance.live_audit_failed")
+
+    # -- decisions ----------------------------------------------------------------------------
+
+    async def process(self, envelope: Envelope) -> None:
+        """Audit a new model (if its task names sensitive attributes), then decide on it."""
+        trained = envelope.data()
+        assert isinstance(trained, ModelTrained)
+        try:
+            spec = await self.spec(trained.task)
+        except NotFound:
+            log.error("governance.unknown_task", task=trained.task)
+            return
+        state = await self.deployment_state(trained.task)
+        if self._settled(state, trained.model_version):
+            return
+        if spec.sensitive:
+            await self.audit_candidate(envelope, spec)
+        await self.consider(envelope, spec)
+
+    @staticmethod
+    def _settled(state: DeploymentState, version: int) -> bool:
+        newer_champion = state.champion is not None and state.champion >= version
+        return newer_champion or state.decided(version)
+
+    async def consider(self, envelope: Envelope, spec: TaskSpec | None = None) -> None:
+        """The automatic decision on a new model: promote, refuse, or ask for approval."""
+        trained = envelope.data()
+        assert isinstance(trained, ModelTrained)
+        task, version = trained.task, trained.model_version
+        spec = spec or await self.spec(task)
+        async with self._task_locks[task]:
+            state = await self.deployment_state(task)
+            if self._settled(state, version):
+                return  # a newer (or this) model already serves, or this one was decided
+            decision = await self._gate(spec, trained, state)
+            payload: Payload
+            if decision.verdict is Verdict.PROMOTE:
+                payload = ModelPromoted(
+                    task=task,
+                    model_version=version,
+                    artifact_sha256=trained.artifact_sha256,
+                    previous_version=state.champion,
+                    reason="; ".join(decision.reasons),
+                    decided_by=POLICY,
+                )
+            elif decision.verdict is Verdict.AWAIT:
+                payload = ApprovalRequested(
+                    task=task,
+                    model_version=version,
+                    approvals_required=spec.promotion.approvals_required,
+                    reasons=decision.reasons,
+                    decided_by=POLICY,
+                )
+            else:
+                payload = PromotionRefused(
+                    task=task, model_version=version, reasons=decision.reasons, decided_by=POLICY
+                )
+            await self._append(
+                task, payload, state, event_id=decision_event_id(task, version), causation=envelope
+            )
+        log.info(
+            "governance.decided",
+            task=task,
+            version=version,
+            verdict=decision.verdict.value,
             reasons=decision.reasons,
         )
+
+    async def _gate(
+        self, spec: TaskSpec, trained: ModelTrained, state: DeploymentState
+    ) -> Decision:
+        champion_metrics = None
+        if state.champion is not None:
+            champion = (await self.model_event(trained.task, state.champion)).data()
+            assert isinstance(champion, ModelTrained)
+            champion_metrics = champion.metrics
+        audited = await self.candidate_audit(trained.task, trained.model_version)
+        return decide(
+            spec.promotion,
+            trained.metrics,
+            champion_metrics,
+            champion_version=state.champion,
+            audit=AuditResult(audited.passed, audited.reasons) if audited else None,
+            approvals=state.approvals.get(trained.model_version, []),
+            rejections=state.rejections.get(trained.model_version, []),
+        )
+
+    async def _append(
+        self,
+        task: str,
+        payload: Payload,
+        state: DeploymentState,
+        *,
+        event_id: uuid.UUID | None = None,
+        causation: Envelope | None = None,
+    ) -> Envelope:
+        event = new_event(
+            payload,
+            stream_id=deployment_stream(task),
+            producer=self.runtime.producer,
+            event_id=event_id,
+            causation=causation,
+        )
+        try:
+            [appended] = await self.store.append([event], expected_version=state.stream_version)
+        except ConcurrencyError:
+            raise Conflict(
+                ["another decision on this task was recorded at the same time; retry"]
+            ) from None
+        state.stream_version = max(state.stream_version, appended.stream_version)
+        return event.model_copy(
+            update={"position": appended.position, "stream_version": appended.stream_version}
+        )
+
+    async def _trained(self, task: str, version: int) -> ModelTrained:
+        await self.spec(task)
+        data = (await self.model_event(task, version)).data()
+        assert isinstance(data, ModelTrained)
+        return data
+
+    async def approve(self, task: str, version: int, who: Principal, reason: str) -> dict[str, Any]:
+        """Record an approval; promote the version if that completes the policy's gate."""
+        spec = await self.spec(task)
+        trained = await self._trained(task, version)
+        async with self._task_locks[task]:
+            state = await self.deployment_state(task)
+            if state.champion == version:
+                raise Conflict([f"version {version} is already the champion"])
+            await self._append(
+                task,
+                ApprovalGranted(task=task, model_version=version, by=who.name, reason=reason),
+                state,
+            )
+            state.approvals.setdefault(version, []).append(who.name)
+            outcome: dict[str, Any] = {
+                "task": task,
+                "model_version": version,
+                "approved_by": who.name,
+                "approvals": sorted(set(state.approvals[version])),
+                "approvals_required": spec.promotion.approvals_required
+                if spec.promotion.require_approval
+                else 0,
+                "promoted": False,
+            }
+            if state.champion is not None and version < state.champion:
+                outcome["reasons"] = [
+                    f"not promoted: version {version} is older than the champion {state.champion}"
+                ]
+                return outcome
+            decision = await self._gate(spec, trained, state)
+            outcome["reasons"] = decision.reasons
+            if decision.verdict is Verdict.PROMOTE:
+                await self._append(
+                    task,
+                    ModelPromoted(
+                        task=task,
+                        model_version=version,
+                        artifact_sha256=trained.artifact_sha256,
+                        previous_version=state.champion,
+                        reason=f"approved ({reason}); " + "; ".join(decision.reasons),
+                        decided_by=who.name,
+                    ),
+                    state,
+                )
+                outcome["promoted"] = True
+        return outcome
+
+    async def reject(self, task: str, version: int, who: Principal, reason: str) -> dict[str, Any]:
+        """Record a rejection: the version will not be promoted by the automatic flow."""
+        await self._trained(task, version)
+        async with self._task_locks[task]:
+            state = await self.deployment_state(task)
+            if state.champion == version:
+                raise Conflict(
+                    [f"version {version} is the champion: roll back to an earlier version instead"]
+                )
+            await self._append(
+                task,
+                ApprovalRejected(task=task, model_version=version, by=who.name, reason=reason),
+                state,
+            )
+        return {"task": task, "model_version": version, "rejected_by": who.name, "reason": reason}
+
+    async def promote(self, task: str, version: int, who: Principal, reason: str) -> dict[str, Any]:
+        """Promote by hand, through the same gate; a refusal is recorded and raised as Conflict."""
+        spec = await self.spec(task)
+        trained = await self._trained(task, version)
+        async with self._task_locks[task]:
+            state = await self.deployment_state(task)
+            if state.champion == version:
+                raise Conflict([f"version {version} is already the champion"])
+            if state.champion is not None and version < state.champion:
+                raise Conflict(
+                    [
+                        f"version {version} is older than the champion {state.champion}: "
+                        "roll back to it instead"
+                    ]
+                )
+            decision = await self._gate(spec, trained, state)
+            if decision.verdict is not Verdict.PROMOTE:
+                reasons = (
+                    decision.reasons
+                    if decision.verdict is Verdict.REFUSE
+                    else [r for r in decision.reasons if r.startswith("awaiting approval")]
+                )
+                await self._append(
+                    task,
+                    PromotionRefused(
+                        task=task,
+                        model_version=version,
+                        reasons=[*reasons, f"requested by {who.name}: {reason}"],
+                        decided_by=who.name,
+                    ),
+                    state,
+                )
+                raise Conflict(reasons)
+            await self._append(
+                task,
+                ModelPromoted(
+                    task=task,
+                    model_version=version,
+                    artifact_sha256=trained.artifact_sha256,
+                    previous_version=state.champion,
+                    reason=f"{reason} (policy: {'; '.join(decision.reasons)})",
+                    decided_by=who.name,
+                ),
+                state,
+            )
+        return {
+            "task": task,
+            "model_version": version,
+            "previous_version": state.champion,
+            "promoted_by": who.name,
+            "reasons": decision.reasons,
+        }
+
+    async def rollback(
+        self, task: str, version: int, who: Principal, reason: str
+    ) -> dict[str, Any]:
+        """Set the champion back to an earlier version that was promoted or approved before."""
+        trained = await self._trained(task, version)
+        async with self._task_locks[task]:
+            state = await self.deployment_state(task)
+            if state.champion is None:
+                raise Conflict([f"task {task!r} has no champion to roll back"])
+            if version >= state.champion:
+                raise Conflict(
+                    [f"can only roll back to a version older than the champion {state.champion}"]
+                )
+            if version not in state.promoted and not state.approvals.get(version):
+                raise Conflict([f"version {version} was never promoted or approved"])
+            if state.rejections.get(version):
+                raise Conflict(
+                    [f"version {version} was rejected by {state.rejections[version][0]}"]
+                )
+            previous = state.champion
+            await self._append(
+                task,
+                ModelRolledBack(
+                    task=task,
+                    model_version=version,
+                    artifact_sha256=trained.artifact_sha256,
+                    from_version=previous,
+                    reason=reason,
+                    decided_by=who.name,
+                ),
+                state,
+            )
+        return {
+            "task": task,
+            "model_version": version,
+            "from_version": previous,
+            "rolled_back_by": who.name,
+            "reason": reason,
+        }
+
+    async def models_of(self, conn: Any, task: str) -> list[Any]:
+        return (
+            await conn.execute(
+                select(models).where(models.c.task == task).order_by(models.c.model_version)
+            )
+        ).all()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
+
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import DEFAULT_VAR, CommonSettings
+from shared.settings import DEFAULT_VAR, REPO_ROOT, CommonSettings
 
 
 class GovernanceSettings(CommonSettings):
@@ -17,3 +19,10 @@ class GovernanceSettings(CommonSettings):
     # Governance's own read models (projections); never another service's database.
     database_url: str = Field(f"sqlite+aiosqlite:///{DEFAULT_VAR / 'governance.db'}")
     consumer_group: str = "continuo-governance"
+    # API keys installed (hashed) at start-up: `name:role:key` entries, comma or newline
+    # separated, e.g. for `continuo up` and the demo. A secret: never logged or echoed.
+    bootstrap_keys: SecretStr = SecretStr("")
+    # Seconds between live audits of the champions' served predictions (0: never).
+    live_audit_interval: float = 60.0
+    # The COMPAS two-year file, for GET /v1/compas/audit.
+    compas_path: Path = REPO_ROOT / "data" / "compas-scores-two-years.csv.gz"

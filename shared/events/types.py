@@ -173,6 +173,54 @@ class PredictionServed(Payload):
     label: Any
 
 
+@event_type("AuditCompleted")
+class AuditCompleted(Payload):
+    """A bias audit of a model version: a candidate on labelled data, or the champion live.
+
+    `report` is services.governance.audit.AuditReport as a dict; `window` says what was audited
+    (positions, rows, and for `live` audits which metrics could not be computed without outcomes).
+    """
+
+    task: str
+    model_version: int
+    scope: str  # "candidate" | "live"
+    window: dict[str, Any]
+    report: dict[str, Any]
+    passed: bool
+    reasons: list[str]
+
+
+@event_type("ApprovalRequested")
+class ApprovalRequested(Payload):
+    """A model version passed the automatic checks and waits for human approvals."""
+
+    task: str
+    model_version: int
+    approvals_required: int
+    reasons: list[str]
+    decided_by: str
+
+
+@event_type("ApprovalGranted")
+class ApprovalGranted(Payload):
+    """A person approved a model version for promotion."""
+
+    task: str
+    model_version: int
+    by: str
+    reason: str
+
+
+@event_type("ApprovalRejected")
+class ApprovalRejected(Payload):
+    """A person rejected a model version: it will not be promoted automatically."""
+
+    task: str
+    model_version: int
+    by: str
+    reason: str
+
+
 # Which topic each event type is published to.
 TOPIC_OF_TYPE: dict[str, str] = {
     "TaskRegistered": TOPIC_TASKS,
@@ -185,6 +233,10 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "PromotionRefused": TOPIC_DEPLOYMENTS,
     "ModelRolledBack": TOPIC_DEPLOYMENTS,
     "PredictionServed": TOPIC_GOVERNANCE,
+    "AuditCompleted": TOPIC_GOVERNANCE,
+    "ApprovalRequested": TOPIC_DEPLOYMENTS,
+    "ApprovalGranted": TOPIC_DEPLOYMENTS,
+    "ApprovalRejected": TOPIC_DEPLOYMENTS,
 }
 
 

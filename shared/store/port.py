@@ -53,8 +53,14 @@ class EventStore(Protocol):
         types: Iterable[str] | None = None,
         producer: str | None = None,
         until: int | None = None,
+        streams: Iterable[str] | None = None,
+        descending: bool = False,
     ) -> list[Envelope]:
-        """Events with position > after (and <= until), in position order."""
+        """Events with position > after (and <= until), in position order.
+
+        `types`, `producer` and `streams` narrow the events read; `descending` reads the newest
+        first (the first `limit` events counting down from `until`, or from the head).
+        """
         ...
 
     async def read_stream(

@@ -171,6 +171,8 @@ class SqlEventStore:
         types: Iterable[str] | None = None,
         producer: str | None = None,
         until: int | None = None,
+        streams: Iterable[str] | None = None,
+        descending: bool = False,
     ) -> list[Envelope]:
         query = select(events).where(events.c.position > after)
         if until is not None:
@@ -179,7 +181,10 @@ class SqlEventStore:
             query = query.where(events.c.type.in_(list(types)))
         if producer is not None:
             query = query.where(events.c.producer_service == producer)
-        query = query.order_by(events.c.position).limit(limit)
+        if streams is not None:
+            query = query.where(events.c.stream_id.in_(list(streams)))
+        order = events.c.position.desc() if descending else events.c.position
+        query = query.order_by(order).limit(limit)
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [_row_to_envelope(r) for r in rows]

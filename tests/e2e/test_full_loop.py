@@ -25,7 +25,9 @@ async def test_posted_labelled_records_become_a_model_that_serving_answers_with(
         assert streamed.observations == streamed.labels == 2000
         await wait_until_learned(stack.url("trainer"), "elec", 2000, timeout=60)
         served = await wait_for_serving(stack, "elec", timeout=60)
-        async with httpx.AsyncClient(base_url=stack.url("governance")) as client:
+        async with httpx.AsyncClient(
+            base_url=stack.url("governance"), headers=stack.governance_headers()
+        ) as client:
             lineage = (await client.get("/v1/tasks/elec/models/1/lineage")).json()
     finally:
         stack.stop()

@@ -58,7 +58,10 @@ async def test_a_retried_versioned_append_is_a_no_op_not_a_conflict(store: SqlEv
 async def test_two_writers_racing_for_the_same_version_cannot_both_win(store: SqlEventStore):
     stream = _stream()
     outcomes = await asyncio.gather(
-        *(store.append([observation(stream_id=stream)], expected_version=NO_STREAM) for _ in range(5)),
+        *(
+            store.append([observation(stream_id=stream)], expected_version=NO_STREAM)
+            for _ in range(5)
+        ),
         return_exceptions=True,
     )
     assert sum(not isinstance(o, BaseException) for o in outcomes) == 1
@@ -81,6 +84,33 @@ async def test_read_all_pages_by_position_and_filters_by_type_and_producer(store
     assert len(await store.read_all(after=start, types=["ModelTrained"])) == 0
     assert len(await store.read_all(after=start, producer="tests")) == 5
     assert len(await store.read_all(after=start, until=page1[-1].position)) == 2
+
+
+async def test_read_all_filters_by_stream(store: SqlEventStore):
+    start = await store.head()
+    ours, other, third = _stream(), _stream(), _stream()
+    await store.append([observation(stream_id=ours) for _ in range(3)])
+    await store.append([observation(stream_id=other) for _ in range(2)])
+    await store.append([observation(stream_id=ours)])
+    await store.append([observation(stream_id=third)])
+    mine = await store.read_all(after=start, streams=[ours])
+    assert [e.stream_id for e in mine] == [ours] * 4
+    assert [e.stream_version for e in mine] == [1, 2, 3, 4]
+    both = await store.read_all(after=start, streams=[ours, other])
+    assert len(both) == 6 and {e.stream_id for e in both} == {ours, other}
+    assert await store.read_all(after=start, streams=[]) == []
+
+
+async def test_read_all_reads_newest_first_when_descending(store: SqlEventStore):
+    start = await store.head()
+    stream = _stream()
+    await store.append([observation(stream_id=stream) for _ in range(5)])
+    newest = await store.read_all(after=start, limit=2, streams=[stream], descending=True)
+    assert [e.stream_version for e in newest] == [5, 4]
+    older = await store.read_all(
+        after=start, limit=10, streams=[stream], until=newest[-1].position - 1, descending=True
+    )
+    assert [e.stream_version for e in older] == [3, 2, 1]
 
 
 async def test_stored_events_round_trip_with_their_typed_payload(store: SqlEventStore):

@@ -1,0 +1,1 @@
+"""Governance's HTTP routes: thin translations between HTTP and the governance core."""

@@ -1,0 +1,88 @@
+"""What routes share: the governance core, the caller's key and role, the engine to read."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import HTTPException, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.governance.auth import Principal, Role, Unauthenticated, allows, authenticate
+from services.governance.service import Governance
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="continuo-governance"'}
+
+
+def governance(request: Request) -> Governance:
+    gov: Governance | None = getattr(request.app.state, "governance", None)
+    if gov is None:
+        raise HTTPException(503, "governance is starting")
+    return gov
+
+
+def _presented_key(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if header:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() != "bearer" or not value.strip():
+            raise HTTPException(
+                401, "use 'Authorization: Bearer <key>' (or X-API-Key)", headers=_CHALLENGE
+            )
+        return value.strip()
+    return request.headers.get("x-api-key")
+
+
+def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
+    """A dependency: the caller's principal, if its key is valid and its role includes `role`."""
+
+    async def check(request: Request) -> Principal:
+        gov = governance(request)
+        try:
+            who = await authenticate(gov.engine, _presented_key(request))
+        except Unauthenticated as exc:
+            raise HTTPException(401, str(exc), headers=_CHALLENGE) from None
+        if not allows(who.role, role):
+            raise HTTPException(
+                403,
+                f"this needs the {role.value} role (or admin); "
+                f"key {who.key_id} ({who.name}) has the {who.role.value} role",
+            )
+        request.state.principal = who
+        return who
+
+    return check
+
+
+viewer = require(Role.VIEWER)
+operator = require(Role.OPERATOR)
+approver = require(Role.APPROVER)
+admin = require(Role.ADMIN)
+
+
+async def read_engine(
+    request: Request,
+    as_of: int | None = Query(
+        None, ge=0, description="answer from the projections as of this store position"
+    ),
+) -> AsyncEngine:
+    """The live projections, or a copy built up to `as_of` (same projection code)."""
+    gov = governance(request)
+    if as_of is None:
+        return gov.engine
+    head = await gov.store.head()
+    if as_of > head:
+        raise HTTPException(422, f"as_of {as_of} is beyond the event store's head ({head})")
+    return await gov.as_of(as_of)
+
+
+class Because(BaseModel):
+    """Every decision says why."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    reason: str = Field(min_length=1, max_length=2000, description="why (recorded in the event)")
+
+
+class RollbackBody(Because):
+    model_version: int = Field(ge=1)

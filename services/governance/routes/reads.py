@@ -1,0 +1,191 @@
+"""Read endpoints (viewer): registry, lineage both ways, audits, explanations."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Query
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from services.governance import lineage, queries
+from services.governance.explain import global_importance, prediction_contributions
+from services.governance.routes.deps import governance, read_engine, viewer
+from services.governance.service import Governance
+from shared.events.types import data_stream
+from shared.registry import spec_versions
+
+router = APIRouter(prefix="/v1", tags=["registry"], dependencies=[Depends(viewer)])
+Engine = Annotated[AsyncEngine, Depends(read_engine)]
+Gov = Annotated[Governance, Depends(governance)]
+
+
+@router.get("/tasks")
+async def list_tasks(engine: Engine) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        return {"tasks": await queries.list_tasks(conn)}
+
+
+@router.get("/tasks/{task}/models")
+async def list_models(task: str, engine: Engine) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        return await queries.list_models(conn, task)
+
+
+@router.get("/tasks/{task}/models/{version}")
+async def get_model(task: str, version: int, engine: Engine) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        return await queries.model(conn, task, version)
+
+
+@router.get("/tasks/{task}/models/{version}/lineage")
+async def model_lineage(task: str, version: int, engine: Engine) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        return await queries.lineage(conn, task, version)
+
+
+@router.get("/tasks/{task}/models/{version}/events")
+async def model_events(
+    task: str,
+    version: int,
+    engine: Engine,
+    gov: Gov,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=5000)] = 500,
+) -> dict[str, Any]:
+    """The data events in the range the model learned from, paginated by position."""
+    async with engine.connect() as conn:
+        this = await queries.model(conn, task, version)
+    first = this["first_position"] or 0
+    page = await gov.store.read_all(
+        after=max(after, first - 1),
+        until=this["last_position"],
+        limit=limit,
+        streams=[data_stream(task)],
+        types=["ObservationRecorded", "LabelRecorded"],
+    )
+    full = len(page) == limit
+    return {
+        "task": task,
+        "model_version": version,
+        "first_position": this["first_position"],
+        "last_position": this["last_position"],
+        "events": [lineage.event_json(e) for e in page],
+        "next_after": page[-1].position if page and full else None,
+    }
+
+
+@router.get("/tasks/{task}/data/models")
+async def models_that_saw(
+    task: str,
+    engine: Engine,
+    gov: Gov,
+    event_id: uuid.UUID | None = None,
+    first_position: Annotated[int | None, Query(ge=1)] = None,
+    last_position: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    """Which model versions learned from a data event (`event_id`) or a range of positions."""
+    if (event_id is None) == (first_position is None):
+        raise HTTPException(422, "give either event_id or first_position (and last_position)")
+    if event_id is not None:
+        found = (await gov.store.get([event_id])).get(event_id)
+        if found is None or found.stream_id != data_stream(task):
+            raise HTTPException(404, f"no data event {event_id} in task {task!r}")
+        lo = hi = found.position or 0
+    else:
+        assert first_position is not None
+        lo, hi = first_position, last_position if last_position is not None else first_position
+        if hi < lo:
+            raise HTTPException(422, "last_position is before first_position")
+    async with engine.connect() as conn:
+        await queries.task_row(conn, task)
+        models = await queries.models_rows(conn, task)
+    horizon = max((m["last_position"] for m in models), default=0)
+    learned, notes = await lineage.learned_positions(gov.store, task, lo, hi, horizon)
+    return {
+        "task": task,
+        "event_id": str(event_id) if event_id else None,
+        "first_position": lo,
+        "last_position": hi,
+        "learned_at": {"first": learned[0], "last": learned[-1]} if learned else None,
+        "model_versions": lineage.models_that_learned(models, learned),
+        "notes": notes,
+        "rule": "a model saw an event when its label entered the stream within the model's "
+        "learned range first_position..last_position (continual learner: over-reports)",
+    }
+
+
+@router.get("/tasks/{task}/deployment")
+async def deployment(task: str, engine: Engine) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        return await queries.deployment(conn, task)
+
+
+@router.get("/tasks/{task}/audits")
+async def task_audits(
+    task: str,
+    engine: Engine,
+    scope: Literal["candidate", "live"] | None = None,
+    version: Annotated[int | None, Query(ge=1)] = None,
+) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        return {"task": task, "audits": await queries.audits_of(conn, task, version, scope)}
+
+
+@router.get("/tasks/{task}/models/{version}/audits")
+async def model_audits(task: str, version: int, engine: Engine) -> dict[str, Any]:
+    async with engine.connect() as conn:
+        await queries.model(conn, task, version)
+        return {
+            "task": task,
+            "model_version": version,
+            "audits": await queries.audits_of(conn, task, version),
+        }
+
+
+@router.get("/tasks/{task}/models/{version}/explanation")
+async def model_explanation(task: str, version: int, engine: Engine, gov: Gov) -> dict[str, Any]:
+    """Global feature importance (total split gain) of a model version."""
+    async with engine.connect() as conn:
+        this = await queries.model(conn, task, version)
+    predictor = await gov.predictor(this["artifact_sha256"])
+    return {
+        "task": task,
+        "model_version": version,
+        "importance": "total split gain, members weighted by |weight|",
+        "features": await asyncio.to_thread(global_importance, predictor),
+    }
+
+
+@router.get("/predictions/{prediction_id}")
+async def prediction_lineage(prediction_id: uuid.UUID, engine: Engine) -> dict[str, Any]:
+    """A prediction, the model version that made it, and that model's lineage."""
+    async with engine.connect() as conn:
+        served = await queries.prediction(conn, prediction_id)
+        model_lineage = await queries.lineage(conn, served["task"], served["model_version"])
+    return {"prediction": served, **model_lineage}
+
+
+@router.get("/predictions/{prediction_id}/explanation")
+async def prediction_explanation(
+    prediction_id: uuid.UUID, engine: Engine, gov: Gov
+) -> dict[str, Any]:
+    """Per-feature TreeSHAP contributions to one served prediction (log-odds)."""
+    async with engine.connect() as conn:
+        served = await queries.prediction(conn, prediction_id)
+        this = await queries.model(conn, served["task"], served["model_version"])
+    spec = (await spec_versions(gov.store, served["task"])).get(this["pipeline_version"])
+    if spec is None:
+        raise HTTPException(404, f"pipeline version {this['pipeline_version']} is not registered")
+    predictor = await gov.predictor(this["artifact_sha256"])
+    explained = await asyncio.to_thread(
+        prediction_contributions, spec, predictor, served["features"]
+    )
+    return {
+        "prediction_id": str(prediction_id),
+        "task": served["task"],
+        "model_version": served["model_version"],
+        "served_probability": served["probability"],
+        **explained,
+    }

@@ -1,0 +1,642 @@
+"""Governance in process, on a real event store, the embedded broker and artifacts on disk.
+
+Other services are played by the test: it appends their events to the store and relays them to
+Kafka (producer "tests"), exactly as the trainer and serving would.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import lightgbm as lgb
+import numpy as np
+import orjson
+import pandas as pd
+
+from services.governance.app import create_app
+from services.governance.auth import revoke_key
+from services.governance.service import Governance
+from services.governance.settings import GovernanceSettings
+from shared import model_codec
+from shared.artifacts import FileArtifactStore
+from shared.bus import KafkaPublisher, ensure_topics
+from shared.events.envelope import Envelope, Payload, new_event
+from shared.events.types import (
+    ModelTrained,
+    ObservationRecorded,
+    PredictionServed,
+    data_stream,
+    deployment_stream,
+    model_stream,
+    prediction_stream,
+)
+from shared.registry import register_tasks
+from shared.relay import Relay
+from shared.settings import REPO_ROOT
+from shared.store.sql import SqlEventStore, open_event_store
+from shared.tasks import (
+    Feature,
+    PromotionPolicy,
+    Target,
+    TaskSpec,
+    feature_vector,
+    load_spec,
+    validate_features,
+)
+from tests.support import TEST_PRODUCER, eventually
+
+ROLES = ("viewer", "operator", "approver", "admin")
+
+
+def _key() -> str:
+    return f"cnt_{secrets.token_hex(6)}_{secrets.token_urlsafe(32)}"
+
+
+@dataclass
+class World:
+    store: SqlEventStore
+    artifacts: FileArtifactStore
+    relay: Relay
+    client: httpx.AsyncClient
+    gov: Governance
+    keys: dict[str, str]
+    models: dict[int, bytes] = field(default_factory=dict)
+
+    def as_(self, role: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.keys[role]}"}
+
+    async def append(self, events: list[Envelope], expected: int | None = None) -> list[int]:
+        """Append one stream's events as another service would, and relay them to Kafka."""
+        appended = await self.store.append(events, expected_version=expected)
+        while await self.relay.publish_once():
+            pass
+        return [a.position for a in appended]
+
+    async def record(self, payload: Payload, stream: str, **kw: object) -> int:
+        [position] = await self.append(
+            [new_event(payload, stream_id=stream, producer=TEST_PRODUCER, **kw)]  # type: ignore[arg-type]
+        )
+        return position
+
+    async def decisions(self, task: str) -> list[Envelope]:
+        return await self.store.read_stream(deployment_stream(task))
+
+    async def decided(self, task: str, count: int) -> list[Envelope]:
+        async def probe() -> list[Envelope] | None:
+            found = await self.decisions(task)
+            return found if len(found) >= count else None
+
+        return await eventually(probe, timeout=30)
+
+    async def get(self, path: str, role: str = "viewer", **kw: object) -> httpx.Response:
+        return await self.client.get(path, headers=self.as_(role), **kw)  # type: ignore[arg-type]
+
+    async def post(self, path: str, role: str, body: object) -> httpx.Response:
+        return await self.client.post(path, headers=self.as_(role), json=body)
+
+
+@asynccontextmanager
+async def world(
+    store_url: str, kafka: str, tmp_path: Path, *specs: TaskSpec
+) -> AsyncIterator[World]:
+    await ensure_topics(kafka)
+    store = open_event_store(store_url)
+    publisher = KafkaPublisher(kafka)
+    await publisher.start()
+    await register_tasks(store, list(specs), TEST_PRODUCER)
+    keys = {role: _key() for role in ROLES}
+    bootstrap = ",".join(
+        f"{name}:{role}:{keys[role]}"
+        for role, name in zip(ROLES, ("vic", "otto", "ann", "root"), strict=True)
+    )
+    settings = GovernanceSettings(
+        environment="test",
+        store_url=store_url,
+        kafka_bootstrap_servers=kafka,
+        artifacts_dir=tmp_path / "artifacts",
+        database_url=f"sqlite+aiosqlite:///{tmp_path / 'governance.db'}",
+        consumer_group=f"gov-{uuid.uuid4().hex[:8]}",
+        bootstrap_keys=bootstrap,
+        live_audit_interval=0,
+        relay_interval=0.02,
+    )
+    relay = Relay(store, publisher, producer="tests")
+    app = create_app(settings)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://gov") as client:
+                yield World(
+                    store,
+                    FileArtifactStore(settings.artifacts_dir),
+                    relay,
+                    client,
+                    app.state.governance,
+                    keys,
+                )
+    finally:
+        await publisher.stop()
+        await store.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# COMPAS: models trained on slices of the file, audited as they appear
+
+
+def compas_spec() -> TaskSpec:
+    shipped = load_spec(REPO_ROOT / "tasks" / "compas.yaml")
+    return shipped.model_copy(update={"name": f"compas{uuid.uuid4().hex[:8]}"})
+
+
+def compas_rows(spec: TaskSpec) -> tuple[list[dict[str, object]], np.ndarray]:
+    frame = pd.read_csv(REPO_ROOT / "data" / "compas-scores-two-years.csv.gz")
+    frame = frame.sort_values("compas_screening_date", kind="stable")
+    names = [f.name for f in spec.input_features]
+    rows = [validate_features(spec, r) for r in frame[names].to_dict("records")]
+    return rows, frame["two_year_recid"].to_numpy()
+
+
+def train(spec: TaskSpec, rows: list[dict[str, object]], y: np.ndarray) -> bytes:
+    """A plain LightGBM on the task's model features (sensitive attributes left out)."""
+    X = np.array([feature_vector(spec, r) for r in rows])
+    booster = lgb.train(
+        {"objective": "binary", "verbose": -1, "seed": 7},
+        lgb.Dataset(X, y, categorical_feature=[5]),
+        num_boost_round=50,
+    )
+    return model_codec.encode(
+        n_features=X.shape[1],
+        members=[(1.0, booster)],
+        feature_names=[f.name for f in spec.model_features],
+    )
+
+
+async def stream_compas(w: World, spec: TaskSpec, step: int = 500) -> dict[int, ModelTrained]:
+    """Append the file in chunks; after each chunk, a model trained on the last 2,000 rows."""
+    rows, y = compas_rows(spec)
+    first, trained = None, {}
+    for version, end in enumerate(range(step, len(rows) + 1, step), start=1):
+        events = [
+            new_event(
+                ObservationRecorded(
+                    task=spec.name,
+                    pipeline_version=spec.version,
+                    entity_id=str(i),
+                    features=rows[i],
+                    label=int(y[i]),
+                ),
+                stream_id=data_stream(spec.name),
+                producer=TEST_PRODUCER,
+            )
+            for i in range(end - step, end)
+        ]
+        positions = await w.append(events)
+        first = first or positions[0]
+        lo = max(0, end - spec.promotion.window)
+        model = train(spec, rows[lo:end], y[lo:end])
+        w.models[version] = model
+        fact = ModelTrained(
+            task=spec.name,
+            model_version=version,
+            parent_version=version - 1 or None,
+            pipeline_version=spec.version,
+            artifact_sha256=w.artifacts.put(model),
+            config="lgbm-50",
+            params={},
+            metrics={"recent_accuracy": 0.6 + version / 1000},
+            first_position=first,
+            last_position=positions[-1],
+            n_learned=step,
+            n_learned_total=end,
+        )
+        event = new_event(fact, stream_id=model_stream(spec.name), producer=TEST_PRODUCER)
+        await w.append([event], expected=version - 1)
+        trained[version] = fact
+    return trained
+
+
+async def test_compas_models_are_audited_as_they_appear_and_those_over_the_limit_are_refused(
+    sqlite_url: str, kafka: str, tmp_path: Path
+):
+    spec = compas_spec()
+    task = spec.name
+    async with world(sqlite_url, kafka, tmp_path, spec) as w:
+        trained = await stream_compas(w, spec)
+        decisions = await w.decided(task, len(trained))
+        await w.gov.idle()
+
+        audits = {
+            e.payload["model_version"]: e.payload
+            for e in await w.store.read_all(types=["AuditCompleted"], limit=100)
+        }
+        assert sorted(audits) == sorted(trained)
+        outcome = {e.payload["model_version"]: e for e in decisions}
+        refused, promoted = [], []
+        for version, audit in audits.items():
+            race = audit["report"]["attributes"]["race"]
+            assert audit["window"]["rows"] == min(500 * version, spec.promotion.window)
+            assert set(race["groups"]) >= {"African-American", "Caucasian", "Hispanic"}
+            for figures in race["groups"].values():
+                assert {"selection_rate", "accuracy", "false_positive_rate"} <= set(figures)
+            over = race["equalized_odds_difference"] > 0.30
+            assert audit["passed"] is not over
+            decision = outcome[version]
+            if over:
+                refused.append(version)
+                assert decision.type == "PromotionRefused"
+                reasons = decision.payload["reasons"]
+                prefix = "bias audit failed: race: equalized-odds difference "
+                [reason] = [r for r in reasons if r.startswith(prefix)]
+                figure = float(reason.removeprefix(prefix).split(" ")[0])
+                assert abs(figure - race["equalized_odds_difference"]) < 0.005, reason
+                assert reason.endswith("> 0.3")
+            else:
+                promoted.append(version)
+                assert decision.type == "ModelPromoted"
+            # The spec keeps race and sex out of the features; the audit checks the model agrees.
+            assert not any("sensitive attribute" in r for r in audit["reasons"])
+        assert refused and promoted, (refused, promoted)
+        timings = w.gov.audit_seconds
+        print(f"\naudits: {len(timings)}, mean {np.mean(timings):.3f}s, max {max(timings):.3f}s")
+        print(f"refused (equalized odds > 0.30): {refused}; promoted: {promoted}")
+
+        # The trail shows the audits and the refusals, in store order, with the figures.
+        async def trail_complete() -> dict[str, object] | None:
+            body = (await w.get(f"/v1/tasks/{task}/trail", params={"limit": 1000})).json()
+            kinds = [e["type"] for e in body["events"]]
+            return body if kinds.count("AuditCompleted") == len(trained) else None
+
+        trail = await eventually(trail_complete)
+        positions = [e["position"] for e in trail["events"]]
+        assert positions == sorted(positions)
+        kinds = [e["type"] for e in trail["events"]]
+        assert kinds.count("PromotionRefused") == len(refused)
+        assert kinds.count("ModelTrained") == len(trained) and "ObservationRecorded" not in kinds
+        only_refusals = await w.get(f"/v1/tasks/{task}/trail", params={"type": "PromotionRefused"})
+        assert [e["payload"]["model_version"] for e in only_refusals.json()["events"]] == refused
+
+        # Models list: status and audit verdict per version.
+        models = (await eventually(_models_settled(w, task, len(trained)))).json()
+        status = {m["model_version"]: m["status"] for m in models["models"]}
+        assert {v for v, s in status.items() if s == "refused"} == set(refused)
+        assert models["champion"] == max(promoted)
+        await _lineage_both_ways(w, spec, trained, models["champion"])
+        await _live_audit(w, spec)
+        await _rebuilt_and_as_of_answers_equal_live(w, task)
+
+
+def _models_settled(w: World, task: str, count: int):
+    async def probe() -> httpx.Response | None:
+        response = await w.get(f"/v1/tasks/{task}/models")
+        models = response.json().get("models", [])
+        settled = len(models) == count and all(m["status"] != "candidate" for m in models)
+        return response if settled else None
+
+    return probe
+
+
+async def _lineage_both_ways(
+    w: World, spec: TaskSpec, trained: dict[int, ModelTrained], champion: int
+) -> None:
+    task = spec.name
+    rows, _ = compas_rows(spec)
+    predictor = model_codec.decode(w.models[champion])
+    X = np.array([feature_vector(spec, rows[0])])
+    prediction_id = uuid.uuid4()
+    await w.record(
+        PredictionServed(
+            task=task,
+            prediction_id=prediction_id,
+            model_version=champion,
+            entity_id="p1",
+            features=rows[0],
+            probability=float(predictor.predict_proba(X)[0]),
+            label=int(predictor.predict_proba(X)[0] >= 0.5),
+        ),
+        prediction_stream(task),
+        event_id=prediction_id,
+    )
+
+    async def served() -> httpx.Response | None:
+        response = await w.get(f"/v1/predictions/{prediction_id}")
+        return response if response.status_code == 200 else None
+
+    lineage = (await eventually(served)).json()
+    model = trained[champion]
+    assert lineage["model"]["model_version"] == champion
+    assert lineage["pipeline"]["version"] == spec.version
+    assert lineage["data"]["first_position"] == model.first_position
+    assert lineage["data"]["last_position"] == model.last_position
+    events = (
+        await w.get(f"/v1/tasks/{task}/models/{champion}/events", params={"limit": 100})
+    ).json()
+    assert len(events["events"]) == 100 and events["next_after"] is not None
+    assert events["events"][0]["position"] == model.first_position
+
+    explained = (await w.get(f"/v1/predictions/{prediction_id}/explanation")).json()
+    total = sum(c["contribution"] for c in explained["contributions"]) + explained["bias"]
+    assert abs(total - explained["logit"]) < 1e-6
+    assert abs(explained["probability"] - explained["served_probability"]) < 1e-9
+    assert {c["feature"] for c in explained["contributions"]} == {
+        f.name for f in spec.model_features
+    }
+    importance = (await w.get(f"/v1/tasks/{task}/models/{champion}/explanation")).json()
+    assert abs(sum(f["share"] for f in importance["features"]) - 1) < 1e-9
+
+    # The other way: which versions learned from a given data event, or a range.
+    v3 = trained[3]
+    first_of_v3_chunk = v3.last_position - 499
+    data_event = (
+        await w.store.read_all(after=first_of_v3_chunk - 1, limit=1, streams=[data_stream(task)])
+    )[0]
+    saw = (
+        await w.get(f"/v1/tasks/{task}/data/models", params={"event_id": str(data_event.event_id)})
+    ).json()
+    assert saw["model_versions"] == [v for v in trained if v >= 3]
+    early = (
+        await w.get(
+            f"/v1/tasks/{task}/data/models",
+            params={"first_position": model.first_position, "last_position": v3.last_position},
+        )
+    ).json()
+    assert early["model_versions"] == sorted(trained)
+
+
+async def _live_audit(w: World, spec: TaskSpec) -> None:
+    task = spec.name
+    champion = w.gov  # the champion's served predictions: a batch like serving records
+    rows, _ = compas_rows(spec)
+    state = await champion.deployment_state(task)
+    predictor = model_codec.decode(w.models[state.champion])
+    batch = rows[:400]
+    proba = predictor.predict_proba(np.array([feature_vector(spec, r) for r in batch]))
+    events = []
+    for row, p in zip(batch, proba, strict=True):
+        pid = uuid.uuid4()
+        payload = PredictionServed(
+            task=task,
+            prediction_id=pid,
+            model_version=state.champion,
+            entity_id=None,
+            features=row,
+            probability=float(p),
+            label=int(p >= 0.5),
+        )
+        events.append(
+            new_event(
+                payload, stream_id=prediction_stream(task), producer=TEST_PRODUCER, event_id=pid
+            )
+        )
+    await w.append(events)
+
+    async def all_projected() -> bool:
+        return (await w.get(f"/v1/predictions/{events[-1].event_id}")).status_code == 200
+
+    await eventually(all_projected)  # one partition, in order: the last one comes last
+    [live] = await w.gov.live_audits()
+    assert live.scope == "live" and live.window["rows"] >= 400
+    assert "equalized_odds_difference" in live.window["not_computed_without_outcomes"]
+    race = live.report["attributes"]["race"]
+    assert race["demographic_parity_difference"] is not None
+    assert race["equalized_odds_difference"] is None
+    assert all(g["accuracy"] is None for g in race["groups"].values())
+    assert any("no outcomes" in note for note in live.report["notes"])
+    assert await w.gov.live_audits() == []  # nothing new served: not audited again
+
+
+async def _rebuilt_and_as_of_answers_equal_live(w: World, task: str) -> None:
+    paths = [
+        f"/v1/tasks/{task}/models",
+        f"/v1/tasks/{task}/models/3/lineage",
+        f"/v1/tasks/{task}/deployment",
+        f"/v1/tasks/{task}/audits",
+    ]
+
+    async def answers(**params: object) -> list[object]:
+        return [(await w.get(p, params=params)).json() for p in paths]
+
+    head = await w.store.head()
+
+    async def caught_up() -> list[object] | None:
+        live = await answers()
+        return live if live == await answers(as_of=head) else None
+
+    live = await eventually(caught_up)
+    rebuilt = await w.post("/v1/admin/rebuild", "admin", {})
+    assert rebuilt.status_code == 200 and rebuilt.json()["head"] == head
+    assert await answers() == live
+    assert await answers(as_of=head) == live
+    earlier = await answers(as_of=head // 2)
+    assert earlier != live
+
+
+# ---------------------------------------------------------------------------------------------
+# Approvals, refusals, manual promotion, rollback, access control and bad input
+
+
+def approval_spec() -> TaskSpec:
+    return TaskSpec(
+        name=f"appr{uuid.uuid4().hex[:8]}",
+        features=(Feature(name="x"),),
+        target=Target(name="y"),
+        promotion=PromotionPolicy(require_approval=True, approvals_required=2),
+    )
+
+
+def tiny_model(seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(200, 1))
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 4, "verbose": -1},
+        lgb.Dataset(X, (X[:, 0] > 0).astype(int)),
+        num_boost_round=5,
+    )
+    return model_codec.encode(n_features=1, members=[(1.0, booster)], feature_names=["x"])
+
+
+async def add_model(w: World, spec: TaskSpec, version: int, accuracy: float) -> None:
+    fact = ModelTrained(
+        task=spec.name,
+        model_version=version,
+        parent_version=version - 1 or None,
+        pipeline_version=spec.version,
+        artifact_sha256=w.artifacts.put(tiny_model(version)),
+        config="tiny",
+        params={},
+        metrics={"recent_accuracy": accuracy},
+        first_position=1,
+        last_position=version * 10,
+        n_learned=10,
+        n_learned_total=version * 10,
+    )
+    event = new_event(fact, stream_id=model_stream(spec.name), producer=TEST_PRODUCER)
+    await w.append([event], expected=version - 1)
+
+
+async def test_models_wait_for_approvals_and_every_human_decision_names_who_and_why(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    spec = approval_spec()
+    task, base = spec.name, f"/v1/tasks/{spec.name}"
+    async with world(store_url, kafka, tmp_path, spec) as w:
+        await add_model(w, spec, 1, 0.80)
+        [asked] = await w.decided(task, 1)
+        assert asked.type == "ApprovalRequested"
+        assert "awaiting approval: 0 of 2" in asked.payload["reasons"]
+
+        first = await w.post(f"{base}/models/1/approve", "approver", {"reason": "looks fine"})
+        assert first.status_code == 200 and first.json()["promoted"] is False
+        again = await w.post(f"{base}/models/1/approve", "approver", {"reason": "still fine"})
+        assert again.json()["approvals"] == ["ann"] and again.json()["promoted"] is False
+        done = await w.post(f"{base}/models/1/approve", "admin", {"reason": "second pair of eyes"})
+        assert done.json()["promoted"] is True, done.json()
+        promoted = (await w.decisions(task))[-1]
+        assert promoted.type == "ModelPromoted" and promoted.payload["decided_by"] == "root"
+
+        await add_model(w, spec, 2, 0.70)  # worse than the champion: refused, not waiting
+        decisions = await w.decided(task, 6)
+        assert decisions[-1].type == "PromotionRefused"
+        assert "recent accuracy 0.7000 < champion 0.8000" in decisions[-1].payload["reasons"][0]
+
+        await add_model(w, spec, 3, 0.85)
+        await w.decided(task, 7)
+        rejected = await w.post(f"{base}/models/3/reject", "approver", {"reason": "odd drift"})
+        assert rejected.status_code == 200
+        refused = await w.post(f"{base}/models/3/promote", "operator", {"reason": "ship it"})
+        assert refused.status_code == 409
+        assert refused.json()["reasons"] == ["rejected by ann: odd drift"]
+
+        await add_model(w, spec, 4, 0.86)
+        await w.decided(task, 10)
+        waiting = await w.post(f"{base}/models/4/promote", "operator", {"reason": "urgent"})
+        assert waiting.status_code == 409
+        assert waiting.json()["reasons"] == ["awaiting approval: 0 of 2"]
+        await w.post(f"{base}/models/4/approve", "approver", {"reason": "ok"})
+        done = await w.post(f"{base}/models/4/approve", "admin", {"reason": "ok"})
+        assert done.json()["promoted"] is True
+
+        back = await w.post(f"{base}/rollback", "operator", {"model_version": 1, "reason": "bug"})
+        assert back.status_code == 200 and back.json()["from_version"] == 4
+        rolled = (await w.decisions(task))[-1]
+        assert rolled.type == "ModelRolledBack" and rolled.payload["decided_by"] == "otto"
+        assert rolled.payload["reason"] == "bug"
+        never = await w.post(f"{base}/rollback", "operator", {"model_version": 3, "reason": "x"})
+        assert never.status_code == 409
+        forward = await w.post(f"{base}/rollback", "operator", {"model_version": 4, "reason": "x"})
+        assert forward.status_code == 409
+
+        # Who, when and why of every decision, in order, from the trail.
+        trail = (await w.get(f"{base}/trail", params={"type": ["ApprovalGranted"]})).json()
+        assert [(e["payload"]["model_version"], e["payload"]["by"]) for e in trail["events"]] == [
+            (1, "ann"),
+            (1, "ann"),
+            (1, "root"),
+            (4, "ann"),
+            (4, "root"),
+        ]
+        lines = await w.client.get(
+            f"{base}/trail", headers={**w.as_("viewer"), "Accept": "application/x-ndjson"}
+        )
+        assert lines.headers["content-type"].startswith("application/x-ndjson")
+        exported = [orjson.loads(line) for line in lines.text.splitlines()]
+        assert [e["position"] for e in exported] == sorted(e["position"] for e in exported)
+        assert len(exported) == len(
+            await w.store.read_all(
+                streams=[f"task-{task}", f"models-{task}", f"deployments-{task}"], limit=1000
+            )
+        )
+        paged, after = [], 0
+        while after is not None:
+            page = (await w.get(f"{base}/trail", params={"after": after, "limit": 4})).json()
+            paged += page["events"]
+            after = page["next_after"]
+        assert [e["event_id"] for e in paged] == [e["event_id"] for e in exported]
+        past = (await w.get(f"{base}/trail", params={"until": "2000-01-01T00:00:00Z"})).json()
+        assert past["events"] == []
+        since = exported[5]["recorded_at"]
+        recent = (await w.get(f"{base}/trail", params={"since": since, "format": "jsonl"})).text
+        assert len(recent.splitlines()) <= len(exported) - 5
+
+        expected = {
+            1: "champion",
+            2: "refused",
+            3: "refused",  # rejected, then a manual promotion was refused: the newest decision
+            4: "retired",
+        }
+
+        async def statuses() -> bool:
+            models = (await w.get(f"{base}/models")).json()["models"]
+            return {m["model_version"]: m["status"] for m in models} == expected
+
+        await eventually(statuses)
+
+        await _access_control(w, task)
+        await _bad_input(w, task)
+
+
+async def _access_control(w: World, task: str) -> None:
+    path = f"/v1/tasks/{task}/models"
+    missing = await w.client.get(path)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith("Bearer")
+    assert "API key is required" in missing.json()["detail"]
+    for bad in ("nonsense", _key(), w.keys["viewer"][:-2] + "xx"):
+        response = await w.client.get(path, headers={"Authorization": f"Bearer {bad}"})
+        assert response.status_code == 401, bad
+        assert bad not in response.text
+    assert (await w.client.get(path, headers={"X-API-Key": w.keys["viewer"]})).status_code == 200
+    for role in ROLES:
+        assert (await w.get(path, role)).status_code == 200
+    body = {"reason": "r"}
+    forbidden = await w.post(f"/v1/tasks/{task}/models/2/approve", "viewer", body)
+    assert forbidden.status_code == 403
+    assert "needs the approver role" in forbidden.json()["detail"]
+    assert (await w.post(f"/v1/tasks/{task}/models/2/approve", "operator", body)).status_code == 403
+    assert (await w.post(f"/v1/tasks/{task}/models/2/promote", "approver", body)).status_code == 403
+    assert (await w.post("/v1/admin/rebuild", "operator", {})).status_code == 403
+    assert (await w.get("/v1/auth/whoami", "approver")).json()["name"] == "ann"
+    key_id = w.keys["viewer"].split("_")[1]
+    assert await revoke_key(w.gov.engine, key_id)
+    revoked = await w.get(path, "viewer")
+    assert revoked.status_code == 401 and "revoked" in revoked.json()["detail"]
+
+
+async def _bad_input(w: World, task: str) -> None:
+    base = f"/v1/tasks/{task}"
+    cases = [
+        ("get", "/v1/tasks/nope/models", None, 404),
+        ("get", f"{base}/models/99", None, 404),
+        ("get", f"{base}/models/99/lineage", None, 404),
+        ("get", f"{base}/models/x", None, 422),
+        ("get", f"{base}/models?as_of=99999999", None, 422),
+        ("get", f"{base}/models?as_of=-1", None, 422),
+        ("get", f"/v1/predictions/{uuid.uuid4()}", None, 404),
+        ("get", "/v1/predictions/not-a-uuid", None, 422),
+        ("get", f"{base}/data/models", None, 422),
+        ("get", f"{base}/data/models?event_id={uuid.uuid4()}", None, 404),
+        ("get", f"{base}/trail?since=yesterday", None, 422),
+        ("get", "/v1/tasks/nope/trail", None, 404),
+        ("post", f"{base}/models/99/promote", {"reason": "x"}, 404),
+        ("post", "/v1/tasks/nope/models/1/approve", {"reason": "x"}, 404),
+        ("post", f"{base}/models/2/promote", {}, 422),
+        ("post", f"{base}/models/2/promote", {"reason": ""}, 422),
+        ("post", f"{base}/models/2/promote", {"reason": "x", "extra": 1}, 422),
+        ("post", f"{base}/models/2/promote", {"reason": "worse"}, 409),
+        ("post", f"{base}/models/1/promote", {"reason": "again"}, 409),
+        ("post", f"{base}/rollback", {"model_version": 0, "reason": "x"}, 422),
+        ("post", f"{base}/rollback", {"model_version": 99, "reason": "x"}, 404),
+    ]
+    for method, path, body, status in cases:
+        if method == "get":
+            response = await w.get(path, "admin")
+        else:
+            response = await w.client.post(path, headers=w.as_("admin"), json=body)
+        assert response.status_code == status, (path, body, response.text)
+        assert "detail" in response.json()
+    worse = await w.post(f"{base}/models/2/promote", "admin", {"reason": "worse"})
+    assert "recent accuracy 0.7000 < champion 0.8000" in worse.json()["reasons"][0]

@@ -1,0 +1,173 @@
+"""Governance's pure rules: the promotion gate, deployment folding, keys and roles, lineage,
+and the audit maths against Fairlearn's own functions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from fairlearn.metrics import (
+    demographic_parity_difference,
+    demographic_parity_ratio,
+    equalized_odds_difference,
+)
+
+from services.governance.audit import audit, audit_selection
+from services.governance.audits import sensitive_use
+from services.governance.auth import (
+    GRANTS,
+    KeyFormatError,
+    Role,
+    allows,
+    hash_secret,
+    new_key,
+    parse_bootstrap,
+    parse_key,
+    secret_matches,
+)
+from services.governance.lineage import models_that_learned, saw
+from services.governance.policy import AuditResult, DeploymentState, Verdict, decide
+from services.governance.projections import model_status
+from shared.tasks import AuditThresholds, Feature, PromotionPolicy, Target, TaskSpec
+
+GOOD, WORSE = {"recent_accuracy": 0.8}, {"recent_accuracy": 0.7}
+
+
+def test_the_first_model_is_promoted_and_a_worse_one_refused_with_the_figures():
+    policy = PromotionPolicy()
+    assert decide(policy, GOOD, None).verdict is Verdict.PROMOTE
+    refused = decide(policy, WORSE, GOOD)
+    assert refused.verdict is Verdict.REFUSE
+    assert refused.reasons == ["recent accuracy 0.7000 < champion 0.8000 - tolerance 0.0"]
+
+
+def test_a_failed_audit_refuses_with_every_reason_and_a_missing_one_too():
+    policy = PromotionPolicy(require_audit=True)
+    failed = AuditResult(False, ["race: equalized-odds difference 0.40 > 0.3"])
+    decision = decide(policy, WORSE, GOOD, audit=failed)
+    assert decision.verdict is Verdict.REFUSE
+    assert decision.reasons == [
+        "recent accuracy 0.7000 < champion 0.8000 - tolerance 0.0",
+        "bias audit failed: race: equalized-odds difference 0.40 > 0.3",
+    ]
+    assert decide(policy, GOOD, None).reasons == [
+        "no bias audit of this version (the policy requires one)"
+    ]
+    assert decide(policy, GOOD, None, audit=AuditResult(True)).promote
+
+
+def test_a_model_needing_approvals_waits_until_enough_distinct_people_approve():
+    policy = PromotionPolicy(require_approval=True, approvals_required=2)
+    waiting = decide(policy, GOOD, None, approvals=["ann", "ann"])
+    assert waiting.verdict is Verdict.AWAIT and "awaiting approval: 1 of 2" in waiting.reasons
+    assert decide(policy, GOOD, None, approvals=["ann", "bob"]).promote
+    rejected = decide(policy, GOOD, None, approvals=["ann", "bob"], rejections=["cy: no"])
+    assert rejected.verdict is Verdict.REFUSE and rejected.reasons == ["rejected by cy: no"]
+
+
+def test_the_deployment_stream_folds_into_champion_approvals_and_verdicts():
+    events = [
+        ("ApprovalRequested", 1, {"model_version": 1}),
+        ("ApprovalGranted", 2, {"model_version": 1, "by": "ann", "reason": "ok"}),
+        ("ModelPromoted", 3, {"model_version": 1, "artifact_sha256": "a"}),
+        ("PromotionRefused", 4, {"model_version": 2}),
+        ("ApprovalRejected", 5, {"model_version": 3, "by": "bob", "reason": "drift"}),
+        ("ModelRolledBack", 6, {"model_version": 1, "artifact_sha256": "a"}),
+    ]
+    state = DeploymentState.fold(events)
+    assert (state.champion, state.stream_version) == (1, 6)
+    assert state.approvals == {1: ["ann"]} and state.rejections == {3: ["bob: drift"]}
+    assert state.decided(1) and state.decided(2) and not state.decided(3)
+
+
+def test_a_models_status_comes_from_its_newest_decision_unless_it_is_the_champion():
+    assert model_status(3, 3, ["PromotionRefused"]) == "champion"
+    assert model_status(2, 3, ["ModelPromoted"]) == "retired"
+    assert model_status(4, 3, ["ApprovalRequested", "ApprovalGranted"]) == "awaiting_approval"
+    assert model_status(4, 3, ["ApprovalRequested", "ApprovalRejected"]) == "rejected"
+    assert model_status(5, 3, []) == "candidate"
+
+
+def test_keys_are_checked_by_hash_and_roles_include_viewer():
+    key_id, key, digest = new_key()
+    parsed_id, secret = parse_key(key)
+    assert parsed_id == key_id and secret_matches(secret, digest)
+    assert not secret_matches(secret + "x", digest) and digest == hash_secret(secret)
+    assert secret not in digest
+    for bad in ("", "cnt_xyz_secret", f"key_{key_id}_{secret}"):
+        with pytest.raises(KeyFormatError):
+            parse_key(bad)
+    assert all(allows(role, Role.VIEWER) for role in Role)
+    assert allows(Role.ADMIN, Role.APPROVER) and allows(Role.ADMIN, Role.OPERATOR)
+    assert not allows(Role.OPERATOR, Role.APPROVER) and not allows(Role.APPROVER, Role.OPERATOR)
+    assert GRANTS[Role.ADMIN] == frozenset(Role)
+
+
+def test_bootstrap_keys_parse_and_refuse_malformed_entries_without_echoing_them():
+    _, key, _ = new_key()
+    assert parse_bootstrap(f"ci:admin:{key}\n# comment\n") == [("ci", Role.ADMIN, key)]
+    with pytest.raises(KeyFormatError, match="unknown role") as caught:
+        parse_bootstrap(f"ci:boss:{key}")
+    assert key not in str(caught.value)
+    with pytest.raises(KeyFormatError):
+        parse_bootstrap("ci:admin:not-a-key")
+
+
+def test_a_model_saw_the_events_whose_labels_fall_in_its_learned_range():
+    models = [
+        {"model_version": 1, "first_position": 10, "last_position": 100},
+        {"model_version": 2, "first_position": 10, "last_position": 200},
+    ]
+    assert saw(models[0], 50, 50) and not saw(models[0], 150, 160)
+    assert models_that_learned(models, [150]) == [2]
+    assert models_that_learned(models, [5]) == []
+    assert models_that_learned(models, [5, 60]) == [1, 2]
+    assert models_that_learned(models, []) == []
+
+
+def test_the_sensitive_attributes_may_not_be_model_features_unless_the_spec_allows_it():
+    spec = TaskSpec(
+        name="t",
+        features=(Feature(name="x"),),
+        sensitive=(Feature(name="race", type="category", categories=("a", "b")),),
+        target=Target(name="y"),
+    )
+    assert [f.name for f in spec.model_features] == ["x"]
+    assert sensitive_use(spec, ["x"]) == []
+    assert sensitive_use(spec, ["x", "race"]) == [
+        "model uses sensitive attribute 'race' as a feature"
+    ]
+    allowed = spec.model_copy(update={"sensitive_as_features": True})
+    assert sensitive_use(allowed, ["x", "race"]) == []
+
+
+def test_the_audits_gaps_equal_fairlearns_own_functions():
+    rng = np.random.default_rng(3)
+    n = 3000
+    y, p = rng.integers(0, 2, n), rng.integers(0, 2, n)
+    groups = rng.choice(["a", "b", "c", "tiny"], n, p=[0.5, 0.3, 0.19, 0.01])
+    report = audit(y, p, {"g": groups}, AuditThresholds(min_group_size=50))
+    judged = groups != "tiny"
+    kwargs = {"y_true": y[judged], "y_pred": p[judged], "sensitive_features": groups[judged]}
+    result = report.attributes["g"]
+    assert result.excluded_groups == ("tiny",)
+    assert result.demographic_parity_difference == pytest.approx(
+        demographic_parity_difference(**kwargs)
+    )
+    assert result.demographic_parity_ratio == pytest.approx(demographic_parity_ratio(**kwargs))
+    assert result.equalized_odds_difference == pytest.approx(equalized_odds_difference(**kwargs))
+
+
+def test_a_live_audit_reports_selection_rates_and_names_what_needs_outcomes():
+    groups = ["a"] * 100 + ["b"] * 100
+    predicted = [1] * 60 + [0] * 40 + [1] * 20 + [0] * 80
+    limits = AuditThresholds(
+        demographic_parity_difference_max=0.3, equalized_odds_difference_max=0.1
+    )
+    report = audit_selection(predicted, {"g": groups}, limits)
+    result = report.attributes["g"]
+    assert result.groups["a"].selection_rate == 0.6 and result.groups["b"].selection_rate == 0.2
+    assert result.demographic_parity_difference == pytest.approx(0.4)
+    assert result.equalized_odds_difference is None and result.groups["a"].accuracy is None
+    assert not report.passed and report.reasons == ["g: demographic-parity difference 0.40 > 0.3"]
+    assert "equalized_odds_difference" in report.unavailable
+    assert any("equalized-odds limit was not checked" in note for note in report.notes)
