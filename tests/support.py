@@ -54,7 +54,9 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
-def observation(task: str = "t", entity: str = "e1", stream_id: str | None = None, **kw) -> Envelope:
+def observation(
+    task: str = "t", entity: str = "e1", stream_id: str | None = None, **kw
+) -> Envelope:
     """A small ObservationRecorded envelope for store and relay tests."""
     payload = ObservationRecorded(
         task=task, pipeline_version="v", entity_id=entity, features={"x": 1.0}, **kw
