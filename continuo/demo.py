@@ -96,8 +96,10 @@ async def stream_elec(
     batch: int = 100,
     label_delay: int = 1,
     progress: bool = True,
+    inline_labels: bool = False,
 ) -> StreamResult:
-    """Post rows as observations in batches, and each batch's labels `label_delay` batches on."""
+    """Post rows as observations in batches, and each batch's labels `label_delay` batches on
+    (or, with `inline_labels`, each label inside its observation)."""
     result = StreamResult()
     started = time.monotonic()
     waiting: deque[list[dict[str, Any]]] = deque()
@@ -110,20 +112,25 @@ async def stream_elec(
                     "event_id": f"{task}-{start + i}",
                     "event_time": (START + timedelta(minutes=30 * (start + i))).isoformat(),
                     "features": {f: row[f] for f in FEATURES},
+                    **({"label": row["class"]} if inline_labels else {}),
                 }
                 for i, row in enumerate(chunk)
             ]
             accepted = await _post(client, f"/v1/tasks/{task}/observations", body)
             result.observations += len(chunk)
-            waiting.append(
-                [
-                    {"observation_id": oid, "label": row["class"]}
-                    for oid, row in zip(accepted["ids"], chunk, strict=True)
-                ]
-            )
             result.requests += 1
-            while len(waiting) > label_delay:
-                await _post_labels(client, task, waiting.popleft(), result)
+            if inline_labels:
+                result.labels += len(chunk)
+                result.label_batches.append((time.monotonic(), max(accepted["positions"])))
+            else:
+                waiting.append(
+                    [
+                        {"observation_id": oid, "label": row["class"]}
+                        for oid, row in zip(accepted["ids"], chunk, strict=True)
+                    ]
+                )
+                while len(waiting) > label_delay:
+                    await _post_labels(client, task, waiting.popleft(), result)
             done = result.observations / len(rows)
             if progress and done >= next_report:
                 rate = (result.observations + result.labels) / (time.monotonic() - started)
@@ -194,7 +201,7 @@ def legacy_accuracy(rows: list[dict[str, Any]]) -> float:
 
 
 async def run_demo(
-    workdir: Path, *, limit: int | None = None, batch: int = 100, label_delay: int = 1
+    workdir: Path, *, limit: int | None = None, batch: int = 20, label_delay: int = 0
 ) -> int:
     started = time.monotonic()
     rows = read_rows(find_elec(), limit)
@@ -256,8 +263,13 @@ def main(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="continuo demo", description=__doc__)
     parser.add_argument("--rows", type=int, default=None, help="stream only the first N rows")
-    parser.add_argument("--batch", type=int, default=100, help="records per HTTP request")
-    parser.add_argument("--label-delay", type=int, default=1, help="batches a label arrives late")
+    parser.add_argument("--batch", type=int, default=20, help="records per HTTP request")
+    parser.add_argument(
+        "--label-delay",
+        type=int,
+        default=0,
+        help="requests between an observation's and its label's (0: the very next request)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="where the run keeps its files")
     args = parser.parse_args(argv)
     workdir = args.workdir or REPO_ROOT / "var" / f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"

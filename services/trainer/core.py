@@ -38,7 +38,11 @@ class Learner(Protocol):
     n_updates: int
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
-    def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> Any: ...
+    def stream_vector(self) -> np.ndarray: ...
+    def learn(
+        self, X: np.ndarray, y: np.ndarray, proba: np.ndarray, seen: np.ndarray | None = None
+    ) -> Any: ...
+    def test_then_train(self, X: np.ndarray, y: np.ndarray) -> Any: ...
     def model_bytes(self) -> bytes: ...
     def champion_config(self) -> str: ...
     @property
@@ -96,8 +100,20 @@ class Scorer(Protocol):
 
 @dataclass
 class _Pending:
+    """An observation awaiting its label: its input, what was predicted, and with what history."""
+
     x: list[float]
     proba: float
+    seen: list[float]
+    position: int
+
+
+@dataclass
+class _Row:
+    x: list[float]
+    y: int
+    proba: float | None  # None: labelled on arrival, predicted as it is learned
+    seen: list[float] | None
     position: int
 
 
@@ -157,22 +173,24 @@ class TaskTraining:
         if kind == "observed":
             X = np.array([feature_vector(self.spec, d.features) for _, d in segment], dtype=float)
             proba = self.learner.predict_proba(X)
+            seen = self.learner.stream_vector().tolist()
             for (envelope, _), x, p in zip(segment, X.tolist(), proba.tolist(), strict=True):
-                self._remember(envelope.event_id, _Pending(x, p, envelope.position or 0))
+                self._remember(envelope.event_id, _Pending(x, p, seen, envelope.position or 0))
             return
-        rows: list[tuple[list[float], int, float | None, int]] = []
+        rows: list[_Row] = []
         if kind == "labelled":
             for envelope, d in segment:
-                rows.append(
-                    (feature_vector(self.spec, d.features), d.label, None, envelope.position or 0)
-                )
+                x = feature_vector(self.spec, d.features)
+                rows.append(_Row(x, d.label, None, None, envelope.position or 0))
         else:
             for envelope, d in segment:
                 pending = self._pending.pop(d.observation_id, None)
                 if pending is None:
                     out.unmatched_labels += 1
                     continue
-                rows.append((pending.x, d.label, pending.proba, envelope.position or 0))
+                rows.append(
+                    _Row(pending.x, d.label, pending.proba, pending.seen, envelope.position or 0)
+                )
         self._learn(rows, out)
 
     def _remember(self, observation_id: uuid.UUID, pending: _Pending) -> None:
@@ -180,27 +198,33 @@ class TaskTraining:
         while len(self._pending) > self._pending_limit:
             self._pending.popitem(last=False)  # oldest first: its label is the least likely to come
 
-    def _learn(self, rows: list[tuple[list[float], int, float | None, int]], out: Output) -> None:
-        """Learn rows in chunks ending exactly at publish points, so versions are deterministic."""
+    def _learn(self, rows: list[_Row], out: Output) -> None:
+        """Learn rows in chunks ending exactly at publish points, so versions are deterministic.
+
+        Rows labelled on arrival are learned test-then-train (each predicted by the model as it
+        was after the rows before it); late-labelled rows are scored on the prediction served
+        before their label was known, and learned with the label history it was made with.
+        """
         every = self.spec.learner.publish_every
         start = 0
         while start < len(rows):
             take = min(len(rows) - start, every - self._since_publish)
             chunk = rows[start : start + take]
             start += take
-            X = np.array([r[0] for r in chunk], dtype=float)
-            y = np.array([r[1] for r in chunk], dtype=int)
-            # Rows labelled on arrival are predicted now, by the model before it learns them.
-            proba = np.array([r[2] if r[2] is not None else np.nan for r in chunk], dtype=float)
-            missing = np.isnan(proba)
-            if missing.any():
-                proba[missing] = self.learner.predict_proba(X[missing])
+            X = np.array([r.x for r in chunk], dtype=float)
+            y = np.array([r.y for r in chunk], dtype=int)
+            if chunk[0].proba is None:
+                report = self.learner.test_then_train(X, y)
+                proba = np.asarray(report.proba, dtype=float)
+            else:
+                proba = np.array([r.proba for r in chunk], dtype=float)
+                seen = np.array([r.seen for r in chunk], dtype=float)
+                report = self.learner.learn(X, y, proba, seen)
             self._shadow(X, y, proba)
-            report = self.learner.learn(X, y, proba)
             self._record(report, out)
             if self._first_position is None:
-                self._first_position = chunk[0][3]
-            self._last_learned_position = chunk[-1][3]
+                self._first_position = chunk[0].position
+            self._last_learned_position = chunk[-1].position
             self.n_learned_total += len(chunk)
             self._since_publish += len(chunk)
             if self._since_publish >= every:

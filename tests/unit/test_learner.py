@@ -70,6 +70,33 @@ def test_test_then_train_equals_predicting_then_learning_each_row() -> None:
     assert batch.metrics["log_loss"] == pytest.approx(by_row.metrics["log_loss"])
 
 
+def test_a_late_row_is_learned_with_the_label_history_it_was_predicted_with() -> None:
+    X, y = threshold_stream(900, seed=4)
+    # Passing each row's true history as `seen` is the same as learning row by row ...
+    by_row = OnlineLearner(3, params=FAST)
+    for i in range(len(y)):
+        proba, seen = by_row.predict_proba(X[i : i + 1]), by_row.stream_vector()[None, :]
+        by_row.learn(X[i : i + 1], y[i : i + 1], proba, seen)
+    reference = OnlineLearner(3, params=FAST)
+    reference.test_then_train(X, y)
+    assert sha(by_row) == sha(reference)
+    # ... while a stale history (labels 100 rows late) trains a different model.
+    late = OnlineLearner(3, params=FAST)
+    for start in range(0, len(y), 100):
+        rows = slice(start, start + 100)
+        proba, seen = late.predict_proba(X[rows]), late.stream_vector()
+        late.learn(X[rows], y[rows], proba, np.tile(seen, (len(proba), 1)))
+    assert sha(late) != sha(reference)
+
+
+def test_test_then_train_reports_the_prediction_each_row_was_scored_on() -> None:
+    X, y = threshold_stream(300, seed=5)
+    learner = OnlineLearner(3, params=FAST)
+    report = learner.test_then_train(X, y)
+    assert report.proba is not None and report.proba.shape == (300,)
+    assert learner.metrics["accuracy"] == pytest.approx(((report.proba >= 0.5) == y).mean())
+
+
 def test_late_labels_are_scored_on_the_prediction_that_was_served() -> None:
     learner = OnlineLearner(3, params=FAST)
     X, _ = threshold_stream(50, seed=3)

@@ -16,19 +16,40 @@ from tests.support import TEST_PRODUCER
 
 
 @dataclass
+class Report:
+    proba: np.ndarray
+
+
+@dataclass
 class FakeLearner:
-    """Predicts the share of 1s learned so far; records every call it gets."""
+    """Predicts the share of 1s learned so far; its "history" is that count. Records calls."""
 
     ones: int = 0
     seen: int = 0
     n_updates: int = 0
-    calls: list[tuple[str, list[int], list[float]]] = field(default_factory=list)
+    calls: list[tuple] = field(default_factory=list)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return np.full(len(X), self.ones / self.seen if self.seen else 0.5)
 
-    def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> None:
-        self.calls.append(("learn", y.tolist(), proba.tolist()))
+    def stream_vector(self) -> np.ndarray:
+        return np.array([float(self.seen)])
+
+    def learn(self, X, y, proba, seen=None) -> Report:
+        history = None if seen is None else seen[:, 0].tolist()
+        self.calls.append(("learn", y.tolist(), proba.tolist(), history))
+        self._absorb(y)
+        return Report(proba)
+
+    def test_then_train(self, X: np.ndarray, y: np.ndarray) -> Report:
+        proba = []
+        for label in y.tolist():  # row by row: each sees the rows before it
+            proba.append(self.predict_proba(X[:1])[0])
+            self._absorb(np.array([label]))
+        self.calls.append(("test_then_train", y.tolist(), proba))
+        return Report(np.array(proba))
+
+    def _absorb(self, y: np.ndarray) -> None:
         self.ones += int(y.sum())
         self.seen += len(y)
         self.n_updates += 1
@@ -85,17 +106,18 @@ def test_a_late_label_is_scored_on_the_prediction_made_before_it_was_known():
     core.apply([first])  # learned: the learner now predicts 1.0
     pending = stream.observe(0.2)
     core.apply([pending])
-    learner.ones = 0  # whatever the learner thinks now, the stored prediction counts
+    core.apply([stream.observe(0.3, label=0)])  # the learner moves on meanwhile
     core.apply([stream.label(pending, 0)])
-    assert learner.calls[-1] == ("learn", [0], [1.0])
+    # Scored on the stored prediction, learned with the history it was predicted with (1 row).
+    assert learner.calls[-1] == ("learn", [0], [1.0], [1.0])
 
 
-def test_a_labelled_observation_is_predicted_before_it_is_learned():
+def test_labelled_observations_are_each_predicted_before_they_are_learned():
     learner, stream = FakeLearner(), Stream()
     core = TaskTraining(SPEC, learner)
     core.apply([stream.observe(0.1, label=1), stream.observe(0.2, label=1)])
-    # One chunk: both rows predicted by the model before either was learned.
-    assert learner.calls == [("learn", [1, 1], [0.5, 0.5])]
+    # Test-then-train row by row: the second row is predicted after the first was learned.
+    assert learner.calls == [("test_then_train", [1, 1], [0.5, 1.0])]
 
 
 def test_models_are_published_at_fixed_counts_whatever_the_batching():
