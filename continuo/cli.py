@@ -60,7 +60,9 @@ def _up(argv: list[str]) -> int:
         print("Continuo is up:")
         for name in stack.ports:
             print(f"  {name:<11} {stack.url(name)}")
-        print(f"  broker      {stack.bootstrap}\nCtrl-C stops everything.")
+        print(f"  broker      {stack.bootstrap}")
+        print("Governance admin key for this run (send as 'Authorization: Bearer …'):")
+        print(f"  {stack.governance_key}\nCtrl-C stops everything.")
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
