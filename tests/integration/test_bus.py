@@ -1,0 +1,50 @@
+"""The bus: records that cannot be decoded go to the dead-letter topic with the reason."""
+
+from __future__ import annotations
+
+import uuid
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from shared.bus import EnvelopeConsumer, KafkaPublisher, ensure_topics
+from shared.events.types import TOPIC_DEAD_LETTER
+from tests.support import eventually, observation
+
+
+async def test_an_undecodable_record_is_dead_lettered_with_the_reason_and_the_rest_flow(kafka: str):
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka, [topic, TOPIC_DEAD_LETTER], partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka)
+    await producer.start()
+    good = observation()
+    marker = uuid.uuid4().hex.encode()
+    await producer.send_and_wait(topic, b"{not json " + marker)
+    await producer.send_and_wait(topic, good.to_json())
+    await producer.stop()
+
+    publisher = KafkaPublisher(kafka)
+    await publisher.start()
+    consumer = EnvelopeConsumer(kafka, [topic], group_id=None, dead_letters=publisher)
+    await consumer.start()
+    batches = consumer.batches()
+    received = await anext(batches)
+    await consumer.stop()
+    await publisher.stop()
+    assert [e.event_id for e in received] == [good.event_id]
+
+    dead = AIOKafkaConsumer(
+        TOPIC_DEAD_LETTER, bootstrap_servers=kafka, auto_offset_reset="earliest"
+    )
+    await dead.start()
+    found = []
+
+    async def dead_lettered() -> bool:
+        for records in (await dead.getmany(timeout_ms=200)).values():
+            found.extend(r for r in records if marker in (r.value or b""))
+        return bool(found)
+
+    await eventually(dead_lettered)
+    await dead.stop()
+    headers = dict(found[0].headers)
+    assert headers["source_topic"] == topic.encode()
+    assert b"not a valid envelope" in headers["reason"]
