@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.trainer.core import TaskTraining
+from services.trainer.drift import Drift
+from services.trainer.racing import ConfigSwitch
+from shared.events.types import ConfigSwitched, DriftDetected
 from shared.events.envelope import Envelope, new_event
 from shared.events.types import LabelRecorded, ObservationRecorded
 from shared.tasks import TaskSpec
@@ -18,6 +21,8 @@ from tests.support import TEST_PRODUCER
 @dataclass
 class Report:
     proba: np.ndarray
+    drifts: list = field(default_factory=list)
+    switches: list = field(default_factory=list)
 
 
 @dataclass
@@ -157,3 +162,26 @@ def test_a_label_for_an_unknown_observation_is_counted_not_learned():
     ghost = stream.observe(0.3).model_copy(update={"event_id": uuid.uuid4()})
     out = core.apply([stream.label(ghost, 1)])
     assert out.unmatched_labels == 1 and learner.seen == 0
+
+
+class DriftingLearner(FakeLearner):
+    """Reports one drift and one config switch on its first learned row."""
+
+    def test_then_train(self, X: np.ndarray, y: np.ndarray):
+        report = super().test_then_train(X, y)
+        if self.seen == len(y):
+            report.drifts = [Drift("adwin", 1, {"rise": True, "action": "cut"})]
+            report.switches = [ConfigSwitch("fast", "slow", 1, {"fast": 0.7, "slow": 0.8})]
+        return report
+
+
+def test_a_learner_drift_and_switch_become_facts_with_ids_that_survive_a_replay():
+    stream = Stream()
+    events = [stream.observe(0.1, label=1), stream.observe(0.2, label=0)]
+    first = TaskTraining(SPEC, DriftingLearner()).apply(events).facts
+    again = TaskTraining(SPEC, DriftingLearner()).apply(events).facts
+    assert [type(f) for _, f in first] == [DriftDetected, ConfigSwitched]
+    drift, switch = first[0][1], first[1][1]
+    assert drift.detector == "adwin" and drift.evidence["rise"] is True
+    assert switch.to_config == "slow" and switch.evidence == {"fast": 0.7, "slow": 0.8}
+    assert [i for i, _ in first] == [i for i, _ in again]
