@@ -15,7 +15,9 @@ def _csv(path: Path, rows: int = 1500, target=None) -> Path:
     rng = np.random.default_rng(3)
     x = rng.random((rows, 2))
     y = (x[:, 0] > 0.5).astype(int) if target is None else target
-    lines = ["a,b,note,label"] + [f"{a},{b},n{i},{t}" for i, ((a, b), t) in enumerate(zip(x, y))]
+    lines = ["a,b,note,label"] + [
+        f"{a},{b},n{i},{t}" for i, ((a, b), t) in enumerate(zip(x, y, strict=True))
+    ]
     path.write_text("\n".join(lines) + "\n")
     return path
 
