@@ -11,9 +11,8 @@ import numpy as np
 from services.trainer.core import TaskTraining
 from services.trainer.drift import Drift
 from services.trainer.racing import ConfigSwitch
-from shared.events.types import ConfigSwitched, DriftDetected
 from shared.events.envelope import Envelope, new_event
-from shared.events.types import LabelRecorded, ObservationRecorded
+from shared.events.types import ConfigSwitched, DriftDetected, LabelRecorded, ObservationRecorded
 from shared.tasks import TaskSpec
 from tests.support import TEST_PRODUCER
 
