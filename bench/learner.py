@@ -93,9 +93,8 @@ DID_NOT_WORK = """
 
 
 def load_elec() -> Stream:
-    plain = Path("/work/shared/data/elec.csv")
-    if not plain.exists():
-        plain = ROOT.parent / "shared" / "data" / "elec.csv"
+    # The project's data folder beside the repository when present, else the repository's copy.
+    plain = ROOT.parent / "shared" / "data" / "elec.csv"
     path = plain if plain.exists() else ROOT / "data" / "elec.csv.gz"
     frame = pd.read_csv(path)
     return Stream(
