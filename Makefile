@@ -12,6 +12,7 @@ help:
 	@echo "make lint   ruff and mypy;  make bench   the benchmarks in bench/"
 
 $(STAMP): pyproject.toml
+	@python3 -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Continuo needs Python 3.11 or newer; python3 is " + sys.version.split()[0])'
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"

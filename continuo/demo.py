@@ -192,6 +192,12 @@ async def wait_for_serving(stack: Stack, task: str, timeout: float) -> dict[str,
             await asyncio.sleep(0.2)
 
 
+def _label_timing(label_delay: int) -> str:
+    if label_delay == 0:
+        return "each label comes in the request after its observations'"
+    return f"each label comes {label_delay + 1} requests after its observations'"
+
+
 def legacy_accuracy(rows: list[dict[str, Any]]) -> float:
     from services.trainer.baselines import legacy_batch_accuracy
 
@@ -206,8 +212,8 @@ async def run_demo(
     started = time.monotonic()
     rows = read_rows(find_elec(), limit)
     print(
-        f"Continuo demo: {len(rows):,} electricity rows; "
-        f"labels arrive {label_delay} batch(es) of {batch} late"
+        f"Continuo demo: {len(rows):,} electricity rows, {batch} a request; "
+        f"{_label_timing(label_delay)}"
     )
     stack = Stack(workdir, store_url=f"sqlite+aiosqlite:///{workdir / 'events.db'}")
     print(f"- starting broker, store and the four services (logs in {workdir / 'logs'})")
@@ -243,7 +249,7 @@ async def run_demo(
         (
             "prequential accuracy",
             f"{metrics['accuracy']:.4f}",
-            "Continuo, learning as labels arrive",
+            f"Continuo; labels up to {batch * (label_delay + 1)} rows late",
         ),
         (
             "legacy batch accuracy",

@@ -63,6 +63,7 @@ class Stack:
             "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap or "",
             "CONTINUO_ARTIFACTS_DIR": str(self.workdir / "artifacts"),
             "GOVERNANCE_DATABASE_URL": f"sqlite+aiosqlite:///{self.workdir / 'governance.db'}",
+            "TRAINER_DATADIR": str(self.workdir / "trainer"),
             "GOVERNANCE_BOOTSTRAP_KEYS": f"stack:admin:{self.governance_key}",
             "PYTHONUNBUFFERED": "1",
             **self.env_overrides,

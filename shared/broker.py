@@ -9,6 +9,7 @@ Apache Kafka instead and never starts this.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
@@ -44,6 +45,17 @@ def broker_binary() -> str:
 
 async def wait_for_metadata(bootstrap: str, timeout: float = 30.0) -> None:
     """Return once a broker at `bootstrap` answers a metadata request."""
+    # aiokafka logs each refused connection at ERROR while the broker starts: expected here.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
+    try:
+        await _poll_metadata(bootstrap, timeout)
+    finally:
+        aiokafka_log.setLevel(level)
+
+
+async def _poll_metadata(bootstrap: str, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     last_error: Exception | None = None
     while time.monotonic() < deadline:
