@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from pathlib import Path
@@ -52,8 +53,28 @@ def _up(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="continuo up")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "var" / "up")
     args = parser.parse_args(argv)
+    from services.governance.settings import GovernanceSettings
+    from services.ingest.settings import IngestSettings
+    from services.serving.settings import ServingSettings
+    from services.trainer.settings import TrainerSettings
+
     settings = CommonSettings()
-    stack = Stack(args.workdir, store_url=settings.store_url, log_to_files=False)
+    # The documented ports (each service's settings, so INGEST_PORT etc. still apply).
+    ports = {
+        "ingest": IngestSettings().port,
+        "trainer": TrainerSettings().port,
+        "governance": GovernanceSettings().port,
+        "serving": ServingSettings().port,
+    }
+    stack = Stack(
+        args.workdir,
+        store_url=settings.store_url,
+        log_to_files=False,
+        ports=ports,
+        broker_port=int(settings.kafka_bootstrap_servers.rsplit(":", 1)[-1]),
+        # A broker named in the environment is used as it is; otherwise the embedded one starts.
+        bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+    )
 
     async def run() -> None:
         await stack.start()

@@ -40,6 +40,7 @@ class Stack:
     log_to_files: bool = True
     env_overrides: dict[str, str] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
+    broker_port: int | None = None  # None: any free port
     ports: dict[str, int] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     # An admin key for governance, made per stack and installed (hashed) at its start-up.
@@ -77,10 +78,12 @@ class Stack:
     async def start(self, *, ready_timeout: float = 90.0) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         if self.bootstrap is None:
-            self.broker = await start_broker_ready(log_path=self.workdir / "logs" / "broker.log")
+            self.broker = await start_broker_ready(
+                self.broker_port, log_path=self.workdir / "logs" / "broker.log"
+            )
             self.bootstrap = self.broker.bootstrap
         await upgrade_async(self.store_url)
-        self.ports = {name: free_port() for name in SERVICES}
+        self.ports = {name: self.ports.get(name) or free_port() for name in SERVICES}
         env = self.environment()
         for name in SERVICES:
             output = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: SIM115

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,16 @@ class EmbeddedBroker:
             self.process.wait(timeout)
 
 
+def _die_with_parent() -> None:
+    """On Linux, have the kernel stop the broker when the process that started it dies (an
+    interrupted test run or demo must not leave a broker behind). Elsewhere, a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+
+
 def start_broker(port: int | None = None, log_path: Path | None = None) -> EmbeddedBroker:
     """Start Tansu on 127.0.0.1:`port` (a free port when None); call `await ready()` after."""
     port = port or free_port()
@@ -103,6 +114,7 @@ def start_broker(port: int | None = None, log_path: Path | None = None) -> Embed
         stderr=subprocess.STDOUT,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     log.info("broker.started", bootstrap=f"127.0.0.1:{port}", pid=process.pid)
     return EmbeddedBroker(process, f"127.0.0.1:{port}", log_path)
