@@ -13,6 +13,7 @@ from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from shared.runtime import Runtime
+from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 
@@ -59,3 +60,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("http.unexpected_error", path=request.url.path, method=request.method)
         return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+
+
+def serve(app: FastAPI, settings: CommonSettings) -> None:
+    """Run a service's app with uvicorn on its host and port; uvicorn logs through ours."""
+    import uvicorn
+
+    uvicorn.run(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        log_config=None,  # keep our handlers: JSON lines in production like every other line
+        access_log=False,
+    )

@@ -1,24 +1,17 @@
-"""`python -m services.serving`: run the serving API with uvicorn, configured by environment."""
+"""`python -m services.serving`: run the serving API on its configured host and port."""
 
 from __future__ import annotations
 
-import uvicorn
-
 from services.serving.app import create_app
 from services.serving.settings import ServingSettings
+from shared.http import serve
 from shared.logging import configure_logging
 
 
 def main() -> None:
     settings = ServingSettings()
     configure_logging("serving", level=settings.log_level, fmt=settings.log_format)
-    uvicorn.run(
-        create_app(settings),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=False,
-    )
+    serve(create_app(settings), settings)
 
 
 if __name__ == "__main__":
