@@ -90,6 +90,8 @@ class Output:
     candidates: list[Candidate] = field(default_factory=list)
     facts: list[tuple[uuid.UUID, DriftDetected | ConfigSwitched]] = field(default_factory=list)
     unmatched_labels: int = 0
+    # Observations recorded under another version of the task's spec, not learned by this core.
+    other_spec: int = 0
 
 
 class Scorer(Protocol):
@@ -155,6 +157,10 @@ class TaskTraining:
             self.last_position = envelope.position
             data = envelope.data()
             if isinstance(data, ObservationRecorded):
+                if data.pipeline_version != self.spec.version:
+                    # Recorded under another spec version: its features may not fit this one.
+                    out.other_spec += 1
+                    continue
                 this = "labelled" if data.label is not None else "observed"
             elif isinstance(data, LabelRecorded):
                 this = "label"

@@ -58,21 +58,32 @@ class Trainer:
         self._cores: dict[str, TaskTraining] = {}
         self._lock = asyncio.Lock()
         self.models_emitted = 0
+        self.retry_delay = 1.0  # after a failed batch, before the next (the store may be down)
         # Per task: deployment stream version read so far, and when it was last looked at.
         self._deployments: dict[str, tuple[int, float]] = {}
 
     async def handle(self, envelopes: Sequence[Envelope]) -> None:
-        """Apply a batch of data events (any tasks, store order within each task)."""
+        """Apply a batch of data events (any tasks, store order within each task).
+
+        If applying or storing fails (the store is down, a write timed out), the task's core is
+        dropped: its in-memory state may be ahead of the store. The next batch rebuilds it by
+        replaying the store, which re-emits what was lost (what was stored is a duplicate).
+        """
         by_task: dict[str, list[Envelope]] = defaultdict(list)
         for envelope in envelopes:
             by_task[str(envelope.payload.get("task"))].append(envelope)
         async with self._lock:
             for task, events in by_task.items():
-                core = await self._core(task)
-                if core is None:
-                    log.warning("trainer.unknown_task", task=task, events=len(events))
-                    continue
-                await self._apply(core, events)
+                try:
+                    core = await self._core(task)
+                    if core is None:
+                        log.warning("trainer.unknown_task", task=task, events=len(events))
+                        continue
+                    await self._apply(core, events)
+                except Exception:
+                    self._cores.pop(task, None)
+                    log.exception("trainer.batch_failed", task=task, events=len(events))
+                    await asyncio.sleep(self.retry_delay)
 
     async def _core(self, task: str) -> TaskTraining | None:
         if task in self._cores:
@@ -162,6 +173,14 @@ class Trainer:
                 )
         if out.unmatched_labels:
             log.warning("trainer.unmatched_labels", task=task, count=out.unmatched_labels)
+        if out.other_spec:
+            log.warning(
+                "trainer.other_spec_version",
+                task=task,
+                count=out.other_spec,
+                spec_version=core.spec.version,
+                detail="observations recorded under another spec version were not learned",
+            )
 
     def status(self) -> dict[str, object]:
         return {
