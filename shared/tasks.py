@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FeatureType = Literal["float", "int", "bool", "category"]
+# Integers beyond this lose precision as JSON numbers (and as model inputs): refused at the door.
+MAX_SAFE_INT = 2**53
 
 
 class Feature(BaseModel):
@@ -146,11 +148,13 @@ def _coerce(feature: Feature, value: Any) -> float | int | bool | str:
             raise RecordError(f"{feature.name}: must be finite, got {value!r}")
         return float(value)
     if feature.type == "int":
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
+        if isinstance(value, bool) or not isinstance(value, int | float):
             raise RecordError(f"{feature.name}: expected an integer, got {value!r}")
-        return value
+        if isinstance(value, float) and not value.is_integer():
+            raise RecordError(f"{feature.name}: expected an integer, got {value!r}")
+        if abs(value) > MAX_SAFE_INT:
+            raise RecordError(f"{feature.name}: {value!r} is out of range (|n| <= 2**53)")
+        return int(value)
     if feature.type == "bool":
         if not isinstance(value, bool):
             raise RecordError(f"{feature.name}: expected true or false, got {value!r}")

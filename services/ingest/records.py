@@ -346,6 +346,11 @@ def _label(
             f"unknown observation {key!r} ({observation_id}): "
             f"no observation of task {spec.name!r} has this id"
         )
+    if observation.payload.get("label") is not None:
+        raise RecordError(
+            f"observation {key!r} ({observation_id}) was recorded with its label; "
+            "a label is recorded once"
+        )
     payload = LabelRecorded(
         task=spec.name,
         observation_id=observation_id,

@@ -236,6 +236,19 @@ def test_labels_for_unknown_observations_or_bad_values_are_listed(spec: TaskSpec
     assert issues[5].startswith("unknown observation 'o-2'")
 
 
+def test_a_late_label_for_an_observation_recorded_with_its_label_is_refused(spec: TaskSpec):
+    (observation,) = observe(spec, [record(event_id="o-1", label=1)])
+    with pytest.raises(RecordsInvalid) as caught:
+        label_events(
+            spec,
+            [{"observation_id": "o-1", "label": 0}],
+            {observation.event_id: observation},
+            producer=PRODUCER,
+            now=NOW,
+        )
+    assert "was recorded with its label" in caught.value.issues[0].error
+
+
 def test_an_observation_payload_is_exactly_what_its_event_type_dumps(spec: TaskSpec):
     for row in (record(), record(label=0)):
         (event,) = observe(spec, [row])

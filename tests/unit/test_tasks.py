@@ -1,0 +1,54 @@
+"""Task specs: content-hash versions, and record validation against a spec."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.tasks import RecordError, TaskSpec, feature_vector, load_specs, validate_features
+
+SPEC = TaskSpec.model_validate(
+    {
+        "name": "t",
+        "features": [
+            {"name": "n", "type": "int"},
+            {"name": "x", "type": "float"},
+            {"name": "c", "type": "category", "categories": ["a", "b"]},
+        ],
+        "target": {"name": "y"},
+        "sensitive": [{"name": "s", "type": "category", "categories": ["p", "q"]}],
+    }
+)
+
+
+def test_a_spec_version_is_its_content_hash():
+    same = TaskSpec.model_validate(SPEC.model_dump())
+    changed = TaskSpec.model_validate({**SPEC.model_dump(), "description": "other"})
+    assert same.version == SPEC.version != changed.version
+
+
+def test_shipped_specs_load():
+    assert {"elec", "compas"} <= set(load_specs("tasks"))
+
+
+def test_valid_features_are_coerced_and_sensitive_attributes_kept_out_of_the_model():
+    features = validate_features(SPEC, {"n": 3.0, "x": 1, "c": "b", "s": "q"})
+    assert features == {"n": 3, "x": 1.0, "c": "b", "s": "q"}
+    assert feature_vector(SPEC, features) == [3.0, 1.0, 1.0]  # no "s": not a model feature
+
+
+@pytest.mark.parametrize(
+    ("features", "message"),
+    [
+        ({"n": 1e300, "x": 1.0, "c": "a", "s": "p"}, "out of range"),
+        ({"n": 2**60, "x": 1.0, "c": "a", "s": "p"}, "out of range"),
+        ({"n": 1.5, "x": 1.0, "c": "a", "s": "p"}, "expected an integer"),
+        ({"n": 1, "x": float("nan"), "c": "a", "s": "p"}, "finite"),
+        ({"n": 1, "x": "1", "c": "a", "s": "p"}, "expected a number"),
+        ({"n": 1, "x": 1.0, "c": "z", "s": "p"}, "not one of"),
+        ({"n": 1, "x": 1.0, "c": "a"}, "s: is required"),
+        ({"n": 1, "x": 1.0, "c": "a", "s": "p", "extra": 1}, "unknown feature"),
+    ],
+)
+def test_a_record_that_does_not_fit_is_refused_with_the_field_and_why(features, message):
+    with pytest.raises(RecordError, match=message):
+        validate_features(SPEC, features)
