@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import signal
 import sys
 from pathlib import Path
@@ -73,7 +72,11 @@ def _up(argv: list[str]) -> int:
         ports=ports,
         broker_port=int(settings.kafka_bootstrap_servers.rsplit(":", 1)[-1]),
         # A broker named in the environment is used as it is; otherwise the embedded one starts.
-        bootstrap=os.environ.get("KAFKA_BOOTSTRAP_SERVERS"),
+        bootstrap=(
+            settings.kafka_bootstrap_servers
+            if "kafka_bootstrap_servers" in settings.model_fields_set
+            else None
+        ),
     )
 
     async def run() -> None:

@@ -6,7 +6,6 @@ Built in each service's lifespan (never at import time) from its settings.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from dataclasses import dataclass, field
 
 import structlog
@@ -66,12 +65,20 @@ class Runtime:
         return self._relay_task is not None and not self._relay_task.done()
 
     async def stop(self) -> None:
+        """Stop relaying (waiting up to 10 s for a batch in flight), then close the connections."""
         self._stop.set()
-        if self._relay_task:
-            with contextlib.suppress(asyncio.CancelledError):
+        try:
+            if self._relay_task:
                 await asyncio.wait_for(self._relay_task, timeout=10)
-        await self.publisher.stop()
-        await self.store.close()
+        except (TimeoutError, asyncio.CancelledError):
+            log.warning("runtime.relay_stop_timeout", service=self.service)
+        except Exception:
+            log.exception("runtime.relay_failed", service=self.service)
+        finally:
+            try:
+                await self.publisher.stop()
+            finally:
+                await self.store.close()
 
 
 def _redact(url: str) -> str:

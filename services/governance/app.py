@@ -51,48 +51,52 @@ def _install_domain_errors(app: FastAPI) -> None:
         return JSONResponse({"detail": "refused", "reasons": exc.reasons}, status_code=409)
 
 
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+
+
 def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
     settings = settings or GovernanceSettings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        bootstrap = parse_bootstrap(settings.bootstrap_keys.get_secret_value())
-        await upgrade_async(settings.database_url, MIGRATIONS, "gov_alembic_version")
-        engine = create_async_engine(settings.database_url)
-        if bootstrap:
-            installed = await install_bootstrap_keys(engine, bootstrap)
-            log.info("governance.bootstrap_keys", count=installed)  # names and roles only
-        runtime = Runtime.build("governance", settings)
-        await runtime.start()
-        governance = Governance(runtime, engine, settings)
-        consumer = EnvelopeConsumer(
-            settings.kafka_bootstrap_servers,
-            [TOPIC_TASKS, TOPIC_MODELS, TOPIC_DEPLOYMENTS, TOPIC_GOVERNANCE],
-            group_id=settings.consumer_group,
-            dead_letters=runtime.publisher,
-        )
-        await consumer.start()
-        app.state.runtime, app.state.engine, app.state.governance = runtime, engine, governance
-        app.state.consuming = asyncio.create_task(_consume(consumer, governance))
-        background = []
-        resumed = await governance.resume()
-        if resumed:
-            log.info("governance.resumed", models=resumed)
-        if settings.live_audit_interval > 0:
-            background.append(
-                asyncio.create_task(governance.run_live_audits(settings.live_audit_interval))
+        # Each resource's clean-up is registered as it is opened, so a failed start-up closes
+        # what was already open (in reverse order) instead of leaking it.
+        async with contextlib.AsyncExitStack() as opened:
+            bootstrap = parse_bootstrap(settings.bootstrap_keys.get_secret_value())
+            await upgrade_async(settings.database_url, MIGRATIONS, "gov_alembic_version")
+            engine = create_async_engine(settings.database_url)
+            opened.push_async_callback(engine.dispose)
+            if bootstrap:
+                installed = await install_bootstrap_keys(engine, bootstrap)
+                log.info("governance.bootstrap_keys", count=installed)  # names and roles only
+            runtime = Runtime.build("governance", settings)
+            await runtime.start()
+            opened.push_async_callback(runtime.stop)
+            governance = Governance(runtime, engine, settings)
+            opened.push_async_callback(governance.close)
+            consumer = EnvelopeConsumer(
+                settings.kafka_bootstrap_servers,
+                [TOPIC_TASKS, TOPIC_MODELS, TOPIC_DEPLOYMENTS, TOPIC_GOVERNANCE],
+                group_id=settings.consumer_group,
+                dead_letters=runtime.publisher,
             )
-        try:
+            await consumer.start()
+            opened.push_async_callback(consumer.stop)
+            app.state.runtime, app.state.engine, app.state.governance = runtime, engine, governance
+            app.state.consuming = asyncio.create_task(_consume(consumer, governance))
+            opened.push_async_callback(_cancel, app.state.consuming)
+            resumed = await governance.resume()
+            if resumed:
+                log.info("governance.resumed", models=resumed)
+            if settings.live_audit_interval > 0:
+                audits = asyncio.create_task(
+                    governance.run_live_audits(settings.live_audit_interval)
+                )
+                opened.push_async_callback(_cancel, audits)
             yield
-        finally:
-            for task in (app.state.consuming, *background):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
-            await governance.close()
-            await consumer.stop()
-            await runtime.stop()
-            await engine.dispose()
 
     app = FastAPI(title="Continuo governance", version="0.2.0", lifespan=lifespan)
     install_error_handlers(app)

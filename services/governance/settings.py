@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from shared.settings import DEFAULT_VAR, REPO_ROOT, CommonSettings
@@ -26,3 +26,9 @@ class GovernanceSettings(CommonSettings):
     live_audit_interval: float = 60.0
     # The COMPAS two-year file, for GET /v1/compas/audit.
     compas_path: Path = REPO_ROOT / "data" / "compas-scores-two-years.csv.gz"
+
+    @model_validator(mode="after")
+    def _production_database(self) -> GovernanceSettings:
+        if self.environment == "production" and self.database_url.startswith("sqlite"):
+            raise ValueError("GOVERNANCE_DATABASE_URL must name PostgreSQL in production")
+        return self

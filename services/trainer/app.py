@@ -50,7 +50,14 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
     @app.task
     async def start_runtime() -> None:
         runtime = Runtime.build("trainer", settings)
-        await runtime.start()
+        try:
+            await runtime.start()
+        except Exception as exc:
+            # Without its store and relay the trainer can do nothing: stop, don't spin.
+            log.exception("trainer.start_failed")
+            state["failed"] = exc
+            await app.crash(exc)
+            return
         state["runtime"] = runtime
         state["trainer"] = Trainer(runtime, pending_limit=settings.pending_limit)
 
@@ -61,6 +68,8 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
 
     async def trainer() -> Trainer:
         while "trainer" not in state:
+            if "failed" in state:
+                raise RuntimeError("the trainer's runtime did not start") from state["failed"]
             await asyncio.sleep(0.05)
         return state["trainer"]
 
