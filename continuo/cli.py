@@ -105,8 +105,8 @@ def _replay(_: list[str]) -> int:
 
     async def reset() -> None:
         store = open_event_store(CommonSettings().store_url)
-        for service in ("ingest", "trainer", "governance", "serving"):
-            await store.save_cursor(f"relay:{service}", 0)
+        for producer in ("ingest", "trainer", "governance", "serving", "all"):
+            await store.save_cursor(f"relay:{producer}", 0)
         await store.close()
 
     asyncio.run(reset())

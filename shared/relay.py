@@ -49,7 +49,8 @@ class Relay:
         await self._publisher.publish([to_record(e) for e in batch])
         last = batch[-1].position
         assert last is not None
-        await self._store.save_cursor(self.cursor_name, last)
+        if not await self._store.save_cursor(self.cursor_name, last, expected=cursor):
+            log.warning("relay.cursor_moved", cursor=self.cursor_name, detail="reset meanwhile")
         self.published += len(batch)
         return len(batch)
 

@@ -55,10 +55,14 @@ async def eventually(
 
 
 def observation(
-    task: str = "t", entity: str = "e1", stream_id: str | None = None, **kw
+    task: str = "t",
+    entity: str = "e1",
+    stream_id: str | None = None,
+    pipeline_version: str = "v",
+    **kw,
 ) -> Envelope:
-    """A small ObservationRecorded envelope for store and relay tests."""
+    """A small ObservationRecorded envelope (feature x = 1.0) for store and relay tests."""
     payload = ObservationRecorded(
-        task=task, pipeline_version="v", entity_id=entity, features={"x": 1.0}, **kw
+        task=task, pipeline_version=pipeline_version, entity_id=entity, features={"x": 1.0}, **kw
     )
     return new_event(payload, stream_id=stream_id or f"data-{task}", producer=TEST_PRODUCER)

@@ -81,8 +81,11 @@ class EventStore(Protocol):
         """A named reader's position (0 when it never saved one)."""
         ...
 
-    async def save_cursor(self, name: str, position: int) -> None:
-        """Record that a named reader has finished everything up to `position`."""
+    async def save_cursor(self, name: str, position: int, *, expected: int | None = None) -> bool:
+        """Record that a named reader has finished everything up to `position`.
+
+        With `expected`, only if the cursor is still there (compare-and-set): False when someone
+        else moved it meanwhile (e.g. `continuo replay` reset it), and nothing is written."""
         ...
 
     async def close(self) -> None: ...

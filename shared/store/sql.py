@@ -221,17 +221,21 @@ class SqlEventStore:
             value = await conn.scalar(select(cursors.c.position).where(cursors.c.name == name))
         return int(value or 0)
 
-    async def save_cursor(self, name: str, position: int) -> None:
+    async def save_cursor(self, name: str, position: int, *, expected: int | None = None) -> bool:
         async with self._write_engine.begin() as conn:
-            updated = await conn.execute(
-                cursors.update()
-                .where(cursors.c.name == name)
-                .values(position=position, updated_at=utcnow())
+            query = cursors.update().where(cursors.c.name == name)
+            if expected is not None:
+                query = query.where(cursors.c.position == expected)
+            updated = await conn.execute(query.values(position=position, updated_at=utcnow()))
+            if updated.rowcount:
+                return True
+            exists = await conn.scalar(select(cursors.c.name).where(cursors.c.name == name))
+            if exists is not None or (expected is not None and expected != 0):
+                return False  # someone else moved it since the caller read it
+            await conn.execute(
+                cursors.insert().values(name=name, position=position, updated_at=utcnow())
             )
-            if updated.rowcount == 0:
-                await conn.execute(
-                    cursors.insert().values(name=name, position=position, updated_at=utcnow())
-                )
+            return True
 
     async def close(self) -> None:
         await self._engine.dispose()

@@ -131,6 +131,15 @@ async def test_cursors_start_at_zero_and_keep_what_was_saved(store: SqlEventStor
     assert await store.load_cursor(name) == 42
 
 
+async def test_a_cursor_saved_with_an_expected_position_loses_to_a_reset(store: SqlEventStore):
+    name = f"c-{uuid.uuid4().hex}"
+    assert await store.save_cursor(name, 10, expected=0)  # first save of a new cursor
+    await store.save_cursor(name, 0)  # a reset (continuo replay) while a relay was publishing
+    assert not await store.save_cursor(name, 20, expected=10)  # the relay's stale save loses
+    assert await store.load_cursor(name) == 0
+    assert await store.save_cursor(name, 5, expected=0)
+
+
 async def test_the_database_refuses_to_edit_or_delete_history(store: SqlEventStore, store_url: str):
     await store.append([observation(stream_id=_stream())])
     engine = create_async_engine(store_url)

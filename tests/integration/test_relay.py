@@ -21,11 +21,20 @@ from shared.tasks import TaskSpec
 from tests.support import eventually, observation
 
 
+def _spec(task: str) -> TaskSpec:
+    return TaskSpec.model_validate(
+        {"name": task, "features": [{"name": "x"}], "target": {"name": "y"}}
+    )
+
+
 async def _append_observations(store_url: str, task: str, count: int) -> set[uuid.UUID]:
     store = open_event_store(store_url)
     ids: set[uuid.UUID] = set()
     for _ in range(count // 500):
-        batch = [observation(task=task, label=1) for _ in range(500)]
+        batch = [
+            observation(task=task, label=1, pipeline_version=_spec(task).version)
+            for _ in range(500)
+        ]
         await store.append(batch)
         ids.update(e.event_id for e in batch)
     await store.close()
@@ -111,9 +120,7 @@ async def test_a_relay_killed_mid_publish_resumes_and_no_event_is_lost(pg_url: s
     assert arrived() == ids  # every event arrived, perhaps some twice
     # A real consumer (the trainer's core) applies everything that arrived, duplicates included,
     # and learns each labelled event exactly once.
-    spec = TaskSpec.model_validate(
-        {"name": task, "features": [{"name": "x"}], "target": {"name": "y"}}
-    )
+    spec = _spec(task)
     core = TaskTraining(spec, OnlineLearner.from_spec(spec))
     for start in range(0, len(seen), 2000):
         core.apply(seen[start : start + 2000])
