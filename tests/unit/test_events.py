@@ -1,0 +1,69 @@
+"""The envelope and payload registry: typed round trips, and upcasting stored old versions."""
+
+from __future__ import annotations
+
+import pytest
+
+from shared.events.envelope import (
+    Envelope,
+    Payload,
+    Producer,
+    UnknownEventType,
+    event_type,
+    new_event,
+    upcaster,
+)
+from shared.events.types import ObservationRecorded
+
+PRODUCER = Producer(service="tests", version="0")
+
+
+@event_type("ThermometerRead", version=2)
+class ThermometerRead(Payload):
+    """v1 stored `fahrenheit`; v2 stores `celsius`."""
+
+    celsius: float
+
+
+@upcaster("ThermometerRead", from_version=1)
+def _fahrenheit_to_celsius(data: dict) -> dict:
+    return {"celsius": round((data["fahrenheit"] - 32) * 5 / 9, 2)}
+
+
+def _stored_v1() -> Envelope:
+    """What a v1 producer wrote, as read back from the store (never rewritten)."""
+    current = new_event(ThermometerRead(celsius=0.0), stream_id="t", producer=PRODUCER)
+    return current.model_copy(update={"schema_version": 1, "payload": {"fahrenheit": 212.0}})
+
+
+def test_a_stored_v1_event_is_read_as_the_current_version():
+    event = _stored_v1()
+    assert event.data() == ThermometerRead(celsius=100.0)
+    assert event.payload == {"fahrenheit": 212.0}  # the stored event itself is unchanged
+
+
+def test_an_event_newer_than_the_code_is_refused_not_misread():
+    event = _stored_v1().model_copy(update={"schema_version": 3})
+    with pytest.raises(UnknownEventType, match="newer than this code"):
+        event.data()
+
+
+def test_an_envelope_round_trips_through_json_with_its_typed_payload():
+    event = new_event(
+        ObservationRecorded(
+            task="t", pipeline_version="v", entity_id="e", features={"x": 1.0}, label=1
+        ),
+        stream_id="data-t",
+        producer=PRODUCER,
+    )
+    again = Envelope.from_json(event.to_json())
+    assert again == event and again.data() == event.data()
+
+
+def test_causation_carries_the_correlation_of_the_causing_event():
+    cause = new_event(ThermometerRead(celsius=1.0), stream_id="t", producer=PRODUCER)
+    cause = cause.model_copy(update={"correlation_id": cause.event_id})
+    effect = new_event(
+        ThermometerRead(celsius=2.0), stream_id="t", producer=PRODUCER, causation=cause
+    )
+    assert effect.causation_id == cause.event_id and effect.correlation_id == cause.event_id
