@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -25,12 +26,12 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from services.trainer import baselines  # noqa: E402
 from services.trainer.learner import OnlineLearner  # noqa: E402
 from shared.model_codec import decode  # noqa: E402
 
-DATE = "2026-11-27"
-SECTION = "## Learner (bench/learner.py)"
+SECTION = "Learner (bench/learner.py)"
 SYNTH_ROWS = 50_000
 QUICK_RIVER_ROWS = 5_000
 CHUNK = 1000
@@ -282,19 +283,6 @@ def table(results: list[Result]) -> list[str]:
     return lines
 
 
-def write_section(text: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    old = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        new = old.rstrip("\n") + "\n\n" + text
-    else:
-        following = old.find("\n## ", start + len(SECTION))
-        rest = old[following + 1 :] if following >= 0 else ""
-        new = old[:start] + text + ("\n" + rest if rest else "")
-    path.write_text(new.rstrip("\n") + "\n")
-
-
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/learner.py")
     parser.add_argument("--quick", action="store_true", help="River ensembles on 5,000 rows")
@@ -322,7 +310,7 @@ def main(argv: list[str]) -> int:
                 ratios.append(f"{stream.name}: {ratio:,.0f}x ARF's events/s")
         results.extend(run_baselines(stream))
     lat = latencies(streams[0])
-    lines = [SECTION, "", HEADER.format(date=DATE), ""]
+    lines = [HEADER.format(date=date.today().isoformat()), ""]
     lines += [
         "```",
         "  .venv/bin/python bench/learner.py" + (" --quick" if args.quick else ""),
@@ -336,7 +324,7 @@ def main(argv: list[str]) -> int:
     text = "\n".join(lines)
     print(text)
     if not args.no_write:
-        write_section(text)
+        write_section(SECTION, text)
     return 0
 
 

@@ -1,6 +1,6 @@
 """The electricity stream through the running system, measured end to end.
 
-    python bench/system.py [--rows N] [--batch 100] [--label-delay 1] [--no-write]
+    python bench/system.py [--rows N] [--batch 100] [--label-delay -1] [--rate ROWS/S] [--no-write]
 
 Starts the four services as processes on the embedded broker and a SQLite store, streams the rows
 through ingest over HTTP (each label inside its observation by default, the way the in-process
@@ -10,10 +10,11 @@ serving's champion every 20 ms, and reports:
   events the system stored (they must agree within 0.5 points; being deterministic, they should
   agree exactly, and the replay must reproduce every model's artifact hash);
 - the in-process learner with labels on arrival (no delay): what the delay costs;
-- sustained events/s end to end: from the first request to serving answering with the model that
-  learned the last label;
+- sustained events/s end to end: from the first request to serving answering with the last model
+  published (the rows after the last publish point are learned but not yet in a model);
 - freshness: for each label request, the time from ingest accepting it to serving first answering
-  with a model that learned it (p50, p95, max).
+  with a model that learned it (p50, p95, max). Measure it with `--rate` below the end-to-end
+  capacity: past capacity a backlog builds and any latency grows with the length of the run.
 """
 
 from __future__ import annotations
@@ -105,17 +106,18 @@ def freshness(
     last_position = {m.model_version: m.last_position for m in models}
     delays, unserved = [], 0
     for accepted_at, position in label_batches:
-        served = [
-            t for t, v in seen if t >= accepted_at - 1 and last_position.get(v, -1) >= position
-        ]
+        # No model that learned a label can be served before the label was accepted.
+        served = [t for t, v in seen if t >= accepted_at and last_position.get(v, -1) >= position]
         if served:
-            delays.append(max(0.0, served[0] - accepted_at))
+            delays.append(served[0] - accepted_at)
         else:
             unserved += 1
     return delays, unserved
 
 
-async def run(rows: list[dict], batch: int, label_delay: int, workdir: Path) -> dict:
+async def run(
+    rows: list[dict], batch: int, label_delay: int, workdir: Path, rate: float | None
+) -> dict:
     store_url = f"sqlite+aiosqlite:///{workdir / 'events.db'}"
     stack = Stack(workdir, store_url=store_url)
     await stack.start()
@@ -131,16 +133,21 @@ async def run(rows: list[dict], batch: int, label_delay: int, workdir: Path) -> 
             label_delay=max(label_delay, 0),
             inline_labels=label_delay < 0,
             progress=True,
+            rate=rate,
         )
         status = await wait_until_learned(stack.url("trainer"), TASK, streamed.labels, timeout=300)
         models = await stored_models(store_url)
-        # End to end: until serving answers with the last model (or times out after 30 s).
-        deadline = time.monotonic() + 30
+        if not models:
+            raise RuntimeError("the system published no model: nothing to measure")
+        # End to end: until serving answers with the last model published.
+        deadline = time.monotonic() + 60
         while not seen or seen[-1][1] != models[-1].model_version:
             if time.monotonic() > deadline:
-                break
+                raise RuntimeError(
+                    f"serving did not answer with v{models[-1].model_version} within 60 s"
+                )
             await asyncio.sleep(0.02)
-        finished = seen[-1][0] if seen else time.monotonic()
+        finished = seen[-1][0]
     finally:
         stop.set()
         await watcher
@@ -154,8 +161,9 @@ async def run(rows: list[dict], batch: int, label_delay: int, workdir: Path) -> 
         "hashes_match": replay_hashes == [m.artifact_sha256 for m in models],
         "models": len(models),
         "served_versions": len({v for _, v in seen}),
-        "end_to_end_events_per_s": (streamed.observations + streamed.labels) / (finished - started),
-        "ingest_events_per_s": (streamed.observations + streamed.labels) / streamed.seconds,
+        "events": (events := streamed.observations + (0 if label_delay < 0 else streamed.labels)),
+        "end_to_end_events_per_s": events / (finished - started),
+        "ingest_events_per_s": events / streamed.seconds,
         "delays": delays,
         "unserved": unserved,
     }
@@ -171,10 +179,14 @@ def report(
         if args.label_delay < 0
         else f"each label {args.label_delay} request(s) of {args.batch} rows after its observation"
     )
+    rate = f" --rate {args.rate:g}" if args.rate else ""
+    pace = (
+        f"offered at {args.rate:,.0f} rows/s" if args.rate else "sent as fast as ingest takes them"
+    )
     lines = [
         f"Command: `python bench/system.py --rows {rows} --batch {args.batch} "
-        f"--label-delay {args.label_delay}` ({date.today().isoformat()}). {rows:,} rows, "
-        f"{result['streamed'].observations + result['streamed'].labels:,} events; {labels}.",
+        f"--label-delay {args.label_delay}{rate}` ({date.today().isoformat()}). {rows:,} rows, "
+        f"{result['events']:,} events; {labels}; {pace}.",
         "",
         "| figure | value |",
         "| --- | --- |",
@@ -210,16 +222,19 @@ def main(argv: list[str]) -> int:
         default=-1,
         help="requests a label arrives after its observation (-1: inside the observation)",
     )
+    parser.add_argument("--rate", type=float, default=None, help="rows per second offered")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args(argv)
     rows = read_rows(find_elec(), args.rows)
     immediate = immediate_labels_accuracy(rows)
     with tempfile.TemporaryDirectory(prefix="continuo-bench-") as tmp:
-        result = asyncio.run(run(rows, args.batch, args.label_delay, Path(tmp)))
+        result = asyncio.run(run(rows, args.batch, args.label_delay, Path(tmp), args.rate))
     text = report(result, immediate, args, len(rows))
     print(text)
     if not args.no_write:
-        write_section("System (bench/system.py)", text)
+        mode = "labels inside observations" if args.label_delay < 0 else "late labels"
+        mode += f", {args.rate:,.0f} rows/s offered" if args.rate else ", as fast as it goes"
+        write_section(f"System (bench/system.py, {mode})", text)
     return 0
 
 

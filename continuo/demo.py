@@ -97,9 +97,11 @@ async def stream_elec(
     label_delay: int = 1,
     progress: bool = True,
     inline_labels: bool = False,
+    rate: float | None = None,
 ) -> StreamResult:
     """Post rows as observations in batches, and each batch's labels `label_delay` batches on
-    (or, with `inline_labels`, each label inside its observation)."""
+    (or, with `inline_labels`, each label inside its observation). With `rate`, rows are sent no
+    faster than that many per second (an offered load, for latency measurements)."""
     result = StreamResult()
     started = time.monotonic()
     waiting: deque[list[dict[str, Any]]] = deque()
@@ -131,6 +133,10 @@ async def stream_elec(
                 )
                 while len(waiting) > label_delay:
                     await _post_labels(client, task, waiting.popleft(), result)
+            if rate:
+                ahead = result.observations / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
             done = result.observations / len(rows)
             if progress and done >= next_report:
                 rate = (result.observations + result.labels) / (time.monotonic() - started)

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping, Sequence
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
 
@@ -112,23 +113,23 @@ class TaskSpec(BaseModel):
             raise ValueError("a task needs at least one feature")
         return features
 
-    @property
+    @cached_property
     def version(self) -> str:
         """Content hash of the spec: its identity as a pipeline version."""
         canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
-    @property
+    @cached_property
     def model_features(self) -> tuple[Feature, ...]:
         """The columns the model learns from, in order."""
         extra = self.sensitive if self.sensitive_as_features else ()
         return self.features + tuple(f for f in extra if f.name not in self.feature_names)
 
-    @property
+    @cached_property
     def feature_names(self) -> tuple[str, ...]:
         return tuple(f.name for f in self.features)
 
-    @property
+    @cached_property
     def input_features(self) -> tuple[Feature, ...]:
         """Every column an observation must carry: features, then sensitive attributes."""
         return self.features + tuple(f for f in self.sensitive if f.name not in self.feature_names)
