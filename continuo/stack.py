@@ -36,7 +36,6 @@ class Stack:
     workdir: Path
     store_url: str
     bootstrap: str | None = None
-    redis_url: str | None = None
     log_to_files: bool = True
     env_overrides: dict[str, str] = field(default_factory=dict)
     broker: EmbeddedBroker | None = None
@@ -69,8 +68,6 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             **self.env_overrides,
         }
-        if self.redis_url:
-            env["REDIS_URL"] = self.redis_url
         for service, port in self.ports.items():
             env[f"{service.upper()}_PORT"] = str(port)
         return env

@@ -3,7 +3,8 @@
 Routes only translate: read the body (within limits), call the pure rules in `records`, append the
 envelopes in one atomic store append, answer. Errors map to one status each: unknown task 404,
 malformed body 400, too large 413, wrong content type 415, invalid records 422 (nothing stored),
-store unavailable 503 (nothing stored; retry the same request, its ids make it idempotent).
+store unavailable 503 (nothing stored; retry the same request: records that carry an `event_id`
+are stored once however often they are sent, records without one get fresh ids each time).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The whole loop with the four services as separate processes: ingest -> store -> Kafka ->
-trainer -> governance -> serving, on the embedded broker, PostgreSQL and Redis."""
+trainer -> governance -> serving, on the embedded broker and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ async def test_posted_labelled_records_become_a_model_that_serving_answers_with(
     pg_url: str, tmp_path: Path
 ):
     rows = read_rows(find_elec(), limit=2000)
-    stack = Stack(tmp_path, store_url=pg_url, redis_url="redis://127.0.0.1:6379/0")
+    stack = Stack(tmp_path, store_url=pg_url)
     await stack.start()
     try:
         streamed = await stream_elec(
