@@ -190,47 +190,78 @@ class _NoDeadLetters:
         return None
 
 
-async def _apply(table: ModelTable, envelope: Envelope) -> None:
-    """Apply one event off the event loop (decoding a model takes a while); log what happened."""
-    try:
-        outcome = await asyncio.to_thread(table.apply, envelope)
-    except Exception:  # noqa: BLE001 - the old champion keeps serving; the failure is logged
-        log.exception("serving.apply_failed", event_id=str(envelope.event_id), type=envelope.type)
-        return
-    if outcome != "ignored":
-        log.info(
-            "serving.event_applied",
-            event_id=str(envelope.event_id),
-            type=envelope.type,
-            task=envelope.payload.get("task"),
-            stream_version=envelope.stream_version,
-            outcome=str(outcome),
-        )
+class Deployments:
+    """Keeps the model table in step with the deployment stream, from the store and from Kafka.
 
+    Applying an event can fail for a while (the artifact volume is away, a file is being
+    copied): the newest failed event of each task is kept and retried in the background, the
+    old champion keeps serving meanwhile, and /readyz says the replica is behind until it loads.
+    """
 
-async def load_current(store: EventStore, table: ModelTable) -> None:
-    """Bring the table up to the store: each task's newest spec and newest deployment decision."""
-    for task in await registered_tasks(store):
-        specs = await store.read_stream(task_stream(task))
-        if specs:
-            await _apply(table, specs[-1])
-        deciding = newest_deployment(await store.read_stream(deployment_stream(task)))
-        if deciding is not None:
-            await _apply(table, deciding)
+    def __init__(self, table: ModelTable) -> None:
+        self.table = table
+        self.failed: dict[str, Envelope] = {}
 
+    async def apply(self, envelope: Envelope) -> bool:
+        """Apply one event off the event loop (decoding a model takes a while)."""
+        task = str(envelope.payload.get("task"))
+        try:
+            outcome = await asyncio.to_thread(self.table.apply, envelope)
+        except Exception:  # noqa: BLE001 - the old champion keeps serving; retried below
+            log.exception("serving.apply_failed", event_id=str(envelope.event_id), task=task)
+            kept = self.failed.get(task)
+            if kept is None or (kept.stream_version or 0) <= (envelope.stream_version or 0):
+                self.failed[task] = envelope
+            return False
+        kept = self.failed.get(task)
+        if kept is not None and (kept.stream_version or 0) <= (envelope.stream_version or 0):
+            del self.failed[task]  # applied, or superseded by a newer decision
+        if outcome != "ignored":
+            log.info(
+                "serving.event_applied",
+                event_id=str(envelope.event_id),
+                type=envelope.type,
+                task=task,
+                stream_version=envelope.stream_version,
+                outcome=str(outcome),
+            )
+        return True
 
-async def follow(consumer: EnvelopeConsumer, table: ModelTable) -> None:
-    """Apply deployment and task events from Kafka as they arrive."""
-    try:
-        async for batch in consumer.batches(max_records=100):
-            for envelope in batch:
-                await _apply(table, envelope)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        # /readyz now reports the consumer down; the models in memory keep serving.
-        log.exception("serving.consumer_failed")
-        raise
+    def behind(self) -> str | None:
+        if not self.failed:
+            return None
+        tasks = ", ".join(sorted(self.failed))
+        return f"could not load the newest deployment of {tasks}; retrying"
+
+    async def load_current(self, store: EventStore) -> None:
+        """Bring the table up to the store: each task's newest spec and deployment decision."""
+        for task in await registered_tasks(store):
+            specs = await store.read_stream(task_stream(task))
+            if specs:
+                await self.apply(specs[-1])
+            deciding = newest_deployment(await store.read_stream(deployment_stream(task)))
+            if deciding is not None:
+                await self.apply(deciding)
+
+    async def follow(self, consumer: EnvelopeConsumer) -> None:
+        """Apply deployment and task events from Kafka as they arrive."""
+        try:
+            async for batch in consumer.batches(max_records=100):
+                for envelope in batch:
+                    await self.apply(envelope)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # /readyz now reports the consumer down; the models in memory keep serving.
+            log.exception("serving.consumer_failed")
+            raise
+
+    async def retry_failed(self, interval: float = 2.0) -> None:
+        """Retry the events that failed to apply, until they load or are superseded."""
+        while True:
+            await asyncio.sleep(interval)
+            for envelope in list(self.failed.values()):
+                await self.apply(envelope)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -296,6 +327,7 @@ class ServingState:
     table: ModelTable
     recorder: PredictionRecorder
     consumer: EnvelopeConsumer
+    deployments: Deployments
     follower: asyncio.Task[None] | None = None
     loaded: bool = False
 
@@ -306,7 +338,7 @@ class ServingState:
             return "deployment consumer not running"
         if not self.recorder.alive:
             return "prediction recorder not running"
-        return None
+        return self.deployments.behind()
 
 
 def _state(request: Request) -> ServingState:
@@ -435,11 +467,14 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     recorder.start()
     stack.push_async_callback(recorder.close)  # runs before runtime.stop closes the store
 
-    state = ServingState(settings, runtime, table, recorder, consumer)
-    await load_current(runtime.store, table)
+    deployments = Deployments(table)
+    state = ServingState(settings, runtime, table, recorder, consumer, deployments)
+    await deployments.load_current(runtime.store)
     state.loaded = True
-    state.follower = asyncio.create_task(follow(consumer, table), name="serving:deployments")
+    state.follower = asyncio.create_task(deployments.follow(consumer), name="serving:deployments")
     stack.push_async_callback(_cancel, state.follower)
+    retrying = asyncio.create_task(deployments.retry_failed(), name="serving:retry")
+    stack.push_async_callback(_cancel, retrying)
     log.info("serving.started", tasks=len(table.tasks()), port=settings.port)
     return state
 

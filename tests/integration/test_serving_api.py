@@ -16,7 +16,7 @@ import numpy as np
 from services.serving.app import create_app
 from services.serving.settings import ServingSettings
 from shared import model_codec
-from shared.artifacts import FileArtifactStore
+from shared.artifacts import FileArtifactStore, sha256
 from shared.bus import KafkaPublisher, ensure_topics
 from shared.events.envelope import Payload, new_event
 from shared.events.types import (
@@ -311,3 +311,35 @@ async def test_every_served_prediction_is_recorded_in_the_store(
             assert (data.entity_id, data.label) == served[str(data.prediction_id)]
             assert data.model_version == 1 and data.features == RECORD
             assert data.probability > 0.5
+
+
+async def test_a_model_that_cannot_load_yet_keeps_the_old_champion_and_is_retried(
+    sqlite_url: str, kafka: str, tmp_path: Path
+):
+    async with world(sqlite_url, kafka, tmp_path) as w:
+        await w.promote(1, tiny_model(w.spec), publish=False)
+        async with serving(w.settings) as client:
+            # Version 2's artifact is not in the store yet (a copy still on its way).
+            late = tiny_model(w.spec, flip=True)
+            await w.decide(
+                ModelPromoted(
+                    task=w.task,
+                    model_version=2,
+                    artifact_sha256=sha256(late),
+                    previous_version=1,
+                    reason="test",
+                    decided_by="tests",
+                )
+            )
+
+            async def behind() -> bool:
+                ready = await client.get("/readyz")
+                return ready.status_code == 503 and "could not load" in ready.text
+
+            await eventually(behind, timeout=15)
+            answered = await client.post(f"/v1/tasks/{w.task}/predict", json={"features": RECORD})
+            assert answered.json()["model_version"] == 1  # the old champion keeps serving
+
+            w.artifacts.put(late)  # the file arrives
+            await eventually(version_becomes(client, w.task, 2), timeout=15)
+            assert (await client.get("/readyz")).status_code == 200
