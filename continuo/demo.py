@@ -139,9 +139,9 @@ async def stream_elec(
                     await asyncio.sleep(ahead)
             done = result.observations / len(rows)
             if progress and done >= next_report:
-                rate = (result.observations + result.labels) / (time.monotonic() - started)
+                sent = (result.observations + result.labels) / (time.monotonic() - started)
                 print(
-                    f"  streamed {done:4.0%}  {result.observations:>6} rows  {rate:,.0f} events/s"
+                    f"  streamed {done:4.0%}  {result.observations:>6} rows  {sent:,.0f} events/s"
                 )
                 next_report += 0.1
         while waiting:
@@ -162,7 +162,8 @@ async def wait_until_learned(
     deadline = time.monotonic() + timeout
     while True:
         status = await trainer_status(trainer_url, task)
-        if status.get("learned", 0) >= labels:
+        # `settled`: no batch in flight, so every model built from these labels is stored.
+        if status.get("learned", 0) >= labels and status.get("settled"):
             return status
         if time.monotonic() > deadline:
             raise TimeoutError(

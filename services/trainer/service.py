@@ -59,6 +59,7 @@ class Trainer:
         self._lock = asyncio.Lock()
         self.models_emitted = 0
         self.retry_delay = 1.0  # after a failed batch, before the next (the store may be down)
+        self._status: dict[str, dict[str, object]] = {}
         # Per task: deployment stream version read so far, and when it was last looked at.
         self._deployments: dict[str, tuple[int, float]] = {}
 
@@ -80,6 +81,7 @@ class Trainer:
                         log.warning("trainer.unknown_task", task=task, events=len(events))
                         continue
                     await self._apply(core, events)
+                    self._snapshot(core)
                 except Exception:
                     self._cores.pop(task, None)
                     log.exception("trainer.batch_failed", task=task, events=len(events))
@@ -182,13 +184,17 @@ class Trainer:
                 detail="observations recorded under another spec version were not learned",
             )
 
-    def status(self) -> dict[str, object]:
-        return {
-            task: {
-                "last_position": core.last_position,
-                "model_version": core.model_version,
-                "learned": core.n_learned_total,
-                "metrics": core.learner.metrics,
-            }
-            for task, core in self._cores.items()
+    def _snapshot(self, core: TaskTraining) -> None:
+        """Record a task's figures once a batch is applied and stored (read by `status`)."""
+        self._status[core.spec.name] = {
+            "last_position": core.last_position,
+            "model_version": core.model_version,
+            "learned": core.n_learned_total,
+            "metrics": dict(core.learner.metrics),
         }
+
+    def status(self) -> dict[str, dict[str, object]]:
+        """Per task: position, models and labels as stored, and whether a batch is in flight
+        (`settled` false: more may be learned or stored any moment)."""
+        settled = not self._lock.locked()
+        return {task: {**figures, "settled": settled} for task, figures in self._status.items()}
