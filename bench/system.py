@@ -10,8 +10,8 @@ serving's champion every 20 ms, and reports:
   events the system stored (they must agree within 0.5 points; being deterministic, they should
   agree exactly, and the replay must reproduce every model's artifact hash);
 - the in-process learner with labels on arrival (no delay): what the delay costs;
-- sustained events/s end to end: from the first request to serving answering with the last model
-  published (the rows after the last publish point are learned but not yet in a model);
+- sustained events/s end to end: from the first request until governance has decided on the last
+  model published and serving answers with the resulting champion;
 - freshness: for each label request, the time from ingest accepting it to serving first answering
   with a model that learned it (p50, p95, max). Measure it with `--rate` below the end-to-end
   capacity: past capacity a backlog builds and any latency grows with the length of the run.
@@ -44,7 +44,15 @@ from continuo.stack import Stack  # noqa: E402
 from services.trainer.core import TaskTraining  # noqa: E402
 from services.trainer.learner import OnlineLearner  # noqa: E402
 from shared.artifacts import sha256  # noqa: E402
-from shared.events.types import ModelTrained, data_stream, model_stream  # noqa: E402
+from shared.events.types import (  # noqa: E402
+    ModelPromoted,
+    ModelRolledBack,
+    ModelTrained,
+    PromotionRefused,
+    data_stream,
+    deployment_stream,
+    model_stream,
+)
 from shared.registry import registered_tasks  # noqa: E402
 from shared.store.sql import open_event_store  # noqa: E402
 
@@ -70,6 +78,32 @@ async def stored_models(store_url: str) -> list[ModelTrained]:
     models = [e.data() for e in await store.read_stream(model_stream(TASK))]
     await store.close()
     return [m for m in models if isinstance(m, ModelTrained)]
+
+
+async def final_champion(store_url: str, last_version: int, timeout: float) -> int:
+    """The champion once governance has decided on `last_version` (promoted or refused)."""
+    store = open_event_store(store_url)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            decisions = [e.data() for e in await store.read_stream(deployment_stream(TASK))]
+            decided = {
+                d.model_version
+                for d in decisions
+                if isinstance(d, ModelPromoted | ModelRolledBack | PromotionRefused)
+            }
+            if last_version in decided:
+                promoted = [
+                    d.model_version
+                    for d in decisions
+                    if isinstance(d, ModelPromoted | ModelRolledBack)
+                ]
+                return promoted[-1]
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"governance did not decide on v{last_version} in {timeout} s")
+            await asyncio.sleep(0.05)
+    finally:
+        await store.close()
 
 
 async def replay_in_process(store_url: str) -> tuple[float, list[str]]:
@@ -139,13 +173,13 @@ async def run(
         models = await stored_models(store_url)
         if not models:
             raise RuntimeError("the system published no model: nothing to measure")
-        # End to end: until serving answers with the last model published.
+        # End to end: until governance has decided on the last model published and serving
+        # answers with the champion that leaves (the last model itself, unless it was refused).
+        champion = await final_champion(store_url, models[-1].model_version, timeout=60)
         deadline = time.monotonic() + 60
-        while not seen or seen[-1][1] != models[-1].model_version:
+        while not seen or seen[-1][1] != champion:
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"serving did not answer with v{models[-1].model_version} within 60 s"
-                )
+                raise RuntimeError(f"serving did not answer with champion v{champion} in 60 s")
             await asyncio.sleep(0.02)
         finished = seen[-1][0]
     finally:
@@ -198,7 +232,7 @@ def report(
         f"| model versions / versions serving answered with | {result['models']} / "
         f"{result['served_versions']} |",
         f"| ingest over HTTP | {result['ingest_events_per_s']:,.0f} events/s |",
-        f"| end to end (first request → serving on the last model) | "
+        f"| end to end (first request → last model decided, serving its champion) | "
         f"{result['end_to_end_events_per_s']:,.0f} events/s |",
         f"| in-process learner alone (same run) | {immediate[1]:,.0f} labelled events/s |",
         f"| freshness p50 / p95 / max (label accepted → serving answers with a model that "

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from shared.broker import EmbeddedBroker, free_port, start_broker_ready
+from shared.broker import EmbeddedBroker, die_with_parent, free_port, start_broker_ready
 from shared.store.migrate import upgrade_async
 
 SERVICES = ("ingest", "trainer", "governance", "serving")
@@ -90,6 +90,7 @@ class Stack:
                 stdout=output,
                 stderr=subprocess.STDOUT if output else None,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         try:
             await asyncio.gather(*(self._ready(n, ready_timeout) for n in SERVICES))

@@ -93,9 +93,10 @@ class EmbeddedBroker:
             self.process.wait(timeout)
 
 
-def _die_with_parent() -> None:
-    """On Linux, have the kernel stop the broker when the process that started it dies (an
-    interrupted test run or demo must not leave a broker behind). Elsewhere, a no-op."""
+def die_with_parent() -> None:
+    """For `preexec_fn`: on Linux, have the kernel stop a child process (the broker, a service)
+    when the process that started it dies, so an interrupted test run or demo leaves nothing
+    behind. Elsewhere, a no-op."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -114,7 +115,7 @@ def start_broker(port: int | None = None, log_path: Path | None = None) -> Embed
         stderr=subprocess.STDOUT,
         env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         start_new_session=True,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,
     )
     log.info("broker.started", bootstrap=f"127.0.0.1:{port}", pid=process.pid)
     return EmbeddedBroker(process, f"127.0.0.1:{port}", log_path)

@@ -93,6 +93,9 @@ class Governance:
         self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._queues: dict[str, asyncio.Queue[Envelope]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
+        # Each model's audit and decision is tried this often, waiting 0.5 s, 1 s, 2 s... between.
+        self.attempts = 4
+        self.retry_delay = 0.5
         self._as_of: OrderedDict[int, AsyncEngine] = OrderedDict()
         # Wall time of each candidate audit (seconds): reading the window, predicting, the maths.
         self.audit_seconds: list[float] = []
@@ -161,13 +164,29 @@ class Governance:
         while True:
             envelope = await queue.get()
             try:
-                await self.process(envelope)
-            except Exception:  # noqa: BLE001 - logged; the next start-up resumes undecided models
-                log.exception(
-                    "governance.process_failed", task=task, event_id=str(envelope.event_id)
-                )
+                await self._process_with_retries(task, envelope)
             finally:
                 queue.task_done()
+
+    async def _process_with_retries(self, task: str, envelope: Envelope) -> None:
+        """Audit and decide, retrying a failure (the store blinked, a concurrent decision won):
+        processing is idempotent, its events have derived ids. After the last attempt the model
+        is left undecided for the next start-up's `resume`, so one bad model cannot block the
+        task's queue."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                await self.process(envelope)
+                return
+            except Exception:  # noqa: BLE001 - logged with its traceback, then retried
+                log.exception(
+                    "governance.process_failed",
+                    task=task,
+                    event_id=str(envelope.event_id),
+                    attempt=attempt,
+                    of=self.attempts,
+                )
+                if attempt < self.attempts:
+                    await asyncio.sleep(self.retry_delay * 2 ** (attempt - 1))
 
     async def idle(self) -> None:
         """Wait until every queued model has been audited and decided (for tests and tools)."""
