@@ -81,6 +81,13 @@ class Conflict(Exception):
         self.reasons = list(reasons)
 
 
+async def _dispose_later(engine: AsyncEngine, grace: float) -> None:
+    try:
+        await asyncio.sleep(grace)
+    finally:
+        await engine.dispose()
+
+
 class Governance:
     def __init__(
         self, runtime: Runtime, engine: AsyncEngine, settings: GovernanceSettings | None = None
@@ -97,6 +104,8 @@ class Governance:
         self.attempts = 4
         self.retry_delay = 0.5
         self._as_of: OrderedDict[int, AsyncEngine] = OrderedDict()
+        self._as_of_lock = asyncio.Lock()
+        self._retiring: set[asyncio.Task[None]] = set()
         # Wall time of each candidate audit (seconds): reading the window, predicting, the maths.
         self.audit_seconds: list[float] = []
 
@@ -127,19 +136,27 @@ class Governance:
         }
 
     async def as_of(self, position: int) -> AsyncEngine:
-        """The projections as of a store position, built in a throwaway in-memory SQLite."""
-        if position in self._as_of:
-            self._as_of.move_to_end(position)
-            return self._as_of[position]
-        engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
-        async with engine.begin() as conn:
-            await conn.run_sync(metadata.create_all)
-            await replay_into(conn, self.store, until=position)
-        self._as_of[position] = engine
-        while len(self._as_of) > 4:  # events up to a position never change: keep a few
-            _, old = self._as_of.popitem(last=False)
-            await old.dispose()
-        return engine
+        """The projections as of a store position, built in a throwaway in-memory SQLite.
+
+        One build at a time (a build replays the store: concurrent requests for new positions
+        queue instead of multiplying that work); the last few are kept, since the events up to
+        a position never change. An evicted one is closed after a grace period, not under a
+        request that may still be reading it."""
+        async with self._as_of_lock:
+            if position in self._as_of:
+                self._as_of.move_to_end(position)
+                return self._as_of[position]
+            engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
+            async with engine.begin() as conn:
+                await conn.run_sync(metadata.create_all)
+                await replay_into(conn, self.store, until=position)
+            self._as_of[position] = engine
+            while len(self._as_of) > 4:
+                _, old = self._as_of.popitem(last=False)
+                retiring = asyncio.create_task(_dispose_later(old, grace=30.0))
+                self._retiring.add(retiring)
+                retiring.add_done_callback(self._retiring.discard)
+            return engine
 
     async def close(self) -> None:
         for worker in self._workers.values():
@@ -149,6 +166,8 @@ class Governance:
                 await worker
         for engine in self._as_of.values():
             await engine.dispose()
+        for retiring in list(self._retiring):
+            retiring.cancel()
 
     # -- the per-task work queue --------------------------------------------------------------
 
