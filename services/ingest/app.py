@@ -208,6 +208,16 @@ async def _store_call(call: Callable[[], Any]) -> Any:
 async def _append(
     store: EventStore, task: str, events: Sequence[Envelope], correlation_id: uuid.UUID
 ) -> Response:
+    # An id already naming an event of another stream (a client UUID reused for another task)
+    # would be reported as a duplicate and not stored: refuse it by index instead.
+    known = await _store_call(lambda: store.get(e.event_id for e in events))
+    clashes = [
+        records.RecordIssue(i, f"event_id {e.event_id} already names an event of another stream")
+        for i, e in enumerate(events)
+        if e.event_id in known and known[e.event_id].stream_id != e.stream_id
+    ]
+    if clashes:
+        raise records.RecordsInvalid(clashes, len(events))
     appended = await _store_call(lambda: store.append(events))
     duplicates = sum(a.duplicate for a in appended)
     log.info(

@@ -281,3 +281,32 @@ async def test_a_store_outage_is_unavailable_and_the_retry_is_stored(ingest: Ing
         await engine.dispose()
     retry = await post(ingest, rows)
     assert retry.status_code == 202 and retry.json()["accepted"] == 1
+
+
+async def test_a_client_uuid_already_used_by_another_task_is_refused_not_dropped(
+    sqlite_url: str, kafka: str, tmp_path: Path
+):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    elec = (REPO_ROOT / "tasks" / "elec.yaml").read_text()
+    (tasks / "elec.yaml").write_text(elec)
+    (tasks / "elec2.yaml").write_text(elec.replace("name: elec", "name: elec2"))
+    settings = IngestSettings(
+        environment="test",
+        store_url=sqlite_url,
+        kafka_bootstrap_servers=kafka,
+        tasks_dir=tasks,
+        artifacts_dir=tmp_path / "artifacts",
+    )
+    app = create_app(settings)
+    key = str(uuid.uuid4())
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://ingest") as http:
+            first = await http.post("/v1/tasks/elec/observations", json=[record(event_id=key)])
+            assert first.status_code == 202
+            again = await http.post("/v1/tasks/elec/observations", json=[record(event_id=key)])
+            assert again.status_code == 202 and again.json()["duplicates"] == 1  # a retry
+            other = await http.post("/v1/tasks/elec2/observations", json=[record(event_id=key)])
+    assert other.status_code == 422
+    assert "already names an event of another stream" in other.json()["errors"][0]["error"]
