@@ -12,7 +12,7 @@ label is a duplicate too (the first label recorded for an observation stands).
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -212,22 +212,11 @@ def observation_events(
     """
     # The version hashes the whole spec: once per request, not once per record.
     version = spec.version
-    events: list[Envelope] = []
-    issues: list[RecordIssue] = []
-    first_index: dict[uuid.UUID, int] = {}
-    for index, record in enumerate(records):
-        try:
-            event = _observation(spec, version, record, producer, now, correlation_id)
-        except RecordError as exc:
-            issues.append(RecordIssue(index, str(exc)))
-            continue
-        first = first_index.setdefault(event.event_id, index)
-        if first != index:
-            issues.append(RecordIssue(index, f"event_id: repeats the event_id of record {first}"))
-        events.append(event)
-    if issues:
-        raise RecordsInvalid(issues, len(records))
-    return events
+    return _events_or_issues(
+        records,
+        lambda record: _observation(spec, version, record, producer, now, correlation_id),
+        lambda first: f"event_id: repeats the event_id of record {first}",
+    )
 
 
 def _observation(
@@ -302,18 +291,32 @@ def label_events(
 
     `observations` are the stored events the records refer to (see `labelled_observations`).
     """
+    return _events_or_issues(
+        records,
+        lambda record: _label(spec, record, observations, producer, now, correlation_id),
+        lambda first: f"observation_id: record {first} labels it already",
+    )
+
+
+def _events_or_issues(
+    records: Sequence[Mapping[str, Any]],
+    make: Callable[[Mapping[str, Any]], Envelope],
+    repeats: Callable[[int], str],
+) -> list[Envelope]:
+    """An event per record, or RecordsInvalid listing every record that failed and why
+    (including a record whose event id repeats an earlier record's, named by `repeats`)."""
     events: list[Envelope] = []
     issues: list[RecordIssue] = []
     first_index: dict[uuid.UUID, int] = {}
     for index, record in enumerate(records):
         try:
-            event = _label(spec, record, observations, producer, now, correlation_id)
+            event = make(record)
         except RecordError as exc:
             issues.append(RecordIssue(index, str(exc)))
             continue
         first = first_index.setdefault(event.event_id, index)
         if first != index:
-            issues.append(RecordIssue(index, f"observation_id: record {first} labels it already"))
+            issues.append(RecordIssue(index, repeats(first)))
         events.append(event)
     if issues:
         raise RecordsInvalid(issues, len(records))
