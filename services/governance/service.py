@@ -18,7 +18,7 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import structlog
@@ -537,14 +537,23 @@ class Governance:
         assert isinstance(data, ModelTrained)
         return data
 
-    async def approve(self, task: str, version: int, who: Principal, reason: str) -> dict[str, Any]:
-        """Record an approval; promote the version if that completes the policy's gate."""
+    @contextlib.asynccontextmanager
+    async def _deciding_on(
+        self, task: str, version: int
+    ) -> AsyncIterator[tuple[TaskSpec, ModelTrained, DeploymentState]]:
+        """A human decision on a version that is not the champion: its spec, its ModelTrained
+        and the deployment state, read and held under the task's lock."""
         spec = await self.spec(task)
         trained = await self._trained(task, version)
         async with self._task_locks[task]:
             state = await self.deployment_state(task)
             if state.champion == version:
                 raise Conflict([f"version {version} is already the champion"])
+            yield spec, trained, state
+
+    async def approve(self, task: str, version: int, who: Principal, reason: str) -> dict[str, Any]:
+        """Record an approval; promote the version if that completes the policy's gate."""
+        async with self._deciding_on(task, version) as (spec, trained, state):
             await self._append(
                 task,
                 ApprovalGranted(task=task, model_version=version, by=who.name, reason=reason),
@@ -602,12 +611,7 @@ class Governance:
 
     async def promote(self, task: str, version: int, who: Principal, reason: str) -> dict[str, Any]:
         """Promote by hand, through the same gate; a refusal is recorded and raised as Conflict."""
-        spec = await self.spec(task)
-        trained = await self._trained(task, version)
-        async with self._task_locks[task]:
-            state = await self.deployment_state(task)
-            if state.champion == version:
-                raise Conflict([f"version {version} is already the champion"])
+        async with self._deciding_on(task, version) as (spec, trained, state):
             if state.champion is not None and version < state.champion:
                 raise Conflict(
                     [
