@@ -145,6 +145,7 @@ class EnvelopeConsumer:
         group_id: str | None,
         dead_letters: Publisher,
         from_beginning: bool = True,
+        fetch_max_wait_ms: int = 100,
     ) -> None:
         self._consumer = AIOKafkaConsumer(
             *topics,
@@ -153,7 +154,7 @@ class EnvelopeConsumer:
             enable_auto_commit=False,
             auto_offset_reset="earliest" if from_beginning else "latest",
             max_partition_fetch_bytes=8 << 20,
-            fetch_max_wait_ms=100,
+            fetch_max_wait_ms=fetch_max_wait_ms,
         )
         self._group = group_id
         self._dead_letters = dead_letters

@@ -1,25 +1,26 @@
-"""The model format shared by trainer, serving and governance: a weighted blend of LightGBM models.
+"""The model format shared by trainer, serving and governance: a weighted blend of members.
 
 Bytes are compact JSON with sorted keys (deterministic for the same model)::
 
-    {"format": "continuo-lgbm/1",
-     "n_features": 6, "feature_names": ["period", ...] | null,
-     "members": [{"weight": 1.7, "model": "<LightGBM Booster.model_to_string()>"}, ...],
-     "bias": -0.2, "clip": 8.0,
-     "stream": null | {"inputs": ["last_label", "label_ewm"],
-                       "linear": {"last_label": 1.9, "residual": 6.1},
-                       "state": {"last_label": 1.0, "label_ewm": 0.75, "residual": 0.1}}}
+    {"format": "continuo-lgbm/2",
+     "n_features": 9, "feature_names": ["period", ..., "last_label", ...] | null,
+     "members": [{"weight": 0.7, "model": "<LightGBM Booster.model_to_string()>"},
+                 {"weight": 0.4, "linear": {"coef": [...], "intercept": -0.1,
+                                            "center": [...], "scale": [...], "z_clip": 5.0}}],
+     "bias": -0.2, "clip": 8.0}
 
 Prediction, in log-odds::
 
-    logit(x) = bias + sum_m weight_m * clip(raw_m(x ++ state[inputs]))
-                    + sum_k linear_k * state[k]
+    logit(x) = bias + sum_m weight_m * clip(raw_m(x))
 
-`stream` holds features computed from the labelled stream (the last label learned, an EWMA of
-labels, the blend's recent residual). Serving knows only a request's features, so a decoded model
-uses the stream state frozen when it was encoded, which is older than the trainer's by up to one
-publish interval. A caller that knows fresher state may pass it (`predict_proba(X, state=...)`
-or `with_state`). A model encoded with `stream: null` depends on the request's features only.
+where a LightGBM member's raw score is its summed trees and a linear member's is
+`intercept + sum_j coef_j * clip((x_j - center_j) / scale_j, +-z_clip)`. The columns of x are
+the task's model features followed by its online features (`TaskSpec.input_names`): a model holds
+no stream state, so whoever predicts (serving, the trainer, governance) passes the online features
+as of that moment, computed by `shared.features`.
+
+Version 1 (`continuo-lgbm/1`, before online features) is still read: its frozen stream state
+becomes constant extra inputs and a constant term, exactly as it predicted then.
 """
 
 from __future__ import annotations
@@ -27,12 +28,14 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import lightgbm as lgb
 import numpy as np
 
-FORMAT = "continuo-lgbm/1"
+FORMAT = "continuo-lgbm/2"
+FORMAT_V1 = "continuo-lgbm/1"
 _LOGIT_CLIP = 30.0
 
 
@@ -40,39 +43,70 @@ class ModelFormatError(ValueError):
     """The bytes are not a model this codec understands."""
 
 
+@dataclass(frozen=True)
+class LinearMember:
+    """A logistic model on standardised inputs: intercept + sum_j coef_j * z_j, where
+    z_j = (x_j - center_j) / scale_j, clipped to +-z_clip (one outlier cannot dominate)."""
+
+    coef: tuple[float, ...]
+    intercept: float
+    center: tuple[float, ...]
+    scale: tuple[float, ...]
+    z_clip: float
+
+    def _z(self, X: np.ndarray) -> np.ndarray:
+        z = (X - np.asarray(self.center)) / np.asarray(self.scale)
+        return np.clip(z, -self.z_clip, self.z_clip)
+
+    def raw(self, X: np.ndarray) -> np.ndarray:
+        return self._z(X) @ np.asarray(self.coef) + self.intercept
+
+    def contributions(self, X: np.ndarray) -> np.ndarray:
+        """Per-column terms (n, n_features); the intercept is left to the caller's bias."""
+        return self._z(X) * np.asarray(self.coef)
+
+    def as_doc(self) -> dict[str, Any]:
+        return {
+            "coef": [float(v) for v in self.coef],
+            "intercept": float(self.intercept),
+            "center": [float(v) for v in self.center],
+            "scale": [float(v) for v in self.scale],
+            "z_clip": float(self.z_clip),
+        }
+
+
+Member = str | lgb.Booster | LinearMember
+
+
 def encode(
     *,
     n_features: int,
-    members: Sequence[tuple[float, str | lgb.Booster]],
+    members: Sequence[tuple[float, Member]],
     bias: float = 0.0,
     feature_names: Sequence[str] | None = None,
-    stream: Mapping[str, Any] | None = None,
     clip: float | None = None,
 ) -> bytes:
-    """Encode a weighted blend of LightGBM boosters (or their model strings) as bytes."""
+    """Encode a weighted blend of LightGBM boosters (or their model strings) and linear members."""
     if feature_names is not None and len(feature_names) != n_features:
         raise ValueError("feature_names must name every feature")
+    docs = []
+    for weight, member in members:
+        if isinstance(member, LinearMember):
+            if not len(member.coef) == len(member.center) == len(member.scale) == n_features:
+                raise ValueError("a linear member needs one coefficient per feature")
+            docs.append({"weight": float(weight), "linear": member.as_doc()})
+        else:
+            text = member if isinstance(member, str) else member.model_to_string()
+            docs.append({"weight": float(weight), "model": text})
     doc = {
         "format": FORMAT,
         "n_features": int(n_features),
         "feature_names": list(feature_names) if feature_names is not None else None,
-        "members": [
-            {"weight": float(w), "model": m if isinstance(m, str) else m.model_to_string()}
-            for w, m in members
-        ],
+        "members": docs,
         "bias": float(bias),
         "clip": None if clip is None else float(clip),
-        "stream": None if stream is None else _stream_doc(stream),
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
-
-
-def _stream_doc(stream: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        "inputs": list(stream.get("inputs", ())),
-        "linear": {k: float(v) for k, v in stream.get("linear", {}).items()},
-        "state": {k: float(v) for k, v in stream.get("state", {}).items()},
-    }
 
 
 def decode(data: bytes) -> Predictor:
@@ -86,91 +120,102 @@ def _decode_cached(data: bytes) -> Predictor:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"not a Continuo model: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, FORMAT_V1):
         raise ModelFormatError(f"expected format {FORMAT!r}")
-    boosters = tuple(lgb.Booster(model_str=m["model"]) for m in doc["members"])
-    return Predictor(doc, boosters)
+    try:
+        members: list[tuple[float, lgb.Booster | LinearMember]] = []
+        for m in doc["members"]:
+            if "linear" in m:
+                lin = m["linear"]
+                member: lgb.Booster | LinearMember = LinearMember(
+                    tuple(lin["coef"]),
+                    float(lin["intercept"]),
+                    tuple(lin["center"]),
+                    tuple(lin["scale"]),
+                    float(lin["z_clip"]),
+                )
+            else:
+                member = lgb.Booster(model_str=m["model"])
+            members.append((float(m["weight"]), member))
+        return Predictor(doc, members)
+    except (KeyError, TypeError, ValueError, lgb.basic.LightGBMError) as exc:
+        raise ModelFormatError(f"malformed Continuo model: {exc}") from exc
 
 
 class Predictor:
-    """A decoded model. Column order of X: the task's model features, as encoded."""
+    """A decoded model. Columns of X: the task's model features, then its online features."""
 
     def __init__(
-        self,
-        doc: Mapping[str, Any],
-        boosters: Sequence[lgb.Booster],
-        state: Mapping[str, float] | None = None,
+        self, doc: Mapping[str, Any], members: Sequence[tuple[float, lgb.Booster | LinearMember]]
     ) -> None:
-        self._doc = doc
-        self._boosters = tuple(boosters)
-        self._weights = np.array([m["weight"] for m in doc["members"]], dtype=float)
+        self.format = str(doc["format"])
+        self._members = tuple(members)
         self.n_features = int(doc["n_features"])
-        stream = doc.get("stream") or {"inputs": [], "linear": {}, "state": {}}
-        self._inputs: list[str] = list(stream["inputs"])
-        self._linear: dict[str, float] = dict(stream["linear"])
-        self.state: dict[str, float] = dict(state if state is not None else stream["state"])
         self._bias = float(doc["bias"])
         self._clip = doc.get("clip")
         names = doc.get("feature_names") or [f"f{i}" for i in range(self.n_features)]
-        extra = self._inputs + [k for k in self._linear if k not in self._inputs]
-        # Columns of `contributions`: request features, stream features, then the bias.
-        self.feature_names: list[str] = list(names) + [f"stream:{k}" for k in extra]
+        self.feature_names: list[str] = list(names)
+        # Version 1 models: the stream state frozen in the file, as constant inputs and terms.
+        stream = doc.get("stream") or {"inputs": [], "linear": {}, "state": {}}
+        state = stream["state"]
+        self._constant_inputs = np.array([state[k] for k in stream["inputs"]], dtype=float)
+        self._bias += float(sum(w * state[k] for k, w in stream["linear"].items()))
 
-    def with_state(self, state: Mapping[str, float]) -> Predictor:
-        """The same model with fresher stream state (e.g. the trainer's latest last label)."""
-        return Predictor(self._doc, self._boosters, {**self.state, **state})
-
-    def _model_inputs(self, X: np.ndarray, state: Mapping[str, float]) -> np.ndarray:
+    def _inputs(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
-        if not self._inputs:
+        if not len(self._constant_inputs):
             return X
-        cols = np.array([state[k] for k in self._inputs], dtype=float)
-        return np.hstack([X, np.broadcast_to(cols, (len(X), len(cols)))])
+        extra = np.broadcast_to(self._constant_inputs, (len(X), len(self._constant_inputs)))
+        return np.hstack([X, extra])
 
-    def _linear_term(self, state: Mapping[str, float]) -> float:
-        return float(sum(w * state[k] for k, w in self._linear.items()))
+    def _raw(self, member: lgb.Booster | LinearMember, Xa: np.ndarray) -> np.ndarray:
+        if isinstance(member, LinearMember):
+            raw = member.raw(Xa[:, : self.n_features])
+        else:
+            raw = np.asarray(member.predict(Xa, raw_score=True, num_threads=1))
+        return raw if self._clip is None else np.clip(raw, -self._clip, self._clip)
 
-    def logits(self, X: np.ndarray, state: Mapping[str, float] | None = None) -> np.ndarray:
+    def logits(self, X: np.ndarray) -> np.ndarray:
         """Log-odds of class 1 for each row."""
-        state = self.state if state is None else {**self.state, **state}
-        Xa = self._model_inputs(X, state)
-        out = np.full(len(Xa), self._bias + self._linear_term(state))
-        for w, booster in zip(self._weights, self._boosters, strict=True):
-            raw = booster.predict(Xa, raw_score=True, num_threads=1)
-            if self._clip is not None:
-                raw = np.clip(raw, -self._clip, self._clip)
-            out += w * raw
+        Xa = self._inputs(X)
+        out = np.full(len(Xa), self._bias)
+        for weight, member in self._members:
+            out += weight * self._raw(member, Xa)
         return np.clip(out, -_LOGIT_CLIP, _LOGIT_CLIP)
 
-    def predict_proba(self, X: np.ndarray, state: Mapping[str, float] | None = None) -> np.ndarray:
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(class 1) for each row of X, shape (n,)."""
-        return 1.0 / (1.0 + np.exp(-self.logits(X, state)))
+        return 1.0 / (1.0 + np.exp(-self.logits(X)))
 
     def contributions(self, X: np.ndarray) -> np.ndarray:
-        """Per-feature contributions to the log-odds, shape (n, len(feature_names) + 1).
+        """Per-feature contributions to the log-odds, shape (n, n_features + 1).
 
-        LightGBM's TreeSHAP (`pred_contrib=True`) of each member, weighted by the member's weight;
-        stream features' linear terms added to their own columns; the last column is the bias
-        (members' expected values plus the blend's bias). Rows sum to `logits(X)` unless a member
-        score was clipped (|raw| > clip, rare) or the logit hit +-30. Without stream features the
-        shape is (n, n_features + 1).
+        LightGBM's TreeSHAP (`pred_contrib=True`) of each tree member and the exact terms of each
+        linear member, weighted by the member's weight; the last column is the bias (members'
+        expected values and intercepts plus the blend's bias). Rows sum to `logits(X)` unless a
+        member score was clipped (|raw| > clip, rare) or the logit hit +-30.
         """
-        Xa = self._model_inputs(X, self.state)
-        n_cols = len(self.feature_names)
-        out = np.zeros((len(Xa), n_cols + 1))
-        for w, booster in zip(self._weights, self._boosters, strict=True):
-            contrib = np.asarray(booster.predict(Xa, pred_contrib=True, num_threads=1))
-            out[:, : Xa.shape[1]] += w * contrib[:, :-1]
-            out[:, -1] += w * contrib[:, -1]
-        for k, w in self._linear.items():
-            out[:, self.feature_names.index(f"stream:{k}")] += w * self.state[k]
+        Xa = self._inputs(X)
+        n = self.n_features
+        out = np.zeros((len(Xa), n + 1))
+        for weight, member in self._members:
+            if isinstance(member, LinearMember):
+                out[:, :n] += weight * member.contributions(Xa[:, :n])
+                out[:, -1] += weight * member.intercept
+                continue
+            contrib = np.asarray(member.predict(Xa, pred_contrib=True, num_threads=1))
+            out[:, :n] += weight * contrib[:, :n]
+            # Version 1 constant inputs: their part joins the bias (they never vary).
+            out[:, -1] += weight * contrib[:, n:].sum(axis=1)
         out[:, -1] += self._bias
         return out
 
     def feature_importance(self) -> dict[str, float]:
-        """Total split gain per feature, summed over members weighted by |weight|."""
-        total = np.zeros(len(self.feature_names))
-        for w, booster in zip(self._weights, self._boosters, strict=True):
-            gain = booster.feature_importance(importance_type="gain")
-            total[: len(gain)] += abs(w) * gain
+        """Total split gain per feature over the tree members, weighted by |weight| (linear
+        members have no gain: their share of each prediction is in `contributions`)."""
+        total = np.zeros(self.n_features)
+        for weight, member in self._members:
+            if not isinstance(member, LinearMember):
+                gain = member.feature_importance(importance_type="gain")
+                total += abs(weight) * gain[: self.n_features]
         return {name: float(v) for name, v in zip(self.feature_names, total, strict=True)}

@@ -18,6 +18,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FeatureType = Literal["float", "int", "bool", "category"]
+OnlineKind = Literal["last_label", "label_mean", "label_age", "count", "mean", "deviation"]
+# Online features computed from labels: they carry one row's outcome into another row's inputs.
+LABEL_KINDS = frozenset({"last_label", "label_mean", "label_age"})
+# Online features computed from a numeric request feature over recent observations.
+SOURCE_KINDS = frozenset({"mean", "deviation"})
+_NAME = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$"
 # Integers beyond this lose precision as JSON numbers (and as model inputs): refused at the door.
 MAX_SAFE_INT = 2**53
 
@@ -40,6 +46,41 @@ class Feature(BaseModel):
         return self
 
 
+class OnlineFeature(BaseModel):
+    """A feature computed at prediction time from the task's earlier events (shared.features).
+
+    Kinds: `last_label` (the label of the newest labelled observation), `label_mean` (mean of the
+    last `window` labels recorded), `label_age` (observations since the newest labelled one),
+    `count` (observations before this one), `mean` (mean of `source` over the last `window`
+    observations) and `deviation` (the row's `source` minus that mean). `scope` says whose events
+    count: the row's entity's (`entity`) or the whole task's (`task`).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field(pattern=_NAME)
+    kind: OnlineKind
+    scope: Literal["entity", "task"] = "entity"
+    source: str | None = None
+    window: int | None = Field(None, ge=1, le=100_000)
+    # The value before there is any history (label kinds: 0.5, no information either way).
+    default: float | None = None
+
+    @model_validator(mode="after")
+    def _fields_fit_the_kind(self) -> OnlineFeature:
+        needs_source = self.kind in SOURCE_KINDS
+        if needs_source != (self.source is not None):
+            verb = "needs a" if needs_source else "takes no"
+            raise ValueError(f"online feature {self.name!r}: {self.kind} {verb} `source`")
+        needs_window = self.kind in SOURCE_KINDS or self.kind == "label_mean"
+        if needs_window != (self.window is not None):
+            verb = "needs a" if needs_window else "takes no"
+            raise ValueError(f"online feature {self.name!r}: {self.kind} {verb} `window`")
+        if self.default is not None and not math.isfinite(self.default):
+            raise ValueError(f"online feature {self.name!r}: default must be finite")
+        return self
+
+
 class Target(BaseModel):
     """The label column; Continuo learns binary classification, classes given in order (0, 1)."""
 
@@ -57,7 +98,13 @@ class AuditThresholds(BaseModel):
     equalized_odds_difference_max: float | None = None
     demographic_parity_difference_max: float | None = None
     demographic_parity_ratio_min: float | None = None
+    # Balanced accuracy ((TPR + TNR) / 2) at least this overall, and above 0.5 in every judged
+    # group: a constant answer scores 0.5 wherever both outcomes occur, so "flag everyone" can
+    # never pass as fair.
+    balanced_accuracy_min: float | None = Field(0.55, ge=0.0, le=1.0)
     min_group_size: int = 30
+    # A candidate is audited on labelled rows it never learned; it waits for at least this many.
+    min_rows: int = Field(200, ge=1)
 
 
 class PromotionPolicy(BaseModel):
@@ -74,6 +121,16 @@ class PromotionPolicy(BaseModel):
     require_approval: bool = False
     approvals_required: int = 1
     audit: AuditThresholds = AuditThresholds()
+
+
+class ServingPolicy(BaseModel):
+    """How serving treats this task's predictions by default (a request may say otherwise)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    # Log and wait: record every served row as an observation, so its label can name the
+    # prediction id and the trainer learns the row with exactly the inputs serving used.
+    record: bool = False
 
 
 class LearnerSpec(BaseModel):
@@ -100,6 +157,9 @@ class TaskSpec(BaseModel):
     # Attributes kept with every observation for audits; used as features only if allowed.
     sensitive: tuple[Feature, ...] = ()
     sensitive_as_features: bool = False
+    # Computed at prediction time from earlier events, identically by serving and the trainer.
+    online_features: tuple[OnlineFeature, ...] = ()
+    serving: ServingPolicy = ServingPolicy()
     learner: LearnerSpec = LearnerSpec()
     promotion: PromotionPolicy = PromotionPolicy()
 
@@ -113,10 +173,50 @@ class TaskSpec(BaseModel):
             raise ValueError("a task needs at least one feature")
         return features
 
+    @model_validator(mode="after")
+    def _online_features_fit(self) -> TaskSpec:
+        names = [f.name for f in self.input_features]
+        numeric = {f.name for f in self.model_features if f.type in ("float", "int")}
+        for online in self.online_features:
+            if online.name in names:
+                raise ValueError(f"online feature {online.name!r}: the name is already taken")
+            names.append(online.name)
+            if online.source is not None and online.source not in numeric:
+                raise ValueError(
+                    f"online feature {online.name!r}: source {online.source!r} is not a numeric "
+                    "model feature of this task"
+                )
+            # Rows of a task with sensitive attributes are people: one person's outcome must
+            # never become another person's input.
+            if self.sensitive and online.kind in LABEL_KINDS and online.scope != "entity":
+                raise ValueError(
+                    f"online feature {online.name!r}: a task with sensitive attributes describes "
+                    "people, so label-derived online features must have scope 'entity' (a "
+                    "task-wide one would feed one person's outcome into another's prediction)"
+                )
+        return self
+
+    def model_copy(
+        self, *, update: Mapping[str, Any] | None = None, deep: bool = False
+    ) -> TaskSpec:
+        """A copy, validated again: an edited spec is a new version, never the old one's hash."""
+        return TaskSpec.model_validate({**self.model_dump(), **(update or {})})
+
     @cached_property
     def version(self) -> str:
-        """Content hash of the spec: its identity as a pipeline version."""
-        canonical = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """Content hash of the spec: its identity as a pipeline version.
+
+        Fields added after the first release are left out while they hold their default, so a
+        spec that does not use them keeps the version it always had."""
+        doc = self.model_dump(mode="json")
+        for path, default in _ADDED_LATER:
+            *parents, leaf = path
+            holder = doc
+            for key in parents:
+                holder = holder[key]
+            if holder.get(leaf) == default:
+                del holder[leaf]
+        canonical = json.dumps(doc, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @cached_property
@@ -130,9 +230,32 @@ class TaskSpec(BaseModel):
         return tuple(f.name for f in self.features)
 
     @cached_property
+    def online_names(self) -> tuple[str, ...]:
+        return tuple(f.name for f in self.online_features)
+
+    @cached_property
+    def input_names(self) -> tuple[str, ...]:
+        """The model's columns, in order: model features, then online features."""
+        return tuple(f.name for f in self.model_features) + self.online_names
+
+    @cached_property
+    def entity_scoped(self) -> bool:
+        """Whether a prediction needs the row's entity (some online feature is per entity)."""
+        return any(f.scope == "entity" for f in self.online_features)
+
+    @cached_property
     def input_features(self) -> tuple[Feature, ...]:
         """Every column an observation must carry: features, then sensitive attributes."""
         return self.features + tuple(f for f in self.sensitive if f.name not in self.feature_names)
+
+
+# (path, default as JSON) of every spec field added after the first release (see `version`).
+_ADDED_LATER: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("online_features",), []),
+    (("serving",), {"record": False}),
+    (("promotion", "audit", "balanced_accuracy_min"), 0.55),
+    (("promotion", "audit", "min_rows"), 200),
+)
 
 
 class RecordError(ValueError):

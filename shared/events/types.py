@@ -9,9 +9,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
-from shared.events.envelope import Payload, event_type
+from shared.events.envelope import Payload, event_type, upcaster
 
 # Kafka topics. Observations and labels share one topic so a task's data arrives in store order.
 TOPIC_TASKS = "continuo.tasks"
@@ -65,15 +65,38 @@ class TaskRegistered(Payload):
     spec: dict[str, Any]
 
 
-@event_type("ObservationRecorded")
+class Served(BaseModel):
+    """What serving answered for a row it recorded as an observation (log and wait)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model_version: int
+    probability: float
+
+
+@event_type("ObservationRecorded", version=2)
 class ObservationRecorded(Payload):
-    """Features of one entity at one time, optionally with its label (class index)."""
+    """Features of one entity at one time, optionally with its label (class index).
+
+    A row recorded by serving (log and wait) carries the online-feature values it was predicted
+    with (`online`, by name) and what it was answered (`served`); its event id is the prediction
+    id, so its label can name either. Rows from ingest carry neither: whoever needs their online
+    features computes them from the events before them (shared.features).
+    """
 
     task: str
     pipeline_version: str
     entity_id: str
     features: dict[str, Any]
     label: int | None = None
+    online: dict[str, float] | None = None
+    served: Served | None = None
+
+
+@upcaster("ObservationRecorded", from_version=1)
+def _observation_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 had no log and wait: no online-feature values, nothing served."""
+    return {**payload, "online": None, "served": None}
 
 
 @event_type("LabelRecorded")
@@ -160,9 +183,13 @@ class ModelRolledBack(Payload):
     decided_by: str
 
 
-@event_type("PredictionServed")
+@event_type("PredictionServed", version=2)
 class PredictionServed(Payload):
-    """A prediction was returned to a caller: by which model version, for which input."""
+    """A prediction was returned to a caller: by which model version, for which input.
+
+    `online` holds the online-feature values the model was given; `recorded` says the row was
+    also recorded as an observation (log and wait; the observation's id is the prediction id).
+    """
 
     task: str
     prediction_id: uuid.UUID
@@ -171,6 +198,14 @@ class PredictionServed(Payload):
     features: dict[str, Any]
     probability: float
     label: Any
+    online: dict[str, float] = Field(default_factory=dict)
+    recorded: bool = False
+
+
+@upcaster("PredictionServed", from_version=1)
+def _prediction_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 predictions used no online features and were never recorded as observations."""
+    return {**payload, "online": {}, "recorded": False}
 
 
 @event_type("AuditCompleted")

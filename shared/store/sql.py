@@ -18,12 +18,15 @@ from typing import Any
 
 import orjson
 from sqlalchemy import event, func, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from shared.events.envelope import Envelope, Producer, utcnow
 from shared.store.port import ANY, Appended, ConcurrencyError
 from shared.store.schema import cursors, events
+
+# Failures of the store (or the network to it) that make a request retryable, not a bug.
+STORE_FAILURES = (SQLAlchemyError, OSError, TimeoutError, ConcurrencyError)
 
 # Any 64-bit constant; all Continuo appenders agree on it.
 _APPEND_LOCK_KEY = 0x0C0471_0E7E47

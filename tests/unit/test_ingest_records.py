@@ -231,7 +231,7 @@ def test_labels_for_unknown_observations_or_bad_values_are_listed(spec: TaskSpec
     assert sorted(issues) == [1, 2, 3, 4, 5]
     assert issues[1].startswith("unknown observation 'never-seen'")
     assert "label: 'up'" in issues[2]
-    assert "observation_id: is required" in issues[3]
+    assert "observation_id (or prediction_id): is required" in issues[3]
     assert "record 0 labels it already" in issues[4]
     assert issues[5].startswith("unknown observation 'o-2'")
 
@@ -255,4 +255,4 @@ def test_an_observation_payload_is_exactly_what_its_event_type_dumps(spec: TaskS
         assert event.payload == ObservationRecorded.model_validate(event.payload).model_dump(
             mode="json"
         )
-        assert event.type == "ObservationRecorded" and event.schema_version == 1
+        assert event.type == "ObservationRecorded" and event.schema_version == 2

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import lightgbm as lgb
 import numpy as np
 import pytest
 
+from services.trainer.members import OnlineLinear
 from shared.model_codec import ModelFormatError, decode, encode
 
 PARAMS = {"objective": "binary", "verbose": -1, "num_threads": 1, "deterministic": True}
@@ -43,25 +46,45 @@ def test_contributions_are_weighted_treeshap_with_the_bias_last() -> None:
     assert max(importance, key=importance.get) == "f0"
 
 
-def test_stream_state_is_part_of_the_model_and_can_be_refreshed() -> None:
-    model, _ = booster(3, n_features=4)  # the 4th column plays the stream's last label
-    data = encode(
-        n_features=3,
-        members=[(1.0, model)],
-        feature_names=["a", "b", "c"],
-        stream={
+def test_a_linear_member_predicts_and_explains_what_the_online_learner_computed() -> None:
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(400, 3)) * [1.0, 100.0, 0.01]
+    y = (X[:, 0] + X[:, 1] / 100 > 0).astype(int)
+    linear = OnlineLinear(3, [0.01])
+    for x, label in zip(X.tolist(), y.tolist(), strict=True):
+        linear.learn(x, label)
+    (snapshot,) = linear.snapshots()
+    tree, _ = booster(6)
+    predictor = decode(encode(n_features=3, members=[(0.5, tree), (2.0, snapshot)], bias=0.1))
+    probe = X[:10]
+    expected = 0.5 * tree.predict(probe, raw_score=True) + 2.0 * linear.raws(probe)[:, 0] + 0.1
+    assert np.allclose(predictor.logits(probe), expected)
+    assert np.allclose(predictor.contributions(probe).sum(axis=1), predictor.logits(probe))
+    # The next row's pre-learning score is what the snapshot says for it.
+    before = linear.raws(X[:1])[0, 0]
+    assert linear.learn(X[0].tolist(), 1)[0] == pytest.approx(before)
+
+
+def test_a_version_1_model_with_frozen_stream_state_still_predicts_as_it_did() -> None:
+    model, _ = booster(3, n_features=4)  # the 4th column was the stream's last label
+    doc = {
+        "format": "continuo-lgbm/1",
+        "n_features": 3,
+        "feature_names": ["a", "b", "c"],
+        "members": [{"weight": 1.0, "model": model.model_to_string()}],
+        "bias": 0.0,
+        "clip": None,
+        "stream": {
             "inputs": ["last_label"],
             "linear": {"last_label": 2.0},
-            "state": {"last_label": 0},
+            "state": {"last_label": 1.0},
         },
-    )
-    predictor = decode(data)
+    }
+    predictor = decode(json.dumps(doc).encode())
     x = np.array([[0.5, 0.5, 0.5]])
     expected = model.predict(np.array([[0.5, 0.5, 0.5, 1.0]]), raw_score=True) + 2.0
-    refreshed = predictor.with_state({"last_label": 1.0})
-    assert np.allclose(refreshed.logits(x), expected)
-    assert predictor.feature_names == ["a", "b", "c", "stream:last_label"]
-    assert predictor.contributions(x).shape == (1, 5)
+    assert np.allclose(predictor.logits(x), expected)
+    assert np.allclose(predictor.contributions(x).sum(axis=1), predictor.logits(x))
 
 
 def test_the_same_bytes_decode_to_the_same_cached_predictor() -> None:
