@@ -84,3 +84,30 @@ def retrain_every_accuracy(X: np.ndarray, y: np.ndarray, every: int = 5000, **kw
     proba = retrain_every_predictions(X, y, every=every, **kwargs)
     hits = (proba >= 0.5).astype(int) == np.asarray(y).astype(int)
     return float(hits[every:].mean()) if len(hits) > every else float(hits.mean())
+
+
+class FrozenBatch:
+    """The legacy practice as a row-by-row learner: LightGBM trained once, on the first `rows`
+    labelled rows it is given, then frozen. Before that it answers nothing (None)."""
+
+    def __init__(self, rows: int, seed: int = 7) -> None:
+        self.rows = rows
+        self.seed = seed
+        self._X: list[list[float]] = []
+        self._y: list[int] = []
+        self._booster: lgb.Booster | None = None
+
+    def predict_one(self, x: Mapping[int, float]) -> int | None:
+        if self._booster is None:
+            return None
+        row = np.array([[x[i] for i in range(len(x))]], dtype=float)
+        return int(self._booster.predict(row, num_threads=1)[0] >= 0.5)
+
+    def learn_one(self, x: Mapping[int, float], y: int) -> None:
+        if self._booster is not None:
+            return
+        self._X.append([x[i] for i in range(len(x))])
+        self._y.append(int(y))
+        if len(self._y) >= self.rows and len(set(self._y)) > 1:
+            self._booster = _fit(np.array(self._X), np.array(self._y), self.seed)
+            self._X, self._y = [], []

@@ -1,35 +1,40 @@
 """The trainer's pure core: one task's stream of data events in, model candidates and facts out.
 
 No Kafka, Faust or database here. The core is a deterministic function of the data events it is
-given, in store order: the same events give the same predictions, the same models (same bytes) and
+given, in stream order: the same events give the same predictions, the same models (same bytes) and
 the same event ids. That is how a restarted trainer recovers: it replays the task's stored events
 through a fresh core, and everything it emits again is a duplicate that the store ignores.
 
-Prequential evaluation: an observation is predicted when it arrives; when its label comes (with it,
-or later), the learner is scored on that earlier prediction and only then learns the row.
+Inputs: a row's model features, then its online features (`shared.features`): the values serving
+predicted it with when it recorded the row (log and wait), else the values the fold gives at the
+row's place in the stream. Either way the learner learns a row with exactly what a prediction of
+that row could have used, and never anything recorded after it.
+
+Two figures are kept. `served_*`: the accuracy of what serving answered, on rows it recorded (the
+headline). The learner's own (`accuracy`): each row predicted by the learner when the row arrived,
+before its label was known (prequential; a diagnostic, fresher than any published model).
 """
 
 from __future__ import annotations
 
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from services.trainer.metrics import PrequentialMetrics
 from shared.events.envelope import Envelope
-from shared.events.types import (
-    ConfigSwitched,
-    DriftDetected,
-    LabelRecorded,
-    ModelTrained,
-    ObservationRecorded,
-)
-from shared.tasks import TaskSpec, feature_vector
+from shared.events.types import ConfigSwitched, DriftDetected, ModelTrained
+from shared.features import DataEvent, OnlineFold, data_event, model_inputs
+from shared.tasks import TaskSpec
 
 _NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-000000000007")
+# Early model versions, so serving has a model within moments of the first labels: after this
+# many labelled rows, then twice as many, ... until `publish_every`; then every `publish_every`.
+FIRST_PUBLISH = 50
 
 
 class Learner(Protocol):
@@ -38,10 +43,7 @@ class Learner(Protocol):
     n_updates: int
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
-    def stream_vector(self) -> np.ndarray: ...
-    def learn(
-        self, X: np.ndarray, y: np.ndarray, proba: np.ndarray, seen: np.ndarray | None = None
-    ) -> Any: ...
+    def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> Any: ...
     def test_then_train(self, X: np.ndarray, y: np.ndarray) -> Any: ...
     def model_bytes(self) -> bytes: ...
     def champion_config(self) -> str: ...
@@ -100,22 +102,22 @@ class Scorer(Protocol):
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pending:
-    """An observation awaiting its label: its input, what was predicted, and with what history."""
+    """An observation awaiting its label: its inputs and what was predicted for it."""
 
     x: list[float]
-    proba: float
-    seen: list[float]
+    proba: float  # the learner's prediction when the row arrived
+    served: float | None  # serving's answer, for rows it recorded
     position: int
 
 
-@dataclass
+@dataclass(slots=True)
 class _Row:
     x: list[float]
     y: int
     proba: float | None  # None: labelled on arrival, predicted as it is learned
-    seen: list[float] | None
+    served: float | None
     position: int
 
 
@@ -125,19 +127,24 @@ class TaskTraining:
     def __init__(self, spec: TaskSpec, learner: Learner, *, pending_limit: int = 200_000) -> None:
         self.spec = spec
         self.learner = learner
+        self.fold = OnlineFold(spec)
+        self.version = 0  # the data stream version applied so far
         self.last_position = 0
         self.model_version = 0
         self.n_learned_total = 0
         self._since_publish = 0
+        self._next_publish = min(FIRST_PUBLISH, spec.learner.publish_every)
         self._first_position: int | None = None
         self._last_learned_position = 0
         self._pending: OrderedDict[uuid.UUID, _Pending] = OrderedDict()
         self._pending_limit = pending_limit
+        self.served = PrequentialMetrics(spec.promotion.window)
         # Shadow evaluation: the served champion scored on the same labelled rows as the learner,
-        # so a candidate is compared with the champion on identical events, not another window.
+        # with the same inputs, so a candidate is compared with the champion like for like.
         self._champion: Scorer | None = None
         self.champion_version: int | None = None
-        self._window: deque[tuple[bool, bool]] = deque(maxlen=spec.promotion.window)
+        # (learner right, champion right, label) of recent rows labelled since the champion.
+        self._window: deque[tuple[bool, bool, int]] = deque(maxlen=spec.promotion.window)
 
     def set_champion(self, version: int, scorer: Scorer) -> None:
         """The model serving now answers with; shadow scores restart from here."""
@@ -145,59 +152,56 @@ class TaskTraining:
             self._champion, self.champion_version = scorer, version
             self._window.clear()
 
-    def apply(self, events: Sequence[Envelope]) -> Output:
-        """Process data events in store order; events at or below `last_position` are skipped."""
+    def apply(self, events: Iterable[Envelope | DataEvent]) -> Output:
+        """Process data events in stream order; events at or below `version` are skipped."""
         out = Output()
-        segment: list[tuple[Envelope, Any]] = []
+        segment: list[DataEvent] = []
         kind = None
-        for envelope in events:
-            assert envelope.position is not None, "the core takes stored events only"
-            if envelope.position <= self.last_position:
+        for item in events:
+            event = item if isinstance(item, DataEvent) else data_event(item)
+            if event is None or event.version <= self.version:
                 continue
-            self.last_position = envelope.position
-            data = envelope.data()
-            if isinstance(data, ObservationRecorded):
-                if data.pipeline_version != self.spec.version:
-                    # Recorded under another spec version: its features may not fit this one.
-                    out.other_spec += 1
-                    continue
-                this = "labelled" if data.label is not None else "observed"
-            elif isinstance(data, LabelRecorded):
-                this = "label"
-            else:
+            self.version, self.last_position = event.version, event.position
+            if not self.fold.accepts(event):
+                out.other_spec += 1  # its features may not fit this spec version
                 continue
+            this = "label" if event.is_label else "labelled" if event.label is not None else "seen"
             if this != kind and segment:
                 self._flush(kind, segment, out)
                 segment = []
             kind = this
-            segment.append((envelope, data))
+            segment.append(event)
         if segment:
             self._flush(kind, segment, out)
         return out
 
-    def _flush(self, kind: str | None, segment: list[tuple[Envelope, Any]], out: Output) -> None:
-        if kind == "observed":
-            X = np.array([feature_vector(self.spec, d.features) for _, d in segment], dtype=float)
-            proba = self.learner.predict_proba(X)
-            seen = self.learner.stream_vector().tolist()
-            for (envelope, _), x, p in zip(segment, X.tolist(), proba.tolist(), strict=True):
-                self._remember(envelope.event_id, _Pending(x, p, seen, envelope.position or 0))
+    def inputs(self, event: DataEvent) -> list[float]:
+        """Fold an observation in; return the row's model inputs (features, online features)."""
+        assert event.features is not None
+        return model_inputs(self.spec, event.features, self.fold.apply(event) or [])
+
+    def _flush(self, kind: str | None, segment: list[DataEvent], out: Output) -> None:
+        if kind == "seen":
+            rows = [self.inputs(e) for e in segment]
+            proba = self.learner.predict_proba(np.array(rows, dtype=float)).tolist()
+            for event, x, p in zip(segment, rows, proba, strict=True):
+                self._remember(event.event_id, _Pending(x, p, event.served, event.position))
             return
-        rows: list[_Row] = []
+        learned: list[_Row] = []
         if kind == "labelled":
-            for envelope, d in segment:
-                x = feature_vector(self.spec, d.features)
-                rows.append(_Row(x, d.label, None, None, envelope.position or 0))
+            for e in segment:
+                assert e.label is not None
+                learned.append(_Row(self.inputs(e), e.label, None, None, e.position))
         else:
-            for envelope, d in segment:
-                pending = self._pending.pop(d.observation_id, None)
+            for e in segment:
+                assert e.observation_id is not None and e.label is not None
+                self.fold.apply(e)
+                pending = self._pending.pop(e.observation_id, None)
                 if pending is None:
                     out.unmatched_labels += 1
                     continue
-                rows.append(
-                    _Row(pending.x, d.label, pending.proba, pending.seen, envelope.position or 0)
-                )
-        self._learn(rows, out)
+                learned.append(_Row(pending.x, e.label, pending.proba, pending.served, e.position))
+        self._learn(learned, out)
 
     def _remember(self, observation_id: uuid.UUID, pending: _Pending) -> None:
         self._pending[observation_id] = pending
@@ -208,13 +212,12 @@ class TaskTraining:
         """Learn rows in chunks ending exactly at publish points, so versions are deterministic.
 
         Rows labelled on arrival are learned test-then-train (each predicted by the model as it
-        was after the rows before it); late-labelled rows are scored on the prediction served
-        before their label was known, and learned with the label history it was made with.
+        was after the rows before it); late-labelled rows are scored on the prediction made when
+        they arrived, before their label was known.
         """
-        every = self.spec.learner.publish_every
         start = 0
         while start < len(rows):
-            take = min(len(rows) - start, every - self._since_publish)
+            take = min(len(rows) - start, self._next_publish - self.n_learned_total)
             chunk = rows[start : start + take]
             start += take
             X = np.array([r.x for r in chunk], dtype=float)
@@ -224,8 +227,12 @@ class TaskTraining:
                 proba = np.asarray(report.proba, dtype=float)
             else:
                 proba = np.array([r.proba for r in chunk], dtype=float)
-                seen = np.array([r.seen for r in chunk], dtype=float)
-                report = self.learner.learn(X, y, proba, seen)
+                report = self.learner.learn(X, y, proba)
+            served = [(r.y, r.served) for r in chunk if r.served is not None]
+            if served:
+                self.served.update(
+                    np.array([s[0] for s in served]), np.array([s[1] for s in served])
+                )
             self._shadow(X, y, proba)
             self._record(report, out)
             if self._first_position is None:
@@ -233,28 +240,53 @@ class TaskTraining:
             self._last_learned_position = chunk[-1].position
             self.n_learned_total += len(chunk)
             self._since_publish += len(chunk)
-            if self._since_publish >= every:
+            if self.n_learned_total == self._next_publish:
                 out.candidates.append(self._candidate())
+                every = self.spec.learner.publish_every
+                total = self.n_learned_total
+                self._next_publish = min(2 * total, every) if total < every else total + every
 
     def _shadow(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> None:
         if self._champion is None:
             return
         champion = self._champion.predict_proba(X)
         self._window.extend(
-            zip(((proba >= 0.5) == y).tolist(), ((champion >= 0.5) == y).tolist(), strict=True)
+            zip(
+                ((proba >= 0.5) == y).tolist(),
+                ((champion >= 0.5) == y).tolist(),
+                y.tolist(),
+                strict=True,
+            )
         )
 
     def comparison(self) -> dict[str, float]:
-        """The learner's and the champion's accuracy on the same recent labelled rows."""
+        """The learner's and the champion's accuracy on the same recent labelled rows (labelled
+        after the champion was known here, so it learned none of them; each predicted with the
+        same inputs), and what always answering the majority class would have scored."""
         if self._champion is None or not self._window:
             return {}
         n = len(self._window)
+        ones = sum(label for _, _, label in self._window)
         return {
             "window_n": float(n),
-            "window_accuracy": sum(ours for ours, _ in self._window) / n,
+            "window_accuracy": sum(ours for ours, _, _ in self._window) / n,
             "champion_version": float(self.champion_version or 0),
-            "champion_window_accuracy": sum(theirs for _, theirs in self._window) / n,
+            "champion_window_accuracy": sum(theirs for _, theirs, _ in self._window) / n,
+            "window_majority_accuracy": max(ones, n - ones) / n,
         }
+
+    def metrics(self) -> dict[str, float]:
+        """The learner's prequential figures, serving's (on rows it recorded), the comparison."""
+        out = {k: float(v) for k, v in self.learner.metrics.items()}
+        if self.served.n:
+            served = self.served.as_dict()
+            out.update(
+                served_n_labelled=served["n_labelled"],
+                served_accuracy=served["accuracy"],
+                served_log_loss=served["log_loss"],
+                served_recent_accuracy=served["recent_accuracy"],
+            )
+        return {**out, **self.comparison()}
 
     def _record(self, report: Any, out: Output) -> None:
         task = self.spec.name
@@ -292,7 +324,7 @@ class TaskTraining:
             model_version=version,
             parent_version=parent,
             config=self.learner.champion_config(),
-            metrics={**{k: float(v) for k, v in self.learner.metrics.items()}, **self.comparison()},
+            metrics=self.metrics(),
             first_position=self._first_position,
             last_position=self._last_learned_position,
             n_learned=learned,

@@ -1,21 +1,24 @@
-"""Continuo's online learner: LightGBM window members, an online blend race, drift response.
+"""Continuo's online learner: LightGBM window members, online linear members, a blend race.
 
 How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
 
+* Inputs are the task's model features followed by its online features (label history, counts,
+  deviations from recent means: `shared.features`), computed as of the moment each row was
+  predicted, so the learner sees exactly what serving saw.
 * Two LightGBM members retrain from scratch on sliding windows of the most recent labelled rows:
   `short` (last 1,000 rows, 20 trees, every 250) and `long` (last 10,000 rows, 40 trees, every
-  2,000).
-* Stream features: the members also see the last label learned and an EWMA of recent labels.
-  They use labels already learned only, never the current row's label.
+  2,000). The `linear` member is a logistic regression that learns from every labelled row (SGD
+  on standardised inputs): it follows a moving boundary between retrains, and draws the oblique
+  boundaries that axis-aligned trees only approximate.
 * A racing population of online logistic blends (`racing.py`) combines the members' log-odds,
-  the last label and each blend's own recent residual, learning weights row by row. A paired
-  sign test on recent prequential correctness picks the champion; the champion's prediction is
-  the learner's prediction and the champion's blend is the served model.
-* ADWIN and Page-Hinkley watch the served error. A rise cuts the members' training windows to
-  the rows of the new concept (ADWIN's estimate) and retrains them at the next tick.
+  learning weights row by row. A paired sign test on recent prequential correctness picks the
+  champion; the champion's prediction is the learner's prediction and the served model.
+* ADWIN and Page-Hinkley watch the error. A rise cuts the short member's window to the rows of the
+  new concept (ADWIN's estimate) and retrains it at the next tick; the long member is cut too once
+  the re-learned short member beats it (a confirmed change).
 
-Determinism: everything that changes the members happens at multiples of `tick` labelled rows,
-and everything else is a per-row recurrence, so the state depends only on the sequence of
+Determinism: everything that changes the tree members happens at multiples of `tick` labelled
+rows, and everything else is a per-row recurrence, so the state depends only on the sequence of
 (x, y, proba) learned, not on how it was split into calls. LightGBM runs deterministic and
 single-threaded with the learner's seed.
 """
@@ -30,7 +33,13 @@ import lightgbm as lgb
 import numpy as np
 
 from services.trainer.drift import Drift, DriftMonitor
-from services.trainer.members import MemberSpec, RowBuffer, lightgbm_params, train_member
+from services.trainer.members import (
+    MemberSpec,
+    OnlineLinear,
+    RowBuffer,
+    lightgbm_params,
+    train_member,
+)
 from services.trainer.metrics import PrequentialMetrics
 from services.trainer.racing import Blend, BlendSpec, ConfigSwitch, Race, clip_raws
 from shared import model_codec
@@ -47,9 +56,9 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     "window": 10000,
     "update_every": 2000,
     "rounds": 40,  # boosting rounds per retrain of the long member
-    "min_train_rows": 100,
-    "stream_features": True,  # last label and label EWMA as member inputs and blend terms
-    "label_ewm_decay": 0.5,
+    "min_train_rows": 50,
+    "linear": True,  # the online linear members
+    "linear_lrs": (0.003, 0.03),  # one linear member per learning rate: slow and fast
     "racing": True,  # False: one blend configuration ("blend-fast"), no race
     "race_window": 2000,
     "race_z": 2.5,
@@ -63,7 +72,7 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     "drift_response": True,  # False: detect and report drifts only (for ablations)
 }
 
-STREAM_INPUTS = ("last_label", "label_ewm")
+SHORT, LONG, LINEAR = 0, 1, 2  # member indices; linear members are LINEAR, LINEAR + 1, ...
 
 
 @dataclass(frozen=True)
@@ -74,18 +83,21 @@ class LearnReport:
     model_changed: bool
     drifts: list[Drift] = field(default_factory=list)
     switches: list[ConfigSwitch] = field(default_factory=list)
-    # The prediction each row was scored on: the served one, or the prequential one.
+    # The prediction each row was scored on: the one given to `learn`, or the prequential one.
     proba: np.ndarray | None = None
 
 
-def _blend_specs(racing: bool, stream: bool) -> list[BlendSpec]:
-    """The racing population: same members, two adaptation speeds (a third, long-member-only
-    blend never won enough to pay for itself; see docs/benchmarks.md)."""
-    fast = BlendSpec("blend-fast", (0, 1), lr=0.05, residual_decay=0.8, stream_weights=stream)
+def _blend_specs(racing: bool, members: tuple[int, ...]) -> list[BlendSpec]:
+    """The racing population: every member at two adaptation speeds, and the linear member alone
+    (where the boundary is a plane, the trees' steps only add noise to it)."""
+    fast = BlendSpec("blend-fast", members, lr=0.05)
     if not racing:
         return [fast]
-    slow = BlendSpec("blend-slow", (0, 1), lr=0.01, residual_decay=0.8, stream_weights=stream)
-    return [fast, slow]
+    specs = [fast, BlendSpec("blend-slow", members, lr=0.01)]
+    linear = tuple(m for m in members if m >= LINEAR)
+    if linear:
+        specs.append(BlendSpec("linear", linear, lr=0.01))
+    return specs
 
 
 class OnlineLearner:
@@ -94,11 +106,11 @@ class OnlineLearner:
     @classmethod
     def from_spec(cls, spec: TaskSpec) -> OnlineLearner:
         return cls(
-            len(spec.model_features),
+            len(spec.input_names),
             seed=spec.learner.seed,
             params=spec.learner.params,
             categorical=categorical_indices(spec),
-            feature_names=[f.name for f in spec.model_features],
+            feature_names=list(spec.input_names),
         )
 
     def __init__(
@@ -117,7 +129,6 @@ class OnlineLearner:
         self.feature_names = list(feature_names) if feature_names else None
         self.categorical = list(categorical)
         self._lgb_params = lightgbm_params(user, seed)
-        self._stream = bool(s["stream_features"])
         self._members = [
             MemberSpec(
                 "short", int(s["short_window"]), int(s["short_every"]), int(s["short_rounds"])
@@ -126,19 +137,17 @@ class OnlineLearner:
         ]
         self._boosters: list[lgb.Booster | None] = [None, None]
         self._model_strings: list[str | None] = [None, None]
-        n_columns = n_features + (len(STREAM_INPUTS) if self._stream else 0)
-        self._buffer = RowBuffer(n_columns, max(m.window for m in self._members))
-        self._blends = [
-            Blend(b, len(self._members)) for b in _blend_specs(bool(s["racing"]), self._stream)
-        ]
+        lrs = [float(lr) for lr in s["linear_lrs"]] if s["linear"] else []
+        self._linear = OnlineLinear(n_features, lrs)
+        self._buffer = RowBuffer(n_features, max(m.window for m in self._members))
+        blended = (SHORT, LONG, *range(LINEAR, LINEAR + len(lrs)))
+        self._blends = [Blend(b, len(blended)) for b in _blend_specs(bool(s["racing"]), blended)]
         self._race = Race(
             [b.spec.name for b in self._blends], window=int(s["race_window"]), z=s["race_z"]
         )
         self._metrics = PrequentialMetrics(int(s["recent_window"]))
         self._monitor = DriftMonitor(adwin_delta=s["adwin_delta"], ph_threshold=s["ph_threshold"])
         self._tick = int(s["tick"])
-        self._last_label = 0.5  # before any label: no information either way
-        self._label_ewm = 0.5
         self._floor = 0  # the short member trains on no row before this (set by drifts)
         self._long_floor = 0  # the same for the long member, once a drift is confirmed
         self._drift_pending = False
@@ -151,59 +160,31 @@ class OnlineLearner:
     # ---------------------------------------------------------------- predicting
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """P(class 1) for each row, from the champion blend and the stream state as of now."""
+        """P(class 1) for each row, from the champion blend as of now."""
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
-        n = len(X)
-        last = np.full(n, self._last_label)
-        raws = self._member_raws(self._inputs(X, last, np.full(n, self._label_ewm)))
-        logits = self._blends[self._race.champion].logits(raws, self._last_label)
+        logits = self._blends[self._race.champion].logits(self._member_raws(X))
         return 1.0 / (1.0 + np.exp(-logits))
 
-    def _inputs(self, X: np.ndarray, last: np.ndarray, ewm: np.ndarray) -> np.ndarray:
-        return np.column_stack([X, last, ewm]) if self._stream else X
-
-    def _member_raws(self, Xa: np.ndarray) -> np.ndarray:
-        raws = np.zeros((len(Xa), len(self._members)))
-        for j, booster in enumerate(self._boosters):
-            if booster is not None and len(Xa):
-                raws[:, j] = booster.predict(Xa, raw_score=True, num_threads=1)
+    def _member_raws(self, X: np.ndarray) -> np.ndarray:
+        raws = self._tree_raws(X)
+        if self._linear.lrs and len(X):
+            raws[:, LINEAR:] = self._linear.raws(X)
         return raws
 
     # ---------------------------------------------------------------- learning
 
-    def learn(
-        self, X: np.ndarray, y: np.ndarray, proba: np.ndarray, seen: np.ndarray | None = None
-    ) -> LearnReport:
-        """Score the served `proba` (made before the labels were known), then learn the rows.
-
-        `seen` holds, per row, the `stream_vector()` the row was predicted with. With late labels
-        the label history at prediction time was older than the row's true predecessors; learning
-        the row with what was actually seen keeps training and serving alike (otherwise the model
-        learns to trust a fresh last label that it never has when it predicts).
-        """
-        served = np.asarray(proba, dtype=float).reshape(-1)
-        if seen is not None:
-            seen = np.asarray(seen, dtype=float).reshape(len(served), len(STREAM_INPUTS))
-        return self._consume(X, y, served, seen)
-
-    def stream_vector(self) -> np.ndarray:
-        """The label history a prediction made now uses (pass it back to `learn` as `seen`)."""
-        return np.array([self._last_label, self._label_ewm])
+    def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> LearnReport:
+        """Score `proba` (the prediction made before the labels were known), then learn the rows."""
+        return self._consume(X, y, np.asarray(proba, dtype=float).reshape(-1))
 
     def test_then_train(self, X: np.ndarray, y: np.ndarray) -> LearnReport:
         """Prequential: each row is predicted by the learner as it was after the rows before it."""
         return self._consume(X, y, None)
 
-    def _consume(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        served: np.ndarray | None,
-        seen: np.ndarray | None = None,
-    ) -> LearnReport:
+    def _consume(self, X: np.ndarray, y: np.ndarray, given: np.ndarray | None) -> LearnReport:
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
         y = np.asarray(y).astype(np.int64).reshape(-1)
-        if len(X) != len(y) or (served is not None and len(served) != len(y)):
+        if len(X) != len(y) or (given is not None and len(given) != len(y)):
             raise ValueError("X, y and proba must have the same number of rows")
         if len(y) and not np.isin(y, (0, 1)).all():
             raise ValueError("labels must be 0 or 1")
@@ -213,11 +194,10 @@ class OnlineLearner:
         start = 0
         scored: list[np.ndarray] = []
         while start < len(y):
-            # Segments end on tick boundaries: the members are fixed inside a segment.
+            # Segments end on tick boundaries: the tree members are fixed inside a segment.
             stop = min(len(y), start + self._tick - self._metrics.n % self._tick)
-            part = None if served is None else served[start:stop]
-            context = None if seen is None else seen[start:stop]
-            scored.append(self._segment(X[start:stop], y[start:stop], part, context, drifts))
+            part = None if given is None else given[start:stop]
+            scored.append(self._segment(X[start:stop], y[start:stop], part, drifts))
             start = stop
             if self._metrics.n % self._tick == 0:
                 changed = self._on_tick(switches) or changed
@@ -225,30 +205,26 @@ class OnlineLearner:
         return LearnReport(len(y), changed, drifts, switches, proba)
 
     def _segment(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        served: np.ndarray | None,
-        seen: np.ndarray | None,
-        drifts: list[Drift],
+        self, X: np.ndarray, y: np.ndarray, given: np.ndarray | None, drifts: list[Drift]
     ) -> np.ndarray:
-        last, ewm = self._stream_columns(y)
-        if seen is not None:  # learn each row with the label history it was predicted with
-            last, ewm = seen[:, 0], seen[:, 1]
-        Xa = self._inputs(X, last, ewm)
-        member_raws = self._member_raws(Xa)
+        raws = self._tree_raws(X)  # the linear member's column is filled row by row below
         if self._confirming is not None:
-            right = (member_raws >= 0.0) == (y == 1)[:, None]
+            right = (raws[:, :2] >= 0.0) == (y == 1)[:, None]
             self._confirming[0] += int((right[:, 0] & ~right[:, 1]).sum())
             self._confirming[1] += int((right[:, 1] & ~right[:, 0]).sum())
             self._confirming[2] += len(y)
-        raws = clip_raws(member_raws).tolist()
-        ys, lasts = y.tolist(), last.tolist()
+        rows = clip_raws(raws).tolist()
+        ys = y.tolist()
+        linear = self._linear if self._linear.lrs else None
+        xs = X.tolist() if linear is not None else []
         preds = np.empty((len(self._blends), len(ys)))
-        for i, (raw, yi, li) in enumerate(zip(raws, ys, lasts, strict=True)):
+        for i, (row, yi) in enumerate(zip(rows, ys, strict=True)):
+            if linear is not None:
+                # Scored before they learn the row, like every member.
+                row[LINEAR:] = [min(8.0, max(-8.0, r)) for r in linear.learn(xs[i], yi)]
             for c, blend in enumerate(self._blends):
-                preds[c, i] = blend.step(raw, li, yi)
-        proba = preds[self._race.champion] if served is None else served
+                preds[c, i] = blend.step(row, yi)
+        proba = preds[self._race.champion] if given is None else given
         start_n = self._metrics.n
         errors = self._metrics.update(y, proba)
         self._race.record(((preds >= 0.5) == (y == 1)).astype(np.int8))
@@ -256,20 +232,15 @@ class OnlineLearner:
             drift = self._monitor.update(err, start_n + i + 1)
             if drift is not None:
                 self._note_drift(drift, drifts)
-        self._buffer.append(Xa, y)
+        self._buffer.append(X, y)
         return np.asarray(proba, dtype=float)
 
-    def _stream_columns(self, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """The stream state each row saw (labels before it), and advance the state past y."""
-        last = np.empty(len(y))
-        ewm = np.empty(len(y))
-        a = self.settings["label_ewm_decay"]
-        cur_last, cur_ewm = self._last_label, self._label_ewm
-        for i, yi in enumerate(y.tolist()):
-            last[i], ewm[i] = cur_last, cur_ewm
-            cur_last, cur_ewm = float(yi), a * cur_ewm + (1.0 - a) * yi
-        self._last_label, self._label_ewm = cur_last, cur_ewm
-        return last, ewm
+    def _tree_raws(self, X: np.ndarray) -> np.ndarray:
+        raws = np.zeros((len(X), len(self._blends[0].w)))
+        for j, booster in enumerate(self._boosters):
+            if booster is not None and len(X):
+                raws[:, j] = booster.predict(X, raw_score=True, num_threads=1)
+        return raws
 
     def _note_drift(self, drift: Drift, drifts: list[Drift]) -> None:
         rise = bool(drift.evidence.get("rise"))
@@ -296,7 +267,7 @@ class OnlineLearner:
         confirmed = self._confirmed()
         for j, member in enumerate(self._members):
             due = n % member.every == 0 or self._boosters[j] is None
-            due = due or (self._drift_pending if j == 0 else confirmed)
+            due = due or (self._drift_pending if j == SHORT else confirmed)
             if due and self._retrain(j, n):
                 changed = True
         if self._drift_pending:
@@ -323,7 +294,7 @@ class OnlineLearner:
     def _retrain(self, j: int, n: int) -> bool:
         # A drift cuts the short member's window at once; the long member's only once the
         # change is confirmed (cutting both at every alarm cost 3-4 points under late labels).
-        floor = self._floor if j == 0 else self._long_floor
+        floor = self._floor if j == SHORT else self._long_floor
         rows = min(self._members[j].window, n - floor)
         if rows < int(self.settings["min_train_rows"]):
             return False
@@ -351,19 +322,10 @@ class OnlineLearner:
     def champion_config(self) -> str:
         return self._race.names[self._race.champion]
 
-    def stream_state(self) -> dict[str, float]:
-        """The stream features as of now, as the served predictor needs them."""
-        blend = self._blends[self._race.champion]
-        return {
-            "last_label": self._last_label,
-            "label_ewm": self._label_ewm,
-            "residual": blend.resid,
-        }
-
     def model_bytes(self) -> bytes:
-        """The champion blend, its members and the stream state, encoded by shared.model_codec."""
+        """The champion blend and its members, encoded by shared.model_codec."""
         blend = self._blends[self._race.champion]
-        members = []
+        members: list[tuple[float, model_codec.Member]] = []
         for j, booster in enumerate(self._boosters):
             if booster is None or blend.w[j] == 0.0:
                 continue
@@ -371,21 +333,13 @@ class OnlineLearner:
             if text is None:
                 text = self._model_strings[j] = booster.model_to_string()
             members.append((blend.w[j], text))
-        stream = None
-        bias = blend.bias
-        if self._stream:
-            # The blend's term w_last * (2 last - 1) is linear in last_label: fold it.
-            bias -= blend.w_last
-            stream = {
-                "inputs": list(STREAM_INPUTS),
-                "linear": {"last_label": 2.0 * blend.w_last, "residual": blend.w_res},
-                "state": self.stream_state(),
-            }
+        for j, snapshot in enumerate(self._linear.snapshots(), start=LINEAR):
+            if blend.w[j] != 0.0:
+                members.append((blend.w[j], snapshot))
         return model_codec.encode(
             n_features=self.n_features,
             members=members,
-            bias=bias,
+            bias=blend.bias,
             feature_names=self.feature_names,
-            stream=stream,
             clip=8.0,
         )

@@ -1,10 +1,10 @@
 """A racing population of blend configurations and the rule that picks the champion.
 
-Every configuration is an online logistic blend over the same LightGBM members: it sees the
-members' log-odds, the last label and its own recent residual, and learns its weights row by row
-with its own learning rate. All of them predict every labelled row (prequentially), so the race
-compares them on exactly the same rows. Sharing the members keeps the population cheap: a
-configuration costs a few microseconds per row, not a LightGBM model.
+Every configuration is an online logistic blend over some of the same members: it sees their
+log-odds and learns its weights row by row with its own learning rate. All of them predict every
+labelled row (prequentially), so the race compares them on exactly the same rows. Sharing the
+members keeps the population cheap: a configuration costs a few microseconds per row, not a
+LightGBM model.
 """
 
 from __future__ import annotations
@@ -37,14 +37,12 @@ class BlendSpec:
     """One racing configuration: which members it blends and how fast it adapts."""
 
     name: str
-    members: tuple[int, ...]  # indices of the LightGBM members it uses
+    members: tuple[int, ...]  # indices of the members it uses
     lr: float = 0.02  # SGD step of the logistic blend
-    residual_decay: float = 0.8  # EWMA decay of its own residual (y - p)
-    stream_weights: bool = True  # whether it weighs the last label and its residual
 
 
 class Blend:
-    """Online logistic blend: logit = sum w_m raw_m + w_last (2 last - 1) + w_res resid + b."""
+    """Online logistic blend: logit = sum_m w_m raw_m + b."""
 
     def __init__(self, spec: BlendSpec, n_members: int) -> None:
         self.spec = spec
@@ -52,25 +50,20 @@ class Blend:
         # Members start equally weighted, summing to one: the blend starts as their average.
         share = 1.0 / max(len(spec.members), 1)
         self.w = [share if m in spec.members else 0.0 for m in range(n_members)]
-        self.w_last = 0.0
-        self.w_res = 0.0
         self.bias = 0.0
-        self.resid = 0.0
 
-    def logits(self, raws: np.ndarray, last: float) -> np.ndarray:
+    def logits(self, raws: np.ndarray) -> np.ndarray:
         """Logits for rows whose member scores are `raws` (n, n_members), with no learning."""
-        z = clip_raws(raws) @ np.asarray(self.w)
-        z = z + self.w_last * (2.0 * last - 1.0) + self.w_res * self.resid + self.bias
+        z = clip_raws(raws) @ np.asarray(self.w) + self.bias
         return np.clip(z, -_LOGIT_CLIP, _LOGIT_CLIP)
 
-    def step(self, zs: Sequence[float], last: float, y: int) -> float:
+    def step(self, zs: Sequence[float], y: int) -> float:
         """Predict one row, then learn it: returns the prediction made before seeing y.
 
-        `zs` are the members' raw scores already clipped by `clip_raws` (once per segment).
+        `zs` are the members' raw scores already clipped by `clip_raws`.
         """
         w = self.w
-        lb = 2.0 * last - 1.0
-        s = self.bias + self.w_last * lb + self.w_res * self.resid
+        s = self.bias
         for j in self.spec.members:
             s += w[j] * zs[j]
         s = min(_LOGIT_CLIP, max(-_LOGIT_CLIP, s))
@@ -78,12 +71,7 @@ class Blend:
         g = self.spec.lr * (y - p)
         for j in self.spec.members:
             w[j] += g * zs[j]
-        if self.spec.stream_weights:
-            self.w_last += g * lb
-            self.w_res += g * self.resid
         self.bias += g
-        a = self.spec.residual_decay
-        self.resid = a * self.resid + (1.0 - a) * (y - p)
         return p
 
 

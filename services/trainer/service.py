@@ -29,6 +29,7 @@ from shared.model_codec import decode
 from shared.registry import registered_tasks
 from shared.runtime import Runtime
 from shared.store.port import ConcurrencyError
+from shared.streams import in_order
 from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
@@ -128,8 +129,13 @@ class Trainer:
 
     async def _apply(self, core: TaskTraining, events: Sequence[Envelope]) -> None:
         await self._follow_champion(core)
+        # Kafka may deliver the stream out of order (several services append to it): apply it
+        # in stream order, reading the store for what has not arrived yet.
+        ordered = await in_order(
+            self.runtime.store, data_stream(core.spec.name), core.version, events
+        )
         # LightGBM training blocks; keep the event loop (and Kafka heartbeats) free meanwhile.
-        out = await asyncio.to_thread(core.apply, events)
+        out = await asyncio.to_thread(core.apply, ordered)
         await self._persist(core, out)
 
     async def _persist(self, core: TaskTraining, out: Output) -> None:
@@ -190,7 +196,7 @@ class Trainer:
             "last_position": core.last_position,
             "model_version": core.model_version,
             "learned": core.n_learned_total,
-            "metrics": dict(core.learner.metrics),
+            "metrics": core.metrics(),
         }
 
     def status(self) -> dict[str, dict[str, object]]:

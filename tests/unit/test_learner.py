@@ -70,23 +70,15 @@ def test_test_then_train_equals_predicting_then_learning_each_row() -> None:
     assert batch.metrics["log_loss"] == pytest.approx(by_row.metrics["log_loss"])
 
 
-def test_a_late_row_is_learned_with_the_label_history_it_was_predicted_with() -> None:
-    X, y = threshold_stream(900, seed=4)
-    # Passing each row's true history as `seen` is the same as learning row by row ...
-    by_row = OnlineLearner(3, params=FAST)
-    for i in range(len(y)):
-        proba, seen = by_row.predict_proba(X[i : i + 1]), by_row.stream_vector()[None, :]
-        by_row.learn(X[i : i + 1], y[i : i + 1], proba, seen)
-    reference = OnlineLearner(3, params=FAST)
-    reference.test_then_train(X, y)
-    assert sha(by_row) == sha(reference)
-    # ... while a stale history (labels 100 rows late) trains a different model.
-    late = OnlineLearner(3, params=FAST)
-    for start in range(0, len(y), 100):
-        rows = slice(start, start + 100)
-        proba, seen = late.predict_proba(X[rows]), late.stream_vector()
-        late.learn(X[rows], y[rows], proba, np.tile(seen, (len(proba), 1)))
-    assert sha(late) != sha(reference)
+def test_the_linear_member_learns_an_oblique_boundary_the_trees_only_approximate() -> None:
+    rng = np.random.default_rng(12)
+    X = rng.random((6000, 2))
+    y = (X[:, 0] + X[:, 1] > 1.0).astype(int)
+    with_linear = OnlineLearner(2)
+    with_linear.test_then_train(X, y)
+    trees_only = OnlineLearner(2, params={"linear": False})
+    trees_only.test_then_train(X, y)
+    assert with_linear.metrics["accuracy"] > trees_only.metrics["accuracy"] + 0.01
 
 
 def test_test_then_train_reports_the_prediction_each_row_was_scored_on() -> None:
@@ -128,9 +120,22 @@ def test_how_events_are_split_into_calls_does_not_change_the_model() -> None:
     assert whole.metrics == pieces.metrics
 
 
-def test_an_abrupt_concept_flip_is_detected_and_the_learner_adapts() -> None:
+def test_an_abrupt_concept_flip_is_followed_within_a_hundred_rows() -> None:
+    # The fast linear member and the blend move at every row: the error hardly rises at all.
     X, y = threshold_stream(4000, seed=7, flip_at=2000)
-    learner = OnlineLearner(3, params={**FAST, "stream_features": False})
+    learner = OnlineLearner(3, params=FAST)
+    learner.test_then_train(X[:2000], y[:2000])
+    after = learner.test_then_train(X[2000:], y[2000:])
+    assert after.proba is not None
+    right = (after.proba >= 0.5) == y[2000:]
+    assert right[100:].mean() > 0.9
+
+
+def test_an_abrupt_concept_flip_is_detected_and_the_trees_are_retrained() -> None:
+    # Without the linear members only the trees learn the flip: the error rises until the
+    # detectors fire and the windows are cut.
+    X, y = threshold_stream(4000, seed=7, flip_at=2000)
+    learner = OnlineLearner(3, params={**FAST, "linear": False})
     before = learner.test_then_train(X[:2000], y[:2000])
     updates_before = learner.n_updates
     after = learner.test_then_train(X[2000:], y[2000:])
@@ -165,7 +170,7 @@ def test_the_learner_reports_switches_and_serves_the_new_champion() -> None:
     assert switches
     last = switches[-1]
     assert learner.champion_config() == last.to_config
-    assert set(last.evidence["recent_accuracy"]) == {"blend-fast", "blend-slow"}
+    assert set(last.evidence["recent_accuracy"]) == {"blend-fast", "blend-slow", "linear"}
 
 
 def test_the_encoded_model_predicts_what_the_learner_predicts() -> None:
@@ -178,9 +183,9 @@ def test_the_encoded_model_predicts_what_the_learner_predicts() -> None:
     assert np.allclose(predictor.predict_proba(probe[:1]), learner.predict_proba(probe[:1]))
 
 
-def test_a_model_without_stream_features_explains_with_one_column_per_feature() -> None:
+def test_a_model_explains_with_one_column_per_input_and_the_bias() -> None:
     X, y = threshold_stream(1500, seed=11)
-    learner = OnlineLearner(3, params={**FAST, "stream_features": False})
+    learner = OnlineLearner(3, params=FAST)
     learner.test_then_train(X, y)
     predictor = decode(learner.model_bytes())
     contributions = predictor.contributions(X[:10])

@@ -1,4 +1,5 @@
-"""The trainer core: prequential order, late-label joins, fixed publish points, replay safety."""
+"""The trainer core: prequential order, late-label joins, online features as served, fixed
+publish points, replay safety."""
 
 from __future__ import annotations
 
@@ -12,7 +13,13 @@ from services.trainer.core import TaskTraining
 from services.trainer.drift import Drift
 from services.trainer.racing import ConfigSwitch
 from shared.events.envelope import Envelope, new_event
-from shared.events.types import ConfigSwitched, DriftDetected, LabelRecorded, ObservationRecorded
+from shared.events.types import (
+    ConfigSwitched,
+    DriftDetected,
+    LabelRecorded,
+    ObservationRecorded,
+    Served,
+)
 from shared.tasks import TaskSpec
 from tests.support import TEST_PRODUCER
 
@@ -36,12 +43,8 @@ class FakeLearner:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return np.full(len(X), self.ones / self.seen if self.seen else 0.5)
 
-    def stream_vector(self) -> np.ndarray:
-        return np.array([float(self.seen)])
-
-    def learn(self, X, y, proba, seen=None) -> Report:
-        history = None if seen is None else seen[:, 0].tolist()
-        self.calls.append(("learn", y.tolist(), proba.tolist(), history))
+    def learn(self, X, y, proba) -> Report:
+        self.calls.append(("learn", y.tolist(), proba.tolist(), X.tolist()))
         self._absorb(y)
         return Report(proba)
 
@@ -74,13 +77,14 @@ SPEC = TaskSpec.model_validate(
         "name": "t",
         "features": [{"name": "x"}],
         "target": {"name": "y"},
+        "online_features": [{"name": "last", "kind": "last_label"}],
         "learner": {"publish_every": 4},
     }
 )
 
 
 class Stream:
-    """Stored-looking data events with increasing positions."""
+    """Stored-looking data events with increasing positions and stream versions."""
 
     def __init__(self) -> None:
         self.position = 0
@@ -88,11 +92,25 @@ class Stream:
     def _stored(self, payload, event_id=None) -> Envelope:
         self.position += 1
         event = new_event(payload, stream_id="data-t", producer=TEST_PRODUCER, event_id=event_id)
-        return event.model_copy(update={"position": self.position})
+        return event.model_copy(update={"position": self.position, "stream_version": self.position})
 
-    def observe(self, x: float, label: int | None = None) -> Envelope:
+    def observe(
+        self,
+        x: float,
+        label: int | None = None,
+        *,
+        online: dict[str, float] | None = None,
+        served: float | None = None,
+        spec: TaskSpec = SPEC,
+    ) -> Envelope:
         payload = ObservationRecorded(
-            task="t", pipeline_version=SPEC.version, entity_id="e", features={"x": x}, label=label
+            task="t",
+            pipeline_version=spec.version,
+            entity_id="e",
+            features={"x": x},
+            label=label,
+            online=online,
+            served=None if served is None else Served(model_version=1, probability=served),
         )
         return self._stored(payload)
 
@@ -112,8 +130,37 @@ def test_a_late_label_is_scored_on_the_prediction_made_before_it_was_known():
     core.apply([pending])
     core.apply([stream.observe(0.3, label=0)])  # the learner moves on meanwhile
     core.apply([stream.label(pending, 0)])
-    # Scored on the stored prediction, learned with the history it was predicted with (1 row).
-    assert learner.calls[-1] == ("learn", [0], [1.0], [1.0])
+    # Scored on the prediction made when it arrived, learned with the inputs it had then: x and
+    # the last label known at the time (1), not the one known when its label came (0).
+    assert learner.calls[-1] == ("learn", [0], [1.0], [[0.2, 1.0]])
+
+
+def test_a_served_row_is_learned_with_the_online_values_it_was_served_with():
+    learner, stream = FakeLearner(), Stream()
+    core = TaskTraining(SPEC, learner)
+    core.apply([stream.observe(0.1, label=1)])  # the fold now says last = 1
+    served = stream.observe(0.2, online={"last": 0.0}, served=0.9)  # serving knew less
+    core.apply([served, stream.label(served, 1)])
+    assert learner.calls[-1][3] == [[0.2, 0.0]]
+    # The headline figure is what serving answered (0.9 for a 1: right), kept apart from the
+    # learner's own prediction.
+    assert core.metrics()["served_accuracy"] == 1.0 and core.metrics()["served_n_labelled"] == 1
+
+
+def test_a_label_recorded_after_a_prediction_never_changes_that_predictions_inputs():
+    learner, stream = FakeLearner(), Stream()
+    core = TaskTraining(SPEC, learner)
+    first, second = stream.observe(0.1), stream.observe(0.2)
+    core.apply([first, second, stream.label(first, 1), stream.label(second, 0)])
+    # Both rows were predicted before any label: both saw "no label yet" (0.5).
+    assert [call[3] for call in learner.calls] == [[[0.1, 0.5], [0.2, 0.5]]]
+
+
+def test_observations_of_another_spec_version_are_counted_not_learned():
+    other = SPEC.model_copy(update={"description": "another version"})
+    learner, stream = FakeLearner(), Stream()
+    out = TaskTraining(SPEC, learner).apply([stream.observe(0.1, label=1, spec=other)])
+    assert out.other_spec == 1 and learner.seen == 0
 
 
 def test_labelled_observations_are_each_predicted_before_they_are_learned():
@@ -138,7 +185,17 @@ def test_models_are_published_at_fixed_counts_whatever_the_batching():
     assert [p for _, _, p in run(10)] == [4, 8]
 
 
-def test_events_already_applied_are_skipped_by_position():
+def test_the_first_versions_come_early_then_every_publish_every_rows():
+    spec = SPEC.model_copy(
+        update={"learner": SPEC.learner.model_copy(update={"publish_every": 300})}
+    )
+    stream, core = Stream(), TaskTraining(spec, FakeLearner())
+    events = [stream.observe(0.1, label=i % 2, spec=spec) for i in range(1000)]
+    published = [c.n_learned_total for c in core.apply(events).candidates]
+    assert published == [50, 100, 200, 300, 600, 900]
+
+
+def test_events_already_applied_are_skipped_by_stream_version():
     learner, stream = FakeLearner(), Stream()
     core = TaskTraining(SPEC, learner)
     events = [stream.observe(0.1, label=1), stream.observe(0.2, label=0)]
