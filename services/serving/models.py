@@ -29,7 +29,8 @@ from shared.events.types import (
     deployment_stream,
     task_stream,
 )
-from shared.tasks import RecordError, TaskSpec, feature_vector, validate_features
+from shared.features import model_inputs
+from shared.tasks import RecordError, TaskSpec, validate_features
 
 # Probability of class 1 at or above which the predicted label is class 1.
 THRESHOLD = 0.5
@@ -204,7 +205,8 @@ class Prediction:
     prediction_id: uuid.UUID
     entity_id: str | None
     features: dict[str, Any]
-    probability: float
+    online: dict[str, float]  # the online-feature values the model was given
+    probability: float | None  # None: no model yet (a recorded row before the first model)
     label: Any
 
 
@@ -227,20 +229,41 @@ def predict(
     spec: TaskSpec,
     rows: Sequence[dict[str, Any]],
     entity_ids: Sequence[str | None],
+    online: Sequence[Sequence[float]],
 ) -> list[Prediction]:
-    """Predict validated rows with one model; the label is the class at `THRESHOLD`."""
+    """Predict validated rows with one model, given each row's online-feature values (in
+    `spec.online_names` order); the label is the class at `THRESHOLD`."""
     if not rows:
         return []
-    X = np.asarray([feature_vector(spec, row) for row in rows], dtype=np.float64)
+    X = np.asarray(
+        [model_inputs(spec, row, values) for row, values in zip(rows, online, strict=True)],
+        dtype=np.float64,
+    )
     probabilities = np.asarray(predictor.predict_proba(X), dtype=np.float64).reshape(-1)
     negative, positive = spec.target.classes
+    names = spec.online_names
     return [
         Prediction(
             prediction_id=uuid.uuid4(),
             entity_id=entity_id,
             features=row,
+            online=dict(zip(names, values, strict=True)),
             probability=float(p),
             label=positive if p >= THRESHOLD else negative,
         )
-        for row, entity_id, p in zip(rows, entity_ids, probabilities, strict=True)
+        for row, entity_id, values, p in zip(rows, entity_ids, online, probabilities, strict=True)
+    ]
+
+
+def unanswered(
+    spec: TaskSpec,
+    rows: Sequence[dict[str, Any]],
+    entity_ids: Sequence[str | None],
+    online: Sequence[Sequence[float]],
+) -> list[Prediction]:
+    """Rows recorded before the task has any model: ids to label them by, and no answer."""
+    names = spec.online_names
+    return [
+        Prediction(uuid.uuid4(), entity_id, row, dict(zip(names, values, strict=True)), None, None)
+        for row, entity_id, values in zip(rows, entity_ids, online, strict=True)
     ]

@@ -24,3 +24,5 @@ class ServingSettings(CommonSettings):
     max_records: int = Field(1000, gt=0)
     # Batches larger than this are predicted in a worker thread, not on the event loop.
     inline_records: int = Field(64, ge=0)
+    # Longest a Kafka fetch waits for data (deployments, and the data the online features fold).
+    fetch_max_wait_ms: int = Field(20, ge=1, le=5000)

@@ -14,6 +14,7 @@ import lightgbm as lgb
 import numpy as np
 
 from services.serving.app import create_app
+from services.serving.recorder import served_event_id
 from services.serving.settings import ServingSettings
 from shared import model_codec
 from shared.artifacts import FileArtifactStore, sha256
@@ -307,7 +308,8 @@ async def test_every_served_prediction_is_recorded_in_the_store(
         for event in events:
             data = event.data()
             assert isinstance(data, PredictionServed)
-            assert event.producer.service == "serving" and event.event_id == data.prediction_id
+            assert event.producer.service == "serving"
+            assert event.event_id == served_event_id(data.prediction_id)
             assert (data.entity_id, data.label) == served[str(data.prediction_id)]
             assert data.model_version == 1 and data.features == RECORD
             assert data.probability > 0.5

@@ -149,7 +149,7 @@ def test_a_promotion_makes_its_model_the_champion(table, artifacts, models):
     rows = validate_records(
         SPEC, [{"income": 2.0, "colour": "red"}, {"income": -2.0, "colour": "blue"}]
     )
-    high, low = predict(champion.predictor, champion.spec, rows, [None, "e2"])
+    high, low = predict(champion.predictor, champion.spec, rows, [None, "e2"], [[], []])
     assert high.probability > 0.5 > low.probability
     assert (high.label, low.label) == ("yes", "no")
     assert low.entity_id == "e2" and high.prediction_id != low.prediction_id
@@ -287,13 +287,14 @@ def test_invalid_records_are_reported_by_index():
 
 def test_predicting_no_rows_returns_no_predictions(table, artifacts, models):
     table.apply(promoted(1, artifacts.put(models[0]), at=1))
-    assert predict(table.serving("loans").predictor, SPEC, [], []) == []
+    assert predict(table.serving("loans").predictor, SPEC, [], [], []) == []
 
 
 def test_prediction_ids_are_fresh_uuids(table, artifacts, models):
     table.apply(promoted(1, artifacts.put(models[0]), at=1))
     rows = validate_records(SPEC, [{"income": 0.0, "colour": "red"}] * 3)
     ids = {
-        p.prediction_id for p in predict(table.serving("loans").predictor, SPEC, rows, [None] * 3)
+        p.prediction_id
+        for p in predict(table.serving("loans").predictor, SPEC, rows, [None] * 3, [[]] * 3)
     }
     assert len(ids) == 3 and all(isinstance(i, uuid.UUID) for i in ids)

@@ -1,0 +1,150 @@
+"""Serving's online features: each task's fold, kept live from the data topic, in stream order.
+
+Every replica folds the task's data events itself (`shared.features.OnlineFold`, the trainer's own
+fold), so replicas that have applied the same events answer with the same values, and a replica
+needs nothing but the store and Kafka to start. Events are applied exactly once and in stream
+order: Kafka batches that follow on from what was applied are applied as they are; a gap (another
+producer's event still in flight, a restart, a lost broker) is filled from the store.
+
+Freshness: rows this replica records (log and wait) are in its fold before their answers go out.
+Other events (labels posted to ingest, other replicas' rows) are in once their relay has published
+them and this replica has fetched them, typically within a few hundred milliseconds. A caller that
+must see its own labels passes the store position ingest returned (`after_position`): the fold then
+first reads the store up to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from shared.events.envelope import Envelope
+from shared.events.types import data_stream
+from shared.features import OnlineFold, data_event
+from shared.store.port import Appended, EventStore
+from shared.streams import in_order, read_after
+from shared.tasks import TaskSpec
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class _TaskFold:
+    fold: OnlineFold
+    version: int = 0  # data stream version applied
+    # Every data event of the task stored at or before this position has been applied.
+    synced: int = 0
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    applied_at: float = 0.0  # monotonic time of the last event applied
+
+
+class OnlineFeatures:
+    """The folds of every task with online features, for the spec version serving uses."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._folds: dict[str, _TaskFold] = {}
+        self.events_applied = 0
+        self.store_reads = 0
+
+    def fold(self, spec: TaskSpec) -> OnlineFold | None:
+        """The live fold of a task's spec version (None: not built yet, or not needed)."""
+        state = self._folds.get(spec.name)
+        if state is None or state.fold.spec.version != spec.version:
+            return None
+        return state.fold
+
+    async def prepare(self, spec: TaskSpec) -> OnlineFold:
+        """The fold of this spec version, built from the store first if needed."""
+        state = self._folds.get(spec.name)
+        if state is None or state.fold.spec.version != spec.version:
+            state = _TaskFold(OnlineFold(spec))
+            self._folds[spec.name] = state
+            async with state.lock:
+                await self._catch_up(spec.name, state)
+            log.info(
+                "serving.online_fold_built",
+                task=spec.name,
+                spec_version=spec.version[:12],
+                events=state.version,
+                entities=state.fold.entities,
+            )
+        return state.fold
+
+    async def sync(self, spec: TaskSpec, position: int) -> OnlineFold:
+        """The fold, holding every event of the task stored at or before `position`."""
+        fold = await self.prepare(spec)
+        state = self._folds[spec.name]
+        if state.synced >= position:
+            return fold
+        async with state.lock:
+            if state.synced < position:
+                head = await self._store.head()
+                await self._catch_up(spec.name, state)
+                # The read began after `head` was stored: everything up to it is applied.
+                state.synced = max(state.synced, min(position, head))
+        return fold
+
+    async def own_writes(
+        self, spec: TaskSpec, events: Sequence[Envelope], appended: Sequence[Appended]
+    ) -> None:
+        """Fold in rows this replica has just recorded (read your own writes): at once when they
+        follow on from what is applied, else with everything before them, from the store."""
+        state = self._folds.get(spec.name)
+        if state is None or state.fold.spec.version != spec.version:
+            return
+        stored = [
+            e.model_copy(update={"position": a.position, "stream_version": a.stream_version})
+            for e, a in zip(events, appended, strict=True)
+        ]
+        async with state.lock:
+            ordered = await in_order(self._store, data_stream(spec.name), state.version, stored)
+            if len(ordered) > len(stored):
+                self.store_reads += 1
+            self._apply(state, ordered)
+
+    async def apply(self, envelopes: Sequence[Envelope]) -> None:
+        """Apply a batch from the data topic (any tasks, any order)."""
+        by_task: defaultdict[str, list[Envelope]] = defaultdict(list)
+        for envelope in envelopes:
+            by_task[str(envelope.payload.get("task"))].append(envelope)
+        for task, events in by_task.items():
+            state = self._folds.get(task)
+            if state is None:
+                continue  # no fold needed yet; built from the store when first asked for
+            async with state.lock:
+                ordered = await in_order(self._store, data_stream(task), state.version, events)
+                if len(ordered) > len(events):
+                    self.store_reads += 1
+                self._apply(state, ordered)
+
+    async def _catch_up(self, task: str, state: _TaskFold) -> None:
+        self.store_reads += 1
+        self._apply(state, await read_after(self._store, data_stream(task), state.version))
+
+    def _apply(self, state: _TaskFold, ordered: Sequence[Envelope]) -> None:
+        for envelope in ordered:
+            event = data_event(envelope)
+            if event is not None:
+                state.fold.apply(event)
+            state.version = envelope.stream_version or state.version
+            state.synced = max(state.synced, envelope.position or 0)
+        if ordered:
+            self.events_applied += len(ordered)
+            state.applied_at = time.monotonic()
+
+    def status(self) -> dict[str, dict[str, object]]:
+        return {
+            task: {
+                "spec_version": s.fold.spec.version,
+                "events_applied": s.version,
+                "synced_position": s.synced,
+                "entities": s.fold.entities,
+            }
+            for task, s in self._folds.items()
+        }

@@ -1,0 +1,242 @@
+"""Recording what serving answered: the audit trail, off the response path, and log-and-wait rows,
+durably before the response.
+
+`PredictionRecorder` appends `PredictionServed` events in the background: a request only puts its
+predictions in a buffer. Window of loss: a crash or kill loses the predictions still in the buffer,
+in normal operation at most about `interval` seconds' or `batch` predictions' worth. While the store
+is unreachable the buffer grows and appends are retried (event ids are derived from the prediction
+ids, so a retry that had in fact succeeded is a no-op); past `backlog` waiting predictions the
+oldest are dropped, counted in `dropped` and logged. A clean shutdown flushes what is left. The
+callers already have their answers, so a loss is a gap in the audit trail, never a wrong
+prediction.
+
+`ObservationLog` appends log-and-wait rows (`ObservationRecorded`, with the online-feature values
+and the answer) before the caller gets its answer: the caller will post the row's label by its
+prediction id, so the row must exist. Concurrent requests share appends (group commit): while one
+append is in flight, the next requests' rows wait and go together in the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+import structlog
+
+from services.serving.models import Prediction
+from shared.events.envelope import Envelope, Producer, new_event, utcnow
+from shared.events.types import (
+    ObservationRecorded,
+    PredictionServed,
+    Served,
+    data_stream,
+    prediction_stream,
+)
+from shared.store.port import Appended, EventStore
+from shared.tasks import TaskSpec
+
+log = structlog.get_logger(__name__)
+_NAMESPACE = uuid.UUID("2d1c7a52-5f0e-4c1b-9a57-3e7d0c0471e0")
+
+
+def served_event_id(prediction_id: uuid.UUID) -> uuid.UUID:
+    """The PredictionServed event of a prediction (the prediction id itself names the row's
+    observation when it is recorded for log and wait)."""
+    return uuid.uuid5(_NAMESPACE, f"served/{prediction_id}")
+
+
+class PredictionRecorder:
+    """Records served predictions as `PredictionServed` events, off the request path."""
+
+    def __init__(
+        self,
+        store: EventStore,
+        producer: Producer,
+        *,
+        interval: float = 0.2,
+        batch: int = 500,
+        backlog: int = 100_000,
+    ) -> None:
+        self._store = store
+        self._producer = producer
+        self._interval = interval
+        self._batch = batch
+        self._backlog = backlog
+        self._buffer: list[Envelope | tuple[PredictionServed, datetime]] = []
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.recorded = 0
+        self.dropped = 0
+
+    def record(self, predictions: Sequence[PredictionServed]) -> None:
+        """Queue predictions for recording; never waits."""
+        now = utcnow()
+        self._buffer.extend((p, now) for p in predictions)
+        if len(self._buffer) > self._backlog:
+            excess = len(self._buffer) - self._backlog
+            del self._buffer[:excess]
+            self.dropped += excess
+            log.error("serving.predictions_dropped", count=excess, total=self.dropped)
+        if len(self._buffer) >= self._batch:
+            self._wake.set()
+
+    @property
+    def alive(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def waiting(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="serving:recorder")
+
+    async def close(self) -> None:
+        """Stop the background task and flush what is left (once; failures are logged)."""
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            await self._task
+        await self.flush()
+        if self._buffer:
+            log.error("serving.predictions_unrecorded", count=len(self._buffer))
+
+    async def _run(self) -> None:
+        backoff = self._interval
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            self._wake.clear()
+            ok = await self.flush()
+            backoff = self._interval if ok else min(backoff * 2, 5.0)
+
+    async def flush(self) -> bool:
+        """Append everything waiting; what fails goes back to the buffer. True if all was stored."""
+        if not self._buffer:
+            return True
+        taken, self._buffer = self._buffer, []
+        streams: dict[str, list[Envelope]] = defaultdict(list)
+        for item in taken:
+            envelope = item if isinstance(item, Envelope) else self._envelope(*item)
+            streams[envelope.stream_id].append(envelope)
+        failed: list[Envelope] = []
+        for events in streams.values():
+            for start in range(0, len(events), 1000):
+                chunk = events[start : start + 1000]
+                try:
+                    await self._store.append(chunk)
+                    self.recorded += len(chunk)
+                except Exception as exc:  # noqa: BLE001 - kept and retried, never dropped here
+                    log.warning("serving.record_failed", count=len(chunk), error=str(exc))
+                    failed.extend(chunk)
+        if failed:
+            self._buffer[:0] = failed
+        return not failed
+
+    def _envelope(self, payload: PredictionServed, occurred_at: datetime) -> Envelope:
+        return new_event(
+            payload,
+            stream_id=prediction_stream(payload.task),
+            producer=self._producer,
+            event_id=served_event_id(payload.prediction_id),
+            occurred_at=occurred_at,
+        )
+
+
+class ObservationLog:
+    """Appends log-and-wait observations before their answers go out, many requests per append."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._waiting: list[tuple[list[Envelope], asyncio.Future[list[Appended]]]] = []
+        self._writing: asyncio.Task[None] | None = None
+        self.appends = 0
+        self.recorded = 0
+
+    async def append(self, events: list[Envelope]) -> list[Appended]:
+        """Store the events (one stream), sharing an append with concurrent callers; raises what
+        the store raised if the append failed (nothing of this request is then stored)."""
+        future: asyncio.Future[list[Appended]] = asyncio.get_running_loop().create_future()
+        self._waiting.append((events, future))
+        if self._writing is None or self._writing.done():
+            self._writing = asyncio.create_task(self._write(), name="serving:observations")
+        return await future
+
+    async def _write(self) -> None:
+        while self._waiting:
+            taken, self._waiting = self._waiting, []
+            by_stream: defaultdict[str, list[tuple[list[Envelope], asyncio.Future]]] = defaultdict(
+                list
+            )
+            for events, future in taken:
+                by_stream[events[0].stream_id].append((events, future))
+            for requests in by_stream.values():
+                batch = [e for events, _ in requests for e in events]
+                try:
+                    appended = await self._store.append(batch)
+                except Exception as exc:  # noqa: BLE001 - handed to every caller in the batch
+                    for _, future in requests:
+                        if not future.done():
+                            future.set_exception(exc)
+                    continue
+                self.appends += 1
+                self.recorded += len(batch)
+                start = 0
+                for events, future in requests:
+                    if not future.done():
+                        future.set_result(appended[start : start + len(events)])
+                    start += len(events)
+
+
+def observation_events(
+    spec: TaskSpec,
+    model_version: int | None,
+    predictions: Sequence[Prediction],
+    producer: Producer,
+) -> list[Envelope]:
+    """Log and wait: each served row as an observation, named by its prediction id, with the
+    online-feature values it was given and what it was answered (nothing before any model)."""
+    return [
+        new_event(
+            ObservationRecorded(
+                task=spec.name,
+                pipeline_version=spec.version,
+                entity_id=p.entity_id or "",
+                features=p.features,
+                online=p.online,
+                served=None
+                if model_version is None or p.probability is None
+                else Served(model_version=model_version, probability=p.probability),
+            ),
+            stream_id=data_stream(spec.name),
+            producer=producer,
+            event_id=p.prediction_id,
+        )
+        for p in predictions
+    ]
+
+
+def served_events(
+    task: str, model_version: int, predictions: Sequence[Prediction], recorded: bool
+) -> list[PredictionServed]:
+    """The audit-trail record of each answer."""
+    return [
+        PredictionServed(
+            task=task,
+            prediction_id=p.prediction_id,
+            model_version=model_version,
+            entity_id=p.entity_id,
+            features=p.features,
+            probability=p.probability,
+            label=p.label,
+            online=p.online,
+            recorded=recorded,
+        )
+        for p in predictions
+        if p.probability is not None
+    ]

@@ -1,0 +1,104 @@
+"""Serving's request and response bodies (the API's contract, in its OpenAPI document)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+# A store position fits in a signed 64-bit integer (PostgreSQL BIGINT).
+MAX_POSITION = 2**63 - 1
+
+
+class PredictRecord(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    features: dict[str, Any] = Field(description="the task's features (and sensitive attributes)")
+    entity_id: str | None = Field(
+        None,
+        min_length=1,
+        max_length=200,
+        description="whose row this is: required by tasks with per-entity online features and "
+        "when the row is recorded",
+    )
+
+
+class PredictRequest(BaseModel):
+    """One record (`features`, optional `entity_id`) or a batch (`records`)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "examples": [
+                {"features": {"period": 0.5, "nswprice": 0.06}, "entity_id": "nsw"},
+                {
+                    "records": [{"features": {"period": 0.5}, "entity_id": "nsw"}],
+                    "record": True,
+                    "after_position": 1234,
+                },
+            ]
+        },
+    )
+
+    features: dict[str, Any] | None = None
+    entity_id: str | None = Field(None, min_length=1, max_length=200)
+    records: list[PredictRecord] | None = Field(None, min_length=1)
+    record: bool | None = Field(
+        None,
+        description="log and wait: record each row as an observation (its features, the "
+        "online-feature values used, the answer); its label can then be posted to ingest by "
+        "`prediction_id`. Default: the task's `serving.record`.",
+    )
+    after_position: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_POSITION,
+        description="read your writes: the online features include every event stored at or "
+        "before this position (e.g. the last position ingest returned for your labels)",
+    )
+
+    @model_validator(mode="after")
+    def _one_or_many(self) -> PredictRequest:
+        if (self.features is None) == (self.records is None):
+            raise ValueError("give either `features` (one record) or `records` (a batch)")
+        if self.records is not None and self.entity_id is not None:
+            raise ValueError("`entity_id` goes inside each of `records`")
+        return self
+
+    def as_records(self) -> list[PredictRecord]:
+        if self.records is not None:
+            return self.records
+        assert self.features is not None
+        return [PredictRecord(features=self.features, entity_id=self.entity_id)]
+
+
+class PredictionOut(BaseModel):
+    prediction_id: str
+    label: Any = Field(description="the predicted class; null before the task's first model")
+    probability: float | None = Field(
+        description="P(the task's second class); null before the task's first model (a row "
+        "recorded then is learned all the same)"
+    )
+    online_features: dict[str, float] = Field(
+        default_factory=dict, description="the online-feature values the model was given"
+    )
+
+
+class PredictResponse(BaseModel):
+    task: str
+    model_version: int | None = Field(
+        description="the model that answered; null when the task has no model yet and the rows "
+        "were only recorded (log and wait)"
+    )
+    recorded: bool = Field(
+        description="whether the rows were recorded as observations (label them by prediction_id)"
+    )
+    predictions: list[PredictionOut]
+
+
+class ModelOut(BaseModel):
+    task: str
+    model_version: int
+    artifact_sha256: str
+    promoted_at: datetime

@@ -1,0 +1,75 @@
+"""What serving's routes need, built once in the app's lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from services.serving.deployments import Deployments
+from services.serving.models import ModelTable
+from services.serving.online import OnlineFeatures
+from services.serving.recorder import ObservationLog, PredictionRecorder
+from services.serving.settings import ServingSettings
+from shared.events.envelope import Producer
+from shared.runtime import Runtime
+from shared.tasks import TaskSpec
+
+
+@dataclass
+class ServingState:
+    settings: ServingSettings
+    runtime: Runtime
+    table: ModelTable
+    recorder: PredictionRecorder
+    observations: ObservationLog
+    deployments: Deployments
+    online: OnlineFeatures
+    followers: tuple[asyncio.Task[None], ...] = ()
+    loaded: bool = False
+
+    @property
+    def producer(self) -> Producer:
+        return self.runtime.producer
+
+    async def online_values(
+        self,
+        spec: TaskSpec,
+        rows: Sequence[dict[str, Any]],
+        entity_ids: Sequence[str | None],
+        record: bool,
+        after_position: int | None,
+    ) -> list[list[float]]:
+        """Each row's online-feature values as of now (or as of `after_position` at least).
+
+        Rows that will be recorded are read in sequence: each sees the rows before it in the
+        request, as the trainer will when it folds them in."""
+        if not spec.online_features:
+            return [[] for _ in rows]
+        if after_position is not None:
+            fold = await self.online.sync(spec, after_position)
+        else:
+            fold = self.online.fold(spec) or await self.online.prepare(spec)
+        pairs = list(zip(entity_ids, rows, strict=True))
+        if record:
+            return fold.preview(pairs)
+        return [fold.values(entity, row) for entity, row in pairs]
+
+    async def readiness(self) -> str | None:
+        if not self.loaded:
+            return "loading current models"
+        if any(f.done() for f in self.followers):
+            return "a Kafka follower (deployments or data) is not running"
+        if not self.recorder.alive:
+            return "prediction recorder not running"
+        return self.deployments.behind()
+
+
+def serving_state(request: Request) -> ServingState:
+    state: ServingState | None = getattr(request.app.state, "serving", None)
+    if state is None:
+        raise HTTPException(503, "serving is starting")
+    return state
