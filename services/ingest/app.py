@@ -18,7 +18,6 @@ import orjson
 import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
-from sqlalchemy.exc import SQLAlchemyError
 
 from services.ingest import records
 from services.ingest.settings import IngestSettings
@@ -27,7 +26,8 @@ from shared.events.envelope import Envelope, utcnow
 from shared.http import health_router, install_error_handlers
 from shared.registry import register_tasks
 from shared.runtime import Runtime
-from shared.store.port import ConcurrencyError, EventStore
+from shared.store.port import EventStore
+from shared.store.sql import STORE_FAILURES
 from shared.tasks import TaskSpec, load_specs
 
 log = structlog.get_logger(__name__)
@@ -35,8 +35,6 @@ log = structlog.get_logger(__name__)
 SERVICE = "ingest"
 # At most this many per-record errors are listed in a 422 (the count covers all of them).
 MAX_LISTED_ERRORS = 100
-# Failures of the store (or the network to it) that make a request retryable, not a bug.
-STORE_FAILURES = (SQLAlchemyError, OSError, TimeoutError, ConcurrencyError)
 
 
 class UnknownTask(LookupError):

@@ -40,7 +40,7 @@ NDJSON_TYPES = frozenset(
 SNIFF_TYPES = frozenset({"", "text/plain", "application/octet-stream"})
 
 OBSERVATION_FIELDS = ("entity_id", "event_time", "features", "label", "event_id")
-LABEL_FIELDS = ("observation_id", "label", "event_time")
+LABEL_FIELDS = ("observation_id", "prediction_id", "label", "event_time")
 
 BodyFormat = Literal["json", "ndjson", "sniff"]
 
@@ -253,6 +253,8 @@ def _observation(
             "entity_id": entity_id,
             "features": features,
             "label": None if label is None else validate_label(spec, label),
+            "online": None,
+            "served": None,
         },
     )
 
@@ -267,15 +269,40 @@ def _field_id(field: str, task: str, key: Any) -> uuid.UUID:
 # -- labels ----------------------------------------------------------------------------------------
 
 
+def _labelled_key(record: Mapping[str, Any]) -> tuple[str, Any]:
+    """Which field a label record names its row by: `observation_id` or `prediction_id`."""
+    has_observation = record.get("observation_id") is not None
+    has_prediction = record.get("prediction_id") is not None
+    if has_observation and has_prediction:
+        raise RecordError("give either observation_id or prediction_id, not both")
+    if has_prediction:
+        return "prediction_id", record["prediction_id"]
+    if has_observation:
+        return "observation_id", record["observation_id"]
+    raise RecordError("observation_id (or prediction_id): is required")
+
+
 def labelled_observations(task: str, records: Iterable[Mapping[str, Any]]) -> set[uuid.UUID]:
     """The observation ids a batch of label records refers to (malformed ids are skipped)."""
     ids = set()
     for record in records:
         try:
-            ids.add(resolve_id(task, record.get("observation_id")))
+            field, key = _labelled_key(record)
+            ids.add(_row_id(field, task, key))
         except RecordError:
             continue
     return ids
+
+
+def _row_id(field: str, task: str, key: Any) -> uuid.UUID:
+    """A label's observation id: a prediction id is the id of the row serving recorded (a UUID,
+    never a client key), an observation id is resolved as ingest resolves event ids."""
+    if field == "prediction_id":
+        try:
+            return uuid.UUID(str(key))
+        except ValueError:
+            raise RecordError(f"prediction_id: {key!r} is not a prediction id (a UUID)") from None
+    return _field_id(field, task, key)
 
 
 def label_events(
@@ -332,12 +359,10 @@ def _label(
     correlation_id: uuid.UUID | None,
 ) -> Envelope:
     _check_fields(record, LABEL_FIELDS)
-    if "observation_id" not in record:
-        raise RecordError("observation_id: is required")
+    field, key = _labelled_key(record)
     if "label" not in record or record["label"] is None:
         raise RecordError("label: is required")
-    key = record["observation_id"]
-    observation_id = _field_id("observation_id", spec.name, key)
+    observation_id = _row_id(field, spec.name, key)
     label = validate_label(spec, record["label"])
     observation = observations.get(observation_id)
     if (
@@ -345,6 +370,11 @@ def _label(
         or observation.type != ObservationRecorded.type_name
         or observation.payload.get("task") != spec.name
     ):
+        if field == "prediction_id":
+            raise RecordError(
+                f"unknown prediction {key!r}: serving recorded no row of task {spec.name!r} "
+                "under this id (only predictions made with `record` can be labelled by id)"
+            )
         raise RecordError(
             f"unknown observation {key!r} ({observation_id}): "
             f"no observation of task {spec.name!r} has this id"
