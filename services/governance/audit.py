@@ -69,9 +69,16 @@ class GroupMetrics(BaseModel):
     false_negative_rate: float | None
     # False when the group is smaller than min_group_size: reported, not judged.
     in_pass_fail: bool
+    # (TPR + TNR) / 2; None without both outcomes in the group (and in a live audit).
+    balanced_accuracy: float | None = None
 
     @field_validator(
-        "selection_rate", "accuracy", "false_positive_rate", "false_negative_rate", mode="before"
+        "selection_rate",
+        "accuracy",
+        "false_positive_rate",
+        "false_negative_rate",
+        "balanced_accuracy",
+        mode="before",
     )
     @classmethod
     def _nan_to_none(cls, value: Any) -> float | None:
@@ -120,6 +127,8 @@ class AuditReport(BaseModel):
     notes: list[str]
     # Metrics that could not be computed at all (a live audit has no outcomes: only selection).
     unavailable: list[str] = []
+    # Over all rows; None without both outcomes (and in a live audit).
+    balanced_accuracy: float | None = None
 
 
 def _as_binary(name: str, values: Sequence[Any]) -> np.ndarray:
@@ -143,6 +152,7 @@ def _group_metrics(
         size = int(row["count"])
         positives = int(y_true[members].sum())
         # Fairlearn reports 0 for a rate whose denominator is empty; undefined is the honest value.
+        both = 0 < positives < size
         result[str(group)] = GroupMetrics(
             count=size,
             positives=positives,
@@ -151,6 +161,9 @@ def _group_metrics(
             false_positive_rate=row["false_positive_rate"] if size > positives else None,
             false_negative_rate=row["false_negative_rate"] if positives > 0 else None,
             in_pass_fail=size >= min_group_size,
+            balanced_accuracy=(row["true_positive_rate"] + 1.0 - row["false_positive_rate"]) / 2
+            if both
+            else None,
         )
     return result, frame
 
@@ -248,6 +261,41 @@ def _breaches(name: str, result: AttributeAudit, limits: AuditThresholds) -> lis
     return reasons
 
 
+def balanced_accuracy(y_true: np.ndarray, y_pred: np.ndarray) -> float | None:
+    """(TPR + TNR) / 2: 0.5 for any constant answer; None unless both outcomes occur."""
+    positives = y_true == 1
+    if positives.all() or not positives.any():
+        return None
+    tpr = float(y_pred[positives].mean())
+    tnr = float(1 - y_pred[~positives].mean())
+    return (tpr + tnr) / 2
+
+
+def _skill_breaches(
+    overall: float | None, attributes: Mapping[str, AttributeAudit], limits: AuditThresholds
+) -> list[str]:
+    """Where the model is no better than a constant answer: overall, below the limit; in a
+    judged group, at or below 0.5 (a group's figure is noisier, so only that is judged)."""
+    floor = limits.balanced_accuracy_min
+    if floor is None:
+        return []
+    reasons = []
+    if overall is not None and overall < floor:
+        reasons.append(
+            f"balanced accuracy {_figure(overall, floor)} < {floor:g}: hardly better than a "
+            "constant answer (0.5)"
+        )
+    for name, result in attributes.items():
+        for group, m in result.groups.items():
+            ba = m.balanced_accuracy
+            if m.in_pass_fail and ba is not None and ba <= 0.5:
+                reasons.append(
+                    f"{name}={group}: balanced accuracy {_figure(ba, 0.5)} <= 0.5: no better "
+                    "than a constant answer for this group"
+                )
+    return reasons
+
+
 def audit(
     y_true: Sequence[Any],
     y_pred: Sequence[Any],
@@ -271,7 +319,9 @@ def audit(
         attributes[name] = _audit_attribute(
             name, truth, predicted, groups, thresholds.min_group_size
         )
-    reasons = [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
+    overall = balanced_accuracy(truth, predicted)
+    reasons = _skill_breaches(overall, attributes, thresholds)
+    reasons += [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
     return AuditReport(
         n=len(truth),
         thresholds=thresholds,
@@ -279,11 +329,13 @@ def audit(
         passed=not reasons,
         reasons=reasons,
         notes=[note for a in attributes.values() for note in a.notes],
+        balanced_accuracy=overall,
     )
 
 
 LABEL_METRICS = (
     "accuracy",
+    "balanced_accuracy",
     "false_positive_rate",
     "false_negative_rate",
     "equalized_odds_difference",
@@ -414,6 +466,7 @@ def _limits_line(limits: AuditThresholds) -> str:
             ("equalized-odds difference", "<=", limits.equalized_odds_difference_max),
             ("demographic-parity difference", "<=", limits.demographic_parity_difference_max),
             ("demographic-parity ratio", ">=", limits.demographic_parity_ratio_min),
+            ("balanced accuracy (overall and per group)", ">=", limits.balanced_accuracy_min),
         )
         if value is not None
     ]

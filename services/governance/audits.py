@@ -1,9 +1,11 @@
-"""What an audit audits: a candidate on recent labelled data, or the champion on live traffic.
+"""What an audit audits: a candidate on labelled rows it never learned, or the champion live.
 
 Pure: the caller reads events and artifacts; these functions join, predict and call the audit
-maths (`audit.py`). A candidate's window is the task's `promotion.window` most recent labelled
-rows recorded before the model (observations joined with their labels, newest label first); the
-candidate predicts them as serving would (its encoded stream state, threshold 0.5).
+maths (`audit.py`). A candidate's window is up to the task's `promotion.window` rows whose labels
+were recorded after the last row the model learned (observations joined with their labels, oldest
+first), so the audit measures the model on data it has not seen; the candidate predicts them as
+serving would: with the online-feature values serving used (rows it recorded), or those the fold
+gives at the row's place in the stream, and threshold 0.5.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import numpy as np
 
 from services.governance.audit import AuditReport, audit, audit_selection
 from shared.events.envelope import Envelope
-from shared.tasks import TaskSpec, feature_vector
+from shared.features import model_inputs
+from shared.tasks import TaskSpec
 
 THRESHOLD = 0.5
 
@@ -27,29 +30,28 @@ class NotAuditable(ValueError):
 
 
 @dataclass
-class LabelledWindow:
-    """Labelled rows gathered newest first; late labels wait for their observation's features."""
+class UnseenWindow:
+    """Labelled rows a model never learned: labels recorded after its last learned position,
+    oldest first. Labels that came separately wait for their observation's features."""
 
     size: int
-    rows: list[dict[str, Any]] = field(default_factory=list)  # features, label, position
+    rows: list[dict[str, Any]] = field(default_factory=list)  # observation, label, position
     waiting: dict[uuid.UUID, tuple[int, int]] = field(default_factory=dict)  # obs -> label, pos
-    scanned_to: int | None = None
 
     @property
     def full(self) -> bool:
         return len(self.rows) + len(self.waiting) >= self.size
 
-    def add(self, events_newest_first: Iterable[Envelope]) -> None:
-        """Take labels from a page of data events read newest first, until the window is full."""
-        for envelope in events_newest_first:
+    def add(self, events: Iterable[Envelope]) -> None:
+        """Take labels from a page of data events read oldest first, until the window is full."""
+        for envelope in events:
             if self.full:
                 return
-            self.scanned_to = envelope.position
-            payload = envelope.payload  # read as stored: validating 4,000 payloads costs more
+            payload = envelope.payload  # read as stored: validating thousands costs more
             if envelope.type == "ObservationRecorded" and payload.get("label") is not None:
                 self.rows.append(
                     {
-                        "features": payload["features"],
+                        "observation": envelope,
                         "label": int(payload["label"]),
                         "position": envelope.position,
                     }
@@ -59,18 +61,28 @@ class LabelledWindow:
                 self.waiting[observation_id] = (int(payload["label"]), envelope.position or 0)
 
     def join(self, observations: Mapping[uuid.UUID, Envelope]) -> int:
-        """Give waiting labels their observation's features; return how many stayed unmatched."""
+        """Give waiting labels their observation; return how many stayed unmatched."""
         unmatched = 0
         for observation_id, (label, position) in self.waiting.items():
             found = observations.get(observation_id)
             if found is None:
                 unmatched += 1
                 continue
-            features = found.payload["features"]
-            self.rows.append({"features": features, "label": label, "position": position})
+            self.rows.append({"observation": found, "label": label, "position": position})
         self.waiting = {}
         self.rows.sort(key=lambda r: r["position"])
         return unmatched
+
+
+def recorded_inputs(spec: TaskSpec, observation: Envelope) -> list[float] | None:
+    """A served row's model inputs as serving built them (None: computed from the stream)."""
+    payload = observation.payload
+    if not spec.online_features:
+        return model_inputs(spec, payload["features"], [])
+    online = payload.get("online")
+    if online is None or any(name not in online for name in spec.online_names):
+        return None
+    return model_inputs(spec, payload["features"], [online[n] for n in spec.online_names])
 
 
 def sensitive_use(spec: TaskSpec, feature_names: Sequence[str]) -> list[str]:
@@ -95,18 +107,18 @@ def audit_candidate(
     rows: Sequence[Mapping[str, Any]],
     current: TaskSpec | None = None,
 ) -> AuditReport:
-    """Audit a model's 0/1 predictions on labelled rows (`features`, `label`).
+    """Audit a model's 0/1 predictions on labelled rows (`features`, `inputs`, `label`).
 
-    `spec` is the pipeline version the model was trained under (it builds the model's inputs);
-    `current` (default: the same) is the task's spec now, whose sensitive attributes and limits
-    the audit applies.
+    `spec` is the pipeline version the model was trained under (the rows' `inputs` are its model
+    inputs, online features included); `current` (default: the same) is the task's spec now,
+    whose sensitive attributes and limits the audit applies.
     """
     policy = current or spec
     if not policy.sensitive:
         raise NotAuditable(f"task {policy.name!r} names no sensitive attributes")
     if not rows:
         raise NotAuditable("no labelled data to audit the model on")
-    X = np.asarray([feature_vector(spec, r["features"]) for r in rows], dtype=np.float64)
+    X = np.asarray([r["inputs"] for r in rows], dtype=np.float64)
     predicted = (np.asarray(predictor.predict_proba(X)) >= THRESHOLD).astype(int)
     report = audit(
         y_true=[int(r["label"]) for r in rows],

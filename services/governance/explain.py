@@ -1,7 +1,9 @@
 """Explanations, pure: global feature importance of a model, and one prediction's TreeSHAP.
 
-Contributions are LightGBM's native TreeSHAP (`pred_contrib`) through the shared model codec, in
-log-odds: they add up, with the bias, to the model's logit for the row.
+Contributions are LightGBM's native TreeSHAP (`pred_contrib`) for tree members and exact terms for
+linear members, through the shared model codec, in log-odds: they add up, with the bias, to the
+model's logit for the row. A prediction is explained with the online-feature values it was served
+with (recorded with it), not today's.
 """
 
 from __future__ import annotations
@@ -12,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from shared.features import model_inputs
 from shared.model_codec import Predictor
-from shared.tasks import TaskSpec, feature_vector
+from shared.tasks import TaskSpec
 
 
 def global_importance(predictor: Predictor) -> list[dict[str, Any]]:
@@ -24,24 +27,27 @@ def global_importance(predictor: Predictor) -> list[dict[str, Any]]:
     return [{"feature": name, "gain": gain, "share": gain / total} for name, gain in ranked]
 
 
-def _value(predictor: Predictor, features: Mapping[str, Any], name: str) -> Any:
-    if name.startswith("stream:"):  # state learned from the label stream, frozen in the model
-        return predictor.state.get(name.removeprefix("stream:"))
-    return features.get(name)
-
-
 def prediction_contributions(
-    spec: TaskSpec, predictor: Predictor, features: Mapping[str, Any]
+    spec: TaskSpec,
+    predictor: Predictor,
+    features: Mapping[str, Any],
+    online: Mapping[str, float] | None = None,
 ) -> dict[str, Any]:
-    """Each feature's contribution to one prediction's log-odds, the bias and the totals."""
-    X = np.asarray([feature_vector(spec, features)], dtype=np.float64)
+    """Each input's contribution to one prediction's log-odds (its features and the online
+    features it was given), the bias and the totals."""
+    online = online or {}
+    values = {**features, **online}
+    X = np.asarray(
+        [model_inputs(spec, features, [online.get(n, 0.0) for n in spec.online_names])],
+        dtype=np.float64,
+    )
     contributions = predictor.contributions(X)[0]
     logit = float(predictor.logits(X)[0])
-    per_feature = [
-        {"feature": name, "value": _value(predictor, features, name), "contribution": float(c)}
+    per_feature: list[dict[str, Any]] = [
+        {"feature": name, "value": values.get(name), "contribution": float(c)}
         for name, c in zip(predictor.feature_names, contributions[:-1], strict=True)
     ]
-    per_feature.sort(key=lambda item: -abs(item["contribution"]))
+    per_feature.sort(key=lambda item: -abs(float(item["contribution"])))
     return {
         "contributions": per_feature,
         "bias": float(contributions[-1]),

@@ -64,14 +64,23 @@ def metric_check(
     """The candidate's recent metric against the champion's (passed, reason with the figures).
 
     When the trainer scored the serving champion on the same recent rows as the candidate
-    (`champion_version` in the candidate's metrics is the current champion), that like-for-like
-    comparison decides; otherwise each model's own recent metric at its training time.
+    (`champion_version` in the candidate's metrics is the current champion; the same inputs,
+    online features included; rows labelled after the champion was known, so it learned none of
+    them), that like-for-like comparison decides, and a candidate no better than always answering
+    the majority class on those rows is refused; otherwise each model's own recent metric at its
+    training time.
     """
     if champion is None:
         return True, "first model of the task"
     if champion_version is not None and candidate.get("champion_version") == champion_version:
         mine, best = candidate["window_accuracy"], candidate["champion_window_accuracy"]
         rows = int(candidate.get("window_n", 0))
+        majority = candidate.get("window_majority_accuracy")
+        if majority is not None and mine <= majority and rows >= 30:
+            return False, (
+                f"accuracy {mine:.4f} <= {majority:.4f}, what always answering the majority "
+                f"class scores on the same {rows} rows: no better than a constant"
+            )
         if mine >= best - policy.tolerance:
             return True, f"accuracy {mine:.4f} >= champion {best:.4f} on the same {rows} rows"
         return False, (

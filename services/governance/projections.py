@@ -98,6 +98,7 @@ def _prediction_row(envelope: Envelope) -> dict[str, Any]:
         "probability": data.probability,
         "label": data.label,
         "served_at": envelope.occurred_at,
+        "online": data.online,
     }
 
 

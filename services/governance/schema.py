@@ -114,6 +114,8 @@ predictions = Table(
     Column("probability", Float, nullable=False),
     Column("label", Json, nullable=True),
     Column("served_at", DateTime(timezone=True), nullable=False),
+    # The online-feature values the model was given (None before they existed).
+    Column("online", Json, nullable=True),
     Index("ix_gov_predictions_task_version_position", "task", "model_version", "position"),
 )
 

@@ -27,7 +27,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from services.governance.audit import AuditReport
-from services.governance.audits import LabelledWindow, NotAuditable, audit_candidate, audit_live
+from services.governance.audits import (
+    NotAuditable,
+    UnseenWindow,
+    audit_candidate,
+    audit_live,
+    recorded_inputs,
+)
 from services.governance.auth import Principal
 from services.governance.policy import AuditResult, Decision, DeploymentState, Verdict, decide
 from services.governance.projections import apply_events, replay_into
@@ -49,6 +55,7 @@ from shared.events.types import (
     governance_stream,
     model_stream,
 )
+from shared.features import OnlineFold, data_event, model_inputs
 from shared.model_codec import ModelFormatError, Predictor, decode
 from shared.registry import registered_tasks, spec_versions
 from shared.runtime import Runtime
@@ -108,6 +115,8 @@ class Governance:
         self._retiring: set[asyncio.Task[None]] = set()
         # Wall time of each candidate audit (seconds): reading the window, predicting, the maths.
         self.audit_seconds: list[float] = []
+        # Seconds before a candidate that awaits labelled rows for its audit is looked at again.
+        self.evidence_retry = 2.0
 
     # -- projections --------------------------------------------------------------------------
 
@@ -262,35 +271,40 @@ class Governance:
 
     # -- audits -------------------------------------------------------------------------------
 
-    async def audit_candidate(self, envelope: Envelope, spec: TaskSpec) -> AuditCompleted:
-        """Audit a new model on the task's most recent labelled window; record it once."""
+    async def audit_candidate(self, envelope: Envelope, spec: TaskSpec) -> AuditCompleted | None:
+        """Audit a new model on labelled rows it never learned; record it once.
+
+        None while fewer than the policy's `min_rows` such rows exist: the labels have not come
+        yet (the caller retries later, or lets a newer model supersede this one)."""
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)
         if (done := await self.candidate_audit(trained.task, trained.model_version)) is not None:
             return done
         started = time.monotonic()
-        window = await self._labelled_window(trained.task, spec.promotion.window, envelope.position)
+        model_spec = (await spec_versions(self.store, trained.task)).get(
+            trained.pipeline_version, spec
+        )
+        window = await self._unseen_window(
+            trained.task, model_spec, spec.promotion.window, trained.last_position
+        )
+        rows = window.rows
+        if len(rows) < spec.promotion.audit.min_rows:
+            return None
         info: dict[str, Any] = {
             "requested_rows": spec.promotion.window,
-            "until_position": envelope.position,
+            "labels_after_position": trained.last_position,
+            "rows": len(rows),
+            "first_position": rows[0]["position"],
+            "last_position": rows[-1]["position"],
+            "rows_learned_by_model": 0,
         }
         try:
-            model_spec = (await spec_versions(self.store, trained.task)).get(
-                trained.pipeline_version, spec
-            )
             predictor = await self.predictor(trained.artifact_sha256)
             report: AuditReport | None = await asyncio.to_thread(
-                audit_candidate, model_spec, predictor, window.rows, spec
+                audit_candidate, model_spec, predictor, rows, spec
             )
         except (NotAuditable, ArtifactNotFound, ModelFormatError, ValueError) as exc:
             report, reasons = None, [f"audit could not run: {exc}"]
-        rows = window.rows
-        info.update(
-            rows=len(rows),
-            first_position=rows[0]["position"] if rows else None,
-            last_position=rows[-1]["position"] if rows else None,
-            rows_learned_by_model=sum(1 for r in rows if r["position"] <= trained.last_position),
-        )
         seconds = time.monotonic() - started
         self.audit_seconds.append(seconds)
         payload = AuditCompleted(
@@ -321,25 +335,64 @@ class Governance:
         )
         return payload
 
-    async def _labelled_window(self, task: str, size: int, until: int | None) -> LabelledWindow:
-        """The `size` most recent labelled rows of the task's data stream up to `until`."""
-        window = LabelledWindow(size)
-        bound = until
+    async def _unseen_window(
+        self, task: str, spec: TaskSpec, size: int, after: int
+    ) -> UnseenWindow:
+        """Up to `size` labelled rows whose labels were stored after position `after`, each with
+        its features and its model inputs under `spec` (rows of other spec versions left out)."""
+        window = UnseenWindow(size)
+        cursor = after
         while not window.full:
             page = await self.store.read_all(
+                after=cursor,
                 limit=min(5000, 2 * size + 10),
                 types=_DATA_TYPES,
                 streams=[data_stream(task)],
-                until=bound,
-                descending=True,
             )
             if not page:
                 break
             window.add(page)
-            bound = (page[-1].position or 1) - 1
-        observations = await self.store.get(list(window.waiting))
-        window.join(observations)
+            cursor = page[-1].position or cursor
+        window.join(await self.store.get(list(window.waiting)))
+        window.rows = [
+            r for r in window.rows if r["observation"].payload["pipeline_version"] == spec.version
+        ]
+        replay = []
+        for row in window.rows:
+            row["features"] = row["observation"].payload["features"]
+            row["inputs"] = recorded_inputs(spec, row["observation"])
+            if row["inputs"] is None:
+                replay.append(row)
+        if replay:
+            wanted = {r["observation"].event_id for r in replay}
+            until = max(r["observation"].position or 0 for r in replay)
+            inputs = await self._stream_inputs(task, spec, wanted, until)
+            for row in replay:
+                row["inputs"] = inputs[row["observation"].event_id]
         return window
+
+    async def _stream_inputs(
+        self, task: str, spec: TaskSpec, wanted: set[uuid.UUID], until: int
+    ) -> dict[uuid.UUID, list[float]]:
+        """Observations' model inputs as the trainer built them: the task's online-feature fold
+        replayed from the start of its data stream (the values depend on everything before)."""
+        fold = OnlineFold(spec)
+        out: dict[uuid.UUID, list[float]] = {}
+        after = 0
+        while page := await self.store.read_stream(
+            data_stream(task), after_version=after, limit=5000
+        ):
+            for envelope in page:
+                if (envelope.position or 0) > until:
+                    return out
+                event = data_event(envelope)
+                if event is None:
+                    continue
+                values = fold.apply(event)
+                if values is not None and envelope.event_id in wanted:
+                    out[envelope.event_id] = model_inputs(spec, event.features or {}, values)
+            after = page[-1].stream_version or after
+        return out
 
     async def live_audits(self) -> list[AuditCompleted]:
         """Audit each champion's most recent served predictions (selection rates; no outcomes)."""
@@ -432,9 +485,44 @@ class Governance:
         state = await self.deployment_state(trained.task)
         if self._settled(state, trained.model_version):
             return
-        if spec.sensitive:
-            await self.audit_candidate(envelope, spec)
+        if spec.sensitive and await self.audit_candidate(envelope, spec) is None:
+            await self._await_evidence(envelope, spec)
+            return
         await self.consider(envelope, spec)
+
+    async def _await_evidence(self, envelope: Envelope, spec: TaskSpec) -> None:
+        """A candidate whose audit lacks rows it never learned: check again later, unless a
+        newer version has come meanwhile (then this one is refused as superseded)."""
+        trained = envelope.data()
+        assert isinstance(trained, ModelTrained)
+        task, version = trained.task, trained.model_version
+        newer = await self.store.read_stream(model_stream(task), after_version=version, limit=1)
+        if not newer:
+            log.info("governance.awaiting_labels", task=task, version=version)
+            loop = asyncio.get_running_loop()
+            loop.call_later(self.evidence_retry, self.enqueue, envelope)
+            return
+        newest = int(newer[0].payload["model_version"])
+        async with self._task_locks[task]:
+            state = await self.deployment_state(task)
+            if self._settled(state, version):
+                return
+            reason = (
+                f"superseded by version {newest} before {spec.promotion.audit.min_rows} labelled "
+                "rows it never learned had arrived for its audit"
+            )
+            await self._append(
+                task,
+                PromotionRefused(
+                    task=task, model_version=version, reasons=[reason], decided_by=POLICY
+                ),
+                state,
+                event_id=decision_event_id(task, version),
+                causation=envelope,
+            )
+        log.info(
+            "governance.decided", task=task, version=version, verdict="refuse", reasons=[reason]
+        )
 
     @staticmethod
     def _settled(state: DeploymentState, version: int) -> bool:

@@ -178,10 +178,11 @@ def train(spec: TaskSpec, rows: list[dict[str, object]], y: np.ndarray) -> bytes
 
 
 async def stream_compas(w: World, spec: TaskSpec, step: int = 500) -> dict[int, ModelTrained]:
-    """Append the file in chunks; after each chunk, a model trained on the last 2,000 rows."""
+    """Append the file, then a model per 500 rows trained on the 2,000 rows before that point
+    (so each has later labelled rows, which it never learned, for its audit)."""
     rows, y = compas_rows(spec)
-    first, trained = None, {}
-    for version, end in enumerate(range(step, len(rows) + 1, step), start=1):
+    positions = []
+    for start in range(0, len(rows), step):
         events = [
             new_event(
                 ObservationRecorded(
@@ -194,10 +195,11 @@ async def stream_compas(w: World, spec: TaskSpec, step: int = 500) -> dict[int, 
                 stream_id=data_stream(spec.name),
                 producer=TEST_PRODUCER,
             )
-            for i in range(end - step, end)
+            for i in range(start, min(len(rows), start + step))
         ]
-        positions = await w.append(events)
-        first = first or positions[0]
+        positions += await w.append(events)
+    first, trained = positions[0], {}
+    for version, end in enumerate(range(step, len(rows) + 1, step), start=1):
         lo = max(0, end - spec.promotion.window)
         model = train(spec, rows[lo:end], y[lo:end])
         w.models[version] = model
@@ -211,7 +213,7 @@ async def stream_compas(w: World, spec: TaskSpec, step: int = 500) -> dict[int, 
             params={},
             metrics={"recent_accuracy": 0.6 + version / 1000},
             first_position=first,
-            last_position=positions[-1],
+            last_position=positions[end - 1],
             n_learned=step,
             n_learned_total=end,
         )
@@ -240,7 +242,9 @@ async def test_compas_models_are_audited_as_they_appear_and_those_over_the_limit
         refused, promoted = [], []
         for version, audit in audits.items():
             race = audit["report"]["attributes"]["race"]
-            assert audit["window"]["rows"] == min(500 * version, spec.promotion.window)
+            # Audited on the rows after the last one it learned: none of them seen in training.
+            assert audit["window"]["rows"] == min(7214 - 500 * version, spec.promotion.window)
+            assert audit["window"]["labels_after_position"] == trained[version].last_position
             assert set(race["groups"]) >= {"African-American", "Caucasian", "Hispanic"}
             for figures in race["groups"].values():
                 assert {"selection_rate", "accuracy", "false_positive_rate"} <= set(figures)
