@@ -1,7 +1,12 @@
-"""`continuo evaluate FILE.csv --target COLUMN`: run the online learner prequentially over a CSV.
+"""`continuo evaluate FILE.csv --target COLUMN`: what serving would have answered on a CSV stream.
 
-Each row is predicted before its label is learned (test-then-train), in file order. Features are
-the spec's model features when `--spec` is given, else every other numeric column.
+The rows arrive in file order, `--batch` to a request, each request's labels `--label-delay`
+requests late (defaults: one row at a time, each label before the next row). Every request is
+answered as serving answers it (the newest published model, given the spec's online features as of
+that moment) and the trainer learns as it does in the running system (`continuo.simulate`). The
+headline is that served accuracy; the trainer's own prequential figure is reported beside it.
+Features are the spec's when `--spec` is given (with its online features), else every other
+numeric column.
 """
 
 from __future__ import annotations
@@ -16,10 +21,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from services.trainer.learner import OnlineLearner
-from shared.tasks import TaskSpec, load_spec
+from continuo.simulate import Result, Rows, Timing, simulate
+from shared.tasks import Feature, RecordError, Target, TaskSpec, load_spec, validate_features
 
-CHUNK = 1000
 PROGRESS_EVERY_S = 2.0
 
 
@@ -30,11 +34,19 @@ class UsageError(Exception):
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="continuo evaluate",
-        description="Prequential (test-then-train) evaluation of Continuo's learner on a CSV.",
+        description="What serving would have answered on a CSV stream, under a label timing.",
     )
     parser.add_argument("file", type=Path, help="CSV file in stream order (plain or .gz)")
     parser.add_argument("--target", required=True, help="binary label column")
-    parser.add_argument("--spec", type=Path, help="task spec YAML (features, learner params)")
+    parser.add_argument("--spec", type=Path, help="task spec YAML (features, online features)")
+    parser.add_argument("--entity", help="column naming each row's entity (default: one entity)")
+    parser.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
+    parser.add_argument(
+        "--label-delay",
+        type=int,
+        default=0,
+        help="requests between a request's answers and its labels (0: right after it)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--window", type=int, default=1000, help="rows in the recent accuracy")
     return parser
@@ -67,73 +79,72 @@ def _labels(column: pd.Series, spec: TaskSpec | None) -> np.ndarray:
     return (column == values[-1]).to_numpy(dtype=np.int64)
 
 
-def _features(frame: pd.DataFrame, target: str, spec: TaskSpec | None) -> tuple[np.ndarray, list]:
-    if spec is not None:
-        missing = [f.name for f in spec.model_features if f.name not in frame.columns]
-        if missing:
-            raise UsageError(f"columns named in the spec are missing: {', '.join(missing)}")
-        columns = []
-        for f in spec.model_features:
-            col = frame[f.name]
-            if f.type == "category":
-                col = col.astype(str).map({c: float(i) for i, c in enumerate(f.categories)})
-            columns.append(pd.to_numeric(col, errors="coerce"))
-        names = [f.name for f in spec.model_features]
-        return np.column_stack(columns).astype(float), names
-    numeric = frame.drop(columns=[target]).select_dtypes(include="number")
+def _spec_for(frame: pd.DataFrame, target: str, entity: str | None) -> TaskSpec:
+    """Without a spec: every other numeric column is a float feature; no online features."""
+    numeric = frame.drop(columns=[c for c in (target, entity) if c]).select_dtypes("number")
     if numeric.shape[1] == 0:
         raise UsageError("no numeric feature columns besides the target")
-    return numeric.to_numpy(dtype=float), list(numeric.columns)
+    return TaskSpec(
+        name="evaluate",
+        features=tuple(Feature(name=str(c)) for c in numeric.columns),
+        target=Target(name=target),
+    )
 
 
-def evaluate(
-    X: np.ndarray, y: np.ndarray, learner: OnlineLearner, progress: bool
-) -> dict[str, Any]:
-    """Prequential run; returns the summary figures."""
-    drifts: list[dict[str, Any]] = []
-    switches = 0
-    started = last_report = time.perf_counter()
-    for start in range(0, len(y), CHUNK):
-        report = learner.test_then_train(X[start : start + CHUNK], y[start : start + CHUNK])
-        drifts += [{"detector": d.detector, "at": d.at_labelled} for d in report.drifts]
-        switches += len(report.switches)
-        now = time.perf_counter()
-        if progress and now - last_report > PROGRESS_EVERY_S:
-            done = min(len(y), start + CHUNK)
-            print(f"  {done:,}/{len(y):,} rows", file=sys.stderr, flush=True)
-            last_report = now
-    elapsed = max(time.perf_counter() - started, 1e-9)
-    metrics = learner.metrics
+def _rows(frame: pd.DataFrame, spec: TaskSpec, y: np.ndarray, entity: str | None) -> Rows:
+    missing = [f.name for f in spec.input_features if f.name not in frame.columns]
+    if missing:
+        raise UsageError(f"columns named in the spec are missing: {', '.join(missing)}")
+    columns = [f.name for f in spec.input_features]
+    records = frame[columns].to_dict("records")
+    features = []
+    for i, record in enumerate(records):
+        try:
+            features.append(validate_features(spec, record))
+        except RecordError as exc:
+            raise UsageError(f"row {i + 1}: {exc}") from None
+    entities = frame[entity].astype(str).tolist() if entity else ["-"] * len(frame)
+    return Rows(features, y.tolist(), entities)
+
+
+def summary(result: Result, window: int) -> dict[str, Any]:
+    recent = result.served_right[-window:]
     return {
-        "rows": len(y),
-        "accuracy": metrics["accuracy"],
-        "log_loss": metrics["log_loss"],
-        "recent_accuracy": metrics["recent_accuracy"],
-        "recent_window": int(metrics["recent_window"]),
-        "events_per_s": len(y) / elapsed,
-        "seconds": elapsed,
-        "model_updates": learner.n_updates,
-        "drifts": len(drifts),
-        "drift_positions": [d["at"] for d in drifts],
-        "config_switches": switches,
-        "champion_config": learner.champion_config(),
+        "rows": result.rows,
+        "batch": result.timing.batch,
+        "label_delay": result.timing.label_delay,
+        "accuracy": result.served_accuracy,
+        "log_loss": result.served_log_loss,
+        "recent_accuracy": float(recent.mean()) if len(recent) else 0.0,
+        "recent_window": window,
+        "trainer_accuracy": result.trainer_accuracy,
+        "unanswered": result.unanswered,
+        "events_per_s": result.events_per_s,
+        "seconds": result.seconds,
+        "models_published": result.models,
+        "models_promoted": result.promoted,
+        "model_updates": result.model_updates,
+        "drifts": len(result.drifts),
+        "drift_positions": result.drifts,
+        "config_switches": result.switches,
+        "champion_config": result.champion_config,
     }
 
 
-def _print_text(path: Path, features: list, summary: dict[str, Any]) -> None:
-    print(f"{path}: {summary['rows']:,} rows, features: {', '.join(map(str, features))}")
-    print(f"  accuracy            {summary['accuracy']:.4f}")
-    print(f"  log-loss            {summary['log_loss']:.4f}")
-    print(
-        f"  recent accuracy     {summary['recent_accuracy']:.4f}  (last {summary['recent_window']})"
-    )
-    print(f"  events/s            {summary['events_per_s']:,.0f}")
-    print(f"  model updates       {summary['model_updates']}")
-    shown = ", ".join(f"{p:,}" for p in summary["drift_positions"][:10])
-    more = " ..." if summary["drifts"] > 10 else ""
-    print(f"  drifts detected     {summary['drifts']}" + (f"  (at {shown}{more})" if shown else ""))
-    champion = f"(champion {summary['champion_config']})"
-    print(f"  config switches     {summary['config_switches']}  {champion}")
+def _print_text(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -> None:
+    names = ", ".join(spec.input_names)
+    print(f"{path}: {s['rows']:,} rows, {timing.describe()}; inputs: {names}")
+    print(f"  served accuracy     {s['accuracy']:.4f}  (what serving would have answered)")
+    print(f"  trainer accuracy    {s['trainer_accuracy']:.4f}  (the learner's own, prequential)")
+    print(f"  served log-loss     {s['log_loss']:.4f}")
+    print(f"  recent accuracy     {s['recent_accuracy']:.4f}  (served, last {s['recent_window']})")
+    print(f"  unanswered rows     {s['unanswered']}  (before the first model; counted wrong)")
+    print(f"  events/s            {s['events_per_s']:,.0f}")
+    print(f"  models              {s['models_published']} published, {s['models_promoted']} served")
+    shown = ", ".join(f"{p:,}" for p in s["drift_positions"][:10])
+    more = " ..." if s["drifts"] > 10 else ""
+    print(f"  drifts detected     {s['drifts']}" + (f"  (at {shown}{more})" if shown else ""))
+    print(f"  config switches     {s['config_switches']}  (champion {s['champion_config']})")
 
 
 def main(argv: list[str]) -> int:
@@ -143,25 +154,34 @@ def main(argv: list[str]) -> int:
         frame = _read(args.file)
         if args.target not in frame.columns:
             raise UsageError(f"no column {args.target!r}; columns: {', '.join(frame.columns)}")
+        if args.entity and args.entity not in frame.columns:
+            raise UsageError(f"no column {args.entity!r} for --entity")
         if frame.empty:
             raise UsageError(f"{args.file}: no rows")
         if args.window < 1:
             raise UsageError("--window must be at least 1")
+        try:
+            timing = Timing(args.batch, args.label_delay)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
         y = _labels(frame[args.target], spec)
-        X, names = _features(frame, args.target, spec)
+        spec = spec or _spec_for(frame, args.target, args.entity)
+        rows = _rows(frame, spec, y, args.entity)
     except (UsageError, OSError, ValueError) as exc:
         print(f"continuo evaluate: {exc}", file=sys.stderr)
         return 2
-    params = dict(spec.learner.params) if spec else {}
-    params["recent_window"] = args.window
-    learner = OnlineLearner(
-        X.shape[1], seed=spec.learner.seed if spec else 7, params=params, feature_names=names
-    )
-    summary = evaluate(X, y, learner, progress=len(y) > 20 * CHUNK)
+    last = [time.perf_counter()]
+
+    def progress(done: int) -> None:
+        if len(y) > 20_000 and time.perf_counter() - last[0] > PROGRESS_EVERY_S:
+            print(f"  {done:,}/{len(y):,} rows", file=sys.stderr, flush=True)
+            last[0] = time.perf_counter()
+
+    result = summary(simulate(spec, rows, timing, progress=progress), args.window)
     if args.json:
-        print(json.dumps(summary, sort_keys=True))
+        print(json.dumps(result, sort_keys=True))
     else:
-        _print_text(args.file, names, summary)
+        _print_text(args.file, spec, timing, result)
     return 0
 
 

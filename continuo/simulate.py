@@ -1,0 +1,241 @@
+"""A task's stream under a label timing, in process: what serving would answer, what the trainer
+learns, and baselines given the same inputs at the same moments.
+
+The stream arrives in requests of `batch` rows. For each request, in order:
+
+1. serving answers every row with the champion (the newest published model that the promotion
+   policy's metric check let through), given the online features as of that moment (the rows of
+   the same request see the ones before them: the request is recorded in order, log and wait);
+2. the rows are recorded as observations carrying those values and answers;
+3. the labels of the request `label_delay` requests back are posted (0: this request's own).
+
+Each model the trainer core publishes is decoded with the model codec and serves from the next
+request on. This is the running system's semantics (`shared.features` for online features,
+`services.trainer.core` for learning and publishing, `shared.model_codec` for serving) without its
+latency: in the system a model needs about a second to reach serving, and serving sees a label
+only once it has come through Kafka (unless the caller passes `after_position`).
+
+Baselines (River models, a frozen batch model) answer each row from the same inputs when serving
+does, and learn each row's label when it is posted, with the inputs it was answered with.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from services.governance.policy import metric_check
+from services.trainer.core import Learner, TaskTraining
+from services.trainer.learner import OnlineLearner
+from shared.features import DataEvent, OnlineFold, model_inputs
+from shared.model_codec import Predictor, decode
+from shared.tasks import TaskSpec
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Rows arrive `batch` to a request; a request's labels are posted `label_delay` requests
+    later (0: right after its own predictions, before the next request)."""
+
+    batch: int = 1
+    label_delay: int = 0
+
+    def __post_init__(self) -> None:
+        if self.batch < 1 or self.label_delay < 0:
+            raise ValueError("batch must be at least 1 and label_delay at least 0")
+
+    def describe(self) -> str:
+        if self.batch == 1 and self.label_delay == 0:
+            return "each label on arrival (before the next row)"
+        when = (
+            "after the request"
+            if self.label_delay == 0
+            else (f"{self.label_delay} request{'s' if self.label_delay > 1 else ''} late")
+        )
+        return f"{self.batch}-row requests, labels {when}"
+
+
+class Baseline(Protocol):
+    """A learner answering and learning one row at a time (River's interface)."""
+
+    def predict_one(self, x: dict[int, float]) -> Any: ...
+    def learn_one(self, x: dict[int, float], y: int) -> Any: ...
+
+
+@dataclass
+class Rows:
+    """A labelled stream: features (as validated records), class indices and entities."""
+
+    features: list[dict[str, Any]]
+    labels: list[int]
+    entities: list[str]
+
+    def __post_init__(self) -> None:
+        if not len(self.features) == len(self.labels) == len(self.entities):
+            raise ValueError("features, labels and entities must have the same length")
+
+
+@dataclass
+class Result:
+    rows: int
+    timing: Timing
+    served_accuracy: float  # rows answered before any model count as wrong (see `unanswered`)
+    served_log_loss: float
+    trainer_accuracy: float
+    unanswered: int
+    models: int
+    promoted: int
+    seconds: float
+    baselines: dict[str, float] = field(default_factory=dict)
+    drifts: list[int] = field(default_factory=list)
+    switches: int = 0
+    champion_config: str = ""
+    model_updates: int = 0
+    # Per row: 1 where serving's answer was right (0 where wrong or unanswered).
+    served_right: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+
+    def served_accuracy_from(self, row: int) -> float:
+        """Serving's accuracy on rows `row`.. (to compare with a baseline scored from there)."""
+        part = self.served_right[row:]
+        return float(part.mean()) if len(part) else 0.0
+
+    @property
+    def events_per_s(self) -> float:
+        return self.rows / max(self.seconds, 1e-9)
+
+
+def requests(n: int, timing: Timing) -> Iterator[tuple[range, list[range]]]:
+    """Per request: its rows, and the requests whose labels are posted right after it."""
+    waiting: deque[range] = deque()
+    for start in range(0, n, timing.batch):
+        rows = range(start, min(n, start + timing.batch))
+        waiting.append(rows)
+        due = []
+        while len(waiting) > timing.label_delay:
+            due.append(waiting.popleft())
+        if start + timing.batch >= n:
+            due.extend(waiting)
+        yield rows, due
+
+
+def simulate(
+    spec: TaskSpec,
+    rows: Rows,
+    timing: Timing,
+    *,
+    learner: Learner | None = None,
+    baselines: Mapping[str, Baseline] | None = None,
+    scored_from: Mapping[str, int] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> Result:
+    """Run the stream; `scored_from[name]` scores a baseline only from that row on."""
+    core = TaskTraining(spec, learner or OnlineLearner.from_spec(spec))
+    serving = OnlineFold(spec)  # serving's own fold, fed the same events as the trainer's
+    baselines = dict(baselines or {})
+    n = len(rows.labels)
+    served = np.full(n, np.nan)
+    answers = {name: np.zeros(n, dtype=np.int8) for name in baselines}
+    inputs: list[list[float]] = [[] for _ in range(n)]
+    ids = [uuid.UUID(int=i + 1) for i in range(n)]
+    champion: Predictor | None = None
+    champion_metrics: dict[str, float] | None = None
+    version = models = promoted = switches = 0
+    drifts: list[int] = []
+    started = time.perf_counter()
+
+    def feed(events: Sequence[DataEvent]) -> None:
+        nonlocal champion, champion_metrics, models, promoted, switches
+        for event in events:
+            serving.apply(event)
+        out = core.apply(events)
+        for _, fact in out.facts:
+            if fact.type_name == "DriftDetected":
+                drifts.append(fact.at_labelled)  # type: ignore[union-attr]
+            else:
+                switches += 1
+        for candidate in out.candidates:
+            models += 1
+            ok, _ = metric_check(
+                spec.promotion, candidate.metrics, champion_metrics, core.champion_version
+            )
+            if ok:
+                champion, champion_metrics = decode(candidate.model_bytes), candidate.metrics
+                core.set_champion(candidate.model_version, champion)
+                promoted += 1
+
+    for request, due in requests(n, timing):
+        batch = [(rows.entities[i], rows.features[i]) for i in request]
+        online = serving.preview(batch)
+        X = [model_inputs(spec, f, v) for (_, f), v in zip(batch, online, strict=True)]
+        if champion is not None:
+            served[request.start : request.stop] = champion.predict_proba(np.array(X))
+        for name, model in baselines.items():
+            for i, x in zip(request, X, strict=True):
+                answers[name][i] = int(model.predict_one(dict(enumerate(x))) or 0)
+        events = []
+        for i, x, values in zip(request, X, online, strict=True):
+            inputs[i] = x
+            version += 1
+            events.append(
+                DataEvent(
+                    version,
+                    version,
+                    ids[i],
+                    rows.entities[i],
+                    None,
+                    features=rows.features[i],
+                    pipeline_version=spec.version,
+                    online=dict(zip(spec.online_names, values, strict=True)),
+                    served=None if champion is None else float(served[i]),
+                )
+            )
+        for labelled in due:
+            for i in labelled:
+                version += 1
+                events.append(
+                    DataEvent(
+                        version,
+                        version,
+                        uuid.UUID(int=n + i + 1),
+                        rows.entities[i],
+                        rows.labels[i],
+                        observation_id=ids[i],
+                    )
+                )
+                for model in baselines.values():
+                    model.learn_one(dict(enumerate(inputs[i])), rows.labels[i])
+        feed(events)
+        if progress is not None:
+            progress(request.stop)
+    y = np.asarray(rows.labels)
+    answered = ~np.isnan(served)
+    p = np.clip(np.where(answered, served, 0.5), 1e-7, 1 - 1e-7)
+    right = answered & ((p >= 0.5) == (y == 1))
+    scored = scored_from or {}
+    metrics = core.learner.metrics
+    return Result(
+        rows=n,
+        timing=timing,
+        served_accuracy=float(right.mean()) if n else 0.0,
+        served_log_loss=float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p)))) if n else 0.0,
+        trainer_accuracy=float(metrics.get("accuracy", 0.0)),
+        unanswered=int((~answered).sum()),
+        models=models,
+        promoted=promoted,
+        seconds=time.perf_counter() - started,
+        baselines={
+            name: float((answers[name][scored.get(name, 0) :] == y[scored.get(name, 0) :]).mean())
+            for name in baselines
+        },
+        drifts=drifts,
+        switches=switches,
+        champion_config=core.learner.champion_config(),
+        model_updates=int(core.learner.n_updates),
+        served_right=right,
+    )
