@@ -266,9 +266,7 @@ async def through_system(
     return out
 
 
-async def freshness(
-    stack: Stack, stream: Stream, store_url: str, rate: float
-) -> dict[str, Any]:
+async def freshness(stack: Stack, stream: Stream, store_url: str, rate: float) -> dict[str, Any]:
     """Seconds from ingest accepting each label request to serving answering with a model that
     learned it, with rows offered at `rate` rows/s (requests of 20, labels right after)."""
     urls = {name: stack.url(name) for name in ("serving", "ingest")}
@@ -291,9 +289,7 @@ async def freshness(
     await store.close()
     delays, unserved = [], 0
     for accepted_at, position in served.label_batches:
-        times = [
-            t for v, t in served.first_seen.items() if learned.get(v, -1) >= position
-        ]
+        times = [t for v, t in served.first_seen.items() if learned.get(v, -1) >= position]
         later = [t - accepted_at for t in times if t >= accepted_at]
         if later:
             delays.append(min(later))
@@ -351,8 +347,11 @@ def report(
                 put("trainer-side, in process", i, fig["trainer"])
                 for label, value in fig["baselines"].items():
                     put(label, i, value)
-                put("served on the legacy model's rows (last 90%), in process", i,
-                    fig["served_legacy_rows"])
+                put(
+                    "served on the legacy model's rows (last 90%), in process",
+                    i,
+                    fig["served_legacy_rows"],
+                )
         for label, values in rows.items():
             lines.append(f"| {label} | " + " | ".join(values) + " |")
         best = []
@@ -395,7 +394,9 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--rows", type=int, default=None, help="rows per stream (default all)")
     parser.add_argument("--streams", default="elec,elec-labels,sea,agrawal")
-    parser.add_argument("--timings", default=",".join(f"{t.batch}:{t.label_delay}" for t in TIMINGS))
+    parser.add_argument(
+        "--timings", default=",".join(f"{t.batch}:{t.label_delay}" for t in TIMINGS)
+    )
     parser.add_argument("--skip-system", action="store_true")
     parser.add_argument("--skip-river", action="store_true")
     parser.add_argument("--rate", type=float, default=2500.0, help="rows/s for freshness (0: skip)")

@@ -26,7 +26,7 @@ from shared.events.envelope import Envelope, utcnow
 from shared.http import health_router, install_error_handlers
 from shared.registry import register_tasks
 from shared.runtime import Runtime
-from shared.store.port import EventStore
+from shared.store.port import EventIdTaken, EventStore
 from shared.store.sql import STORE_FAILURES
 from shared.tasks import TaskSpec, load_specs
 
@@ -206,17 +206,20 @@ async def _store_call(call: Callable[[], Any]) -> Any:
 async def _append(
     store: EventStore, task: str, events: Sequence[Envelope], correlation_id: uuid.UUID
 ) -> Response:
-    # An id already naming an event of another stream (a client UUID reused for another task)
-    # would be reported as a duplicate and not stored: refuse it by index instead.
-    known = await _store_call(lambda: store.get(e.event_id for e in events))
-    clashes = [
-        records.RecordIssue(i, f"event_id {e.event_id} already names an event of another stream")
-        for i, e in enumerate(events)
-        if e.event_id in known and known[e.event_id].stream_id != e.stream_id
-    ]
-    if clashes:
-        raise records.RecordsInvalid(clashes, len(events))
-    appended = await _store_call(lambda: store.append(events))
+    try:
+        appended = await _store_call(lambda: store.append(events))
+    except EventIdTaken as exc:
+        # An id already naming an event of another stream (a client UUID reused for another
+        # task) is refused by index; the store appended nothing.
+        taken = set(exc.event_ids)
+        clashes = [
+            records.RecordIssue(
+                i, f"event_id {e.event_id} already names an event of another stream"
+            )
+            for i, e in enumerate(events)
+            if e.event_id in taken
+        ]
+        raise records.RecordsInvalid(clashes, len(events)) from None
     duplicates = sum(a.duplicate for a in appended)
     log.info(
         "ingest.appended",

@@ -26,6 +26,17 @@ class ConcurrencyError(RuntimeError):
         self.stream_id, self.expected, self.actual = stream_id, expected, actual
 
 
+class EventIdTaken(ValueError):
+    """Event ids of an append already name events of another stream: nothing was appended."""
+
+    def __init__(self, stream_id: str, event_ids: Sequence[uuid.UUID]) -> None:
+        super().__init__(
+            f"event id(s) {', '.join(map(str, event_ids))} already name events of another "
+            f"stream than {stream_id!r}"
+        )
+        self.event_ids = list(event_ids)
+
+
 @dataclass(frozen=True, slots=True)
 class Appended:
     """What happened to one event of an append: stored now, or already stored (a retry)."""
@@ -42,7 +53,8 @@ class EventStore(Protocol):
     async def append(
         self, events: Sequence[Envelope], *, expected_version: int | None = ANY
     ) -> list[Appended]:
-        """Append events of one stream atomically; a known event_id is a duplicate, not an error."""
+        """Append events of one stream atomically; a known event_id is a duplicate, not an error,
+        unless it names an event of another stream (EventIdTaken: nothing is appended)."""
         ...
 
     async def read_all(

@@ -9,24 +9,26 @@ serialise appends, so positions become visible in the order they were assigned:
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Callable, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import event, func, insert, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, text
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.events.envelope import Envelope, Producer, utcnow
-from shared.store.port import ANY, Appended, ConcurrencyError
+from shared.store.port import ANY, Appended, ConcurrencyError, EventIdTaken
 from shared.store.schema import cursors, events
 
 # Failures of the store (or the network to it) that make a request retryable, not a bug.
 STORE_FAILURES = (SQLAlchemyError, OSError, TimeoutError, ConcurrencyError)
+
+T = TypeVar("T")
 
 # Any 64-bit constant; all Continuo appenders agree on it.
 _APPEND_LOCK_KEY = 0x0C0471_0E7E47
@@ -58,16 +60,33 @@ def _row_to_envelope(row: Any) -> Envelope:
 
 
 class SqlEventStore:
-    """The event store on a SQL database. Use `open_event_store(url)` to get the right adapter."""
+    """The event store on a SQL database. Use `open_event_store(url)` to get the right adapter.
 
-    def __init__(self, engine: AsyncEngine, write_engine: AsyncEngine | None = None) -> None:
-        self._engine = engine
-        self._write_engine = write_engine or engine
+    Every operation is one unit of work, a plain function of a synchronous SQLAlchemy
+    `Connection`; an adapter says how a unit runs: on PostgreSQL through asyncpg (`run_sync`, each
+    statement awaited natively), on SQLite in one worker thread (a statement there costs
+    microseconds; hopping threads per statement, as an async SQLite driver does, cost ~1 ms each).
+    """
 
-    @asynccontextmanager
-    async def _append_transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_engine.begin() as conn:
-            yield conn
+    async def _read(self, work: Callable[..., T], *args: Any) -> T:
+        raise NotImplementedError
+
+    async def _write(self, work: Callable[..., T], *args: Any, append: bool = False) -> T:
+        """Run `work` in a write transaction; `append`: under the appenders' lock."""
+        raise NotImplementedError
+
+    def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[uuid.UUID, Any]:
+        """Insert rows (inside the append lock); return each event's (position, version)."""
+        result = conn.execute(
+            insert(events).returning(
+                events.c.event_id,
+                events.c.position,
+                events.c.stream_version,
+                sort_by_parameter_order=True,
+            ),
+            rows,
+        )
+        return {r.event_id: (r.position, r.stream_version) for r in result}
 
     async def append(
         self, events_: Sequence[Envelope], *, expected_version: int | None = ANY
@@ -81,15 +100,16 @@ class SqlEventStore:
         if len(set(ids)) != len(ids):
             raise ValueError("an append names the same event_id twice")
         try:
-            async with self._append_transaction() as conn:
-                return await self._append_locked(conn, stream_id, events_, expected_version)
+            return await self._write(
+                self._append_locked, stream_id, events_, expected_version, append=True
+            )
         except IntegrityError as exc:  # only reachable if two writers bypass the lock
-            current = await self._stream_version(stream_id)
+            current = await self._read(_stream_version, stream_id)
             raise ConcurrencyError(stream_id, expected_version or -1, current) from exc
 
-    async def _append_locked(
+    def _append_locked(
         self,
-        conn: AsyncConnection,
+        conn: Connection,
         stream_id: str,
         events_: Sequence[Envelope],
         expected_version: int | None,
@@ -98,21 +118,22 @@ class SqlEventStore:
         # In chunks: SQLite and asyncpg refuse statements with more than 32,766 parameters.
         for start in range(0, len(events_), 500):
             chunk = [e.event_id for e in events_[start : start + 500]]
-            found = await conn.execute(
-                select(events.c.event_id, events.c.position, events.c.stream_version).where(
-                    events.c.event_id.in_(chunk)
-                )
+            found = conn.execute(
+                select(
+                    events.c.event_id,
+                    events.c.position,
+                    events.c.stream_version,
+                    events.c.stream_id,
+                ).where(events.c.event_id.in_(chunk))
             )
             known.update((row.event_id, row) for row in found)
+        taken = [i for i, row in known.items() if row.stream_id != stream_id]
+        if taken:
+            raise EventIdTaken(stream_id, taken)
         fresh = [e for e in events_ if e.event_id not in known]
         current = 0
         if fresh:
-            current = (
-                await conn.scalar(
-                    select(func.max(events.c.stream_version)).where(events.c.stream_id == stream_id)
-                )
-                or 0
-            )
+            current = _stream_version(conn, stream_id)
             if expected_version is not ANY and current != expected_version:
                 raise ConcurrencyError(stream_id, expected_version, current)
         recorded_at = utcnow()
@@ -133,7 +154,7 @@ class SqlEventStore:
             }
             for i, e in enumerate(fresh, start=1)
         ]
-        positions = await self._insert(conn, rows) if rows else {}
+        positions = self._insert(conn, rows) if rows else {}
         outcome = []
         for e in events_:
             if e.event_id in known:
@@ -143,28 +164,6 @@ class SqlEventStore:
                 position, version = positions[e.event_id]
                 outcome.append(Appended(e.event_id, position, version, False))
         return outcome
-
-    async def _insert(
-        self, conn: AsyncConnection, rows: list[dict[str, Any]]
-    ) -> dict[uuid.UUID, tuple[int, int]]:
-        """Insert rows; return each event's (position, stream_version)."""
-        result = await conn.execute(
-            insert(events).returning(
-                events.c.event_id,
-                events.c.position,
-                events.c.stream_version,
-                sort_by_parameter_order=True,
-            ),
-            rows,
-        )
-        return {r.event_id: (r.position, r.stream_version) for r in result}
-
-    async def _stream_version(self, stream_id: str) -> int:
-        async with self._engine.connect() as conn:
-            value = await conn.scalar(
-                select(func.max(events.c.stream_version)).where(events.c.stream_id == stream_id)
-            )
-        return int(value or 0)
 
     async def read_all(
         self,
@@ -187,10 +186,7 @@ class SqlEventStore:
         if streams is not None:
             query = query.where(events.c.stream_id.in_(list(streams)))
         order = events.c.position.desc() if descending else events.c.position
-        query = query.order_by(order).limit(limit)
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_row_to_envelope(r) for r in rows]
+        return await self._read(_envelopes, query.order_by(order).limit(limit))
 
     async def read_stream(
         self, stream_id: str, after_version: int = 0, limit: int | None = None
@@ -201,77 +197,132 @@ class SqlEventStore:
             .order_by(events.c.stream_version)
             .limit(limit)
         )
-        async with self._engine.connect() as conn:
-            rows = (await conn.execute(query)).all()
-        return [_row_to_envelope(r) for r in rows]
+        return await self._read(_envelopes, query)
 
     async def get(self, event_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Envelope]:
         wanted = list(set(event_ids))
-        found: dict[uuid.UUID, Envelope] = {}
-        async with self._engine.connect() as conn:
-            for start in range(0, len(wanted), 500):
-                chunk = wanted[start : start + 500]
-                rows = await conn.execute(select(events).where(events.c.event_id.in_(chunk)))
-                found.update((r.event_id, _row_to_envelope(r)) for r in rows)
-        return found
+        if not wanted:
+            return {}
+        return await self._read(_by_id, wanted)
 
     async def head(self) -> int:
-        async with self._engine.connect() as conn:
-            return int(await conn.scalar(select(func.max(events.c.position))) or 0)
+        return await self._read(_head)
 
     async def load_cursor(self, name: str) -> int:
-        async with self._engine.connect() as conn:
-            value = await conn.scalar(select(cursors.c.position).where(cursors.c.name == name))
-        return int(value or 0)
+        return await self._read(_cursor, name)
 
     async def save_cursor(self, name: str, position: int, *, expected: int | None = None) -> bool:
-        async with self._write_engine.begin() as conn:
-            query = cursors.update().where(cursors.c.name == name)
-            if expected is not None:
-                query = query.where(cursors.c.position == expected)
-            updated = await conn.execute(query.values(position=position, updated_at=utcnow()))
-            if updated.rowcount:
-                return True
-            exists = await conn.scalar(select(cursors.c.name).where(cursors.c.name == name))
-            if exists is not None or (expected is not None and expected != 0):
-                return False  # someone else moved it since the caller read it
-            await conn.execute(
-                cursors.insert().values(name=name, position=position, updated_at=utcnow())
-            )
-            return True
+        return await self._write(_save_cursor, name, position, expected)
 
     async def close(self) -> None:
-        await self._engine.dispose()
-        if self._write_engine is not self._engine:
-            await self._write_engine.dispose()
+        raise NotImplementedError
+
+
+# -- units of work (plain functions of a synchronous connection) ----------------------------------
+
+
+def _stream_version(conn: Connection, stream_id: str) -> int:
+    value = conn.scalar(
+        select(func.max(events.c.stream_version)).where(events.c.stream_id == stream_id)
+    )
+    return int(value or 0)
+
+
+def _envelopes(conn: Connection, query: Any) -> list[Envelope]:
+    return [_row_to_envelope(r) for r in conn.execute(query)]
+
+
+def _by_id(conn: Connection, wanted: list[uuid.UUID]) -> dict[uuid.UUID, Envelope]:
+    found: dict[uuid.UUID, Envelope] = {}
+    for start in range(0, len(wanted), 500):
+        chunk = wanted[start : start + 500]
+        rows = conn.execute(select(events).where(events.c.event_id.in_(chunk)))
+        found.update((r.event_id, _row_to_envelope(r)) for r in rows)
+    return found
+
+
+def _head(conn: Connection) -> int:
+    return int(conn.scalar(select(func.max(events.c.position))) or 0)
+
+
+def _cursor(conn: Connection, name: str) -> int:
+    return int(conn.scalar(select(cursors.c.position).where(cursors.c.name == name)) or 0)
+
+
+def _save_cursor(conn: Connection, name: str, position: int, expected: int | None) -> bool:
+    query = cursors.update().where(cursors.c.name == name)
+    if expected is not None:
+        query = query.where(cursors.c.position == expected)
+    updated = conn.execute(query.values(position=position, updated_at=utcnow()))
+    if updated.rowcount:
+        return True
+    exists = conn.scalar(select(cursors.c.name).where(cursors.c.name == name))
+    if exists is not None or (expected is not None and expected != 0):
+        return False  # someone else moved it since the caller read it
+    conn.execute(cursors.insert().values(name=name, position=position, updated_at=utcnow()))
+    return True
+
+
+# -- adapters ------------------------------------------------------------------------------------
 
 
 class PostgresEventStore(SqlEventStore):
-    """PostgreSQL adapter: appends serialised by a transaction-level advisory lock."""
+    """PostgreSQL adapter (asyncpg): appends serialised by a transaction-level advisory lock."""
 
-    @asynccontextmanager
-    async def _append_transaction(self) -> AsyncIterator[AsyncConnection]:
-        async with self._write_engine.begin() as conn:
-            await conn.execute(
-                text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY}
-            )
-            yield conn
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def _read(self, work: Callable[..., T], *args: Any) -> T:
+        async with self._engine.connect() as conn:
+            return await conn.run_sync(work, *args)
+
+    async def _write(self, work: Callable[..., T], *args: Any, append: bool = False) -> T:
+        async with self._engine.begin() as conn:
+            if append:
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": _APPEND_LOCK_KEY}
+                )
+            return await conn.run_sync(work, *args)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
 
 
 class SqliteEventStore(SqlEventStore):
-    """SQLite adapter: WAL journal, writes in BEGIN IMMEDIATE transactions, reads never block."""
+    """SQLite adapter: WAL journal, writes in BEGIN IMMEDIATE transactions, reads never block.
 
-    async def _insert(
-        self, conn: AsyncConnection, rows: list[dict[str, Any]]
-    ) -> dict[uuid.UUID, tuple[int, int]]:
+    Each unit of work runs in one worker thread on pysqlite connections."""
+
+    def __init__(self, url: str) -> None:
+        sync_url = url.replace("sqlite+aiosqlite:", "sqlite:", 1)
+        self._reader = _sqlite_engine(sync_url, immediate=False)
+        self._writer = _sqlite_engine(sync_url, immediate=True)
+
+    async def _read(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.to_thread(_run, self._reader, False, work, args)
+
+    async def _write(self, work: Callable[..., T], *args: Any, append: bool = False) -> T:
+        # BEGIN IMMEDIATE takes the file's one write lock: appends are serialised by it.
+        return await asyncio.to_thread(_run, self._writer, True, work, args)
+
+    def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[uuid.UUID, Any]:
         # SQLite cannot return ordered RETURNING rows from an executemany, so SQLAlchemy would
-        # insert one row per round trip (~8k events/s). The write lock (BEGIN IMMEDIATE) is held,
-        # so the next positions are known: number them here and insert in one executemany.
-        last = await conn.scalar(select(func.max(events.c.position))) or 0
+        # insert one row per round trip. The write lock (BEGIN IMMEDIATE) is held, so the next
+        # positions are known: number them here and insert in one executemany.
+        last = conn.scalar(select(func.max(events.c.position))) or 0
         for position, row in enumerate(rows, start=last + 1):
             row["position"] = position
-        await conn.execute(insert(events), rows)
+        conn.execute(insert(events), rows)
         return {row["event_id"]: (row["position"], row["stream_version"]) for row in rows}
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._reader.dispose)
+        await asyncio.to_thread(self._writer.dispose)
+
+
+def _run(engine: Engine, write: bool, work: Callable[..., T], args: tuple[Any, ...]) -> T:
+    with engine.begin() if write else engine.connect() as conn:
+        return work(conn, *args)
 
 
 def _enable_wal(cursor: Any) -> None:
@@ -293,15 +344,15 @@ def _enable_wal(cursor: Any) -> None:
     raise RuntimeError("could not switch the SQLite event store to WAL: it stayed locked")
 
 
-def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
-    engine = create_async_engine(
+def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    engine = create_engine(
         url,
         json_serializer=_json_dumps,
         json_deserializer=orjson.loads,
-        connect_args={"timeout": 60},
+        connect_args={"timeout": 60, "check_same_thread": False},
     )
 
-    @event.listens_for(engine.sync_engine, "connect")
+    @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy, not the driver, decide when a transaction begins.
         dbapi_conn.isolation_level = None
@@ -312,7 +363,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
@@ -322,9 +373,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> AsyncEngine:
 def open_event_store(url: str, *, pool_size: int = 5) -> SqlEventStore:
     """The event store adapter for a SQLAlchemy URL (postgresql+asyncpg:// or sqlite+aiosqlite://)."""
     if url.startswith("sqlite"):
-        return SqliteEventStore(
-            _sqlite_engine(url, immediate=False), _sqlite_engine(url, immediate=True)
-        )
+        return SqliteEventStore(url)
     if url.startswith("postgresql"):
         engine = create_async_engine(
             url,

@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.events.types import ObservationRecorded
-from shared.store.port import NO_STREAM, ConcurrencyError
+from shared.store.port import NO_STREAM, ConcurrencyError, EventIdTaken
 from shared.store.sql import SqlEventStore
 from tests.support import observation
 
@@ -36,6 +36,20 @@ async def test_a_retried_event_is_stored_once_and_reported_as_duplicate(store: S
     assert again[0].duplicate and again[0].position == first[0].position
     assert not again[1].duplicate and again[1].stream_version == 2
     assert len(await store.read_stream(stream)) == 2
+
+
+async def test_an_id_naming_another_streams_event_is_refused_and_nothing_appended(
+    store: SqlEventStore,
+):
+    first, second = _stream(), _stream()
+    taken = observation(stream_id=first)
+    await store.append([taken])
+    with pytest.raises(EventIdTaken) as caught:
+        await store.append(
+            [observation(stream_id=second), taken.model_copy(update={"stream_id": second})]
+        )
+    assert caught.value.event_ids == [taken.event_id]
+    assert await store.read_stream(second) == []
 
 
 async def test_a_stale_expected_version_fails_with_a_concurrency_error(store: SqlEventStore):
