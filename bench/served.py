@@ -64,6 +64,7 @@ from shared.tasks import TaskSpec, load_spec  # noqa: E402
 
 SECTION = "Served accuracy (bench/served.py)"
 TIMINGS = (Timing(1, 0), Timing(20, 0), Timing(20, 1), Timing(100, 0))
+FRESHNESS_TIMING = Timing(100, 0)
 ENTITY = "e"
 LABEL_HISTORY = [
     {"name": "last_label", "kind": "last_label"},
@@ -212,16 +213,33 @@ def learner_speed(stream: Stream) -> float:
 # ---------------------------------------------------------------- the running system
 
 
+def _rows(stream: Stream, timing: Timing, arrival_rows: int) -> Stream:
+    """The stream, cut to `arrival_rows` for the on-arrival timing (a request per row)."""
+    if timing.batch > 1 or len(stream.labels) <= arrival_rows:
+        return stream
+    return Stream(
+        stream.name,
+        stream.spec,
+        stream.features[:arrival_rows],
+        stream.labels[:arrival_rows],
+        stream.note,
+    )
+
+
 def task_name(stream: str, timing: Timing) -> str:
     return f"{stream}-b{timing.batch}-d{timing.label_delay}"
 
 
 async def through_system(
-    streams: dict[str, Stream], timings: list[Timing], workdir: Path, rate: float | None
+    streams: dict[str, Stream],
+    timings: list[Timing],
+    workdir: Path,
+    rate: float | None,
+    arrival_rows: int,
 ) -> dict[tuple[str, Timing], dict[str, Any]]:
     tasks = workdir / "tasks"
     tasks.mkdir(parents=True)
-    runs = [(s, t) for s in streams.values() for t in timings]
+    runs = [(_rows(s, t, arrival_rows), t) for s in streams.values() for t in timings]
     for stream, timing in runs:
         spec = stream.spec.model_copy(update={"name": task_name(stream.name, timing)})
         (tasks / f"{spec.name}.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
@@ -260,7 +278,7 @@ async def through_system(
                 flush=True,
             )
         if rate and fresh is not None:
-            out[("freshness", Timing(20, 0))] = await freshness(stack, fresh, store_url, rate)
+            out[("freshness", FRESHNESS_TIMING)] = await freshness(stack, fresh, store_url, rate)
     finally:
         stack.stop()
     return out
@@ -268,14 +286,14 @@ async def through_system(
 
 async def freshness(stack: Stack, stream: Stream, store_url: str, rate: float) -> dict[str, Any]:
     """Seconds from ingest accepting each label request to serving answering with a model that
-    learned it, with rows offered at `rate` rows/s (requests of 20, labels right after)."""
+    learned it, with rows offered at `rate` rows/s (requests of 100, labels right after)."""
     urls = {name: stack.url(name) for name in ("serving", "ingest")}
     served = await stream_through_serving(
         urls,
         "elec-paced",
         stream.features,
         stream.labels,
-        Timing(20, 0),
+        FRESHNESS_TIMING,
         entity=ENTITY,
         progress=False,
         rate=rate,
@@ -318,6 +336,7 @@ def report(
     system: dict[tuple[str, Timing], dict[str, Any]],
     speeds: dict[str, float],
     command: str,
+    arrival_rows: int,
 ) -> str:
     lines = [
         f"Command: `{command}` ({date.today().isoformat()}). Served accuracy is computed from "
@@ -328,6 +347,12 @@ def report(
     ]
     for name, stream in streams.items():
         lines += [f"**{name}** ({len(stream.labels):,} rows; {stream.note})", ""]
+        if any(t.batch == 1 for t in timings) and arrival_rows < len(stream.labels):
+            lines += [
+                f"(On arrival, one request per row: the first {arrival_rows:,} rows, every "
+                "figure in that column.)",
+                "",
+            ]
         header = ["figure"] + [t.describe() for t in timings]
         lines += ["| " + " | ".join(header) + " |", "| --- |" + " ---: |" * len(timings)]
         rows: dict[str, list[str]] = {}
@@ -355,7 +380,7 @@ def report(
         for label, values in rows.items():
             lines.append(f"| {label} | " + " | ".join(values) + " |")
         best = []
-        for i, timing in enumerate(timings):
+        for timing in timings:
             fig, sys_fig = inproc.get((name, timing)), system.get((name, timing))
             if not fig:
                 continue
@@ -374,10 +399,10 @@ def report(
         if name in speeds:
             lines += ["", f"Learner alone on these inputs: {speeds[name]:,.0f} labelled events/s"]
         lines.append("")
-    fresh = system.get(("freshness", Timing(20, 0)))
+    fresh = system.get(("freshness", FRESHNESS_TIMING))
     if fresh:
         lines += [
-            f"**Freshness** (elec, 20-row requests, labels right after, {fresh['offered']:,.0f} "
+            f"**Freshness** (elec, 100-row requests, labels right after, {fresh['offered']:,.0f} "
             f"rows/s offered, {fresh['achieved']:,.0f} achieved): from ingest accepting a label "
             f"request to serving answering with a model that learned it, p50 {fresh['p50']:.2f} s, "
             f"p95 {fresh['p95']:.2f} s, max {fresh['max']:.2f} s over {fresh['measured']} label "
@@ -400,6 +425,12 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--skip-system", action="store_true")
     parser.add_argument("--skip-river", action="store_true")
     parser.add_argument("--rate", type=float, default=2500.0, help="rows/s for freshness (0: skip)")
+    parser.add_argument(
+        "--arrival-rows",
+        type=int,
+        default=10_000,
+        help="rows per stream for the on-arrival timing (1:0), one HTTP request per row",
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args(argv)
     all_streams = load_streams(args.rows)
@@ -409,14 +440,20 @@ def main(argv: list[str]) -> int:
     system: dict[tuple[str, Timing], dict[str, Any]] = {}
     if not args.skip_system:
         with tempfile.TemporaryDirectory(prefix="continuo-served-") as tmp:
-            system = asyncio.run(through_system(streams, timings, Path(tmp), args.rate or None))
-    jobs = [(s, t, not args.skip_river) for s in streams.values() for t in timings]
+            system = asyncio.run(
+                through_system(streams, timings, Path(tmp), args.rate or None, args.arrival_rows)
+            )
+    jobs = [
+        (_rows(s, t, args.arrival_rows), t, not args.skip_river)
+        for s in streams.values()
+        for t in timings
+    ]
     with multiprocessing.get_context("spawn").Pool(2) as pool:
         figures = pool.map(in_process, jobs, chunksize=1)
     inproc = {(s.name, t): f for (s, t, _), f in zip(jobs, figures, strict=True)}
     speeds = {name: learner_speed(stream) for name, stream in streams.items()}
     command = "python bench/served.py " + " ".join(argv)
-    text = report(streams, timings, inproc, system, speeds, command.strip())
+    text = report(streams, timings, inproc, system, speeds, command.strip(), args.arrival_rows)
     text += f"\n({time.perf_counter() - started:.0f} s in all.)\n"
     print(text)
     if not args.no_write:

@@ -1,11 +1,11 @@
-"""The electricity stream through the running system, measured end to end.
+"""The electricity stream through ingest and the running system, measured end to end.
 
-    python bench/system.py [--rows N] [--batch 100] [--label-delay -1] [--rate ROWS/S] [--no-write]
+    python bench/system.py [--rows N] [--batch 100] [--rate ROWS/S] [--no-write]
 
-Starts the four services as processes on the embedded broker and a SQLite store, streams the rows
-through ingest over HTTP (each label inside its observation by default, the way the in-process
-learner sees them; `--label-delay N` sends labels N requests late instead) while a watcher polls
-serving's champion every 20 ms, and reports:
+Starts the four services as processes on the embedded broker and a SQLite store, posts the rows
+to ingest over HTTP, each label inside its observation (the ingest path: rows that are not served;
+bench/served.py measures the log-and-wait path, labels late, and what callers got), while a watcher
+polls serving's champion every 20 ms, and reports:
 - the system's prequential accuracy, next to the same learner replayed in process over the very
   events the system stored (they must agree within 0.5 points; being deterministic, they should
   agree exactly, and the replay must reproduce every model's artifact hash);
@@ -24,20 +24,22 @@ import asyncio
 import sys
 import tempfile
 import time
+import uuid
+from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 
 import httpx
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from continuo.demo import (  # noqa: E402
     FEATURES,
     find_elec,
     read_rows,
-    stream_elec,
     wait_until_learned,
 )
 from continuo.stack import Stack  # noqa: E402
@@ -53,8 +55,10 @@ from shared.events.types import (  # noqa: E402
     deployment_stream,
     model_stream,
 )
+from shared.features import OnlineFold, model_inputs  # noqa: E402
 from shared.registry import registered_tasks  # noqa: E402
 from shared.store.sql import open_event_store  # noqa: E402
+from shared.tasks import TaskSpec, load_spec  # noqa: E402
 
 TASK = "elec"
 
@@ -71,6 +75,45 @@ async def watch_serving(url: str, seen: list[tuple[float, int]], stop: asyncio.E
                     seen.append((time.monotonic(), version))
                     current = version
             await asyncio.sleep(0.02)
+
+
+@dataclass
+class Streamed:
+    observations: int = 0
+    seconds: float = 0.0
+    # For each request: when ingest accepted it (time.monotonic()) and its last position.
+    label_batches: list[tuple[float, int]] = field(default_factory=list)
+
+
+async def post_labelled(
+    ingest_url: str, rows: list[dict], batch: int, rate: float | None
+) -> Streamed:
+    """Post rows to ingest, each label inside its observation, `batch` a request; with `rate`,
+    no faster than that many rows a second (an offered load)."""
+    out = Streamed()
+    started = time.monotonic()
+    async with httpx.AsyncClient(base_url=ingest_url, timeout=60) as client:
+        for start in range(0, len(rows), batch):
+            body = [
+                {
+                    "entity_id": "nsw",
+                    "event_id": f"{TASK}-{start + i}",
+                    "features": {f: row[f] for f in FEATURES},
+                    "label": row["class"],
+                }
+                for i, row in enumerate(rows[start : start + batch])
+            ]
+            response = await client.post(f"/v1/tasks/{TASK}/observations", json=body)
+            if response.status_code != 202:
+                raise RuntimeError(f"ingest refused: {response.status_code} {response.text}")
+            out.label_batches.append((time.monotonic(), max(response.json()["positions"])))
+            out.observations += len(body)
+            if rate:
+                ahead = out.observations / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+    out.seconds = time.monotonic() - started
+    return out
 
 
 async def stored_models(store_url: str) -> list[ModelTrained]:
@@ -120,13 +163,19 @@ async def replay_in_process(store_url: str) -> tuple[float, list[str]]:
     return core.learner.metrics["accuracy"], hashes
 
 
-def immediate_labels_accuracy(rows: list[dict]) -> tuple[float, float]:
-    """The learner with each label on arrival (test-then-train): accuracy and events/s."""
-    X = np.array([[r[f] for f in FEATURES] for r in rows])
+def immediate_labels_accuracy(rows: list[dict], spec: TaskSpec) -> tuple[float, float]:
+    """The learner alone with each label on arrival (test-then-train), on the spec's inputs
+    (online features included): accuracy and labelled events/s."""
+    fold, X = OnlineFold(spec), []
+    for i, row in enumerate(rows):
+        features = {f: row[f] for f in FEATURES}
+        X.append(model_inputs(spec, features, fold.values("nsw", features)))
+        fold.observe(uuid.UUID(int=i + 1), "nsw", features)
+        fold.label(uuid.UUID(int=i + 1), "nsw", row["class"])
+    learner = OnlineLearner.from_spec(spec)
     y = np.array([r["class"] for r in rows])
-    learner = OnlineLearner(len(FEATURES))
     started = time.perf_counter()
-    learner.test_then_train(X, y)
+    learner.test_then_train(np.array(X), y)
     return learner.metrics["accuracy"], len(rows) / (time.perf_counter() - started)
 
 
@@ -149,9 +198,7 @@ def freshness(
     return delays, unserved
 
 
-async def run(
-    rows: list[dict], batch: int, label_delay: int, workdir: Path, rate: float | None
-) -> dict:
+async def run(rows: list[dict], batch: int, workdir: Path, rate: float | None) -> dict:
     store_url = f"sqlite+aiosqlite:///{workdir / 'events.db'}"
     stack = Stack(workdir, store_url=store_url)
     await stack.start()
@@ -160,16 +207,10 @@ async def run(
     watcher = asyncio.create_task(watch_serving(stack.url("serving"), seen, stop))
     try:
         started = time.monotonic()
-        streamed = await stream_elec(
-            stack.url("ingest"),
-            rows,
-            batch=batch,
-            label_delay=max(label_delay, 0),
-            inline_labels=label_delay < 0,
-            progress=True,
-            rate=rate,
+        streamed = await post_labelled(stack.url("ingest"), rows, batch, rate)
+        status = await wait_until_learned(
+            stack.url("trainer"), TASK, streamed.observations, timeout=300
         )
-        status = await wait_until_learned(stack.url("trainer"), TASK, streamed.labels, timeout=300)
         models = await stored_models(store_url)
         if not models:
             raise RuntimeError("the system published no model: nothing to measure")
@@ -195,7 +236,7 @@ async def run(
         "hashes_match": replay_hashes == [m.artifact_sha256 for m in models],
         "models": len(models),
         "served_versions": len({v for _, v in seen}),
-        "events": (events := streamed.observations + (0 if label_delay < 0 else streamed.labels)),
+        "events": (events := streamed.observations),
         "end_to_end_events_per_s": events / (finished - started),
         "ingest_events_per_s": events / streamed.seconds,
         "delays": delays,
@@ -208,18 +249,14 @@ def report(
 ) -> str:
     d = np.array(result["delays"]) if result["delays"] else np.array([np.nan])
     gap = abs(result["system_accuracy"] - result["replay_accuracy"]) * 100
-    labels = (
-        "each label inside its observation"
-        if args.label_delay < 0
-        else f"each label {args.label_delay} request(s) of {args.batch} rows after its observation"
-    )
+    labels = "each label inside its observation"
     rate = f" --rate {args.rate:g}" if args.rate else ""
     pace = (
         f"offered at {args.rate:,.0f} rows/s" if args.rate else "sent as fast as ingest takes them"
     )
     lines = [
-        f"Command: `python bench/system.py --rows {rows} --batch {args.batch} "
-        f"--label-delay {args.label_delay}{rate}` ({date.today().isoformat()}). {rows:,} rows, "
+        f"Command: `python bench/system.py --rows {rows} --batch {args.batch}{rate}` "
+        f"({date.today().isoformat()}). {rows:,} rows, "
         f"{result['events']:,} events; {labels}; {pace}.",
         "",
         "| figure | value |",
@@ -250,23 +287,17 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument("--rows", type=int, default=None)
     parser.add_argument("--batch", type=int, default=100)
-    parser.add_argument(
-        "--label-delay",
-        type=int,
-        default=-1,
-        help="requests a label arrives after its observation (-1: inside the observation)",
-    )
     parser.add_argument("--rate", type=float, default=None, help="rows per second offered")
     parser.add_argument("--no-write", action="store_true", help="do not update docs/benchmarks.md")
     args = parser.parse_args(argv)
     rows = read_rows(find_elec(), args.rows)
-    immediate = immediate_labels_accuracy(rows)
+    immediate = immediate_labels_accuracy(rows, load_spec(ROOT / "tasks" / f"{TASK}.yaml"))
     with tempfile.TemporaryDirectory(prefix="continuo-bench-") as tmp:
-        result = asyncio.run(run(rows, args.batch, args.label_delay, Path(tmp), args.rate))
+        result = asyncio.run(run(rows, args.batch, Path(tmp), args.rate))
     text = report(result, immediate, args, len(rows))
     print(text)
     if not args.no_write:
-        mode = "labels inside observations" if args.label_delay < 0 else "late labels"
+        mode = "labels inside observations"
         mode += f", {args.rate:,.0f} rows/s offered" if args.rate else ", as fast as it goes"
         write_section(f"System (bench/system.py, {mode})", text)
     return 0

@@ -16,7 +16,9 @@ latency: in the system a model needs about a second to reach serving, and servin
 only once it has come through Kafka (unless the caller passes `after_position`).
 
 Baselines (River models, a frozen batch model) answer each row from the same inputs when serving
-does, and learn each row's label when it is posted, with the inputs it was answered with.
+does, and learn each row's label when it is posted, with the inputs it was answered with. A row
+that gets no answer (serving before its first model, a baseline before it learned anything) counts
+as wrong for everyone.
 """
 
 from __future__ import annotations
@@ -177,7 +179,9 @@ def simulate(
             served[request.start : request.stop] = champion.predict_proba(np.array(X))
         for name, model in baselines.items():
             for i, x in zip(request, X, strict=True):
-                answers[name][i] = int(model.predict_one(dict(enumerate(x))) or 0)
+                answer = model.predict_one(dict(enumerate(x)))
+                # No answer (nothing learned yet) counts as wrong, as serving's does.
+                answers[name][i] = -1 if answer is None else int(answer)
         events = []
         for i, x, values in zip(request, X, online, strict=True):
             inputs[i] = x

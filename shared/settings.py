@@ -47,7 +47,7 @@ class CommonSettings(BaseSettings):
     )
     log_level: str = Field("info", validation_alias=_env("CONTINUO_LOG_LEVEL"))
     # How often the relay looks for new events when idle (seconds).
-    relay_interval: float = Field(0.05, validation_alias=_env("CONTINUO_RELAY_INTERVAL"))
+    relay_interval: float = Field(0.02, validation_alias=_env("CONTINUO_RELAY_INTERVAL"))
     host: str = "127.0.0.1"
     port: int = 8000
 

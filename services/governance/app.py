@@ -82,6 +82,7 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
                 [TOPIC_TASKS, TOPIC_MODELS, TOPIC_DEPLOYMENTS, TOPIC_GOVERNANCE],
                 group_id=settings.consumer_group,
                 dead_letters=runtime.publisher,
+                fetch_max_wait_ms=settings.fetch_max_wait_ms,
             )
             await consumer.start()
             opened.push_async_callback(consumer.stop)

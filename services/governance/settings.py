@@ -19,6 +19,9 @@ class GovernanceSettings(CommonSettings):
     # Governance's own read models (projections); never another service's database.
     database_url: str = Field(f"sqlite+aiosqlite:///{DEFAULT_VAR / 'governance.db'}")
     consumer_group: str = "continuo-governance"
+    # The longest a Kafka fetch waits for data (the embedded broker answers only when it runs
+    # out; Apache Kafka as soon as data arrives). Every new model waits on it once.
+    fetch_max_wait_ms: int = Field(30, ge=1, le=5000)
     # API keys installed (hashed) at start-up: `name:role:key` entries, comma or newline
     # separated, e.g. for `continuo up` and the demo. A secret: never logged or echoed.
     bootstrap_keys: SecretStr = SecretStr("")

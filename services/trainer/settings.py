@@ -18,7 +18,7 @@ class TrainerSettings(CommonSettings):
     datadir: Path = DEFAULT_VAR / "trainer"
     # Data events handed to the learner at once (Faust `take`), and the longest wait to fill them.
     batch_size: int = 2000
-    batch_within: float = 0.1
+    batch_within: float = 0.05
     # How long a rebalance may take before members are dropped. Faust's 60 s default also delays
     # the first group join (the embedded broker holds it about half this long); our rebalances
     # recover no tables, so a short timeout is safe on Apache Kafka too.
@@ -26,6 +26,6 @@ class TrainerSettings(CommonSettings):
     session_timeout: float = 30.0
     # The longest a fetch waits for data. Apache Kafka answers as soon as data arrives; the
     # embedded broker only when the wait runs out, so keep it short there (see faust_transport).
-    fetch_max_wait_ms: int = 100
+    fetch_max_wait_ms: int = 30
     # Observations awaiting their label; the oldest are forgotten past this many.
     pending_limit: int = 200_000
