@@ -49,6 +49,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/learner.py
 	$(PY) bench/system.py
+	$(PY) bench/served.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -267,7 +267,7 @@ def latencies(stream: Stream) -> dict[str, float]:
 
 ABLATIONS = [
     ("Continuo, one blend (no race)", {"racing": False}),
-    ("Continuo, no stream features", {"stream_features": False}),
+    ("Continuo, no linear members", {"linear": False}),
     ("Continuo, drifts not acted on", {"drift_response": False}),
 ]
 

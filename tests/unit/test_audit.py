@@ -122,3 +122,42 @@ def test_the_compas_tasks_categories_cover_the_data() -> None:
     for feature in (*spec.features, *spec.sensitive):
         if feature.type == "category":
             assert set(frame[feature.name].astype(str)) <= set(feature.categories)
+
+
+class _Constant:
+    """A model that answers "will reoffend" (p 0.999) for everyone."""
+
+    feature_names: list[str] = []
+
+    def predict_proba(self, X):
+        import numpy as np
+
+        return np.full(len(X), 0.999)
+
+
+def test_a_model_that_flags_everyone_is_refused_by_the_audit_with_the_figure_named() -> None:
+    from services.governance.audits import audit_candidate
+    from shared.features import model_inputs
+
+    spec = load_spec(COMPAS_SPEC)
+    frame = load_compas(COMPAS_GZ).head(2000)
+    names = [f.name for f in spec.input_features]
+    rows = [
+        {"features": r, "inputs": model_inputs(spec, r, []), "label": int(y)}
+        for r, y in zip(
+            frame[names].to_dict("records"), frame["two_year_recid"].tolist(), strict=True
+        )
+    ]
+    report = audit_candidate(spec, _Constant(), rows)
+    # Every group is flagged alike, so the fairness gaps say nothing is wrong ...
+    assert report.attributes["race"].equalized_odds_difference == 0.0
+    # ... and balanced accuracy says it all.
+    assert not report.passed
+    assert report.balanced_accuracy == 0.5
+    assert "balanced accuracy 0.50 < 0.55: hardly better than a constant answer (0.5)" in (
+        report.reasons
+    )
+    assert any(
+        r.startswith("race=African-American: balanced accuracy 0.5000 <= 0.5")
+        for r in report.reasons
+    )

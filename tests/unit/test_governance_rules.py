@@ -171,3 +171,19 @@ def test_a_live_audit_reports_selection_rates_and_names_what_needs_outcomes():
     assert not report.passed and report.reasons == ["g: demographic-parity difference 0.40 > 0.3"]
     assert "equalized_odds_difference" in report.unavailable
     assert any("equalized-odds limit was not checked" in note for note in report.notes)
+
+
+def test_a_candidate_no_better_than_the_majority_class_on_the_same_rows_is_refused():
+    from services.governance.policy import metric_check
+    from shared.tasks import PromotionPolicy
+
+    candidate = {
+        "champion_version": 3.0,
+        "window_n": 500.0,
+        "window_accuracy": 0.61,
+        "champion_window_accuracy": 0.55,
+        "window_majority_accuracy": 0.62,
+    }
+    ok, reason = metric_check(PromotionPolicy(), candidate, {"recent_accuracy": 0.5}, 3)
+    assert not ok
+    assert reason.startswith("accuracy 0.6100 <= 0.6200, what always answering the majority")

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from shared.features import OnlineFold
-from shared.tasks import TaskSpec
+from shared.tasks import LABEL_KINDS, TaskSpec
 
 
 def spec(*online: dict, sensitive: bool = False) -> TaskSpec:
@@ -171,3 +172,82 @@ def test_declaring_no_online_features_keeps_a_specs_version():
             {**plain, "online_features": [], "serving": {"record": False}}
         ).version
     )
+
+
+def test_a_compas_row_never_sees_another_defendants_outcome():
+    """Every defendant's inputs are the same whatever the other defendants' outcomes were, with
+    the shipped spec and with a variant that adds every label feature a people task may have."""
+    from services.trainer.core import TaskTraining
+    from shared.features import DataEvent
+    from shared.settings import REPO_ROOT
+    from shared.tasks import load_spec
+
+    shipped = load_spec(REPO_ROOT / "tasks" / "compas.yaml")
+    assert not any(f.scope == "task" and f.kind in LABEL_KINDS for f in shipped.online_features)
+    variant = shipped.model_copy(
+        update={
+            "online_features": [
+                {"name": "last", "kind": "last_label"},
+                {"name": "mean", "kind": "label_mean", "window": 3},
+                {"name": "label_age", "kind": "label_age"},
+                {"name": "seen", "kind": "count", "scope": "task"},
+            ]
+        }
+    )
+    people = [
+        {
+            "age": 20 + i,
+            "priors_count": i % 4,
+            "juv_fel_count": 0,
+            "juv_misd_count": 0,
+            "juv_other_count": 0,
+            "c_charge_degree": "FM"[i % 2],
+            "race": "Caucasian",
+            "sex": "Male",
+        }
+        for i in range(60)
+    ]
+
+    def inputs(spec: TaskSpec, outcomes: list[int]) -> list[list[float]]:
+        learned: list[list[float]] = []
+
+        class Spy:
+            n_updates = 0
+
+            def predict_proba(self, X):
+                return np.full(len(X), 0.5)
+
+            def learn(self, X, y, proba):
+                learned.extend(X.tolist())
+
+            def test_then_train(self, X, y):
+                raise AssertionError("every outcome here comes late")
+
+            def model_bytes(self):
+                return b""
+
+            def champion_config(self):
+                return "spy"
+
+            metrics: dict[str, float] = {}
+
+        core = TaskTraining(spec, Spy())  # type: ignore[arg-type]
+        events, version = [], 0
+        ids = [uuid.UUID(int=i + 1) for i in range(len(people))]
+        for i, person in enumerate(people):  # each screened, then (two years on) labelled
+            version += 1
+            events.append(DataEvent(version, version, ids[i], f"p{i}", None, person, spec.version))
+            if i >= 10:  # outcomes of earlier defendants arrive while later ones are screened
+                version += 1
+                j = i - 10
+                events.append(
+                    DataEvent(
+                        version, version, uuid.uuid4(), f"p{j}", outcomes[j], observation_id=ids[j]
+                    )
+                )
+        core.apply(events)
+        return learned
+
+    for spec in (shipped, variant):
+        ones, flipped = [1] * 60, [0] * 60
+        assert inputs(spec, ones) == inputs(spec, flipped)
