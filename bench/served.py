@@ -115,7 +115,7 @@ def load_streams(rows: int | None) -> dict[str, Stream]:
         names = [f"x{i}" for i in range(synthetic.X.shape[1])]
         streams[name] = Stream(
             name,
-            _spec(name, names, [], 2000),
+            _spec(name, names, [], 250),
             [dict(zip(names, x, strict=True)) for x in synthetic.X[:n].tolist()],
             synthetic.y[:n].tolist(),
             synthetic.name,

@@ -4,8 +4,10 @@ learns, and baselines given the same inputs at the same moments.
 The stream arrives in requests of `batch` rows. For each request, in order:
 
 1. serving answers every row with the champion (the newest published model that the promotion
-   policy's metric check let through), given the online features as of that moment (the rows of
-   the same request see the ones before them: the request is recorded in order, log and wait);
+   policy's metric check let through, its online parts moved on by every label posted since it
+   was published: `shared.online_models.LiveModel`), given the online features as of that moment
+   (the rows of the same request see the ones before them: the request is recorded in order,
+   log and wait);
 2. the rows are recorded as observations carrying those values and answers;
 3. the labels of the request `label_delay` requests back are posted (0: this request's own).
 
@@ -36,7 +38,7 @@ from services.governance.policy import metric_check
 from services.trainer.core import Learner, TaskTraining
 from services.trainer.learner import OnlineLearner
 from shared.features import DataEvent, OnlineFold, model_inputs
-from shared.model_codec import Predictor, decode
+from shared.online_models import LearnedRow, LiveModel, RecentRows
 from shared.tasks import TaskSpec
 
 
@@ -145,16 +147,20 @@ def simulate(
     answers = {name: np.zeros(n, dtype=np.int8) for name in baselines}
     inputs: list[list[float]] = [[] for _ in range(n)]
     ids = [uuid.UUID(int=i + 1) for i in range(n)]
-    champion: Predictor | None = None
+    champion: LiveModel | None = None
     champion_metrics: dict[str, float] | None = None
+    recent = RecentRows()  # what serving learned lately, to bring a new champion up to date
     version = models = promoted = switches = 0
     drifts: list[int] = []
     started = time.perf_counter()
 
-    def feed(events: Sequence[DataEvent]) -> None:
+    def feed(events: Sequence[DataEvent], learned: list[LearnedRow]) -> None:
         nonlocal champion, champion_metrics, models, promoted, switches
         for event in events:
             serving.apply(event)
+        recent.add(learned)
+        if champion is not None:
+            champion.learn(learned)  # serving's model goes on learning, as the trainer's does
         out = core.apply(events)
         for _, fact in out.facts:
             if fact.type_name == "DriftDetected":
@@ -167,8 +173,9 @@ def simulate(
                 spec.promotion, candidate.metrics, champion_metrics, core.champion_version
             )
             if ok:
-                champion, champion_metrics = decode(candidate.model_bytes), candidate.metrics
-                core.set_champion(candidate.model_version, champion)
+                champion, champion_metrics = LiveModel(candidate.model_bytes), candidate.metrics
+                champion.learn(recent.after(champion.learned_through))
+                core.set_champion(candidate.model_version, LiveModel(candidate.model_bytes))
                 promoted += 1
 
     for request, due in requests(n, timing):
@@ -199,9 +206,11 @@ def simulate(
                     served=None if champion is None else float(served[i]),
                 )
             )
+        learned = []
         for labelled in due:
             for i in labelled:
                 version += 1
+                learned.append(LearnedRow(version, inputs[i], rows.labels[i]))
                 events.append(
                     DataEvent(
                         version,
@@ -214,7 +223,7 @@ def simulate(
                 )
                 for model in baselines.values():
                     model.learn_one(dict(enumerate(inputs[i])), rows.labels[i])
-        feed(events)
+        feed(events, learned)
         if progress is not None:
             progress(request.stop)
     y = np.asarray(rows.labels)

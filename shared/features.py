@@ -44,6 +44,7 @@ class _Scope:
     last_label: float = 0.0
     labels: dict[int, deque[float]] = field(default_factory=dict)  # window -> recent labels
     values: dict[tuple[str, int], deque[float]] = field(default_factory=dict)  # (source, window)
+    residuals: dict[int, deque[float]] = field(default_factory=dict)  # window -> label - served
 
     def copy(self) -> _Scope:
         return _Scope(
@@ -52,6 +53,7 @@ class _Scope:
             self.last_label,
             {w: deque(d, maxlen=d.maxlen) for w, d in self.labels.items()},
             {k: deque(d, maxlen=d.maxlen) for k, d in self.values.items()},
+            {w: deque(d, maxlen=d.maxlen) for w, d in self.residuals.items()},
         )
 
 
@@ -72,14 +74,18 @@ class OnlineFold:
         self._label_windows = {
             f.window for f in self.features if f.kind == "label_mean" and f.window is not None
         }
+        self._residual_windows = {
+            f.window for f in self.features if f.kind == "residual" and f.window is not None
+        }
         self._value_windows = {
             (f.source, f.window)
             for f in self.features
             if f.source is not None and f.window is not None
         }
         self._uses_labels = any(f.kind in LABEL_KINDS for f in self.features)
-        # Observation id -> (entity, its sequence number in the entity, in the task).
-        self._pending: OrderedDict[uuid.UUID, tuple[str, int, int]] = OrderedDict()
+        # Observation id -> (entity, its sequence number in the entity, in the task, the
+        # probability serving answered it with, if it did).
+        self._pending: OrderedDict[uuid.UUID, tuple[str, int, int, float | None]] = OrderedDict()
 
     def __bool__(self) -> bool:
         return bool(self.features)
@@ -106,7 +112,7 @@ class OnlineFold:
             values = [float(recorded[name]) for name in self.names]
         else:
             values = self.values(event.entity_id, features)
-        self.observe(event.event_id, event.entity_id, features)
+        self.observe(event.event_id, event.entity_id, features, served=event.served)
         if event.label is not None:
             self.label(event.event_id, event.entity_id, event.label)
         return values
@@ -154,9 +160,15 @@ class OnlineFold:
     # ------------------------------------------------------------------------------ folding
 
     def observe(
-        self, observation_id: uuid.UUID, entity_id: str, features: Mapping[str, Any]
+        self,
+        observation_id: uuid.UUID,
+        entity_id: str,
+        features: Mapping[str, Any],
+        *,
+        served: float | None = None,
     ) -> None:
-        """Fold in an observation (after its own values were read)."""
+        """Fold in an observation (after its own values were read); `served`: the probability
+        serving answered it with, if it did."""
         if not self.features:
             return
         entity = self._entity(entity_id) if "entity" in self._scopes else None
@@ -166,6 +178,7 @@ class OnlineFold:
                 entity_id,
                 entity.count if entity is not None else 0,
                 self._task.count,
+                served,
             )
             while len(self._pending) > PENDING_LIMIT:
                 self._pending.popitem(last=False)
@@ -176,20 +189,27 @@ class OnlineFold:
             return
         pending = self._pending.pop(observation_id, None)
         entity_seq = task_seq = 0  # 0: the observation is not known here, only its label
+        served = None
         if pending is not None:
-            entity_id, entity_seq, task_seq = pending
+            entity_id, entity_seq, task_seq, served = pending
         value = float(label)
         if "entity" in self._scopes:
-            self._learn_label(self._entity(entity_id), entity_seq, value)
+            self._learn_label(self._entity(entity_id), entity_seq, value, served)
         if "task" in self._scopes:
-            self._learn_label(self._task, task_seq, value)
+            self._learn_label(self._task, task_seq, value, served)
 
-    def _learn_label(self, scope: _Scope, seq: int, value: float) -> None:
+    def _learn_label(self, scope: _Scope, seq: int, value: float, served: float | None) -> None:
         for w in self._label_windows:
             window = scope.labels.get(w)
             if window is None:
                 window = scope.labels[w] = deque(maxlen=w)
             window.append(value)
+        if served is not None:
+            for w in self._residual_windows:
+                window = scope.residuals.get(w)
+                if window is None:
+                    window = scope.residuals[w] = deque(maxlen=w)
+                window.append(value - served)
         # last_label and label_age follow observation order: an older observation's late label
         # does not replace a newer one's (and a label whose observation is unknown here has no
         # place in that order).
@@ -239,6 +259,11 @@ def _value(f: OnlineFeature, scope: _Scope, features: Mapping[str, Any]) -> floa
         return _LABEL_DEFAULT if f.default is None else f.default
     if kind == "label_age":
         return float(scope.count - scope.labelled_seq)
+    if kind == "residual":
+        window = scope.residuals.get(f.window or 0)
+        if window:
+            return _mean(window)
+        return 0.0 if f.default is None else f.default
     if kind == "count":
         return float(scope.count)
     assert f.source is not None and f.window is not None

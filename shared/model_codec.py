@@ -7,7 +7,9 @@ Bytes are compact JSON with sorted keys (deterministic for the same model)::
      "members": [{"weight": 0.7, "model": "<LightGBM Booster.model_to_string()>"},
                  {"weight": 0.4, "linear": {"coef": [...], "intercept": -0.1,
                                             "center": [...], "scale": [...], "z_clip": 5.0}}],
-     "bias": -0.2, "clip": 8.0}
+     "bias": -0.2, "clip": 8.0,
+     "online": null | {"learned_through": 1234, "blend_lr": 0.05,
+                       "linear": {"lrs": [0.003, 0.03], "k": 1200, "m2": [...]}}}
 
 Prediction, in log-odds::
 
@@ -18,6 +20,11 @@ where a LightGBM member's raw score is its summed trees and a linear member's is
 the task's model features followed by its online features (`TaskSpec.input_names`): a model holds
 no stream state, so whoever predicts (serving, the trainer, governance) passes the online features
 as of that moment, computed by `shared.features`.
+
+`online` lets a model keep learning after it was published (`shared.online_models.LiveModel`):
+the blend's learning rate, the linear members' learning rates and running statistics, and the
+data stream version of the last labelled row it learned. Tree members come first in `members`,
+then linear members, in the order the trainer's blend uses them.
 
 Version 1 (`continuo-lgbm/1`, before online features) is still read: its frozen stream state
 becomes constant extra inputs and a constant term, exactly as it predicted then.
@@ -85,6 +92,7 @@ def encode(
     bias: float = 0.0,
     feature_names: Sequence[str] | None = None,
     clip: float | None = None,
+    online: Mapping[str, Any] | None = None,
 ) -> bytes:
     """Encode a weighted blend of LightGBM boosters (or their model strings) and linear members."""
     if feature_names is not None and len(feature_names) != n_features:
@@ -105,6 +113,7 @@ def encode(
         "members": docs,
         "bias": float(bias),
         "clip": None if clip is None else float(clip),
+        "online": None if online is None else dict(online),
     }
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
@@ -114,14 +123,20 @@ def decode(data: bytes) -> Predictor:
     return _decode_cached(bytes(data))
 
 
-@functools.lru_cache(maxsize=32)
-def _decode_cached(data: bytes) -> Predictor:
+def parse(data: bytes) -> dict[str, Any]:
+    """The model file as a dict, checked to be a Continuo model."""
     try:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"not a Continuo model: {exc}") from exc
     if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, FORMAT_V1):
         raise ModelFormatError(f"expected format {FORMAT!r}")
+    return doc
+
+
+@functools.lru_cache(maxsize=32)
+def _decode_cached(data: bytes) -> Predictor:
+    doc = parse(data)
     try:
         members: list[tuple[float, lgb.Booster | LinearMember]] = []
         for m in doc["members"]:

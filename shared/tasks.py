@@ -18,9 +18,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 FeatureType = Literal["float", "int", "bool", "category"]
-OnlineKind = Literal["last_label", "label_mean", "label_age", "count", "mean", "deviation"]
+OnlineKind = Literal[
+    "last_label", "label_mean", "label_age", "residual", "count", "mean", "deviation"
+]
 # Online features computed from labels: they carry one row's outcome into another row's inputs.
-LABEL_KINDS = frozenset({"last_label", "label_mean", "label_age"})
+LABEL_KINDS = frozenset({"last_label", "label_mean", "label_age", "residual"})
 # Online features computed from a numeric request feature over recent observations.
 SOURCE_KINDS = frozenset({"mean", "deviation"})
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$"
@@ -51,8 +53,10 @@ class OnlineFeature(BaseModel):
 
     Kinds: `last_label` (the label of the newest labelled observation), `label_mean` (mean of the
     last `window` labels recorded), `label_age` (observations since the newest labelled one),
-    `count` (observations before this one), `mean` (mean of `source` over the last `window`
-    observations) and `deviation` (the row's `source` minus that mean). `scope` says whose events
+    `residual` (mean of label minus served probability over the last `window` labelled rows
+    that serving answered: how far off its recent answers were), `count` (observations before
+    this one), `mean` (mean of `source` over the last `window` observations) and `deviation`
+    (the row's `source` minus that mean). `scope` says whose events
     count: the row's entity's (`entity`) or the whole task's (`task`).
     """
 
@@ -72,7 +76,7 @@ class OnlineFeature(BaseModel):
         if needs_source != (self.source is not None):
             verb = "needs a" if needs_source else "takes no"
             raise ValueError(f"online feature {self.name!r}: {self.kind} {verb} `source`")
-        needs_window = self.kind in SOURCE_KINDS or self.kind == "label_mean"
+        needs_window = self.kind in SOURCE_KINDS or self.kind in ("label_mean", "residual")
         if needs_window != (self.window is not None):
             verb = "needs a" if needs_window else "takes no"
             raise ValueError(f"online feature {self.name!r}: {self.kind} {verb} `window`")
@@ -140,8 +144,10 @@ class LearnerSpec(BaseModel):
 
     kind: str = "lightgbm-window"
     seed: int = 7
-    # A model version is emitted after this many newly learned labelled events.
-    publish_every: int = 1000
+    # A model version is emitted after this many newly learned labelled events (and early ones
+    # at 50, 100, 200, ...). Serving moves a version's online parts on by itself; its trees only
+    # change with the next version, so publishing at every retrain (250 rows) keeps them fresh.
+    publish_every: int = Field(250, ge=1)
     params: Mapping[str, Any] = Field(default_factory=dict)
 
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
@@ -32,7 +33,7 @@ from services.serving.state import ServingState
 from shared.bus import EnvelopeConsumer
 from shared.events.types import TOPIC_DATA, TOPIC_DEPLOYMENTS, TOPIC_TASKS
 from shared.http import health_router, install_error_handlers
-from shared.model_codec import decode
+from shared.online_models import LearnedRow, LiveModel
 from shared.registry import registered_tasks
 from shared.runtime import Runtime
 
@@ -86,7 +87,12 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     await runtime.start()
 
     artifacts = runtime.artifacts
-    table = ModelTable(load=lambda digest: decode(artifacts.get(digest)))
+    online = OnlineFeatures(runtime.store)
+    table = ModelTable(
+        load=lambda digest: LiveModel(artifacts.get(digest)),
+        warm=lambda task, model: _warm(online, task, model),
+    )
+    online.on_learned(lambda task, rows: _learn(table, task, rows))
     decisions = _consumer(settings, TOPIC_DEPLOYMENTS, TOPIC_TASKS)
     data = _consumer(settings, TOPIC_DATA)
     for consumer in (decisions, data):
@@ -105,14 +111,12 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     stack.push_async_callback(recorder.close)  # runs before runtime.stop closes the store
 
     deployments = Deployments(table)
-    online = OnlineFeatures(runtime.store)
     state = ServingState(
         settings, runtime, table, recorder, ObservationLog(runtime.store), deployments, online
     )
-    await deployments.load_current(runtime.store)
     for spec in (await registered_tasks(runtime.store)).values():
-        if spec.online_features:
-            await online.prepare(spec)
+        await online.prepare(spec)  # before the champions: they learn what the folds learned
+    await deployments.load_current(runtime.store)
     state.loaded = True
     state.followers = (
         asyncio.create_task(deployments.follow(decisions), name="serving:deployments"),
@@ -126,6 +130,20 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     stack.push_async_callback(_cancel, retrying)
     log.info("serving.started", tasks=len(table.tasks()), port=settings.port)
     return state
+
+
+def _warm(online: OnlineFeatures, task: str, model: Any) -> None:
+    """Bring a model about to serve up to the rows learned since its version."""
+    if isinstance(model, LiveModel):
+        learned = model.learn(online.recent(task, model.learned_through))
+        log.info("serving.model_caught_up", task=task, rows=len(learned))
+
+
+def _learn(table: ModelTable, task: str, rows: Sequence[LearnedRow]) -> None:
+    """The champion learns each row the fold learned (its online parts; trees as published)."""
+    champion = table.champion(task)
+    if champion is not None and isinstance(champion.predictor, LiveModel):
+        champion.predictor.learn(rows)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -38,10 +38,13 @@ class Deployments:
         self.failed: dict[str, Envelope] = {}
 
     async def apply(self, envelope: Envelope) -> bool:
-        """Apply one event off the event loop (decoding a model takes a while)."""
+        """Apply one event: its model is loaded off the event loop (decoding takes a while),
+        then brought up to date and swapped in on the loop, where it learns and answers."""
         task = str(envelope.payload.get("task"))
         try:
-            outcome = await asyncio.to_thread(self.table.apply, envelope)
+            digest = self.table.to_load(envelope)
+            loaded = await asyncio.to_thread(self.table.load, digest) if digest else None
+            outcome = self.table.apply(envelope, loaded)
         except Exception:  # noqa: BLE001 - the old champion keeps serving; retried below
             log.exception("serving.apply_failed", event_id=str(envelope.event_id), task=task)
             kept = self.failed.get(task)

@@ -46,6 +46,8 @@ class Predictor(Protocol):
 
 # Loads and decodes the artifact stored under a sha256 (I/O; injected by the app).
 PredictorLoader = Callable[[str], Predictor]
+# Brings a newly loaded model up to the labels after its version (injected by the app).
+Warmer = Callable[[str, Predictor], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,11 +85,14 @@ class Outcome(StrEnum):
 class ModelTable:
     """The champion of every task, kept current by deployment and task events.
 
-    `apply` may be called from one thread at a time (it takes a lock); readers never lock.
+    `apply` may be called from one thread at a time (it takes a lock); readers never lock. A
+    caller may load a promotion's model beforehand (`to_load`, `load`: slow, off the event loop)
+    and pass it to `apply`; `warm` runs on a new model just before it starts serving.
     """
 
-    def __init__(self, load: PredictorLoader) -> None:
+    def __init__(self, load: PredictorLoader, warm: Warmer | None = None) -> None:
         self._load = load
+        self._warm = warm
         self._lock = threading.Lock()
         self._specs: Mapping[str, TaskSpec] = {}
         self._spec_versions: dict[str, int] = {}
@@ -118,8 +123,20 @@ class ModelTable:
         """The deployment stream version last applied for a task (0: none)."""
         return self._deployed.get(task, 0)
 
-    def apply(self, envelope: Envelope) -> Outcome:
-        """Follow one stored event; a loader error propagates and leaves the table unchanged."""
+    def to_load(self, envelope: Envelope) -> str | None:
+        """The artifact `apply` would have to load for this event (None: nothing to load)."""
+        if envelope.type not in ("ModelPromoted", "ModelRolledBack"):
+            return None
+        digest = str(envelope.payload.get("artifact_sha256"))
+        current = self._champions.get(str(envelope.payload.get("task")))
+        return None if current is not None and current.artifact_sha256 == digest else digest
+
+    def load(self, digest: str) -> Predictor:
+        return self._load(digest)
+
+    def apply(self, envelope: Envelope, loaded: Predictor | None = None) -> Outcome:
+        """Follow one stored event; a loader error propagates and leaves the table unchanged.
+        `loaded`: the event's model, loaded beforehand."""
         if envelope.type not in ("ModelPromoted", "ModelRolledBack", "TaskRegistered"):
             return Outcome.IGNORED
         if envelope.stream_version is None:
@@ -129,7 +146,7 @@ class ModelTable:
         with self._lock:
             if envelope.type == "TaskRegistered":
                 return self._register(envelope)
-            return self._deploy(envelope)
+            return self._deploy(envelope, loaded)
 
     def _register(self, envelope: Envelope) -> Outcome:
         data = envelope.data()
@@ -146,7 +163,7 @@ class ModelTable:
             self._deploy(pending)  # if loading fails, the promotion stays pending
         return Outcome.APPLIED
 
-    def _deploy(self, envelope: Envelope) -> Outcome:
+    def _deploy(self, envelope: Envelope, loaded: Predictor | None = None) -> Outcome:
         data = envelope.data()
         assert isinstance(data, ModelPromoted | ModelRolledBack)
         version = envelope.stream_version
@@ -163,9 +180,11 @@ class ModelTable:
             return Outcome.PENDING
         current = self._champions.get(data.task)
         if current is not None and current.artifact_sha256 == data.artifact_sha256:
-            predictor = current.predictor  # same bytes: no need to decode again
+            predictor = current.predictor  # the same model, as it has learned since
         else:
-            predictor = self._load(data.artifact_sha256)
+            predictor = loaded if loaded is not None else self._load(data.artifact_sha256)
+            if self._warm is not None:
+                self._warm(data.task, predictor)
         self._swap(
             Champion(
                 task=data.task,

@@ -1,4 +1,10 @@
-"""Serving's online features: each task's fold, kept live from the data topic, in stream order.
+"""Serving's online features and online learning: each task's fold, kept live from the data
+topic, in stream order.
+
+The fold gives the online features a prediction needs, and the rows it learns (a label with its
+row's inputs) go to the task's champion, whose online parts learn them as the trainer's do
+(`shared.online_models.LiveModel`): serving answers with what the trainer would at that moment,
+but for the trees, which change with the next published version.
 
 Every replica folds the task's data events itself (`shared.features.OnlineFold`, the trainer's own
 fold), so replicas that have applied the same events answer with the same values, and a replica
@@ -17,20 +23,26 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import defaultdict
-from collections.abc import Sequence
+import uuid
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import structlog
 
 from shared.events.envelope import Envelope
 from shared.events.types import data_stream
-from shared.features import OnlineFold, data_event
+from shared.features import PENDING_LIMIT, OnlineFold, data_event, model_inputs
+from shared.online_models import LearnedRow, RecentRows
 from shared.store.port import Appended, EventStore
 from shared.streams import in_order, read_after
 from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
+
+
+# Called with a task's rows as they are learned (their labels folded in), in stream order.
+LearnedRows = Callable[[str, Sequence[LearnedRow]], None]
 
 
 @dataclass
@@ -41,16 +53,30 @@ class _TaskFold:
     synced: int = 0
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     applied_at: float = 0.0  # monotonic time of the last event applied
+    # Model inputs of observations awaiting their label, and the rows learned lately.
+    inputs: OrderedDict[uuid.UUID, list[float]] = field(default_factory=OrderedDict)
+    recent: RecentRows = field(default_factory=RecentRows)
 
 
 class OnlineFeatures:
-    """The folds of every task with online features, for the spec version serving uses."""
+    """The fold of every task, for the spec version serving uses: its online features, and the
+    rows it learns (each label with the inputs its row had), which the champion learns too."""
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
+        self._on_learned: LearnedRows | None = None
         self._folds: dict[str, _TaskFold] = {}
         self.events_applied = 0
         self.store_reads = 0
+
+    def on_learned(self, callback: LearnedRows) -> None:
+        """Call `callback(task, rows)` with every batch of rows learned from now on."""
+        self._on_learned = callback
+
+    def recent(self, task: str, after: int) -> list[LearnedRow]:
+        """The rows learned after data stream version `after` (those still remembered)."""
+        state = self._folds.get(task)
+        return [] if state is None else state.recent.after(after)
 
     def fold(self, spec: TaskSpec) -> OnlineFold | None:
         """The live fold of a task's spec version (None: not built yet, or not needed)."""
@@ -128,15 +154,34 @@ class OnlineFeatures:
         self._apply(state, await read_after(self._store, data_stream(task), state.version))
 
     def _apply(self, state: _TaskFold, ordered: Sequence[Envelope]) -> None:
+        learned: list[LearnedRow] = []
+        spec = state.fold.spec
         for envelope in ordered:
             event = data_event(envelope)
             if event is not None:
-                state.fold.apply(event)
+                values = state.fold.apply(event)
+                if event.is_label:
+                    assert event.observation_id is not None and event.label is not None
+                    x = state.inputs.pop(event.observation_id, None)
+                    if x is not None:
+                        learned.append(LearnedRow(event.version, x, event.label))
+                elif values is not None and event.features is not None:
+                    x = model_inputs(spec, event.features, values)
+                    if event.label is not None:
+                        learned.append(LearnedRow(event.version, x, event.label))
+                    else:
+                        state.inputs[event.event_id] = x
+                        while len(state.inputs) > PENDING_LIMIT:
+                            state.inputs.popitem(last=False)
             state.version = envelope.stream_version or state.version
             state.synced = max(state.synced, envelope.position or 0)
         if ordered:
             self.events_applied += len(ordered)
             state.applied_at = time.monotonic()
+        if learned:
+            state.recent.add(learned)
+            if self._on_learned is not None:
+                self._on_learned(spec.name, learned)
 
     def status(self) -> dict[str, dict[str, object]]:
         return {

@@ -196,6 +196,7 @@ class ObservationLog:
 def observation_events(
     spec: TaskSpec,
     model_version: int | None,
+    learned_through: int | None,
     predictions: Sequence[Prediction],
     producer: Producer,
 ) -> list[Envelope]:
@@ -211,7 +212,11 @@ def observation_events(
                 online=p.online,
                 served=None
                 if model_version is None or p.probability is None
-                else Served(model_version=model_version, probability=p.probability),
+                else Served(
+                    model_version=model_version,
+                    probability=p.probability,
+                    learned_through=learned_through,
+                ),
             ),
             stream_id=data_stream(spec.name),
             producer=producer,
@@ -222,7 +227,11 @@ def observation_events(
 
 
 def served_events(
-    task: str, model_version: int, predictions: Sequence[Prediction], recorded: bool
+    task: str,
+    model_version: int,
+    learned_through: int | None,
+    predictions: Sequence[Prediction],
+    recorded: bool,
 ) -> list[PredictionServed]:
     """The audit-trail record of each answer."""
     return [
@@ -236,6 +245,7 @@ def served_events(
             label=p.label,
             online=p.online,
             recorded=recorded,
+            learned_through=learned_through,
         )
         for p in predictions
         if p.probability is not None

@@ -6,7 +6,6 @@ from typing import Any
 
 import structlog
 from fastapi import APIRouter, HTTPException, Request
-from starlette.concurrency import run_in_threadpool
 
 from services.serving.models import (
     Champion,
@@ -71,14 +70,12 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Pr
     if champion is None:  # log and wait before the first model: record, answer nothing
         predictions = unanswered(spec, rows, entity_ids, online)
     else:
-        args = (champion.predictor, spec, rows, entity_ids, online)
-        if len(rows) > state.settings.inline_records:
-            predictions = await run_in_threadpool(predict, *args)
-        else:
-            predictions = predict(*args)
+        # On the event loop, where the champion also learns: never half-way through a label.
+        predictions = predict(champion.predictor, spec, rows, entity_ids, online)
     version = champion.model_version if champion is not None else None
+    learned = getattr(champion.predictor, "learned_through", None) if champion else None
     if record:
-        events = observation_events(spec, version, predictions, state.producer)
+        events = observation_events(spec, version, learned, predictions, state.producer)
         try:
             appended = await state.observations.append(events)
         except STORE_FAILURES as exc:
@@ -91,7 +88,7 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Pr
         except STORE_FAILURES as exc:  # recorded all the same; the data topic brings them
             log.warning("serving.own_writes_not_folded", task=task, error=str(exc))
     if version is not None:
-        state.recorder.record(served_events(task, version, predictions, record))
+        state.recorder.record(served_events(task, version, learned, predictions, record))
     return PredictResponse(
         task=task,
         model_version=version,

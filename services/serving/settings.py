@@ -22,7 +22,5 @@ class ServingSettings(CommonSettings):
     record_backlog: int = Field(100_000, gt=0)
     # Largest batch one predict request may carry.
     max_records: int = Field(1000, gt=0)
-    # Batches larger than this are predicted in a worker thread, not on the event loop.
-    inline_records: int = Field(64, ge=0)
     # Longest a Kafka fetch waits for data (deployments, and the data the online features fold).
     fetch_max_wait_ms: int = Field(20, ge=1, le=5000)

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -29,6 +29,7 @@ from services.trainer.metrics import PrequentialMetrics
 from shared.events.envelope import Envelope
 from shared.events.types import ConfigSwitched, DriftDetected, ModelTrained
 from shared.features import DataEvent, OnlineFold, data_event, model_inputs
+from shared.online_models import LearnedRow, RecentRows
 from shared.tasks import TaskSpec
 
 _NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-000000000007")
@@ -45,7 +46,7 @@ class Learner(Protocol):
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
     def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> Any: ...
     def test_then_train(self, X: np.ndarray, y: np.ndarray) -> Any: ...
-    def model_bytes(self) -> bytes: ...
+    def model_bytes(self, learned_through: int = 0) -> bytes: ...
     def champion_config(self) -> str: ...
     @property
     def metrics(self) -> dict[str, float]: ...
@@ -97,9 +98,13 @@ class Output:
 
 
 class Scorer(Protocol):
-    """A served model, as far as shadow evaluation needs it."""
+    """The served model, as serving runs it: predicting, and learning the labels after it
+    (shared.online_models.LiveModel)."""
+
+    learned_through: int
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+    def learn(self, rows: Sequence[LearnedRow]) -> list[float]: ...
 
 
 @dataclass(slots=True)
@@ -110,6 +115,7 @@ class _Pending:
     proba: float  # the learner's prediction when the row arrived
     served: float | None  # serving's answer, for rows it recorded
     position: int
+    champion: float | None  # the shadow champion's prediction when the row arrived
 
 
 @dataclass(slots=True)
@@ -119,6 +125,8 @@ class _Row:
     proba: float | None  # None: labelled on arrival, predicted as it is learned
     served: float | None
     position: int
+    version: int  # the data stream version of the event that labelled it
+    champion: float | None = None  # the champion's prediction when the row arrived
 
 
 class TaskTraining:
@@ -136,6 +144,9 @@ class TaskTraining:
         self._next_publish = min(FIRST_PUBLISH, spec.learner.publish_every)
         self._first_position: int | None = None
         self._last_learned_position = 0
+        self._last_learned_version = 0
+        # Rows learned lately, to bring a champion up to the labels after its version.
+        self._recent = RecentRows()
         self._pending: OrderedDict[uuid.UUID, _Pending] = OrderedDict()
         self._pending_limit = pending_limit
         self.served = PrequentialMetrics(spec.promotion.window)
@@ -147,8 +158,10 @@ class TaskTraining:
         self._window: deque[tuple[bool, bool, int]] = deque(maxlen=spec.promotion.window)
 
     def set_champion(self, version: int, scorer: Scorer) -> None:
-        """The model serving now answers with; shadow scores restart from here."""
+        """The model serving now answers with; shadow scores restart from here. Like serving,
+        it learns the labels after its version (those already learned here, then each one)."""
         if version != self.champion_version:
+            scorer.learn(self._recent.after(scorer.learned_through))
             self._champion, self.champion_version = scorer, version
             self._window.clear()
 
@@ -183,15 +196,19 @@ class TaskTraining:
     def _flush(self, kind: str | None, segment: list[DataEvent], out: Output) -> None:
         if kind == "seen":
             rows = [self.inputs(e) for e in segment]
-            proba = self.learner.predict_proba(np.array(rows, dtype=float)).tolist()
-            for event, x, p in zip(segment, rows, proba, strict=True):
-                self._remember(event.event_id, _Pending(x, p, event.served, event.position))
+            X = np.array(rows, dtype=float)
+            proba = self.learner.predict_proba(X).tolist()
+            champion: list[float | None] = [None] * len(rows)
+            if self._champion is not None:
+                champion = self._champion.predict_proba(X).tolist()
+            for event, x, p, c in zip(segment, rows, proba, champion, strict=True):
+                self._remember(event.event_id, _Pending(x, p, event.served, event.position, c))
             return
         learned: list[_Row] = []
         if kind == "labelled":
             for e in segment:
                 assert e.label is not None
-                learned.append(_Row(self.inputs(e), e.label, None, None, e.position))
+                learned.append(_Row(self.inputs(e), e.label, None, None, e.position, e.version))
         else:
             for e in segment:
                 assert e.observation_id is not None and e.label is not None
@@ -200,7 +217,17 @@ class TaskTraining:
                 if pending is None:
                     out.unmatched_labels += 1
                     continue
-                learned.append(_Row(pending.x, e.label, pending.proba, pending.served, e.position))
+                learned.append(
+                    _Row(
+                        pending.x,
+                        e.label,
+                        pending.proba,
+                        pending.served,
+                        e.position,
+                        e.version,
+                        pending.champion,
+                    )
+                )
         self._learn(learned, out)
 
     def _remember(self, observation_id: uuid.UUID, pending: _Pending) -> None:
@@ -233,11 +260,14 @@ class TaskTraining:
                 self.served.update(
                     np.array([s[0] for s in served]), np.array([s[1] for s in served])
                 )
-            self._shadow(X, y, proba)
+            learned = [LearnedRow(r.version, r.x, r.y) for r in chunk]
+            self._recent.add(learned)
+            self._shadow(chunk, learned, proba)
             self._record(report, out)
             if self._first_position is None:
                 self._first_position = chunk[0].position
             self._last_learned_position = chunk[-1].position
+            self._last_learned_version = chunk[-1].version
             self.n_learned_total += len(chunk)
             self._since_publish += len(chunk)
             if self.n_learned_total == self._next_publish:
@@ -246,18 +276,18 @@ class TaskTraining:
                 total = self.n_learned_total
                 self._next_publish = min(2 * total, every) if total < every else total + every
 
-    def _shadow(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> None:
+    def _shadow(self, chunk: list[_Row], rows: list[LearnedRow], proba: np.ndarray) -> None:
+        """Score the champion as serving runs it on the rows just learned, like the learner:
+        each row predicted when it arrived (for rows labelled on arrival: as of the rows before
+        it), then its label learned by the champion's online parts too."""
         if self._champion is None:
             return
-        champion = self._champion.predict_proba(X)
-        self._window.extend(
-            zip(
-                ((proba >= 0.5) == y).tolist(),
-                ((champion >= 0.5) == y).tolist(),
-                y.tolist(),
-                strict=True,
+        prequential = self._champion.learn(rows)
+        for row, mine, at_label in zip(chunk, proba.tolist(), prequential, strict=True):
+            theirs = row.champion if row.champion is not None else at_label
+            self._window.append(
+                (((mine >= 0.5) == (row.y == 1)), (theirs >= 0.5) == (row.y == 1), row.y)
             )
-        )
 
     def comparison(self) -> dict[str, float]:
         """The learner's and the champion's accuracy on the same recent labelled rows (labelled
@@ -320,7 +350,7 @@ class TaskTraining:
             event_id=uuid.uuid5(
                 _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
             ),
-            model_bytes=self.learner.model_bytes(),
+            model_bytes=self.learner.model_bytes(learned_through=self._last_learned_version),
             model_version=version,
             parent_version=parent,
             config=self.learner.champion_config(),

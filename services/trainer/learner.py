@@ -33,16 +33,18 @@ import lightgbm as lgb
 import numpy as np
 
 from services.trainer.drift import Drift, DriftMonitor
-from services.trainer.members import (
-    MemberSpec,
-    OnlineLinear,
-    RowBuffer,
-    lightgbm_params,
-    train_member,
-)
+from services.trainer.members import MemberSpec, RowBuffer, lightgbm_params, train_member
 from services.trainer.metrics import PrequentialMetrics
-from services.trainer.racing import Blend, BlendSpec, ConfigSwitch, Race, clip_raws
+from services.trainer.racing import ConfigSwitch, Race
 from shared import model_codec
+from shared.online_models import (
+    RAW_CLIP,
+    Blend,
+    BlendSpec,
+    OnlineLinear,
+    clip_raws,
+    online_state,
+)
 from shared.tasks import TaskSpec, categorical_indices
 
 __all__ = ["LEARNER_DEFAULTS", "ConfigSwitch", "Drift", "LearnReport", "OnlineLearner"]
@@ -221,7 +223,7 @@ class OnlineLearner:
         for i, (row, yi) in enumerate(zip(rows, ys, strict=True)):
             if linear is not None:
                 # Scored before they learn the row, like every member.
-                row[LINEAR:] = [min(8.0, max(-8.0, r)) for r in linear.learn(xs[i], yi)]
+                row[LINEAR:] = [min(RAW_CLIP, max(-RAW_CLIP, r)) for r in linear.learn(xs[i], yi)]
             for c, blend in enumerate(self._blends):
                 preds[c, i] = blend.step(row, yi)
         proba = preds[self._race.champion] if given is None else given
@@ -322,24 +324,28 @@ class OnlineLearner:
     def champion_config(self) -> str:
         return self._race.names[self._race.champion]
 
-    def model_bytes(self) -> bytes:
-        """The champion blend and its members, encoded by shared.model_codec."""
+    def model_bytes(self, learned_through: int = 0) -> bytes:
+        """The champion blend and its members, encoded by shared.model_codec, with the state its
+        online parts need to go on learning (`learned_through`: the data stream version of the
+        last labelled row learned, for whoever continues it)."""
         blend = self._blends[self._race.champion]
         members: list[tuple[float, model_codec.Member]] = []
         for j, booster in enumerate(self._boosters):
-            if booster is None or blend.w[j] == 0.0:
-                continue
+            if booster is None or j not in blend.spec.members:
+                continue  # an untrained tree scores 0: leaving it out changes no prediction
             text = self._model_strings[j]
             if text is None:
                 text = self._model_strings[j] = booster.model_to_string()
             members.append((blend.w[j], text))
-        for j, snapshot in enumerate(self._linear.snapshots(), start=LINEAR):
-            if blend.w[j] != 0.0:
+        linear = self._linear if any(j >= LINEAR for j in blend.spec.members) else None
+        if linear is not None:
+            for j, snapshot in enumerate(linear.snapshots(), start=LINEAR):
                 members.append((blend.w[j], snapshot))
         return model_codec.encode(
             n_features=self.n_features,
             members=members,
             bias=blend.bias,
             feature_names=self.feature_names,
-            clip=8.0,
+            clip=RAW_CLIP,
+            online=online_state(blend.spec.lr, linear, learned_through),
         )

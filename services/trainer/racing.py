@@ -1,25 +1,19 @@
-"""A racing population of blend configurations and the rule that picks the champion.
+"""The rule that picks the champion among a racing population of blend configurations.
 
-Every configuration is an online logistic blend over some of the same members: it sees their
-log-odds and learns its weights row by row with its own learning rate. All of them predict every
-labelled row (prequentially), so the race compares them on exactly the same rows. Sharing the
-members keeps the population cheap: a configuration costs a few microseconds per row, not a
-LightGBM model.
+Every configuration is an online logistic blend (shared.online_models.Blend) over some of the
+same members: it sees their log-odds and learns its weights row by row with its own learning
+rate. All of them predict every labelled row (prequentially), so the race compares them on exactly
+the same rows. Sharing the members keeps the population cheap: a configuration costs a few
+microseconds per row, not a LightGBM model.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
-# Clip the blend's inputs and logit: a member's raw score can be large on a pure leaf, and one
-# huge input must not blow the SGD step up.
-_Z_CLIP = 8.0
-_LOGIT_CLIP = 30.0
 
 
 @dataclass(frozen=True)
@@ -30,54 +24,6 @@ class ConfigSwitch:
     to_config: str
     at_labelled: int
     evidence: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class BlendSpec:
-    """One racing configuration: which members it blends and how fast it adapts."""
-
-    name: str
-    members: tuple[int, ...]  # indices of the members it uses
-    lr: float = 0.02  # SGD step of the logistic blend
-
-
-class Blend:
-    """Online logistic blend: logit = sum_m w_m raw_m + b."""
-
-    def __init__(self, spec: BlendSpec, n_members: int) -> None:
-        self.spec = spec
-        self.n_members = n_members
-        # Members start equally weighted, summing to one: the blend starts as their average.
-        share = 1.0 / max(len(spec.members), 1)
-        self.w = [share if m in spec.members else 0.0 for m in range(n_members)]
-        self.bias = 0.0
-
-    def logits(self, raws: np.ndarray) -> np.ndarray:
-        """Logits for rows whose member scores are `raws` (n, n_members), with no learning."""
-        z = clip_raws(raws) @ np.asarray(self.w) + self.bias
-        return np.clip(z, -_LOGIT_CLIP, _LOGIT_CLIP)
-
-    def step(self, zs: Sequence[float], y: int) -> float:
-        """Predict one row, then learn it: returns the prediction made before seeing y.
-
-        `zs` are the members' raw scores already clipped by `clip_raws`.
-        """
-        w = self.w
-        s = self.bias
-        for j in self.spec.members:
-            s += w[j] * zs[j]
-        s = min(_LOGIT_CLIP, max(-_LOGIT_CLIP, s))
-        p = 1.0 / (1.0 + math.exp(-s))
-        g = self.spec.lr * (y - p)
-        for j in self.spec.members:
-            w[j] += g * zs[j]
-        self.bias += g
-        return p
-
-
-def clip_raws(raws: np.ndarray) -> np.ndarray:
-    """Members' raw scores as the blend sees them."""
-    return np.clip(raws, -_Z_CLIP, _Z_CLIP)
 
 
 class Race:

@@ -25,7 +25,7 @@ from shared.events.types import (
     governance_stream,
     model_stream,
 )
-from shared.model_codec import decode
+from shared.online_models import LiveModel
 from shared.registry import registered_tasks
 from shared.runtime import Runtime
 from shared.store.port import ConcurrencyError
@@ -125,7 +125,8 @@ class Trainer:
         self._deployments[task] = (seen, time.monotonic())
         if latest is not None and latest.model_version != core.champion_version:
             model = await asyncio.to_thread(self.runtime.artifacts.get, latest.artifact_sha256)
-            core.set_champion(latest.model_version, decode(model))
+            # As serving runs it: a live model that goes on learning the labels after it.
+            core.set_champion(latest.model_version, await asyncio.to_thread(LiveModel, model))
 
     async def _apply(self, core: TaskTraining, events: Sequence[Envelope]) -> None:
         await self._follow_champion(core)

@@ -72,6 +72,9 @@ class Served(BaseModel):
 
     model_version: int
     probability: float
+    # The data stream version through which the model had learned when it answered (its
+    # online parts go on learning after it is published); None: as published.
+    learned_through: int | None = None
 
 
 @event_type("ObservationRecorded", version=2)
@@ -188,7 +191,8 @@ class PredictionServed(Payload):
     """A prediction was returned to a caller: by which model version, for which input.
 
     `online` holds the online-feature values the model was given; `recorded` says the row was
-    also recorded as an observation (log and wait; the observation's id is the prediction id).
+    also recorded as an observation (log and wait; the observation's id is the prediction id);
+    `learned_through` how far the model's online parts had learned since it was published.
     """
 
     task: str
@@ -200,12 +204,15 @@ class PredictionServed(Payload):
     label: Any
     online: dict[str, float] = Field(default_factory=dict)
     recorded: bool = False
+    # The data stream version through which the model had learned (see Served).
+    learned_through: int | None = None
 
 
 @upcaster("PredictionServed", from_version=1)
 def _prediction_v1(payload: dict[str, Any]) -> dict[str, Any]:
-    """v1 predictions used no online features and were never recorded as observations."""
-    return {**payload, "online": {}, "recorded": False}
+    """v1 predictions used no online features, were never recorded as observations, and came
+    from models as published."""
+    return {**payload, "online": {}, "recorded": False, "learned_through": None}
 
 
 @event_type("AuditCompleted")

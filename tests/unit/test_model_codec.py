@@ -8,8 +8,8 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from services.trainer.members import OnlineLinear
 from shared.model_codec import ModelFormatError, decode, encode
+from shared.online_models import OnlineLinear
 
 PARAMS = {"objective": "binary", "verbose": -1, "num_threads": 1, "deterministic": True}
 

@@ -77,6 +77,22 @@ def test_each_kind_reads_the_history_before_the_row():
     }
 
 
+def test_the_residual_is_how_far_off_servings_recent_answers_were():
+    fold = OnlineFold(spec({"name": "resid", "kind": "residual", "window": 2}))
+    a, b, c, d = ids(4)
+    fold.observe(a, "e", {"x": 0.0, "n": 0}, served=0.9)
+    fold.observe(b, "e", {"x": 0.0, "n": 0}, served=0.2)
+    fold.observe(c, "e", {"x": 0.0, "n": 0})  # not served (from ingest): no residual
+    fold.observe(d, "e", {"x": 0.0, "n": 0}, served=0.5)
+    assert fold.values("e", {"x": 0.0, "n": 0}) == [0.0]
+    fold.label(a, "e", 1)  # off by +0.1
+    fold.label(b, "e", 1)  # off by +0.8
+    fold.label(c, "e", 0)
+    assert fold.values("e", {"x": 0.0, "n": 0}) == [pytest.approx(0.45)]
+    fold.label(d, "e", 0)  # off by -0.5; the window keeps the last two
+    assert fold.values("e", {"x": 0.0, "n": 0}) == [pytest.approx(0.15)]
+
+
 def test_a_late_label_of_an_older_row_does_not_replace_a_newer_rows_label():
     fold = OnlineFold(spec({"name": "last", "kind": "last_label"}))
     old, new = ids(2)
@@ -223,7 +239,7 @@ def test_a_compas_row_never_sees_another_defendants_outcome():
             def test_then_train(self, X, y):
                 raise AssertionError("every outcome here comes late")
 
-            def model_bytes(self):
+            def model_bytes(self, learned_through=0):
                 return b""
 
             def champion_config(self):

@@ -61,7 +61,7 @@ class FakeLearner:
         self.seen += len(y)
         self.n_updates += 1
 
-    def model_bytes(self) -> bytes:
+    def model_bytes(self, learned_through: int = 0) -> bytes:
         return json.dumps({"ones": self.ones, "seen": self.seen}).encode()
 
     def champion_config(self) -> str:

@@ -1,0 +1,305 @@
+"""The parts of a model that learn from every label, and a published model that keeps learning.
+
+A Continuo model is a blend: LightGBM members, retrained by the trainer on windows of recent rows,
+and online logistic members, which learn from every labelled row, weighted by an online logistic
+blend that also learns from every row. The trainer publishes a version every so many rows; between
+versions its online parts move on. `LiveModel` lets serving (and whoever else predicts) move them
+on too, from the same labels, with the same code: the recurrences here are the only ones, used by
+the trainer's learner and by every `LiveModel`, so the same labelled rows in the same order give
+the same state, bit for bit. The tree members stay as published until the next version.
+
+Pure: numbers in, numbers out (LightGBM boosters are called, never trained, here).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from shared.model_codec import LinearMember, decode, parse
+
+# Clip the blend's inputs and logit: a member's raw score can be large on a pure leaf, and one
+# huge input must not blow the SGD step up.
+RAW_CLIP = 8.0
+LOGIT_CLIP = 30.0
+Z_CLIP = 5.0  # standardised inputs beyond 5 sd are taken as 5 sd
+_MIN_VARIANCE = 1e-12  # an input constant so far is centred, not divided by ~zero
+
+
+def clip_raws(raws: np.ndarray) -> np.ndarray:
+    """Members' raw scores as the blend sees them."""
+    return np.clip(raws, -RAW_CLIP, RAW_CLIP)
+
+
+@dataclass(frozen=True)
+class BlendSpec:
+    """One blend configuration: which members it blends and how fast it adapts."""
+
+    name: str
+    members: tuple[int, ...]  # indices of the members it uses
+    lr: float = 0.02  # SGD step of the logistic blend
+
+
+class Blend:
+    """Online logistic blend: logit = sum_m w_m raw_m + b."""
+
+    def __init__(
+        self,
+        spec: BlendSpec,
+        n_members: int,
+        weights: Sequence[float] | None = None,
+        bias: float = 0.0,
+    ) -> None:
+        self.spec = spec
+        self.n_members = n_members
+        # Members start equally weighted, summing to one: the blend starts as their average.
+        share = 1.0 / max(len(spec.members), 1)
+        self.w = (
+            [float(v) for v in weights]
+            if weights is not None
+            else [share if m in spec.members else 0.0 for m in range(n_members)]
+        )
+        self.bias = bias
+
+    def logits(self, raws: np.ndarray) -> np.ndarray:
+        """Logits for rows whose member scores are `raws` (n, n_members), with no learning."""
+        z = clip_raws(raws) @ np.asarray(self.w) + self.bias
+        return np.clip(z, -LOGIT_CLIP, LOGIT_CLIP)
+
+    def step(self, zs: Sequence[float], y: int) -> float:
+        """Predict one row, then learn it: returns the prediction made before seeing y.
+
+        `zs` are the members' raw scores already clipped by `clip_raws`.
+        """
+        w = self.w
+        s = self.bias
+        for j in self.spec.members:
+            s += w[j] * zs[j]
+        s = min(LOGIT_CLIP, max(-LOGIT_CLIP, s))
+        p = 1.0 / (1.0 + math.exp(-s))
+        g = self.spec.lr * (y - p)
+        for j in self.spec.members:
+            w[j] += g * zs[j]
+        self.bias += g
+        return p
+
+
+class OnlineLinear:
+    """Logistic regressions learned by SGD from every labelled row, one per learning rate, on
+    inputs standardised by their running mean and standard deviation (Welford), shared by all.
+
+    Standardising lets one learning rate suit features of any scale; a slow rate settles close
+    to the best plane, a fast one follows a boundary that moves. Pure Python floats.
+    """
+
+    def __init__(self, n_features: int, lrs: Sequence[float]) -> None:
+        self.n = n_features
+        self.lrs = tuple(float(lr) for lr in lrs)
+        self.coefs = [[0.0] * n_features for _ in self.lrs]
+        self.intercepts = [0.0] * len(self.lrs)
+        self._k = 0
+        self._mean = [0.0] * n_features
+        self._m2 = [0.0] * n_features
+
+    def _scales(self) -> list[float]:
+        k = max(self._k, 1)
+        return [math.sqrt(m2 / k) if m2 / k > _MIN_VARIANCE else 1.0 for m2 in self._m2]
+
+    def raws(self, X: np.ndarray) -> np.ndarray:
+        """Log-odds of each model (columns) for rows of X, as of now; nothing is learned."""
+        X = np.asarray(X, dtype=float).reshape(-1, self.n)
+        return np.column_stack([m.raw(X) for m in self.snapshots()])
+
+    def learn(self, x: Sequence[float], y: int) -> list[float]:
+        """Score one row with every model, then learn it; returns the (clipped) log-odds each
+        model gave before learning."""
+        mean, m2, k = self._mean, self._m2, self._k
+        sqrt, clip = math.sqrt, Z_CLIP
+        z = []
+        for j in range(self.n):
+            d = x[j] - mean[j]
+            var = m2[j] / k if k else 0.0
+            if var > _MIN_VARIANCE:
+                d /= sqrt(var)
+            z.append(clip if d > clip else -clip if d < -clip else d)
+        out = []
+        intercepts = self.intercepts
+        for m, coef in enumerate(self.coefs):
+            s = intercepts[m]
+            for c, zj in zip(coef, z):  # noqa: B905 - equal lengths by construction
+                s += c * zj
+            s = LOGIT_CLIP if s > LOGIT_CLIP else -LOGIT_CLIP if s < -LOGIT_CLIP else s
+            out.append(s)
+            g = self.lrs[m] * (y - 1.0 / (1.0 + math.exp(-s)))
+            coef[:] = [c + g * zj for c, zj in zip(coef, z)]  # noqa: B905
+            intercepts[m] += g
+        k += 1
+        self._k = k
+        for j in range(self.n):
+            v = x[j]
+            d = v - mean[j]
+            mean[j] += d / k
+            m2[j] += d * (v - mean[j])
+        return out
+
+    def snapshots(self) -> list[LinearMember]:
+        center, scale = tuple(self._mean), tuple(self._scales())
+        return [
+            LinearMember(tuple(coef), b, center, scale, Z_CLIP)
+            for coef, b in zip(self.coefs, self.intercepts, strict=True)
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """What it needs, beyond its snapshots, to go on learning (for the model file)."""
+        return {"lrs": list(self.lrs), "k": self._k, "m2": list(self._m2)}
+
+    @classmethod
+    def resume(cls, state: dict[str, Any], members: Sequence[LinearMember]) -> OnlineLinear:
+        """The learner as it was when `state` and its snapshots `members` were written."""
+        n = len(members[0].coef)
+        linear = cls(n, state["lrs"])
+        linear.coefs = [list(m.coef) for m in members]
+        linear.intercepts = [m.intercept for m in members]
+        linear._k = int(state["k"])
+        linear._mean = list(members[0].center)
+        linear._m2 = [float(v) for v in state["m2"]]
+        return linear
+
+
+@dataclass(frozen=True, slots=True)
+class LearnedRow:
+    """A labelled row as it was learned: its place in the data stream, its inputs, its label."""
+
+    version: int
+    x: list[float]
+    y: int
+
+
+class RecentRows:
+    """The most recent learned rows of a task, to bring a newly published model up to date."""
+
+    def __init__(self, capacity: int = 50_000) -> None:
+        self._rows: deque[LearnedRow] = deque(maxlen=capacity)
+
+    def add(self, rows: Iterable[LearnedRow]) -> None:
+        self._rows.extend(rows)
+
+    def after(self, version: int) -> list[LearnedRow]:
+        """The rows learned after stream version `version`, in order."""
+        out = []
+        for row in reversed(self._rows):
+            if row.version <= version:
+                break
+            out.append(row)
+        out.reverse()
+        return out
+
+    @property
+    def oldest(self) -> int | None:
+        return self._rows[0].version if self._rows else None
+
+
+class LiveModel:
+    """A published model that keeps learning from the labels after it: tree members as
+    published, online members and blend moved on by every labelled row, exactly as the trainer
+    moves them. `learned_through` is the data stream version of the last row it learned.
+
+    A model file without online state (written before it existed) predicts as published and
+    learns nothing."""
+
+    def __init__(self, data: bytes) -> None:
+        doc = parse(data)
+        online = doc.get("online")
+        self._frozen = decode(data) if online is None else None
+        self.n_features = int(doc["n_features"])
+        self.learned_through = 0 if online is None else int(online["learned_through"])
+        if online is None:
+            return
+        self.feature_names = list(doc.get("feature_names") or [])
+        trees: list[lgb.Booster] = []
+        linear_members: list[LinearMember] = []
+        weights: list[float] = []
+        for m in doc["members"]:
+            if "linear" in m:
+                linear_members.append(_linear(m["linear"]))
+            else:
+                trees.append(lgb.Booster(model_str=m["model"]))
+            weights.append(float(m["weight"]))
+        # Members in the file: trees first, then linear members (as the trainer writes them).
+        self._trees = trees
+        self._linear = (
+            OnlineLinear.resume(online["linear"], linear_members) if linear_members else None
+        )
+        self._blend = Blend(
+            BlendSpec("live", tuple(range(len(weights))), float(online["blend_lr"])),
+            len(weights),
+            weights=weights,
+            bias=float(doc["bias"]),
+        )
+
+    def _tree_raws(self, X: np.ndarray) -> np.ndarray:
+        raws = np.zeros((len(X), len(self._blend.w)))
+        for j, booster in enumerate(self._trees):
+            raws[:, j] = booster.predict(X, raw_score=True, num_threads=1)
+        return raws
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
+        if self._frozen is not None:
+            return self._frozen.logits(X)
+        raws = self._tree_raws(X)
+        if self._linear is not None and len(X):
+            raws[:, len(self._trees) :] = self._linear.raws(X)
+        return self._blend.logits(raws)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """P(class 1) for each row of X, as of the rows learned so far."""
+        return 1.0 / (1.0 + np.exp(-self.logits(X)))
+
+    def learn(self, rows: Sequence[LearnedRow]) -> list[float]:
+        """Predict each row as of the rows before it, then learn it, in order; return those
+        predictions. Rows at or before `learned_through` are predicted, not learned again."""
+        if not rows:
+            return []
+        X = np.array([r.x for r in rows], dtype=float).reshape(-1, self.n_features)
+        if self._frozen is not None:
+            return self._frozen.predict_proba(X).tolist()
+        raws = clip_raws(self._tree_raws(X)).tolist()
+        first_linear = len(self._trees)
+        out = []
+        for i, (row, raw) in enumerate(zip(rows, raws, strict=True)):
+            if row.version <= self.learned_through:
+                out.append(float(self.predict_proba(X[i : i + 1])[0]))
+                continue
+            if self._linear is not None:
+                raw[first_linear:] = [
+                    min(RAW_CLIP, max(-RAW_CLIP, r)) for r in self._linear.learn(row.x, row.y)
+                ]
+            out.append(self._blend.step(raw, row.y))
+            self.learned_through = row.version
+        return out
+
+
+def _linear(doc: dict[str, Any]) -> LinearMember:
+    return LinearMember(
+        tuple(doc["coef"]),
+        float(doc["intercept"]),
+        tuple(doc["center"]),
+        tuple(doc["scale"]),
+        float(doc["z_clip"]),
+    )
+
+
+def online_state(blend_lr: float, linear: OnlineLinear | None, learned_through: int) -> dict:
+    """The model file's `online` section (see shared.model_codec)."""
+    return {
+        "learned_through": int(learned_through),
+        "blend_lr": float(blend_lr),
+        "linear": None if linear is None else linear.state(),
+    }

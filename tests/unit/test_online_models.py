@@ -1,0 +1,77 @@
+"""A published model that keeps learning answers as the trainer's learner does, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from services.trainer.learner import OnlineLearner
+from shared.model_codec import decode, encode
+from shared.online_models import LearnedRow, LiveModel, RecentRows
+
+FAST = {"tick": 100, "short_window": 300, "short_every": 100, "window": 800, "update_every": 400}
+
+
+def stream(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 3))
+    return X, ((X[:, 0] + X[:, 1] > 1.0) ^ (rng.random(n) < 0.05)).astype(int)
+
+
+def rows(X: np.ndarray, y: np.ndarray, first_version: int) -> list[LearnedRow]:
+    return [
+        LearnedRow(first_version + i, x, int(label))
+        for i, (x, label) in enumerate(zip(X.tolist(), y.tolist(), strict=True))
+    ]
+
+
+def test_a_live_model_learning_the_next_rows_answers_exactly_as_the_learner():
+    X, y = stream(700, seed=1)
+    learner = OnlineLearner(3, params=FAST)
+    learner.test_then_train(X[:600], y[:600])  # 600: a tick, so no retrain in the next 99 rows
+    published = learner.model_bytes(learned_through=600)
+    live = LiveModel(published)
+    probe = np.random.default_rng(2).random((50, 3))
+    assert np.array_equal(live.predict_proba(probe), learner.predict_proba(probe))
+    # Both learn the next rows, each predicting a row before learning it.
+    mine = learner.test_then_train(X[600:690], y[600:690]).proba
+    theirs = live.learn(rows(X[600:690], y[600:690], first_version=601))
+    assert np.array_equal(np.asarray(theirs), mine)
+    assert np.array_equal(live.predict_proba(probe), learner.predict_proba(probe))
+    assert live.learned_through == 690
+    # What was published and what moved on differ: the live one learned 90 rows more.
+    assert not np.array_equal(decode(published).predict_proba(probe), live.predict_proba(probe))
+
+
+def test_rows_a_live_model_already_learned_are_not_learned_twice():
+    X, y = stream(400, seed=3)
+    learner = OnlineLearner(3, params=FAST)
+    learner.test_then_train(X[:300], y[:300])
+    once = LiveModel(learner.model_bytes(learned_through=300))
+    twice = LiveModel(learner.model_bytes(learned_through=300))
+    later = rows(X[300:350], y[300:350], first_version=301)
+    once.learn(later)
+    twice.learn(later)
+    twice.learn(later[:30])  # redelivered
+    probe = X[350:]
+    assert np.array_equal(once.predict_proba(probe), twice.predict_proba(probe))
+
+
+def test_a_model_without_online_state_predicts_as_published_and_learns_nothing():
+    X, y = stream(300, seed=4)
+    learner = OnlineLearner(3, params=FAST)
+    learner.test_then_train(X, y)
+    doc = decode(learner.model_bytes())
+    frozen_bytes = encode(n_features=3, members=[(1.0, learner._boosters[1])])  # no `online`
+    live = LiveModel(frozen_bytes)
+    before = live.predict_proba(X[:20])
+    live.learn(rows(X[:20], 1 - y[:20], first_version=1))
+    assert np.array_equal(live.predict_proba(X[:20]), before)
+    assert live.learned_through == 0 and doc.n_features == 3
+
+
+def test_recent_rows_hands_back_what_came_after_a_version():
+    recent = RecentRows(capacity=5)
+    recent.add(LearnedRow(v, [0.0], 0) for v in range(1, 9))
+    assert [r.version for r in recent.after(5)] == [6, 7, 8]
+    assert [r.version for r in recent.after(0)] == [4, 5, 6, 7, 8]  # only 5 kept
+    assert recent.oldest == 4
