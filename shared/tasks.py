@@ -144,9 +144,10 @@ class LearnerSpec(BaseModel):
 
     kind: str = "lightgbm-window"
     seed: int = 7
-    # A model version is emitted after this many newly learned labelled events (and early ones
-    # at 50, 100, 200, ...). Serving moves a version's online parts on by itself; its trees only
-    # change with the next version, so publishing at every retrain (250 rows) keeps them fresh.
+    # A model version is emitted after this many newly learned labelled events (version 1 at the
+    # task's first event, early ones at 50, 100 and 200 rows). Serving moves a version's online
+    # parts on by itself; its trees only change with the next version, so publishing at every
+    # retrain (250 rows) keeps them fresh.
     publish_every: int = Field(250, ge=1)
     params: Mapping[str, Any] = Field(default_factory=dict)
 

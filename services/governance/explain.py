@@ -27,14 +27,22 @@ def global_importance(predictor: Predictor) -> list[dict[str, Any]]:
     return [{"feature": name, "gain": gain, "share": gain / total} for name, gain in ranked]
 
 
+ONLINE_LEARNING = "learned online since the version was published"
+
+
 def prediction_contributions(
     spec: TaskSpec,
     predictor: Predictor,
     features: Mapping[str, Any],
     online: Mapping[str, float] | None = None,
+    served_probability: float | None = None,
 ) -> dict[str, Any]:
     """Each input's contribution to one prediction's log-odds (its features and the online
-    features it was given), the bias and the totals."""
+    features it was given), the bias and the totals.
+
+    The contributions are the published version's. A served answer came from that version with
+    its online parts moved on by the labels since (shared.online_models.LiveModel); with
+    `served_probability`, the difference is one more term, so the total is what was served."""
     online = online or {}
     values = {**features, **online}
     X = np.asarray(
@@ -47,12 +55,21 @@ def prediction_contributions(
         {"feature": name, "value": values.get(name), "contribution": float(c)}
         for name, c in zip(predictor.feature_names, contributions[:-1], strict=True)
     ]
+    total = float(contributions.sum())
+    if served_probability is not None and 0.0 < served_probability < 1.0:
+        served_logit = math.log(served_probability / (1.0 - served_probability))
+        if abs(served_logit - logit) > 1e-9:
+            per_feature.append(
+                {"feature": ONLINE_LEARNING, "value": None, "contribution": served_logit - logit}
+            )
+            total += served_logit - logit
+            logit = served_logit
     per_feature.sort(key=lambda item: -abs(float(item["contribution"])))
     return {
         "contributions": per_feature,
         "bias": float(contributions[-1]),
         "logit": logit,
         "probability": 1.0 / (1.0 + math.exp(-logit)),
-        "sum_of_contributions": float(contributions.sum()),
+        "sum_of_contributions": total,
         "unit": "log-odds of class 1",
     }

@@ -33,8 +33,9 @@ from shared.online_models import LearnedRow, RecentRows
 from shared.tasks import TaskSpec
 
 _NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-000000000007")
-# Early model versions, so serving has a model within moments of the first labels: after this
-# many labelled rows, then twice as many, ... until `publish_every`; then every `publish_every`.
+# Version 1 is the learner as it starts, published at the task's first data event: serving answers
+# with it at once and its online parts learn from the first label on. Then early versions after
+# this many labelled rows, twice as many, ... until `publish_every`; then every `publish_every`.
 FIRST_PUBLISH = 50
 
 
@@ -178,6 +179,7 @@ class TaskTraining:
             if not self.fold.accepts(event):
                 out.other_spec += 1  # its features may not fit this spec version
                 continue
+            self._start(out)
             this = "label" if event.is_label else "labelled" if event.label is not None else "seen"
             if this != kind and segment:
                 self._flush(kind, segment, out)
@@ -187,6 +189,11 @@ class TaskTraining:
         if segment:
             self._flush(kind, segment, out)
         return out
+
+    def _start(self, out: Output) -> None:
+        """Version 1, before anything is learned: a model serving can answer with at once."""
+        if self.model_version == 0:
+            out.candidates.append(self._candidate())
 
     def inputs(self, event: DataEvent) -> list[float]:
         """Fold an observation in; return the row's model inputs (features, online features)."""

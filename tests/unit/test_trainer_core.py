@@ -181,8 +181,9 @@ def test_models_are_published_at_fixed_counts_whatever_the_batching():
         return [(c.model_version, c.model_bytes, c.last_position) for c in out]
 
     assert run(1) == run(3) == run(10)
-    assert [v for v, _, _ in run(10)] == [1, 2]
-    assert [p for _, _, p in run(10)] == [4, 8]
+    # Version 1 at the first event, nothing learned yet; then every 4 labelled rows.
+    assert [v for v, _, _ in run(10)] == [1, 2, 3]
+    assert [p for _, _, p in run(10)] == [0, 4, 8]
 
 
 def test_the_first_versions_come_early_then_every_publish_every_rows():
@@ -192,7 +193,7 @@ def test_the_first_versions_come_early_then_every_publish_every_rows():
     stream, core = Stream(), TaskTraining(spec, FakeLearner())
     events = [stream.observe(0.1, label=i % 2, spec=spec) for i in range(1000)]
     published = [c.n_learned_total for c in core.apply(events).candidates]
-    assert published == [50, 100, 200, 300, 600, 900]
+    assert published == [0, 50, 100, 200, 300, 600, 900]
 
 
 def test_events_already_applied_are_skipped_by_stream_version():

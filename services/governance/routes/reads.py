@@ -180,7 +180,12 @@ async def prediction_explanation(
         raise HTTPException(404, f"pipeline version {this['pipeline_version']} is not registered")
     predictor = await gov.predictor(this["artifact_sha256"])
     explained = await asyncio.to_thread(
-        prediction_contributions, spec, predictor, served["features"], served.get("online")
+        prediction_contributions,
+        spec,
+        predictor,
+        served["features"],
+        served.get("online"),
+        served["probability"],
     )
     return {
         "prediction_id": str(prediction_id),
