@@ -366,6 +366,10 @@ def report(
             if sys_fig:
                 put("**served, whole system**", i, sys_fig["served"])
                 put("trainer-side, whole system", i, sys_fig["trainer"])
+                rows.setdefault("rows asked before any model (whole system)", ["-"] * len(timings))
+                rows["rows asked before any model (whole system)"][i] = str(sys_fig["unanswered"])
+                rows.setdefault("rows/s through the system", ["-"] * len(timings))
+                rows["rows/s through the system"][i] = f"{sys_fig['rows_per_s']:,.0f}"
             fig = inproc.get((name, timing))
             if fig:
                 put("served, in process", i, fig["served"])

@@ -59,7 +59,9 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
             await app.crash(exc)
             return
         state["runtime"] = runtime
-        state["trainer"] = Trainer(runtime, pending_limit=settings.pending_limit)
+        trainer = Trainer(runtime, pending_limit=settings.pending_limit)
+        state["trainer"] = trainer
+        await trainer.start_tasks()
 
     @app.on_before_shutdown.connect
     async def stop_runtime(*_: Any, **__: Any) -> None:

@@ -190,6 +190,13 @@ class TaskTraining:
             self._flush(kind, segment, out)
         return out
 
+    def start(self) -> Output:
+        """Version 1 if there is none yet: the learner as it starts, before any event. The
+        same bytes and id whether it is published at start-up or at the first data event."""
+        out = Output()
+        self._start(out)
+        return out
+
     def _start(self, out: Output) -> None:
         """Version 1, before anything is learned: a model serving can answer with at once."""
         if self.model_version == 0:

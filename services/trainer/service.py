@@ -64,6 +64,20 @@ class Trainer:
         # Per task: deployment stream version read so far, and when it was last looked at.
         self._deployments: dict[str, tuple[int, float]] = {}
 
+    async def start_tasks(self) -> None:
+        """Publish version 1 of every registered task that has none: serving can answer its
+        first request with it (its online parts learn from the first label)."""
+        for task in await registered_tasks(self.runtime.store):
+            async with self._lock:
+                try:
+                    core = await self._core(task)
+                    if core is not None:
+                        await self._persist(core, core.start())
+                        self._snapshot(core)
+                except Exception:
+                    self._cores.pop(task, None)
+                    log.exception("trainer.start_task_failed", task=task)
+
     async def handle(self, envelopes: Sequence[Envelope]) -> None:
         """Apply a batch of data events (any tasks, store order within each task).
 

@@ -242,3 +242,14 @@ def test_a_learner_drift_and_switch_become_facts_with_ids_that_survive_a_replay(
     assert drift.detector == "adwin" and drift.evidence["rise"] is True
     assert switch.to_config == "slow" and switch.evidence == {"fast": 0.7, "slow": 0.8}
     assert [i for i, _ in first] == [i for i, _ in again]
+
+
+def test_version_1_is_the_same_whether_published_at_start_up_or_at_the_first_event():
+    at_start = TaskTraining(SPEC, FakeLearner()).start().candidates
+    at_event = TaskTraining(SPEC, FakeLearner()).apply([Stream().observe(0.1)]).candidates
+    assert [(c.event_id, c.model_bytes, c.n_learned_total) for c in at_start] == [
+        (c.event_id, c.model_bytes, c.n_learned_total) for c in at_event
+    ]
+    core = TaskTraining(SPEC, FakeLearner())
+    core.start()
+    assert core.start().candidates == []  # once
