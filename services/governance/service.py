@@ -35,11 +35,12 @@ from services.governance.audits import (
     recorded_inputs,
 )
 from services.governance.auth import Principal
-from services.governance.policy import AuditResult, Decision, DeploymentState, Verdict, decide
+from services.governance.policy import AuditResult, Decision, Verdict, decide
 from services.governance.projections import apply_events, replay_into
 from services.governance.schema import PROJECTION_TABLES, deployments, metadata, models, predictions
 from services.governance.settings import GovernanceSettings
 from shared.artifacts import ArtifactNotFound
+from shared.deployments import POLICY, DeploymentState
 from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
     ApprovalGranted,
@@ -64,7 +65,6 @@ from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
 _NAMESPACE = uuid.UUID("9e0c0471-90e5-4a11-8d3c-000000000004")
-POLICY = "governance/policy"
 _DATA_TYPES = ("ObservationRecorded", "LabelRecorded")
 
 

@@ -263,6 +263,92 @@ class ApprovalRejected(Payload):
     reason: str
 
 
+@event_type("CanaryStarted")
+class CanaryStarted(Payload):
+    """A model version answers `weight` percent of the task's entities (sticky by entity)."""
+
+    task: str
+    model_version: int
+    artifact_sha256: str
+    weight: float
+    reason: str
+    decided_by: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+@event_type("CanaryWeightChanged")
+class CanaryWeightChanged(Payload):
+    """The canary's share of entities changed."""
+
+    task: str
+    model_version: int
+    weight: float
+    reason: str
+    decided_by: str
+
+
+@event_type("CanaryEnded")
+class CanaryEnded(Payload):
+    """The canary stopped answering: promoted (a ModelPromoted follows), rolled back, stopped by a
+    person, or inconclusive; with the evidence it was decided on."""
+
+    task: str
+    model_version: int
+    outcome: str  # "promoted" | "rolled_back" | "stopped" | "inconclusive"
+    reason: str
+    decided_by: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+@event_type("ShadowStarted")
+class ShadowStarted(Payload):
+    """A model version scores a `sample_rate` share of requests beside the champion, recorded
+    with its role, never returned."""
+
+    task: str
+    model_version: int
+    artifact_sha256: str
+    sample_rate: float
+    reason: str
+    decided_by: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+@event_type("ShadowStopped")
+class ShadowStopped(Payload):
+    """A shadow stopped scoring (it became the canary, lost, or a person stopped it)."""
+
+    task: str
+    model_version: int
+    outcome: str  # "canary" | "lost" | "stopped" | "inconclusive"
+    reason: str
+    decided_by: str
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+@event_type("FlagChanged")
+class FlagChanged(Payload):
+    """A task's feature flag was set (`flag`: shared.deployments.Flag as a dict) or removed."""
+
+    task: str
+    key: str
+    flag: dict[str, Any] | None
+    reason: str
+    decided_by: str
+
+
+@event_type("ArmsScored")
+class ArmsScored(Payload):
+    """What the trainer measured of the champion, the canary and the shadows on labelled rows
+    since each started (the evidence governance's canary analysis decides on)."""
+
+    task: str
+    champion_version: int | None
+    canary: dict[str, Any] | None  # {model_version, champion: {n, correct, log_loss}, canary: ...}
+    shadows: list[dict[str, Any]] = Field(default_factory=list)  # paired with the champion
+    at_labelled: int
+
+
 # Which topic each event type is published to.
 TOPIC_OF_TYPE: dict[str, str] = {
     "TaskRegistered": TOPIC_TASKS,
@@ -279,6 +365,13 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "ApprovalRequested": TOPIC_DEPLOYMENTS,
     "ApprovalGranted": TOPIC_DEPLOYMENTS,
     "ApprovalRejected": TOPIC_DEPLOYMENTS,
+    "CanaryStarted": TOPIC_DEPLOYMENTS,
+    "CanaryWeightChanged": TOPIC_DEPLOYMENTS,
+    "CanaryEnded": TOPIC_DEPLOYMENTS,
+    "ShadowStarted": TOPIC_DEPLOYMENTS,
+    "ShadowStopped": TOPIC_DEPLOYMENTS,
+    "FlagChanged": TOPIC_DEPLOYMENTS,
+    "ArmsScored": TOPIC_MODELS,
 }
 
 

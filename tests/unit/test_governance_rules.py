@@ -25,8 +25,9 @@ from services.governance.auth import (
     secret_matches,
 )
 from services.governance.lineage import models_that_learned, saw
-from services.governance.policy import AuditResult, DeploymentState, Verdict, decide
+from services.governance.policy import AuditResult, Verdict, decide
 from services.governance.projections import model_status
+from shared.deployments import DeploymentState
 from shared.tasks import AuditThresholds, Feature, PromotionPolicy, Target, TaskSpec
 
 GOOD, WORSE = {"recent_accuracy": 0.8}, {"recent_accuracy": 0.7}

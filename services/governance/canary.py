@@ -1,0 +1,218 @@
+"""Judging a canary or a shadow against the champion on live labels, pure: an always-valid test.
+
+The statistic is the mixture sequential probability ratio test of Johari, Pekelis and Walsh
+("Always Valid Inference", 2015; "Peeking at A/B Tests", KDD 2017) for a difference of means with a
+normal mixing distribution N(0, tau^2) over the effect under the alternative:
+
+    Lambda_n = sqrt(V / (V + tau^2)) * exp(tau^2 * d^2 / (2 V (V + tau^2)))
+
+where d is the estimated difference (challenger minus champion, in accuracy) and V its estimated
+variance. The always-valid p-value is the running minimum of min(1, 1 / Lambda_n): however often
+it is looked at, the chance that it ever falls below alpha when the two are equal is at most
+alpha (up to the normal approximation), so a canary can be checked at every batch of labels.
+
+A canary is compared on its own live traffic against the champion's (two independent samples:
+the entities it was assigned); a shadow on the same rows as the champion (paired: the difference
+per row). Guardrails stop a canary whatever the test says: its error rate or its p99 latency
+beyond the champion's by a margin.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class CanaryPolicy(BaseModel):
+    """How a task's canaries and shadows are judged (part of the task spec's promotion policy)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(0.05, gt=0, lt=1)  # the chance of a wrong decision on equal models
+    # The mixing spread of the effect under the alternative (accuracy points): about the size of
+    # difference worth detecting.
+    tau: float = Field(0.05, gt=0, le=1)
+    min_labels: int = Field(200, ge=1)  # per arm, before any decision
+    max_labels: int = Field(20_000, ge=1)  # per arm: past it, stop as inconclusive
+    max_seconds: float = Field(86_400.0, gt=0)  # past it, stop as inconclusive
+    # Guardrails on the canary's own traffic, against the champion's.
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1)
+    max_p99_latency_ratio: float = Field(2.0, ge=1)
+
+
+class Verdict(StrEnum):
+    CONTINUE = "continue"
+    PROMOTE = "promote"  # the challenger is better, with confidence
+    ROLL_BACK = "roll_back"  # worse with confidence, or a guardrail tripped
+    INCONCLUSIVE = "inconclusive"  # no difference shown within the maximum sample or time
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One arm's labelled outcomes: how many, how many right, summed log loss; and operations."""
+
+    n: int
+    correct: int
+    log_loss: float = 0.0
+    errors: int = 0  # requests the arm failed to answer
+    requests: int = 0
+    p99_ms: float | None = None
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.n if self.n else 0.0
+
+
+@dataclass(frozen=True)
+class Paired:
+    """Paired outcomes on the same rows: rows only the challenger got right, only the champion."""
+
+    n: int
+    challenger_only: int
+    champion_only: int
+    challenger_log_loss: float = 0.0
+    champion_log_loss: float = 0.0
+
+
+@dataclass(frozen=True)
+class Analysis:
+    verdict: Verdict
+    p_value: float  # always valid: the running minimum
+    effect: float  # challenger minus champion accuracy
+    evidence: dict[str, Any] = field(default_factory=dict)
+    reasons: list[str] = field(default_factory=list)
+
+
+def mixture_p_value(difference: float, variance: float, tau: float) -> float:
+    """min(1, 1 / Lambda) for an estimated difference and its variance (mSPRT, normal mixture)."""
+    if variance <= 0:
+        return 1.0 if difference == 0 else 0.0
+    t2 = tau * tau
+    log_lambda = 0.5 * math.log(variance / (variance + t2)) + t2 * difference * difference / (
+        2.0 * variance * (variance + t2)
+    )
+    return 1.0 if log_lambda <= 0 else min(1.0, math.exp(-log_lambda))
+
+
+def _bernoulli_variance(p: float, n: int) -> float:
+    # Shrunk towards 1/2 a little, so 0 or n successes out of n still have a variance.
+    p = (p * n + 0.5) / (n + 1.0)
+    return p * (1.0 - p) / n
+
+
+def canary_analysis(
+    champion: Arm,
+    canary: Arm,
+    policy: CanaryPolicy,
+    *,
+    previous_p: float = 1.0,
+    seconds: float = 0.0,
+) -> Analysis:
+    """The canary on its own traffic against the champion on its own (two samples)."""
+    effect = canary.accuracy - champion.accuracy
+    evidence: dict[str, Any] = {
+        "n_champion": champion.n,
+        "n_canary": canary.n,
+        "accuracy_champion": round(champion.accuracy, 6),
+        "accuracy_canary": round(canary.accuracy, 6),
+        "log_loss_champion": round(champion.log_loss / max(champion.n, 1), 6),
+        "log_loss_canary": round(canary.log_loss / max(canary.n, 1), 6),
+        "effect": round(effect, 6),
+        "alpha": policy.alpha,
+        "tau": policy.tau,
+    }
+    tripped = _guardrails(champion, canary, policy, evidence)
+    if champion.n and canary.n:
+        variance = _bernoulli_variance(champion.accuracy, champion.n) + _bernoulli_variance(
+            canary.accuracy, canary.n
+        )
+        p = min(previous_p, mixture_p_value(effect, variance, policy.tau))
+    else:
+        p = previous_p
+    evidence["p_value"] = p
+    if tripped:
+        return Analysis(Verdict.ROLL_BACK, p, effect, evidence, tripped)
+    return _verdict(p, effect, min(champion.n, canary.n), seconds, policy, evidence)
+
+
+def shadow_analysis(
+    paired: Paired, policy: CanaryPolicy, *, previous_p: float = 1.0, seconds: float = 0.0
+) -> Analysis:
+    """A shadow against the champion on the same rows (paired differences)."""
+    n = paired.n
+    effect = (paired.challenger_only - paired.champion_only) / n if n else 0.0
+    evidence: dict[str, Any] = {
+        "n": n,
+        "challenger_only_right": paired.challenger_only,
+        "champion_only_right": paired.champion_only,
+        "log_loss_challenger": round(paired.challenger_log_loss / max(n, 1), 6),
+        "log_loss_champion": round(paired.champion_log_loss / max(n, 1), 6),
+        "effect": round(effect, 6),
+        "alpha": policy.alpha,
+        "tau": policy.tau,
+    }
+    if n:
+        # The per-row difference is +1, -1 or 0: its variance from the discordant shares, with
+        # one discordant pair of each kind added so that a clean sweep has a variance too.
+        plus, minus = (paired.challenger_only + 0.5) / (n + 1), (paired.champion_only + 0.5) / (
+            n + 1
+        )
+        variance = (plus + minus - (plus - minus) ** 2) / n
+        p = min(previous_p, mixture_p_value(effect, variance, policy.tau))
+    else:
+        p = previous_p
+    evidence["p_value"] = p
+    return _verdict(p, effect, n, seconds, policy, evidence)
+
+
+def _guardrails(
+    champion: Arm, canary: Arm, policy: CanaryPolicy, evidence: dict[str, Any]
+) -> list[str]:
+    reasons = []
+    if canary.requests:
+        mine = canary.errors / canary.requests
+        theirs = champion.errors / champion.requests if champion.requests else 0.0
+        evidence.update(error_rate_canary=round(mine, 6), error_rate_champion=round(theirs, 6))
+        if mine > theirs + policy.max_error_rate_increase:
+            reasons.append(
+                f"guardrail: canary error rate {mine:.4f} > champion {theirs:.4f} + "
+                f"{policy.max_error_rate_increase:g}"
+            )
+    if canary.p99_ms is not None and champion.p99_ms:
+        evidence.update(p99_ms_canary=canary.p99_ms, p99_ms_champion=champion.p99_ms)
+        if canary.p99_ms > champion.p99_ms * policy.max_p99_latency_ratio:
+            reasons.append(
+                f"guardrail: canary p99 latency {canary.p99_ms:.1f} ms > "
+                f"{policy.max_p99_latency_ratio:g} x champion {champion.p99_ms:.1f} ms"
+            )
+    return reasons
+
+
+def _verdict(
+    p: float,
+    effect: float,
+    n: int,
+    seconds: float,
+    policy: CanaryPolicy,
+    evidence: dict[str, Any],
+) -> Analysis:
+    if n >= policy.min_labels and p <= policy.alpha and effect != 0:
+        better = effect > 0
+        reason = (
+            f"{'better' if better else 'worse'} than the champion by {100 * abs(effect):.2f} "
+            f"points of accuracy over {n} labelled rows each, always-valid p = {p:.4g} <= "
+            f"{policy.alpha:g}"
+        )
+        return Analysis(Verdict.PROMOTE if better else Verdict.ROLL_BACK, p, effect, evidence,
+                        [reason])
+    if n >= policy.max_labels or seconds >= policy.max_seconds:
+        reason = (
+            f"no difference shown after {n} labelled rows ({seconds:.0f} s): always-valid "
+            f"p = {p:.4g} > {policy.alpha:g}"
+        )
+        return Analysis(Verdict.INCONCLUSIVE, p, effect, evidence, [reason])
+    return Analysis(Verdict.CONTINUE, p, effect, evidence, [])
