@@ -287,6 +287,8 @@ class DataEvent:
     pipeline_version: str | None = None
     online: Mapping[str, float] | None = None  # values it was served with (log and wait)
     served: float | None = None  # the probability it was served (log and wait)
+    served_version: int | None = None  # by which model version
+    served_role: str | None = None  # in which role (champion, canary)
     # A label event's observation:
     observation_id: uuid.UUID | None = None
 
@@ -322,6 +324,8 @@ def data_event(envelope: Envelope) -> DataEvent | None:
         pipeline_version=data.pipeline_version,
         online=data.online,
         served=data.served.probability if data.served is not None else None,
+        served_version=data.served.model_version if data.served is not None else None,
+        served_role=data.served.role if data.served is not None else None,
     )
 
 

@@ -111,6 +111,29 @@ class AuditThresholds(BaseModel):
     min_rows: int = Field(200, ge=1)
 
 
+class CanaryPolicy(BaseModel):
+    """How canaries and shadows are judged on live labels (services/governance/canary.py), and
+    what governance starts by itself."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    alpha: float = Field(0.05, gt=0, lt=1)  # the chance of a wrong decision on equal models
+    # The mixing spread of the effect under the alternative (accuracy): about the size of a
+    # difference worth detecting.
+    tau: float = Field(0.05, gt=0, le=1)
+    min_labels: int = Field(200, ge=1)  # per arm, before any decision
+    max_labels: int = Field(20_000, ge=1)  # per arm: past it, stop as inconclusive
+    max_seconds: float = Field(86_400.0, gt=0)  # past it, stop as inconclusive
+    # Guardrails on the canary's own traffic, against the champion's.
+    max_error_rate_increase: float = Field(0.01, ge=0, le=1)
+    max_p99_latency_ratio: float = Field(2.0, ge=1)
+    # What governance does by itself: a shadow that beats the champion becomes a canary with
+    # this share of entities; challengers the trainer publishes after a drift run as shadows.
+    weight: float = Field(20.0, gt=0, le=100)
+    shadow_challengers: bool = True
+    max_shadows: int = Field(3, ge=0)
+
+
 class PromotionPolicy(BaseModel):
     """When a newer model may replace the champion."""
 
@@ -125,6 +148,7 @@ class PromotionPolicy(BaseModel):
     require_approval: bool = False
     approvals_required: int = 1
     audit: AuditThresholds = AuditThresholds()
+    canary: CanaryPolicy = CanaryPolicy()
 
 
 class ServingPolicy(BaseModel):
@@ -262,6 +286,7 @@ _ADDED_LATER: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("serving",), {"record": False}),
     (("promotion", "audit", "balanced_accuracy_min"), 0.55),
     (("promotion", "audit", "min_rows"), 200),
+    (("promotion", "canary"), CanaryPolicy().model_dump(mode="json")),
 )
 
 

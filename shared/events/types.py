@@ -75,6 +75,7 @@ class Served(BaseModel):
     # The data stream version through which the model had learned when it answered (its
     # online parts go on learning after it is published); None: as published.
     learned_through: int | None = None
+    role: str = "champion"  # or "canary", for the canary's share of entities
 
 
 @event_type("ObservationRecorded", version=2)
@@ -112,9 +113,12 @@ class LabelRecorded(Payload):
     label: int
 
 
-@event_type("ModelTrained")
+@event_type("ModelTrained", version=2)
 class ModelTrained(Payload):
-    """A model version with its lineage: what it learned from, under which spec, how well."""
+    """A model version with its lineage: what it learned from, under which spec, how well.
+
+    `role`: a `candidate` to replace the champion (the usual), or a `challenger` the trainer
+    published after a drift, to run as a live shadow beside the champion."""
 
     task: str
     model_version: int
@@ -128,6 +132,13 @@ class ModelTrained(Payload):
     last_position: int
     n_learned: int
     n_learned_total: int
+    role: str = "candidate"
+
+
+@upcaster("ModelTrained", from_version=1)
+def _model_v1(payload: dict[str, Any]) -> dict[str, Any]:
+    """v1 models were all candidates (there were no challengers)."""
+    return {**payload, "role": "candidate"}
 
 
 @event_type("DriftDetected")
@@ -206,13 +217,20 @@ class PredictionServed(Payload):
     recorded: bool = False
     # The data stream version through which the model had learned (see Served).
     learned_through: int | None = None
+    role: str = "champion"  # "canary", or "shadow": scored beside the answer, never returned
 
 
 @upcaster("PredictionServed", from_version=1)
 def _prediction_v1(payload: dict[str, Any]) -> dict[str, Any]:
     """v1 predictions used no online features, were never recorded as observations, and came
     from models as published."""
-    return {**payload, "online": {}, "recorded": False, "learned_through": None}
+    return {
+        **payload,
+        "online": {},
+        "recorded": False,
+        "learned_through": None,
+        "role": "champion",
+    }
 
 
 @event_type("AuditCompleted")
@@ -320,7 +338,7 @@ class ShadowStopped(Payload):
 
     task: str
     model_version: int
-    outcome: str  # "canary" | "lost" | "stopped" | "inconclusive"
+    outcome: str  # "canary" | "refused" (its audit) | "lost" | "stopped" | "inconclusive"
     reason: str
     decided_by: str
     evidence: dict[str, Any] = Field(default_factory=dict)
