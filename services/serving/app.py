@@ -24,14 +24,15 @@ import structlog
 from fastapi import FastAPI
 
 from services.serving.deployments import Deployments, NoDeadLetters, consume
-from services.serving.models import ModelTable
 from services.serving.online import OnlineFeatures
 from services.serving.recorder import ObservationLog, PredictionRecorder
-from services.serving.routes import router
+from services.serving.routes import ofrep, router
+from services.serving.routing import RoutingTable, UnknownTask
 from services.serving.settings import ServingSettings
 from services.serving.state import ServingState
 from shared.bus import EnvelopeConsumer
 from shared.events.types import TOPIC_DATA, TOPIC_DEPLOYMENTS, TOPIC_TASKS
+from shared.fanout import Fanout
 from shared.http import health_router, install_error_handlers
 from shared.online_models import LearnedRow, LiveModel
 from shared.registry import registered_tasks
@@ -66,6 +67,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
         health_router(lambda: app.state.serving and app.state.serving.runtime, ready)
     )
     app.include_router(router)
+    app.include_router(ofrep)
     return app
 
 
@@ -88,7 +90,7 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
 
     artifacts = runtime.artifacts
     online = OnlineFeatures(runtime.store)
-    table = ModelTable(
+    table = RoutingTable(
         load=lambda digest: LiveModel(artifacts.get(digest)),
         warm=lambda task, model: _warm(online, task, model),
     )
@@ -110,13 +112,13 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     recorder.start()
     stack.push_async_callback(recorder.close)  # runs before runtime.stop closes the store
 
-    deployments = Deployments(table)
+    deployments = Deployments(table, runtime.store)
     state = ServingState(
         settings, runtime, table, recorder, ObservationLog(runtime.store), deployments, online
     )
     for spec in (await registered_tasks(runtime.store)).values():
         await online.prepare(spec)  # before the champions: they learn what the folds learned
-    await deployments.load_current(runtime.store)
+    await deployments.load_current()
     state.loaded = True
     state.followers = (
         asyncio.create_task(deployments.follow(decisions), name="serving:deployments"),
@@ -126,6 +128,15 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     )
     for follower in state.followers:
         stack.push_async_callback(_cancel, follower)
+    if settings.redis_url:
+        # The fast path for routing decisions; without Redis they come through Kafka alone.
+        fanout = Fanout(settings.redis_url)
+        stack.push_async_callback(fanout.close)
+        fast = asyncio.create_task(
+            fanout.follow(deployments.apply, deployments.catch_up, table.tasks),
+            name="serving:fanout",
+        )
+        stack.push_async_callback(_cancel, fast)
     retrying = asyncio.create_task(deployments.retry_failed(), name="serving:retry")
     stack.push_async_callback(_cancel, retrying)
     log.info("serving.started", tasks=len(table.tasks()), port=settings.port)
@@ -139,11 +150,16 @@ def _warm(online: OnlineFeatures, task: str, model: Any) -> None:
         log.info("serving.model_caught_up", task=task, rows=len(learned))
 
 
-def _learn(table: ModelTable, task: str, rows: Sequence[LearnedRow]) -> None:
-    """The champion learns each row the fold learned (its online parts; trees as published)."""
-    champion = table.champion(task)
-    if champion is not None and isinstance(champion.predictor, LiveModel):
-        champion.predictor.learn(rows)
+def _learn(table: RoutingTable, task: str, rows: Sequence[LearnedRow]) -> None:
+    """Every model in a role learns each row the fold learned (online parts; trees as
+    published): the champion, the canary and the shadows alike."""
+    try:
+        routes = table.routes(task)
+    except UnknownTask:
+        return
+    for served in routes.models():
+        if isinstance(served.predictor, LiveModel):
+            served.predictor.learn(rows)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

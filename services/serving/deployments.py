@@ -7,12 +7,13 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
-from services.serving.models import ModelTable, newest_deployment
+from services.serving.routing import RoutingTable
 from shared.bus import EnvelopeConsumer, OutgoingRecord
 from shared.events.envelope import Envelope
 from shared.events.types import deployment_stream, task_stream
 from shared.registry import registered_tasks
 from shared.store.port import EventStore
+from shared.streams import in_order, read_after
 
 log = structlog.get_logger(__name__)
 
@@ -26,24 +27,56 @@ class NoDeadLetters:
 
 
 class Deployments:
-    """Keeps the model table in step with the deployment stream, from the store and from Kafka.
+    """Keeps the routing table in step with each task's deployment stream, in stream order,
+    from the store and from Kafka (and Redis, where it is on): a delivered event that does not
+    follow on from what was applied brings the rest from the store first.
 
     Applying an event can fail for a while (the artifact volume is away, a file is being
     copied): the newest failed event of each task is kept and retried in the background, the
-    old champion keeps serving meanwhile, and /readyz says the replica is behind until it loads.
+    old routes keep serving meanwhile, and /readyz says the replica is behind until it loads.
     """
 
-    def __init__(self, table: ModelTable) -> None:
+    def __init__(self, table: RoutingTable, store: EventStore) -> None:
         self.table = table
+        self.store = store
         self.failed: dict[str, Envelope] = {}
+        self._lock = asyncio.Lock()
 
     async def apply(self, envelope: Envelope) -> bool:
-        """Apply one event: its model is loaded off the event loop (decoding takes a while),
-        then brought up to date and swapped in on the loop, where it learns and answers."""
+        """Apply one event, and any the task's stream holds before it that were not applied."""
+        task = str(envelope.payload.get("task"))
+        if envelope.stream_id != deployment_stream(task):
+            return await self._apply_one(envelope)
+        async with self._lock:
+            ordered = await in_order(
+                self.store, envelope.stream_id, self.table.stream_version(task), [envelope]
+            )
+            for event in ordered:
+                if not await self._apply_one(event):
+                    return False
+        return True
+
+    async def catch_up(self, heads: dict[str, int]) -> None:
+        """Read from the store what a task's stream holds beyond what was applied, for each task
+        whose newest decision (as the fast path last published it) is newer than ours."""
+        for task, head in heads.items():
+            if head > self.table.stream_version(task) and self.table.spec(task) is not None:
+                async with self._lock:
+                    missed = await read_after(
+                        self.store, deployment_stream(task), self.table.stream_version(task)
+                    )
+                    for event in missed:
+                        if not await self._apply_one(event):
+                            break
+
+    async def _apply_one(self, envelope: Envelope) -> bool:
+        """Load the event's models off the event loop (decoding takes a while), then bring them
+        up to date and swap them in on the loop, where they learn and answer."""
         task = str(envelope.payload.get("task"))
         try:
-            digest = self.table.to_load(envelope)
-            loaded = await asyncio.to_thread(self.table.load, digest) if digest else None
+            loaded = {}
+            for digest in self.table.to_load(envelope):
+                loaded[digest] = await asyncio.to_thread(self.table.load, digest)
             outcome = self.table.apply(envelope, loaded)
         except Exception:  # noqa: BLE001 - the old champion keeps serving; retried below
             log.exception("serving.apply_failed", event_id=str(envelope.event_id), task=task)
@@ -71,15 +104,17 @@ class Deployments:
         tasks = ", ".join(sorted(self.failed))
         return f"could not load the newest deployment of {tasks}; retrying"
 
-    async def load_current(self, store: EventStore) -> None:
-        """Bring the table up to the store: each task's newest spec and deployment decision."""
-        for task in await registered_tasks(store):
-            specs = await store.read_stream(task_stream(task))
+    async def load_current(self) -> None:
+        """Bring the table up to the store: each task's newest spec and its deployment stream."""
+        for task in await registered_tasks(self.store):
+            specs = await self.store.read_stream(task_stream(task))
             if specs:
                 await self.apply(specs[-1])
-            deciding = newest_deployment(await store.read_stream(deployment_stream(task)))
-            if deciding is not None:
-                await self.apply(deciding)
+            events = await self.store.read_stream(deployment_stream(task))
+            loaded = {}
+            for digest in self.table.restore_needs(events):
+                loaded[digest] = await asyncio.to_thread(self.table.load, digest)
+            self.table.restore(task, events, loaded)
 
     async def follow(self, consumer: EnvelopeConsumer) -> None:
         """Apply deployment and task events from Kafka as they arrive."""

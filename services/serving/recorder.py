@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 
 import structlog
@@ -43,9 +43,14 @@ log = structlog.get_logger(__name__)
 _NAMESPACE = uuid.UUID("2d1c7a52-5f0e-4c1b-9a57-3e7d0c0471e0")
 
 
-def served_event_id(prediction_id: uuid.UUID) -> uuid.UUID:
+def served_event_id(
+    prediction_id: uuid.UUID, role: str = "champion", model_version: int | None = None
+) -> uuid.UUID:
     """The PredictionServed event of a prediction (the prediction id itself names the row's
-    observation when it is recorded for log and wait)."""
+    observation when it is recorded for log and wait); a shadow's score of the same row has its
+    own, named by the shadow's version."""
+    if role == "shadow":
+        return uuid.uuid5(_NAMESPACE, f"served/{prediction_id}/shadow/{model_version}")
     return uuid.uuid5(_NAMESPACE, f"served/{prediction_id}")
 
 
@@ -143,7 +148,7 @@ class PredictionRecorder:
             payload,
             stream_id=prediction_stream(payload.task),
             producer=self._producer,
-            event_id=served_event_id(payload.prediction_id),
+            event_id=served_event_id(payload.prediction_id, payload.role, payload.model_version),
             occurred_at=occurred_at,
         )
 
@@ -195,13 +200,13 @@ class ObservationLog:
 
 def observation_events(
     spec: TaskSpec,
-    model_version: int | None,
-    learned_through: int | None,
     predictions: Sequence[Prediction],
+    learned: Mapping[int, int | None],
     producer: Producer,
 ) -> list[Envelope]:
     """Log and wait: each served row as an observation, named by its prediction id, with the
-    online-feature values it was given and what it was answered (nothing before any model)."""
+    online-feature values it was given and what it was answered, by which model in which role
+    (nothing before any model). `learned`: how far each model version had learned online."""
     return [
         new_event(
             ObservationRecorded(
@@ -211,11 +216,12 @@ def observation_events(
                 features=p.features,
                 online=p.online,
                 served=None
-                if model_version is None or p.probability is None
+                if p.model_version is None or p.probability is None
                 else Served(
-                    model_version=model_version,
+                    model_version=p.model_version,
                     probability=p.probability,
-                    learned_through=learned_through,
+                    learned_through=learned.get(p.model_version),
+                    role=p.role,
                 ),
             ),
             stream_id=data_stream(spec.name),
@@ -228,25 +234,25 @@ def observation_events(
 
 def served_events(
     task: str,
-    model_version: int,
-    learned_through: int | None,
     predictions: Sequence[Prediction],
+    learned: Mapping[int, int | None],
     recorded: bool,
 ) -> list[PredictionServed]:
-    """The audit-trail record of each answer."""
+    """The audit-trail record of each answer (and each shadow's score)."""
     return [
         PredictionServed(
             task=task,
             prediction_id=p.prediction_id,
-            model_version=model_version,
+            model_version=p.model_version,
             entity_id=p.entity_id,
             features=p.features,
             probability=p.probability,
             label=p.label,
             online=p.online,
             recorded=recorded,
-            learned_through=learned_through,
+            learned_through=learned.get(p.model_version),
+            role=p.role,
         )
         for p in predictions
-        if p.probability is not None
+        if p.probability is not None and p.model_version is not None
     ]

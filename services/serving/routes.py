@@ -1,53 +1,83 @@
-"""Serving's HTTP routes: decode, call the model table and the online features, encode."""
+"""Serving's HTTP routes: decode, route each row to its model, predict, record, encode.
+
+A request's rows go to the task's champion, or to the canary for the canary's share of entities
+(sticky by entity); shadows score the same rows after the answer has gone out, recorded with
+their role and never returned. The task's flags (shared.deployments) are read here: log and wait
+by default, online features off, the shadows' sample rate; the kill switch is in the routes.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
+from fastapi.responses import JSONResponse
 
 from services.serving.models import (
-    Champion,
     InvalidRecords,
-    NoChampion,
     Prediction,
-    UnknownTask,
     predict,
     unanswered,
     validate_records,
 )
 from services.serving.recorder import observation_events, served_events
-from services.serving.schemas import ModelOut, PredictionOut, PredictRequest, PredictResponse
+from services.serving.routing import Routes, Served, UnknownTask
+from services.serving.schemas import (
+    FlagEvaluation,
+    FlagsEvaluation,
+    ModelOut,
+    OfrepRequest,
+    PredictionOut,
+    PredictRequest,
+    PredictResponse,
+    RoutingOut,
+)
 from services.serving.state import ServingState, serving_state
+from shared.deployments import (
+    LOG_AND_WAIT,
+    ONLINE_FEATURES,
+    SHADOW_SAMPLE,
+    evaluate,
+)
 from shared.store.sql import STORE_FAILURES
-from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
 
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["serving"])
 
 
-def _champion(state: ServingState, task: str) -> Champion:
+def _routes(state: ServingState, task: str) -> Routes:
     try:
-        return state.table.serving(task)
+        return state.table.routes(task)
     except UnknownTask as exc:
         raise HTTPException(404, str(exc)) from None
-    except NoChampion as exc:
-        raise HTTPException(503, str(exc)) from None
 
 
 def _refuse(errors: dict[int, str]) -> HTTPException:
     return HTTPException(422, [{"index": i, "msg": reason} for i, reason in errors.items()])
 
 
+def _flag(routes: Routes, key: str, default: Any) -> Any:
+    flag = routes.flags.get(key)
+    return default if flag is None else evaluate(key, flag, None).value
+
+
 @router.post("/predict", response_model=PredictResponse)
-async def predict_route(task: str, body: PredictRequest, request: Request) -> PredictResponse:
-    """Predict one record or a batch with the task's champion, given the online features as of
-    now; with `record` (log and wait) the rows are stored as observations before the answer."""
+async def predict_route(
+    task: str, body: PredictRequest, request: Request, background: BackgroundTasks
+) -> PredictResponse:
+    """Predict one record or a batch with the task's champion (or its canary, for the canary's
+    share of entities), given the online features as of now; with `record` (log and wait) the
+    rows are stored as observations before the answer."""
     state = serving_state(request)
-    champion = _champion_or_cold_start(state, task, body)
-    spec = champion.spec if champion is not None else _registered(state, task)
+    routes = _routes(state, task)  # taken once: a swap now does not affect this request
+    spec = routes.spec
+    record = body.record
+    if record is None:
+        record = bool(_flag(routes, LOG_AND_WAIT, spec.serving.record))
+    if routes.champion is None and not record:
+        raise HTTPException(503, f"task {task!r} has no promoted model yet")
     records = body.as_records()
     if len(records) > state.settings.max_records:
         raise HTTPException(422, f"at most {state.settings.max_records} records per request")
@@ -56,26 +86,30 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Pr
     except InvalidRecords as exc:
         raise _refuse(exc.errors) from None
     entity_ids = [r.entity_id for r in records]
-    record = spec.serving.record if body.record is None else body.record
     if record or spec.entity_scoped:
         why = "the row is recorded" if record else f"task {task!r} has per-entity online features"
         missing = {i: f"entity_id: required ({why})" for i, e in enumerate(entity_ids) if not e}
         if missing:
             raise _refuse(missing)
     try:
-        online = await state.online_values(spec, rows, entity_ids, record, body.after_position)
+        online = await state.online_values(
+            spec,
+            rows,
+            entity_ids,
+            record,
+            body.after_position,
+            use_online=_flag(routes, ONLINE_FEATURES, True) is not False,
+        )
     except STORE_FAILURES as exc:
         log.warning("serving.online_sync_failed", task=task, error=str(exc))
         raise HTTPException(503, "the event store is unavailable; retry") from None
-    if champion is None:  # log and wait before the first model: record, answer nothing
+    if routes.champion is None:  # log and wait before the first model: record, answer nothing
         predictions = unanswered(spec, rows, entity_ids, online)
     else:
-        # On the event loop, where the champion also learns: never half-way through a label.
-        predictions = predict(champion.predictor, spec, rows, entity_ids, online)
-    version = champion.model_version if champion is not None else None
-    learned = getattr(champion.predictor, "learned_through", None) if champion else None
+        # On the event loop, where the models also learn: never half-way through a label.
+        predictions = _answer(routes, rows, entity_ids, online)
     if record:
-        events = observation_events(spec, version, learned, predictions, state.producer)
+        events = observation_events(spec, predictions, _learned(routes), state.producer)
         try:
             appended = await state.observations.append(events)
         except STORE_FAILURES as exc:
@@ -87,37 +121,50 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Pr
             await state.online.own_writes(spec, events, appended)
         except STORE_FAILURES as exc:  # recorded all the same; the data topic brings them
             log.warning("serving.own_writes_not_folded", task=task, error=str(exc))
-    if version is not None:
-        state.recorder.record(served_events(task, version, learned, predictions, record))
+    state.recorder.record(served_events(task, predictions, _learned(routes), record))
+    if routes.shadows and routes.champion is not None:
+        sample = _flag(routes, SHADOW_SAMPLE, None)
+        background.add_task(state.score_shadows, routes, predictions, online, sample)
+    champion = routes.champion
     return PredictResponse(
         task=task,
-        model_version=version,
+        model_version=champion.model_version if champion is not None else None,
         recorded=record,
         predictions=[_out(p) for p in predictions],
     )
 
 
-def _champion_or_cold_start(
-    state: ServingState, task: str, body: PredictRequest
-) -> Champion | None:
-    """The champion; None when there is none yet but the request records its rows (they are how
-    the first model gets learned), else 404/503."""
-    try:
-        return _champion(state, task)
-    except HTTPException as exc:
-        if exc.status_code == 503 and state.table.spec(task) is not None:
-            spec = state.table.spec(task)
-            assert spec is not None
-            if body.record or (body.record is None and spec.serving.record):
-                return None
-        raise
+def _answer(
+    routes: Routes,
+    rows: list[dict[str, Any]],
+    entity_ids: list[str | None],
+    online: list[list[float]],
+) -> list[Prediction]:
+    """Each row predicted by the model its entity is routed to, in request order."""
+    arms: dict[int, tuple[Served, list[int]]] = {}
+    for i, entity in enumerate(entity_ids):
+        arm = routes.arm(entity)
+        assert arm is not None
+        arms.setdefault(id(arm), (arm, []))[1].append(i)
+    out: list[Prediction | None] = [None] * len(rows)
+    for arm, index in arms.values():
+        predicted = predict(
+            arm.predictor,
+            routes.spec,
+            [rows[i] for i in index],
+            [entity_ids[i] for i in index],
+            [online[i] for i in index],
+            model_version=arm.model_version,
+            role=arm.role.value,
+        )
+        for i, p in zip(index, predicted, strict=True):
+            out[i] = p
+    return [p for p in out if p is not None]
 
 
-def _registered(state: ServingState, task: str) -> TaskSpec:
-    spec = state.table.spec(task)
-    if spec is None:
-        raise HTTPException(404, f"unknown task {task!r}")
-    return spec
+def _learned(routes: Routes) -> dict[int, int | None]:
+    """How far each model in a role had learned (by version), for the records."""
+    return {m.model_version: getattr(m.predictor, "learned_through", None) for m in routes.models()}
 
 
 def _out(p: Prediction) -> PredictionOut:
@@ -125,6 +172,8 @@ def _out(p: Prediction) -> PredictionOut:
         prediction_id=str(p.prediction_id),
         label=p.label,
         probability=p.probability,
+        model_version=p.model_version,
+        role=p.role,
         online_features=p.online,
     )
 
@@ -133,25 +182,64 @@ def _out(p: Prediction) -> PredictionOut:
 async def model_route(task: str, request: Request) -> ModelOut:
     """The task's current champion."""
     state = serving_state(request)
-    try:
-        champion = state.table.serving(task)
-    except (UnknownTask, NoChampion) as exc:
-        raise HTTPException(404, str(exc)) from None
+    champion = _routes(state, task).champion
+    if champion is None:
+        raise HTTPException(404, f"task {task!r} has no promoted model yet")
     return ModelOut(
         task=task,
         model_version=champion.model_version,
         artifact_sha256=champion.artifact_sha256,
-        promoted_at=champion.promoted_at,
     )
+
+
+@router.get("/routing", response_model=RoutingOut)
+async def routing_route(task: str, request: Request) -> RoutingOut:
+    """Who answers, as this replica applies it: champion, canary, shadows, flags."""
+    routes = _routes(serving_state(request), task)
+    return RoutingOut.of(routes)
 
 
 @router.get("/online", tags=["serving"])
 async def online_route(task: str, request: Request) -> dict[str, Any]:
     """How far this replica's online features have followed the task's data stream."""
     state = serving_state(request)
-    status = state.online.status().get(task)
-    if status is None:
-        if state.table.spec(task) is None:
-            raise HTTPException(404, f"unknown task {task!r}")
-        return {"task": task, "online_features": False}
-    return {"task": task, "online_features": True, **status}
+    spec = _routes(state, task).spec
+    status = state.online.status().get(task, {})
+    return {"task": task, "online_features": bool(spec.online_features), **status}
+
+
+# -- OpenFeature remote evaluation (OFREP): client code reads the task's flags with the OpenFeature
+# SDK and its OFREP provider, base URL http://serving/v1/tasks/{task}/.
+
+ofrep = APIRouter(prefix="/v1/tasks/{task}/ofrep/v1", tags=["flags (OFREP)"])
+
+
+@ofrep.post("/evaluate/flags/{key}", response_model=FlagEvaluation)
+async def evaluate_flag(task: str, key: str, body: OfrepRequest, request: Request) -> Any:
+    """One flag's value for the context's `targetingKey` (the entity): variants by murmur3 of
+    flag key and entity, as flagd's fractional rollout."""
+    routes = _routes(serving_state(request), task)
+    flag = routes.flags.get(key)
+    if flag is None:
+        return JSONResponse(
+            {"key": key, "errorCode": "FLAG_NOT_FOUND", "errorDetails": f"no flag {key!r}"},
+            status_code=404,
+        )
+    result = evaluate(key, flag, body.targeting_key())
+    return FlagEvaluation(
+        key=key, value=result.value, reason=result.reason, variant=result.variant, metadata={}
+    )
+
+
+@ofrep.post("/evaluate/flags", response_model=FlagsEvaluation)
+async def evaluate_flags(task: str, body: OfrepRequest, request: Request) -> FlagsEvaluation:
+    """Every flag of the task for the context's entity (OFREP bulk evaluation)."""
+    routes = _routes(serving_state(request), task)
+    entity = body.targeting_key()
+    return FlagsEvaluation(
+        flags=[
+            FlagEvaluation(key=key, value=r.value, reason=r.reason, variant=r.variant, metadata={})
+            for key, flag in sorted(routes.flags.items())
+            for r in [evaluate(key, flag, entity)]
+        ]
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -75,6 +74,8 @@ class PredictRequest(BaseModel):
 
 class PredictionOut(BaseModel):
     prediction_id: str
+    model_version: int | None = Field(None, description="the model that answered this row")
+    role: str = Field("champion", description="champion, or canary for the canary's entities")
     label: Any = Field(description="the predicted class; null before the task's first model")
     probability: float | None = Field(
         description="P(the task's second class); null before the task's first model (a row "
@@ -101,4 +102,64 @@ class ModelOut(BaseModel):
     task: str
     model_version: int
     artifact_sha256: str
-    promoted_at: datetime
+
+
+class ArmOut(BaseModel):
+    model_version: int
+    artifact_sha256: str
+    share: float = Field(description="canary: percent of entities; shadow: share of requests")
+
+
+class RoutingOut(BaseModel):
+    """Who answers a task's requests, as one replica applies it."""
+
+    task: str
+    stream_version: int = Field(description="the deployment stream version applied")
+    champion: ArmOut | None
+    canary: ArmOut | None
+    shadows: list[ArmOut]
+    flags: dict[str, dict[str, Any]]
+    killed: bool
+
+    @classmethod
+    def of(cls, routes: Any) -> RoutingOut:
+        def arm(served: Any) -> ArmOut | None:
+            if served is None:
+                return None
+            return ArmOut(
+                model_version=served.model_version,
+                artifact_sha256=served.artifact_sha256,
+                share=served.share,
+            )
+
+        return cls(
+            task=routes.task,
+            stream_version=routes.stream_version,
+            champion=arm(routes.champion),
+            canary=arm(routes.canary),
+            shadows=[a for a in (arm(s) for s in routes.shadows) if a is not None],
+            flags={k: f.model_dump() for k, f in routes.flags.items()},
+            killed=routes.killed,
+        )
+
+
+class OfrepRequest(BaseModel):
+    """An OpenFeature remote evaluation request: the evaluation context."""
+
+    context: dict[str, Any] = Field(default_factory=dict)
+
+    def targeting_key(self) -> str | None:
+        key = self.context.get("targetingKey")
+        return None if key is None else str(key)
+
+
+class FlagEvaluation(BaseModel):
+    key: str
+    value: bool | float | str
+    reason: str
+    variant: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class FlagsEvaluation(BaseModel):
+    flags: list[FlagEvaluation]

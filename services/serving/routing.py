@@ -1,0 +1,310 @@
+"""Who answers each task's requests: the champion, a canary, shadows, and the task's flags. No I/O.
+
+`RoutingTable` follows the task specs (`TaskRegistered`) and each task's deployment stream, folded
+by `shared.deployments.DeploymentState` (the fold governance decides on and the trainer follows).
+Events are applied in stream order (the caller fills gaps from the store); one that is not newer
+than the state is a no-op, so replays and the overlap between the start-up load and the Kafka or
+Redis subscriptions are harmless.
+
+A change swaps one reference in a copy-on-write mapping of `Routes`: a request takes its task's
+routes once and predicts with them to the end, so a swap never changes a model under a request in
+flight. Models are kept by artifact: a version that goes from canary to champion keeps its model,
+and what it learned online since.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from enum import StrEnum
+from typing import Protocol
+
+import numpy as np
+
+from shared.deployments import DeploymentState, Flag, bucket
+from shared.events.envelope import Envelope
+from shared.events.types import TaskRegistered, deployment_stream, task_stream
+from shared.tasks import TaskSpec
+
+
+class Predictor(Protocol):
+    """What serving needs of a model (shared.online_models.LiveModel honours it)."""
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """P(class 1) for each row of X."""
+        ...
+
+
+# Loads and decodes the artifact stored under a sha256 (I/O; injected by the app).
+PredictorLoader = Callable[[str], Predictor]
+# Brings a newly loaded model up to the labels after its version (injected by the app).
+Warmer = Callable[[str, Predictor], None]
+
+
+class Role(StrEnum):
+    CHAMPION = "champion"
+    CANARY = "canary"
+    SHADOW = "shadow"
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A model version in a role: the champion answers, a canary answers its share of entities,
+    a shadow scores a share of requests and never answers."""
+
+    role: Role
+    model_version: int
+    artifact_sha256: str
+    predictor: Predictor
+    share: float  # canary: percent of entities; shadow: fraction of requests; champion: 100
+
+
+@dataclass(frozen=True, slots=True)
+class Routes:
+    """One task's routing, as of one deployment stream version."""
+
+    task: str
+    spec: TaskSpec
+    champion: Served | None
+    canary: Served | None = None
+    shadows: tuple[Served, ...] = ()
+    flags: Mapping[str, Flag] = field(default_factory=dict)
+    killed: bool = False
+    stream_version: int = 0
+    changed_at: datetime | None = None
+
+    def arm(self, entity: str | None) -> Served | None:
+        """Who answers an entity's rows: the canary for its share of entities (sticky: the same
+        entity gets the same arm on every replica and after restarts), else the champion."""
+        canary = self.canary
+        if canary is not None and entity is not None and canary.share > 0:
+            if bucket(f"{self.task}/canary/", entity) < canary.share:
+                return canary
+        return self.champion
+
+    def models(self) -> list[Served]:
+        """Every model in a role (each learns the task's labels)."""
+        return [m for m in (self.champion, self.canary, *self.shadows) if m is not None]
+
+
+class UnknownTask(LookupError):
+    """No task of that name is registered."""
+
+
+class NoChampion(LookupError):
+    """The task is registered but has no model to serve yet."""
+
+
+class Outcome(StrEnum):
+    """What `RoutingTable.apply` did with an event."""
+
+    APPLIED = "applied"
+    STALE = "stale"  # not newer than what the table already holds
+    PENDING = "pending"  # a decision for a task whose spec is not known yet: kept for later
+    IGNORED = "ignored"  # not an event the table follows
+
+
+class RoutingTable:
+    """The routes of every task, kept current by task and deployment events.
+
+    `apply` is called from the event loop (where models also learn and answer); the slow part of
+    a change, loading models, can be done beforehand off the loop (`to_load`, then `load`)."""
+
+    def __init__(self, load: PredictorLoader, warm: Warmer | None = None) -> None:
+        self._load = load
+        self._warm = warm
+        self._specs: dict[str, TaskSpec] = {}
+        self._spec_versions: dict[str, int] = {}
+        self._states: dict[str, DeploymentState] = {}
+        self._routes: Mapping[str, Routes] = {}
+        self._models: dict[str, Predictor] = {}
+        # The task's spec when each model was first loaded: its inputs are that spec's.
+        self._model_specs: dict[str, TaskSpec] = {}
+        self._pending: dict[str, list[Envelope]] = {}
+
+    # -- reading --------------------------------------------------------------------------------
+
+    def routes(self, task: str) -> Routes:
+        """A task's routes; raises UnknownTask."""
+        routes = self._routes.get(task)
+        if routes is None:
+            raise UnknownTask(f"unknown task {task!r}")
+        return routes
+
+    def serving(self, task: str) -> Served:
+        """The model that answers a task's requests; raises UnknownTask or NoChampion."""
+        champion = self.routes(task).champion
+        if champion is None:
+            raise NoChampion(f"task {task!r} has no promoted model yet")
+        return champion
+
+    def spec(self, task: str) -> TaskSpec | None:
+        return self._specs.get(task)
+
+    def tasks(self) -> list[str]:
+        return sorted(self._specs)
+
+    def stream_version(self, task: str) -> int:
+        """The deployment stream version applied for a task (0: none)."""
+        state = self._states.get(task)
+        return 0 if state is None else state.stream_version
+
+    # -- following ------------------------------------------------------------------------------
+
+    def to_load(self, envelope: Envelope) -> list[str]:
+        """The artifacts `apply` would load for this event (none: nothing slow to do)."""
+        task = str(envelope.payload.get("task"))
+        state = self._states.get(task)
+        if envelope.stream_id != deployment_stream(task) or task not in self._specs:
+            return []
+        after = copy.deepcopy(state) if state is not None else DeploymentState()
+        if not after.apply(envelope.type, envelope.stream_version, envelope.payload):
+            return []
+        return [sha for sha in _needed(after) if sha not in self._models]
+
+    def load(self, digest: str) -> Predictor:
+        return self._load(digest)
+
+    def restore_needs(self, events: list[Envelope]) -> list[str]:
+        """The artifacts `restore` would load for a whole deployment stream."""
+        state = _fold(events)
+        return [sha for sha in _needed(state) if sha not in self._models]
+
+    def restore(
+        self, task: str, events: list[Envelope], loaded: Mapping[str, Predictor] | None = None
+    ) -> None:
+        """Take a task's whole deployment stream at once (start-up): only the models it routes
+        to now are loaded, not every champion it ever had."""
+        state = _fold(events)
+        models = dict(self._models)
+        for sha in _needed(state):
+            if sha not in models:
+                model = (loaded or {}).get(sha) or self._load(sha)
+                if self._warm is not None:
+                    self._warm(task, model)
+                models[sha] = model
+                self._model_specs.setdefault(sha, self._specs[task])
+        self._states[task] = state
+        self._models = models
+        self._rebuild(task)
+
+    def apply(self, envelope: Envelope, loaded: Mapping[str, Predictor] | None = None) -> Outcome:
+        """Follow one stored event; a loader error propagates and leaves the table unchanged.
+        `loaded`: models of this event, loaded beforehand, by artifact."""
+        if envelope.stream_version is None:
+            raise ValueError(
+                f"event {envelope.event_id} was never stored: it has no stream version"
+            )
+        task = str(envelope.payload.get("task"))
+        if envelope.type == "TaskRegistered":
+            return self._register(envelope)
+        if envelope.stream_id != deployment_stream(task):
+            return Outcome.IGNORED
+        if task not in self._specs:
+            self._pending.setdefault(task, []).append(envelope)
+            return Outcome.PENDING
+        return self._deploy(task, envelope, loaded or {})
+
+    def _register(self, envelope: Envelope) -> Outcome:
+        data = envelope.data()
+        assert isinstance(data, TaskRegistered) and envelope.stream_version is not None
+        if envelope.stream_id != task_stream(data.task):
+            return Outcome.IGNORED
+        if envelope.stream_version <= self._spec_versions.get(data.task, 0):
+            return Outcome.STALE
+        self._specs[data.task] = TaskSpec.model_validate(data.spec)
+        self._spec_versions[data.task] = envelope.stream_version
+        pending = sorted(self._pending.pop(data.task, []), key=lambda e: e.stream_version or 0)
+        for held in pending:
+            self._deploy(data.task, held, {})
+        self._rebuild(data.task)
+        return Outcome.APPLIED
+
+    def _deploy(self, task: str, envelope: Envelope, loaded: Mapping[str, Predictor]) -> Outcome:
+        before = self._states.get(task) or DeploymentState()
+        state = copy.deepcopy(before)
+        if not state.apply(envelope.type, envelope.stream_version, envelope.payload):
+            return Outcome.STALE
+        models = dict(self._models)
+        for sha in _needed(state):
+            if sha not in models:
+                model = loaded.get(sha) or self._load(sha)
+                if self._warm is not None:
+                    self._warm(task, model)
+                models[sha] = model
+                self._model_specs.setdefault(sha, self._specs[task])
+        # Committed only once every model loaded: a failure leaves the table as it was.
+        self._states[task] = state
+        self._models = models
+        self._rebuild(task, envelope.occurred_at)
+        self._forget_unused()
+        return Outcome.APPLIED
+
+    def _rebuild(self, task: str, at: datetime | None = None) -> None:
+        spec = self._specs.get(task)
+        if spec is None:
+            return
+        state = self._states.get(task) or DeploymentState()
+        answering = state.answering()
+        if answering is not None and answering[1] in self._model_specs:
+            spec = self._model_specs[answering[1]]  # the champion's inputs are its spec's
+        routes = Routes(
+            task=task,
+            spec=spec,
+            champion=None,
+            flags=dict(state.flags),
+            killed=state.killed,
+            stream_version=state.stream_version,
+            changed_at=at,
+        )
+        if answering is not None and answering[1] in self._models:
+            version, sha = answering
+            champion = Served(Role.CHAMPION, version, sha, self._models[sha], 100.0)
+            routes = replace(routes, champion=champion)
+        if not state.killed:
+            canary = state.canary
+            if canary is not None and canary.artifact_sha256 in self._models:
+                model = self._models[canary.artifact_sha256]
+                arm = Served(
+                    Role.CANARY, canary.model_version, canary.artifact_sha256, model, canary.share
+                )
+                routes = replace(routes, canary=arm)
+            shadows = tuple(
+                Served(
+                    Role.SHADOW,
+                    a.model_version,
+                    a.artifact_sha256,
+                    self._models[a.artifact_sha256],
+                    a.share,
+                )
+                for a in state.shadows.values()
+                if a.artifact_sha256 in self._models
+            )
+            routes = replace(routes, shadows=shadows)
+        # One reference replaced: readers see the old mapping or the new one, never a mix.
+        self._routes = {**self._routes, task: routes}
+
+    def _forget_unused(self) -> None:
+        used = {sha for state in self._states.values() for sha in _needed(state)}
+        self._models = {sha: m for sha, m in self._models.items() if sha in used}
+        self._model_specs = {sha: s for sha, s in self._model_specs.items() if sha in used}
+
+
+def _needed(state: DeploymentState) -> list[str]:
+    """The artifacts a state routes to (the champion it answers with, canary, shadows)."""
+    needed = []
+    answering = state.answering()
+    if answering is not None:
+        needed.append(answering[1])
+    if not state.killed:
+        if state.canary is not None:
+            needed.append(state.canary.artifact_sha256)
+        needed += [a.artifact_sha256 for a in state.shadows.values()]
+    return needed
+
+
+def _fold(events: list[Envelope]) -> DeploymentState:
+    ordered = sorted(events, key=lambda e: e.stream_version or 0)
+    return DeploymentState.fold((e.type, e.stream_version, e.payload) for e in ordered)
