@@ -19,15 +19,16 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from services.trainer.arms import Arms, Labelled
 from services.trainer.metrics import PrequentialMetrics
 from shared.events.envelope import Envelope
-from shared.events.types import ConfigSwitched, DriftDetected, ModelTrained
+from shared.events.types import ArmsScored, ConfigSwitched, DriftDetected, ModelTrained
 from shared.features import DataEvent, OnlineFold, data_event, model_inputs
 from shared.online_models import LearnedRow, RecentRows
 from shared.tasks import TaskSpec
@@ -37,6 +38,13 @@ _NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-000000000007")
 # with it at once and its online parts learn from the first label on. Then early versions after
 # this many labelled rows, twice as many, ... until `publish_every`; then every `publish_every`.
 FIRST_PUBLISH = 50
+# While a canary or shadows run, their counts go to governance every this many labelled rows.
+ARMS_EVERY = 50
+# After a drift the learner acted on, a learner started afresh learns the rows that follow; after
+# this many it is published as a challenger (governance runs it as a live shadow). Not before the
+# task has this many labelled rows: early alarms are the learner finding its feet.
+CHALLENGER_ROWS = 250
+CHALLENGERS_AFTER = 1000
 
 
 class Learner(Protocol):
@@ -67,6 +75,7 @@ class Candidate:
     last_position: int
     n_learned: int
     n_learned_total: int
+    role: str = "candidate"  # or "challenger" (published after a drift, to run as a shadow)
 
     def fact(
         self, task: str, pipeline_version: str, artifact_sha256: str, params: dict[str, Any]
@@ -84,6 +93,7 @@ class Candidate:
             last_position=self.last_position,
             n_learned=self.n_learned,
             n_learned_total=self.n_learned_total,
+            role=self.role,
         )
 
 
@@ -92,7 +102,9 @@ class Output:
     """What one call to `TaskTraining.apply` produced, in order of occurrence."""
 
     candidates: list[Candidate] = field(default_factory=list)
-    facts: list[tuple[uuid.UUID, DriftDetected | ConfigSwitched]] = field(default_factory=list)
+    facts: list[tuple[uuid.UUID, DriftDetected | ConfigSwitched | ArmsScored]] = field(
+        default_factory=list
+    )
     unmatched_labels: int = 0
     # Observations recorded under another version of the task's spec, not learned by this core.
     other_spec: int = 0
@@ -117,6 +129,9 @@ class _Pending:
     served: float | None  # serving's answer, for rows it recorded
     position: int
     champion: float | None  # the shadow champion's prediction when the row arrived
+    served_version: int | None = None
+    served_role: str | None = None
+    shadows: dict[int, float] = field(default_factory=dict)  # each shadow's, at arrival
 
 
 @dataclass(slots=True)
@@ -128,14 +143,29 @@ class _Row:
     position: int
     version: int  # the data stream version of the event that labelled it
     champion: float | None = None  # the champion's prediction when the row arrived
+    served_version: int | None = None
+    served_role: str | None = None
+    shadows: dict[int, float] = field(default_factory=dict)
 
 
 class TaskTraining:
     """Prequential learning of one task from its data events, with fixed publish points."""
 
-    def __init__(self, spec: TaskSpec, learner: Learner, *, pending_limit: int = 200_000) -> None:
+    def __init__(
+        self,
+        spec: TaskSpec,
+        learner: Learner,
+        *,
+        pending_limit: int = 200_000,
+        challengers: Callable[[], Learner] | None = None,
+    ) -> None:
         self.spec = spec
         self.learner = learner
+        # Makes a fresh learner for the challenger after a drift (None: no challengers).
+        self._challengers = challengers
+        self._challenger: Learner | None = None
+        self._challenger_rows = 0
+        self._challenger_from = 0
         self.fold = OnlineFold(spec)
         self.version = 0  # the data stream version applied so far
         self.last_position = 0
@@ -157,6 +187,9 @@ class TaskTraining:
         self.champion_version: int | None = None
         # (learner right, champion right, label) of recent rows labelled since the champion.
         self._window: deque[tuple[bool, bool, int]] = deque(maxlen=spec.promotion.window)
+        # The canary and the shadows, scored on the labels for governance's canary analysis.
+        self.arms = Arms()
+        self._arms_labelled = 0
 
     def set_champion(self, version: int, scorer: Scorer) -> None:
         """The model serving now answers with; shadow scores restart from here. Like serving,
@@ -165,6 +198,14 @@ class TaskTraining:
             scorer.learn(self._recent.after(scorer.learned_through))
             self._champion, self.champion_version = scorer, version
             self._window.clear()
+
+    def follow_arms(self, canary_version: int | None, shadows: Mapping[int, Scorer]) -> None:
+        """The canary and shadows as governance last decided them (shadows run as serving runs
+        them: they learn the labels after their version, those already learned here first)."""
+        for version, scorer in shadows.items():
+            if version not in self.arms.shadows:
+                scorer.learn(self._recent.after(scorer.learned_through))
+        self.arms.follow(self.champion_version, canary_version, shadows)
 
     def apply(self, events: Iterable[Envelope | DataEvent]) -> Output:
         """Process data events in stream order; events at or below `version` are skipped."""
@@ -215,8 +256,21 @@ class TaskTraining:
             champion: list[float | None] = [None] * len(rows)
             if self._champion is not None:
                 champion = self._champion.predict_proba(X).tolist()
-            for event, x, p, c in zip(segment, rows, proba, champion, strict=True):
-                self._remember(event.event_id, _Pending(x, p, event.served, event.position, c))
+            shadows = self.arms.at_arrival(X)
+            for event, x, p, c, sh in zip(segment, rows, proba, champion, shadows, strict=True):
+                self._remember(
+                    event.event_id,
+                    _Pending(
+                        x,
+                        p,
+                        event.served,
+                        event.position,
+                        c,
+                        event.served_version,
+                        event.served_role,
+                        sh,
+                    ),
+                )
             return
         learned: list[_Row] = []
         if kind == "labelled":
@@ -240,6 +294,9 @@ class TaskTraining:
                         e.position,
                         e.version,
                         pending.champion,
+                        pending.served_version,
+                        pending.served_role,
+                        pending.shadows,
                     )
                 )
         self._learn(learned, out)
@@ -276,7 +333,9 @@ class TaskTraining:
                 )
             learned = [LearnedRow(r.version, r.x, r.y) for r in chunk]
             self._recent.add(learned)
-            self._shadow(chunk, learned, proba)
+            champion = self._shadow(chunk, learned, proba)
+            self._score_arms(chunk, champion, out)
+            self._challenge(X, y, chunk, out)
             self._record(report, out)
             if self._first_position is None:
                 self._first_position = chunk[0].position
@@ -290,18 +349,51 @@ class TaskTraining:
                 total = self.n_learned_total
                 self._next_publish = min(2 * total, every) if total < every else total + every
 
-    def _shadow(self, chunk: list[_Row], rows: list[LearnedRow], proba: np.ndarray) -> None:
+    def _shadow(
+        self, chunk: list[_Row], rows: list[LearnedRow], proba: np.ndarray
+    ) -> list[float | None]:
         """Score the champion as serving runs it on the rows just learned, like the learner:
         each row predicted when it arrived (for rows labelled on arrival: as of the rows before
-        it), then its label learned by the champion's online parts too."""
+        it), then its label learned by the champion's online parts too. Returns those
+        predictions (None without a champion)."""
         if self._champion is None:
-            return
+            return [None] * len(chunk)
         prequential = self._champion.learn(rows)
+        out: list[float | None] = []
         for row, mine, at_label in zip(chunk, proba.tolist(), prequential, strict=True):
             theirs = row.champion if row.champion is not None else at_label
+            out.append(theirs)
             self._window.append(
                 (((mine >= 0.5) == (row.y == 1)), (theirs >= 0.5) == (row.y == 1), row.y)
             )
+        return out
+
+    def _score_arms(self, chunk: list[_Row], champion: list[float | None], out: Output) -> None:
+        """The canary and shadows on the rows just learned; every ARMS_EVERY labelled rows
+        while any is active, an ArmsScored fact with the counts so far."""
+        if not self.arms.active:
+            return
+        self.arms.learn(
+            [
+                Labelled(
+                    r.version, r.x, r.y, r.served, r.served_version, r.served_role, c, r.shadows
+                )
+                for r, c in zip(chunk, champion, strict=True)
+            ]
+        )
+        self._arms_labelled += len(chunk)
+        if self._arms_labelled >= ARMS_EVERY:
+            self._arms_labelled = 0
+            evidence = self.arms.evidence()
+            fact = ArmsScored(
+                task=self.spec.name,
+                champion_version=evidence["champion_version"],
+                canary=evidence["canary"],
+                shadows=evidence["shadows"],
+                at_labelled=self.n_learned_total + len(chunk),
+            )
+            key = f"{self.spec.name}/arms/{fact.at_labelled}"
+            out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
 
     def comparison(self) -> dict[str, float]:
         """The learner's and the champion's accuracy on the same recent labelled rows (labelled
@@ -332,9 +424,50 @@ class TaskTraining:
             )
         return {**out, **self.comparison()}
 
+    def _challenge(self, X: np.ndarray, y: np.ndarray, chunk: list[_Row], out: Output) -> None:
+        """Feed the challenger started at the last drift; publish it once it has learned enough."""
+        if self._challenger is None:
+            return
+        self._challenger.test_then_train(X, y)
+        self._challenger_rows += len(chunk)
+        if self._challenger_rows >= CHALLENGER_ROWS:
+            challenger, self._challenger = self._challenger, None
+            self.model_version += 1
+            version = self.model_version
+            out.candidates.append(
+                Candidate(
+                    event_id=uuid.uuid5(
+                        _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
+                    ),
+                    model_bytes=challenger.model_bytes(learned_through=chunk[-1].version),
+                    model_version=version,
+                    parent_version=None,
+                    config=f"restart-after-drift-at-{self._challenger_from}",
+                    metrics={k: float(v) for k, v in challenger.metrics.items()},
+                    first_position=None,
+                    last_position=chunk[-1].position,
+                    n_learned=self._challenger_rows,
+                    n_learned_total=self._challenger_rows,
+                    role="challenger",
+                )
+            )
+
+    def _start_challenger(self, at_labelled: int) -> None:
+        if (
+            self._challengers is None
+            or self._challenger is not None
+            or at_labelled < CHALLENGERS_AFTER
+        ):
+            return
+        self._challenger = self._challengers()
+        self._challenger_rows = 0
+        self._challenger_from = at_labelled
+
     def _record(self, report: Any, out: Output) -> None:
         task = self.spec.name
         for drift in getattr(report, "drifts", ()):
+            if drift.evidence.get("action", "none") != "none":
+                self._start_challenger(drift.at_labelled)
             fact = DriftDetected(
                 task=task,
                 detector=drift.detector,

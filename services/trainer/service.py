@@ -16,10 +16,9 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from services.trainer.core import Learner, Output, TaskTraining
+from shared.deployments import DeploymentState
 from shared.events.envelope import Envelope, new_event
 from shared.events.types import (
-    ModelPromoted,
-    ModelRolledBack,
     data_stream,
     deployment_stream,
     governance_stream,
@@ -61,8 +60,8 @@ class Trainer:
         self.models_emitted = 0
         self.retry_delay = 1.0  # after a failed batch, before the next (the store may be down)
         self._status: dict[str, dict[str, object]] = {}
-        # Per task: deployment stream version read so far, and when it was last looked at.
-        self._deployments: dict[str, tuple[int, float]] = {}
+        # Per task: the deployment stream folded so far, and when it was last looked at.
+        self._deployments: dict[str, tuple[DeploymentState, float]] = {}
 
     async def start_tasks(self) -> None:
         """Publish version 1 of every registered task that has none: serving can answer its
@@ -108,7 +107,12 @@ class Trainer:
         spec = (await registered_tasks(self.runtime.store)).get(task)
         if spec is None:
             return None
-        core = TaskTraining(spec, self._learner_factory(spec), pending_limit=self._pending_limit)
+        core = TaskTraining(
+            spec,
+            self._learner_factory(spec),
+            pending_limit=self._pending_limit,
+            challengers=lambda: self._learner_factory(spec),
+        )
         self._cores[task] = core
         await self._replay(core)
         return core
@@ -124,26 +128,34 @@ class Trainer:
             "trainer.replayed", task=core.spec.name, events=replayed, models=core.model_version
         )
 
-    async def _follow_champion(self, core: TaskTraining, every: float = 0.2) -> None:
-        """Keep the core's shadow champion equal to what serving serves (the latest decision)."""
+    async def _follow_deployments(self, core: TaskTraining, every: float = 0.2) -> None:
+        """Keep the core's champion, canary and shadows as governance decided them: each as
+        serving runs it, a live model that goes on learning the labels after its version."""
         task = core.spec.name
-        seen, checked = self._deployments.get(task, (0, 0.0))
+        state, checked = self._deployments.get(task, (DeploymentState(), 0.0))
         if time.monotonic() - checked < every:
             return
-        latest = None
-        for envelope in await self.runtime.store.read_stream(deployment_stream(task), seen):
-            seen = envelope.stream_version or seen
-            data = envelope.data()
-            if isinstance(data, ModelPromoted | ModelRolledBack):
-                latest = data
-        self._deployments[task] = (seen, time.monotonic())
-        if latest is not None and latest.model_version != core.champion_version:
-            model = await asyncio.to_thread(self.runtime.artifacts.get, latest.artifact_sha256)
-            # As serving runs it: a live model that goes on learning the labels after it.
-            core.set_champion(latest.model_version, await asyncio.to_thread(LiveModel, model))
+        for envelope in await self.runtime.store.read_stream(
+            deployment_stream(task), state.stream_version
+        ):
+            state.apply(envelope.type, envelope.stream_version, envelope.payload)
+        self._deployments[task] = (state, time.monotonic())
+        answering = state.answering()
+        if answering is not None and answering[0] != core.champion_version:
+            core.set_champion(answering[0], await self._live(answering[1]))
+        shadows = {
+            version: core.arms.shadows.get(version) or await self._live(arm.artifact_sha256)
+            for version, arm in state.shadows.items()
+        }
+        canary = state.canary.model_version if state.canary is not None else None
+        core.follow_arms(canary, shadows)
+
+    async def _live(self, digest: str) -> LiveModel:
+        model = await asyncio.to_thread(self.runtime.artifacts.get, digest)
+        return await asyncio.to_thread(LiveModel, model)
 
     async def _apply(self, core: TaskTraining, events: Sequence[Envelope]) -> None:
-        await self._follow_champion(core)
+        await self._follow_deployments(core)
         # Kafka may deliver the stream out of order (several services append to it): apply it
         # in stream order, reading the store for what has not arrived yet.
         ordered = await in_order(
