@@ -17,12 +17,14 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.governance.auth import install_bootstrap_keys, parse_bootstrap
+from services.governance.errors import Conflict, Invalid, NotFound
 from services.governance.queries import Missing
 from services.governance.routes import admin, decisions, reads, trail
-from services.governance.service import Conflict, Governance, NotFound
+from services.governance.service import Governance
 from services.governance.settings import GovernanceSettings
 from shared.bus import EnvelopeConsumer
 from shared.events.types import TOPIC_DEPLOYMENTS, TOPIC_GOVERNANCE, TOPIC_MODELS, TOPIC_TASKS
+from shared.fanout import Fanout
 from shared.http import health_router, install_error_handlers
 from shared.runtime import Runtime
 from shared.store.migrate import upgrade_async
@@ -50,6 +52,10 @@ def _install_domain_errors(app: FastAPI) -> None:
     async def conflict(_: Request, exc: Conflict) -> JSONResponse:
         return JSONResponse({"detail": "refused", "reasons": exc.reasons}, status_code=409)
 
+    @app.exception_handler(Invalid)
+    async def invalid(_: Request, exc: Invalid) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
 
 async def _cancel(task: asyncio.Task[None]) -> None:
     task.cancel()
@@ -75,7 +81,10 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
             runtime = Runtime.build("governance", settings)
             await runtime.start()
             opened.push_async_callback(runtime.stop)
-            governance = Governance(runtime, engine, settings)
+            fanout = Fanout(settings.redis_url) if settings.redis_url else None
+            if fanout is not None:
+                opened.push_async_callback(fanout.close)
+            governance = Governance(runtime, engine, settings, fanout)
             opened.push_async_callback(governance.close)
             consumer = EnvelopeConsumer(
                 settings.kafka_bootstrap_servers,

@@ -24,24 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-
-class CanaryPolicy(BaseModel):
-    """How a task's canaries and shadows are judged (part of the task spec's promotion policy)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    alpha: float = Field(0.05, gt=0, lt=1)  # the chance of a wrong decision on equal models
-    # The mixing spread of the effect under the alternative (accuracy points): about the size of
-    # difference worth detecting.
-    tau: float = Field(0.05, gt=0, le=1)
-    min_labels: int = Field(200, ge=1)  # per arm, before any decision
-    max_labels: int = Field(20_000, ge=1)  # per arm: past it, stop as inconclusive
-    max_seconds: float = Field(86_400.0, gt=0)  # past it, stop as inconclusive
-    # Guardrails on the canary's own traffic, against the champion's.
-    max_error_rate_increase: float = Field(0.01, ge=0, le=1)
-    max_p99_latency_ratio: float = Field(2.0, ge=1)
+from shared.tasks import CanaryPolicy
 
 
 class Verdict(StrEnum):
@@ -158,8 +141,9 @@ def shadow_analysis(
     if n:
         # The per-row difference is +1, -1 or 0: its variance from the discordant shares, with
         # one discordant pair of each kind added so that a clean sweep has a variance too.
-        plus, minus = (paired.challenger_only + 0.5) / (n + 1), (paired.champion_only + 0.5) / (
-            n + 1
+        plus, minus = (
+            (paired.challenger_only + 0.5) / (n + 1),
+            (paired.champion_only + 0.5) / (n + 1),
         )
         variance = (plus + minus - (plus - minus) ** 2) / n
         p = min(previous_p, mixture_p_value(effect, variance, policy.tau))
@@ -207,8 +191,9 @@ def _verdict(
             f"points of accuracy over {n} labelled rows each, always-valid p = {p:.4g} <= "
             f"{policy.alpha:g}"
         )
-        return Analysis(Verdict.PROMOTE if better else Verdict.ROLL_BACK, p, effect, evidence,
-                        [reason])
+        return Analysis(
+            Verdict.PROMOTE if better else Verdict.ROLL_BACK, p, effect, evidence, [reason]
+        )
     if n >= policy.max_labels or seconds >= policy.max_seconds:
         reason = (
             f"no difference shown after {n} labelled rows ({seconds:.0f} s): always-valid "

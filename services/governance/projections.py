@@ -29,11 +29,15 @@ from shared.events.types import (
     ApprovalRejected,
     ApprovalRequested,
     AuditCompleted,
+    CanaryEnded,
+    CanaryStarted,
     ModelPromoted,
     ModelRolledBack,
     ModelTrained,
     PredictionServed,
     PromotionRefused,
+    ShadowStarted,
+    ShadowStopped,
     TaskRegistered,
 )
 
@@ -45,12 +49,15 @@ DECISION_TYPES = (
     "ApprovalGranted",
     "ApprovalRejected",
 )
+# A model's runs beside the champion (their reasons carry the canary analysis's figures).
+ROUTING_TYPES = ("ShadowStarted", "ShadowStopped", "CanaryStarted", "CanaryEnded")
 PROJECTED_TYPES = (
     "TaskRegistered",
     "ModelTrained",
     "AuditCompleted",
     "PredictionServed",
     *DECISION_TYPES,
+    *ROUTING_TYPES,
 )
 
 
@@ -71,7 +78,13 @@ async def apply_events(conn: AsyncConnection, events: Sequence[Envelope]) -> lis
             continue
         done.add(envelope.event_id)
         fresh.append(envelope)
-    served = [e for e in fresh if e.type == "PredictionServed"]
+    # The answers callers got (a shadow's score of the same row is evidence for the canary
+    # analysis, kept in the store; it is not a prediction anyone received).
+    served = [
+        e
+        for e in fresh
+        if e.type == "PredictionServed" and e.payload.get("role", "champion") != "shadow"
+    ]
     if served:  # the bulk of the traffic: one executemany
         await conn.execute(predictions.insert(), [_prediction_row(e) for e in served])
     for envelope in fresh:
@@ -99,6 +112,7 @@ def _prediction_row(envelope: Envelope) -> dict[str, Any]:
         "label": data.label,
         "served_at": envelope.occurred_at,
         "online": data.online,
+        "role": data.role,
     }
 
 
@@ -144,6 +158,12 @@ async def _apply(conn: AsyncConnection, envelope: Envelope) -> None:
     elif isinstance(data, ApprovalGranted | ApprovalRejected):
         await _record_decision(
             conn, envelope, data.task, data.model_version, data.by, [data.reason]
+        )
+    elif isinstance(data, ShadowStarted | ShadowStopped | CanaryStarted | CanaryEnded):
+        outcome = getattr(data, "outcome", None)
+        reasons = [data.reason] if outcome is None else [f"{outcome}: {data.reason}"]
+        await _record_decision(
+            conn, envelope, data.task, data.model_version, data.decided_by, reasons
         )
 
 
@@ -210,21 +230,32 @@ _STATUS_OF_DECISION = {
     "ApprovalRequested": "awaiting_approval",
     "ApprovalGranted": "awaiting_approval",
     "ApprovalRejected": "rejected",
+    "ShadowStarted": "shadow",
+    "CanaryStarted": "canary",
+    "ShadowStopped": "stopped",
+    "CanaryEnded": "stopped",
 }
 
 
-def model_status(version: int, champion: int | None, decision_types: Sequence[str]) -> str:
-    """champion | retired | refused | rejected | awaiting_approval | candidate.
+def model_status(
+    version: int, champion: int | None, decision_types: Sequence[str], role: str = "candidate"
+) -> str:
+    """champion | retired | refused | rejected | awaiting_approval | shadow | canary | stopped |
+    candidate | challenger.
 
-    `decision_types` are the model's decisions in store order; the newest one that changes the
-    model's standing decides (a grant after a request still awaits the rest of the approvals).
+    `decision_types` are the model's decisions in store order; a model that once served as the
+    champion is retired, otherwise the newest one that changes the model's standing decides (a
+    grant after a request still awaits the rest of the approvals). A model with no decision yet
+    is a `candidate` to replace the champion, or a `challenger` published to run beside it.
     """
     if champion == version:
         return "champion"
+    if "ModelPromoted" in decision_types or "ModelRolledBack" in decision_types:
+        return "retired"
     for kind in reversed(decision_types):
         if kind in _STATUS_OF_DECISION:
             return _STATUS_OF_DECISION[kind]
-    return "candidate"
+    return role
 
 
 async def replay_into(conn: AsyncConnection, store: Any, until: int | None = None) -> int:

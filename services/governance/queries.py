@@ -85,7 +85,7 @@ def _model_json(
     row: Any, current: int | None, kinds: list[str], audit: dict[str, Any] | None
 ) -> dict[str, Any]:
     data = _jsonable(row)
-    data["status"] = model_status(data["model_version"], current, kinds)
+    data["status"] = model_status(data["model_version"], current, kinds, data["role"])
     data["audit"] = audit
     return data
 

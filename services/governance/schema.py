@@ -55,6 +55,8 @@ models = Table(
     Column("last_position", BigInteger, nullable=False),
     Column("n_learned", Integer, nullable=False),
     Column("n_learned_total", Integer, nullable=False),
+    # "candidate" (to replace the champion) or "challenger" (to run beside it as a shadow)
+    Column("role", String(16), nullable=False, server_default="candidate"),
     Column("trained_at", DateTime(timezone=True), nullable=False),
     Column("event_id", Uuid(), nullable=False),
     Column("position", BigInteger, nullable=False),
@@ -116,6 +118,8 @@ predictions = Table(
     Column("served_at", DateTime(timezone=True), nullable=False),
     # The online-feature values the model was given (None before they existed).
     Column("online", Json, nullable=True),
+    # Who answered: the "champion" or the "canary" (shadows' scores are not answers).
+    Column("role", String(16), nullable=False, server_default="champion"),
     Index("ix_gov_predictions_task_version_position", "task", "model_version", "position"),
 )
 

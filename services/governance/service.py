@@ -35,8 +35,10 @@ from services.governance.audits import (
     recorded_inputs,
 )
 from services.governance.auth import Principal
+from services.governance.errors import Conflict, NotFound
 from services.governance.policy import AuditResult, Decision, Verdict, decide
 from services.governance.projections import apply_events, replay_into
+from services.governance.routing import RoutingDecisions
 from services.governance.schema import PROJECTION_TABLES, deployments, metadata, models, predictions
 from services.governance.settings import GovernanceSettings
 from shared.artifacts import ArtifactNotFound
@@ -56,6 +58,7 @@ from shared.events.types import (
     governance_stream,
     model_stream,
 )
+from shared.fanout import Fanout
 from shared.features import OnlineFold, data_event, model_inputs
 from shared.model_codec import ModelFormatError, Predictor, decode
 from shared.registry import registered_tasks, spec_versions
@@ -76,18 +79,6 @@ def decision_event_id(task: str, version: int) -> uuid.UUID:
     return uuid.uuid5(_NAMESPACE, f"{task}/decision/{version}")
 
 
-class NotFound(LookupError):
-    """No such task, model version or prediction (HTTP 404)."""
-
-
-class Conflict(Exception):
-    """The request cannot be carried out as things stand (HTTP 409); every reason is kept."""
-
-    def __init__(self, reasons: Sequence[str]) -> None:
-        super().__init__("; ".join(reasons))
-        self.reasons = list(reasons)
-
-
 async def _dispose_later(engine: AsyncEngine, grace: float) -> None:
     try:
         await asyncio.sleep(grace)
@@ -97,14 +88,20 @@ async def _dispose_later(engine: AsyncEngine, grace: float) -> None:
 
 class Governance:
     def __init__(
-        self, runtime: Runtime, engine: AsyncEngine, settings: GovernanceSettings | None = None
+        self,
+        runtime: Runtime,
+        engine: AsyncEngine,
+        settings: GovernanceSettings | None = None,
+        fanout: Fanout | None = None,
     ) -> None:
         self.runtime = runtime
+        self.fanout = fanout
+        self.routing = RoutingDecisions(self)
         self.store = runtime.store
         self.engine = engine
         self.settings = settings or GovernanceSettings()
         self.projection_lock = asyncio.Lock()
-        self._task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        self.task_locks: defaultdict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
         self._queues: dict[str, asyncio.Queue[Envelope]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
         # Each model's audit and decision is tried this often, waiting 0.5 s, 1 s, 2 s... between.
@@ -125,7 +122,7 @@ class Governance:
         async with self.projection_lock, self.engine.begin() as conn:
             fresh = await apply_events(conn, events)
         for envelope in fresh:
-            if envelope.type == "ModelTrained":
+            if envelope.type in ("ModelTrained", "ArmsScored"):
                 self.enqueue(envelope)
 
     async def rebuild(self) -> dict[str, int]:
@@ -474,9 +471,21 @@ class Governance:
     # -- decisions ----------------------------------------------------------------------------
 
     async def process(self, envelope: Envelope) -> None:
-        """Audit a new model (if its task names sensitive attributes), then decide on it."""
+        """Audit a new model (if its task names sensitive attributes), then decide on it; run a
+        challenger as a shadow; judge the canary and shadows on the trainer's newest counts."""
+        if envelope.type == "ArmsScored":
+            await self.routing.on_arms(envelope)
+            return
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)
+        if trained.role == "challenger":
+            # A shadow never answers users; its audit gates the step to canary (and is run
+            # there if the labels it needs have not come yet).
+            spec = await self.spec(trained.task)
+            if spec.sensitive:
+                await self.audit_candidate(envelope, spec)
+            await self.routing.on_challenger(envelope)
+            return
         try:
             spec = await self.spec(trained.task)
         except NotFound:
@@ -503,25 +512,34 @@ class Governance:
             loop.call_later(self.evidence_retry, self.enqueue, envelope)
             return
         newest = int(newer[0].payload["model_version"])
-        async with self._task_locks[task]:
+        await self.refuse(
+            envelope,
+            [
+                f"superseded by version {newest} before {spec.promotion.audit.min_rows} "
+                "labelled rows it never learned had arrived for its audit"
+            ],
+        )
+
+    async def refuse(self, envelope: Envelope, reasons: list[str]) -> None:
+        """Refuse a model with the reasons, once (the decision is named by the version)."""
+        trained = envelope.data()
+        assert isinstance(trained, ModelTrained)
+        task, version = trained.task, trained.model_version
+        async with self.task_locks[task]:
             state = await self.deployment_state(task)
             if self._settled(state, version):
                 return
-            reason = (
-                f"superseded by version {newest} before {spec.promotion.audit.min_rows} labelled "
-                "rows it never learned had arrived for its audit"
-            )
             await self._append(
                 task,
                 PromotionRefused(
-                    task=task, model_version=version, reasons=[reason], decided_by=POLICY
+                    task=task, model_version=version, reasons=reasons, decided_by=POLICY
                 ),
                 state,
                 event_id=decision_event_id(task, version),
                 causation=envelope,
             )
         log.info(
-            "governance.decided", task=task, version=version, verdict="refuse", reasons=[reason]
+            "governance.decided", task=task, version=version, verdict="refuse", reasons=reasons
         )
 
     @staticmethod
@@ -535,11 +553,11 @@ class Governance:
         assert isinstance(trained, ModelTrained)
         task, version = trained.task, trained.model_version
         spec = spec or await self.spec(task)
-        async with self._task_locks[task]:
+        async with self.task_locks[task]:
             state = await self.deployment_state(task)
             if self._settled(state, version):
                 return  # a newer (or this) model already serves, or this one was decided
-            decision = await self._gate(spec, trained, state)
+            decision = await self.gate(spec, trained, state)
             payload: Payload
             if decision.verdict is Verdict.PROMOTE:
                 payload = ModelPromoted(
@@ -573,9 +591,7 @@ class Governance:
             reasons=decision.reasons,
         )
 
-    async def _gate(
-        self, spec: TaskSpec, trained: ModelTrained, state: DeploymentState
-    ) -> Decision:
+    async def gate(self, spec: TaskSpec, trained: ModelTrained, state: DeploymentState) -> Decision:
         champion_metrics = None
         if state.champion is not None:
             champion = (await self.model_event(trained.task, state.champion)).data()
@@ -601,25 +617,52 @@ class Governance:
         event_id: uuid.UUID | None = None,
         causation: Envelope | None = None,
     ) -> Envelope:
-        event = new_event(
-            payload,
-            stream_id=deployment_stream(task),
-            producer=self.runtime.producer,
-            event_id=event_id,
-            causation=causation,
+        [stored] = await self.decide_all(
+            task, [payload], state, event_ids=[event_id], causation=causation
         )
+        return stored
+
+    async def decide_all(
+        self,
+        task: str,
+        payloads: list[Payload],
+        state: DeploymentState,
+        *,
+        event_ids: list[uuid.UUID | None] | None = None,
+        causation: Envelope | None = None,
+    ) -> list[Envelope]:
+        """Append decisions to the task's deployment stream at once (expecting the stream where
+        `state` left it: two deciders cannot both act on what they read), fold them into
+        `state`, and send them down the fast path to serving replicas."""
+        ids = event_ids or [None] * len(payloads)
+        events = [
+            new_event(
+                payload,
+                stream_id=deployment_stream(task),
+                producer=self.runtime.producer,
+                event_id=event_id,
+                causation=causation,
+            )
+            for payload, event_id in zip(payloads, ids, strict=True)
+        ]
         try:
-            [appended] = await self.store.append([event], expected_version=state.stream_version)
+            appended = await self.store.append(events, expected_version=state.stream_version)
         except ConcurrencyError:
             raise Conflict(
                 ["another decision on this task was recorded at the same time; retry"]
             ) from None
-        state.stream_version = max(state.stream_version, appended.stream_version)
-        return event.model_copy(
-            update={"position": appended.position, "stream_version": appended.stream_version}
-        )
+        stored = [
+            event.model_copy(update={"position": a.position, "stream_version": a.stream_version})
+            for event, a in zip(events, appended, strict=True)
+        ]
+        for event in stored:
+            state.apply(event.type, event.stream_version, event.payload)
+        if self.fanout is not None:
+            for event in stored:
+                self.fanout.send(event)
+        return stored
 
-    async def _trained(self, task: str, version: int) -> ModelTrained:
+    async def trained(self, task: str, version: int) -> ModelTrained:
         await self.spec(task)
         data = (await self.model_event(task, version)).data()
         assert isinstance(data, ModelTrained)
@@ -632,8 +675,8 @@ class Governance:
         """A human decision on a version that is not the champion: its spec, its ModelTrained
         and the deployment state, read and held under the task's lock."""
         spec = await self.spec(task)
-        trained = await self._trained(task, version)
-        async with self._task_locks[task]:
+        trained = await self.trained(task, version)
+        async with self.task_locks[task]:
             state = await self.deployment_state(task)
             if state.champion == version:
                 raise Conflict([f"version {version} is already the champion"])
@@ -646,8 +689,7 @@ class Governance:
                 task,
                 ApprovalGranted(task=task, model_version=version, by=who.name, reason=reason),
                 state,
-            )
-            state.approvals.setdefault(version, []).append(who.name)
+            )  # folded into `state` as it is appended
             outcome: dict[str, Any] = {
                 "task": task,
                 "model_version": version,
@@ -663,7 +705,7 @@ class Governance:
                     f"not promoted: version {version} is older than the champion {state.champion}"
                 ]
                 return outcome
-            decision = await self._gate(spec, trained, state)
+            decision = await self.gate(spec, trained, state)
             outcome["reasons"] = decision.reasons
             if decision.verdict is Verdict.PROMOTE:
                 await self._append(
@@ -683,8 +725,8 @@ class Governance:
 
     async def reject(self, task: str, version: int, who: Principal, reason: str) -> dict[str, Any]:
         """Record a rejection: the version will not be promoted by the automatic flow."""
-        await self._trained(task, version)
-        async with self._task_locks[task]:
+        await self.trained(task, version)
+        async with self.task_locks[task]:
             state = await self.deployment_state(task)
             if state.champion == version:
                 raise Conflict(
@@ -707,7 +749,7 @@ class Governance:
                         "roll back to it instead"
                     ]
                 )
-            decision = await self._gate(spec, trained, state)
+            decision = await self.gate(spec, trained, state)
             if decision.verdict is not Verdict.PROMOTE:
                 reasons = (
                     decision.reasons
@@ -749,8 +791,8 @@ class Governance:
         self, task: str, version: int, who: Principal, reason: str
     ) -> dict[str, Any]:
         """Set the champion back to an earlier version that was promoted or approved before."""
-        trained = await self._trained(task, version)
-        async with self._task_locks[task]:
+        trained = await self.trained(task, version)
+        async with self.task_locks[task]:
             state = await self.deployment_state(task)
             if state.champion is None:
                 raise Conflict([f"task {task!r} has no champion to roll back"])

@@ -1,4 +1,5 @@
-"""Decision endpoints: approve and reject (approver), promote and roll back (operator).
+"""Decision endpoints: approve and reject (approver); promote, roll back, canaries, shadows and
+flags (operator).
 
 Each records who (the key's name), when (the event's time) and why (`reason`, required).
 """
@@ -7,10 +8,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Path
 
 from services.governance.auth import Principal
-from services.governance.routes.deps import Because, RollbackBody, approver, governance, operator
+from services.governance.routes.deps import (
+    Because,
+    CanaryBody,
+    FlagBody,
+    RollbackBody,
+    ShadowBody,
+    WeightBody,
+    approver,
+    governance,
+    operator,
+)
 from services.governance.service import Governance
 
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["decisions"])
@@ -61,3 +72,54 @@ async def rollback(
 ) -> dict[str, Any]:
     """Set the champion back to an earlier version that was promoted or approved."""
     return await gov.rollback(task, body.model_version, who, body.reason)
+
+
+Operator = Annotated[Principal, Depends(operator)]
+
+
+@router.post("/canary")
+async def start_canary(task: str, body: CanaryBody, gov: Gov, who: Operator) -> dict[str, Any]:
+    """Start a canary: the version answers `weight` percent of the entities (sticky by entity).
+    409 when the policy refuses it (refused or rejected, failed audit, a canary already
+    running, the kill switch on)."""
+    return await gov.routing.start_canary(task, body.model_version, body.weight, who, body.reason)
+
+
+@router.patch("/canary")
+async def set_canary_weight(task: str, body: WeightBody, gov: Gov, who: Operator) -> dict[str, Any]:
+    return await gov.routing.set_canary_weight(task, body.weight, who, body.reason)
+
+
+@router.post("/canary/stop")
+async def stop_canary(task: str, body: Because, gov: Gov, who: Operator) -> dict[str, Any]:
+    return await gov.routing.stop_canary(task, who, body.reason)
+
+
+@router.post("/shadows")
+async def start_shadow(task: str, body: ShadowBody, gov: Gov, who: Operator) -> dict[str, Any]:
+    """Start a shadow: the version scores `sample_rate` of requests beside the champion, its
+    answers recorded and never returned, judged on the same rows as the champion."""
+    return await gov.routing.start_shadow(
+        task, body.model_version, body.sample_rate, who, body.reason
+    )
+
+
+@router.post("/shadows/{version}/stop")
+async def stop_shadow(
+    task: str, version: int, body: Because, gov: Gov, who: Operator
+) -> dict[str, Any]:
+    return await gov.routing.stop_shadow(task, version, who, body.reason)
+
+
+FlagKey = Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
+
+
+@router.put("/flags/{key}")
+async def set_flag(
+    task: str, key: FlagKey, body: FlagBody, gov: Gov, who: Operator
+) -> dict[str, Any]:
+    """Set a flag (null removes it). Serving reads `kill_switch` (boolean: back to the last
+    approved champion, no canary or shadows), `log_and_wait` (boolean), `online_features`
+    (boolean) and `shadow_sample` (number, 0-1); any other key is the client's, read through
+    OpenFeature."""
+    return await gov.routing.set_flag(task, key, body.flag, who, body.reason)

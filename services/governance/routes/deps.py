@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -86,3 +87,24 @@ class Because(BaseModel):
 
 class RollbackBody(Because):
     model_version: int = Field(ge=1)
+
+
+class CanaryBody(Because):
+    model_version: int = Field(ge=1, le=2**31 - 1)
+    weight: float = Field(ge=0, le=100, description="percent of entities it answers (sticky)")
+
+
+class WeightBody(Because):
+    weight: float = Field(ge=0, le=100, description="percent of entities it answers (sticky)")
+
+
+class ShadowBody(Because):
+    model_version: int = Field(ge=1, le=2**31 - 1)
+    sample_rate: float = Field(1.0, ge=0, le=1, description="share of requests it scores")
+
+
+class FlagBody(Because):
+    flag: dict[str, Any] | None = Field(
+        description="{type: boolean|number|string, value, variants?, weights?}, or null to "
+        "remove the flag"
+    )

@@ -1,0 +1,503 @@
+"""Routing decisions: canaries, shadows and flags, by people (with roles and reasons) and by the
+canary analysis, each an event on the task's deployment stream, through the same policy gate as
+promotions.
+
+By people: start, re-weight and stop a canary; start and stop shadows; set and remove flags (the
+kill switch is a flag). By the analysis, as the trainer's `ArmsScored` evidence arrives: a shadow
+that beats the champion on the same rows becomes the canary; a canary that beats the champion on
+its own traffic is promoted, one that is worse (or trips a guardrail) rolled back, one that shows
+no difference within the limits stopped as inconclusive. After a drift, the challengers the
+trainer publishes start as shadows. Nobody needs to act; every step is in the trail with its
+evidence.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from pydantic import ValidationError
+
+from services.governance.canary import (
+    Analysis,
+    Arm,
+    Paired,
+    Verdict,
+    canary_analysis,
+    shadow_analysis,
+)
+from services.governance.errors import Conflict, Invalid
+from services.governance.policy import Verdict as GateVerdict
+from shared.deployments import (
+    KILL_SWITCH,
+    LOG_AND_WAIT,
+    ONLINE_FEATURES,
+    POLICY,
+    SHADOW_SAMPLE,
+    DeploymentState,
+    Flag,
+)
+from shared.events.envelope import Envelope, Payload
+from shared.events.types import (
+    ArmsScored,
+    CanaryEnded,
+    CanaryStarted,
+    CanaryWeightChanged,
+    FlagChanged,
+    ModelPromoted,
+    ModelTrained,
+    ShadowStarted,
+    ShadowStopped,
+)
+
+if TYPE_CHECKING:
+    from services.governance.auth import Principal
+    from services.governance.service import Governance
+
+log = structlog.get_logger(__name__)
+
+# The type each flag serving reads must have.
+BUILT_IN_FLAGS = {
+    KILL_SWITCH: "boolean",
+    LOG_AND_WAIT: "boolean",
+    ONLINE_FEATURES: "boolean",
+    SHADOW_SAMPLE: "number",
+}
+
+
+class RoutingDecisions:
+    """Canary, shadow and flag decisions of every task (governance's routing half)."""
+
+    def __init__(self, gov: Governance) -> None:
+        self.gov = gov
+        # Always-valid p-values are running minima: the smallest seen per arm so far.
+        self._p: dict[tuple[str, str, int], float] = {}
+
+    # -- checks ---------------------------------------------------------------------------------
+
+    async def _routable(
+        self, task: str, version: int, state: DeploymentState, role: str
+    ) -> ModelTrained:
+        """The version, if it may be a canary or shadow: it exists, is not the champion, was not
+        refused or rejected, and (for a canary, which answers users) passed its audit where the
+        task's policy requires one."""
+        trained = await self.gov.trained(task, version)  # NotFound -> 404
+        reasons = []
+        if state.answering() is not None and state.answering()[0] == version:  # type: ignore[index]
+            reasons.append(f"version {version} is the champion")
+        if version in state.refused:
+            reasons.append(f"version {version} was refused promotion")
+        if state.rejections.get(version):
+            reasons.append(f"version {version} was rejected by {state.rejections[version][0]}")
+        if role == "canary":
+            spec = await self.gov.spec(task)
+            if spec.promotion.require_audit:
+                audit = await self.gov.candidate_audit(task, version)
+                if audit is None:
+                    reasons.append(f"version {version} has no bias audit (the policy needs one)")
+                elif not audit.passed:
+                    reasons += [f"bias audit failed: {r}" for r in audit.reasons]
+        if reasons:
+            raise Conflict(reasons)
+        return trained
+
+    # -- by people ------------------------------------------------------------------------------
+
+    async def start_canary(
+        self, task: str, version: int, weight: float, who: Principal, reason: str
+    ) -> dict[str, Any]:
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            if state.canary is not None:
+                raise Conflict(
+                    [
+                        f"a canary is already running: version {state.canary.model_version} "
+                        "(stop it first)"
+                    ]
+                )
+            if state.killed:
+                raise Conflict(["the kill switch is on: no canary until it is off"])
+            trained = await self._routable(task, version, state, "canary")
+            [event] = await self.gov.decide_all(
+                task,
+                [
+                    CanaryStarted(
+                        task=task,
+                        model_version=version,
+                        artifact_sha256=trained.artifact_sha256,
+                        weight=weight,
+                        reason=reason,
+                        decided_by=who.name,
+                    )
+                ],
+                state,
+            )
+        return _decision(event)
+
+    async def set_canary_weight(
+        self, task: str, weight: float, who: Principal, reason: str
+    ) -> dict[str, Any]:
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            if state.canary is None:
+                raise Conflict([f"task {task!r} has no canary"])
+            [event] = await self.gov.decide_all(
+                task,
+                [
+                    CanaryWeightChanged(
+                        task=task,
+                        model_version=state.canary.model_version,
+                        weight=weight,
+                        reason=reason,
+                        decided_by=who.name,
+                    )
+                ],
+                state,
+            )
+        return _decision(event)
+
+    async def stop_canary(self, task: str, who: Principal, reason: str) -> dict[str, Any]:
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            if state.canary is None:
+                raise Conflict([f"task {task!r} has no canary"])
+            [event] = await self.gov.decide_all(
+                task,
+                [
+                    CanaryEnded(
+                        task=task,
+                        model_version=state.canary.model_version,
+                        outcome="stopped",
+                        reason=reason,
+                        decided_by=who.name,
+                    )
+                ],
+                state,
+            )
+        return _decision(event)
+
+    async def start_shadow(
+        self,
+        task: str,
+        version: int,
+        sample_rate: float,
+        who: Principal | None,
+        reason: str,
+        evidence: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            if version in state.shadows:
+                raise Conflict([f"version {version} is already a shadow"])
+            trained = await self._routable(task, version, state, "shadow")
+            [event] = await self.gov.decide_all(
+                task,
+                [
+                    ShadowStarted(
+                        task=task,
+                        model_version=version,
+                        artifact_sha256=trained.artifact_sha256,
+                        sample_rate=sample_rate,
+                        reason=reason,
+                        decided_by=who.name if who is not None else POLICY,
+                        evidence=evidence or {},
+                    )
+                ],
+                state,
+            )
+        return _decision(event)
+
+    async def stop_shadow(
+        self, task: str, version: int, who: Principal, reason: str
+    ) -> dict[str, Any]:
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            if version not in state.shadows:
+                raise Conflict([f"version {version} is not a shadow"])
+            [event] = await self.gov.decide_all(
+                task,
+                [
+                    ShadowStopped(
+                        task=task,
+                        model_version=version,
+                        outcome="stopped",
+                        reason=reason,
+                        decided_by=who.name,
+                    )
+                ],
+                state,
+            )
+        return _decision(event)
+
+    async def set_flag(
+        self, task: str, key: str, flag: dict[str, Any] | None, who: Principal, reason: str
+    ) -> dict[str, Any]:
+        """Set a flag (or remove it with None); a built-in flag must have its type."""
+        await self.gov.spec(task)  # 404 for an unknown task
+        if flag is not None:
+            try:
+                checked = Flag.model_validate(flag)
+            except ValidationError as exc:
+                raise Invalid(f"flag {key!r}: {exc.errors()[0]['msg']}") from None
+            wanted = BUILT_IN_FLAGS.get(key)
+            if wanted is not None and checked.type != wanted:
+                raise Invalid(
+                    f"flag {key!r} is read by serving as a {wanted}, not a {checked.type}"
+                )
+            if key == SHADOW_SAMPLE and not all(
+                0.0 <= float(v) <= 1.0  # type: ignore[arg-type]
+                for v in [checked.value, *checked.variants.values()]
+            ):
+                raise Invalid(f"flag {key!r} is a share of requests: 0 to 1")
+            flag = checked.model_dump(mode="json")
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            if flag is None and key not in state.flags:
+                raise Conflict([f"task {task!r} has no flag {key!r}"])
+            if key == KILL_SWITCH and flag is not None and flag["value"] is True:
+                if state.answering() is None:
+                    raise Conflict([f"task {task!r} has no champion to go back to"])
+            [event] = await self.gov.decide_all(
+                task,
+                [FlagChanged(task=task, key=key, flag=flag, reason=reason, decided_by=who.name)],
+                state,
+            )
+        return _decision(event)
+
+    # -- by the analysis --------------------------------------------------------------------------
+
+    async def on_challenger(self, envelope: Envelope) -> None:
+        """A challenger the trainer published (after a drift) starts as a shadow, if the policy
+        says so and there is room."""
+        trained = envelope.data()
+        assert isinstance(trained, ModelTrained)
+        spec = await self.gov.spec(trained.task)
+        policy = spec.promotion.canary
+        state = await self.gov.deployment_state(trained.task)
+        audit = await self.gov.candidate_audit(trained.task, trained.model_version)
+        if audit is not None and not audit.passed:
+            await self.gov.refuse(envelope, [f"bias audit failed: {r}" for r in audit.reasons])
+            return
+        if not policy.shadow_challengers or len(state.shadows) >= policy.max_shadows:
+            log.info(
+                "governance.challenger_not_shadowed",
+                task=trained.task,
+                version=trained.model_version,
+                shadows=len(state.shadows),
+            )
+            return
+        try:
+            await self.start_shadow(
+                trained.task,
+                trained.model_version,
+                1.0,
+                None,
+                f"challenger {trained.config} published after a drift: runs as a live shadow",
+                {"config": trained.config, "n_learned": trained.n_learned_total},
+            )
+        except Conflict as exc:
+            log.info(
+                "governance.challenger_not_shadowed",
+                task=trained.task,
+                version=trained.model_version,
+                reasons=exc.reasons,
+            )
+
+    async def on_arms(self, envelope: Envelope) -> None:
+        """Judge the canary and the shadows on the trainer's newest counts."""
+        scored = envelope.data()
+        assert isinstance(scored, ArmsScored)
+        task = scored.task
+        spec = await self.gov.spec(task)
+        policy = spec.promotion.canary
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            if scored.champion_version != (state.answering() or (None,))[0]:
+                return  # counts of another champion's time: stale
+            decisions: list[Payload] = []
+            if scored.canary is not None and state.canary is not None:
+                decisions += await self._judge_canary(task, scored, state, policy)
+            for shadow in scored.shadows:
+                version = int(shadow["model_version"])
+                if version in state.shadows and not decisions:
+                    decisions += await self._judge_shadow(task, version, shadow, state, policy)
+            if decisions:
+                await self.gov.decide_all(task, decisions, state, causation=envelope)
+                for payload in decisions:
+                    log.info(
+                        "governance.routing_decided",
+                        task=task,
+                        type=payload.type_name,
+                        version=getattr(payload, "model_version", None),
+                    )
+
+    async def _judge_canary(
+        self, task: str, scored: ArmsScored, state: DeploymentState, policy: Any
+    ) -> list[Payload]:
+        assert scored.canary is not None and state.canary is not None
+        version = int(scored.canary["model_version"])
+        if version != state.canary.model_version:
+            return []
+        mine, theirs = scored.canary["canary"], scored.canary["champion"]
+        key = (task, "canary", version)
+        started = await self._started_at(task, state.canary.since)
+        analysis = canary_analysis(
+            Arm(theirs["n"], theirs["correct"], theirs["log_loss"]),
+            Arm(mine["n"], mine["correct"], mine["log_loss"]),
+            policy,
+            previous_p=self._p.get(key, 1.0),
+            seconds=time.time() - started,
+        )
+        self._p[key] = analysis.p_value
+        if analysis.verdict is Verdict.CONTINUE:
+            return []
+        evidence = _evidence(analysis)
+        reason = "; ".join(analysis.reasons)
+        if analysis.verdict is Verdict.PROMOTE:
+            trained = await self.gov.trained(task, version)
+            gate = await self.gov.gate(await self.gov.spec(task), trained, state)
+            # The canary's live evidence replaces the offline metric check; the audit and any
+            # approvals still decide.
+            blocking = [r for r in gate.reasons if r.startswith(("bias audit", "rejected"))]
+            if gate.verdict is GateVerdict.REFUSE and blocking:
+                return [_ended(task, version, "stopped", "; ".join(blocking), evidence)]
+            if gate.verdict is GateVerdict.AWAIT:
+                return []  # better, but the policy wants people to approve it first
+            return [
+                ModelPromoted(
+                    task=task,
+                    model_version=version,
+                    artifact_sha256=trained.artifact_sha256,
+                    previous_version=state.champion,
+                    reason=f"canary: {reason}",
+                    decided_by=POLICY,
+                ),
+                _ended(task, version, "promoted", reason, evidence),
+            ]
+        outcome = "rolled_back" if analysis.verdict is Verdict.ROLL_BACK else "inconclusive"
+        return [_ended(task, version, outcome, reason, evidence)]
+
+    async def _judge_shadow(
+        self,
+        task: str,
+        version: int,
+        shadow: dict[str, Any],
+        state: DeploymentState,
+        policy: Any,
+    ) -> list[Payload]:
+        key = (task, "shadow", version)
+        analysis = shadow_analysis(
+            Paired(
+                shadow["n"],
+                shadow["challenger_only"],
+                shadow["champion_only"],
+                shadow["challenger_log_loss"],
+                shadow["champion_log_loss"],
+            ),
+            policy,
+            previous_p=self._p.get(key, 1.0),
+        )
+        self._p[key] = analysis.p_value
+        if analysis.verdict is Verdict.CONTINUE:
+            return []
+        evidence = _evidence(analysis)
+        reason = "; ".join(analysis.reasons)
+        if analysis.verdict is Verdict.PROMOTE:
+            if state.canary is not None:
+                return []  # one canary at a time: this one waits its turn
+            blocking = await self._canary_gate(task, version, state)
+            if blocking is None:
+                return []  # its audit still waits for labelled rows it never learned
+            if blocking:
+                return [
+                    ShadowStopped(
+                        task=task,
+                        model_version=version,
+                        outcome="refused",
+                        reason="; ".join([reason, *blocking]),
+                        decided_by=POLICY,
+                        evidence=evidence,
+                    )
+                ]
+            arm = state.shadows[version]
+            return [
+                ShadowStopped(
+                    task=task,
+                    model_version=version,
+                    outcome="canary",
+                    reason=reason,
+                    decided_by=POLICY,
+                    evidence=evidence,
+                ),
+                CanaryStarted(
+                    task=task,
+                    model_version=version,
+                    artifact_sha256=arm.artifact_sha256,
+                    weight=policy.weight,
+                    reason=f"as a shadow, {reason}",
+                    decided_by=POLICY,
+                    evidence=evidence,
+                ),
+            ]
+        outcome = "lost" if analysis.verdict is Verdict.ROLL_BACK else "inconclusive"
+        return [
+            ShadowStopped(
+                task=task,
+                model_version=version,
+                outcome=outcome,
+                reason=reason,
+                decided_by=POLICY,
+                evidence=evidence,
+            )
+        ]
+
+    async def _canary_gate(
+        self, task: str, version: int, state: DeploymentState
+    ) -> list[str] | None:
+        """What stops a shadow that won from answering users as the canary (empty: nothing),
+        or None while its bias audit cannot run yet. The audit runs here if it has not."""
+        spec = await self.gov.spec(task)
+        if spec.sensitive and await self.gov.candidate_audit(task, version) is None:
+            trained = await self.gov.model_event(task, version)
+            if await self.gov.audit_candidate(trained, spec) is None:
+                return None
+        try:
+            await self._routable(task, version, state, "canary")
+        except Conflict as exc:
+            return list(exc.reasons)
+        return []
+
+    async def _started_at(self, task: str, since: int) -> float:
+        from shared.events.types import deployment_stream
+
+        found = await self.gov.store.read_stream(
+            deployment_stream(task), after_version=since - 1, limit=1
+        )
+        return found[0].occurred_at.timestamp() if found else time.time()
+
+
+def _ended(
+    task: str, version: int, outcome: str, reason: str, evidence: dict[str, Any]
+) -> CanaryEnded:
+    return CanaryEnded(
+        task=task,
+        model_version=version,
+        outcome=outcome,
+        reason=reason,
+        decided_by=POLICY,
+        evidence=evidence,
+    )
+
+
+def _evidence(analysis: Analysis) -> dict[str, Any]:
+    return {**analysis.evidence, "verdict": analysis.verdict.value}
+
+
+def _decision(event: Envelope) -> dict[str, Any]:
+    return {
+        "type": event.type,
+        "stream_version": event.stream_version,
+        "position": event.position,
+        **event.payload,
+    }
