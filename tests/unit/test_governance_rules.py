@@ -86,6 +86,11 @@ def test_a_models_status_comes_from_its_newest_decision_unless_it_is_the_champio
     assert model_status(4, 3, ["ApprovalRequested", "ApprovalGranted"]) == "awaiting_approval"
     assert model_status(4, 3, ["ApprovalRequested", "ApprovalRejected"]) == "rejected"
     assert model_status(5, 3, []) == "candidate"
+    assert model_status(6, 3, [], "challenger") == "challenger"
+    assert model_status(6, 3, ["ShadowStarted", "ShadowStopped", "CanaryStarted"]) == "canary"
+    promoted_then_ended = ["CanaryStarted", "ModelPromoted", "CanaryEnded"]
+    assert model_status(6, 7, promoted_then_ended) == "retired"
+    assert model_status(6, 6, promoted_then_ended) == "champion"
 
 
 def test_keys_are_checked_by_hash_and_roles_include_viewer():

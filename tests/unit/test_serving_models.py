@@ -1,4 +1,5 @@
-"""The serving model table follows deployment events in stream order, idempotently; pure."""
+"""Serving's routing table follows task and deployment events in stream order, idempotently, and
+routes rows to the champion, the canary (sticky by entity) and shadows; pure."""
 
 from __future__ import annotations
 
@@ -9,23 +10,19 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from services.serving.models import (
-    InvalidRecords,
-    ModelTable,
-    NoChampion,
-    Outcome,
-    UnknownTask,
-    newest_deployment,
-    predict,
-    validate_records,
-)
+from services.serving.models import InvalidRecords, predict, validate_records
+from services.serving.routing import NoChampion, Outcome, Role, RoutingTable, UnknownTask
 from shared import model_codec
 from shared.artifacts import sha256
 from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
+    CanaryEnded,
+    CanaryStarted,
+    FlagChanged,
     ModelPromoted,
     ModelRolledBack,
     PromotionRefused,
+    ShadowStarted,
     TaskRegistered,
     deployment_stream,
     task_stream,
@@ -99,16 +96,22 @@ def registered(spec: TaskSpec = SPEC, version: int = 1) -> Envelope:
     return stored(payload, task_stream(spec.name), version)
 
 
-def promoted(model_version: int, digest: str, at: int, task: str = "loans") -> Envelope:
+def promoted(
+    model_version: int, digest: str, at: int, task: str = "loans", by: str = "tests"
+) -> Envelope:
     payload = ModelPromoted(
         task=task,
         model_version=model_version,
         artifact_sha256=digest,
         previous_version=None,
         reason="test",
-        decided_by="tests",
+        decided_by=by,
     )
     return stored(payload, deployment_stream(task), at)
+
+
+def decided(payload: Payload, at: int) -> Envelope:
+    return stored(payload, deployment_stream("loans"), at)
 
 
 def rolled_back(model_version: int, digest: str, at: int, task: str = "loans") -> Envelope:
@@ -134,10 +137,13 @@ def artifacts() -> Artifacts:
 
 
 @pytest.fixture
-def table(artifacts: Artifacts) -> ModelTable:
-    table = ModelTable(load=artifacts.load)
+def table(artifacts: Artifacts) -> RoutingTable:
+    table = RoutingTable(load=artifacts.load)
     assert table.apply(registered()) is Outcome.APPLIED
     return table
+
+
+X_HIGH = np.asarray([feature_vector(SPEC, {"income": 2.0, "colour": "red"})])
 
 
 def test_a_promotion_makes_its_model_the_champion(table, artifacts, models):
@@ -145,21 +151,22 @@ def test_a_promotion_makes_its_model_the_champion(table, artifacts, models):
     assert table.apply(promoted(1, digest, at=1)) is Outcome.APPLIED
     champion = table.serving("loans")
     assert (champion.model_version, champion.artifact_sha256) == (1, digest)
-    assert champion.spec == SPEC
+    assert champion.role is Role.CHAMPION and table.routes("loans").spec == SPEC
     rows = validate_records(
         SPEC, [{"income": 2.0, "colour": "red"}, {"income": -2.0, "colour": "blue"}]
     )
-    high, low = predict(champion.predictor, champion.spec, rows, [None, "e2"], [[], []])
+    high, low = predict(champion.predictor, SPEC, rows, [None, "e2"], [[], []], model_version=1)
     assert high.probability > 0.5 > low.probability
     assert (high.label, low.label) == ("yes", "no")
     assert low.entity_id == "e2" and high.prediction_id != low.prediction_id
+    assert high.model_version == 1 and high.role == "champion"
 
 
 def test_the_same_promotion_applied_twice_is_applied_once(table, artifacts, models):
     event = promoted(1, artifacts.put(models[0]), at=1)
     assert table.apply(event) is Outcome.APPLIED
     assert table.apply(event) is Outcome.STALE
-    assert artifacts.loads == 1 and table.deployed_version("loans") == 1
+    assert artifacts.loads == 1 and table.stream_version("loans") == 1
 
 
 def test_an_older_decision_arriving_after_a_newer_one_changes_nothing(table, artifacts, models):
@@ -179,25 +186,24 @@ def test_a_rollback_sets_the_champion_back_to_the_earlier_version(table, artifac
     assert table.apply(promoted(2, second, at=2)) is Outcome.STALE  # a replay does not undo it
 
 
-def test_re_promoting_the_same_artifact_reuses_the_decoded_model(table, artifacts, models):
+def test_re_promoting_the_same_artifact_reuses_the_loaded_model(table, artifacts, models):
     digest = artifacts.put(models[0])
     table.apply(promoted(1, digest, at=1))
     table.apply(rolled_back(1, digest, at=2))
-    assert artifacts.loads == 1 and table.deployed_version("loans") == 2
+    assert artifacts.loads == 1 and table.stream_version("loans") == 2
 
 
-def test_a_request_keeps_the_model_it_started_with_across_a_swap(table, artifacts, models):
+def test_a_request_keeps_the_routes_it_started_with_across_a_swap(table, artifacts, models):
     table.apply(promoted(1, artifacts.put(models[0]), at=1))
-    in_flight = table.serving("loans")
+    in_flight = table.routes("loans")
     table.apply(promoted(2, artifacts.put(models[1]), at=2))
-    assert in_flight.model_version == 1
-    X = np.asarray([feature_vector(SPEC, {"income": 2.0, "colour": "red"})])
-    assert in_flight.predictor.predict_proba(X)[0] > 0.5  # still the old model's answer
-    assert table.serving("loans").predictor.predict_proba(X)[0] < 0.5
+    assert in_flight.champion is not None and in_flight.champion.model_version == 1
+    assert in_flight.champion.predictor.predict_proba(X_HIGH)[0] > 0.5  # the old model's answer
+    assert table.serving("loans").predictor.predict_proba(X_HIGH)[0] < 0.5
 
 
 def test_a_promotion_before_its_task_spec_waits_for_the_spec(artifacts, models):
-    table = ModelTable(load=artifacts.load)
+    table = RoutingTable(load=artifacts.load)
     digest = artifacts.put(models[0])
     assert table.apply(promoted(1, digest, at=1)) is Outcome.PENDING
     with pytest.raises(UnknownTask):
@@ -206,12 +212,12 @@ def test_a_promotion_before_its_task_spec_waits_for_the_spec(artifacts, models):
     assert table.serving("loans").model_version == 1
 
 
-def test_a_model_that_fails_to_load_leaves_the_old_champion_serving(table, artifacts, models):
+def test_a_model_that_fails_to_load_leaves_the_old_routes_serving(table, artifacts, models):
     table.apply(promoted(1, artifacts.put(models[0]), at=1))
     with pytest.raises(KeyError):
         table.apply(promoted(2, "0" * 64, at=2))
     assert table.serving("loans").model_version == 1
-    assert table.deployed_version("loans") == 1
+    assert table.stream_version("loans") == 1
 
 
 def test_a_registered_task_without_a_model_has_no_champion_and_others_are_unknown(table):
@@ -226,19 +232,22 @@ def test_a_newer_spec_applies_to_later_models_not_the_serving_one(table, artifac
     newer = SPEC.model_copy(update={"description": "v2"})
     assert table.apply(registered(newer, version=2)) is Outcome.APPLIED
     assert table.apply(registered(SPEC, version=1)) is Outcome.STALE
-    assert table.serving("loans").spec == SPEC and table.spec("loans") == newer
+    assert table.routes("loans").spec == SPEC and table.spec("loans") == newer
     table.apply(promoted(2, artifacts.put(models[1]), at=2))
-    assert table.serving("loans").spec == newer
+    assert table.routes("loans").spec == newer
 
 
-def test_other_events_and_other_streams_are_ignored(table, artifacts, models):
+def test_decisions_that_do_not_route_move_the_stream_on_and_other_streams_are_ignored(
+    table, artifacts, models
+):
     refused = PromotionRefused(task="loans", model_version=3, reasons=["x"], decided_by="tests")
-    assert table.apply(stored(refused, deployment_stream("loans"), 5)) is Outcome.IGNORED
-    misplaced = promoted(1, artifacts.put(models[0]), at=1).model_copy(
+    assert table.apply(decided(refused, 1)) is Outcome.APPLIED
+    assert table.stream_version("loans") == 1
+    misplaced = promoted(1, artifacts.put(models[0]), at=2).model_copy(
         update={"stream_id": "elsewhere"}
     )
     assert table.apply(misplaced) is Outcome.IGNORED
-    assert table.champion("loans") is None
+    assert table.routes("loans").champion is None
 
 
 def test_an_event_that_was_never_stored_is_refused(table, artifacts, models):
@@ -258,18 +267,94 @@ def test_an_event_that_was_never_stored_is_refused(table, artifacts, models):
         table.apply(unstored)
 
 
-def test_the_newest_deployment_decision_wins_on_load(artifacts):
-    digest = "a" * 64
-    refused = PromotionRefused(task="loans", model_version=4, reasons=["x"], decided_by="tests")
-    events = [
-        promoted(1, digest, at=1),
-        rolled_back(1, digest, at=3),
-        promoted(2, digest, at=2),
-        stored(refused, deployment_stream("loans"), 4),
-    ]
-    newest = newest_deployment(events)
-    assert newest is not None and newest.stream_version == 3
-    assert newest_deployment([]) is None
+def test_a_whole_stream_restored_at_start_up_loads_only_what_routes_now(artifacts, models):
+    first, second = artifacts.put(models[0]), artifacts.put(models[1])
+    table = RoutingTable(load=artifacts.load)
+    table.apply(registered())
+    events = [promoted(1, first, at=1), promoted(2, second, at=2), rolled_back(1, first, at=3)]
+    assert table.restore_needs(events) == [first]
+    table.restore("loans", events)
+    assert table.serving("loans").model_version == 1 and artifacts.loads == 1
+
+
+def canary(version: int, digest: str, weight: float, at: int) -> Envelope:
+    return decided(
+        CanaryStarted(
+            task="loans",
+            model_version=version,
+            artifact_sha256=digest,
+            weight=weight,
+            reason="try it",
+            decided_by="tests",
+        ),
+        at,
+    )
+
+
+def test_a_canary_answers_its_share_of_entities_always_the_same_ones(table, artifacts, models):
+    first, second = artifacts.put(models[0]), artifacts.put(models[1])
+    table.apply(promoted(1, first, at=1))
+    table.apply(canary(2, second, weight=25.0, at=2))
+    routes = table.routes("loans")
+    arms = {f"user-{i}": routes.arm(f"user-{i}") for i in range(2000)}
+    on_canary = {e for e, arm in arms.items() if arm is not None and arm.role is Role.CANARY}
+    assert 0.22 < len(on_canary) / 2000 < 0.28
+    # Another replica (another table) and a restart route every entity the same way.
+    again = RoutingTable(load=artifacts.load)
+    again.apply(registered())
+    again.restore("loans", [promoted(1, first, at=1), canary(2, second, weight=25.0, at=2)])
+    assert {e for e in arms if again.routes("loans").arm(e).role is Role.CANARY} == on_canary
+    assert routes.arm(None) is routes.champion  # no entity: the champion
+    # The canary promoted keeps its model: no reload, and what it learned online is kept.
+    # (Governance records the promotion, then the canary's end, in one append.)
+    loads = artifacts.loads
+    table.apply(promoted(2, second, at=3))
+    ended = CanaryEnded(
+        task="loans", model_version=2, outcome="promoted", reason="better", decided_by="tests"
+    )
+    table.apply(decided(ended, 4))
+    assert table.serving("loans").predictor is routes.canary.predictor
+    assert artifacts.loads == loads and table.routes("loans").canary is None
+
+
+def test_shadows_are_routed_but_never_answer(table, artifacts, models):
+    first, second = artifacts.put(models[0]), artifacts.put(models[1])
+    table.apply(promoted(1, first, at=1))
+    table.apply(
+        decided(
+            ShadowStarted(
+                task="loans",
+                model_version=2,
+                artifact_sha256=second,
+                sample_rate=0.5,
+                reason="watch it",
+                decided_by="tests",
+            ),
+            2,
+        )
+    )
+    routes = table.routes("loans")
+    assert [(s.model_version, s.share) for s in routes.shadows] == [(2, 0.5)]
+    assert all(routes.arm(f"e{i}") is routes.champion for i in range(200))
+
+
+def test_the_kill_switch_answers_with_the_last_approved_champion_only(table, artifacts, models):
+    first, second = artifacts.put(models[0]), artifacts.put(models[1])
+    table.apply(promoted(1, first, at=1, by="ann"))  # a person promoted it
+    table.apply(promoted(2, second, at=2, by="governance/policy"))
+    table.apply(canary(3, first, weight=50.0, at=3))
+    kill = FlagChanged(
+        task="loans",
+        key="kill_switch",
+        flag={"type": "boolean", "value": True},
+        reason="incident 42",
+        decided_by="tests",
+    )
+    table.apply(decided(kill, 4))
+    routes = table.routes("loans")
+    assert routes.killed and routes.champion is not None and routes.champion.model_version == 1
+    assert routes.canary is None and routes.shadows == ()
+    assert routes.flags["kill_switch"].value is True
 
 
 def test_invalid_records_are_reported_by_index():
