@@ -213,6 +213,32 @@ class DeploymentState:
             return None
         return self.champion, self.champion_sha256
 
+    def routing(self) -> dict[str, Any]:
+        """Who answers, as a JSON-able summary: what governance's and serving's routing views show."""
+
+        def arm(a: Arm | None) -> dict[str, Any] | None:
+            return (
+                None
+                if a is None
+                else {
+                    "model_version": a.model_version,
+                    "artifact_sha256": a.artifact_sha256,
+                    "share": a.share,
+                }
+            )
+
+        answering = self.answering()
+        return {
+            "stream_version": self.stream_version,
+            "champion": None
+            if answering is None
+            else {"model_version": answering[0], "artifact_sha256": answering[1], "share": 100.0},
+            "canary": None if self.killed else arm(self.canary),
+            "shadows": [] if self.killed else [arm(a) for a in self.shadows.values()],
+            "flags": {k: f.model_dump(mode="json") for k, f in self.flags.items()},
+            "killed": self.killed,
+        }
+
     def canary_for(self, task: str, entity: str | None) -> bool:
         """Whether an entity's rows go to the canary: sticky by a hash of task and entity."""
         canary = self.canary

@@ -644,3 +644,102 @@ async def _bad_input(w: World, task: str) -> None:
         assert "detail" in response.json()
     worse = await w.post(f"{base}/models/2/promote", "admin", {"reason": "worse"})
     assert "recent accuracy 0.7000 < champion 0.8000" in worse.json()["reasons"][0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Canaries, shadows and flags: bad input is refused with its reason and changes nothing
+
+
+async def test_routing_decisions_refuse_bad_input_and_leave_the_routing_unchanged(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    spec = approval_spec()
+    task, base = spec.name, f"/v1/tasks/{spec.name}"
+    async with world(store_url, kafka, tmp_path, spec) as w:
+        await add_model(w, spec, 1, 0.80)
+        await w.decided(task, 1)
+        for who in ("approver", "admin"):
+            await w.post(f"{base}/models/1/approve", who, {"reason": "ok"})
+        await add_model(w, spec, 2, 0.70)  # refused: worse than the champion
+        await add_model(w, spec, 3, 0.85)  # awaiting approval: may run as a canary or shadow
+        await w.decided(task, 6)
+
+        async def unchanged(method: str, path: str, body: object, status: int) -> dict:
+            before = await w.decisions(task)
+            send = w.client.patch if method == "patch" else w.client.post
+            if method == "put":
+                send = w.client.put
+            response = await send(path, headers=w.as_("operator"), json=body)
+            assert response.status_code == status, (path, body, response.text)
+            assert "detail" in response.json()
+            assert [e.event_id for e in await w.decisions(task)] == [e.event_id for e in before]
+            return response.json()
+
+        why = {"reason": "try"}
+        for weight in (-1, 100.5, "half", None):
+            await unchanged(
+                "post", f"{base}/canary", {**why, "model_version": 3, "weight": weight}, 422
+            )
+        huge = b'{"reason": "x", "model_version": 3, "weight": 1e309}'
+        raw = await w.client.post(f"{base}/canary", headers=w.as_("operator"), content=huge)
+        assert raw.status_code == 422, raw.text
+        await unchanged("post", f"{base}/canary", {**why, "model_version": 99, "weight": 5}, 404)
+        await unchanged(
+            "post", "/v1/tasks/nope/canary", {**why, "model_version": 3, "weight": 5}, 404
+        )
+        refused = await unchanged(
+            "post", f"{base}/canary", {**why, "model_version": 2, "weight": 5}, 409
+        )
+        assert refused["reasons"] == ["version 2 was refused promotion"]
+        champion = await unchanged(
+            "post", f"{base}/canary", {**why, "model_version": 1, "weight": 5}, 409
+        )
+        assert champion["reasons"] == ["version 1 is the champion"]
+        await unchanged("post", f"{base}/shadows", {**why, "model_version": 99}, 404)
+        await unchanged(
+            "post", f"{base}/shadows", {**why, "model_version": 3, "sample_rate": 2}, 422
+        )
+        await unchanged("post", f"{base}/shadows", {**why, "model_version": 2}, 409)
+        await unchanged("patch", f"{base}/canary", {**why, "weight": 10}, 409)  # no canary yet
+        await unchanged("post", f"{base}/canary/stop", why, 409)
+        await unchanged("post", f"{base}/shadows/3/stop", why, 409)
+        flags = [
+            ("kill_switch", {"type": "number", "value": 1}),
+            ("kill_switch", {"type": "boolean", "value": "yes"}),
+            ("shadow_sample", {"type": "number", "value": 1.5}),
+            ("shadow_sample", {"type": "string", "value": "all"}),
+            (
+                "color",
+                {"type": "string", "value": "a", "variants": {"a": "x"}, "weights": {"a": 50}},
+            ),
+            ("color", {"type": "string", "value": "a", "weights": {"b": 100}}),
+            ("color", {"type": "colour", "value": "a"}),
+        ]
+        for key, flag in flags:
+            await unchanged("put", f"{base}/flags/{key}", {**why, "flag": flag}, 422)
+        await unchanged("put", f"{base}/flags/bad%20key", {**why, "flag": None}, 422)
+        await unchanged("put", f"{base}/flags/never_set", {**why, "flag": None}, 409)
+
+        started = await w.post(
+            f"{base}/canary", "operator", {**why, "model_version": 3, "weight": 10}
+        )
+        assert started.status_code == 200, started.text
+        second = await unchanged(
+            "post", f"{base}/canary", {**why, "model_version": 3, "weight": 5}, 409
+        )
+        assert "a canary is already running: version 3" in second["reasons"][0]
+        await unchanged("patch", f"{base}/canary", {**why, "weight": 101}, 422)
+        await unchanged("post", f"{base}/shadows", {**why, "model_version": 1}, 409)  # champion
+        assert (
+            await w.client.post(
+                f"{base}/canary",
+                headers=w.as_("viewer"),
+                json={**why, "model_version": 3, "weight": 5},
+            )
+        ).status_code == 403
+
+        routing = (await w.get(f"{base}/routing")).json()
+        assert routing["champion"]["model_version"] == 1
+        assert routing["canary"]["model_version"] == 3 and routing["canary"]["share"] == 10
+        assert routing["shadows"] == [] and routing["flags"] == {} and not routing["killed"]
+        assert (await w.get("/v1/tasks/nope/routing")).status_code == 404

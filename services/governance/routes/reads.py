@@ -122,6 +122,15 @@ async def deployment(task: str, engine: Engine) -> dict[str, Any]:
         return await queries.deployment(conn, task)
 
 
+@router.get("/tasks/{task}/routing")
+async def routing(task: str, gov: Gov) -> dict[str, Any]:
+    """Who answers the task's requests, folded from its deployment stream (the source of truth
+    serving replicas converge to): champion (the last approved one under the kill switch),
+    canary and its weight, shadows and their sample rates, flags."""
+    await gov.spec(task)  # 404 for an unknown task
+    return {"task": task, **(await gov.deployment_state(task)).routing()}
+
+
 @router.get("/tasks/{task}/audits")
 async def task_audits(
     task: str,
