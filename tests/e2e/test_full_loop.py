@@ -48,15 +48,17 @@ async def test_served_rows_labelled_by_prediction_id_become_models_serving_answe
     finally:
         stack.stop()
 
-    # The first requests came before any model: recorded, unanswered. Then serving answered
-    # with the models the trainer learned from those very rows.
-    assert 0 < served.unanswered <= 1500  # the first model needs ~a second to reach serving
+    # The trainer publishes version 1 (the prior) when it starts, so serving answers from about
+    # the first request (any asked before it reached serving are recorded, unanswered); then with
+    # the models the trainer learned from those very rows.
+    assert served.unanswered <= 1500
     assert len(served.versions) >= 3
     labels = [r["class"] for r in rows]
     right = served.right(labels)
     answered = len(rows) - served.unanswered
-    # elec's spec has the price's deviation from its 24-hour mean: answers are nearly all right.
-    assert right.sum() / answered > 0.95
+    # elec's spec has the price's deviation from its 24-hour mean: once the first models have
+    # replaced the prior, answers are nearly all right.
+    assert right[1000:].mean() > 0.95
     # The trainer's served figure is computed from the answers serving recorded: the same rows
     # and answers the client scored.
     assert status["metrics"]["served_n_labelled"] == answered
