@@ -39,22 +39,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.learner import load_agrawal, load_sea  # noqa: E402
 from bench.report import write_section  # noqa: E402
-from continuo.demo import (  # noqa: E402
-    FEATURES,
-    find_elec,
-    read_rows,
-    stream_through_serving,
-    wait_until_learned,
-)
+from continuo.caller import stream_through_serving, wait_until_learned  # noqa: E402
+from continuo.demo import FEATURES, find_elec, read_rows  # noqa: E402
 from continuo.simulate import Rows, Timing, simulate  # noqa: E402
-from continuo.stack import Stack  # noqa: E402
+from continuo.stack import Stack, write_task_specs  # noqa: E402
 from services.trainer.baselines import FrozenBatch  # noqa: E402
 from services.trainer.learner import OnlineLearner  # noqa: E402
 from shared.events.types import ModelTrained, model_stream  # noqa: E402
@@ -237,18 +231,15 @@ async def through_system(
     rate: float | None,
     arrival_rows: int,
 ) -> dict[tuple[str, Timing], dict[str, Any]]:
-    tasks = workdir / "tasks"
-    tasks.mkdir(parents=True)
     runs = [(_rows(s, t, arrival_rows), t) for s in streams.values() for t in timings]
-    for stream, timing in runs:
-        spec = stream.spec.model_copy(update={"name": task_name(stream.name, timing)})
-        (tasks / f"{spec.name}.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+    specs = [s.spec.model_copy(update={"name": task_name(s.name, t)}) for s, t in runs]
     fresh = streams.get("elec")
     if rate and fresh is not None:
-        spec = fresh.spec.model_copy(update={"name": "elec-paced"})
-        (tasks / "elec-paced.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
+        specs.append(fresh.spec.model_copy(update={"name": "elec-paced"}))
     store_url = f"sqlite+aiosqlite:///{workdir / 'events.db'}"
-    stack = Stack(workdir, store_url=store_url, env_overrides={"CONTINUO_TASKS_DIR": str(tasks)})
+    stack = Stack(
+        workdir, store_url=store_url, env_overrides=write_task_specs(workdir / "tasks", specs)
+    )
     await stack.start()
     out: dict[tuple[str, Timing], dict[str, Any]] = {}
     try:

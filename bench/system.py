@@ -36,12 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from continuo.demo import (  # noqa: E402
-    FEATURES,
-    find_elec,
-    read_rows,
-    wait_until_learned,
-)
+from continuo.caller import wait_until_learned  # noqa: E402
+from continuo.demo import FEATURES, find_elec, read_rows  # noqa: E402
 from continuo.stack import Stack  # noqa: E402
 from services.trainer.core import TaskTraining  # noqa: E402
 from services.trainer.learner import OnlineLearner  # noqa: E402

@@ -17,23 +17,19 @@ import gzip
 import io
 import sys
 import time
-from collections import deque
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-import httpx
-import numpy as np
-
+from continuo.caller import ENTITY, governance_models, stream_through_serving, wait_until_learned
+from continuo.loop import describe, loop_spec, run_loop
 from continuo.simulate import Baseline, Rows, Timing, simulate
-from continuo.stack import Stack
+from continuo.stack import Stack, write_task_specs
 from shared.settings import REPO_ROOT
 from shared.tasks import TaskSpec, load_spec
 
 TASK = "elec"
 FEATURES = ("period", "nswprice", "nswdemand", "vicprice", "vicdemand", "transfer")
-ENTITY = "nsw"
 ELEC_CANDIDATES = (
     REPO_ROOT / "data" / "elec.csv.gz",
     REPO_ROOT.parent / "shared" / "data" / "elec.csv",
@@ -60,143 +56,6 @@ def read_rows(path: Path, limit: int | None = None) -> list[dict[str, Any]]:
             if limit and len(rows) >= limit:
                 break
     return rows
-
-
-@dataclass
-class Served:
-    """What serving answered, row by row, and when labels were accepted."""
-
-    probability: list[float | None]
-    requests: int = 0
-    labels: int = 0
-    seconds: float = 0.0
-    # For each label request: when ingest accepted it (time.monotonic()) and its last position.
-    label_batches: list[tuple[float, int]] = field(default_factory=list)
-    versions: set[int] = field(default_factory=set)
-    first_seen: dict[int, float] = field(default_factory=dict)  # version -> time first answered
-
-    def right(self, labels: list[int]) -> np.ndarray:
-        """1 where serving answered the row's class; unanswered rows (before any model) are 0."""
-        p = np.array([np.nan if v is None else v for v in self.probability], dtype=float)
-        return ~np.isnan(p) & ((p >= 0.5) == (np.asarray(labels) == 1))
-
-    @property
-    def unanswered(self) -> int:
-        return sum(1 for p in self.probability if p is None)
-
-
-async def _post(client: httpx.AsyncClient, url: str, body: Any) -> dict[str, Any]:
-    for attempt in range(20):
-        response = await client.post(url, json=body)
-        if response.status_code < 500:
-            break
-        await asyncio.sleep(0.1 * (attempt + 1))  # starting up, or the store blinked: retry
-    if response.status_code not in (200, 202):
-        raise RuntimeError(f"{url} refused: {response.status_code} {response.text[:500]}")
-    return response.json()
-
-
-async def stream_through_serving(
-    urls: dict[str, str],
-    task: str,
-    features: list[dict[str, Any]],
-    labels: list[Any],
-    timing: Timing,
-    *,
-    entity: str = ENTITY,
-    progress: bool = True,
-    rate: float | None = None,
-) -> Served:
-    """Ask serving for each request's predictions (recording the rows), then post their labels
-    by prediction id `timing.label_delay` requests later. Each request passes the last position
-    ingest returned, so serving's online features include every label already posted (what a
-    caller sees that posts its own labels). With `rate`, rows go no faster than that many a
-    second (an offered load)."""
-    served = Served([None] * len(features))
-    waiting: deque[list[dict[str, Any]]] = deque()
-    position = 0
-    started = time.monotonic()
-    next_report = 0.1
-    async with httpx.AsyncClient(timeout=60) as client:
-        predict_url = f"{urls['serving']}/v1/tasks/{task}/predict"
-        labels_url = f"{urls['ingest']}/v1/tasks/{task}/labels"
-
-        async def post_labels(batch: list[dict[str, Any]]) -> None:
-            nonlocal position
-            accepted = await _post(client, labels_url, batch)
-            position = max(position, *accepted["positions"])
-            served.label_batches.append((time.monotonic(), position))
-            served.labels += len(batch)
-            served.requests += 1
-
-        for start in range(0, len(features), timing.batch):
-            chunk = range(start, min(len(features), start + timing.batch))
-            body = {
-                "records": [{"features": features[i], "entity_id": entity} for i in chunk],
-                "record": True,
-                "after_position": position,
-            }
-            answer = await _post(client, predict_url, body)
-            served.requests += 1
-            if answer["model_version"] is not None:
-                if answer["model_version"] not in served.versions:
-                    served.first_seen[answer["model_version"]] = time.monotonic()
-                served.versions.add(answer["model_version"])
-            for i, prediction in zip(chunk, answer["predictions"], strict=True):
-                served.probability[i] = prediction["probability"]
-            waiting.append(
-                [
-                    {"prediction_id": p["prediction_id"], "label": labels[i]}
-                    for i, p in zip(chunk, answer["predictions"], strict=True)
-                ]
-            )
-            while len(waiting) > timing.label_delay:
-                await post_labels(waiting.popleft())
-            if rate:
-                ahead = chunk.stop / rate - (time.monotonic() - started)
-                if ahead > 0:
-                    await asyncio.sleep(ahead)
-            if progress and chunk.stop / len(features) >= next_report:
-                pace = chunk.stop / (time.monotonic() - started)
-                print(
-                    f"  {chunk.stop / len(features):4.0%}  {chunk.stop:>6} rows  {pace:,.0f} rows/s"
-                )
-                next_report += 0.1
-        while waiting:
-            await post_labels(waiting.popleft())
-    served.seconds = time.monotonic() - started
-    return served
-
-
-async def trainer_status(trainer_url: str, task: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.get(f"{trainer_url}/v1/status")
-        return response.json()["tasks"].get(task, {})
-
-
-async def wait_until_learned(
-    trainer_url: str, task: str, labels: int, timeout: float
-) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout
-    while True:
-        status = await trainer_status(trainer_url, task)
-        # `settled`: no batch in flight, so every model built from these labels is stored.
-        if status.get("learned", 0) >= labels and status.get("settled"):
-            return status
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"trainer learned {status.get('learned', 0)} of {labels} labels in {timeout}s"
-            )
-        await asyncio.sleep(0.2)
-
-
-async def governance_models(stack: Stack, task: str) -> dict[str, Any]:
-    async with httpx.AsyncClient(timeout=10) as client:
-        response = await client.get(
-            f"{stack.url('governance')}/v1/tasks/{task}/models",
-            headers=stack.governance_headers(),
-        )
-        return response.json()
 
 
 def in_process(
@@ -240,7 +99,12 @@ async def run_demo(
         "  each request asks serving first (recording the rows: log and wait), then posts labels "
         "to ingest by prediction id"
     )
-    stack = Stack(workdir, store_url=f"sqlite+aiosqlite:///{workdir / 'events.db'}")
+    loop = loop_spec()
+    stack = Stack(
+        workdir,
+        store_url=f"sqlite+aiosqlite:///{workdir / 'events.db'}",
+        env_overrides=write_task_specs(workdir / "tasks", [spec, loop]),
+    )
     print(f"- starting broker, store and the four services (logs in {workdir / 'logs'})")
     await stack.start()
     try:
@@ -256,6 +120,11 @@ async def run_demo(
         print("- waiting for the trainer to learn every label")
         status = await wait_until_learned(stack.url("trainer"), TASK, served.labels, timeout=180)
         models = await governance_models(stack, TASK)
+        print(
+            f"- the closed loop on {loop.name!r} (continuo/loop.py): an abrupt drift at row 3,200; "
+            "nobody acts until an operator tries the pre-drift model as a canary at row 6,500"
+        )
+        run = await run_loop(stack, task=loop.name)
     finally:
         print("- shutting down")
         stack.stop()
@@ -300,6 +169,13 @@ async def run_demo(
     print("\nSummary")
     for name, value, note in lines:
         print(f"  {name:<22} {value:>9}  {note}".rstrip())
+    print(
+        f"\nThe closed loop ({loop.name}, {run.rows:,} rows, served accuracy "
+        f"{run.served_accuracy:.4f}): governance's trail"
+    )
+    for event in run.trail:
+        if event["type"] != "AuditCompleted" or event["payload"].get("passed"):
+            print(f"  {describe(event)}")
     return 0
 
 

@@ -14,15 +14,28 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import yaml
 
 from shared.broker import EmbeddedBroker, die_with_parent, free_port, start_broker_ready
 from shared.store.migrate import upgrade_async
+from shared.tasks import TaskSpec
 
 SERVICES = ("ingest", "trainer", "governance", "serving")
+
+
+def write_task_specs(directory: Path, specs: Iterable[TaskSpec]) -> dict[str, str]:
+    """Write task specs as YAML into `directory` (made if missing), for a stack to register at
+    start-up; returns the environment override that points the services at them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for spec in specs:
+        text = yaml.safe_dump(spec.model_dump(mode="json"), sort_keys=False)
+        (directory / f"{spec.name}.yaml").write_text(text)
+    return {"CONTINUO_TASKS_DIR": str(directory)}
 
 
 class StackError(RuntimeError):

@@ -214,7 +214,7 @@ class DeploymentState:
         return self.champion, self.champion_sha256
 
     def routing(self) -> dict[str, Any]:
-        """Who answers, as a JSON-able summary: what governance's and serving's routing views show."""
+        """Who answers, as a JSON-able summary (governance's routing view)."""
 
         def arm(a: Arm | None) -> dict[str, Any] | None:
             return (

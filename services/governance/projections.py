@@ -58,6 +58,8 @@ PROJECTED_TYPES = (
     "PredictionServed",
     *DECISION_TYPES,
     *ROUTING_TYPES,
+    # Nothing to project; marked applied so that each is judged once (Governance.handle).
+    "ArmsScored",
 )
 
 

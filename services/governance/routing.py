@@ -49,6 +49,7 @@ from shared.events.types import (
     ModelTrained,
     ShadowStarted,
     ShadowStopped,
+    deployment_stream,
 )
 
 if TYPE_CHECKING:
@@ -313,8 +314,8 @@ class RoutingDecisions:
         policy = spec.promotion.canary
         async with self.gov.task_locks[task]:
             state = await self.gov.deployment_state(task)
-            if scored.champion_version != (state.answering() or (None,))[0]:
-                return  # counts of another champion's time: stale
+            if state.answering() is None or state.killed:
+                return  # the kill switch stopped every arm
             decisions: list[Payload] = []
             if scored.canary is not None and state.canary is not None:
                 decisions += await self._judge_canary(task, scored, state, policy)
@@ -469,8 +470,6 @@ class RoutingDecisions:
         return []
 
     async def _started_at(self, task: str, since: int) -> float:
-        from shared.events.types import deployment_stream
-
         found = await self.gov.store.read_stream(
             deployment_stream(task), after_version=since - 1, limit=1
         )

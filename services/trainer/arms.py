@@ -2,9 +2,10 @@
 
 The canary is measured on its own live traffic: the rows serving answered with it (log and wait
 records which model answered each row, in which role) against the rows the champion answered, each
-since the canary started. A shadow is measured on the same rows as the champion (paired): the
-trainer runs each shadow as serving does (a `LiveModel`, learning the labels after it), predicts
-each row when it arrives, and counts the rows only the shadow got right and only the champion did.
+since the canary started, whichever champion version answered them. A shadow is measured on the
+same rows as the champion (paired): the trainer runs each shadow as serving does (a `LiveModel`,
+learning the labels after it), predicts each row when it arrives, and counts the rows only the
+shadow got right and only the champion did.
 """
 
 from __future__ import annotations
@@ -100,12 +101,12 @@ class Arms:
         canary_version: int | None,
         shadows: Mapping[int, LiveScorer],
     ) -> None:
-        """The arms as governance last decided them; an arm's counts start when it does (and
-        the canary's comparison restarts when the champion changes)."""
-        if canary_version != self.canary_version or champion_version != self.champion_version:
+        """The arms as governance last decided them; an arm's counts start when it does. The
+        other side of every comparison is the champion line: whichever version answered as the
+        champion at the time (a task publishes a new champion every few hundred rows; a
+        comparison that restarted with each would never gather enough labels to decide)."""
+        if canary_version != self.canary_version:
             self._canary, self._canary_champion = _ArmCounts(), _ArmCounts()
-        if champion_version != self.champion_version:
-            self._paired = {}
         self.champion_version, self.canary_version = champion_version, canary_version
         self.shadows = {v: s for v, s in self.shadows.items() if v in shadows}
         for version, scorer in shadows.items():
@@ -136,11 +137,7 @@ class Arms:
                 continue
             if row.served_role == "canary" and row.served_version == self.canary_version:
                 self._canary.add(row.served, row.y)
-            elif (
-                self.canary_version is not None
-                and row.served_role == "champion"
-                and row.served_version == self.champion_version
-            ):
+            elif self.canary_version is not None and row.served_role == "champion":
                 self._canary_champion.add(row.served, row.y)
 
     def evidence(self) -> dict[str, Any]:

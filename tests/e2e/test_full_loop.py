@@ -9,14 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from continuo.demo import (
-    FEATURES,
-    find_elec,
-    governance_models,
-    read_rows,
-    stream_through_serving,
-    wait_until_learned,
-)
+from continuo.caller import governance_models, stream_through_serving, wait_until_learned
+from continuo.demo import FEATURES, find_elec, read_rows
 from continuo.simulate import Timing
 from continuo.stack import Stack
 from shared.store.sql import open_event_store

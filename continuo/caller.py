@@ -1,0 +1,160 @@
+"""A caller of the running system: asks serving for each request's predictions (recording the
+rows: log and wait), posts their labels to ingest by prediction id under a label timing, and
+waits for the trainer; used by `continuo demo`, the closed loop, the benchmarks and e2e tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import numpy as np
+
+from continuo.simulate import Timing
+from continuo.stack import Stack
+
+ENTITY = "nsw"
+
+
+@dataclass
+class Served:
+    """What serving answered, row by row, and when labels were accepted."""
+
+    probability: list[float | None]
+    requests: int = 0
+    labels: int = 0
+    seconds: float = 0.0
+    # For each label request: when ingest accepted it (time.monotonic()) and its last position.
+    label_batches: list[tuple[float, int]] = field(default_factory=list)
+    versions: set[int] = field(default_factory=set)
+    first_seen: dict[int, float] = field(default_factory=dict)  # version -> time first answered
+
+    def right(self, labels: list[int]) -> np.ndarray:
+        """1 where serving answered the row's class; unanswered rows (before any model) are 0."""
+        p = np.array([np.nan if v is None else v for v in self.probability], dtype=float)
+        return ~np.isnan(p) & ((p >= 0.5) == (np.asarray(labels) == 1))
+
+    @property
+    def unanswered(self) -> int:
+        return sum(1 for p in self.probability if p is None)
+
+
+async def _post(client: httpx.AsyncClient, url: str, body: Any) -> dict[str, Any]:
+    for attempt in range(20):
+        response = await client.post(url, json=body)
+        if response.status_code < 500:
+            break
+        await asyncio.sleep(0.1 * (attempt + 1))  # starting up, or the store blinked: retry
+    if response.status_code not in (200, 202):
+        raise RuntimeError(f"{url} refused: {response.status_code} {response.text[:500]}")
+    return response.json()
+
+
+async def stream_through_serving(
+    urls: dict[str, str],
+    task: str,
+    features: list[dict[str, Any]],
+    labels: list[Any],
+    timing: Timing,
+    *,
+    entity: str = ENTITY,
+    entities: list[str] | None = None,
+    progress: bool = True,
+    rate: float | None = None,
+) -> Served:
+    """Ask serving for each request's predictions (recording the rows), then post their labels
+    by prediction id `timing.label_delay` requests later. Each request passes the last position
+    ingest returned, so serving's online features include every label already posted (what a
+    caller sees that posts its own labels). With `rate`, rows go no faster than that many a
+    second (an offered load). `entities` names each row's entity (else all are `entity`)."""
+    served = Served([None] * len(features))
+    waiting: deque[list[dict[str, Any]]] = deque()
+    position = 0
+    started = time.monotonic()
+    next_report = 0.1
+    async with httpx.AsyncClient(timeout=60) as client:
+        predict_url = f"{urls['serving']}/v1/tasks/{task}/predict"
+        labels_url = f"{urls['ingest']}/v1/tasks/{task}/labels"
+
+        async def post_labels(batch: list[dict[str, Any]]) -> None:
+            nonlocal position
+            accepted = await _post(client, labels_url, batch)
+            position = max(position, *accepted["positions"])
+            served.label_batches.append((time.monotonic(), position))
+            served.labels += len(batch)
+            served.requests += 1
+
+        for start in range(0, len(features), timing.batch):
+            chunk = range(start, min(len(features), start + timing.batch))
+            body = {
+                "records": [
+                    {"features": features[i], "entity_id": entities[i] if entities else entity}
+                    for i in chunk
+                ],
+                "record": True,
+                "after_position": position,
+            }
+            answer = await _post(client, predict_url, body)
+            served.requests += 1
+            if answer["model_version"] is not None:
+                if answer["model_version"] not in served.versions:
+                    served.first_seen[answer["model_version"]] = time.monotonic()
+                served.versions.add(answer["model_version"])
+            for i, prediction in zip(chunk, answer["predictions"], strict=True):
+                served.probability[i] = prediction["probability"]
+            waiting.append(
+                [
+                    {"prediction_id": p["prediction_id"], "label": labels[i]}
+                    for i, p in zip(chunk, answer["predictions"], strict=True)
+                ]
+            )
+            while len(waiting) > timing.label_delay:
+                await post_labels(waiting.popleft())
+            if rate:
+                ahead = chunk.stop / rate - (time.monotonic() - started)
+                if ahead > 0:
+                    await asyncio.sleep(ahead)
+            if progress and chunk.stop / len(features) >= next_report:
+                pace = chunk.stop / (time.monotonic() - started)
+                print(
+                    f"  {chunk.stop / len(features):4.0%}  {chunk.stop:>6} rows  {pace:,.0f} rows/s"
+                )
+                next_report += 0.1
+        while waiting:
+            await post_labels(waiting.popleft())
+    served.seconds = time.monotonic() - started
+    return served
+
+
+async def trainer_status(trainer_url: str, task: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(f"{trainer_url}/v1/status")
+        return response.json()["tasks"].get(task, {})
+
+
+async def wait_until_learned(
+    trainer_url: str, task: str, labels: int, timeout: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = await trainer_status(trainer_url, task)
+        # `settled`: no batch in flight, so every model built from these labels is stored.
+        if status.get("learned", 0) >= labels and status.get("settled"):
+            return status
+        if time.monotonic() > deadline:
+            raise TimeoutError(
+                f"trainer learned {status.get('learned', 0)} of {labels} labels in {timeout}s"
+            )
+        await asyncio.sleep(0.2)
+
+
+async def governance_models(stack: Stack, task: str) -> dict[str, Any]:
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.get(
+            f"{stack.url('governance')}/v1/tasks/{task}/models",
+            headers=stack.governance_headers(),
+        )
+        return response.json()

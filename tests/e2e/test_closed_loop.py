@@ -1,0 +1,80 @@
+"""The closed loop with the four services as separate processes: on a stream with an abrupt
+drift, the drift alarm starts a challenger, it runs as a live shadow, wins on the same rows,
+passes its audit, becomes a canary and is promoted by the analysis, no person acting; a canary of
+the pre-drift model (truly worse) is rolled back. Every step is an event in governance's trail."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from continuo.loop import describe, loop_spec, run_loop
+from continuo.stack import Stack, write_task_specs
+from shared.deployments import POLICY
+
+
+def _one(trail: list[dict], kind: str, **where: object) -> dict:
+    found = [
+        e
+        for e in trail
+        if e["type"] == kind and all(e["payload"].get(k) == v for k, v in where.items())
+    ]
+    assert len(found) == 1, (kind, where, [describe(e) for e in trail])
+    return found[0]
+
+
+async def test_drift_challenger_shadow_canary_promotion_and_a_rolled_back_canary(
+    sqlite_url: str, tmp_path: Path
+):
+    spec = loop_spec()
+    stack = Stack(
+        tmp_path, store_url=sqlite_url, env_overrides=write_task_specs(tmp_path / "tasks", [spec])
+    )
+    await stack.start()
+    try:
+        run = await run_loop(stack, task=spec.name)
+        async with httpx.AsyncClient(base_url=stack.url("serving")) as serving:
+            routing = (await serving.get(f"/v1/tasks/{spec.name}/routing")).json()
+    finally:
+        stack.stop()
+    trail = run.trail
+    lines = [describe(e) for e in trail]
+
+    shadow = next(e for e in trail if e["type"] == "ShadowStarted")
+    version = shadow["payload"]["model_version"]
+    assert shadow["payload"]["decided_by"] == POLICY
+    assert shadow["payload"]["reason"].startswith("challenger restart-after-drift-at-"), lines
+    drift_row = int(shadow["payload"]["reason"].split("-at-")[1].split()[0])
+    assert 3200 <= drift_row <= 3800  # the drift is at row 3200
+    audit = _one(trail, "AuditCompleted", model_version=version, scope="candidate")
+    won = _one(trail, "ShadowStopped", model_version=version)
+    canary = _one(trail, "CanaryStarted", model_version=version)
+    promoted = _one(trail, "ModelPromoted", model_version=version)
+    ended = _one(trail, "CanaryEnded", model_version=version)
+    order = [shadow, audit, won, canary, promoted, ended]
+    assert [e["position"] for e in order] == sorted(e["position"] for e in order), lines
+    assert audit["payload"]["passed"] is True
+    assert won["payload"]["outcome"] == "canary" and ended["payload"]["outcome"] == "promoted"
+    for decision in (won, canary, promoted, ended):
+        assert decision["payload"]["decided_by"] == POLICY  # no person acted
+    for decision in (won, ended):
+        evidence = decision["payload"]["evidence"]
+        assert evidence["p_value"] <= spec.promotion.canary.alpha and evidence["effect"] > 0.1
+    assert ended["payload"]["evidence"]["n_canary"] >= spec.promotion.canary.min_labels
+
+    # The operator's canary of the pre-drift champion: rolled back by the analysis.
+    tried = next(
+        e for e in trail if e["type"] == "CanaryStarted" and e["payload"]["decided_by"] == "stack"
+    )
+    stale = tried["payload"]["model_version"]
+    assert stale < version
+    back = _one(trail, "CanaryEnded", model_version=stale)
+    assert back["payload"]["outcome"] == "rolled_back" and back["payload"]["decided_by"] == POLICY
+    assert back["payload"]["evidence"]["effect"] < -0.1
+    assert back["payload"]["evidence"]["p_value"] <= spec.promotion.canary.alpha
+
+    # Serving applied it all: the promoted challenger (or a later champion) answers, no canary.
+    assert routing["canary"] is None
+    assert routing["champion"]["model_version"] >= version
+    assert run.served_accuracy > 0.7
