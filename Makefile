@@ -50,6 +50,8 @@ bench: $(STAMP)
 	$(PY) bench/learner.py
 	$(PY) bench/system.py
 	$(PY) bench/served.py
+	$(PY) bench/canary.py
+	$(PY) bench/serving.py  # needs wrk (apt-get install wrk)
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

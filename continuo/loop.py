@@ -17,13 +17,14 @@ posts the labels by prediction id right after each request.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import numpy as np
 
-from continuo.caller import stream_through_serving
+from continuo.caller import stream_through_serving, wait_until_learned
 from continuo.simulate import Timing
 from continuo.stack import Stack
 from shared.tasks import (
@@ -67,20 +68,26 @@ def loop_spec(name: str = TASK, publish_every: int = 3000) -> TaskSpec:
 
 
 def drift_stream(
-    rows: int, drift_at: int, *, entities: int = 200, noise: float = 0.05, seed: int = 11
+    rows: int,
+    drift_at: int,
+    *,
+    entities: int = 200,
+    noise: float = 0.05,
+    seed: int = 11,
+    groups: bool = True,
 ) -> tuple[list[dict[str, Any]], list[int], list[str]]:
-    """Features, labels and entity ids of a stream whose concept changes at row `drift_at`."""
+    """Features, labels and entity ids of a stream whose concept changes at row `drift_at`
+    (with `groups`, each row has a random sensitive `group`)."""
     rng = np.random.default_rng(seed)
     X = rng.random((rows, len(FEATURES)))
     before = (X[:, 0] > 0.5) ^ (X[:, 1] > 0.5)
     after = (X[:, 2] > 0.5) ^ (X[:, 3] > 0.5)
     y = np.where(np.arange(rows) < drift_at, before, after)
     y = np.where(rng.random(rows) < noise, ~y, y).astype(int)
-    groups = rng.choice(["a", "b"], size=rows)
-    features = [
-        {**dict(zip(FEATURES, map(float, x), strict=True)), "group": str(g)}
-        for x, g in zip(X, groups, strict=True)
-    ]
+    features: list[dict[str, Any]] = [dict(zip(FEATURES, map(float, x), strict=True)) for x in X]
+    if groups:
+        for row, group in zip(features, rng.choice(["a", "b"], size=rows), strict=True):
+            row["group"] = str(group)
     return features, y.tolist(), [f"entity-{i % entities}" for i in range(rows)]
 
 
@@ -176,17 +183,58 @@ def describe(event: dict[str, Any]) -> str:
     outcome = f" -> {p['outcome']}" if "outcome" in p else ""
     weight = f" weight {p['weight']:g}%" if "weight" in p else ""
     evidence = p.get("evidence") or {}
-    keys = (
-        "n",
-        "n_champion",
-        "n_canary",
-        "accuracy_champion",
-        "accuracy_canary",
-        "effect",
-        "p_value",
-    )
-    shown = {k: evidence[k] for k in keys if k in evidence}
+    counts = ("n", "n_champion", "n_canary", "accuracy_champion", "accuracy_canary")
+    shown = {k: evidence[k] for k in counts if k in evidence}
     return (
         f"{what:<16} v{p.get('model_version')}{outcome}{weight} by {p.get('decided_by')}: "
         f"{p.get('reason', '')}" + (f" {shown}" if shown else "")
     )
+
+
+async def with_every_arm(
+    stack: Stack, task: str, *, rows: int = 3000, groups: bool = True
+) -> dict[str, Any]:
+    """Stream `rows` rows of the stream (before its drift) through serving, then have an operator
+    start a canary (50% of entities) and a shadow (every request) of earlier versions and set
+    flags: the task runs a champion, a canary, a shadow and flags. Returns governance's routing."""
+    features, labels, entities = drift_stream(rows, drift_at=rows, groups=groups)
+    urls = {name: stack.url(name) for name in ("serving", "ingest")}
+    await stream_through_serving(
+        urls, task, features, labels, Timing(50, 0), entities=entities, progress=False
+    )
+    await wait_until_learned(stack.url("trainer"), task, rows, timeout=120)
+    async with httpx.AsyncClient(
+        base_url=stack.url("governance"), headers=stack.governance_headers(), timeout=30
+    ) as gov:
+        base = f"/v1/tasks/{task}"
+        for _ in range(100):  # governance decides on the last versions in the background
+            models = (await gov.get(f"{base}/models")).json()["models"]
+            if all(m["status"] != "candidate" for m in models):
+                break
+            await asyncio.sleep(0.2)
+        spare = [m["model_version"] for m in models if m["status"] == "retired"]
+        if len(spare) < 2:
+            raise RuntimeError(f"need two earlier versions to route, have {models}")
+        why = {"reason": "benchmark: every arm on"}
+        for path, body in (
+            (f"{base}/canary", {**why, "model_version": spare[-1], "weight": 50}),
+            (f"{base}/shadows", {**why, "model_version": spare[-2], "sample_rate": 1.0}),
+            (f"{base}/flags/shadow_sample", {**why, "flag": {"type": "number", "value": 1.0}}),
+            (
+                f"{base}/flags/checkout",
+                {
+                    **why,
+                    "flag": {
+                        "type": "string",
+                        "value": "old",
+                        "variants": {"old": "old", "new": "new"},
+                        "weights": {"old": 80, "new": 20},
+                    },
+                },
+            ),
+        ):
+            response = await (gov.put if "/flags/" in path else gov.post)(path, json=body)
+            if response.status_code != 200:
+                raise RuntimeError(f"{path}: {response.status_code} {response.text}")
+        routing: dict[str, Any] = (await gov.get(f"{base}/routing")).json()
+        return routing

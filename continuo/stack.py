@@ -81,8 +81,9 @@ class Stack:
             "PYTHONUNBUFFERED": "1",
             **self.env_overrides,
         }
-        for service, port in self.ports.items():
-            env[f"{service.upper()}_PORT"] = str(port)
+        for service in SERVICES:
+            if service in self.ports:
+                env[f"{service.upper()}_PORT"] = str(self.ports[service])
         return env
 
     async def start(self, *, ready_timeout: float = 90.0) -> None:
@@ -96,20 +97,34 @@ class Stack:
         self.ports = {name: self.ports.get(name) or free_port() for name in SERVICES}
         env = self.environment()
         for name in SERVICES:
-            output = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: SIM115
-            self.processes[name] = subprocess.Popen(
-                [sys.executable, "-m", f"services.{name}"],
-                env=env,
-                stdout=output,
-                stderr=subprocess.STDOUT if output else None,
-                start_new_session=True,
-                preexec_fn=die_with_parent,
-            )
+            self._spawn(name, name, env)
         try:
             await asyncio.gather(*(self._ready(n, ready_timeout) for n in SERVICES))
         except BaseException:
             self.stop()
             raise
+
+    def _spawn(self, name: str, service: str, env: dict[str, str]) -> None:
+        output = open(self.log_path(name), "ab") if self.log_to_files else None  # noqa: SIM115
+        self.processes[name] = subprocess.Popen(
+            [sys.executable, "-m", f"services.{service}"],
+            env=env,
+            stdout=output,
+            stderr=subprocess.STDOUT if output else None,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+
+    async def add_replica(self, service: str, *, ready_timeout: float = 90.0) -> str:
+        """One more process of a running `service` (serving, say) on its own port, sharing the
+        store, broker and artifacts; returns its name (`serving-2`, ...) for `url(name)`."""
+        n = 1 + sum(1 for k in self.processes if k == service or k.startswith(f"{service}-"))
+        name = f"{service}-{n}"
+        self.ports[name] = free_port()
+        env = {**self.environment(), f"{service.upper()}_PORT": str(self.ports[name])}
+        self._spawn(name, service, env)
+        await self._ready(name, ready_timeout)
+        return name
 
     async def _ready(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -127,10 +142,10 @@ class Stack:
         raise StackError(f"{name} was not ready within {timeout}s; see {self.log_path(name)}")
 
     def stop(self, grace: float = 15.0) -> None:
-        """Stop services in reverse order of data flow, then the broker."""
-        for name in reversed(SERVICES):
-            process = self.processes.get(name)
-            if process and process.poll() is None:
+        """Stop services in reverse order of data flow (extra replicas first), then the broker."""
+        for name in reversed(self.processes):
+            process = self.processes[name]
+            if process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
         deadline = time.monotonic() + grace
         for process in self.processes.values():
