@@ -8,10 +8,11 @@ then decisions reaching two serving replicas under load (propagation) and a roll
    through serving, and has an operator start a canary (50% of entities) and a shadow (every
    request) and set flags: champion + canary + shadow + flags on.
 2. Trains one LightGBM booster on the same rows and starts `bench/bare_serving.py` with it.
-3. With wrk, alternating the two apps in each round: single-record predict at 1 connection
-   (latency p50/p99) and at 16 connections (throughput), the same body path and entities for
-   both. Serving is measured without log and wait (the caller does not record the rows: an
-   answer that writes to the store first is a different request) and, as a second row, with it.
+3. Alternating the two apps in each round: single-record predict at 1 connection, one request
+   at a time timed by the client (latency p50/p99; `http.client`, the same client cost for both),
+   and at 16 connections with wrk (throughput); the same body, path and entities for both.
+   Serving is measured without log and wait (the caller does not record the rows: an answer
+   that writes to the store first is a different request) and, as a second row, with it.
 4. Starts a second serving replica; under wrk load on both, makes decisions through governance
    (canary re-weights) and measures, per decision, the time until both replicas' `/routing`
    shows it; then rolls the champion back and counts failed requests.
@@ -21,6 +22,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import http.client
+import json
 import os
 import re
 import shutil
@@ -32,6 +35,7 @@ import time
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import lightgbm as lgb
@@ -50,6 +54,7 @@ from shared.tasks import PromotionPolicy  # noqa: E402
 SECTION = "Serving under load (bench/serving.py)"
 TASK = "serve-bench"
 ROWS = 3000
+ROW = {"x1": 0.31, "x2": 0.72, "x3": 0.15, "x4": 0.93}
 WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -92,6 +97,38 @@ def wrk(url: str, connections: int, seconds: float, script: Path) -> dict[str, f
         "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
         "p50": latency["50"],
         "p99": latency["99"],
+        "failures": failures,
+    }
+
+
+def sequential(url: str, seconds: float, *, record: bool, bare: bool) -> dict[str, float]:
+    """One connection, one request at a time, timed by the client (wrk's own latency figures at
+    one connection were not consistent with its request rate here, so they are not used):
+    requests/s, p50 and p99 in ms, failures."""
+    parts = urlsplit(url)
+    conn = http.client.HTTPConnection(parts.hostname, parts.port)
+    latencies, failures, i = [], 0, 0
+    deadline = time.perf_counter() + seconds
+    started = time.perf_counter()
+    while time.perf_counter() < deadline:
+        i += 1
+        body: dict[str, Any] = {"features": ROW, "entity_id": f"entity-{i % 1000}"}
+        if not bare:
+            body["record"] = record
+        payload = json.dumps(body)
+        t = time.perf_counter()
+        conn.request("POST", parts.path, payload, {"Content-Type": "application/json"})
+        response = conn.getresponse()
+        response.read()
+        latencies.append(time.perf_counter() - t)
+        failures += response.status != 200
+    elapsed = time.perf_counter() - started
+    conn.close()
+    ms = 1000 * np.array(latencies)
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": float(np.percentile(ms, 50)),
+        "p99": float(np.percentile(ms, 99)),
         "failures": failures,
     }
 
@@ -262,7 +299,9 @@ async def run(seconds: float, rounds: int) -> dict[str, Any]:
                 ("serving", serving_url, scripts["plain"]),
                 ("serving, log and wait", serving_url, scripts["record"]),
             ):
-                one = wrk(url, 1, seconds, script)
+                one = sequential(
+                    url, seconds, record=label.endswith("log and wait"), bare=label == "bare"
+                )
                 many = wrk(url, 16, seconds, script)
                 figures.setdefault(label, []).append(
                     {

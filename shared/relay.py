@@ -46,7 +46,11 @@ class Relay:
         )
         if not batch:
             return 0
-        await self._publisher.publish([to_record(e) for e in batch])
+        records = []
+        for start in range(0, len(batch), 200):
+            records += [to_record(e) for e in batch[start : start + 200]]
+            await asyncio.sleep(0)  # serialising is CPU work: let the service's requests in
+        await self._publisher.publish(records)
         last = batch[-1].position
         assert last is not None
         if not await self._store.save_cursor(self.cursor_name, last, expected=cursor):

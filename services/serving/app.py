@@ -29,6 +29,7 @@ from services.serving.recorder import ObservationLog, PredictionRecorder
 from services.serving.routes import ofrep, router
 from services.serving.routing import RoutingTable, UnknownTask
 from services.serving.settings import ServingSettings
+from services.serving.shadows import ShadowScorer
 from services.serving.state import ServingState
 from shared.bus import EnvelopeConsumer
 from shared.events.types import TOPIC_DATA, TOPIC_DEPLOYMENTS, TOPIC_TASKS
@@ -112,9 +113,19 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     recorder.start()
     stack.push_async_callback(recorder.close)  # runs before runtime.stop closes the store
 
+    shadows = ShadowScorer(recorder)
+    shadows.start()
+    stack.push_async_callback(shadows.close)  # before the recorder's close: its scores recorded
     deployments = Deployments(table, runtime.store)
     state = ServingState(
-        settings, runtime, table, recorder, ObservationLog(runtime.store), deployments, online
+        settings,
+        runtime,
+        table,
+        recorder,
+        ObservationLog(runtime.store),
+        deployments,
+        online,
+        shadows,
     )
     for spec in (await registered_tasks(runtime.store)).values():
         await online.prepare(spec)  # before the champions: they learn what the folds learned

@@ -126,9 +126,11 @@ class PredictionRecorder:
             return True
         taken, self._buffer = self._buffer, []
         streams: dict[str, list[Envelope]] = defaultdict(list)
-        for item in taken:
+        for i, item in enumerate(taken, 1):
             envelope = item if isinstance(item, Envelope) else self._envelope(*item)
             streams[envelope.stream_id].append(envelope)
+            if i % 200 == 0:
+                await asyncio.sleep(0)  # building events is CPU work: let requests in
         failed: list[Envelope] = []
         for events in streams.values():
             for start in range(0, len(events), 1000):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 import structlog
-from fastapi import APIRouter, BackgroundTasks, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse
 
 from services.serving.models import (
@@ -64,9 +64,7 @@ def _flag(routes: Routes, key: str, default: Any) -> Any:
 
 
 @router.post("/predict", response_model=PredictResponse)
-async def predict_route(
-    task: str, body: PredictRequest, request: Request, background: BackgroundTasks
-) -> PredictResponse:
+async def predict_route(task: str, body: PredictRequest, request: Request) -> PredictResponse:
     """Predict one record or a batch with the task's champion (or its canary, for the canary's
     share of entities), given the online features as of now; with `record` (log and wait) the
     rows are stored as observations before the answer."""
@@ -124,7 +122,7 @@ async def predict_route(
     state.recorder.record(served_events(task, predictions, _learned(routes), record))
     if routes.shadows and routes.champion is not None:
         sample = _flag(routes, SHADOW_SAMPLE, None)
-        background.add_task(state.score_shadows, routes, predictions, online, sample)
+        state.shadows.submit(routes, predictions, online, sample)
     champion = routes.champion
     return PredictResponse(
         task=task,

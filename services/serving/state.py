@@ -10,21 +10,15 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from services.serving.deployments import Deployments
-from services.serving.models import Prediction, predict
 from services.serving.online import OnlineFeatures
-from services.serving.recorder import ObservationLog, PredictionRecorder, served_events
-from services.serving.routing import Routes, RoutingTable
+from services.serving.recorder import ObservationLog, PredictionRecorder
+from services.serving.routing import RoutingTable
 from services.serving.settings import ServingSettings
-from shared.deployments import bucket
+from services.serving.shadows import ShadowScorer
 from shared.events.envelope import Producer
 from shared.features import OnlineFold
 from shared.runtime import Runtime
 from shared.tasks import TaskSpec
-
-
-def sampled(prediction_id: str, rate: float) -> bool:
-    """Whether a shadow scores a row: a stable share of prediction ids (0 <= rate <= 1)."""
-    return bucket("shadow/", prediction_id) < 100.0 * rate
 
 
 @dataclass
@@ -36,9 +30,9 @@ class ServingState:
     observations: ObservationLog
     deployments: Deployments
     online: OnlineFeatures
+    shadows: ShadowScorer
     followers: tuple[asyncio.Task[None], ...] = ()
     loaded: bool = False
-    shadow_scored: int = 0
 
     @property
     def producer(self) -> Producer:
@@ -72,35 +66,6 @@ class ServingState:
         if record:
             return fold.preview(pairs)
         return [fold.values(entity, row) for entity, row in pairs]
-
-    def score_shadows(
-        self,
-        routes: Routes,
-        answered: Sequence[Prediction],
-        online: Sequence[Sequence[float]],
-        sample: float | None,
-    ) -> None:
-        """After the answer went out: each shadow scores its share of the rows (the flag's
-        `shadow_sample`, else its own rate), recorded under the rows' prediction ids, never
-        returned."""
-        for shadow in routes.shadows:
-            rate = shadow.share if sample is None else float(sample)
-            index = [i for i, p in enumerate(answered) if sampled(str(p.prediction_id), rate)]
-            if not index:
-                continue
-            scored = predict(
-                shadow.predictor,
-                routes.spec,
-                [answered[i].features for i in index],
-                [answered[i].entity_id for i in index],
-                [online[i] for i in index],
-                model_version=shadow.model_version,
-                role="shadow",
-                prediction_ids=[answered[i].prediction_id for i in index],
-            )
-            learned = {shadow.model_version: getattr(shadow.predictor, "learned_through", None)}
-            self.recorder.record(served_events(routes.task, scored, learned, False))
-            self.shadow_scored += len(scored)
 
     async def readiness(self) -> str | None:
         if not self.loaded:
