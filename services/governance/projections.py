@@ -245,19 +245,20 @@ def model_status(
     """champion | retired | refused | rejected | awaiting_approval | shadow | canary | stopped |
     candidate | challenger.
 
-    `decision_types` are the model's decisions in store order; a model that once served as the
-    champion is retired, otherwise the newest one that changes the model's standing decides (a
-    grant after a request still awaits the rest of the approvals). A model with no decision yet
-    is a `candidate` to replace the champion, or a `challenger` published to run beside it.
+    `decision_types` are the model's decisions in store order. A model running as a shadow or
+    canary is that; one that once served as the champion is retired; otherwise the newest
+    decision that changes the model's standing decides (a grant after a request still awaits the
+    rest of the approvals). A model with no decision yet is a `candidate` to replace the
+    champion, or a `challenger` published to run beside it.
     """
     if champion == version:
         return "champion"
+    newest = next((k for k in reversed(decision_types) if k in _STATUS_OF_DECISION), None)
+    if newest in ("ShadowStarted", "CanaryStarted"):
+        return _STATUS_OF_DECISION[newest]  # running beside the champion now
     if "ModelPromoted" in decision_types or "ModelRolledBack" in decision_types:
         return "retired"
-    for kind in reversed(decision_types):
-        if kind in _STATUS_OF_DECISION:
-            return _STATUS_OF_DECISION[kind]
-    return role
+    return role if newest is None else _STATUS_OF_DECISION[newest]
 
 
 async def replay_into(conn: AsyncConnection, store: Any, until: int | None = None) -> int:

@@ -493,6 +493,14 @@ class Governance:
             return
         state = await self.deployment_state(trained.task)
         if self._settled(state, trained.model_version):
+            if not state.decided(trained.model_version):  # every version gets its decision
+                await self.refuse(
+                    envelope,
+                    [
+                        f"superseded: version {state.champion} became the champion before this one "
+                        "was decided"
+                    ],
+                )
             return
         if spec.sensitive and await self.audit_candidate(envelope, spec) is None:
             await self._await_evidence(envelope, spec)
@@ -527,7 +535,7 @@ class Governance:
         task, version = trained.task, trained.model_version
         async with self.task_locks[task]:
             state = await self.deployment_state(task)
-            if self._settled(state, version):
+            if state.decided(version):
                 return
             await self._append(
                 task,

@@ -91,6 +91,8 @@ def test_a_models_status_comes_from_its_newest_decision_unless_it_is_the_champio
     promoted_then_ended = ["CanaryStarted", "ModelPromoted", "CanaryEnded"]
     assert model_status(6, 7, promoted_then_ended) == "retired"
     assert model_status(6, 6, promoted_then_ended) == "champion"
+    assert model_status(2, 3, ["ModelPromoted", "CanaryStarted"]) == "canary"  # tried again
+    assert model_status(2, 3, ["ModelPromoted", "CanaryStarted", "CanaryEnded"]) == "retired"
 
 
 def test_keys_are_checked_by_hash_and_roles_include_viewer():
