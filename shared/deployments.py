@@ -21,6 +21,8 @@ KILL_SWITCH = "kill_switch"  # boolean: answer with the last approved champion o
 LOG_AND_WAIT = "log_and_wait"  # boolean: record served rows by default (the task's serving.record)
 SHADOW_SAMPLE = "shadow_sample"  # number 0-1: the share of requests the shadows score
 ONLINE_FEATURES = "online_features"  # boolean: false answers with every online feature's default
+# boolean, one per online feature (`online_features.<name>`): false answers with its default.
+ONLINE_FEATURE = ONLINE_FEATURES + ".{name}"
 
 ROUTING_TYPES = frozenset(
     {
@@ -94,6 +96,19 @@ def evaluate(key: str, flag: Flag, entity: str | None) -> Evaluation:
             return Evaluation(flag.variants[name], name, "SPLIT")
     last = list(flag.weights)[-1]  # rounding at the top edge
     return Evaluation(flag.variants[last], last, "SPLIT")
+
+
+def online_off(flags: Mapping[str, Flag], names: Iterable[str]) -> frozenset[str]:
+    """Which of a task's online features its flags turn off (answered with their defaults):
+    all with `online_features` false, else each whose `online_features.<name>` is false."""
+
+    def off(key: str) -> bool:
+        flag = flags.get(key)
+        return flag is not None and evaluate(key, flag, None).value is False
+
+    if off(ONLINE_FEATURES):
+        return frozenset(names)
+    return frozenset(n for n in names if off(ONLINE_FEATURE.format(name=n)))
 
 
 @dataclass(frozen=True)

@@ -235,13 +235,20 @@ class RoutingDecisions:
         self, task: str, key: str, flag: dict[str, Any] | None, who: Principal, reason: str
     ) -> dict[str, Any]:
         """Set a flag (or remove it with None); a built-in flag must have its type."""
-        await self.gov.spec(task)  # 404 for an unknown task
+        spec = await self.gov.spec(task)  # 404 for an unknown task
+        prefix = ONLINE_FEATURES + "."  # a flag per online feature: online_features.<name>
+        feature = key[len(prefix) :] if key.startswith(prefix) else None
+        if feature is not None and feature not in spec.online_names:
+            raise Invalid(
+                f"flag {key!r}: task {task!r} has no online feature {feature!r} "
+                f"(it has: {', '.join(spec.online_names) or 'none'})"
+            )
         if flag is not None:
             try:
                 checked = Flag.model_validate(flag)
             except ValidationError as exc:
                 raise Invalid(f"flag {key!r}: {exc.errors()[0]['msg']}") from None
-            wanted = BUILT_IN_FLAGS.get(key)
+            wanted = "boolean" if feature is not None else BUILT_IN_FLAGS.get(key)
             if wanted is not None and checked.type != wanted:
                 raise Invalid(
                     f"flag {key!r} is read by serving as a {wanted}, not a {checked.type}"

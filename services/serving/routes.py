@@ -36,9 +36,9 @@ from services.serving.schemas import (
 from services.serving.state import ServingState, serving_state
 from shared.deployments import (
     LOG_AND_WAIT,
-    ONLINE_FEATURES,
     SHADOW_SAMPLE,
     evaluate,
+    online_off,
 )
 from shared.store.sql import STORE_FAILURES
 
@@ -96,7 +96,7 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Pr
             entity_ids,
             record,
             body.after_position,
-            use_online=_flag(routes, ONLINE_FEATURES, True) is not False,
+            off=online_off(routes.flags, spec.online_names),
         )
     except STORE_FAILURES as exc:
         log.warning("serving.online_sync_failed", task=task, error=str(exc))

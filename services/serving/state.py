@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,18 +46,34 @@ class ServingState:
         record: bool,
         after_position: int | None,
         *,
-        use_online: bool = True,
+        off: Collection[str] = (),
     ) -> list[list[float]]:
         """Each row's online-feature values as of now (or as of `after_position` at least).
 
         Rows that will be recorded are read in sequence: each sees the rows before it in the
-        request, as the trainer will when it folds them in. With `use_online` false (the task's
-        `online_features` flag), every row gets each feature's value before any history."""
+        request, as the trainer will when it folds them in. The features named in `off` (turned
+        off by the task's flags) get their value before any history."""
         if not spec.online_features:
             return [[] for _ in rows]
-        if not use_online:
+        values = await self._online_values(spec, rows, entity_ids, record, after_position)
+        if off:
             empty = OnlineFold(spec)
-            return [empty.values(entity, row) for entity, row in zip(entity_ids, rows, strict=True)]
+            pairs = zip(entity_ids, rows, values, strict=True)
+            index = [i for i, name in enumerate(spec.online_names) if name in off]
+            for entity, row, row_values in pairs:
+                default = empty.values(entity, row)
+                for i in index:
+                    row_values[i] = default[i]
+        return values
+
+    async def _online_values(
+        self,
+        spec: TaskSpec,
+        rows: Sequence[dict[str, Any]],
+        entity_ids: Sequence[str | None],
+        record: bool,
+        after_position: int | None,
+    ) -> list[list[float]]:
         if after_position is not None:
             fold = await self.online.sync(spec, after_position)
         else:

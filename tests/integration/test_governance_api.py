@@ -714,6 +714,7 @@ async def test_routing_decisions_refuse_bad_input_and_leave_the_routing_unchange
             ),
             ("color", {"type": "string", "value": "a", "weights": {"b": 100}}),
             ("color", {"type": "colour", "value": "a"}),
+            ("online_features.nope", {"type": "boolean", "value": False}),  # no such feature
         ]
         for key, flag in flags:
             await unchanged("put", f"{base}/flags/{key}", {**why, "flag": flag}, 422)

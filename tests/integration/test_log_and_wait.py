@@ -29,7 +29,13 @@ from shared import model_codec
 from shared.artifacts import FileArtifactStore
 from shared.bus import KafkaPublisher
 from shared.events.envelope import new_event
-from shared.events.types import ModelPromoted, ObservationRecorded, data_stream, deployment_stream
+from shared.events.types import (
+    FlagChanged,
+    ModelPromoted,
+    ObservationRecorded,
+    data_stream,
+    deployment_stream,
+)
 from shared.features import OnlineFold, data_event
 from shared.relay import Relay
 from shared.runtime import Runtime
@@ -339,3 +345,38 @@ async def test_a_row_needs_its_entity_where_online_features_are_per_entity(
         assert response.status_code == 422
         assert "entity_id: required" in response.text and "per-entity" in response.text
         assert await data_events(a) == []
+
+
+async def test_a_flag_turns_one_online_feature_off_for_answers_and_records_alike(
+    sqlite_url: str, kafka: str, tmp_path: Path
+):
+    async with apps(sqlite_url, kafka, tmp_path) as a:
+        await a.promote(linear_model(a.spec))
+        first = (await a.predict([("ann", 0.2, 1)], record=True)).json()["predictions"][0]
+        await a.label([{"prediction_id": first["prediction_id"], "label": 1}])
+        before = (await a.predict([("ann", 0.9, 1)], after_position=max(a.positions))).json()
+        assert before["predictions"][0]["online_features"]["last"] == 1.0
+        flag = FlagChanged(
+            task=a.task,
+            key="online_features.last",
+            flag={"type": "boolean", "value": False},
+            reason="is last label leaking?",
+            decided_by="tests",
+        )
+        await a.store.append(
+            [new_event(flag, stream_id=deployment_stream(a.task), producer=TEST_PRODUCER)]
+        )
+        while await a.relay.publish_once():
+            pass
+
+        async def off() -> dict | None:
+            body = (
+                await a.predict([("ann", 0.9, 1)], record=True, after_position=max(a.positions))
+            ).json()
+            return body if body["predictions"][0]["online_features"]["last"] == 0.5 else None
+
+        after = (await eventually(off))["predictions"][0]
+        # Only that feature went back to its default; the rest still follow ann's history.
+        assert after["online_features"]["mean3"] == 1.0
+        [recorded] = [e for e in await data_events(a) if str(e.event_id) == after["prediction_id"]]
+        assert recorded.payload["online"]["last"] == 0.5  # the trainer learns what was served
