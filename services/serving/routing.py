@@ -8,8 +8,10 @@ Redis subscriptions are harmless.
 
 A change swaps one reference in a copy-on-write mapping of `Routes`: a request takes its task's
 routes once and predicts with them to the end, so a swap never changes a model under a request in
-flight. Models are kept by artifact: a version that goes from canary to champion keeps its model,
-and what it learned online since.
+flight. Models are kept per task and artifact: a version that goes from canary to champion keeps
+its model, and what it learned online since; two tasks never share one (a model learns its own
+task's labels, and answers with its own task's spec, even when two tasks' artifacts are the same
+bytes).
 """
 
 from __future__ import annotations
@@ -119,9 +121,9 @@ class RoutingTable:
         self._spec_versions: dict[str, int] = {}
         self._states: dict[str, DeploymentState] = {}
         self._routes: Mapping[str, Routes] = {}
-        self._models: dict[str, Predictor] = {}
+        self._models: dict[tuple[str, str], Predictor] = {}  # by (task, artifact)
         # The task's spec when each model was first loaded: its inputs are that spec's.
-        self._model_specs: dict[str, TaskSpec] = {}
+        self._model_specs: dict[tuple[str, str], TaskSpec] = {}
         self._pending: dict[str, list[Envelope]] = {}
 
     # -- reading --------------------------------------------------------------------------------
@@ -162,15 +164,17 @@ class RoutingTable:
         after = copy.deepcopy(state) if state is not None else DeploymentState()
         if not after.apply(envelope.type, envelope.stream_version, envelope.payload):
             return []
-        return [sha for sha in _needed(after) if sha not in self._models]
+        return [sha for sha in _needed(after) if (task, sha) not in self._models]
 
     def load(self, digest: str) -> Predictor:
         return self._load(digest)
 
     def restore_needs(self, events: list[Envelope]) -> list[str]:
         """The artifacts `restore` would load for a whole deployment stream."""
-        state = _fold(events)
-        return [sha for sha in _needed(state) if sha not in self._models]
+        if not events:
+            return []
+        task, state = str(events[0].payload.get("task")), _fold(events)
+        return [sha for sha in _needed(state) if (task, sha) not in self._models]
 
     def restore(
         self, task: str, events: list[Envelope], loaded: Mapping[str, Predictor] | None = None
@@ -180,12 +184,12 @@ class RoutingTable:
         state = _fold(events)
         models = dict(self._models)
         for sha in _needed(state):
-            if sha not in models:
+            if (task, sha) not in models:
                 model = (loaded or {}).get(sha) or self._load(sha)
                 if self._warm is not None:
                     self._warm(task, model)
-                models[sha] = model
-                self._model_specs.setdefault(sha, self._specs[task])
+                models[task, sha] = model
+                self._model_specs.setdefault((task, sha), self._specs[task])
         self._states[task] = state
         self._models = models
         self._rebuild(task)
@@ -229,12 +233,12 @@ class RoutingTable:
             return Outcome.STALE
         models = dict(self._models)
         for sha in _needed(state):
-            if sha not in models:
+            if (task, sha) not in models:
                 model = loaded.get(sha) or self._load(sha)
                 if self._warm is not None:
                     self._warm(task, model)
-                models[sha] = model
-                self._model_specs.setdefault(sha, self._specs[task])
+                models[task, sha] = model
+                self._model_specs.setdefault((task, sha), self._specs[task])
         # Committed only once every model loaded: a failure leaves the table as it was.
         self._states[task] = state
         self._models = models
@@ -248,8 +252,8 @@ class RoutingTable:
             return
         state = self._states.get(task) or DeploymentState()
         answering = state.answering()
-        if answering is not None and answering[1] in self._model_specs:
-            spec = self._model_specs[answering[1]]  # the champion's inputs are its spec's
+        if answering is not None and (task, answering[1]) in self._model_specs:
+            spec = self._model_specs[task, answering[1]]  # the champion's inputs are its spec's
         routes = Routes(
             task=task,
             spec=spec,
@@ -259,14 +263,14 @@ class RoutingTable:
             stream_version=state.stream_version,
             changed_at=at,
         )
-        if answering is not None and answering[1] in self._models:
+        if answering is not None and (task, answering[1]) in self._models:
             version, sha = answering
-            champion = Served(Role.CHAMPION, version, sha, self._models[sha], 100.0)
+            champion = Served(Role.CHAMPION, version, sha, self._models[task, sha], 100.0)
             routes = replace(routes, champion=champion)
         if not state.killed:
             canary = state.canary
-            if canary is not None and canary.artifact_sha256 in self._models:
-                model = self._models[canary.artifact_sha256]
+            if canary is not None and (task, canary.artifact_sha256) in self._models:
+                model = self._models[task, canary.artifact_sha256]
                 arm = Served(
                     Role.CANARY, canary.model_version, canary.artifact_sha256, model, canary.share
                 )
@@ -276,20 +280,20 @@ class RoutingTable:
                     Role.SHADOW,
                     a.model_version,
                     a.artifact_sha256,
-                    self._models[a.artifact_sha256],
+                    self._models[task, a.artifact_sha256],
                     a.share,
                 )
                 for a in state.shadows.values()
-                if a.artifact_sha256 in self._models
+                if (task, a.artifact_sha256) in self._models
             )
             routes = replace(routes, shadows=shadows)
         # One reference replaced: readers see the old mapping or the new one, never a mix.
         self._routes = {**self._routes, task: routes}
 
     def _forget_unused(self) -> None:
-        used = {sha for state in self._states.values() for sha in _needed(state)}
-        self._models = {sha: m for sha, m in self._models.items() if sha in used}
-        self._model_specs = {sha: s for sha, s in self._model_specs.items() if sha in used}
+        used = {(task, sha) for task, state in self._states.items() for sha in _needed(state)}
+        self._models = {key: m for key, m in self._models.items() if key in used}
+        self._model_specs = {key: s for key, s in self._model_specs.items() if key in used}
 
 
 def _needed(state: DeploymentState) -> list[str]:

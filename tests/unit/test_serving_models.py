@@ -27,6 +27,7 @@ from shared.events.types import (
     deployment_stream,
     task_stream,
 )
+from shared.online_models import LiveModel
 from shared.tasks import Feature, Target, TaskSpec, feature_vector
 from tests.support import TEST_PRODUCER
 
@@ -160,6 +161,23 @@ def test_a_promotion_makes_its_model_the_champion(table, artifacts, models):
     assert (high.label, low.label) == ("yes", "no")
     assert low.entity_id == "e2" and high.prediction_id != low.prediction_id
     assert high.model_version == 1 and high.role == "champion"
+
+
+def test_two_tasks_with_the_same_artifact_each_get_their_own_model_and_spec(artifacts, models):
+    # Two tasks whose specs differ only by name publish byte-identical first models: each must
+    # answer with its own spec (its rows recorded under its own name) and learn its own labels
+    # (a LiveModel per task, as the app loads them).
+    table = RoutingTable(load=lambda digest: LiveModel(artifacts.blobs[digest]))
+    twin = SPEC.model_copy(update={"name": "loans-twin"})
+    assert table.apply(registered()) is Outcome.APPLIED
+    assert table.apply(registered(twin)) is Outcome.APPLIED
+    digest = artifacts.put(models[0])
+    assert table.apply(promoted(1, digest, at=1)) is Outcome.APPLIED
+    assert table.apply(promoted(1, digest, at=1, task="loans-twin")) is Outcome.APPLIED
+    loans, other = table.routes("loans"), table.routes("loans-twin")
+    assert (loans.spec.name, other.spec.name) == ("loans", "loans-twin")
+    assert loans.champion is not None and other.champion is not None
+    assert loans.champion.predictor is not other.champion.predictor
 
 
 def test_the_same_promotion_applied_twice_is_applied_once(table, artifacts, models):
