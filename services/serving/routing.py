@@ -181,18 +181,7 @@ class RoutingTable:
     ) -> None:
         """Take a task's whole deployment stream at once (start-up): only the models it routes
         to now are loaded, not every champion it ever had."""
-        state = _fold(events)
-        models = dict(self._models)
-        for sha in _needed(state):
-            if (task, sha) not in models:
-                model = (loaded or {}).get(sha) or self._load(sha)
-                if self._warm is not None:
-                    self._warm(task, model)
-                models[task, sha] = model
-                self._model_specs.setdefault((task, sha), self._specs[task])
-        self._states[task] = state
-        self._models = models
-        self._rebuild(task)
+        self._commit(task, _fold(events), loaded or {})
 
     def apply(self, envelope: Envelope, loaded: Mapping[str, Predictor] | None = None) -> Outcome:
         """Follow one stored event; a loader error propagates and leaves the table unchanged.
@@ -231,20 +220,29 @@ class RoutingTable:
         state = copy.deepcopy(before)
         if not state.apply(envelope.type, envelope.stream_version, envelope.payload):
             return Outcome.STALE
-        models = dict(self._models)
+        self._commit(task, state, loaded, envelope.occurred_at)
+        return Outcome.APPLIED
+
+    def _commit(
+        self,
+        task: str,
+        state: DeploymentState,
+        loaded: Mapping[str, Predictor],
+        at: datetime | None = None,
+    ) -> None:
+        """Load the models a task's new state routes to, then take the state; a loader error
+        leaves the table as it was."""
+        models, specs = dict(self._models), dict(self._model_specs)
         for sha in _needed(state):
             if (task, sha) not in models:
                 model = loaded.get(sha) or self._load(sha)
                 if self._warm is not None:
                     self._warm(task, model)
                 models[task, sha] = model
-                self._model_specs.setdefault((task, sha), self._specs[task])
-        # Committed only once every model loaded: a failure leaves the table as it was.
-        self._states[task] = state
-        self._models = models
-        self._rebuild(task, envelope.occurred_at)
+                specs.setdefault((task, sha), self._specs[task])
+        self._states[task], self._models, self._model_specs = state, models, specs
+        self._rebuild(task, at)
         self._forget_unused()
-        return Outcome.APPLIED
 
     def _rebuild(self, task: str, at: datetime | None = None) -> None:
         spec = self._specs.get(task)
