@@ -47,8 +47,8 @@ class Relay:
         if not batch:
             return 0
         records = []
-        for start in range(0, len(batch), 200):
-            records += [to_record(e) for e in batch[start : start + 200]]
+        for start in range(0, len(batch), 50):
+            records += [to_record(e) for e in batch[start : start + 50]]
             await asyncio.sleep(0)  # serialising is CPU work: let the service's requests in
         await self._publisher.publish(records)
         last = batch[-1].position

@@ -40,6 +40,8 @@ from shared.store.port import Appended, EventStore
 from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
+# What a request leaves for the audit trail: task, prediction, learned_through, recorded, when.
+_Served = tuple[str, Prediction, int | None, bool, datetime]
 _NAMESPACE = uuid.UUID("2d1c7a52-5f0e-4c1b-9a57-3e7d0c0471e0")
 
 
@@ -71,17 +73,30 @@ class PredictionRecorder:
         self._interval = interval
         self._batch = batch
         self._backlog = backlog
-        self._buffer: list[Envelope | tuple[PredictionServed, datetime]] = []
+        # Envelopes to retry, or what a request left: (task, prediction, learned_through,
+        # recorded, when); the events are built in the background, off the request's path.
+        self._buffer: list[Envelope | _Served] = []
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.recorded = 0
         self.dropped = 0
 
-    def record(self, predictions: Sequence[PredictionServed]) -> None:
-        """Queue predictions for recording; never waits."""
+    def record(
+        self,
+        task: str,
+        predictions: Sequence[Prediction],
+        learned: Mapping[int, int | None],
+        recorded: bool,
+    ) -> None:
+        """Queue answered predictions (and shadows' scores) for the audit trail; never waits.
+        Rows no model answered are not recorded (log and wait stored them as observations)."""
         now = utcnow()
-        self._buffer.extend((p, now) for p in predictions)
+        self._buffer.extend(
+            (task, p, learned.get(p.model_version), recorded, now)
+            for p in predictions
+            if p.probability is not None and p.model_version is not None
+        )
         if len(self._buffer) > self._backlog:
             excess = len(self._buffer) - self._backlog
             del self._buffer[:excess]
@@ -127,9 +142,9 @@ class PredictionRecorder:
         taken, self._buffer = self._buffer, []
         streams: dict[str, list[Envelope]] = defaultdict(list)
         for i, item in enumerate(taken, 1):
-            envelope = item if isinstance(item, Envelope) else self._envelope(*item)
+            envelope = item if isinstance(item, Envelope) else self._envelope(item)
             streams[envelope.stream_id].append(envelope)
-            if i % 200 == 0:
+            if i % 50 == 0:
                 await asyncio.sleep(0)  # building events is CPU work: let requests in
         failed: list[Envelope] = []
         for events in streams.values():
@@ -145,12 +160,26 @@ class PredictionRecorder:
             self._buffer[:0] = failed
         return not failed
 
-    def _envelope(self, payload: PredictionServed, occurred_at: datetime) -> Envelope:
+    def _envelope(self, item: _Served) -> Envelope:
+        task, p, learned_through, recorded, occurred_at = item
+        payload = PredictionServed(
+            task=task,
+            prediction_id=p.prediction_id,
+            model_version=p.model_version,
+            entity_id=p.entity_id,
+            features=p.features,
+            probability=p.probability,
+            label=p.label,
+            online=p.online,
+            recorded=recorded,
+            learned_through=learned_through,
+            role=p.role,
+        )
         return new_event(
             payload,
-            stream_id=prediction_stream(payload.task),
+            stream_id=prediction_stream(task),
             producer=self._producer,
-            event_id=served_event_id(payload.prediction_id, payload.role, payload.model_version),
+            event_id=served_event_id(p.prediction_id, p.role, p.model_version),
             occurred_at=occurred_at,
         )
 
@@ -231,30 +260,4 @@ def observation_events(
             event_id=p.prediction_id,
         )
         for p in predictions
-    ]
-
-
-def served_events(
-    task: str,
-    predictions: Sequence[Prediction],
-    learned: Mapping[int, int | None],
-    recorded: bool,
-) -> list[PredictionServed]:
-    """The audit-trail record of each answer (and each shadow's score)."""
-    return [
-        PredictionServed(
-            task=task,
-            prediction_id=p.prediction_id,
-            model_version=p.model_version,
-            entity_id=p.entity_id,
-            features=p.features,
-            probability=p.probability,
-            label=p.label,
-            online=p.online,
-            recorded=recorded,
-            learned_through=learned.get(p.model_version),
-            role=p.role,
-        )
-        for p in predictions
-        if p.probability is not None and p.model_version is not None
     ]

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import structlog
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from services.serving.models import (
     InvalidRecords,
@@ -21,14 +22,13 @@ from services.serving.models import (
     unanswered,
     validate_records,
 )
-from services.serving.recorder import observation_events, served_events
+from services.serving.recorder import observation_events
 from services.serving.routing import Routes, Served, UnknownTask
 from services.serving.schemas import (
     FlagEvaluation,
     FlagsEvaluation,
     ModelOut,
     OfrepRequest,
-    PredictionOut,
     PredictRequest,
     PredictResponse,
     RoutingOut,
@@ -64,7 +64,7 @@ def _flag(routes: Routes, key: str, default: Any) -> Any:
 
 
 @router.post("/predict", response_model=PredictResponse)
-async def predict_route(task: str, body: PredictRequest, request: Request) -> PredictResponse:
+async def predict_route(task: str, body: PredictRequest, request: Request) -> Response:
     """Predict one record or a batch with the task's champion (or its canary, for the canary's
     share of entities), given the online features as of now; with `record` (log and wait) the
     rows are stored as observations before the answer."""
@@ -119,17 +119,20 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Pr
             await state.online.own_writes(spec, events, appended)
         except STORE_FAILURES as exc:  # recorded all the same; the data topic brings them
             log.warning("serving.own_writes_not_folded", task=task, error=str(exc))
-    state.recorder.record(served_events(task, predictions, _learned(routes), record))
+    state.recorder.record(task, predictions, _learned(routes), record)
     if routes.shadows and routes.champion is not None:
         sample = _flag(routes, SHADOW_SAMPLE, None)
         state.shadows.submit(routes, predictions, online, sample)
     champion = routes.champion
-    return PredictResponse(
-        task=task,
-        model_version=champion.model_version if champion is not None else None,
-        recorded=record,
-        predictions=[_out(p) for p in predictions],
-    )
+    # Encoded here, as `PredictResponse` documents it: the hot path skips a validation pass over
+    # what this function has just built.
+    answer = {
+        "task": task,
+        "model_version": champion.model_version if champion is not None else None,
+        "recorded": record,
+        "predictions": [_out(p) for p in predictions],
+    }
+    return Response(orjson.dumps(answer), media_type="application/json")
 
 
 def _answer(
@@ -165,15 +168,16 @@ def _learned(routes: Routes) -> dict[int, int | None]:
     return {m.model_version: getattr(m.predictor, "learned_through", None) for m in routes.models()}
 
 
-def _out(p: Prediction) -> PredictionOut:
-    return PredictionOut(
-        prediction_id=str(p.prediction_id),
-        label=p.label,
-        probability=p.probability,
-        model_version=p.model_version,
-        role=p.role,
-        online_features=p.online,
-    )
+def _out(p: Prediction) -> dict[str, Any]:
+    """A prediction as `PredictionOut` documents it."""
+    return {
+        "prediction_id": str(p.prediction_id),
+        "label": p.label,
+        "probability": p.probability,
+        "model_version": p.model_version,
+        "role": p.role,
+        "online_features": p.online,
+    }
 
 
 @router.get("/model", response_model=ModelOut)

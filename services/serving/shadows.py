@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import structlog
 
 from services.serving.models import Prediction, predict
-from services.serving.recorder import PredictionRecorder, served_events
+from services.serving.recorder import PredictionRecorder
 from services.serving.routing import Routes, Served
 from shared.deployments import bucket
 
@@ -116,7 +116,7 @@ class ShadowScorer:
                 prediction_ids=[p.prediction_id for p in rows],
             )
             learned = {shadow.model_version: getattr(shadow.predictor, "learned_through", None)}
-            self._recorder.record(served_events(routes.task, predictions, learned, False))
+            self._recorder.record(routes.task, predictions, learned, False)
             scored += len(predictions)
         self.scored += scored
         return scored
