@@ -14,6 +14,7 @@ evidence.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -105,11 +106,20 @@ class RoutingDecisions:
 
     # -- by people ------------------------------------------------------------------------------
 
+    async def _decide(
+        self, task: str, decision: Callable[[DeploymentState], Awaitable[Payload]]
+    ) -> dict[str, Any]:
+        """One decision on the task's current state, under its lock: `decision` checks the state
+        (raising Conflict, so nothing is recorded) and makes the event."""
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            [event] = await self.gov.decide_all(task, [await decision(state)], state)
+        return _decision(event)
+
     async def start_canary(
         self, task: str, version: int, weight: float, who: Principal, reason: str
     ) -> dict[str, Any]:
-        async with self.gov.task_locks[task]:
-            state = await self.gov.deployment_state(task)
+        async def decision(state: DeploymentState) -> Payload:
             if state.canary is not None:
                 raise Conflict(
                     [
@@ -120,63 +130,40 @@ class RoutingDecisions:
             if state.killed:
                 raise Conflict(["the kill switch is on: no canary until it is off"])
             trained = await self._routable(task, version, state, "canary")
-            [event] = await self.gov.decide_all(
-                task,
-                [
-                    CanaryStarted(
-                        task=task,
-                        model_version=version,
-                        artifact_sha256=trained.artifact_sha256,
-                        weight=weight,
-                        reason=reason,
-                        decided_by=who.name,
-                    )
-                ],
-                state,
+            return CanaryStarted(
+                task=task,
+                model_version=version,
+                artifact_sha256=trained.artifact_sha256,
+                weight=weight,
+                reason=reason,
+                decided_by=who.name,
             )
-        return _decision(event)
+
+        return await self._decide(task, decision)
 
     async def set_canary_weight(
         self, task: str, weight: float, who: Principal, reason: str
     ) -> dict[str, Any]:
-        async with self.gov.task_locks[task]:
-            state = await self.gov.deployment_state(task)
-            if state.canary is None:
-                raise Conflict([f"task {task!r} has no canary"])
-            [event] = await self.gov.decide_all(
-                task,
-                [
-                    CanaryWeightChanged(
-                        task=task,
-                        model_version=state.canary.model_version,
-                        weight=weight,
-                        reason=reason,
-                        decided_by=who.name,
-                    )
-                ],
-                state,
+        async def decision(state: DeploymentState) -> Payload:
+            canary = _running_canary(task, state)
+            return CanaryWeightChanged(
+                task=task, model_version=canary, weight=weight, reason=reason, decided_by=who.name
             )
-        return _decision(event)
+
+        return await self._decide(task, decision)
 
     async def stop_canary(self, task: str, who: Principal, reason: str) -> dict[str, Any]:
-        async with self.gov.task_locks[task]:
-            state = await self.gov.deployment_state(task)
-            if state.canary is None:
-                raise Conflict([f"task {task!r} has no canary"])
-            [event] = await self.gov.decide_all(
-                task,
-                [
-                    CanaryEnded(
-                        task=task,
-                        model_version=state.canary.model_version,
-                        outcome="stopped",
-                        reason=reason,
-                        decided_by=who.name,
-                    )
-                ],
-                state,
+        async def decision(state: DeploymentState) -> Payload:
+            canary = _running_canary(task, state)
+            return CanaryEnded(
+                task=task,
+                model_version=canary,
+                outcome="stopped",
+                reason=reason,
+                decided_by=who.name,
             )
-        return _decision(event)
+
+        return await self._decide(task, decision)
 
     async def start_shadow(
         self,
@@ -187,49 +174,37 @@ class RoutingDecisions:
         reason: str,
         evidence: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        async with self.gov.task_locks[task]:
-            state = await self.gov.deployment_state(task)
+        async def decision(state: DeploymentState) -> Payload:
             if version in state.shadows:
                 raise Conflict([f"version {version} is already a shadow"])
             trained = await self._routable(task, version, state, "shadow")
-            [event] = await self.gov.decide_all(
-                task,
-                [
-                    ShadowStarted(
-                        task=task,
-                        model_version=version,
-                        artifact_sha256=trained.artifact_sha256,
-                        sample_rate=sample_rate,
-                        reason=reason,
-                        decided_by=who.name if who is not None else POLICY,
-                        evidence=evidence or {},
-                    )
-                ],
-                state,
+            return ShadowStarted(
+                task=task,
+                model_version=version,
+                artifact_sha256=trained.artifact_sha256,
+                sample_rate=sample_rate,
+                reason=reason,
+                decided_by=who.name if who is not None else POLICY,
+                evidence=evidence or {},
             )
-        return _decision(event)
+
+        return await self._decide(task, decision)
 
     async def stop_shadow(
         self, task: str, version: int, who: Principal, reason: str
     ) -> dict[str, Any]:
-        async with self.gov.task_locks[task]:
-            state = await self.gov.deployment_state(task)
+        async def decision(state: DeploymentState) -> Payload:
             if version not in state.shadows:
                 raise Conflict([f"version {version} is not a shadow"])
-            [event] = await self.gov.decide_all(
-                task,
-                [
-                    ShadowStopped(
-                        task=task,
-                        model_version=version,
-                        outcome="stopped",
-                        reason=reason,
-                        decided_by=who.name,
-                    )
-                ],
-                state,
+            return ShadowStopped(
+                task=task,
+                model_version=version,
+                outcome="stopped",
+                reason=reason,
+                decided_by=who.name,
             )
-        return _decision(event)
+
+        return await self._decide(task, decision)
 
     async def set_flag(
         self, task: str, key: str, flag: dict[str, Any] | None, who: Principal, reason: str
@@ -259,19 +234,16 @@ class RoutingDecisions:
             ):
                 raise Invalid(f"flag {key!r} is a share of requests: 0 to 1")
             flag = checked.model_dump(mode="json")
-        async with self.gov.task_locks[task]:
-            state = await self.gov.deployment_state(task)
+
+        async def decision(state: DeploymentState) -> Payload:
             if flag is None and key not in state.flags:
                 raise Conflict([f"task {task!r} has no flag {key!r}"])
             if key == KILL_SWITCH and flag is not None and flag["value"] is True:
                 if state.answering() is None:
                     raise Conflict([f"task {task!r} has no champion to go back to"])
-            [event] = await self.gov.decide_all(
-                task,
-                [FlagChanged(task=task, key=key, flag=flag, reason=reason, decided_by=who.name)],
-                state,
-            )
-        return _decision(event)
+            return FlagChanged(task=task, key=key, flag=flag, reason=reason, decided_by=who.name)
+
+        return await self._decide(task, decision)
 
     # -- by the analysis --------------------------------------------------------------------------
 
@@ -481,6 +453,12 @@ class RoutingDecisions:
             deployment_stream(task), after_version=since - 1, limit=1
         )
         return found[0].occurred_at.timestamp() if found else time.time()
+
+
+def _running_canary(task: str, state: DeploymentState) -> int:
+    if state.canary is None:
+        raise Conflict([f"task {task!r} has no canary"])
+    return state.canary.model_version
 
 
 def _ended(
