@@ -187,7 +187,9 @@ async def test_two_replicas_send_each_entity_to_the_same_arm_before_and_after_a_
             await eventually(routing_at(b, w.task, canary.stream_version or 0))
             first, second = await arms(a, w.task, entities), await arms(b, w.task, entities)
         assert first == second
-        assert 0.25 < first.count("canary") / len(entities) < 0.35
+        # 30% of entities, give or take: the buckets hash the (random) task name too, so the
+        # bounds sit about 4 standard deviations out (n = 400).
+        assert 0.2 < first.count("canary") / len(entities) < 0.4
         async with replica(w.settings()) as restarted:
             assert await arms(restarted, w.task, entities) == first
 
@@ -273,7 +275,7 @@ async def test_flags_evaluate_alike_on_every_replica_and_through_openfeature(
                 assert missing.status_code == 404
                 assert missing.json()["errorCode"] == "FLAG_NOT_FOUND"
         assert seen[0] == seen[1]
-        assert 0.2 < seen[0].count("new") / len(entities) < 0.4
+        assert 0.15 < seen[0].count("new") / len(entities) < 0.45  # 30%, ~4.5 sd either side
 
         # Client code reads the same values with the OpenFeature SDK and its OFREP provider.
         with served_over_http(w.settings()) as base:
