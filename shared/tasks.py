@@ -127,6 +127,10 @@ class CanaryPolicy(BaseModel):
     # Guardrails on the canary's own traffic, against the champion's.
     max_error_rate_increase: float = Field(0.01, ge=0, le=1)
     max_p99_latency_ratio: float = Field(2.0, ge=1)
+    # ...and at least this much slower (ms): a p99 read from a few hundred requests is noisy,
+    # and 1 ms against 2 ms is no reason to stop a more accurate model.
+    min_p99_latency_increase_ms: float = Field(5.0, ge=0)
+    min_requests: int = Field(200, ge=1)  # per arm, before a guardrail is read
     # What governance does by itself: a shadow that beats the champion becomes a canary with
     # this share of entities; challengers the trainer publishes after a drift run as shadows.
     weight: float = Field(20.0, gt=0, le=100)

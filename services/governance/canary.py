@@ -14,7 +14,9 @@ alpha (up to the normal approximation), so a canary can be checked at every batc
 A canary is compared on its own live traffic against the champion's (two independent samples:
 the entities it was assigned); a shadow on the same rows as the champion (paired: the difference
 per row). Guardrails stop a canary whatever the test says: its error rate or its p99 latency
-beyond the champion's by a margin.
+beyond the champion's by a margin, read from serving's reports of each arm's requests
+(`shared.arm_health`) once both arms have answered `min_requests`; they are read as each report
+arrives, without waiting for labels.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def canary_analysis(
         "alpha": policy.alpha,
         "tau": policy.tau,
     }
-    tripped = _guardrails(champion, canary, policy, evidence)
+    tripped = guardrails(champion, canary, policy, evidence)
     if champion.n and canary.n:
         variance = _bernoulli_variance(champion.accuracy, champion.n) + _bernoulli_variance(
             canary.accuracy, canary.n
@@ -153,10 +155,15 @@ def shadow_analysis(
     return _verdict(p, effect, n, seconds, policy, evidence)
 
 
-def _guardrails(
+def guardrails(
     champion: Arm, canary: Arm, policy: CanaryPolicy, evidence: dict[str, Any]
 ) -> list[str]:
-    reasons = []
+    """Why the canary must stop on operational grounds (empty: it may go on); the figures read
+    are added to `evidence`. Nothing is read before both arms answered `policy.min_requests`."""
+    reasons: list[str] = []
+    evidence.update(requests_champion=champion.requests, requests_canary=canary.requests)
+    if min(champion.requests, canary.requests) < policy.min_requests:
+        return reasons
     if canary.requests:
         mine = canary.errors / canary.requests
         theirs = champion.errors / champion.requests if champion.requests else 0.0
@@ -168,7 +175,8 @@ def _guardrails(
             )
     if canary.p99_ms is not None and champion.p99_ms:
         evidence.update(p99_ms_canary=canary.p99_ms, p99_ms_champion=champion.p99_ms)
-        if canary.p99_ms > champion.p99_ms * policy.max_p99_latency_ratio:
+        slower = canary.p99_ms - champion.p99_ms >= policy.min_p99_latency_increase_ms
+        if slower and canary.p99_ms > champion.p99_ms * policy.max_p99_latency_ratio:
             reasons.append(
                 f"guardrail: canary p99 latency {canary.p99_ms:.1f} ms > "
                 f"{policy.max_p99_latency_ratio:g} x champion {champion.p99_ms:.1f} ms"

@@ -60,6 +60,7 @@ PROJECTED_TYPES = (
     *ROUTING_TYPES,
     # Nothing to project; marked applied so that each is judged once (Governance.handle).
     "ArmsScored",
+    "ArmsServed",
 )
 
 

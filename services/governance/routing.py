@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -26,10 +27,12 @@ from services.governance.canary import (
     Paired,
     Verdict,
     canary_analysis,
+    guardrails,
     shadow_analysis,
 )
 from services.governance.errors import Conflict, Invalid
 from services.governance.policy import Verdict as GateVerdict
+from shared.arm_health import ArmHealth
 from shared.deployments import (
     KILL_SWITCH,
     LOG_AND_WAIT,
@@ -42,6 +45,7 @@ from shared.deployments import (
 from shared.events.envelope import Envelope, Payload
 from shared.events.types import (
     ArmsScored,
+    ArmsServed,
     CanaryEnded,
     CanaryStarted,
     CanaryWeightChanged,
@@ -51,6 +55,7 @@ from shared.events.types import (
     ShadowStarted,
     ShadowStopped,
     deployment_stream,
+    governance_stream,
 )
 
 if TYPE_CHECKING:
@@ -75,6 +80,9 @@ class RoutingDecisions:
         self.gov = gov
         # Always-valid p-values are running minima: the smallest seen per arm so far.
         self._p: dict[tuple[str, str, int], float] = {}
+        # Serving's reports added up per canary (task, version, since): the position read to,
+        # the champion's arm and the canary's.
+        self._served: dict[tuple[str, int, int], tuple[int, ArmHealth, ArmHealth]] = {}
 
     # -- checks ---------------------------------------------------------------------------------
 
@@ -312,6 +320,53 @@ class RoutingDecisions:
                         version=getattr(payload, "model_version", None),
                     )
 
+    async def on_served(self, envelope: Envelope) -> None:
+        """Read the canary's guardrails on serving's newest reports, without waiting for labels:
+        a canary that fails or slows its requests is rolled back."""
+        served = envelope.data()
+        assert isinstance(served, ArmsServed)
+        task = served.task
+        policy = (await self.gov.spec(task)).promotion.canary
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            if state.canary is None or state.killed or state.answering() is None:
+                return
+            version = state.canary.model_version
+            champion, canary = await self._arms_served(task, state)
+            evidence: dict[str, Any] = {}
+            tripped = guardrails(
+                _operations(Arm(0, 0), champion), _operations(Arm(0, 0), canary), policy, evidence
+            )
+            if not tripped:
+                return
+            evidence["verdict"] = Verdict.ROLL_BACK.value
+            ended = _ended(task, version, "rolled_back", "; ".join(tripped), evidence)
+            await self.gov.decide_all(task, [ended], state, causation=envelope)
+            log.info("governance.canary_guardrail", task=task, version=version, reasons=tripped)
+
+    async def _arms_served(self, task: str, state: DeploymentState) -> tuple[ArmHealth, ArmHealth]:
+        """The champion's and the canary's requests as every replica reported them since the
+        canary started (added up incrementally: only new reports are read)."""
+        assert state.canary is not None
+        version, since = state.canary.model_version, state.canary.since
+        key = (task, version, since)
+        if key not in self._served:
+            started = await self._started(task, since)
+            self._served[key] = ((started and started.position) or 0, ArmHealth(), ArmHealth())
+        after, champion, canary = self._served[key]
+        while reports := await self.gov.store.read_all(
+            after, 1000, types=["ArmsServed"], streams=[governance_stream(task)]
+        ):
+            for report in reports:
+                for arm in report.payload["arms"]:
+                    if arm["role"] == "champion":
+                        champion.add(ArmHealth.from_dict(arm))
+                    elif arm["role"] == "canary" and arm["model_version"] == version:
+                        canary.add(ArmHealth.from_dict(arm))
+            after = reports[-1].position or after
+        self._served[key] = (after, champion, canary)
+        return champion, canary
+
     async def _judge_canary(
         self, task: str, scored: ArmsScored, state: DeploymentState, policy: Any
     ) -> list[Payload]:
@@ -322,9 +377,10 @@ class RoutingDecisions:
         mine, theirs = scored.canary["canary"], scored.canary["champion"]
         key = (task, "canary", version)
         started = await self._started_at(task, state.canary.since)
+        champion_served, canary_served = await self._arms_served(task, state)
         analysis = canary_analysis(
-            Arm(theirs["n"], theirs["correct"], theirs["log_loss"]),
-            Arm(mine["n"], mine["correct"], mine["log_loss"]),
+            _operations(Arm(theirs["n"], theirs["correct"], theirs["log_loss"]), champion_served),
+            _operations(Arm(mine["n"], mine["correct"], mine["log_loss"]), canary_served),
             policy,
             previous_p=self._p.get(key, 1.0),
             seconds=time.time() - started,
@@ -448,11 +504,23 @@ class RoutingDecisions:
             return list(exc.reasons)
         return []
 
-    async def _started_at(self, task: str, since: int) -> float:
+    async def _started(self, task: str, since: int) -> Envelope | None:
+        """The decision that started an arm (by its deployment stream version)."""
         found = await self.gov.store.read_stream(
             deployment_stream(task), after_version=since - 1, limit=1
         )
-        return found[0].occurred_at.timestamp() if found else time.time()
+        return found[0] if found else None
+
+    async def _started_at(self, task: str, since: int) -> float:
+        started = await self._started(task, since)
+        return started.occurred_at.timestamp() if started else time.time()
+
+
+def _operations(arm: Arm, served: ArmHealth) -> Arm:
+    """An arm's labelled outcomes with what serving reported of its requests."""
+    return replace(
+        arm, requests=served.requests, errors=served.errors, p99_ms=served.quantile_ms(0.99)
+    )
 
 
 def _running_canary(task: str, state: DeploymentState) -> int:

@@ -122,7 +122,7 @@ class Governance:
         async with self.projection_lock, self.engine.begin() as conn:
             fresh = await apply_events(conn, events)
         for envelope in fresh:
-            if envelope.type in ("ModelTrained", "ArmsScored"):
+            if envelope.type in ("ModelTrained", "ArmsScored", "ArmsServed"):
                 self.enqueue(envelope)
 
     async def rebuild(self) -> dict[str, int]:
@@ -472,9 +472,13 @@ class Governance:
 
     async def process(self, envelope: Envelope) -> None:
         """Audit a new model (if its task names sensitive attributes), then decide on it; run a
-        challenger as a shadow; judge the canary and shadows on the trainer's newest counts."""
+        challenger as a shadow; judge the canary and shadows on the trainer's newest counts, and the
+        canary's guardrails on serving's newest report."""
         if envelope.type == "ArmsScored":
             await self.routing.on_arms(envelope)
+            return
+        if envelope.type == "ArmsServed":
+            await self.routing.on_served(envelope)
             return
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)

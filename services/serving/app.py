@@ -1,8 +1,10 @@
 """The serving service: predictions from each task's champion, with online features, swapped on
 deployment events.
 
-Modules: `models` (the champion table and prediction, pure), `online` (each task's online-feature
-fold, kept live from the data topic), `recorder` (the audit trail and log-and-wait rows),
+Modules: `models` (validation and one model's answers, pure), `routing` (who answers: champion,
+canary, shadows, flags), `online` (each task's online-feature fold, kept live from the data
+topic), `recorder` (the audit trail and log-and-wait rows), `shadows` (scoring off the response
+path), `health` (each arm's requests, failures and latencies: the canary's guardrails),
 `deployments` (following the deployment stream), `schemas` and `routes` (HTTP), `state` (what the
 routes share). This module wires them in the lifespan.
 
@@ -24,6 +26,7 @@ import structlog
 from fastapi import FastAPI
 
 from services.serving.deployments import Deployments, NoDeadLetters, consume
+from services.serving.health import ArmsHealth
 from services.serving.online import OnlineFeatures
 from services.serving.recorder import ObservationLog, PredictionRecorder
 from services.serving.routes import ofrep, router
@@ -116,6 +119,14 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     shadows = ShadowScorer(recorder)
     shadows.start()
     stack.push_async_callback(shadows.close)  # before the recorder's close: its scores recorded
+    health = ArmsHealth(
+        runtime.store,
+        runtime.producer,
+        lambda task: _runs_canary(table, task),
+        interval=settings.health_interval,
+    )
+    health.start()
+    stack.push_async_callback(health.close)
     deployments = Deployments(table, runtime.store)
     state = ServingState(
         settings,
@@ -126,6 +137,7 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
         deployments,
         online,
         shadows,
+        health,
     )
     for spec in (await registered_tasks(runtime.store)).values():
         await online.prepare(spec)  # before the champions: they learn what the folds learned
@@ -154,6 +166,13 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     return state
 
 
+def _runs_canary(table: RoutingTable, task: str) -> bool:
+    try:
+        return table.routes(task).canary is not None
+    except UnknownTask:
+        return False
+
+
 def _warm(online: OnlineFeatures, task: str, model: Any) -> None:
     """Bring a model about to serve up to the rows learned since its version."""
     if isinstance(model, LiveModel):
@@ -170,7 +189,15 @@ def _learn(table: RoutingTable, task: str, rows: Sequence[LearnedRow]) -> None:
         return
     for served in routes.models():
         if isinstance(served.predictor, LiveModel):
-            served.predictor.learn(rows)
+            try:
+                served.predictor.learn(rows)
+            except Exception:  # noqa: BLE001 - one broken model must not stop the others learning
+                log.exception(
+                    "serving.model_learn_failed",
+                    task=task,
+                    version=served.model_version,
+                    role=served.role.value,
+                )
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

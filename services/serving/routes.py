@@ -8,6 +8,7 @@ by default, online features off, the shadows' sample rate; the kill switch is in
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -23,7 +24,7 @@ from services.serving.models import (
     validate_records,
 )
 from services.serving.recorder import observation_events
-from services.serving.routing import Routes, Served, UnknownTask
+from services.serving.routing import Role, Routes, Served, UnknownTask
 from services.serving.schemas import (
     FlagEvaluation,
     FlagsEvaluation,
@@ -68,6 +69,7 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
     """Predict one record or a batch with the task's champion (or its canary, for the canary's
     share of entities), given the online features as of now; with `record` (log and wait) the
     rows are stored as observations before the answer."""
+    started = time.perf_counter()
     state = serving_state(request)
     routes = _routes(state, task)  # taken once: a swap now does not affect this request
     spec = routes.spec
@@ -101,11 +103,16 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
     except STORE_FAILURES as exc:
         log.warning("serving.online_sync_failed", task=task, error=str(exc))
         raise HTTPException(503, "the event store is unavailable; retry") from None
+    failed: list[Served] = []
     if routes.champion is None:  # log and wait before the first model: record, answer nothing
         predictions = unanswered(spec, rows, entity_ids, online)
     else:
         # On the event loop, where the models also learn: never half-way through a label.
-        predictions = _answer(routes, rows, entity_ids, online)
+        try:
+            predictions = _answer(routes, rows, entity_ids, online, failed)
+        except Exception:
+            state.health.observe(task, (), _ms(started), [_arm(routes.champion)])
+            raise
     if record:
         events = observation_events(spec, predictions, _learned(routes), state.producer)
         try:
@@ -124,6 +131,13 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
         sample = _flag(routes, SHADOW_SAMPLE, None)
         state.shadows.submit(routes, predictions, online, sample)
     champion = routes.champion
+    if champion is not None:
+        state.health.observe(
+            task,
+            {(p.role, p.model_version) for p in predictions if p.model_version is not None},
+            _ms(started),
+            [_arm(a) for a in failed],
+        )
     # Encoded here, as `PredictResponse` documents it: the hot path skips a validation pass over
     # what this function has just built.
     answer = {
@@ -140,8 +154,11 @@ def _answer(
     rows: list[dict[str, Any]],
     entity_ids: list[str | None],
     online: list[list[float]],
+    failed: list[Served],
 ) -> list[Prediction]:
-    """Each row predicted by the model its entity is routed to, in request order."""
+    """Each row predicted by the model its entity is routed to, in request order. A canary that
+    fails is added to `failed` and its rows are answered by the champion; a champion that fails
+    fails the request."""
     arms: dict[int, tuple[Served, list[int]]] = {}
     for i, entity in enumerate(entity_ids):
         arm = routes.arm(entity)
@@ -149,18 +166,45 @@ def _answer(
         arms.setdefault(id(arm), (arm, []))[1].append(i)
     out: list[Prediction | None] = [None] * len(rows)
     for arm, index in arms.values():
-        predicted = predict(
-            arm.predictor,
+        args = (
             routes.spec,
             [rows[i] for i in index],
             [entity_ids[i] for i in index],
             [online[i] for i in index],
-            model_version=arm.model_version,
-            role=arm.role.value,
         )
+        try:
+            predicted = predict(
+                arm.predictor, *args, model_version=arm.model_version, role=arm.role.value
+            )
+        except Exception as exc:
+            champion = routes.champion
+            if arm.role is not Role.CANARY or champion is None:
+                raise
+            log.warning(
+                "serving.canary_failed",
+                task=routes.task,
+                version=arm.model_version,
+                rows=len(index),
+                error=repr(exc),
+            )
+            failed.append(arm)
+            predicted = predict(
+                champion.predictor,
+                *args,
+                model_version=champion.model_version,
+                role=champion.role.value,
+            )
         for i, p in zip(index, predicted, strict=True):
             out[i] = p
     return [p for p in out if p is not None]
+
+
+def _arm(served: Served) -> tuple[str, int]:
+    return served.role.value, served.model_version
+
+
+def _ms(started: float) -> float:
+    return (time.perf_counter() - started) * 1000.0
 
 
 def _learned(routes: Routes) -> dict[int, int | None]:

@@ -24,3 +24,6 @@ class ServingSettings(CommonSettings):
     max_records: int = Field(1000, gt=0)
     # Longest a Kafka fetch waits for data (deployments, and the data the online features fold).
     fetch_max_wait_ms: int = Field(20, ge=1, le=5000)
+    # While a task runs a canary, each arm's requests, failures and latencies are reported this
+    # often (ArmsServed: the canary's guardrails).
+    health_interval: float = Field(5.0, gt=0)

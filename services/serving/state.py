@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import HTTPException, Request
 
 from services.serving.deployments import Deployments
+from services.serving.health import ArmsHealth
 from services.serving.online import OnlineFeatures
 from services.serving.recorder import ObservationLog, PredictionRecorder
 from services.serving.routing import RoutingTable
@@ -31,6 +32,7 @@ class ServingState:
     deployments: Deployments
     online: OnlineFeatures
     shadows: ShadowScorer
+    health: ArmsHealth
     followers: tuple[asyncio.Task[None], ...] = ()
     loaded: bool = False
 

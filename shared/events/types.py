@@ -367,6 +367,17 @@ class ArmsScored(Payload):
     at_labelled: int
 
 
+@event_type("ArmsServed")
+class ArmsServed(Payload):
+    """What one serving replica answered with each arm of a task over an interval, while a canary
+    ran: `arms` holds {role, model_version, requests, errors, latency} (shared.arm_health)."""
+
+    task: str
+    replica: str
+    seconds: float
+    arms: list[dict[str, Any]]
+
+
 # Which topic each event type is published to.
 TOPIC_OF_TYPE: dict[str, str] = {
     "TaskRegistered": TOPIC_TASKS,
@@ -390,6 +401,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "ShadowStopped": TOPIC_DEPLOYMENTS,
     "FlagChanged": TOPIC_DEPLOYMENTS,
     "ArmsScored": TOPIC_MODELS,
+    "ArmsServed": TOPIC_GOVERNANCE,
 }
 
 

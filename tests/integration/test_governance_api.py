@@ -24,15 +24,18 @@ from services.governance.auth import revoke_key
 from services.governance.service import Governance
 from services.governance.settings import GovernanceSettings
 from shared import model_codec
+from shared.arm_health import ArmHealth
 from shared.artifacts import FileArtifactStore
 from shared.bus import KafkaPublisher, ensure_topics
 from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
+    ArmsServed,
     ModelTrained,
     ObservationRecorded,
     PredictionServed,
     data_stream,
     deployment_stream,
+    governance_stream,
     model_stream,
     prediction_stream,
 )
@@ -41,6 +44,7 @@ from shared.relay import Relay
 from shared.settings import REPO_ROOT
 from shared.store.sql import SqlEventStore, open_event_store
 from shared.tasks import (
+    CanaryPolicy,
     Feature,
     PromotionPolicy,
     Target,
@@ -744,3 +748,86 @@ async def test_routing_decisions_refuse_bad_input_and_leave_the_routing_unchange
         assert routing["canary"]["model_version"] == 3 and routing["canary"]["share"] == 10
         assert routing["shadows"] == [] and routing["flags"] == {} and not routing["killed"]
         assert (await w.get("/v1/tasks/nope/routing")).status_code == 404
+
+
+# ---------------------------------------------------------------------------------------------
+# Guardrails: serving's reports of each arm roll a failing or slow canary back, without labels
+
+
+def served_report(task: str, arms: dict[tuple[str, int], tuple[int, int, float]]) -> ArmsServed:
+    """What one replica reports: per (role, version), requests, failures and one latency."""
+    reported = []
+    for (role, version), (requests, errors, ms) in arms.items():
+        health = ArmHealth()
+        for i in range(requests):
+            health.observe(ms, failed=i < errors)
+        reported.append({"role": role, "model_version": version, **health.as_dict()})
+    return ArmsServed(task=task, replica="test", seconds=5.0, arms=reported)
+
+
+async def test_a_canary_that_fails_or_slows_its_requests_is_rolled_back_on_serving_reports(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    spec = TaskSpec(
+        name=f"guard{uuid.uuid4().hex[:8]}",
+        features=(Feature(name="x"),),
+        target=Target(name="y"),
+        promotion=PromotionPolicy(
+            require_approval=True, approvals_required=1, canary=CanaryPolicy(min_requests=100)
+        ),
+    )
+    task, base = spec.name, f"/v1/tasks/{spec.name}"
+    why = {"reason": "try it"}
+    async with world(store_url, kafka, tmp_path, spec) as w:
+        await add_model(w, spec, 1, 0.80)
+        await w.decided(task, 1)
+        await w.post(f"{base}/models/1/approve", "approver", {"reason": "ok"})
+        for version in (2, 3):  # awaiting approval: each may run as a canary
+            await add_model(w, spec, version, 0.85)
+
+        async def waiting() -> bool:
+            models = (await w.get(f"{base}/models")).json()["models"]
+            return {m["model_version"]: m["status"] for m in models} == {
+                1: "champion",
+                2: "awaiting_approval",
+                3: "awaiting_approval",
+            }
+
+        await eventually(waiting, timeout=20)
+
+        async def rolled_back(version: int, reports: list[ArmsServed]) -> dict[str, object]:
+            started = await w.post(
+                f"{base}/canary", "operator", {**why, "model_version": version, "weight": 50}
+            )
+            assert started.status_code == 200, started.text
+            count = len(await w.decisions(task))
+            for report in reports:
+                await w.record(report, governance_stream(task))
+            [ended] = (await w.decided(task, count + 1))[count:]
+            assert ended.type == "CanaryEnded" and ended.payload["model_version"] == version
+            assert ended.payload["outcome"] == "rolled_back", ended.payload
+            assert ended.payload["decided_by"] == "governance/policy"
+            routing = (await w.get(f"{base}/routing")).json()
+            assert routing["canary"] is None and routing["champion"]["model_version"] == 1
+            return ended.payload
+
+        # Failing: nothing is read before both arms answered 100 requests (60 of 60 failed);
+        # the next report brings both past it, and the canary's error rate is 0.6.
+        failing = await rolled_back(
+            2,
+            [
+                served_report(task, {("champion", 1): (60, 0, 2.0), ("canary", 2): (60, 60, 2.0)}),
+                served_report(task, {("champion", 1): (60, 0, 2.0), ("canary", 2): (40, 0, 2.0)}),
+            ],
+        )
+        assert failing["reason"] == "guardrail: canary error rate 0.6000 > champion 0.0000 + 0.01"
+        assert failing["evidence"]["requests_canary"] == 100  # the first report did not trip it
+        # Slow: healthy requests at 10x the champion's latency. The reports of the canary before
+        # (its 60 failures) are not counted: this canary started after them.
+        slow = await rolled_back(
+            3,
+            [served_report(task, {("champion", 1): (200, 0, 2.0), ("canary", 3): (200, 0, 20.0)})],
+        )
+        assert slow["reason"].startswith("guardrail: canary p99 latency"), slow["reason"]
+        assert slow["evidence"]["error_rate_canary"] == 0.0
+        assert slow["evidence"]["requests_champion"] == 200

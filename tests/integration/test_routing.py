@@ -25,16 +25,19 @@ import uvicorn
 from services.serving.app import create_app
 from services.serving.settings import ServingSettings
 from shared import model_codec
+from shared.arm_health import ArmHealth
 from shared.artifacts import FileArtifactStore
 from shared.bus import KafkaPublisher, ensure_topics
 from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
+    ArmsServed,
     CanaryStarted,
     FlagChanged,
     ModelPromoted,
     PredictionServed,
     ShadowStarted,
     deployment_stream,
+    governance_stream,
     prediction_stream,
 )
 from shared.fanout import Fanout
@@ -232,6 +235,61 @@ async def test_a_shadow_is_recorded_for_every_row_and_never_returned(
         # The shadow learned the opposite: on every row it disagrees with the answer.
         for pid in ids:
             assert (by_role["champion"][pid] >= 0.5) != (by_role["shadow"][pid] >= 0.5)
+
+
+def broken_model() -> bytes:
+    """A model of the wrong width: it loads, and fails on every prediction."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(300, 2))
+    booster = lgb.train(
+        {"objective": "binary", "num_leaves": 4, "verbose": -1, "seed": 1},
+        lgb.Dataset(X, (X[:, 0] > 0).astype(int)),
+        num_boost_round=5,
+    )
+    return model_codec.encode(n_features=2, members=[(1.0, booster)], feature_names=["x", "z"])
+
+
+async def test_a_failing_canary_is_answered_for_by_the_champion_and_reported_for_its_guardrail(
+    sqlite_url: str, kafka: str, tmp_path: Path
+):
+    async with world(sqlite_url, kafka, tmp_path) as w:
+        await w.decide(w.promoted(1, model(1.0)))
+        canary = await w.decide(
+            CanaryStarted(
+                task=w.task,
+                model_version=2,
+                artifact_sha256=w.artifacts.put(broken_model()),
+                weight=100.0,
+                reason="try it",
+                decided_by="tests",
+            )
+        )
+        settings = w.settings().model_copy(update={"health_interval": 0.2})
+        async with replica(settings) as client:
+            await eventually(routing_at(client, w.task, canary.stream_version or 0))
+            entities = [f"e{i}" for i in range(30)]
+            assert set(await arms(client, w.task, entities)) == {"champion"}
+            for entity in entities[:20]:
+                assert await arms(client, w.task, [entity]) == ["champion"]
+
+            async def reported() -> dict[tuple[str, int], ArmHealth] | None:
+                events = await w.store.read_stream(governance_stream(w.task))
+                totals: dict[tuple[str, int], ArmHealth] = {}
+                for event in events:
+                    report = event.data()
+                    assert isinstance(report, ArmsServed)
+                    for arm in report.arms:
+                        key = (arm["role"], arm["model_version"])
+                        totals.setdefault(key, ArmHealth()).add(ArmHealth.from_dict(arm))
+                done = totals.get(("canary", 2), ArmHealth()).requests == 21
+                return totals if done else None
+
+            totals = await eventually(reported, timeout=10)
+        canary_arm, champion_arm = totals[("canary", 2)], totals[("champion", 1)]
+        assert canary_arm.errors == canary_arm.requests == 21  # every request it was given
+        assert champion_arm.requests == 21 and champion_arm.errors == 0
+        latency = champion_arm.quantile_ms(0.99)
+        assert latency is not None and 0 < latency < 5_000
 
 
 async def test_flags_evaluate_alike_on_every_replica_and_through_openfeature(

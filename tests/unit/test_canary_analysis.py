@@ -11,6 +11,7 @@ from services.governance.canary import (
     Paired,
     Verdict,
     canary_analysis,
+    guardrails,
     mixture_p_value,
     shadow_analysis,
 )
@@ -77,8 +78,35 @@ def test_a_guardrail_rolls_a_canary_back_whatever_its_accuracy():
     )
     assert result.verdict is Verdict.ROLL_BACK
     assert result.reasons == ["guardrail: canary error rate 0.0500 > champion 0.0000 + 0.01"]
-    slow = canary_analysis(Arm(1000, 800, p99_ms=3.0), Arm(1000, 800, p99_ms=9.0), POLICY)
+    slow = canary_analysis(
+        Arm(1000, 800, requests=500, p99_ms=3.0), Arm(1000, 800, requests=500, p99_ms=9.0), POLICY
+    )
     assert slow.verdict is Verdict.ROLL_BACK and "p99 latency 9.0 ms" in slow.reasons[0]
+    # Three times as slow, but by 2 ms: below the smallest increase worth a rollback.
+    fast = canary_analysis(
+        Arm(1000, 800, requests=500, p99_ms=1.0), Arm(1000, 800, requests=500, p99_ms=3.0), POLICY
+    )
+    assert fast.verdict is Verdict.CONTINUE and fast.evidence["p99_ms_canary"] == 3.0
+
+
+def test_guardrails_wait_until_both_arms_answered_enough_requests():
+    few = POLICY.min_requests - 1
+    evidence: dict[str, object] = {}
+    early = guardrails(
+        Arm(0, 0, requests=few, p99_ms=1.0),
+        Arm(0, 0, requests=few, errors=few, p99_ms=90.0),
+        POLICY,
+        evidence,
+    )
+    assert early == [] and evidence["requests_canary"] == few
+    enough = POLICY.min_requests
+    late = guardrails(
+        Arm(0, 0, requests=enough, p99_ms=1.0),
+        Arm(0, 0, requests=enough, errors=enough, p99_ms=90.0),
+        POLICY,
+        {},
+    )
+    assert len(late) == 2
 
 
 def test_a_shadow_is_judged_on_the_same_rows_and_names_its_evidence():
