@@ -32,6 +32,10 @@ def test_a_live_model_learning_the_next_rows_answers_exactly_as_the_learner():
     live = LiveModel(published)
     probe = np.random.default_rng(2).random((50, 3))
     assert np.array_equal(live.predict_proba(probe), learner.predict_proba(probe))
+    # One row at a time (serving's one-record requests: LightGBM's fast single-row path and
+    # the linear members in plain Python) answers as the batch does, to the last bits.
+    single = np.concatenate([live.predict_proba(probe[i : i + 1]) for i in range(len(probe))])
+    np.testing.assert_allclose(single, learner.predict_proba(probe), rtol=0, atol=1e-12)
     # Both learn the next rows, each predicting a row before learning it.
     mine = learner.test_then_train(X[600:690], y[600:690]).proba
     theirs = live.learn(rows(X[600:690], y[600:690], first_version=601))
