@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -143,6 +144,10 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
         await online.prepare(spec)  # before the champions: they learn what the folds learned
     await deployments.load_current()
     state.loaded = True
+    # What start-up loaded (models, folds, specs) lives as long as the process: out of the
+    # collector's way, so a full collection does not walk it while requests wait (gc.freeze).
+    gc.collect()
+    gc.freeze()
     state.followers = (
         asyncio.create_task(deployments.follow(decisions), name="serving:deployments"),
         asyncio.create_task(
