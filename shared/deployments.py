@@ -8,12 +8,15 @@ on from where it was (`apply`), so a service that missed an event catches up by 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import mmh3
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from shared.tasks import RecordError, shown, storable
 
 POLICY = "governance/policy"
 # Flags serving itself reads (any other key is the client's, served through OpenFeature).
@@ -52,9 +55,11 @@ class Flag(BaseModel):
 
     @model_validator(mode="after")
     def _values_fit_the_type(self) -> Flag:
+        if not all(_fits("string", name) for name in [*self.variants, *self.weights]):
+            raise ValueError("variant names must be text the store can hold")
         for name, value in [("value", self.value), *self.variants.items()]:
             if not _fits(self.type, value):
-                raise ValueError(f"{name}: {value!r} is not a {self.type}")
+                raise ValueError(f"{shown(name)}: {shown(value)} is not a storable {self.type}")
         if set(self.weights) - set(self.variants):
             raise ValueError("weights name variants that do not exist")
         if any(not 0 <= w <= 100 for w in self.weights.values()):
@@ -68,8 +73,19 @@ def _fits(kind: str, value: Any) -> bool:
     if kind == "boolean":
         return isinstance(value, bool)
     if kind == "number":
-        return isinstance(value, int | float) and not isinstance(value, bool)
-    return isinstance(value, str)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False
+        try:
+            return math.isfinite(value)  # an integer beyond any float overflows
+        except OverflowError:
+            return False
+    if not isinstance(value, str):
+        return False
+    try:
+        storable(value, "flag")
+    except RecordError:
+        return False
+    return True
 
 
 def bucket(key: str, entity: str) -> float:

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from shared.runtime import Runtime
@@ -18,6 +19,12 @@ from shared.settings import CommonSettings
 log = structlog.get_logger(__name__)
 
 ReadinessCheck = Callable[[], Awaitable[str | None]]
+
+# The largest numbers an API takes where the store keeps them: a position (BIGINT) and a model
+# version (a stream version: BIGINT, but no task will see 2**31 models). Past them a request is a
+# 422, not a database overflow.
+MAX_POSITION = 2**63 - 1
+MAX_VERSION = 2**31 - 1
 
 
 def health_router(runtime: Callable[[], Runtime | None], *checks: ReadinessCheck) -> APIRouter:
@@ -55,6 +62,16 @@ def health_router(runtime: Callable[[], Runtime | None], *checks: ReadinessCheck
 
 def install_error_handlers(app: FastAPI) -> None:
     """Log unexpected errors with context; never leak internals in a response."""
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's shape (loc, msg, type) without the offending input: it can be megabytes,
+        # or text that cannot even be encoded (a lone surrogate), and the caller has it.
+        errors = [
+            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -12,10 +12,17 @@ import math
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 FeatureType = Literal["float", "int", "bool", "category"]
 OnlineKind = Literal[
@@ -298,32 +305,74 @@ class RecordError(ValueError):
     """A record does not fit its task spec; the message says which field and why."""
 
 
+def storable(text: str, what: str) -> str:
+    """Text the event store can hold, or RecordError: PostgreSQL's JSONB refuses the NUL
+    character, and no store takes a lone surrogate (text that is not UTF-8)."""
+    if "\x00" in text:
+        raise RecordError(f"{what}: contains a NUL character (\\u0000), which cannot be stored")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise RecordError(f"{what}: is not valid UTF-8 (a lone surrogate)") from None
+    return text
+
+
+def _storable_field(text: str) -> str:
+    return storable(text, "text")
+
+
+# A request field whose text is stored: refused with a 422 if the store could not hold it.
+StorableStr = Annotated[str, AfterValidator(_storable_field)]
+
+
+def shown(value: Any) -> str:
+    """A value as an error message quotes it: at most 40 characters (a request may carry a
+    10,000-digit number or a megabyte of text)."""
+    try:
+        text = repr(value)
+    except ValueError:  # an integer past Python's digit limit for str()
+        return "a number too large to print"
+    return text if len(text) <= 40 else f"{text[:37]}..."
+
+
+def _name(text: str) -> str:
+    """A name as a message quotes it: as is if short and printable, else `shown`."""
+    return text if len(text) <= 40 and text.isprintable() else shown(text)
+
+
 def _coerce(feature: Feature, value: Any) -> float | int | bool | str:
     if value is None:
         raise RecordError(f"{feature.name}: is required")
     if feature.type == "float":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise RecordError(f"{feature.name}: expected a number, got {value!r}")
-        if not math.isfinite(value):
-            raise RecordError(f"{feature.name}: must be finite, got {value!r}")
-        return float(value)
+            raise RecordError(f"{feature.name}: expected a number, got {shown(value)}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond any float
+            raise RecordError(f"{feature.name}: {shown(value)} is out of range") from None
+        if not math.isfinite(number):
+            raise RecordError(f"{feature.name}: must be finite, got {shown(value)}")
+        return number
     if feature.type == "int":
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise RecordError(f"{feature.name}: expected an integer, got {value!r}")
+            raise RecordError(f"{feature.name}: expected an integer, got {shown(value)}")
         if isinstance(value, float) and not value.is_integer():
-            raise RecordError(f"{feature.name}: expected an integer, got {value!r}")
+            raise RecordError(f"{feature.name}: expected an integer, got {shown(value)}")
         if abs(value) > MAX_SAFE_INT:
-            raise RecordError(f"{feature.name}: {value!r} is out of range (|n| <= 2**53)")
+            raise RecordError(f"{feature.name}: {shown(value)} is out of range (|n| <= 2**53)")
         return int(value)
     if feature.type == "bool":
         if not isinstance(value, bool):
-            raise RecordError(f"{feature.name}: expected true or false, got {value!r}")
+            raise RecordError(f"{feature.name}: expected true or false, got {shown(value)}")
         return value
-    if str(value) not in feature.categories:
+    if not isinstance(value, str | int | float):  # bool is an int
+        raise RecordError(f"{feature.name}: expected one of {', '.join(feature.categories)}")
+    text = value if isinstance(value, str) else shown(value)
+    if text not in feature.categories:
         raise RecordError(
-            f"{feature.name}: {value!r} is not one of {', '.join(feature.categories)}"
+            f"{feature.name}: {shown(value)} is not one of {', '.join(feature.categories)}"
         )
-    return str(value)
+    return text
 
 
 def validate_features(spec: TaskSpec, features: Mapping[str, Any]) -> dict[str, Any]:
@@ -333,7 +382,7 @@ def validate_features(spec: TaskSpec, features: Mapping[str, Any]) -> dict[str, 
     known = {f.name for f in spec.input_features}
     unknown = sorted(set(features) - known)
     if unknown:
-        raise RecordError(f"unknown feature(s): {', '.join(unknown)}")
+        raise RecordError(f"unknown feature(s): {', '.join(_name(u) for u in unknown)}")
     return {f.name: _coerce(f, features.get(f.name)) for f in spec.input_features}
 
 

@@ -108,7 +108,12 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
                 opened.push_async_callback(_cancel, audits)
             yield
 
-    app = FastAPI(title="Continuo governance", version="0.2.0", lifespan=lifespan)
+    app = FastAPI(
+        title="Continuo governance",
+        version="0.2.0",
+        lifespan=lifespan,
+        max_body_size=settings.max_body_bytes,
+    )
     install_error_handlers(app)
     _install_domain_errors(app)
 

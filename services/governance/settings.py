@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import DEFAULT_VAR, REPO_ROOT, CommonSettings
+from shared.settings import DEFAULT_VAR, MIB, REPO_ROOT, CommonSettings
 
 
 class GovernanceSettings(CommonSettings):
@@ -16,6 +16,8 @@ class GovernanceSettings(CommonSettings):
     )
 
     port: int = 8003
+    # A request body larger than this is refused (413) before or while it is read.
+    max_body_bytes: int = Field(1 * MIB, gt=0)
     # Governance's own read models (projections); never another service's database.
     database_url: str = Field(f"sqlite+aiosqlite:///{DEFAULT_VAR / 'governance.db'}")
     consumer_group: str = "continuo-governance"

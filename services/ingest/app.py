@@ -26,7 +26,7 @@ from shared.events.envelope import Envelope, utcnow
 from shared.http import health_router, install_error_handlers
 from shared.registry import register_tasks
 from shared.runtime import Runtime
-from shared.store.port import EventIdTaken, EventStore
+from shared.store.port import EventIdChanged, EventIdTaken, EventStore
 from shared.store.sql import STORE_FAILURES
 from shared.tasks import TaskSpec, load_specs
 
@@ -277,7 +277,7 @@ async def _append(
     store: EventStore, task: str, events: Sequence[Envelope], correlation_id: uuid.UUID
 ) -> Response:
     try:
-        appended = await _store_call(lambda: store.append(events))
+        appended = await _store_call(lambda: store.append(events, refuse_changed=True))
     except EventIdTaken as exc:
         # An id already naming an event of another stream (a client UUID reused for another
         # task) is refused by index; the store appended nothing.
@@ -290,6 +290,24 @@ async def _append(
             if e.event_id in taken
         ]
         raise records.RecordsInvalid(clashes, len(events)) from None
+    except EventIdChanged as exc:
+        # A retry must repeat what it sent: the same id with other content is not a retry.
+        changed = set(exc.event_ids)
+        conflicts = [
+            records.RecordIssue(
+                i,
+                f"this row was labelled before with another label (event {e.event_id}); "
+                "a row is labelled once"
+                if e.type == "LabelRecorded"
+                else f"event_id {e.event_id} was recorded before with other content: an id "
+                "names one event; send a new id for a new event",
+            )
+            for i, e in enumerate(events)
+            if e.event_id in changed
+        ]
+        raise records.RecordsConflict(
+            conflicts, len(events), "name events recorded before with other content"
+        ) from None
     duplicates = sum(a.duplicate for a in appended)
     log.info(
         "ingest.appended",
@@ -339,7 +357,7 @@ def _detail_handler(status: int) -> Callable[[Request, Exception], Any]:
 
 async def _invalid_records(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, records.RecordsInvalid)
-    log.info("ingest.refused", path=request.url.path, status=422, invalid=len(exc.issues))
+    log.info("ingest.refused", path=request.url.path, status=exc.status, invalid=len(exc.issues))
     listed = exc.issues[:MAX_LISTED_ERRORS]
     return json_response(
         {
@@ -349,5 +367,5 @@ async def _invalid_records(request: Request, exc: Exception) -> Response:
             "errors": [{"index": i.index, "error": i.error} for i in listed],
             "errors_omitted": len(exc.issues) - len(listed),
         },
-        status_code=422,
+        status_code=exc.status,
     )

@@ -21,7 +21,14 @@ import orjson
 
 from shared.events.envelope import Envelope, Producer, new_event
 from shared.events.types import LabelRecorded, ObservationRecorded, data_stream
-from shared.tasks import RecordError, TaskSpec, validate_features, validate_label
+from shared.tasks import (
+    RecordError,
+    TaskSpec,
+    shown,
+    storable,
+    validate_features,
+    validate_label,
+)
 
 # Client keys become event ids under this namespace; changing it would break idempotency.
 ID_NAMESPACE = uuid.UUID("e5c13712-6dfb-4ad7-a611-1c220a672aef")
@@ -68,10 +75,20 @@ class RecordIssue:
 class RecordsInvalid(ValueError):
     """Some records do not fit the task; none of the request's records may be stored."""
 
-    def __init__(self, issues: Sequence[RecordIssue], total: int) -> None:
-        super().__init__(f"{len(issues)} of {total} records are invalid; nothing was stored")
+    status = 422
+
+    def __init__(
+        self, issues: Sequence[RecordIssue], total: int, what: str = "are invalid"
+    ) -> None:
+        super().__init__(f"{len(issues)} of {total} records {what}; nothing was stored")
         self.issues = list(issues)
         self.total = total
+
+
+class RecordsConflict(RecordsInvalid):
+    """Some records name an event id already recorded with other content (409)."""
+
+    status = 409
 
 
 # -- bodies ----------------------------------------------------------------------------------------
@@ -159,8 +176,8 @@ def _kind(value: Any) -> str:
 def resolve_id(task: str, key: Any) -> uuid.UUID:
     """A client's key as an event id: the UUID it spells, else a stable uuid5 of task and key."""
     if isinstance(key, bool) or not isinstance(key, str | int) or key == "":
-        raise RecordError(f"expected a non-empty string id, got {key!r}")
-    text = str(key)
+        raise RecordError(f"expected a non-empty string id, got {shown(key)}")
+    text = storable(key, "id") if isinstance(key, str) else str(key)
     if len(text) >= 32:  # shorter keys cannot spell a UUID: skip the costly failed parse
         try:
             return uuid.UUID(text)
@@ -178,13 +195,18 @@ def _event_time(value: Any, now: datetime) -> datetime:
     if value is None:
         return now
     if not isinstance(value, str):
-        raise RecordError(f"event_time: expected an ISO-8601 date-time string, got {value!r}")
+        raise RecordError(f"event_time: expected an ISO-8601 date-time string, got {shown(value)}")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise RecordError(f"event_time: {value!r} is not an ISO-8601 date-time") from None
+        raise RecordError(f"event_time: {shown(value)} is not an ISO-8601 date-time") from None
     # A time without an offset is taken as UTC.
-    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:  # year 1 or 9999 moved past the calendar's ends by its offset
+        raise RecordError(f"event_time: {shown(value)} is out of range in UTC") from None
 
 
 def _check_fields(record: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
@@ -230,7 +252,8 @@ def _observation(
     _check_fields(record, OBSERVATION_FIELDS)
     entity_id = record.get("entity_id")
     if not isinstance(entity_id, str) or not entity_id:
-        raise RecordError(f"entity_id: expected a non-empty string, got {entity_id!r}")
+        raise RecordError(f"entity_id: expected a non-empty string, got {shown(entity_id)}")
+    storable(entity_id, "entity_id")
     if "features" not in record:
         raise RecordError("features: is required")
     features = validate_features(spec, record["features"])
@@ -301,7 +324,9 @@ def _row_id(field: str, task: str, key: Any) -> uuid.UUID:
         try:
             return uuid.UUID(str(key))
         except ValueError:
-            raise RecordError(f"prediction_id: {key!r} is not a prediction id (a UUID)") from None
+            raise RecordError(
+                f"prediction_id: {shown(key)} is not a prediction id (a UUID)"
+            ) from None
     return _field_id(field, task, key)
 
 
@@ -372,16 +397,16 @@ def _label(
     ):
         if field == "prediction_id":
             raise RecordError(
-                f"unknown prediction {key!r}: serving recorded no row of task {spec.name!r} "
+                f"unknown prediction {shown(key)}: serving recorded no row of task {spec.name!r} "
                 "under this id (only predictions made with `record` can be labelled by id)"
             )
         raise RecordError(
-            f"unknown observation {key!r} ({observation_id}): "
+            f"unknown observation {shown(key)} ({observation_id}): "
             f"no observation of task {spec.name!r} has this id"
         )
     if observation.payload.get("label") is not None:
         raise RecordError(
-            f"observation {key!r} ({observation_id}) was recorded with its label; "
+            f"observation {shown(key)} ({observation_id}) was recorded with its label; "
             "a label is recorded once"
         )
     payload = LabelRecorded(

@@ -5,9 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import CommonSettings
-
-MIB = 1024 * 1024
+from shared.settings import MIB, CommonSettings
 
 
 class IngestSettings(CommonSettings):

@@ -60,7 +60,9 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             finally:
                 app.state.serving = None
 
-    app = FastAPI(title="Continuo serving", lifespan=lifespan)
+    app = FastAPI(
+        title="Continuo serving", lifespan=lifespan, max_body_size=settings.max_body_bytes
+    )
     app.state.serving = None
     install_error_handlers(app)
 

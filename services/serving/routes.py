@@ -56,7 +56,14 @@ def _routes(state: ServingState, task: str) -> Routes:
 
 
 def _refuse(errors: dict[int, str]) -> HTTPException:
-    return HTTPException(422, [{"index": i, "msg": reason} for i, reason in errors.items()])
+    """A 422 in FastAPI's validation-error shape, naming each record by its index."""
+    return HTTPException(
+        422,
+        [
+            {"loc": ["body", "records", i], "msg": reason, "type": "value_error", "index": i}
+            for i, reason in errors.items()
+        ],
+    )
 
 
 def _flag(routes: Routes, key: str, default: Any) -> Any:

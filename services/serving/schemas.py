@@ -6,15 +6,15 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-# A store position fits in a signed 64-bit integer (PostgreSQL BIGINT).
-MAX_POSITION = 2**63 - 1
+from shared.http import MAX_POSITION
+from shared.tasks import StorableStr
 
 
 class PredictRecord(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     features: dict[str, Any] = Field(description="the task's features (and sensitive attributes)")
-    entity_id: str | None = Field(
+    entity_id: StorableStr | None = Field(
         None,
         min_length=1,
         max_length=200,
@@ -41,7 +41,7 @@ class PredictRequest(BaseModel):
     )
 
     features: dict[str, Any] | None = None
-    entity_id: str | None = Field(None, min_length=1, max_length=200)
+    entity_id: StorableStr | None = Field(None, min_length=1, max_length=200)
     records: list[PredictRecord] | None = Field(None, min_length=1)
     record: bool | None = Field(
         None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
-from shared.settings import CommonSettings
+from shared.settings import MIB, CommonSettings
 
 
 class ServingSettings(CommonSettings):
@@ -20,8 +20,10 @@ class ServingSettings(CommonSettings):
     record_batch: int = Field(500, gt=0)
     # While the store is unreachable, at most this many predictions wait; older ones are dropped.
     record_backlog: int = Field(100_000, gt=0)
-    # Largest batch one predict request may carry.
+    # Largest batch one predict request may carry...
     max_records: int = Field(1000, gt=0)
+    # ...and the largest body: refused (413) before or while it is read.
+    max_body_bytes: int = Field(4 * MIB, gt=0)
     # Longest a Kafka fetch waits for data (deployments, and the data the online features fold).
     fetch_max_wait_ms: int = Field(20, ge=1, le=5000)
     # While a task runs a canary, each arm's requests, failures and latencies are reported this

@@ -37,6 +37,18 @@ class EventIdTaken(ValueError):
         self.event_ids = list(event_ids)
 
 
+class EventIdChanged(ValueError):
+    """Event ids of an append already name stored events whose content differs (an append with
+    `refuse_changed`): nothing was appended."""
+
+    def __init__(self, stream_id: str, event_ids: Sequence[uuid.UUID]) -> None:
+        super().__init__(
+            f"event id(s) {', '.join(map(str, event_ids))} of stream {stream_id!r} were "
+            "recorded before with other content"
+        )
+        self.event_ids = list(event_ids)
+
+
 @dataclass(frozen=True, slots=True)
 class Appended:
     """What happened to one event of an append: stored now, or already stored (a retry)."""
@@ -51,10 +63,16 @@ class EventStore(Protocol):
     """Append-only, globally ordered log of envelopes with per-stream versions."""
 
     async def append(
-        self, events: Sequence[Envelope], *, expected_version: int | None = ANY
+        self,
+        events: Sequence[Envelope],
+        *,
+        expected_version: int | None = ANY,
+        refuse_changed: bool = False,
     ) -> list[Appended]:
         """Append events of one stream atomically; a known event_id is a duplicate, not an error,
-        unless it names an event of another stream (EventIdTaken: nothing is appended)."""
+        unless it names an event of another stream (EventIdTaken: nothing is appended) or, with
+        `refuse_changed`, an event of another type or payload (EventIdChanged: nothing is
+        appended; for ids that clients choose, whose retries must repeat the same content)."""
         ...
 
     async def read_all(

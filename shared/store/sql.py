@@ -22,7 +22,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from shared.events.envelope import Envelope, Producer, utcnow
-from shared.store.port import ANY, Appended, ConcurrencyError, EventIdTaken
+from shared.store.port import ANY, Appended, ConcurrencyError, EventIdChanged, EventIdTaken
 from shared.store.schema import cursors, events
 
 # Failures of the store (or the network to it) that make a request retryable, not a bug.
@@ -89,7 +89,11 @@ class SqlEventStore:
         return {r.event_id: (r.position, r.stream_version) for r in result}
 
     async def append(
-        self, events_: Sequence[Envelope], *, expected_version: int | None = ANY
+        self,
+        events_: Sequence[Envelope],
+        *,
+        expected_version: int | None = ANY,
+        refuse_changed: bool = False,
     ) -> list[Appended]:
         if not events_:
             return []
@@ -101,7 +105,12 @@ class SqlEventStore:
             raise ValueError("an append names the same event_id twice")
         try:
             return await self._write(
-                self._append_locked, stream_id, events_, expected_version, append=True
+                self._append_locked,
+                stream_id,
+                events_,
+                expected_version,
+                refuse_changed,
+                append=True,
             )
         except IntegrityError as exc:  # only reachable if two writers bypass the lock
             current = await self._read(_stream_version, stream_id)
@@ -113,6 +122,7 @@ class SqlEventStore:
         stream_id: str,
         events_: Sequence[Envelope],
         expected_version: int | None,
+        refuse_changed: bool,
     ) -> list[Appended]:
         known: dict[uuid.UUID, Any] = {}
         # In chunks: SQLite and asyncpg refuse statements with more than 32,766 parameters.
@@ -124,12 +134,23 @@ class SqlEventStore:
                     events.c.position,
                     events.c.stream_version,
                     events.c.stream_id,
+                    events.c.type,
+                    events.c.payload,
                 ).where(events.c.event_id.in_(chunk))
             )
             known.update((row.event_id, row) for row in found)
         taken = [i for i, row in known.items() if row.stream_id != stream_id]
         if taken:
             raise EventIdTaken(stream_id, taken)
+        if refuse_changed and known:
+            changed = [
+                e.event_id
+                for e in events_
+                if (row := known.get(e.event_id)) is not None
+                and (row.type != e.type or row.payload != orjson.loads(_json_dumps(e.payload)))
+            ]
+            if changed:
+                raise EventIdChanged(stream_id, changed)
         fresh = [e for e in events_ if e.event_id not in known]
         current = 0
         if fresh:

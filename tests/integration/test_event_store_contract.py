@@ -10,7 +10,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from shared.events.types import ObservationRecorded
-from shared.store.port import NO_STREAM, ConcurrencyError, EventIdTaken
+from shared.store.port import NO_STREAM, ConcurrencyError, EventIdChanged, EventIdTaken
 from shared.store.sql import SqlEventStore
 from tests.support import observation
 
@@ -50,6 +50,25 @@ async def test_an_id_naming_another_streams_event_is_refused_and_nothing_appende
         )
     assert caught.value.event_ids == [taken.event_id]
     assert await store.read_stream(second) == []
+
+
+async def test_an_id_re_appended_with_other_content_is_refused_when_asked(store: SqlEventStore):
+    stream = _stream()
+    event = observation(stream_id=stream, label=0)
+    await store.append([event])
+    changed = event.model_copy(update={"payload": {**event.payload, "label": 1}})
+    # By default a known id is a duplicate whatever it carries (producers that derive ids)...
+    [again] = await store.append([changed])
+    assert again.duplicate
+    # ...and for ids clients choose, other content under a known id is refused, atomically.
+    same = event.model_copy(update={"occurred_at": event.occurred_at.replace(year=2001)})
+    assert (await store.append([same], refuse_changed=True))[0].duplicate  # payload equal
+    fresh = observation(stream_id=stream)
+    with pytest.raises(EventIdChanged) as caught:
+        await store.append([fresh, changed], refuse_changed=True)
+    assert caught.value.event_ids == [event.event_id]
+    [stored] = await store.read_stream(stream)
+    assert stored.payload["label"] == 0
 
 
 async def test_a_stale_expected_version_fails_with_a_concurrency_error(store: SqlEventStore):

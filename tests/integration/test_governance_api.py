@@ -638,6 +638,15 @@ async def _bad_input(w: World, task: str) -> None:
         ("post", f"{base}/models/1/promote", {"reason": "again"}, 409),
         ("post", f"{base}/rollback", {"model_version": 0, "reason": "x"}, 422),
         ("post", f"{base}/rollback", {"model_version": 99, "reason": "x"}, 404),
+        # Numbers past what the store keeps, and text it cannot hold: 422, never a 500.
+        ("get", f"{base}/models/9223372036854775808", None, 422),
+        ("get", f"{base}/models/2147483648/lineage", None, 422),
+        ("get", f"{base}/models?as_of=9223372036854775808", None, 422),
+        ("get", f"{base}/trail?after=18446744073709551616", None, 422),
+        ("get", f"{base}/audits?version=18446744073709551616", None, 422),
+        ("post", f"{base}/models/18446744073709551616/promote", {"reason": "x"}, 422),
+        ("post", f"{base}/rollback", {"model_version": 2**63, "reason": "x"}, 422),
+        ("post", f"{base}/models/2/promote", {"reason": "a\u0000b"}, 422),
     ]
     for method, path, body, status in cases:
         if method == "get":
@@ -648,6 +657,19 @@ async def _bad_input(w: World, task: str) -> None:
         assert "detail" in response.json()
     worse = await w.post(f"{base}/models/2/promote", "admin", {"reason": "worse"})
     assert "recent accuracy 0.7000 < champion 0.8000" in worse.json()["reasons"][0]
+    surrogate = await w.client.post(
+        f"{base}/models/2/promote",
+        headers={**w.as_("admin"), "content-type": "application/json"},
+        content=b'{"reason": "\\ud800"}',
+    )
+    assert surrogate.status_code == 422 and "reason" in surrogate.text
+    huge = b'{"reason": "' + b"x" * (2 * 1024 * 1024) + b'"}'
+    too_large = await w.client.post(
+        f"{base}/models/2/promote",
+        headers={**w.as_("admin"), "content-type": "application/json"},
+        content=huge,
+    )
+    assert too_large.status_code == 413
 
 
 # ---------------------------------------------------------------------------------------------

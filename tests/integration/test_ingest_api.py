@@ -310,3 +310,45 @@ async def test_a_client_uuid_already_used_by_another_task_is_refused_not_dropped
             other = await http.post("/v1/tasks/elec2/observations", json=[record(event_id=key)])
     assert other.status_code == 422
     assert "already names an event of another stream" in other.json()["errors"][0]["error"]
+
+
+# -- hostile input: every refusal is a 4xx naming the record, and nothing is stored ---------------
+
+
+async def test_an_event_id_re_posted_with_other_content_is_a_conflict_that_names_it(
+    ingest: Ingest,
+):
+    first = await post(ingest, [record(event_id="r-1"), record(event_id="r-2", label=0)])
+    assert first.status_code == 202
+    # The same ids, the same content: retries, reported as duplicates.
+    same = await post(ingest, [record(event_id="r-1"), record(event_id="r-2", label=0)])
+    assert same.status_code == 202 and same.json()["duplicates"] == 2
+    # Another label under r-2 is not a retry: 409 naming it, and nothing of the request stored.
+    changed = await post(ingest, [record(event_id="r-3"), record(event_id="r-2", label=1)])
+    assert changed.status_code == 409, changed.text
+    [error] = changed.json()["errors"]
+    assert error["index"] == 1 and "recorded before with other content" in error["error"]
+    assert len(await ingest.data_events()) == 2
+    [stored] = [e for e in await ingest.data_events() if e.event_id == resolve_id("elec", "r-2")]
+    assert stored.payload["label"] == 0
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"event_time": "0001-01-01T00:00:00+01:00"}, "out of range in UTC"),
+        ({"event_time": "9999-12-31T23:59:59-05:00"}, "out of range in UTC"),
+        ({"entity_id": "a\u0000b"}, "NUL character"),
+        ({"event_id": "key\u0000"}, "NUL character"),
+        ({"features": {**FEATURES, "x" * 10_000: 1.0}}, "unknown feature"),
+    ],
+)
+async def test_extreme_values_and_unstorable_text_are_refused_by_record(
+    ingest: Ingest, overrides: dict, message: str
+):
+    response = await post(ingest, [record(), record(**overrides)])
+    assert response.status_code == 422, response.text
+    [error] = response.json()["errors"]
+    assert error["index"] == 1 and message in error["error"], error
+    assert len(error["error"]) < 500  # a huge value is not echoed back
+    assert await ingest.data_events() == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -218,9 +219,26 @@ async def test_bad_requests_are_answered_4xx_and_a_task_without_a_model_503(
                 {"features": {"income": 1.0}},
                 {"features": RECORD, "entity_id": 7},
                 {"records": [{"features": RECORD}] * (w.settings.max_records + 1)},
+                # Beyond any float, and text the store cannot hold: refused, never a 500.
+                {"features": {**RECORD, "income": 10**309}},
+                {"features": RECORD, "entity_id": "a\u0000b"},
+                {"features": RECORD, "entity_id": "\ud800"},
+                {"records": [{"features": RECORD, "entity_id": "\u0000"}]},
+                '{"features": {"income": 1.0, "colour": ' + "1" * 5000 + "}}",
             ):
-                response = await client.post(url, json=body)
-                assert response.status_code == 422, (body, response.text)
+                raw = body if isinstance(body, str) else json.dumps(body)  # \ud800 escaped
+                response = await client.post(
+                    url, content=raw, headers={"content-type": "application/json"}
+                )
+                # (A 5,000-digit number is not even JSON Python will parse: 400.)
+                assert response.status_code in (400, 422), (raw[:200], response.text)
+                assert len(response.text) < 2000
+            # A body past the limit is refused before it is read in full (413), declared or not.
+            huge = b'{"features": {"income": 1.0, "colour": "' + b"r" * 5_000_000 + b'"}}'
+            too_large = await client.post(
+                url, content=huge, headers={"content-type": "application/json"}
+            )
+            assert too_large.status_code == 413, too_large.text[:200]
             not_json = await client.post(
                 url, content=b"{", headers={"content-type": "application/json"}
             )

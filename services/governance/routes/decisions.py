@@ -17,6 +17,7 @@ from services.governance.routes.deps import (
     FlagBody,
     RollbackBody,
     ShadowBody,
+    Version,
     WeightBody,
     approver,
     governance,
@@ -31,7 +32,7 @@ Gov = Annotated[Governance, Depends(governance)]
 @router.post("/models/{version}/approve")
 async def approve(
     task: str,
-    version: int,
+    version: Version,
     body: Because,
     gov: Gov,
     who: Annotated[Principal, Depends(approver)],
@@ -43,7 +44,7 @@ async def approve(
 @router.post("/models/{version}/reject")
 async def reject(
     task: str,
-    version: int,
+    version: Version,
     body: Because,
     gov: Gov,
     who: Annotated[Principal, Depends(approver)],
@@ -54,7 +55,7 @@ async def reject(
 @router.post("/models/{version}/promote")
 async def promote(
     task: str,
-    version: int,
+    version: Version,
     body: Because,
     gov: Gov,
     who: Annotated[Principal, Depends(operator)],
@@ -106,7 +107,7 @@ async def start_shadow(task: str, body: ShadowBody, gov: Gov, who: Operator) -> 
 
 @router.post("/shadows/{version}/stop")
 async def stop_shadow(
-    task: str, version: int, body: Because, gov: Gov, who: Operator
+    task: str, version: Version, body: Because, gov: Gov, who: Operator
 ) -> dict[str, Any]:
     return await gov.routing.stop_shadow(task, version, who, body.reason)
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import HTTPException, Query, Request
+from fastapi import HTTPException, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.governance.auth import Principal, Role, Unauthenticated, allows, authenticate
 from services.governance.service import Governance
+from shared.http import MAX_POSITION, MAX_VERSION
+from shared.tasks import StorableStr
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="continuo-governance"'}
 
@@ -64,7 +66,10 @@ admin = require(Role.ADMIN)
 async def read_engine(
     request: Request,
     as_of: int | None = Query(
-        None, ge=0, description="answer from the projections as of this store position"
+        None,
+        ge=0,
+        le=MAX_POSITION,
+        description="answer from the projections as of this store position",
     ),
 ) -> AsyncEngine:
     """The live projections, or a copy built up to `as_of` (same projection code)."""
@@ -77,20 +82,26 @@ async def read_engine(
     return await gov.as_of(as_of)
 
 
+# A model version in a path.
+Version = Annotated[int, Path(ge=1, le=MAX_VERSION, description="the model version")]
+
+
 class Because(BaseModel):
     """Every decision says why."""
 
     model_config = ConfigDict(extra="forbid")
 
-    reason: str = Field(min_length=1, max_length=2000, description="why (recorded in the event)")
+    reason: StorableStr = Field(
+        min_length=1, max_length=2000, description="why (recorded in the event)"
+    )
 
 
 class RollbackBody(Because):
-    model_version: int = Field(ge=1)
+    model_version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class CanaryBody(Because):
-    model_version: int = Field(ge=1, le=2**31 - 1)
+    model_version: int = Field(ge=1, le=MAX_VERSION)
     weight: float = Field(ge=0, le=100, description="percent of entities it answers (sticky)")
 
 
@@ -99,7 +110,7 @@ class WeightBody(Because):
 
 
 class ShadowBody(Because):
-    model_version: int = Field(ge=1, le=2**31 - 1)
+    model_version: int = Field(ge=1, le=MAX_VERSION)
     sample_rate: float = Field(1.0, ge=0, le=1, description="share of requests it scores")
 
 

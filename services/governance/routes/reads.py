@@ -11,9 +11,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.governance import lineage, queries
 from services.governance.explain import global_importance, prediction_contributions
-from services.governance.routes.deps import governance, read_engine, viewer
+from services.governance.routes.deps import Version, governance, read_engine, viewer
 from services.governance.service import Governance
 from shared.events.types import data_stream
+from shared.http import MAX_POSITION, MAX_VERSION
 from shared.registry import spec_versions
 
 router = APIRouter(prefix="/v1", tags=["registry"], dependencies=[Depends(viewer)])
@@ -34,13 +35,13 @@ async def list_models(task: str, engine: Engine) -> dict[str, Any]:
 
 
 @router.get("/tasks/{task}/models/{version}")
-async def get_model(task: str, version: int, engine: Engine) -> dict[str, Any]:
+async def get_model(task: str, version: Version, engine: Engine) -> dict[str, Any]:
     async with engine.connect() as conn:
         return await queries.model(conn, task, version)
 
 
 @router.get("/tasks/{task}/models/{version}/lineage")
-async def model_lineage(task: str, version: int, engine: Engine) -> dict[str, Any]:
+async def model_lineage(task: str, version: Version, engine: Engine) -> dict[str, Any]:
     async with engine.connect() as conn:
         return await queries.lineage(conn, task, version)
 
@@ -48,10 +49,10 @@ async def model_lineage(task: str, version: int, engine: Engine) -> dict[str, An
 @router.get("/tasks/{task}/models/{version}/events")
 async def model_events(
     task: str,
-    version: int,
+    version: Version,
     engine: Engine,
     gov: Gov,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
 ) -> dict[str, Any]:
     """The data events in the range the model learned from, paginated by position."""
@@ -82,8 +83,8 @@ async def models_that_saw(
     engine: Engine,
     gov: Gov,
     event_id: uuid.UUID | None = None,
-    first_position: Annotated[int | None, Query(ge=1)] = None,
-    last_position: Annotated[int | None, Query(ge=1)] = None,
+    first_position: Annotated[int | None, Query(ge=1, le=MAX_POSITION)] = None,
+    last_position: Annotated[int | None, Query(ge=1, le=MAX_POSITION)] = None,
 ) -> dict[str, Any]:
     """Which model versions learned from a data event (`event_id`) or a range of positions."""
     if (event_id is None) == (first_position is None):
@@ -136,14 +137,14 @@ async def task_audits(
     task: str,
     engine: Engine,
     scope: Literal["candidate", "live"] | None = None,
-    version: Annotated[int | None, Query(ge=1)] = None,
+    version: Annotated[int | None, Query(ge=1, le=MAX_VERSION)] = None,
 ) -> dict[str, Any]:
     async with engine.connect() as conn:
         return {"task": task, "audits": await queries.audits_of(conn, task, version, scope)}
 
 
 @router.get("/tasks/{task}/models/{version}/audits")
-async def model_audits(task: str, version: int, engine: Engine) -> dict[str, Any]:
+async def model_audits(task: str, version: Version, engine: Engine) -> dict[str, Any]:
     async with engine.connect() as conn:
         await queries.model(conn, task, version)
         return {
@@ -154,7 +155,9 @@ async def model_audits(task: str, version: int, engine: Engine) -> dict[str, Any
 
 
 @router.get("/tasks/{task}/models/{version}/explanation")
-async def model_explanation(task: str, version: int, engine: Engine, gov: Gov) -> dict[str, Any]:
+async def model_explanation(
+    task: str, version: Version, engine: Engine, gov: Gov
+) -> dict[str, Any]:
     """Global feature importance (total split gain) of a model version."""
     async with engine.connect() as conn:
         this = await queries.model(conn, task, version)

@@ -15,6 +15,7 @@ from services.governance.routes.deps import governance, viewer
 from services.governance.service import Governance
 from services.governance.trail import TrailQuery, trail_streams
 from shared.events.envelope import Envelope
+from shared.http import MAX_POSITION
 
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["trail"], dependencies=[Depends(viewer)])
 Gov = Annotated[Governance, Depends(governance)]
@@ -37,9 +38,13 @@ async def trail(
         list[Literal["data", "predictions"]] | None,
         Query(description="also the task's data and/or prediction streams"),
     ] = None,
-    after: Annotated[int, Query(ge=0, description="position to continue after")] = 0,
+    after: Annotated[
+        int, Query(ge=0, le=MAX_POSITION, description="position to continue after")
+    ] = 0,
     limit: Annotated[int, Query(ge=1, le=5000)] = 500,
-    as_of: Annotated[int | None, Query(ge=0, description="only events up to this position")] = None,
+    as_of: Annotated[
+        int | None, Query(ge=0, le=MAX_POSITION, description="only events up to this position")
+    ] = None,
     format: Literal["json", "jsonl"] | None = None,
 ) -> Any:
     """Decisions, audits, models and specs of a task in store order; JSON lines when asked."""
