@@ -10,10 +10,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import ValidationError
@@ -119,15 +119,39 @@ async def ensure_topics(
         await admin.close()
 
 
-def dead_letter_record(record: ConsumerRecord, reason: str) -> OutgoingRecord:
-    """What goes to the dead-letter topic for an undecodable record: the bytes and why."""
+class SourceRecord(Protocol):
+    """Where a consumed record came from (aiokafka's ConsumerRecord and Faust's Message)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Any
+    value: Any
+
+
+def dead_letter_record(record: SourceRecord, reason: str) -> OutgoingRecord:
+    """What goes to the dead-letter topic for an undecodable record: its key and bytes, where it
+    came from and why; logged (`bus.dead_letter`) as it is made."""
+    log.warning(
+        "bus.dead_letter",
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        reason=reason[:1000],
+    )
     headers = (
         ("reason", reason.encode()[:1000]),
         ("source_topic", record.topic.encode()),
         ("source_partition", str(record.partition).encode()),
         ("source_offset", str(record.offset).encode()),
     )
-    return OutgoingRecord(TOPIC_DEAD_LETTER, record.key or b"", record.value or b"", headers)
+    key, value = record.key, record.value
+    return OutgoingRecord(
+        TOPIC_DEAD_LETTER,
+        key if isinstance(key, bytes) else b"",
+        value if isinstance(value, bytes) else b"",
+        headers,
+    )
 
 
 class EnvelopeConsumer:
@@ -158,6 +182,7 @@ class EnvelopeConsumer:
         )
         self._group = group_id
         self._dead_letters = dead_letters
+        self.dead_lettered = 0  # records sent to the dead-letter topic
 
     async def start(self) -> None:
         await self._consumer.start()
@@ -188,15 +213,10 @@ class EnvelopeConsumer:
                     try:
                         envelopes.append(decode(record.value))
                     except DecodeError as exc:
-                        log.warning(
-                            "bus.dead_letter",
-                            topic=record.topic,
-                            offset=record.offset,
-                            reason=str(exc),
-                        )
                         rejected.append(dead_letter_record(record, str(exc)))
             if rejected:
                 await self._dead_letters.publish(rejected)
+                self.dead_lettered += len(rejected)
             if envelopes:
                 yield envelopes
             if self._group:

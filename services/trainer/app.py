@@ -1,6 +1,7 @@
 """The trainer's Faust worker: an agent feeds the task data topic to `Trainer` in batches.
 
-The agent only decodes and delegates. Undecodable records go to the dead-letter topic. Faust's
+The agent only decodes and delegates. Undecodable records go to the dead-letter topic with their
+key, source topic, partition, offset and reason (logged; counted in `/v1/status`). Faust's
 group membership gives one owner per partition (data is keyed by task, so one worker owns a task).
 """
 
@@ -14,8 +15,8 @@ import structlog
 
 from services.trainer.service import Trainer
 from services.trainer.settings import TrainerSettings
-from shared.bus import DecodeError, OutgoingRecord, decode
-from shared.events.types import TOPIC_DATA, TOPIC_DEAD_LETTER
+from shared.bus import DecodeError, dead_letter_record, decode
+from shared.events.types import TOPIC_DATA
 from shared.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -77,20 +78,18 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
 
     @app.agent(data_topic)
     async def learn(stream: faust.StreamT) -> None:
-        async for values in stream.take(settings.batch_size, within=settings.batch_within):
+        batches = stream.take_events(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
+        async for events in batches:
             envelopes, rejected = [], []
-            for value in values:
+            for event in events:
                 try:
-                    envelopes.append(decode(value))
+                    envelopes.append(decode(event.value))
                 except DecodeError as exc:
-                    rejected.append(
-                        OutgoingRecord(
-                            TOPIC_DEAD_LETTER, b"", value or b"", (("reason", str(exc).encode()),)
-                        )
-                    )
+                    rejected.append(dead_letter_record(event.message, str(exc)))
             t = await trainer()
             if rejected:
                 await t.runtime.publisher.publish(rejected)
+                state["dead_letters"] = state.get("dead_letters", 0) + len(rejected)
             if envelopes:
                 await t.handle(envelopes)
 
@@ -108,7 +107,11 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
     async def status(web: Any, request: Any) -> Any:
         t = state.get("trainer")
         return web.json(
-            {"tasks": t.status() if t else {}, "models_emitted": t.models_emitted if t else 0}
+            {
+                "tasks": t.status() if t else {},
+                "models_emitted": t.models_emitted if t else 0,
+                "dead_letters": state.get("dead_letters", 0),
+            }
         )
 
     return app

@@ -8,12 +8,15 @@ from pathlib import Path
 
 import httpx
 import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 
 from continuo.caller import governance_models, stream_through_serving, wait_until_learned
 from continuo.demo import FEATURES, find_elec, read_rows
 from continuo.simulate import Timing
 from continuo.stack import Stack
+from shared.events.types import TOPIC_DATA, TOPIC_DEAD_LETTER
 from shared.store.sql import open_event_store
+from tests.support import eventually
 
 
 async def test_served_rows_labelled_by_prediction_id_become_models_serving_answers_with(
@@ -39,6 +42,7 @@ async def test_served_rows_labelled_by_prediction_id_become_models_serving_answe
             base_url=stack.url("governance"), headers=stack.governance_headers()
         ) as client:
             lineage = (await client.get(f"/v1/tasks/elec/models/{champion}/lineage")).json()
+        dead = await _dead_letter_from_the_trainer(stack)
     finally:
         stack.stop()
 
@@ -65,3 +69,38 @@ async def test_served_rows_labelled_by_prediction_id_become_models_serving_answe
     observed = [e for e in events if e.type == "ObservationRecorded"]
     assert len(observed) == len(events) - len(observed) == len(rows)
     assert {e.producer.service for e in observed} == {"serving"}
+
+    # A record on the data topic that is not an envelope: dead-lettered by the trainer with its
+    # key, where it came from and why, and counted; the trainer went on.
+    headers = dict(dead.headers)
+    assert dead.key == b"elec" and dead.value == b"not an envelope"
+    assert headers["source_topic"] == TOPIC_DATA.encode()
+    assert int(headers["source_offset"]) >= 0 and int(headers["source_partition"]) >= 0
+    assert b"not a valid envelope" in headers["reason"]
+
+
+async def _dead_letter_from_the_trainer(stack: Stack) -> ConsumerRecord:
+    assert stack.bootstrap is not None
+    producer = AIOKafkaProducer(bootstrap_servers=stack.bootstrap)
+    await producer.start()
+    await producer.send_and_wait(TOPIC_DATA, b"not an envelope", key=b"elec")
+    await producer.stop()
+    consumer = AIOKafkaConsumer(
+        TOPIC_DEAD_LETTER, bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest"
+    )
+    await consumer.start()
+    try:
+
+        async def found() -> ConsumerRecord | None:
+            for records in (await consumer.getmany(timeout_ms=200)).values():
+                for record in records:
+                    if dict(record.headers).get("source_topic") == TOPIC_DATA.encode():
+                        return record
+            return None
+
+        record = await eventually(found, timeout=30)
+    finally:
+        await consumer.stop()
+    async with httpx.AsyncClient(base_url=stack.url("trainer")) as client:
+        assert (await client.get("/v1/status")).json()["dead_letters"] >= 1
+    return record
