@@ -7,11 +7,13 @@ Errors are JSON `{"detail": ...}`; an unexpected failure is logged with its trac
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 
 from shared.runtime import Runtime
 from shared.settings import CommonSettings
@@ -27,6 +29,41 @@ MAX_POSITION = 2**63 - 1
 MAX_VERSION = 2**31 - 1
 
 
+class Problem(BaseModel):
+    """Every error answer of every service: `detail` says what went wrong, as a message or as a
+    list of errors (FastAPI's `{loc, msg, type}` shape, with the record's `index` where records
+    are refused one by one). Some answers add fields: ingest's per-record `errors`, governance's
+    policy `reasons`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    detail: str | list[dict[str, Any]]
+
+
+_MEANINGS = {
+    400: "the body is not well-formed (not JSON, or not the records' format)",
+    401: "no API key, or one that is unknown, revoked or expired",
+    403: "the key's role does not allow this",
+    404: "no such task, model, prediction or flag",
+    409: "refused by the policy or the current state (the reasons are given), or an id that "
+    "names something else",
+    413: "the body (or the batch) is too large",
+    415: "the content type is not one the operation reads",
+    422: "the request is well-formed but invalid: each field or record in error is named",
+    503: "a dependency (the event store) is unavailable or the service is starting: retry",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of error statuses, all with the one error body (`Problem`)."""
+    return {s: {"model": Problem, "description": _MEANINGS[s]} for s in statuses}
+
+
+class Readiness(BaseModel):
+    ready: bool
+    problems: list[str]
+
+
 def health_router(runtime: Callable[[], Runtime | None], *checks: ReadinessCheck) -> APIRouter:
     """/healthz: the process answers. /readyz: store reachable, relay running, service checks pass.
 
@@ -38,7 +75,11 @@ def health_router(runtime: Callable[[], Runtime | None], *checks: ReadinessCheck
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @router.get("/readyz")
+    @router.get(
+        "/readyz",
+        response_model=Readiness,
+        responses={503: {"model": Readiness, "description": "not ready: the problems named"}},
+    )
     async def readyz() -> JSONResponse:
         rt = runtime()
         problems: list[str] = []

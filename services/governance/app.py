@@ -25,7 +25,7 @@ from services.governance.settings import GovernanceSettings
 from shared.bus import EnvelopeConsumer
 from shared.events.types import TOPIC_DEPLOYMENTS, TOPIC_GOVERNANCE, TOPIC_MODELS, TOPIC_TASKS
 from shared.fanout import Fanout
-from shared.http import health_router, install_error_handlers
+from shared.http import error_responses, health_router, install_error_handlers
 from shared.runtime import Runtime
 from shared.store.migrate import upgrade_async
 
@@ -123,5 +123,7 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
 
     app.include_router(health_router(lambda: getattr(app.state, "runtime", None), consumer_alive))
     for module in (reads, decisions, trail, admin):
-        app.include_router(module.router)
+        app.include_router(
+            module.router, responses=error_responses(401, 403, 404, 409, 413, 422, 503)
+        )
     return app

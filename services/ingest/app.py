@@ -23,7 +23,7 @@ from services.ingest import records
 from services.ingest.settings import IngestSettings
 from shared import __version__
 from shared.events.envelope import Envelope, utcnow
-from shared.http import health_router, install_error_handlers
+from shared.http import error_responses, health_router, install_error_handlers
 from shared.registry import register_tasks
 from shared.runtime import Runtime
 from shared.store.port import EventIdChanged, EventIdTaken, EventStore
@@ -176,7 +176,11 @@ RuntimeDep = Annotated[Runtime, Depends(_runtime)]
 
 
 def _routes() -> APIRouter:
-    router = APIRouter(prefix="/v1/tasks", tags=["ingest"])
+    router = APIRouter(
+        prefix="/v1/tasks",
+        tags=["ingest"],
+        responses=error_responses(400, 404, 409, 413, 415, 422, 503),
+    )
 
     @router.get("")
     async def list_tasks(request: Request) -> Response:

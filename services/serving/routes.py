@@ -27,6 +27,7 @@ from services.serving.recorder import observation_events
 from services.serving.routing import Role, Routes, Served, UnknownTask
 from services.serving.schemas import (
     FlagEvaluation,
+    FlagNotFound,
     FlagsEvaluation,
     ModelOut,
     OfrepRequest,
@@ -41,11 +42,14 @@ from shared.deployments import (
     evaluate,
     online_off,
 )
+from shared.http import error_responses
 from shared.store.sql import STORE_FAILURES
 
 log = structlog.get_logger(__name__)
 
-router = APIRouter(prefix="/v1/tasks/{task}", tags=["serving"])
+router = APIRouter(
+    prefix="/v1/tasks/{task}", tags=["serving"], responses=error_responses(404, 413, 422, 503)
+)
 
 
 def _routes(state: ServingState, task: str) -> Routes:
@@ -264,7 +268,14 @@ async def online_route(task: str, request: Request) -> dict[str, Any]:
 # -- OpenFeature remote evaluation (OFREP): client code reads the task's flags with the OpenFeature
 # SDK and its OFREP provider, base URL http://serving/v1/tasks/{task}/.
 
-ofrep = APIRouter(prefix="/v1/tasks/{task}/ofrep/v1", tags=["flags (OFREP)"])
+ofrep = APIRouter(
+    prefix="/v1/tasks/{task}/ofrep/v1",
+    tags=["flags (OFREP)"],
+    responses={
+        **error_responses(413, 422),
+        404: {"model": FlagNotFound, "description": "no such task, or (OFREP's shape) flag"},
+    },
+)
 
 
 @ofrep.post("/evaluate/flags/{key}", response_model=FlagEvaluation)

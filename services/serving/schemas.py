@@ -163,3 +163,14 @@ class FlagEvaluation(BaseModel):
 
 class FlagsEvaluation(BaseModel):
     flags: list[FlagEvaluation]
+
+
+class FlagNotFound(BaseModel):
+    """OFREP's answer for a flag that does not exist (404); an unknown task is a `Problem`."""
+
+    model_config = ConfigDict(extra="allow")
+
+    key: str | None = None
+    errorCode: str | None = None  # noqa: N815 - OFREP's field name
+    errorDetails: str | None = None  # noqa: N815
+    detail: str | None = None

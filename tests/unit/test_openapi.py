@@ -26,3 +26,26 @@ def test_serving_documents_log_and_wait_and_read_your_writes():
     request = schemas["PredictRequest"]["properties"]
     assert {"record", "after_position"} <= set(request)
     assert "online_features" in schemas["PredictionOut"]["properties"]
+
+
+def test_every_operation_declares_its_errors_in_one_shape_and_governance_its_keys():
+    from services.governance.app import create_app as governance_app
+
+    for app, errors in (
+        (ingest_app(), {"400", "404", "409", "413", "415", "422", "503"}),
+        (serving_app(), {"404", "413", "422"}),
+        (governance_app(), {"401", "403", "404", "409", "413", "422"}),
+    ):
+        document = app.openapi()
+        problem = document["components"]["schemas"]["Problem"]
+        assert problem["required"] == ["detail"]
+        for path, operations in document["paths"].items():
+            if path in ("/healthz", "/readyz"):
+                continue
+            for method, operation in operations.items():
+                declared = set(operation["responses"])
+                assert errors <= declared, (app.title, method, path, errors - declared)
+    schemes = governance_app().openapi()["components"]["securitySchemes"]
+    assert {s["type"] for s in schemes.values()} == {"http", "apiKey"}
+    ready = ingest_app().openapi()["paths"]["/readyz"]["get"]["responses"]
+    assert {"200", "503"} <= set(ready)

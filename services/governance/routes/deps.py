@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
-from fastapi import HTTPException, Path, Query, Request
+from fastapi import Depends, HTTPException, Path, Query, Request
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -36,10 +37,18 @@ def _presented_key(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def require(role: Role) -> Callable[[Request], Awaitable[Principal]]:
+# The two ways to present a key, declared in the OpenAPI document (security schemes); the key is
+# read and checked by `require`, which answers 401 in one way for both.
+_BEARER = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
+Bearer = Annotated[HTTPAuthorizationCredentials | None, Depends(_BEARER)]
+ApiKey = Annotated[str | None, Depends(_API_KEY)]
+
+
+def require(role: Role) -> Callable[..., Awaitable[Principal]]:
     """A dependency: the caller's principal, if its key is valid and its role includes `role`."""
 
-    async def check(request: Request) -> Principal:
+    async def check(request: Request, _bearer: Bearer = None, _key: ApiKey = None) -> Principal:
         gov = governance(request)
         try:
             who = await authenticate(gov.engine, _presented_key(request))
