@@ -13,6 +13,7 @@ from typing import Any
 import faust
 import structlog
 
+from services.trainer.openapi import Health, Ready, Status, document
 from services.trainer.service import Trainer
 from services.trainer.settings import TrainerSettings
 from shared.bus import DecodeError, dead_letter_record, decode
@@ -95,23 +96,26 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
-        return web.json({"status": "ok"})
+        return web.json(Health(status="ok").model_dump())
 
     @app.page("/readyz")
     async def readyz(web: Any, request: Any) -> Any:
         runtime = state.get("runtime")
         ready = runtime is not None and runtime.relay_alive
-        return web.json({"ready": ready}, status=200 if ready else 503)
+        return web.json(Ready(ready=ready).model_dump(), status=200 if ready else 503)
 
     @app.page("/v1/status")
     async def status(web: Any, request: Any) -> Any:
         t = state.get("trainer")
-        return web.json(
-            {
-                "tasks": t.status() if t else {},
-                "models_emitted": t.models_emitted if t else 0,
-                "dead_letters": state.get("dead_letters", 0),
-            }
+        answer = Status(
+            tasks=t.status() if t else {},
+            models_emitted=t.models_emitted if t else 0,
+            dead_letters=state.get("dead_letters", 0),
         )
+        return web.json(answer.model_dump(mode="json"))
+
+    @app.page("/openapi.json")
+    async def openapi(web: Any, request: Any) -> Any:
+        return web.json(document())
 
     return app

@@ -14,6 +14,7 @@ from continuo.caller import governance_models, stream_through_serving, wait_unti
 from continuo.demo import FEATURES, find_elec, read_rows
 from continuo.simulate import Timing
 from continuo.stack import Stack
+from services.trainer.openapi import Status
 from shared.events.types import TOPIC_DATA, TOPIC_DEAD_LETTER
 from shared.store.sql import open_event_store
 from tests.support import eventually
@@ -102,5 +103,8 @@ async def _dead_letter_from_the_trainer(stack: Stack) -> ConsumerRecord:
     finally:
         await consumer.stop()
     async with httpx.AsyncClient(base_url=stack.url("trainer")) as client:
-        assert (await client.get("/v1/status")).json()["dead_letters"] >= 1
+        status = Status.model_validate((await client.get("/v1/status")).json())
+        assert status.dead_letters >= 1
+        document = (await client.get("/openapi.json")).json()
+        assert "/v1/status" in document["paths"]
     return record

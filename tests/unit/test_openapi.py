@@ -49,3 +49,13 @@ def test_every_operation_declares_its_errors_in_one_shape_and_governance_its_key
     assert {s["type"] for s in schemes.values()} == {"http", "apiKey"}
     ready = ingest_app().openapi()["paths"]["/readyz"]["get"]["responses"]
     assert {"200", "503"} <= set(ready)
+
+
+def test_the_trainer_documents_its_health_readiness_and_status_pages():
+    from services.trainer.openapi import document
+
+    paths = document()["paths"]
+    assert set(paths) == {"/healthz", "/readyz", "/v1/status"}
+    assert "503" in paths["/readyz"]["get"]["responses"]
+    status = document()["components"]["schemas"]["Status"]
+    assert {"tasks", "models_emitted", "dead_letters"} <= set(status["properties"])
