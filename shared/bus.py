@@ -19,7 +19,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from pydantic import ValidationError
 
 from shared.events.envelope import Envelope, UnknownEventType
-from shared.events.types import ALL_TOPICS, TOPIC_DEAD_LETTER, topic_for
+from shared.events.types import ALL_TOPICS, TOPIC_DEAD_LETTER, TOPIC_EPOCH, topic_for
 
 log = structlog.get_logger(__name__)
 
@@ -100,6 +100,11 @@ class KafkaPublisher:
         await asyncio.gather(*futures)
 
 
+# The broker-epoch marker must outlive any retention: were it deleted, every relay would take the
+# broker for a new one and publish everything again (shared/broker_epoch.py).
+_TOPIC_CONFIGS = {TOPIC_EPOCH: {"retention.ms": "-1", "retention.bytes": "-1"}}
+
+
 async def ensure_topics(
     bootstrap: str, topics: Iterable[str] = ALL_TOPICS, *, partitions: int = 3, replication: int = 1
 ) -> None:
@@ -108,7 +113,11 @@ async def ensure_topics(
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        missing = [NewTopic(t, partitions, replication) for t in topics if t not in existing]
+        missing = [
+            NewTopic(t, partitions, replication, topic_configs=_TOPIC_CONFIGS.get(t))
+            for t in topics
+            if t not in existing
+        ]
         if missing:
             try:
                 await admin.create_topics(missing)

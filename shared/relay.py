@@ -4,14 +4,20 @@ Each service runs a relay for the events it produced (cursor `relay:<service>`),
 is down delays only its own events, and the store stays the single source of truth. The cursor
 moves only after the broker acknowledged the whole batch: after a crash the relay resumes from the
 cursor and may publish a batch again; consumers drop the duplicates by event_id.
+
+A broker that lost its data (restarted empty) is noticed by its epoch (`shared.broker_epoch`),
+checked every `check_every` seconds and after any failed publish: the relay then publishes its
+events again from the start of the store, by itself (`relay.broker_lost` in the log).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 
 import structlog
 
+from shared.broker_epoch import BrokerEpoch
 from shared.bus import Publisher, to_record
 from shared.store.port import EventStore
 
@@ -29,14 +35,45 @@ class Relay:
         producer: str | None,
         batch_size: int = 1000,
         interval: float = 0.05,
+        epoch: BrokerEpoch | None = None,
+        check_every: float = 5.0,
     ) -> None:
         self._store = store
         self._publisher = publisher
         self._producer = producer
         self._batch_size = batch_size
         self._interval = interval
+        self._epoch = epoch
+        self._check_every = check_every
+        self._checked_at = float("-inf")
         self.cursor_name = f"relay:{producer or 'all'}"
         self.published = 0
+        self.republished_from_start = 0  # times a lost broker was refilled
+
+    async def check_broker(self) -> bool:
+        """Compare the broker's epoch with the one this relay last published to; if it changed,
+        start publishing again from the beginning of the store. True when it did."""
+        if self._epoch is None:
+            return False
+        self._checked_at = time.monotonic()
+        epoch = await self._epoch.current()
+        name = f"{self.cursor_name}:broker-epoch"
+        known = await self._store.load_cursor(name)
+        if known == epoch:
+            return False
+        lost = known != 0  # 0: this relay never published to any broker before
+        if lost:
+            cursor = await self._store.load_cursor(self.cursor_name)
+            await self._store.save_cursor(self.cursor_name, 0, expected=cursor)
+            self.republished_from_start += 1
+            log.warning(
+                "relay.broker_lost",
+                cursor=self.cursor_name,
+                was_at=cursor,
+                detail="the broker's epoch changed: publishing every event again from the start",
+            )
+        await self._store.save_cursor(name, epoch)
+        return lost
 
     async def publish_once(self) -> int:
         """Publish the next batch after the cursor; return how many events it held."""
@@ -58,18 +95,25 @@ class Relay:
         self.published += len(batch)
         return len(batch)
 
+    async def close(self) -> None:
+        if self._epoch is not None:
+            await self._epoch.close()
+
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Publish until `stop` is set; broker errors are logged and retried, never skipped."""
         stop = stop or asyncio.Event()
         backoff = self._interval
         while not stop.is_set():
             try:
+                if time.monotonic() - self._checked_at >= self._check_every:
+                    await self.check_broker()
                 count = await self.publish_once()
                 backoff = self._interval
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the batch stays unpublished; retry from the cursor
                 log.warning("relay.publish_failed", cursor=self.cursor_name, error=str(exc))
+                self._checked_at = float("-inf")  # the broker may have restarted: look again
                 count = 0
                 backoff = min(backoff * 2, 5.0)
             if count < self._batch_size:
@@ -92,9 +136,17 @@ async def run_relay(producer: str | None, stop: asyncio.Event | None = None) -> 
     )
     await ensure_topics(settings.kafka_bootstrap_servers)
     await publisher.start()
+    relay = Relay(
+        store,
+        publisher,
+        producer=producer,
+        interval=settings.relay_interval,
+        epoch=BrokerEpoch(settings.kafka_bootstrap_servers),
+    )
     try:
-        await Relay(store, publisher, producer=producer, interval=settings.relay_interval).run(stop)
+        await relay.run(stop)
     finally:
+        await relay.close()
         await publisher.stop()
         await store.close()
 

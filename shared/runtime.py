@@ -12,6 +12,7 @@ import structlog
 
 from shared import __version__
 from shared.artifacts import FileArtifactStore
+from shared.broker_epoch import BrokerEpoch
 from shared.bus import KafkaPublisher, ensure_topics
 from shared.events.envelope import Producer
 from shared.relay import Relay
@@ -48,7 +49,13 @@ class Runtime:
             publisher=publisher,
             artifacts=FileArtifactStore(settings.artifacts_dir),
             producer=Producer(service=service, version=__version__),
-            relay=Relay(store, publisher, producer=service, interval=settings.relay_interval),
+            relay=Relay(
+                store,
+                publisher,
+                producer=service,
+                interval=settings.relay_interval,
+                epoch=BrokerEpoch(settings.kafka_bootstrap_servers),
+            ),
         )
 
     async def start(self) -> None:
@@ -76,6 +83,7 @@ class Runtime:
             log.exception("runtime.relay_failed", service=self.service)
         finally:
             try:
+                await self.relay.close()
                 await self.publisher.stop()
             finally:
                 await self.store.close()

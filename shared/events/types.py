@@ -20,6 +20,8 @@ TOPIC_MODELS = "continuo.models"
 TOPIC_DEPLOYMENTS = "continuo.deployments"
 TOPIC_GOVERNANCE = "continuo.governance"
 TOPIC_DEAD_LETTER = "continuo.dead-letter"
+# One marker record that names the broker's life (shared/broker_epoch.py): no events.
+TOPIC_EPOCH = "continuo.broker-epoch"
 ALL_TOPICS = (
     TOPIC_TASKS,
     TOPIC_DATA,
@@ -27,6 +29,7 @@ ALL_TOPICS = (
     TOPIC_DEPLOYMENTS,
     TOPIC_GOVERNANCE,
     TOPIC_DEAD_LETTER,
+    TOPIC_EPOCH,
 )
 
 
