@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import structlog
 
 from shared.broker_epoch import BrokerEpoch
 from shared.bus import Publisher, to_record
 from shared.store.port import EventStore
+
+if TYPE_CHECKING:
+    from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +53,20 @@ class Relay:
         self.cursor_name = f"relay:{producer or 'all'}"
         self.published = 0
         self.republished_from_start = 0  # times a lost broker was refilled
+
+    @classmethod
+    def for_settings(
+        cls, store: EventStore, publisher: Publisher, producer: str | None, settings: CommonSettings
+    ) -> Relay:
+        """A service's relay as its settings configure it (CommonSettings), watching the
+        broker's epoch."""
+        return cls(
+            store,
+            publisher,
+            producer=producer,
+            interval=settings.relay_interval,
+            epoch=BrokerEpoch(settings.kafka_bootstrap_servers),
+        )
 
     async def check_broker(self) -> bool:
         """Compare the broker's epoch with the one this relay last published to; if it changed,
@@ -136,13 +154,7 @@ async def run_relay(producer: str | None, stop: asyncio.Event | None = None) -> 
     )
     await ensure_topics(settings.kafka_bootstrap_servers)
     await publisher.start()
-    relay = Relay(
-        store,
-        publisher,
-        producer=producer,
-        interval=settings.relay_interval,
-        epoch=BrokerEpoch(settings.kafka_bootstrap_servers),
-    )
+    relay = Relay.for_settings(store, publisher, producer, settings)
     try:
         await relay.run(stop)
     finally:

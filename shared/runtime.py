@@ -12,7 +12,6 @@ import structlog
 
 from shared import __version__
 from shared.artifacts import FileArtifactStore
-from shared.broker_epoch import BrokerEpoch
 from shared.bus import KafkaPublisher, ensure_topics
 from shared.events.envelope import Producer
 from shared.relay import Relay
@@ -49,13 +48,7 @@ class Runtime:
             publisher=publisher,
             artifacts=FileArtifactStore(settings.artifacts_dir),
             producer=Producer(service=service, version=__version__),
-            relay=Relay(
-                store,
-                publisher,
-                producer=service,
-                interval=settings.relay_interval,
-                epoch=BrokerEpoch(settings.kafka_bootstrap_servers),
-            ),
+            relay=Relay.for_settings(store, publisher, service, settings),
         )
 
     async def start(self) -> None:

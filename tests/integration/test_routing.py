@@ -57,16 +57,19 @@ def make_spec() -> TaskSpec:
     )
 
 
-def model(sign: float) -> bytes:
+def model(sign: float, width: int = 1) -> bytes:
+    """A model of x's sign (or its opposite). Of another width than the task's one feature, it
+    loads and fails on every prediction."""
     rng = np.random.default_rng(3)
-    X = rng.normal(size=(300, 1))
+    X = rng.normal(size=(300, width))
     y = ((sign * X[:, 0]) > 0).astype(int)
     booster = lgb.train(
         {"objective": "binary", "num_leaves": 4, "verbose": -1, "seed": 1},
         lgb.Dataset(X, y),
         num_boost_round=5,
     )
-    return model_codec.encode(n_features=1, members=[(1.0, booster)], feature_names=["x"])
+    names = ["x", *(f"z{i}" for i in range(1, width))]
+    return model_codec.encode(n_features=width, members=[(1.0, booster)], feature_names=names)
 
 
 @dataclass
@@ -237,18 +240,6 @@ async def test_a_shadow_is_recorded_for_every_row_and_never_returned(
             assert (by_role["champion"][pid] >= 0.5) != (by_role["shadow"][pid] >= 0.5)
 
 
-def broken_model() -> bytes:
-    """A model of the wrong width: it loads, and fails on every prediction."""
-    rng = np.random.default_rng(4)
-    X = rng.normal(size=(300, 2))
-    booster = lgb.train(
-        {"objective": "binary", "num_leaves": 4, "verbose": -1, "seed": 1},
-        lgb.Dataset(X, (X[:, 0] > 0).astype(int)),
-        num_boost_round=5,
-    )
-    return model_codec.encode(n_features=2, members=[(1.0, booster)], feature_names=["x", "z"])
-
-
 async def test_a_failing_canary_is_answered_for_by_the_champion_and_reported_for_its_guardrail(
     sqlite_url: str, kafka: str, tmp_path: Path
 ):
@@ -258,7 +249,7 @@ async def test_a_failing_canary_is_answered_for_by_the_champion_and_reported_for
             CanaryStarted(
                 task=w.task,
                 model_version=2,
-                artifact_sha256=w.artifacts.put(broken_model()),
+                artifact_sha256=w.artifacts.put(model(1.0, width=2)),
                 weight=100.0,
                 reason="try it",
                 decided_by="tests",
