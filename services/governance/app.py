@@ -124,6 +124,6 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
     app.include_router(health_router(lambda: getattr(app.state, "runtime", None), consumer_alive))
     for module in (reads, decisions, trail, admin):
         app.include_router(
-            module.router, responses=error_responses(401, 403, 404, 409, 413, 422, 503)
+            module.router, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503)
         )
     return app

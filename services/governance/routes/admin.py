@@ -28,7 +28,11 @@ async def whoami(who: Annotated[Principal, Depends(viewer)]) -> dict[str, str]:
     return {"key_id": who.key_id, "name": who.name, "role": who.role.value}
 
 
-@router.get("/compas/audit", dependencies=[Depends(viewer)])
+@router.get(
+    "/compas/audit",
+    dependencies=[Depends(viewer)],
+    responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}},
+)
 async def compas_audit(gov: Gov, format: Literal["json", "text"] = "json") -> Any:
     """The COMPAS score itself audited as ProPublica did, with the compas task's limits."""
     from services.governance.compas import compas_report

@@ -26,7 +26,14 @@ def _line(envelope: Envelope) -> dict[str, Any]:
     return envelope.model_dump(mode="json")
 
 
-@router.get("/trail")
+@router.get(
+    "/trail",
+    responses={
+        200: {
+            "content": {NDJSON: {"schema": {"type": "string", "description": "one event a line"}}}
+        }
+    },
+)
 async def trail(
     request: Request,
     task: str,
