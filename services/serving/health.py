@@ -2,10 +2,11 @@
 
 A request is counted once for each arm that answered some of its rows, with the request's latency
 in serving (decoded to answer built) and whether the arm failed (a canary that fails has its rows
-answered by the champion). Every `interval` seconds the counts of each task that runs a canary
-are appended as one `ArmsServed` event and reset: governance adds every replica's reports since
-the canary started. Counts of tasks without a canary are dropped at each report: nothing reads
-them. A report that cannot be stored is kept and added to the next one.
+answered by the champion); requests are counted only while the task runs a canary, the one
+thing that reads them. Every `interval` seconds the counts of each task that runs a canary are
+appended as one `ArmsServed` event and reset: governance adds every replica's reports since the
+canary started (counts of a canary stopped meanwhile are dropped). A report that cannot be
+stored is kept and added to the next one.
 """
 
 from __future__ import annotations

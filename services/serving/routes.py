@@ -122,7 +122,8 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
         try:
             predictions = _answer(routes, rows, entity_ids, online, failed)
         except Exception:
-            state.health.observe(task, (), _ms(started), [_arm(routes.champion)])
+            if routes.canary is not None:
+                state.health.observe(task, (), _ms(started), [_arm(routes.champion)])
             raise
     if record:
         events = observation_events(spec, predictions, _learned(routes), state.producer)
@@ -142,7 +143,7 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
         sample = _flag(routes, SHADOW_SAMPLE, None)
         state.shadows.submit(routes, predictions, online, sample)
     champion = routes.champion
-    if champion is not None:
+    if routes.canary is not None:  # the counts are read for the canary's guardrails only
         state.health.observe(
             task,
             {(p.role, p.model_version) for p in predictions if p.model_version is not None},
