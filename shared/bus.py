@@ -74,27 +74,37 @@ def decode(value: bytes | None) -> Envelope:
 
 
 class KafkaPublisher:
-    """aiokafka producer with acks=all; idempotence is a setting (off on the embedded broker)."""
+    """aiokafka producer with acks=all; idempotence is a setting (off on the embedded broker).
+
+    The producer is made at `start` (aiokafka producers hold a connection pool from the moment
+    they exist, and one never started would leak it)."""
 
     def __init__(self, bootstrap: str, *, idempotence: bool = False, linger_ms: int = 5) -> None:
-        self._producer = AIOKafkaProducer(
-            bootstrap_servers=bootstrap,
-            acks="all",
-            enable_idempotence=idempotence,
-            linger_ms=linger_ms,
-            max_batch_size=1 << 20,
-            max_request_size=8 << 20,
-        )
+        self._settings = {
+            "bootstrap_servers": bootstrap,
+            "acks": "all",
+            "enable_idempotence": idempotence,
+            "linger_ms": linger_ms,
+            "max_batch_size": 1 << 20,
+            "max_request_size": 8 << 20,
+        }
+        self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
+        if self._producer is None:
+            self._producer = AIOKafkaProducer(**self._settings)
         await self._producer.start()
 
     async def stop(self) -> None:
-        await self._producer.stop()
+        if self._producer is not None:
+            await self._producer.stop()
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        if self._producer is None:
+            raise RuntimeError("KafkaPublisher.publish before start()")
+        producer = self._producer
         futures = [
-            await self._producer.send(r.topic, r.value, key=r.key, headers=list(r.headers))
+            await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers))
             for r in records
         ]
         await asyncio.gather(*futures)

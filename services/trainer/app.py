@@ -61,12 +61,18 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
             await app.crash(exc)
             return
         state["runtime"] = runtime
-        trainer = Trainer(runtime, pending_limit=settings.pending_limit)
+        trainer = Trainer(
+            runtime,
+            pending_limit=settings.pending_limit,
+            snapshot_every=settings.snapshot_every,
+        )
         state["trainer"] = trainer
         await trainer.start_tasks()
 
     @app.on_before_shutdown.connect
     async def stop_runtime(*_: Any, **__: Any) -> None:
+        if trainer := state.get("trainer"):
+            await trainer.snapshot_all()  # a planned restart replays nothing
         if runtime := state.get("runtime"):
             await runtime.stop()
 

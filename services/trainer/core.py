@@ -191,6 +191,27 @@ class TaskTraining:
         self.arms = Arms()
         self._arms_labelled = 0
 
+    def __getstate__(self) -> dict[str, Any]:
+        """What a snapshot keeps (services.trainer.snapshots): all that the data stream decided.
+
+        Left out: the live scorers (champion, canary, shadows), which follow governance's
+        deployments and are set again from them after a restore, as after a full replay, with
+        what was scored against them; and the challenger factory, which is the trainer's."""
+        state = self.__dict__.copy()
+        state.update(
+            _challengers=None,
+            _champion=None,
+            champion_version=None,
+            _window=deque(maxlen=self.spec.promotion.window),
+            arms=Arms(),
+            _arms_labelled=0,
+        )
+        return state
+
+    def attach(self, challengers: Callable[[], Learner] | None, pending_limit: int) -> None:
+        """After a restore: the trainer's challenger factory and pending limit."""
+        self._challengers, self._pending_limit = challengers, pending_limit
+
     def set_champion(self, version: int, scorer: Scorer) -> None:
         """The model serving now answers with; shadow scores restart from here. Like serving,
         it learns the labels after its version (those already learned here, then each one)."""

@@ -28,7 +28,8 @@ class Ready(BaseModel):
 class Status(BaseModel):
     tasks: dict[str, dict[str, Any]] = Field(
         description="per task: how far it learned (positions, labels, models) and its metrics; "
-        "`settled` false while a batch is in flight"
+        "`snapshot_version`, the data version of its newest snapshot, and `restored_from`, the "
+        "one it restarted from (0: a full replay); `settled` false while a batch is in flight"
     )
     models_emitted: int = Field(description="model versions published since the worker started")
     dead_letters: int = Field(description="records sent to the dead-letter topic since it started")

@@ -1,9 +1,10 @@
 """The trainer's adapter between the bus and the pure core: replay, learn, store what it made.
 
-One `TaskTraining` per task. The first time a task is seen, its core is rebuilt by replaying the
-task's stored data events (the store is the system of record); events the core has already applied
-(by position) are skipped, and everything it emits carries a deterministic event id, so emitting
-it again after a restart is a no-op in the store.
+One `TaskTraining` per task. The first time a task is seen, its core is rebuilt from the task's
+newest snapshot (services/trainer/snapshots.py) and the stored data events after it, or from all of
+them (the store is the system of record); events the core has already applied (by version) are
+skipped, and everything it emits carries a deterministic event id, so emitting it again after a
+restart is a no-op in the store.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from services.trainer.core import Learner, Output, TaskTraining
+from services.trainer.snapshots import Snapshots
 from shared.deployments import DeploymentState
 from shared.events.envelope import Envelope, new_event
 from shared.events.types import (
@@ -51,8 +53,10 @@ class Trainer:
         *,
         learner_factory: LearnerFactory = default_learner,
         pending_limit: int = 200_000,
+        snapshot_every: int = 0,
     ) -> None:
         self.runtime = runtime
+        self.snapshots = Snapshots(runtime, snapshot_every)
         self._learner_factory = learner_factory
         self._pending_limit = pending_limit
         self._cores: dict[str, TaskTraining] = {}
@@ -72,7 +76,7 @@ class Trainer:
                     core = await self._core(task)
                     if core is not None:
                         await self._persist(core, core.start())
-                        self._snapshot(core)
+                        self._record_status(core)
                 except Exception:
                     self._cores.pop(task, None)
                     log.exception("trainer.start_task_failed", task=task)
@@ -95,11 +99,25 @@ class Trainer:
                         log.warning("trainer.unknown_task", task=task, events=len(events))
                         continue
                     await self._apply(core, events)
-                    self._snapshot(core)
+                    await self.snapshots.maybe_take(core)
+                    self._record_status(core)
                 except Exception:
                     self._cores.pop(task, None)
                     log.exception("trainer.batch_failed", task=task, events=len(events))
                     await asyncio.sleep(self.retry_delay)
+
+    async def snapshot_all(self) -> None:
+        """Snapshot every task whose state is ahead of its newest snapshot (at shutdown: the
+        next start replays nothing). A failure is logged: the next start replays more."""
+        if not self.snapshots.every:
+            return
+        async with self._lock:
+            for core in self._cores.values():
+                if core.version > self.snapshots.newest(core.spec.name):
+                    try:
+                        await self.snapshots.take(core)
+                    except Exception:
+                        log.exception("trainer.snapshot_failed", task=core.spec.name)
 
     async def _core(self, task: str) -> TaskTraining | None:
         if task in self._cores:
@@ -107,25 +125,39 @@ class Trainer:
         spec = (await registered_tasks(self.runtime.store)).get(task)
         if spec is None:
             return None
-        core = TaskTraining(
-            spec,
-            self._learner_factory(spec),
-            pending_limit=self._pending_limit,
-            challengers=lambda: self._learner_factory(spec),
-        )
+
+        def challengers() -> Learner:
+            return self._learner_factory(spec)
+
+        core = await self.snapshots.restore(spec, challengers, self._pending_limit)
+        if core is None:
+            core = TaskTraining(
+                spec,
+                self._learner_factory(spec),
+                pending_limit=self._pending_limit,
+                challengers=challengers,
+            )
         self._cores[task] = core
         await self._replay(core)
         return core
 
     async def _replay(self, core: TaskTraining) -> None:
-        """Rebuild a core from the task's stored data events (deterministic, so nothing changes)."""
-        stream, after, replayed = data_stream(core.spec.name), 0, 0
+        """Bring a core up to the task's stored data events after the version it has applied
+        (deterministic, so nothing changes), snapshotting along the way."""
+        started, restored = time.perf_counter(), core.version
+        stream, after, replayed = data_stream(core.spec.name), core.version, 0
         while page := await self.runtime.store.read_stream(stream, after_version=after, limit=5000):
             await self._apply(core, page)
+            await self.snapshots.maybe_take(core)
             after = page[-1].stream_version or after
             replayed += len(page)
         log.info(
-            "trainer.replayed", task=core.spec.name, events=replayed, models=core.model_version
+            "trainer.replayed",
+            task=core.spec.name,
+            from_snapshot=restored,
+            events=replayed,
+            models=core.model_version,
+            seconds=round(time.perf_counter() - started, 3),
         )
 
     async def _follow_deployments(self, core: TaskTraining, every: float = 0.2) -> None:
@@ -217,13 +249,15 @@ class Trainer:
                 detail="observations recorded under another spec version were not learned",
             )
 
-    def _snapshot(self, core: TaskTraining) -> None:
+    def _record_status(self, core: TaskTraining) -> None:
         """Record a task's figures once a batch is applied and stored (read by `status`)."""
         self._status[core.spec.name] = {
             "last_position": core.last_position,
             "model_version": core.model_version,
             "learned": core.n_learned_total,
             "metrics": core.metrics(),
+            "snapshot_version": self.snapshots.newest(core.spec.name),
+            "restored_from": self.snapshots.restored.get(core.spec.name, 0),
         }
 
     def status(self) -> dict[str, dict[str, object]]:

@@ -29,3 +29,6 @@ class TrainerSettings(CommonSettings):
     fetch_max_wait_ms: int = 30
     # Observations awaiting their label; the oldest are forgotten past this many.
     pending_limit: int = 200_000
+    # A task's state is snapshotted every this many data events (0: never), so that a restart
+    # replays only the events after the newest snapshot (services/trainer/snapshots.py).
+    snapshot_every: int = 20_000

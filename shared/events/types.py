@@ -54,6 +54,11 @@ def governance_stream(task: str) -> str:
     return f"governance-{task}"
 
 
+def snapshot_stream(task: str) -> str:
+    """The trainer's snapshots of a task (services/trainer/snapshots.py), newest last."""
+    return f"snapshots-{task}"
+
+
 def prediction_stream(task: str) -> str:
     """Predictions served for a task (recorded by serving, in batches)."""
     return f"predictions-{task}"
@@ -142,6 +147,25 @@ class ModelTrained(Payload):
 def _model_v1(payload: dict[str, Any]) -> dict[str, Any]:
     """v1 models were all candidates (there were no challengers)."""
     return {**payload, "role": "candidate"}
+
+
+@event_type("TrainerSnapshotted")
+class TrainerSnapshotted(Payload):
+    """The trainer's state for a task as of data stream version `data_version`, filed as an
+    artifact: a restart loads it and replays only the data events after it.
+
+    Only the trainer build that wrote it reads it (`build`: a digest of the trainer's code and
+    the libraries it pickles), under the same spec version; any other replays from the start."""
+
+    task: str
+    pipeline_version: str
+    build: str
+    data_version: int
+    last_position: int
+    model_version: int
+    n_learned_total: int
+    artifact_sha256: str
+    size_bytes: int
 
 
 @event_type("DriftDetected")
@@ -388,6 +412,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "LabelRecorded": TOPIC_DATA,
     "ModelTrained": TOPIC_MODELS,
     "DriftDetected": TOPIC_MODELS,
+    "TrainerSnapshotted": TOPIC_MODELS,
     "ConfigSwitched": TOPIC_MODELS,
     "ModelPromoted": TOPIC_DEPLOYMENTS,
     "PromotionRefused": TOPIC_DEPLOYMENTS,

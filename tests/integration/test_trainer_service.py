@@ -1,16 +1,25 @@
-"""The trainer adapter on a real store: recovery by replay after a failed write, and restarts."""
+"""The trainer adapter on a real store: recovery by replay after a failed write, restarts, and
+restarts from snapshots."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from services.trainer import snapshots
 from services.trainer.service import Trainer
 from shared.artifacts import FileArtifactStore
 from shared.events.envelope import new_event
-from shared.events.types import ModelTrained, ObservationRecorded, data_stream, model_stream
+from shared.events.types import (
+    ModelTrained,
+    ObservationRecorded,
+    data_stream,
+    model_stream,
+    snapshot_stream,
+)
 from shared.registry import register_tasks
 from shared.runtime import Runtime
 from shared.settings import CommonSettings
+from shared.store.migrate import upgrade_async
 from shared.store.sql import SqlEventStore
 from shared.tasks import TaskSpec
 from tests.support import TEST_PRODUCER
@@ -37,7 +46,9 @@ class FailsOnce(FileArtifactStore):
         return super().put(data)
 
 
-async def _stored_data(store: SqlEventStore, rows: int) -> list:
+async def _stored_data(store: SqlEventStore, rows: int, *, stored: int | None = None) -> list:
+    """`rows` data events of the task, of which the first `stored` (all) are appended; returns
+    the stored ones as read back (with their positions), then the others."""
     await register_tasks(store, [SPEC], TEST_PRODUCER)
     events = [
         new_event(
@@ -53,8 +64,8 @@ async def _stored_data(store: SqlEventStore, rows: int) -> list:
         )
         for i in range(rows)
     ]
-    await store.append(events)
-    return await store.read_stream(data_stream("flaky"))
+    await store.append(events[:stored])
+    return await store.read_stream(data_stream("flaky")) + events[len(events[:stored]) :]
 
 
 def _runtime(sqlite_url: str, artifacts: Path) -> Runtime:
@@ -98,4 +109,82 @@ async def test_a_restarted_trainer_replays_the_store_and_emits_nothing_twice(
     again = [e.event_id for e in await second.store.read_stream(model_stream("flaky"))]
     assert again == stored and len(stored) == 5
     assert restarted.models_emitted == 0
+    await second.store.close()
+
+
+async def _models(store: SqlEventStore) -> list[tuple[int, str]]:
+    return [
+        (m.model_version, m.artifact_sha256)
+        for m in (e.data() for e in await store.read_stream(model_stream("flaky")))
+        if isinstance(m, ModelTrained)
+    ]
+
+
+async def test_a_restart_loads_the_newest_snapshot_and_replays_only_what_follows(
+    sqlite_url: str, tmp_path: Path
+):
+    first = _runtime(sqlite_url, tmp_path / "a")
+    events = await _stored_data(first.store, 300, stored=250)
+    trainer = Trainer(first, snapshot_every=120)
+    await trainer.handle(events[:250])  # replayed from the store, then a snapshot at 250
+    [snapshot] = await first.store.read_stream(snapshot_stream("flaky"))
+    assert snapshot.payload["data_version"] == 250
+    assert trainer.status()["flaky"]["snapshot_version"] == 250
+    await first.store.append(events[250:])
+    await first.store.close()
+
+    second = _runtime(sqlite_url, tmp_path / "a")
+    restarted = Trainer(second, snapshot_every=120)
+    await restarted.handle((await second.store.read_stream(data_stream("flaky")))[250:])
+    figures = restarted.status()["flaky"]
+    assert figures["restored_from"] == 250 and figures["learned"] == 300
+    assert restarted.models_emitted == 1  # version 5 (at 300); 1..4 were stored before
+    made = await _models(second.store)
+    await second.store.close()
+
+    # The same stored events through a trainer that never snapshotted or stopped.
+    other_url = f"sqlite+aiosqlite:///{tmp_path / 'other.db'}"
+    await upgrade_async(other_url)
+    other = _runtime(other_url, tmp_path / "b")
+    await Trainer(other).handle(await _stored_data(other.store, 300))
+    assert made == await _models(other.store) and len(made) == 5
+    await other.store.close()
+
+
+async def test_a_snapshot_that_cannot_be_read_costs_a_full_replay_and_nothing_else(
+    sqlite_url: str, tmp_path: Path
+):
+    first = _runtime(sqlite_url, tmp_path / "a")
+    events = await _stored_data(first.store, 300, stored=250)
+    await Trainer(first, snapshot_every=100).handle(events[:250])
+    await first.store.append(events[250:])
+    [*_, newest] = await first.store.read_stream(snapshot_stream("flaky"))
+    digest = newest.payload["artifact_sha256"]
+    (tmp_path / "a" / digest[:2] / digest).write_bytes(b"not a snapshot")
+    await first.store.close()
+
+    second = _runtime(sqlite_url, tmp_path / "a")
+    restarted = Trainer(second, snapshot_every=100)
+    await restarted.handle((await second.store.read_stream(data_stream("flaky")))[250:])
+    assert restarted.status()["flaky"]["restored_from"] == 0  # replayed from the start
+    assert restarted.status()["flaky"]["learned"] == 300
+    assert [v for v, _ in await _models(second.store)] == [1, 2, 3, 4, 5]
+    await second.store.close()
+
+
+async def test_a_snapshot_from_another_trainer_build_is_not_loaded(
+    sqlite_url: str, tmp_path: Path, monkeypatch
+):
+    first = _runtime(sqlite_url, tmp_path / "a")
+    events = await _stored_data(first.store, 300, stored=250)
+    await Trainer(first, snapshot_every=100).handle(events[:250])
+    await first.store.append(events[250:])
+    await first.store.close()
+
+    monkeypatch.setattr(snapshots, "build_id", lambda: "another-build")
+    second = _runtime(sqlite_url, tmp_path / "a")
+    restarted = Trainer(second)
+    await restarted.handle((await second.store.read_stream(data_stream("flaky")))[250:])
+    assert restarted.status()["flaky"]["restored_from"] == 0
+    assert restarted.status()["flaky"]["learned"] == 300
     await second.store.close()
