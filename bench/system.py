@@ -39,20 +39,18 @@ from bench.report import write_section  # noqa: E402
 from continuo.caller import wait_until_learned  # noqa: E402
 from continuo.demo import FEATURES, find_elec, read_rows  # noqa: E402
 from continuo.stack import Stack  # noqa: E402
-from services.trainer.core import TaskTraining  # noqa: E402
 from services.trainer.learner import OnlineLearner  # noqa: E402
+from services.trainer.service import replay_models  # noqa: E402
 from shared.artifacts import sha256  # noqa: E402
 from shared.events.types import (  # noqa: E402
     ModelPromoted,
     ModelRolledBack,
     ModelTrained,
     PromotionRefused,
-    data_stream,
     deployment_stream,
     model_stream,
 )
 from shared.features import OnlineFold, model_inputs  # noqa: E402
-from shared.registry import registered_tasks  # noqa: E402
 from shared.store.sql import open_event_store  # noqa: E402
 from shared.tasks import TaskSpec, load_spec  # noqa: E402
 
@@ -148,15 +146,9 @@ async def final_champion(store_url: str, last_version: int, timeout: float) -> i
 async def replay_in_process(store_url: str) -> tuple[float, list[str]]:
     """Feed the stored data events to a fresh core: its accuracy and its model hashes."""
     store = open_event_store(store_url)
-    spec = (await registered_tasks(store))[TASK]
-    core = TaskTraining(spec, OnlineLearner.from_spec(spec))
-    hashes: list[str] = []
-    after = 0
-    while page := await store.read_stream(data_stream(TASK), after_version=after, limit=5000):
-        hashes += [sha256(c.model_bytes) for c in core.apply(page).candidates]
-        after = page[-1].stream_version or after
+    core, made = await replay_models(store, TASK)
     await store.close()
-    return core.learner.metrics["accuracy"], hashes
+    return core.learner.metrics["accuracy"], [sha256(c.model_bytes) for c in made]
 
 
 def immediate_labels_accuracy(rows: list[dict], spec: TaskSpec) -> tuple[float, float]:

@@ -121,10 +121,40 @@ class Stack:
         n = 1 + sum(1 for k in self.processes if k == service or k.startswith(f"{service}-"))
         name = f"{service}-{n}"
         self.ports[name] = free_port()
-        env = {**self.environment(), f"{service.upper()}_PORT": str(self.ports[name])}
-        self._spawn(name, service, env)
+        self._spawn(name, service, self._replica_environment(name))
         await self._ready(name, ready_timeout)
         return name
+
+    def _replica_environment(self, name: str) -> dict[str, str]:
+        service = name.split("-", 1)[0]
+        return {**self.environment(), f"{service.upper()}_PORT": str(self.ports[name])}
+
+    async def restart_broker(self) -> None:
+        """Stop the embedded broker and start an empty one on the same address: what a broker
+        that keeps nothing on disk does when it dies (every topic comes back empty)."""
+        if self.broker is None:
+            raise StackError("this stack runs no embedded broker")
+        port = int(self.broker.bootstrap.rsplit(":", 1)[1])
+        self.broker.stop()
+        restarts = len(list((self.workdir / "logs").glob("broker*.log")))
+        log_path = self.workdir / "logs" / f"broker-{restarts + 1}.log"
+        self.broker = await start_broker_ready(port, log_path=log_path)
+
+    def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:
+        """Send `sig` to a service process (and its children) and, for SIGKILL or SIGTERM,
+        wait until it is gone."""
+        process = self.processes[name]
+        os.killpg(process.pid, sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            process.wait()
+
+    async def restart(self, name: str, *, ready_timeout: float = 90.0) -> None:
+        """Start a stopped (or killed) service process again, on its port, and wait until it is
+        ready."""
+        if self.processes[name].poll() is None:
+            raise StackError(f"{name} is still running")
+        self._spawn(name, name.split("-", 1)[0], self._replica_environment(name))
+        await self._ready(name, ready_timeout)
 
     async def _ready(self, name: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout

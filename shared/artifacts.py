@@ -22,6 +22,10 @@ class ArtifactStore(Protocol):
         """The bytes stored under a digest, verified against it."""
         ...
 
+    def delete(self, digest: str) -> None:
+        """Forget an artifact nothing needs any more (a missing one is no error)."""
+        ...
+
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -61,3 +65,6 @@ class FileArtifactStore:
         if sha256(data) != digest:
             raise ArtifactNotFound(f"artifact {digest} is corrupt (its bytes hash differently)")
         return data
+
+    def delete(self, digest: str) -> None:
+        self._path(digest).unlink(missing_ok=True)

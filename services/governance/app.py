@@ -34,6 +34,9 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 async def _consume(consumer: EnvelopeConsumer, governance: Governance) -> None:
+    # Joining the group can take a while (after a crash, until the old member's session expires):
+    # the API answers meanwhile, from the store and the projections.
+    await consumer.start()
     async for batch in consumer.batches():
         try:
             await governance.handle(batch)
@@ -93,7 +96,6 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
                 dead_letters=runtime.publisher,
                 fetch_max_wait_ms=settings.fetch_max_wait_ms,
             )
-            await consumer.start()
             opened.push_async_callback(consumer.stop)
             app.state.runtime, app.state.engine, app.state.governance = runtime, engine, governance
             app.state.consuming = asyncio.create_task(_consume(consumer, governance))

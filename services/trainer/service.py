@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
-from services.trainer.core import Learner, Output, TaskTraining
+from services.trainer.core import Candidate, Learner, Output, TaskTraining
 from services.trainer.snapshots import Snapshots
 from shared.deployments import DeploymentState
 from shared.events.envelope import Envelope, new_event
@@ -29,7 +29,7 @@ from shared.events.types import (
 from shared.online_models import LiveModel
 from shared.registry import registered_tasks
 from shared.runtime import Runtime
-from shared.store.port import ConcurrencyError
+from shared.store.port import ConcurrencyError, EventStore
 from shared.streams import in_order
 from shared.tasks import TaskSpec
 
@@ -42,6 +42,31 @@ def default_learner(spec: TaskSpec) -> Learner:
     from services.trainer.learner import OnlineLearner
 
     return OnlineLearner.from_spec(spec)
+
+
+def new_core(
+    spec: TaskSpec, learner_factory: LearnerFactory = default_learner, pending_limit: int = 200_000
+) -> TaskTraining:
+    """A task's core as the trainer makes it, before any event (challengers from the factory)."""
+    return TaskTraining(
+        spec,
+        learner_factory(spec),
+        pending_limit=pending_limit,
+        challengers=lambda: learner_factory(spec),
+    )
+
+
+async def replay_models(store: EventStore, task: str) -> tuple[TaskTraining, list[Candidate]]:
+    """A fault-free trainer over the task's stored data events, in process, from the start: its
+    core and every model it made. A running trainer's models must equal these byte for byte,
+    whatever it went through (restarts, snapshots, redeliveries)."""
+    core = new_core((await registered_tasks(store))[task])
+    made = core.start().candidates
+    after = 0
+    while page := await store.read_stream(data_stream(task), after_version=after, limit=5000):
+        made += (await asyncio.to_thread(core.apply, page)).candidates
+        after = page[-1].stream_version or after
+    return core, made
 
 
 class Trainer:
@@ -131,12 +156,7 @@ class Trainer:
 
         core = await self.snapshots.restore(spec, challengers, self._pending_limit)
         if core is None:
-            core = TaskTraining(
-                spec,
-                self._learner_factory(spec),
-                pending_limit=self._pending_limit,
-                challengers=challengers,
-            )
+            core = new_core(spec, self._learner_factory, self._pending_limit)
         self._cores[task] = core
         await self._replay(core)
         return core

@@ -23,7 +23,10 @@ class TrainerSettings(CommonSettings):
     # the first group join (the embedded broker holds it about half this long); our rebalances
     # recover no tables, so a short timeout is safe on Apache Kafka too.
     rebalance_timeout: float = 10.0
-    session_timeout: float = 30.0
+    # A worker that dies is noticed after this long, and a restarted one waits about this long to
+    # be given its partitions back. Heartbeats are sent from the event loop, which LightGBM and
+    # snapshots never block (they run in threads), so a short timeout causes no false alarms.
+    session_timeout: float = 10.0
     # The longest a fetch waits for data. Apache Kafka answers as soon as data arrives; the
     # embedded broker only when the wait runs out, so keep it short there (see faust_transport).
     fetch_max_wait_ms: int = 30

@@ -43,6 +43,9 @@ _NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-00000000000a")
 # libraries whose objects it holds.
 _CODE = ("services/trainer", "shared")
 _LIBRARIES = ("lightgbm", "numpy", "river", "pydantic")
+# Snapshot artifacts kept per task: the newest is the one a restart loads; the one before it is
+# kept for an operator. Older ones are deleted (their events stay: the record of what was taken).
+KEEP = 2
 
 
 @cache
@@ -147,6 +150,7 @@ class Snapshots:
             ]
         )
         self._taken[fact.task] = fact.data_version
+        await self._prune(fact.task)
         log.info(
             "trainer.snapshot_taken",
             task=fact.task,
@@ -155,3 +159,11 @@ class Snapshots:
             seconds=round(time.perf_counter() - started, 3),
         )
         return fact
+
+    async def _prune(self, task: str) -> None:
+        taken = [
+            e.payload["artifact_sha256"]
+            for e in await self.runtime.store.read_stream(snapshot_stream(task))
+        ]
+        for digest in set(taken[:-KEEP]) - set(taken[-KEEP:]):
+            await asyncio.to_thread(self.runtime.artifacts.delete, digest)

@@ -19,7 +19,6 @@ from continuo.caller import stream_through_serving, wait_until_learned
 from continuo.demo import FEATURES, find_elec, read_rows
 from continuo.simulate import Timing
 from continuo.stack import Stack
-from shared.broker import start_broker_ready
 from shared.store.sql import open_event_store
 
 PARTS = (1000, 1000, 1000)  # before, while the trainer is paused, after the broker came back
@@ -52,12 +51,7 @@ async def test_a_broker_lost_while_the_trainer_was_behind_loses_no_label_and_lea
         try:
             await stream(PARTS[0], PARTS[0] + PARTS[1])
             await asyncio.sleep(1.0)  # the relays publish them: on the broker, not yet learned
-            assert stack.broker is not None and stack.bootstrap is not None
-            port = int(stack.bootstrap.rsplit(":", 1)[1])
-            stack.broker.stop()
-            stack.broker = await start_broker_ready(
-                port, log_path=tmp_path / "logs" / "broker-again.log"
-            )
+            await stack.restart_broker()
         finally:
             os.kill(trainer, signal.SIGCONT)
         back = time.monotonic()

@@ -188,3 +188,20 @@ async def test_a_snapshot_from_another_trainer_build_is_not_loaded(
     assert restarted.status()["flaky"]["restored_from"] == 0
     assert restarted.status()["flaky"]["learned"] == 300
     await second.store.close()
+
+
+async def test_only_the_two_newest_snapshots_keep_their_artifacts(sqlite_url: str, tmp_path: Path):
+    runtime = _runtime(sqlite_url, tmp_path / "a")
+    events = await _stored_data(runtime.store, 300, stored=100)
+    trainer = Trainer(runtime, snapshot_every=50)
+    await trainer.handle(events[:100])
+    for start in (100, 200):  # two more snapshots, as the stream goes on
+        await runtime.store.append(events[start : start + 100])
+        await trainer.handle((await runtime.store.read_stream(data_stream("flaky")))[start:])
+    taken = await runtime.store.read_stream(snapshot_stream("flaky"))
+    assert [s.payload["data_version"] for s in taken] == [100, 200, 300]
+    kept = [
+        (tmp_path / "a" / d[:2] / d).exists() for d in (s.payload["artifact_sha256"] for s in taken)
+    ]
+    assert kept == [False, True, True]
+    await runtime.store.close()
