@@ -8,8 +8,7 @@ registered with labelled rows, two trained models (one promoted) and a served pr
 each path or query parameter and body field named like one of them (task, version,
 model_version, prediction_id, features, label, ...) is, independently, either generated or one
 that exists: requests get past the 404s and 422s into the code behind them. The trainer is a
-Faust worker this in-process harness cannot start: skipped, saying so (its OpenAPI document and
-its answers are checked against the running worker in tests/e2e/test_full_loop.py).
+Faust worker, not an ASGI app: it runs as a process, and is fuzzed over HTTP.
 
 Two families of checks, in two tests:
 - no generated request is answered with a server error (5xx): a hard assertion, and the failing
@@ -27,7 +26,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import shutil
+import subprocess
+import sys
 import time
 import traceback
 import uuid
@@ -39,6 +41,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
+import httpx
 import lightgbm as lgb
 import numpy as np
 import pytest
@@ -66,10 +69,9 @@ from services.ingest.app import create_app as ingest_app
 from services.ingest.settings import IngestSettings
 from services.serving.app import create_app as serving_app
 from services.serving.settings import ServingSettings
-from services.trainer.app import create_app as trainer_app
-from services.trainer.settings import TrainerSettings
 from shared import model_codec
 from shared.artifacts import FileArtifactStore
+from shared.broker import free_port
 from shared.bus import KafkaPublisher, ensure_topics
 from shared.deployments import KILL_SWITCH
 from shared.events.envelope import Envelope, Payload, new_event
@@ -127,12 +129,15 @@ FEATURES = {
 
 @dataclass
 class Target:
-    """A service's app and what generated requests need to get past its 401s and 404s."""
+    """A service's app (or, for one that is not ASGI, the URL of its running process) and what
+    generated requests need to get past its 401s and 404s."""
 
-    app: FastAPI
+    app: FastAPI | None
     headers: dict[str, str] = field(default_factory=dict)
     # Name (of a path or query parameter, or a key anywhere in a body) -> values that exist.
     known: dict[str, list[Any]] = field(default_factory=dict)
+    url: str | None = None
+    process: subprocess.Popen[bytes] | None = None
 
 
 def elec_model(flip: bool = False) -> bytes:
@@ -328,15 +333,35 @@ def start_governance(store_url: str, kafka: str, tmp_path: Path) -> Target:
     return Target(governance_app(settings), headers={"Authorization": f"Bearer {key}"}, known=known)
 
 
-def no_openapi_trainer(store_url: str, kafka: str, tmp_path: Path) -> Target:
-    app = trainer_app(TrainerSettings(store_url=store_url, datadir=tmp_path / "trainer"))
-    if not isinstance(app, FastAPI):
-        pytest.skip(
-            f"the trainer is a Faust worker ({type(app).__name__}), not an ASGI app this harness "
-            "can start: its /openapi.json (three GET pages without parameters) and its answers "
-            "are checked against the running worker in tests/e2e/test_full_loop.py"
-        )
-    raise AssertionError("the trainer became a FastAPI app: give it a start function here")
+def start_trainer(store_url: str, kafka: str, tmp_path: Path) -> Target:
+    """The trainer is a Faust worker, not an ASGI app: it runs as its own process, over HTTP."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONTINUO_STORE_URL": store_url,
+        "KAFKA_BOOTSTRAP_SERVERS": kafka,
+        "CONTINUO_ARTIFACTS_DIR": str(tmp_path / "artifacts"),
+        "TRAINER_DATADIR": str(tmp_path / "trainer"),
+        "TRAINER_APP_ID": f"fuzz-{uuid.uuid4().hex[:8]}",
+        "TRAINER_PORT": str(port),
+    }
+    log = open(tmp_path / "trainer.log", "ab")  # noqa: SIM115 - closed with the process
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.trainer"], env=env, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the trainer did not start; see {tmp_path / 'trainer.log'}")
+        time.sleep(0.2)
+    return Target(None, url=url, process=process)
 
 
 def realistic(value: Any, known: dict[str, list[Any]]) -> st.SearchStrategy[Any]:
@@ -360,7 +385,7 @@ STARTERS: dict[str, Callable[[str, str, Path], Target]] = {
     "ingest": start_ingest,
     "serving": start_serving,
     "governance": start_governance,
-    "trainer": no_openapi_trainer,
+    "trainer": start_trainer,
 }
 
 
@@ -394,7 +419,10 @@ def running(service: str, store_url: str, kafka: str, tmp_path: Path) -> Iterato
         # Loading the document starts the app's lifespan; requests then run on its event loop.
         # Every request carries the service's credentials (if any): no generated auth headers.
         config = schemathesis.Config.from_dict({"generation": {"with-security-parameters": False}})
-        schema = schemathesis.openapi.from_asgi("/openapi.json", target.app, config=config)
+        if target.app is not None:
+            schema = schemathesis.openapi.from_asgi("/openapi.json", target.app, config=config)
+        else:
+            schema = schemathesis.openapi.from_url(f"{target.url}/openapi.json", config=config)
 
         @schema.hook
         def flatmap_path_parameters(context: Any, path_parameters: Any) -> Any:
@@ -411,6 +439,9 @@ def running(service: str, store_url: str, kafka: str, tmp_path: Path) -> Iterato
         yield schema, target.headers
     finally:
         asgi.shutdown_lifespans()
+        if target.process is not None:
+            target.process.terminate()
+            target.process.wait(30)
 
 
 # -- fuzzing ------------------------------------------------------------------------------------
