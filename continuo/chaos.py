@@ -52,7 +52,7 @@ SNAPSHOT_EVERY = 2000
 @dataclass
 class Fault:
     name: str  # a service process name, or "broker"
-    at_row: int
+    at_row: int  # planned; once fired, the row the stream had reached
     labels_before: int = 0  # labels accepted when it fired
     ready: float = 0.0  # seconds until the faulted part answered again
     caught_up: float = 0.0  # seconds until every label accepted before it was learned
@@ -72,6 +72,8 @@ class ChaosResult:
     label_retries: int  # label posts retried (ingest or the store away)
     stored_observations: int
     stored_labels: int
+    lost: int  # observations answered or labels accepted that are not stored exactly once
+    unacknowledged: int  # rows stored by a replica killed before it answered (never labelled)
     learned: int
     models: int
     models_equal: bool
@@ -210,6 +212,7 @@ async def run_chaos(
                     if fired is not None:
                         fired.result()
                     fault = planned.pop(0)
+                    fault.at_row = start
                     say(f"  row {start:,}: {fault.name} fault")
                     fired = asyncio.create_task(_inject(stack, caller, fault))
                     done.append(fault)
@@ -231,6 +234,7 @@ async def run_chaos(
             if fired is not None:
                 await fired
             for fault in planned:  # the stream ended first: fire the rest now
+                fault.at_row = rows
                 say(f"  after the stream: {fault.name} fault")
                 await _inject(stack, caller, fault)
                 done.append(fault)
@@ -301,6 +305,8 @@ async def _check(
         label_retries=caller.label_retries,
         stored_observations=sum(observations.values()),
         stored_labels=sum(labels.values()),
+        lost=len(missing) + len(unlabelled),
+        unacknowledged=len(set(observations) - set(caller.prediction_ids)),
         learned=learned,
         models=len(models),
         models_equal=models == replayed,

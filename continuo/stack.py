@@ -95,9 +95,8 @@ class Stack:
             self.bootstrap = self.broker.bootstrap
         await upgrade_async(self.store_url)
         self.ports = {name: self.ports.get(name) or free_port() for name in SERVICES}
-        env = self.environment()
         for name in SERVICES:
-            self._spawn(name, name, env)
+            self._spawn(name, name, self._replica_environment(name))
         try:
             await asyncio.gather(*(self._ready(n, ready_timeout) for n in SERVICES))
         except BaseException:
@@ -127,7 +126,10 @@ class Stack:
 
     def _replica_environment(self, name: str) -> dict[str, str]:
         service = name.split("-", 1)[0]
-        return {**self.environment(), f"{service.upper()}_PORT": str(self.ports[name])}
+        env = {**self.environment(), f"{service.upper()}_PORT": str(self.ports[name])}
+        # A trainer worker's static group id: a restarted one takes its partitions back at once.
+        env.setdefault("TRAINER_GROUP_INSTANCE_ID", name)
+        return env
 
     async def restart_broker(self) -> None:
         """Stop the embedded broker and start an empty one on the same address: what a broker

@@ -46,6 +46,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
     )
     # Read by services.trainer.faust_transport when it creates the consumer.
     app.fetch_max_wait_ms = settings.fetch_max_wait_ms  # type: ignore[attr-defined]
+    app.group_instance_id = settings.group_instance_id  # type: ignore[attr-defined]
     state: dict[str, Any] = {}
     data_topic = app.topic(TOPIC_DATA, value_serializer="raw", key_serializer="raw")
 

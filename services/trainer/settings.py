@@ -27,6 +27,9 @@ class TrainerSettings(CommonSettings):
     # be given its partitions back. Heartbeats are sent from the event loop, which LightGBM and
     # snapshots never block (they run in threads), so a short timeout causes no false alarms.
     session_timeout: float = 10.0
+    # Static group membership (services/trainer/faust_transport.py): a unique id per worker makes
+    # a restarted worker rejoin at once. Empty: dynamic membership.
+    group_instance_id: str = ""
     # The longest a fetch waits for data. Apache Kafka answers as soon as data arrives; the
     # embedded broker only when the wait runs out, so keep it short there (see faust_transport).
     fetch_max_wait_ms: int = 30
