@@ -3,12 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: help install demo up test test-unit test-integration test-e2e lint format bench clean
+.PHONY: help install demo up test test-unit test-integration test-e2e test-chaos lint format bench clean
 
 help:
 	@echo "make demo   stream the electricity data through the four services (set-up included)"
 	@echo "make up     run the four services on the embedded defaults until Ctrl-C"
-	@echo "make test   unit, integration and e2e tests (needs PostgreSQL and Redis running)"
+	@echo "make test   unit, integration, e2e and chaos tests (needs PostgreSQL and Redis running)"
 	@echo "make lint   ruff and mypy;  make bench   the benchmarks in bench/"
 
 $(STAMP): pyproject.toml
@@ -26,7 +26,7 @@ demo: $(STAMP)
 up: $(STAMP)
 	$(VENV)/bin/continuo up
 
-test: test-unit test-integration test-e2e
+test: test-unit test-integration test-e2e test-chaos
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests/unit -q
@@ -36,6 +36,9 @@ test-integration: $(STAMP)
 
 test-e2e: $(STAMP)
 	$(PY) -m pytest tests/e2e -q
+
+test-chaos: $(STAMP)
+	$(PY) -m pytest tests/chaos -q
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -52,6 +55,9 @@ bench: $(STAMP)
 	$(PY) bench/served.py
 	$(PY) bench/canary.py
 	$(PY) bench/serving.py  # needs wrk (apt-get install wrk)
+	$(PY) bench/recovery.py
+	$(PY) bench/chaos.py
+	$(PY) bench/soak.py
 
 clean:
 	rm -rf var .pytest_cache .ruff_cache .mypy_cache

@@ -55,6 +55,7 @@ class Traffic:
     refused: int = 0  # requests answered otherwise
     predictions: int = 0
     failed_predictions: int = 0
+    failure: str = ""  # the last failed prediction's answer
     rss: dict[str, list[tuple[float, int]]] = field(default_factory=dict)  # (seconds, bytes)
 
 
@@ -96,7 +97,9 @@ async def ingest(url: str, traffic: Traffic, until: float, rate: float | None) -
 
 async def predict(url: str, traffic: Traffic, until: float) -> None:
     rows = read_rows(find_elec(), limit=2000)
-    body = {"records": [{"features": {f: r[f] for f in FEATURES}} for r in rows[:20]]}
+    # Predictions only (not recorded for log and wait: the rows come in through ingest).
+    records = [{"entity_id": "nsw", "features": {f: r[f] for f in FEATURES}} for r in rows[:20]]
+    body = {"records": records, "record": False}
 
     async def client_loop() -> None:
         async with httpx.AsyncClient(base_url=url, timeout=30) as client:
@@ -106,6 +109,7 @@ async def predict(url: str, traffic: Traffic, until: float) -> None:
                     traffic.predictions += 20
                 else:
                     traffic.failed_predictions += 1
+                    traffic.failure = f"{response.status_code} {response.text[:200]}"
 
     await asyncio.gather(*(client_loop() for _ in range(PREDICTORS)))
 
@@ -169,6 +173,7 @@ async def run(minutes: float, load: float, warmup: float, workdir: Path) -> dict
         "learned": int(status["learned"]),
         "predictions": traffic.predictions,
         "failed_predictions": traffic.failed_predictions,
+        "failure": traffic.failure,
         "memory": memory,
     }
 
@@ -178,6 +183,8 @@ def report(r: dict, minutes: float, load: float, warmup: float) -> tuple[str, bo
     problems = []
     if r["stored"] != r["accepted"]:
         problems.append(f"{r['accepted']:,} accepted, {r['stored']:,} stored")
+    if r["failed_predictions"]:
+        problems.append(f"{r['failed_predictions']} prediction requests failed: {r['failure']}")
     if r["learned"] != r["stored"]:
         problems.append(f"{r['learned']:,} learned of {r['stored']:,} stored")
     lines = [
