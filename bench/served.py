@@ -45,7 +45,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.learner import load_agrawal, load_sea  # noqa: E402
 from bench.report import write_section  # noqa: E402
-from continuo.caller import stream_through_serving, wait_until_learned  # noqa: E402
+from continuo.caller import freshness, stream_through_serving, wait_until_learned  # noqa: E402
 from continuo.demo import FEATURES, find_elec, read_rows  # noqa: E402
 from continuo.simulate import Rows, Timing, simulate  # noqa: E402
 from continuo.stack import Stack, write_task_specs  # noqa: E402
@@ -59,6 +59,7 @@ from shared.tasks import TaskSpec, load_spec  # noqa: E402
 SECTION = "Served accuracy (bench/served.py)"
 TIMINGS = (Timing(1, 0), Timing(20, 0), Timing(20, 1), Timing(100, 0))
 FRESHNESS_TIMING = Timing(100, 0)
+FRESHNESS_CALLERS = 4
 ENTITY = "e"
 LABEL_HISTORY = [
     {"name": "last_label", "kind": "last_label"},
@@ -269,26 +270,52 @@ async def through_system(
                 flush=True,
             )
         if rate and fresh is not None:
-            out[("freshness", FRESHNESS_TIMING)] = await freshness(stack, fresh, store_url, rate)
+            out[("freshness", FRESHNESS_TIMING)] = await freshness_through_system(
+                stack, fresh, store_url, rate
+            )
     finally:
         stack.stop()
     return out
 
 
-async def freshness(stack: Stack, stream: Stream, store_url: str, rate: float) -> dict[str, Any]:
+async def freshness_through_system(
+    stack: Stack, stream: Stream, store_url: str, rate: float, callers: int = FRESHNESS_CALLERS
+) -> dict[str, Any]:
     """Seconds from ingest accepting each label request to serving answering with a model that
-    learned it, with rows offered at `rate` rows/s (requests of 100, labels right after)."""
+    learned it, with rows offered at `rate` rows/s (requests of 100, labels right after) by
+    `callers` concurrent callers, each taking every `callers`-th request at `rate / callers`
+    (one sequential caller cannot offer more than one request's round trip allows)."""
     urls = {name: stack.url(name) for name in ("serving", "ingest")}
-    served = await stream_through_serving(
-        urls,
-        "elec-paced",
-        stream.features,
-        stream.labels,
-        FRESHNESS_TIMING,
-        entity=ENTITY,
-        progress=False,
-        rate=rate,
+    batch = FRESHNESS_TIMING.batch
+    chunks = [
+        range(i, min(len(stream.labels), i + batch)) for i in range(0, len(stream.labels), batch)
+    ]
+    shares = [[i for chunk in chunks[c::callers] for i in chunk] for c in range(callers)]
+    started = time.monotonic()
+    parts = await asyncio.gather(
+        *(
+            stream_through_serving(
+                urls,
+                "elec-paced",
+                [stream.features[i] for i in share],
+                [stream.labels[i] for i in share],
+                FRESHNESS_TIMING,
+                entity=ENTITY,
+                progress=False,
+                rate=rate / callers,
+            )
+            for share in shares
+        )
     )
+    seconds = time.monotonic() - started
+    right = np.zeros(len(stream.labels), dtype=bool)
+    first_seen: dict[int, float] = {}
+    label_batches = []
+    for share, part in zip(shares, parts, strict=True):
+        right[share] = part.right([stream.labels[i] for i in share])
+        label_batches += part.label_batches
+        for version, seen in part.first_seen.items():
+            first_seen[version] = min(seen, first_seen.get(version, seen))
     store = open_event_store(store_url)
     learned = {
         m.model_version: m.last_position
@@ -296,24 +323,19 @@ async def freshness(stack: Stack, stream: Stream, store_url: str, rate: float) -
         if isinstance(m, ModelTrained)
     }
     await store.close()
-    delays, unserved = [], 0
-    for accepted_at, position in served.label_batches:
-        times = [t for v, t in served.first_seen.items() if learned.get(v, -1) >= position]
-        later = [t - accepted_at for t in times if t >= accepted_at]
-        if later:
-            delays.append(min(later))
-        else:
-            unserved += 1
+    seen = [(t, v) for v, t in first_seen.items()]
+    delays, unserved = freshness(label_batches, seen, learned)
     d = np.array(delays) if delays else np.array([np.nan])
     return {
         "offered": rate,
-        "achieved": len(stream.labels) / served.seconds,
+        "achieved": len(stream.labels) / seconds,
+        "callers": callers,
         "p50": float(np.nanpercentile(d, 50)),
         "p95": float(np.nanpercentile(d, 95)),
         "max": float(np.nanmax(d)),
         "measured": len(delays),
         "unserved": unserved,
-        "served": float(served.right(stream.labels).mean()),
+        "served": float(right.mean()),
     }
 
 
@@ -398,7 +420,8 @@ def report(
     if fresh:
         lines += [
             f"**Freshness** (elec, 100-row requests, labels right after, {fresh['offered']:,.0f} "
-            f"rows/s offered, {fresh['achieved']:,.0f} achieved): from ingest accepting a label "
+            f"rows/s offered by {fresh['callers']} concurrent callers, {fresh['achieved']:,.0f} "
+            "achieved): from ingest accepting a label "
             f"request to serving answering with a model that learned it, p50 {fresh['p50']:.2f} s, "
             f"p95 {fresh['p95']:.2f} s, max {fresh['max']:.2f} s over {fresh['measured']} label "
             f"requests ({fresh['unserved']} at the stream's end no served model had learned); "

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from continuo.caller import wait_until_learned  # noqa: E402
+from continuo.caller import freshness, wait_until_learned  # noqa: E402
 from continuo.demo import FEATURES, find_elec, read_rows  # noqa: E402
 from continuo.stack import Stack  # noqa: E402
 from services.trainer.learner import OnlineLearner  # noqa: E402
@@ -167,25 +167,6 @@ def immediate_labels_accuracy(rows: list[dict], spec: TaskSpec) -> tuple[float, 
     return learner.metrics["accuracy"], len(rows) / (time.perf_counter() - started)
 
 
-def freshness(
-    label_batches: list[tuple[float, int]],
-    seen: list[tuple[float, int]],
-    models: list[ModelTrained],
-) -> tuple[list[float], int]:
-    """Seconds from each label batch's acceptance to serving answering with a model that learned
-    it; and how many batches no served model had learned by the end (the stream's tail)."""
-    last_position = {m.model_version: m.last_position for m in models}
-    delays, unserved = [], 0
-    for accepted_at, position in label_batches:
-        # No model that learned a label can be served before the label was accepted.
-        served = [t for t, v in seen if t >= accepted_at and last_position.get(v, -1) >= position]
-        if served:
-            delays.append(served[0] - accepted_at)
-        else:
-            unserved += 1
-    return delays, unserved
-
-
 async def run(rows: list[dict], batch: int, workdir: Path, rate: float | None) -> dict:
     store_url = f"sqlite+aiosqlite:///{workdir / 'events.db'}"
     stack = Stack(workdir, store_url=store_url)
@@ -215,7 +196,8 @@ async def run(rows: list[dict], batch: int, workdir: Path, rate: float | None) -
         stop.set()
         await watcher
         stack.stop()
-    delays, unserved = freshness(streamed.label_batches, seen, models)
+    learned = {m.model_version: m.last_position for m in models}
+    delays, unserved = freshness(streamed.label_batches, seen, learned)
     replay_accuracy, replay_hashes = await replay_in_process(store_url)
     return {
         "streamed": streamed,

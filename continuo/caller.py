@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,6 +128,27 @@ async def stream_through_serving(
             await post_labels(waiting.popleft())
     served.seconds = time.monotonic() - started
     return served
+
+
+def freshness(
+    label_batches: list[tuple[float, int]],
+    seen: Iterable[tuple[float, int]],
+    learned_through: Mapping[int, int],
+) -> tuple[list[float], int]:
+    """Seconds from each label request's acceptance (time, its last position) to serving first
+    answering with a model that learned it (`seen`: (time, version) serving answered with;
+    `learned_through`: each version's last position learned); and how many requests no served
+    model had learned by the end (the stream's tail)."""
+    seen = sorted(seen)
+    delays, unserved = [], 0
+    for accepted_at, position in label_batches:
+        # No model that learned a label can be served before the label was accepted.
+        served = [t for t, v in seen if t >= accepted_at and learned_through.get(v, -1) >= position]
+        if served:
+            delays.append(served[0] - accepted_at)
+        else:
+            unserved += 1
+    return delays, unserved
 
 
 async def trainer_status(trainer_url: str, task: str) -> dict[str, Any]:
