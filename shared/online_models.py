@@ -201,9 +201,15 @@ class LearnedRow:
 
 
 class RecentRows:
-    """The most recent learned rows of a task, to bring a newly published model up to date."""
+    """The most recent learned rows of a task, to bring a newly published model up to date.
 
-    def __init__(self, capacity: int = 50_000) -> None:
+    A model further behind than `capacity` rows (a trainer lagging far behind the stream) learns
+    only the newest ones: its online parts follow the recent stream within far fewer rows than
+    that. The cap bounds the work of each promotion; at 50,000, serving spent a third of its CPU
+    bringing each new champion up to date while the trainer lagged in the soak (bench/soak.py),
+    which starved its audit-trail recorder and grew its memory by half."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
         self._rows: deque[LearnedRow] = deque(maxlen=capacity)
 
     def add(self, rows: Iterable[LearnedRow]) -> None:
