@@ -139,10 +139,7 @@ class Trainer:
         async with self._lock:
             for core in self._cores.values():
                 if core.version > self.snapshots.newest(core.spec.name):
-                    try:
-                        await self.snapshots.take(core)
-                    except Exception:
-                        log.exception("trainer.snapshot_failed", task=core.spec.name)
+                    await self.snapshots.take_safely(core)
 
     async def _core(self, task: str) -> TaskTraining | None:
         if task in self._cores:

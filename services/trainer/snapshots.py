@@ -121,7 +121,14 @@ class Snapshots:
         when everything the core emitted so far is stored."""
         task = core.spec.name
         if self.every and core.version - self._taken.get(task, 0) >= self.every:
+            await self.take_safely(core)
+
+    async def take_safely(self, core: TaskTraining) -> None:
+        """`take`, a failure logged: a snapshot missed costs a longer replay later, nothing else."""
+        try:
             await self.take(core)
+        except Exception:
+            log.exception("trainer.snapshot_failed", task=core.spec.name, data_version=core.version)
 
     async def take(self, core: TaskTraining) -> TrainerSnapshotted:
         started = time.perf_counter()

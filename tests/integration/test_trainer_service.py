@@ -205,3 +205,33 @@ async def test_only_the_two_newest_snapshots_keep_their_artifacts(sqlite_url: st
     ]
     assert kept == [False, True, True]
     await runtime.store.close()
+
+
+class RefusesSnapshots(FileArtifactStore):
+    """An artifact store that takes models but, until told otherwise, no snapshot (a pickle)."""
+
+    refuse = True
+
+    def put(self, data: bytes) -> str:
+        if self.refuse and data.startswith(b"\x80"):
+            raise OSError("disk full")
+        return super().put(data)
+
+
+async def test_a_snapshot_that_cannot_be_written_costs_nothing_but_the_snapshot(
+    sqlite_url: str, tmp_path: Path
+):
+    runtime = _runtime(sqlite_url, tmp_path / "a")
+    artifacts = runtime.artifacts = RefusesSnapshots(tmp_path / "a")
+    events = await _stored_data(runtime.store, 300, stored=150)
+    trainer = Trainer(runtime, snapshot_every=100)
+    await trainer.handle(events[:150])  # the snapshot at 150 fails
+    assert await runtime.store.read_stream(snapshot_stream("flaky")) == []
+    assert trainer.status()["flaky"]["learned"] == 150  # the core went on, its models stored
+    assert [v for v, _ in await _models(runtime.store)] == [1, 2, 3]  # at 0, 50 and 100
+    artifacts.refuse = False
+    await runtime.store.append(events[150:])
+    await trainer.handle((await runtime.store.read_stream(data_stream("flaky")))[150:])
+    [taken] = await runtime.store.read_stream(snapshot_stream("flaky"))
+    assert taken.payload["data_version"] == 300
+    await runtime.store.close()
