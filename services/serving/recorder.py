@@ -140,12 +140,10 @@ class PredictionRecorder:
         if not self._buffer:
             return True
         taken, self._buffer = self._buffer, []
-        streams: dict[str, list[Envelope]] = defaultdict(list)
-        for i, item in enumerate(taken, 1):
-            envelope = item if isinstance(item, Envelope) else self._envelope(item)
-            streams[envelope.stream_id].append(envelope)
-            if i % 50 == 0:
-                await asyncio.sleep(0)  # building events is CPU work: let requests in
+        # Building events is CPU work: in a thread, so that requests go on meanwhile. (Yielding
+        # to the event loop every few events instead starved the recorder on a busy loop: each
+        # yield waited behind everything else, and its backlog, and memory, grew.)
+        streams = await asyncio.to_thread(self._by_stream, taken)
         failed: list[Envelope] = []
         for events in streams.values():
             for start in range(0, len(events), 1000):
@@ -159,6 +157,13 @@ class PredictionRecorder:
         if failed:
             self._buffer[:0] = failed
         return not failed
+
+    def _by_stream(self, taken: Sequence[Envelope | _Served]) -> dict[str, list[Envelope]]:
+        streams: dict[str, list[Envelope]] = defaultdict(list)
+        for item in taken:
+            envelope = item if isinstance(item, Envelope) else self._envelope(item)
+            streams[envelope.stream_id].append(envelope)
+        return streams
 
     def _envelope(self, item: _Served) -> Envelope:
         task, p, learned_through, recorded, occurred_at = item
