@@ -114,6 +114,7 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
         runtime.producer,
         interval=settings.record_interval,
         batch=settings.record_batch,
+        high_water=settings.record_high_water,
         backlog=settings.record_backlog,
     )
     recorder.start()

@@ -3,12 +3,19 @@ durably before the response.
 
 `PredictionRecorder` appends `PredictionServed` events in the background: a request only puts its
 predictions in a buffer. Window of loss: a crash or kill loses the predictions still in the buffer,
-in normal operation at most about `interval` seconds' or `batch` predictions' worth. While the store
-is unreachable the buffer grows and appends are retried (event ids are derived from the prediction
-ids, so a retry that had in fact succeeded is a no-op); past `backlog` waiting predictions the
-oldest are dropped, counted in `dropped` and logged. A clean shutdown flushes what is left. The
-callers already have their answers, so a loss is a gap in the audit trail, never a wrong
-prediction.
+in normal operation at most about `interval` seconds' or `batch` predictions' worth. A clean
+shutdown flushes what is left.
+
+Two bounds keep memory flat:
+- **Backpressure** (`high_water`): while the store takes appends but more predictions are served
+  than it records, a request waits (`room()`) once `high_water` predictions are waiting, until the
+  recorder has caught up below it. Sustained overload then slows callers down instead of growing
+  the buffer or losing answers from the trail.
+- **Outage** (`backlog`): while appends fail, requests never wait (serving stays available without
+  its store); the buffer grows and appends are retried (event ids are derived from the prediction
+  ids, so a retry that had in fact succeeded is a no-op), and past `backlog` waiting predictions
+  the oldest are dropped, counted in `dropped` and logged. The callers already have their answers,
+  so a loss is a gap in the audit trail, never a wrong prediction.
 
 `ObservationLog` appends log-and-wait rows (`ObservationRecorded`, with the online-feature values
 and the answer) before the caller gets its answer: the caller will post the row's label by its
@@ -66,13 +73,19 @@ class PredictionRecorder:
         *,
         interval: float = 0.2,
         batch: int = 500,
+        high_water: int = 10_000,
         backlog: int = 100_000,
     ) -> None:
         self._store = store
         self._producer = producer
         self._interval = interval
         self._batch = batch
+        self._high_water = high_water
         self._backlog = backlog
+        self._appending = 0  # taken from the buffer by the flush in progress, not yet stored
+        self._healthy = True  # the last append succeeded
+        self._drained = asyncio.Event()  # set while fewer than high_water predictions wait
+        self._drained.set()
         # Envelopes to retry, or what a request left: (task, prediction, learned_through,
         # recorded, when); the events are built in the background, off the request's path.
         self._buffer: list[Envelope | _Served] = []
@@ -97,13 +110,34 @@ class PredictionRecorder:
             for p in predictions
             if p.probability is not None and p.model_version is not None
         )
-        if len(self._buffer) > self._backlog:
-            excess = len(self._buffer) - self._backlog
+        self._trim()
+        if len(self._buffer) >= self._batch:
+            self._wake.set()
+        self._update_drained()
+
+    async def room(self) -> None:
+        """Wait until fewer than `high_water` predictions wait to be recorded; returns at once
+        while the store is failing or the recorder is not running (see the module's doc)."""
+        while not self._drained.is_set() and self._healthy and self.alive:
+            self._wake.set()
+            # Bounded, so that a change of health (an append failing) is noticed while waiting.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout=1.0)
+
+    def _trim(self) -> None:
+        """Drop the oldest waiting predictions past `backlog` (only reachable while the store
+        fails: otherwise requests wait at `high_water`)."""
+        excess = min(self.waiting - self._backlog, len(self._buffer))
+        if excess > 0:
             del self._buffer[:excess]
             self.dropped += excess
             log.error("serving.predictions_dropped", count=excess, total=self.dropped)
-        if len(self._buffer) >= self._batch:
-            self._wake.set()
+
+    def _update_drained(self) -> None:
+        if self.waiting < self._high_water:
+            self._drained.set()
+        else:
+            self._drained.clear()
 
     @property
     def alive(self) -> bool:
@@ -111,7 +145,8 @@ class PredictionRecorder:
 
     @property
     def waiting(self) -> int:
-        return len(self._buffer)
+        """Predictions not yet stored: in the buffer, or in the append in progress."""
+        return len(self._buffer) + self._appending
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="serving:recorder")
@@ -140,22 +175,31 @@ class PredictionRecorder:
         if not self._buffer:
             return True
         taken, self._buffer = self._buffer, []
-        # Building events is CPU work: in a thread, so that requests go on meanwhile. (Yielding
-        # to the event loop every few events instead starved the recorder on a busy loop: each
-        # yield waited behind everything else, and its backlog, and memory, grew.)
-        streams = await asyncio.to_thread(self._by_stream, taken)
+        self._appending = len(taken)
         failed: list[Envelope] = []
-        for events in streams.values():
-            for start in range(0, len(events), 1000):
-                chunk = events[start : start + 1000]
-                try:
-                    await self._store.append(chunk)
-                    self.recorded += len(chunk)
-                except Exception as exc:  # noqa: BLE001 - kept and retried, never dropped here
-                    log.warning("serving.record_failed", count=len(chunk), error=str(exc))
-                    failed.extend(chunk)
+        try:
+            # Building events is CPU work: in a thread, so that requests go on meanwhile.
+            # (Yielding to the event loop every few events instead starved the recorder on a
+            # busy loop: each yield waited behind everything else, and its backlog grew.)
+            streams = await asyncio.to_thread(self._by_stream, taken)
+            for events in streams.values():
+                for start in range(0, len(events), 1000):
+                    chunk = events[start : start + 1000]
+                    try:
+                        await self._store.append(chunk)
+                        self.recorded += len(chunk)
+                    except Exception as exc:  # noqa: BLE001 - kept and retried, never dropped here
+                        log.warning("serving.record_failed", count=len(chunk), error=str(exc))
+                        failed.extend(chunk)
+                    self._appending -= len(chunk)
+                    self._update_drained()
+        finally:
+            self._appending = 0
         if failed:
             self._buffer[:0] = failed
+            self._trim()
+        self._healthy = not failed
+        self._update_drained()
         return not failed
 
     def _by_stream(self, taken: Sequence[Envelope | _Served]) -> dict[str, list[Envelope]]:

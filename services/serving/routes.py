@@ -142,6 +142,8 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
     if routes.shadows and routes.champion is not None:
         sample = _flag(routes, SHADOW_SAMPLE, None)
         state.shadows.submit(routes, predictions, online, sample)
+    # Backpressure: while the store records fewer answers than are served, wait for it.
+    await state.recorder.room()
     champion = routes.champion
     if routes.canary is not None:  # the counts are read for the canary's guardrails only
         state.health.observe(

@@ -18,7 +18,10 @@ class ServingSettings(CommonSettings):
     record_interval: float = Field(0.2, gt=0)
     # ...or as soon as this many are waiting.
     record_batch: int = Field(500, gt=0)
-    # While the store is unreachable, at most this many predictions wait; older ones are dropped.
+    # While the store takes appends, a predict request waits once this many predictions wait to
+    # be recorded (backpressure: callers slow down, memory stays flat, nothing is dropped)...
+    record_high_water: int = Field(10_000, gt=0)
+    # ...and while it is unreachable, at most this many wait; older ones are dropped.
     record_backlog: int = Field(100_000, gt=0)
     # Largest batch one predict request may carry...
     max_records: int = Field(1000, gt=0)

@@ -4,8 +4,9 @@ A request leaves its answered rows here and returns. A background task on the ev
 the models also learn their labels, so a shadow is never read half-way through one) takes
 everything waiting every `interval` seconds and scores each shadow over all of it with one
 vectorised predict, then hands the scores to the prediction recorder (role `shadow`, never
-returned). Past `backlog` waiting rows the oldest requests are dropped and counted: a shadow's
-score is evidence, never an answer, and serving answers first.
+returned), and waits while the recorder is behind (its backpressure). Past `backlog` waiting rows
+the oldest requests are dropped and counted: a shadow's score is evidence, never an answer, and
+serving answers first.
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class ShadowScorer:
                 self.score_waiting()
             except Exception:  # noqa: BLE001 - evidence lost for these rows; serving goes on
                 log.exception("serving.shadow_scoring_failed")
+            await self._recorder.room()  # the scores wait, and past `backlog` are dropped
 
     def score_waiting(self) -> int:
         """Score every shadow over the rows waiting (one predict per shadow); returns the count."""
