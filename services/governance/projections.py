@@ -15,12 +15,14 @@ from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.governance.schema import (
+    alarms,
     applied,
     audits,
     decisions,
     deployments,
     models,
     predictions,
+    served_windows,
     tasks,
 )
 from shared.events.envelope import Envelope
@@ -31,11 +33,14 @@ from shared.events.types import (
     AuditCompleted,
     CanaryEnded,
     CanaryStarted,
+    ConfigSwitched,
+    DriftDetected,
     ModelPromoted,
     ModelRolledBack,
     ModelTrained,
     PredictionServed,
     PromotionRefused,
+    ServedScored,
     ShadowStarted,
     ShadowStopped,
     TaskRegistered,
@@ -58,6 +63,9 @@ PROJECTED_TYPES = (
     "PredictionServed",
     *DECISION_TYPES,
     *ROUTING_TYPES,
+    "ServedScored",
+    "DriftDetected",
+    "ConfigSwitched",
     # Nothing to project; marked applied so that each is judged once (Governance.handle).
     "ArmsScored",
     "ArmsServed",
@@ -161,6 +169,38 @@ async def _apply(conn: AsyncConnection, envelope: Envelope) -> None:
     elif isinstance(data, ApprovalGranted | ApprovalRejected):
         await _record_decision(
             conn, envelope, data.task, data.model_version, data.by, [data.reason]
+        )
+    elif isinstance(data, ServedScored) and data.arms:
+        await conn.execute(
+            served_windows.insert(),
+            [
+                {
+                    "event_id": envelope.event_id,
+                    "model_version": arm["model_version"],
+                    "role": arm["role"],
+                    "position": envelope.position or 0,
+                    "task": data.task,
+                    "n": arm["n"],
+                    "correct": arm["correct"],
+                    "to_position": data.to_position,
+                    "scored_at": envelope.occurred_at,
+                }
+                for arm in data.arms
+            ],
+        )
+    elif isinstance(data, DriftDetected | ConfigSwitched):
+        detail = data.model_dump(exclude={"task", "at_labelled"})
+        await conn.execute(
+            alarms.insert().values(
+                event_id=envelope.event_id,
+                position=envelope.position or 0,
+                task=data.task,
+                type=envelope.type,
+                model_version=getattr(data, "model_version", None),
+                at_labelled=data.at_labelled,
+                detail=detail,
+                occurred_at=envelope.occurred_at,
+            )
         )
     elif isinstance(data, ShadowStarted | ShadowStopped | CanaryStarted | CanaryEnded):
         outcome = getattr(data, "outcome", None)

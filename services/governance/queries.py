@@ -11,7 +11,16 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from services.governance.projections import model_status
-from services.governance.schema import audits, decisions, deployments, models, predictions, tasks
+from services.governance.schema import (
+    alarms,
+    audits,
+    decisions,
+    deployments,
+    models,
+    predictions,
+    served_windows,
+    tasks,
+)
 from shared.events.types import data_stream
 
 
@@ -216,3 +225,89 @@ async def models_rows(conn: AsyncConnection, task: str) -> list[dict[str, Any]]:
         )
     ).all()
     return [dict(r._mapping) for r in rows]
+
+
+async def latest_audits(conn: AsyncConnection, task: str) -> dict[str, dict[str, Any] | None]:
+    """The newest audit of each scope: `candidate` (a version on rows it never learned, with
+    outcomes) and `live` (the champion's served predictions, selection rates only)."""
+    await task_row(conn, task)
+    newest: dict[str, dict[str, Any] | None] = {}
+    for scope in ("candidate", "live"):
+        row = (
+            await conn.execute(
+                select(audits)
+                .where(audits.c.task == task, audits.c.scope == scope)
+                .order_by(audits.c.position.desc())
+                .limit(1)
+            )
+        ).first()
+        newest[scope] = _jsonable(row) if row is not None else None
+    return newest
+
+
+async def newest_predictions(
+    conn: AsyncConnection, task: str, version: int, limit: int
+) -> list[dict[str, Any]]:
+    """A model version's newest recorded answers, newest first (ids to follow to their lineage;
+    the index on task, version and position keeps this a short read however many there are)."""
+    await task_row(conn, task)
+    known = (
+        await conn.execute(
+            select(models.c.model_version).where(
+                models.c.task == task, models.c.model_version == version
+            )
+        )
+    ).first()
+    if known is None:
+        raise Missing(f"task {task!r} has no model version {version}")
+    rows = (
+        await conn.execute(
+            select(
+                predictions.c.prediction_id,
+                predictions.c.position,
+                predictions.c.entity_id,
+                predictions.c.probability,
+                predictions.c.role,
+                predictions.c.served_at,
+            )
+            .where(predictions.c.task == task, predictions.c.model_version == version)
+            .order_by(predictions.c.position.desc())
+            .limit(limit)
+        )
+    ).all()
+    return [_jsonable(r) for r in rows]
+
+
+async def served_accuracy(conn: AsyncConnection, task: str, after: int = 0) -> list[dict[str, Any]]:
+    """Served accuracy over time: each window's counts per model version and role, oldest
+    first (`after`: only windows stored after that position)."""
+    await task_row(conn, task)
+    rows = (
+        await conn.execute(
+            select(served_windows)
+            .where(served_windows.c.task == task, served_windows.c.position > after)
+            .order_by(served_windows.c.position, served_windows.c.model_version)
+        )
+    ).all()
+    return [
+        {
+            "model_version": r.model_version,
+            "role": r.role,
+            "n": r.n,
+            "correct": r.correct,
+            "accuracy": r.correct / r.n if r.n else None,
+            "to_position": r.to_position,
+            "position": r.position,
+            "at": iso(r.scored_at),
+        }
+        for r in rows
+    ]
+
+
+async def alarms_of(conn: AsyncConnection, task: str) -> list[dict[str, Any]]:
+    """The trainer's drift alarms and configuration switches, oldest first."""
+    await task_row(conn, task)
+    rows = (
+        await conn.execute(select(alarms).where(alarms.c.task == task).order_by(alarms.c.position))
+    ).all()
+    return [_jsonable(r) for r in rows]

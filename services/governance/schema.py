@@ -123,8 +123,49 @@ predictions = Table(
     Index("ix_gov_predictions_task_version_position", "task", "model_version", "position"),
 )
 
+# Served accuracy over time: per ServedScored window, each model version and role's counts.
+served_windows = Table(
+    "gov_served_windows",
+    metadata,
+    Column("event_id", Uuid(), primary_key=True),
+    Column("model_version", Integer, primary_key=True),
+    Column("role", String(16), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("task", String(64), nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("correct", Integer, nullable=False),
+    Column("to_position", BigInteger, nullable=False),  # the window's last label
+    Column("scored_at", DateTime(timezone=True), nullable=False),
+    Index("ix_gov_served_windows_task_position", "task", "position"),
+)
+
+# What the trainer observed while learning: drift alarms and configuration switches.
+alarms = Table(
+    "gov_alarms",
+    metadata,
+    Column("event_id", Uuid(), primary_key=True),
+    Column("position", BigInteger, nullable=False),
+    Column("task", String(64), nullable=False),
+    Column("type", String(64), nullable=False),
+    Column("model_version", Integer, nullable=True),
+    Column("at_labelled", Integer, nullable=False),
+    Column("detail", Json, nullable=False),
+    Column("occurred_at", DateTime(timezone=True), nullable=False),
+    Index("ix_gov_alarms_task_position", "task", "position"),
+)
+
 # The projections, in the order a rebuild empties them; API keys are not a projection.
-PROJECTION_TABLES = (applied, tasks, models, decisions, deployments, audits, predictions)
+PROJECTION_TABLES = (
+    applied,
+    tasks,
+    models,
+    decisions,
+    deployments,
+    audits,
+    predictions,
+    served_windows,
+    alarms,
+)
 
 # API keys (not built from events: a secret never enters the event store). Only a hash is kept.
 api_keys = Table(

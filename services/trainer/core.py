@@ -28,7 +28,13 @@ import numpy as np
 from services.trainer.arms import Arms, Labelled
 from services.trainer.metrics import PrequentialMetrics
 from shared.events.envelope import Envelope
-from shared.events.types import ArmsScored, ConfigSwitched, DriftDetected, ModelTrained
+from shared.events.types import (
+    ArmsScored,
+    ConfigSwitched,
+    DriftDetected,
+    ModelTrained,
+    ServedScored,
+)
 from shared.features import DataEvent, OnlineFold, data_event, model_inputs
 from shared.online_models import LearnedRow, RecentRows
 from shared.tasks import TaskSpec
@@ -40,6 +46,8 @@ _NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-000000000007")
 FIRST_PUBLISH = 50
 # While a canary or shadows run, their counts go to governance every this many labelled rows.
 ARMS_EVERY = 50
+# Labelled served rows per ServedScored window (served accuracy over time, per model version).
+SERVED_WINDOW = 200
 # After a drift the learner acted on, a learner started afresh learns the rows that follow; after
 # this many it is published as a challenger (governance runs it as a live shadow). Not before the
 # task has this many labelled rows: early alarms are the learner finding its feet.
@@ -102,8 +110,8 @@ class Output:
     """What one call to `TaskTraining.apply` produced, in order of occurrence."""
 
     candidates: list[Candidate] = field(default_factory=list)
-    facts: list[tuple[uuid.UUID, DriftDetected | ConfigSwitched | ArmsScored]] = field(
-        default_factory=list
+    facts: list[tuple[uuid.UUID, DriftDetected | ConfigSwitched | ArmsScored | ServedScored]] = (
+        field(default_factory=list)
     )
     unmatched_labels: int = 0
     # Observations recorded under another version of the task's spec, not learned by this core.
@@ -190,6 +198,9 @@ class TaskTraining:
         # The canary and the shadows, scored on the labels for governance's canary analysis.
         self.arms = Arms()
         self._arms_labelled = 0
+        # The open ServedScored window: (model_version, role) -> [answered, right].
+        self._served_window: dict[tuple[int, str], list[int]] = {}
+        self._served_rows = 0  # labelled served rows so far (windows close at multiples)
 
     def __getstate__(self) -> dict[str, Any]:
         """What a snapshot keeps (services.trainer.snapshots): all that the data stream decided.
@@ -352,6 +363,7 @@ class TaskTraining:
                 self.served.update(
                     np.array([s[0] for s in served]), np.array([s[1] for s in served])
                 )
+                self._score_served(chunk, out)
             learned = [LearnedRow(r.version, r.x, r.y) for r in chunk]
             self._recent.add(learned)
             champion = self._shadow(chunk, learned, proba)
@@ -415,6 +427,36 @@ class TaskTraining:
             )
             key = f"{self.spec.name}/arms/{fact.at_labelled}"
             out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
+
+    def _score_served(self, chunk: list[_Row], out: Output) -> None:
+        """Count each served row for the model (and role) that answered it, and each shadow's
+        score of it; every SERVED_WINDOW rows, a ServedScored fact. Windows close at exact row
+        counts, so a replay, however its events are batched, makes the same facts."""
+        for r in chunk:
+            if r.served is None or r.served_version is None:
+                continue
+            answers = [(r.served_version, r.served_role or "champion", r.served)]
+            answers += [(version, "shadow", proba) for version, proba in r.shadows.items()]
+            for version, role, proba in answers:
+                counts = self._served_window.setdefault((version, role), [0, 0])
+                counts[0] += 1
+                counts[1] += (proba >= 0.5) == (r.y == 1)
+            self._served_rows += 1
+            if self._served_rows % SERVED_WINDOW == 0:
+                number = self._served_rows // SERVED_WINDOW
+                fact = ServedScored(
+                    task=self.spec.name,
+                    window=SERVED_WINDOW,
+                    n_windows=number,
+                    to_position=r.position,
+                    arms=[
+                        {"model_version": v, "role": role, "n": n, "correct": c}
+                        for (v, role), (n, c) in sorted(self._served_window.items())
+                    ],
+                )
+                key = f"{self.spec.name}/{self.spec.version}/served/{number}"
+                out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
+                self._served_window = {}
 
     def comparison(self) -> dict[str, float]:
         """The learner's and the champion's accuracy on the same recent labelled rows (labelled

@@ -394,6 +394,21 @@ class ArmsScored(Payload):
     at_labelled: int
 
 
+@event_type("ServedScored")
+class ServedScored(Payload):
+    """Served accuracy over one window of labelled rows that serving answered and recorded (log
+    and wait): for each model version and role (champion, canary; shadows scored beside them),
+    how many of those rows it answered and how many it got right. One per `window` such rows,
+    in the order the trainer learned their labels; `to_position` is the store position of the
+    last label in the window. What the caller got, measured on the labels that came later."""
+
+    task: str
+    window: int  # labelled served rows per window
+    n_windows: int  # this window's number, 1, 2, ... (names the fact)
+    to_position: int
+    arms: list[dict[str, Any]]  # [{model_version, role, n, correct}]
+
+
 @event_type("ArmsServed")
 class ArmsServed(Payload):
     """What one serving replica answered with each arm of a task over an interval, while a canary
@@ -429,6 +444,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "ShadowStopped": TOPIC_DEPLOYMENTS,
     "FlagChanged": TOPIC_DEPLOYMENTS,
     "ArmsScored": TOPIC_MODELS,
+    "ServedScored": TOPIC_MODELS,
     "ArmsServed": TOPIC_GOVERNANCE,
 }
 

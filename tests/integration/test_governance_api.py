@@ -30,9 +30,11 @@ from shared.bus import KafkaPublisher, ensure_topics
 from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
     ArmsServed,
+    DriftDetected,
     ModelTrained,
     ObservationRecorded,
     PredictionServed,
+    ServedScored,
     data_stream,
     deployment_stream,
     governance_stream,
@@ -853,3 +855,51 @@ async def test_a_canary_that_fails_or_slows_its_requests_is_rolled_back_on_servi
         assert slow["reason"].startswith("guardrail: canary p99 latency"), slow["reason"]
         assert slow["evidence"]["error_rate_canary"] == 0.0
         assert slow["evidence"]["requests_champion"] == 200
+
+
+# ---------------------------------------------------------------------------------------------
+# Served accuracy over time and the trainer's alarms
+
+
+async def test_served_accuracy_windows_and_drift_alarms_are_served_and_survive_a_rebuild(
+    store_url: str, kafka: str, tmp_path: Path
+) -> None:
+    spec = approval_spec()
+    task = spec.name
+    async with world(store_url, kafka, tmp_path, spec) as w:
+        for number, (right_1, right_2) in enumerate([(150, None), (120, 170)], start=1):
+            arms = [{"model_version": 1, "role": "champion", "n": 200, "correct": right_1}]
+            if right_2 is not None:
+                arms.append({"model_version": 2, "role": "shadow", "n": 200, "correct": right_2})
+            scored = ServedScored(
+                task=task, window=200, n_windows=number, to_position=number * 400, arms=arms
+            )
+            await w.record(scored, model_stream(task))
+        drift = DriftDetected(
+            task=task, detector="adwin", at_labelled=300, model_version=1, evidence={"w": 0.2}
+        )
+        await w.record(drift, model_stream(task))
+
+        async def projected() -> tuple[dict, dict] | None:
+            served = await w.get(f"/v1/tasks/{task}/served-accuracy")
+            alarms = await w.get(f"/v1/tasks/{task}/alarms")
+            if served.status_code != 200 or alarms.status_code != 200:
+                return None  # the task itself is not projected yet
+            done = len(served.json()["windows"]) == 3 and alarms.json()["alarms"]
+            return (served.json(), alarms.json()) if done else None
+
+        served, alarms = await eventually(projected)
+        assert [(x["model_version"], x["role"], x["accuracy"]) for x in served["windows"]] == [
+            (1, "champion", 0.75),
+            (1, "champion", 0.6),
+            (2, "shadow", 0.85),
+        ]
+        assert [a["type"] for a in alarms["alarms"]] == ["DriftDetected"]
+        assert alarms["alarms"][0]["detail"]["detector"] == "adwin"
+        later = served["windows"][1]["position"] - 1
+        polled = (await w.get(f"/v1/tasks/{task}/served-accuracy", params={"after": later})).json()
+        assert len(polled["windows"]) == 2
+        assert (await w.get("/v1/tasks/nosuchtask/served-accuracy")).status_code == 404
+        assert (await w.post("/v1/admin/rebuild", "admin", {})).status_code == 200
+        assert (await w.get(f"/v1/tasks/{task}/served-accuracy")).json() == served
+        assert (await w.get(f"/v1/tasks/{task}/alarms")).json() == alarms

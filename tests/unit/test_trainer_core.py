@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from services.trainer import core as core_module
 from services.trainer.core import TaskTraining
 from services.trainer.drift import Drift
 from services.trainer.racing import ConfigSwitch
@@ -19,6 +20,7 @@ from shared.events.types import (
     LabelRecorded,
     ObservationRecorded,
     Served,
+    ServedScored,
 )
 from shared.tasks import TaskSpec
 from tests.support import TEST_PRODUCER
@@ -253,3 +255,33 @@ def test_version_1_is_the_same_whether_published_at_start_up_or_at_the_first_eve
     core = TaskTraining(SPEC, FakeLearner())
     core.start()
     assert core.start().candidates == []  # once
+
+
+def _served_facts(batches: list[list[Envelope]]) -> list[tuple[uuid.UUID, dict]]:
+    core = TaskTraining(SPEC, FakeLearner())
+    facts = []
+    for batch in batches:
+        out = core.apply(batch)
+        facts += [(i, f.model_dump()) for i, f in out.facts if isinstance(f, ServedScored)]
+    return facts
+
+
+def test_served_accuracy_is_counted_per_window_of_served_rows_whatever_the_batching(monkeypatch):
+    monkeypatch.setattr(core_module, "SERVED_WINDOW", 4)
+    stream = Stream()
+    events = []
+    for i, label in enumerate([1, 1, 0, 1, 0, 0, 1, 1, 1, 0]):
+        served = stream.observe(0.5, served=0.9)  # answered "1" by version 1, labelled later
+        events += [served, stream.label(served, label)]
+        if i == 1:
+            events.append(stream.observe(0.7, label=1))  # not served: not counted
+    together = _served_facts([events])
+    one_by_one = _served_facts([[e] for e in events])
+    assert together == one_by_one
+    assert [f["n_windows"] for _, f in together] == [1, 2]  # rows 9 and 10 wait for a third
+    assert [f["arms"] for _, f in together] == [
+        [{"model_version": 1, "role": "champion", "n": 4, "correct": 3}],
+        [{"model_version": 1, "role": "champion", "n": 4, "correct": 2}],
+    ]
+    assert together[1][1]["to_position"] == events[16].position  # the 8th served row's label
+    assert len({i for i, _ in together}) == 2

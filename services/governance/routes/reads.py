@@ -117,6 +117,26 @@ async def models_that_saw(
     }
 
 
+@router.get("/tasks/{task}/served-accuracy")
+async def served_accuracy(
+    task: str,
+    engine: Engine,
+    after: Annotated[int, Query(ge=0, le=MAX_POSITION)] = 0,
+) -> dict[str, Any]:
+    """Served accuracy over time: for each window of labelled rows serving answered and
+    recorded (the trainer's ServedScored facts), how many each model version answered in each
+    role and how many it got right; `after` a store position, for polling."""
+    async with engine.connect() as conn:
+        return {"task": task, "windows": await queries.served_accuracy(conn, task, after)}
+
+
+@router.get("/tasks/{task}/alarms")
+async def task_alarms(task: str, engine: Engine) -> dict[str, Any]:
+    """The trainer's drift alarms and configuration switches (DriftDetected, ConfigSwitched)."""
+    async with engine.connect() as conn:
+        return {"task": task, "alarms": await queries.alarms_of(conn, task)}
+
+
 @router.get("/tasks/{task}/deployment")
 async def deployment(task: str, engine: Engine) -> dict[str, Any]:
     async with engine.connect() as conn:
