@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
+from continuo.progress import progress  # noqa: E402
 from services.trainer import baselines  # noqa: E402
 from services.trainer.learner import OnlineLearner  # noqa: E402
 from shared.model_codec import decode  # noqa: E402
@@ -292,23 +293,32 @@ def main(argv: list[str]) -> int:
     ratios: list[str] = []
     detected: list[str] = []
     streams = [load_elec(), load_sea(), load_agrawal()]
-    for stream in streams:
-        print(f"== {stream.name}: {len(stream.y):,} rows", file=sys.stderr, flush=True)
-        ours, drifts = run_continuo(stream, "**Continuo learner (defaults)**")
-        results.append(ours)
-        for label, params in ABLATIONS:
-            results.append(run_continuo(stream, label, params)[0])
-        if stream.drifts:
-            detected.append(f"{stream.name}: true drifts at {stream.drifts}; acted on at {drifts}")
-        for label, make, ensemble in river_learners():
-            rows = QUICK_RIVER_ROWS if args.quick and ensemble else len(stream.y)
-            print(f"   {label} on {rows:,} rows", file=sys.stderr, flush=True)
-            result = run_river(stream, label, make, rows)
-            results.append(result)
-            if label.startswith("River ARF"):
-                ratio = ours.events_per_s / result.events_per_s
-                ratios.append(f"{stream.name}: {ratio:,.0f}x ARF's events/s")
-        results.extend(run_baselines(stream))
+    # Every run: Continuo and its ablations, River's learners, the baselines, on each stream.
+    runs = len(streams) * (2 + len(ABLATIONS) + len(river_learners()))
+    with progress("learners", runs, unit="runs") as bar:
+        for stream in streams:
+            print(f"== {stream.name}: {len(stream.y):,} rows", file=sys.stderr, flush=True)
+            ours, drifts = run_continuo(stream, "**Continuo learner (defaults)**")
+            results.append(ours)
+            bar.advance()
+            for label, params in ABLATIONS:
+                results.append(run_continuo(stream, label, params)[0])
+                bar.advance()
+            if stream.drifts:
+                detected.append(
+                    f"{stream.name}: true drifts at {stream.drifts}; acted on at {drifts}"
+                )
+            for label, make, ensemble in river_learners():
+                rows = QUICK_RIVER_ROWS if args.quick and ensemble else len(stream.y)
+                print(f"   {label} on {rows:,} rows", file=sys.stderr, flush=True)
+                result = run_river(stream, label, make, rows)
+                results.append(result)
+                bar.advance()
+                if label.startswith("River ARF"):
+                    ratio = ours.events_per_s / result.events_per_s
+                    ratios.append(f"{stream.name}: {ratio:,.0f}x ARF's events/s")
+            results.extend(run_baselines(stream))
+            bar.advance()
     lat = latencies(streams[0])
     lines = [HEADER.format(date=date.today().isoformat()), ""]
     lines += [

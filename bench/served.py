@@ -47,6 +47,7 @@ from bench.learner import load_agrawal, load_sea  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from continuo.caller import freshness, stream_through_serving, wait_until_learned  # noqa: E402
 from continuo.demo import FEATURES, find_elec, read_rows  # noqa: E402
+from continuo.progress import track  # noqa: E402
 from continuo.simulate import Rows, Timing, simulate  # noqa: E402
 from continuo.stack import Stack, write_task_specs  # noqa: E402
 from services.trainer.baselines import FrozenBatch  # noqa: E402
@@ -245,7 +246,7 @@ async def through_system(
     out: dict[tuple[str, Timing], dict[str, Any]] = {}
     try:
         urls = {name: stack.url(name) for name in ("serving", "ingest")}
-        for stream, timing in runs:
+        for stream, timing in track(runs, "through the system", unit="runs"):
             task = task_name(stream.name, timing)
             started = time.perf_counter()
             served = await stream_through_serving(
@@ -467,7 +468,8 @@ def main(argv: list[str]) -> int:
         for t in timings
     ]
     with multiprocessing.get_context("spawn").Pool(2) as pool:
-        figures = pool.map(in_process, jobs, chunksize=1)
+        done = pool.imap(in_process, jobs, chunksize=1)  # in order, each as it finishes
+        figures = list(track(done, "in process", total=len(jobs), unit="runs"))
     inproc = {(s.name, t): f for (s, t, _), f in zip(jobs, figures, strict=True)}
     speeds = {name: learner_speed(stream) for name, stream in streams.items()}
     command = "python bench/served.py " + " ".join(argv)

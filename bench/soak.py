@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import write_section  # noqa: E402
 from continuo.caller import wait_until_learned  # noqa: E402
 from continuo.demo import FEATURES, find_elec, read_rows  # noqa: E402
+from continuo.progress import Bar, aprogress  # noqa: E402
 from continuo.stack import SERVICES, Stack  # noqa: E402
 from shared.events.types import data_stream  # noqa: E402
 from shared.store.sql import open_event_store  # noqa: E402
@@ -123,6 +124,14 @@ async def sample(stack: Stack, traffic: Traffic, until: float, started: float) -
         await asyncio.sleep(5)
 
 
+async def clock(bar: Bar, started: float, until: float) -> None:
+    """The soak's bar: seconds gone of its duration."""
+    while (now := time.monotonic()) < until:
+        bar.update(completed=now - started)
+        await asyncio.sleep(1)
+    bar.update(completed=until - started)
+
+
 def growth(samples: list[tuple[float, int]], warmup: float, end: float) -> tuple[float, float]:
     """(MB over the minute after warm-up, MB over the last minute)."""
     after = [b for t, b in samples if warmup <= t < warmup + 60]
@@ -145,11 +154,13 @@ async def run(minutes: float, load: float, warmup: float, workdir: Path) -> dict
         traffic = Traffic(accepted=0)
         started = time.monotonic()
         until = started + minutes * 60
-        await asyncio.gather(
-            ingest(stack.url("ingest"), traffic, until, rate),
-            predict(stack.url("serving"), traffic, until),
-            sample(stack, traffic, until, started),
-        )
+        async with aprogress("soaking (s)", minutes * 60) as bar:
+            await asyncio.gather(
+                ingest(stack.url("ingest"), traffic, until, rate),
+                predict(stack.url("serving"), traffic, until),
+                sample(stack, traffic, until, started),
+                clock(bar, started, until),
+            )
         accepted = probe.accepted + traffic.accepted
         print(f"accepted {accepted:,} rows; waiting for the trainer to learn them", flush=True)
         status = await wait_until_learned(stack.url("trainer"), TASK, accepted, timeout=1800)

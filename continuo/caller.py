@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 import numpy as np
 
+from continuo.progress import aprogress
 from continuo.simulate import Timing
 from continuo.stack import Stack
 
@@ -75,8 +76,11 @@ async def stream_through_serving(
     waiting: deque[list[dict[str, Any]]] = deque()
     position = 0
     started = time.monotonic()
-    next_report = 0.1
-    async with httpx.AsyncClient(timeout=60) as client:
+    quiet = None if progress else False  # a bar on a terminal, nothing in a log
+    async with (
+        httpx.AsyncClient(timeout=60) as client,
+        aprogress("streaming", len(features), unit="rows", enabled=quiet) as bar,
+    ):
         predict_url = f"{urls['serving']}/v1/tasks/{task}/predict"
         labels_url = f"{urls['ingest']}/v1/tasks/{task}/labels"
 
@@ -118,12 +122,7 @@ async def stream_through_serving(
                 ahead = chunk.stop / rate - (time.monotonic() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
-            if progress and chunk.stop / len(features) >= next_report:
-                pace = chunk.stop / (time.monotonic() - started)
-                print(
-                    f"  {chunk.stop / len(features):4.0%}  {chunk.stop:>6} rows  {pace:,.0f} rows/s"
-                )
-                next_report += 0.1
+            bar.update(completed=chunk.stop)
         while waiting:
             await post_labels(waiting.popleft())
     served.seconds = time.monotonic() - started

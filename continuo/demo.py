@@ -12,6 +12,7 @@ River's ARF and a legacy LightGBM trained once on the first 10% and frozen.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import gzip
 import io
@@ -21,8 +22,17 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
 
-from continuo.caller import ENTITY, governance_models, stream_through_serving, wait_until_learned
+import httpx
+
+from continuo.caller import (
+    ENTITY,
+    governance_models,
+    stream_through_serving,
+    trainer_status,
+    wait_until_learned,
+)
 from continuo.loop import describe, loop_spec, run_loop
+from continuo.progress import aprogress, progress
 from continuo.simulate import Baseline, Rows, Timing, simulate
 from continuo.stack import Stack, write_task_specs
 from shared.settings import REPO_ROOT
@@ -72,19 +82,40 @@ def in_process(
         [r["class"] for r in rows],
         [ENTITY] * len(rows),
     )
-    result = simulate(
-        spec,
-        stream,
-        timing,
-        baselines={
-            "River ARF (10 trees)": cast(Baseline, forest.ARFClassifier(n_models=10, seed=42)),
-            "legacy batch model": FrozenBatch(
-                max(1, cut - timing.batch * (timing.label_delay + 1))
-            ),
-        },
-        scored_from={"legacy batch model": cut},
-    )
+    with progress("in process", len(rows), unit="rows") as bar:
+        result = simulate(
+            spec,
+            stream,
+            timing,
+            baselines={
+                "River ARF (10 trees)": cast(Baseline, forest.ARFClassifier(n_models=10, seed=42)),
+                "legacy batch model": FrozenBatch(
+                    max(1, cut - timing.batch * (timing.label_delay + 1))
+                ),
+            },
+            scored_from={"legacy batch model": cut},
+            progress=lambda through: bar.update(completed=through),
+        )
     return {**result.baselines, "in-process served": result.served_accuracy}, cut
+
+
+async def learn_all(trainer_url: str, labels: int) -> dict[str, Any]:
+    """`wait_until_learned`, with a bar of the labels the trainer has learned so far."""
+    async with aprogress("trainer learning", labels, unit="labels") as bar:
+
+        async def follow() -> None:
+            while True:
+                # Only the bar: wait_until_learned below reports a trainer that fails to answer.
+                with contextlib.suppress(httpx.HTTPError, KeyError, ValueError):
+                    learned = (await trainer_status(trainer_url, TASK)).get("learned", 0)
+                    bar.update(completed=learned)
+                await asyncio.sleep(0.5)
+
+        watcher = asyncio.create_task(follow())
+        try:
+            return await wait_until_learned(trainer_url, TASK, labels, timeout=180)
+        finally:
+            watcher.cancel()
 
 
 async def run_demo(
@@ -118,7 +149,7 @@ async def run_demo(
             timing,
         )
         print("- waiting for the trainer to learn every label")
-        status = await wait_until_learned(stack.url("trainer"), TASK, served.labels, timeout=180)
+        status = await learn_all(stack.url("trainer"), served.labels)
         models = await governance_models(stack, TASK)
         print(
             f"- the closed loop on {loop.name!r} (continuo/loop.py): an abrupt drift at row 3,200; "

@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from continuo.progress import progress
 from continuo.simulate import Result, Rows, Timing, simulate
 from shared.tasks import Feature, RecordError, Target, TaskSpec, load_spec, validate_features
-
-PROGRESS_EVERY_S = 2.0
 
 
 class UsageError(Exception):
@@ -170,14 +168,11 @@ def main(argv: list[str]) -> int:
     except (UsageError, OSError, ValueError) as exc:
         print(f"continuo evaluate: {exc}", file=sys.stderr)
         return 2
-    last = [time.perf_counter()]
-
-    def progress(done: int) -> None:
-        if len(y) > 20_000 and time.perf_counter() - last[0] > PROGRESS_EVERY_S:
-            print(f"  {done:,}/{len(y):,} rows", file=sys.stderr, flush=True)
-            last[0] = time.perf_counter()
-
-    result = summary(simulate(spec, rows, timing, progress=progress), args.window)
+    # A bar on a terminal (not with --json: that output is for programs), nothing in a log.
+    quiet = False if args.json else None
+    with progress(args.file.name, len(y), unit="rows", enabled=quiet) as bar:
+        done = simulate(spec, rows, timing, progress=lambda through: bar.update(completed=through))
+    result = summary(done, args.window)
     if args.json:
         print(json.dumps(result, sort_keys=True))
     else:
