@@ -6,8 +6,20 @@ both (shared/ never imports a service).
     continuo up                 run the four services on the embedded defaults until Ctrl-C
     continuo demo               stream the electricity data through the running system
     continuo evaluate FILE.csv  try a stream with the learner, in process
-    continuo replay             republish the whole store to Kafka (e.g. after a broker restart)
+    continuo replay [--watch]   republish the whole store to Kafka (e.g. after a broker restart)
     continuo keys ...           governance API keys: create --name N --role R | list | revoke ID
+
+Operating the running system through governance (CONTINUO_GOVERNANCE_URL, CONTINUO_API_KEY;
+docs/cli.md):
+    continuo status [TASK ...]                    champion, canary, served accuracy, lag
+    continuo models TASK                          every model version and its status
+    continuo promote TASK VERSION --reason R      promote through the policy gate
+    continuo rollback TASK VERSION --reason R     back to an earlier promoted version
+    continuo canary TASK [start|weight|stop] ...  the task's canary
+    continuo flags TASK [set KEY VALUE|remove KEY] --reason R
+    continuo audit TASK [VERSION]                 bias audits and their figures
+    continuo trail TASK                           the decision trail
+Exit codes: 0 done, 1 refused by governance (policy or any 4xx), 2 usage, 3 unreachable.
 """
 
 from __future__ import annotations
@@ -17,9 +29,15 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from continuo.operate import COMMANDS as OPERATOR_COMMANDS
+from continuo.operate import handler
 from shared.logging import configure_logging
 from shared.settings import REPO_ROOT, CommonSettings
+
+if TYPE_CHECKING:
+    from shared.store.port import EventStore
 
 
 def _migrate(_: list[str]) -> int:
@@ -100,20 +118,72 @@ def _up(argv: list[str]) -> int:
     return 0
 
 
-def _replay(_: list[str]) -> int:
+RELAYS = ("ingest", "trainer", "governance", "serving", "all")
+
+
+def _replay(argv: list[str]) -> int:
     from shared.store.sql import open_event_store
 
-    async def reset() -> None:
-        store = open_event_store(CommonSettings().store_url)
-        for producer in ("ingest", "trainer", "governance", "serving", "all"):
-            await store.save_cursor(f"relay:{producer}", 0)
-        await store.close()
-
-    asyncio.run(reset())
-    print(
-        "relay cursors reset: each service republishes its events from position 0 on its next poll"
+    parser = argparse.ArgumentParser(
+        prog="continuo replay",
+        description="Reset every relay cursor to 0: each running service republishes its events.",
     )
-    return 0
+    parser.add_argument(
+        "--watch",
+        action="store_true",
+        help="then follow the republishing (a bar per relay, on a terminal) until every relay is "
+        "back where it was; Ctrl-C stops watching, not the republishing",
+    )
+    parser.add_argument("--timeout", type=float, default=600.0, help="longest --watch waits (s)")
+    args = parser.parse_args(argv)
+
+    async def reset() -> int:
+        store = open_event_store(CommonSettings().store_url)
+        try:
+            # Where each relay was: republishing is done when its cursor is back there.
+            was = {name: await store.load_cursor(f"relay:{name}") for name in RELAYS}
+            for producer in RELAYS:
+                await store.save_cursor(f"relay:{producer}", 0)
+            print(
+                "relay cursors reset: each service republishes its events from position 0 on its "
+                "next poll"
+            )
+            return await _follow_relays(store, was, args.timeout) if args.watch else 0
+        finally:
+            await store.close()
+
+    try:
+        return asyncio.run(reset())
+    except KeyboardInterrupt:
+        print("stopped watching; the relays go on republishing")
+        return 0
+
+
+async def _follow_relays(store: EventStore, was: dict[str, int], timeout: float) -> int:
+    """Bars of each relay's cursor (a store position) climbing back to where it was."""
+    from continuo.progress import bars
+
+    targets = {name: position for name, position in was.items() if position > 0}
+    deadline = asyncio.get_running_loop().time() + timeout
+    with bars() as group:
+        shown = {
+            name: group.add(f"relay:{name}", total, unit="positions")
+            for name, total in targets.items()
+        }
+        while True:
+            now = {name: await store.load_cursor(f"relay:{name}") for name in targets}
+            for name, position in now.items():
+                shown[name].update(completed=min(position, targets[name]))
+            behind = sorted(name for name in targets if now[name] < targets[name])
+            if not behind:
+                print(f"republished: {len(targets)} relay(s) back where they were")
+                return 0
+            if asyncio.get_running_loop().time() > deadline:
+                print(
+                    f"still republishing after {timeout:g}s: {', '.join(behind)} (is it running?)"
+                )
+                return 1
+            await asyncio.sleep(0.5)
 
 
 def _demo(argv: list[str]) -> int:
@@ -142,6 +212,7 @@ COMMANDS = {
     "evaluate": _evaluate,
     "replay": _replay,
     "keys": _keys,
+    **{name: handler(name) for name in OPERATOR_COMMANDS},
 }
 
 
