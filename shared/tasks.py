@@ -383,7 +383,26 @@ def validate_features(spec: TaskSpec, features: Mapping[str, Any]) -> dict[str, 
     unknown = sorted(set(features) - known)
     if unknown:
         raise RecordError(f"unknown feature(s): {', '.join(_name(u) for u in unknown)}")
-    return {f.name: _coerce(f, features.get(f.name)) for f in spec.input_features}
+    checked = {}
+    for f in spec.input_features:
+        value = features.get(f.name)
+        if value is None:
+            raise RecordError(_missing(spec, f))
+        checked[f.name] = _coerce(f, value)
+    return checked
+
+
+def _missing(spec: TaskSpec, feature: Feature) -> str:
+    """Why a column is required; a sensitive attribute says what it is kept for."""
+    if feature.name in spec.feature_names or all(s.name != feature.name for s in spec.sensitive):
+        return f"{feature.name}: is required"
+    if spec.sensitive_as_features:
+        return f"{feature.name}: is required (a sensitive attribute, a model input of this task)"
+    # Every row and prediction keeps it: audits group rows by it (docs/api.md says why).
+    return (
+        f"{feature.name}: is required: a sensitive attribute the model does not use, kept with "
+        "every row and prediction for the task's bias audits"
+    )
 
 
 def validate_label(spec: TaskSpec, label: Any) -> int:

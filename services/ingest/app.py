@@ -20,6 +20,13 @@ from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
 from services.ingest import records
+from services.ingest.schemas import (
+    LABEL_EXAMPLES,
+    LABEL_SCHEMA,
+    OBSERVATION_EXAMPLES,
+    OBSERVATION_SCHEMA,
+    request_body,
+)
 from services.ingest.settings import IngestSettings
 from shared import __version__
 from shared.events.envelope import Envelope, utcnow
@@ -89,70 +96,6 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     return app
 
 
-# -- the request bodies, for the OpenAPI document (routes read the raw body: JSON or NDJSON) --
-
-OBSERVATION_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["entity_id", "features"],
-    "additionalProperties": False,
-    "properties": {
-        "entity_id": {"type": "string", "minLength": 1, "description": "whose row this is"},
-        "features": {
-            "type": "object",
-            "description": "the task's features and sensitive attributes, by name "
-            "(GET /v1/tasks/{task} lists them and their types)",
-        },
-        "label": {"description": "the row's class, when it is known at once (else post it later)"},
-        "event_time": {
-            "type": "string",
-            "format": "date-time",
-            "description": "when it happened (ISO 8601; UTC if no offset); default: now",
-        },
-        "event_id": {
-            "type": "string",
-            "minLength": 1,
-            "description": "your key: a UUID, or any string (hashed with the task into one); "
-            "re-sending it is a no-op",
-        },
-    },
-}
-
-LABEL_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "required": ["label"],
-    "additionalProperties": False,
-    "properties": {
-        "observation_id": {
-            "type": "string",
-            "description": "the row's event id (the id ingest returned, or your event_id key)",
-        },
-        "prediction_id": {
-            "type": "string",
-            "format": "uuid",
-            "description": "or: the prediction id serving returned for a row it recorded "
-            "(`record`, log and wait)",
-        },
-        "label": {"description": "one of the task's classes"},
-        "event_time": {"type": "string", "format": "date-time"},
-    },
-}
-
-
-def _request_body(record: dict[str, Any], what: str) -> dict[str, Any]:
-    return {
-        "requestBody": {
-            "required": True,
-            "description": f"{what}: a JSON array of records, or NDJSON (one record a line)",
-            "content": {
-                "application/json": {"schema": {"type": "array", "minItems": 1, "items": record}},
-                "application/x-ndjson": {
-                    "schema": {"type": "string", "description": "one JSON record a line"}
-                },
-            },
-        }
-    }
-
-
 # -- wiring ----------------------------------------------------------------------------------------
 
 
@@ -200,7 +143,7 @@ def _routes() -> APIRouter:
     @router.post(
         "/{task}/observations",
         status_code=202,
-        openapi_extra=_request_body(OBSERVATION_SCHEMA, "observations"),
+        openapi_extra=request_body(OBSERVATION_SCHEMA, "observations", OBSERVATION_EXAMPLES),
     )
     async def post_observations(
         request: Request,
@@ -215,7 +158,9 @@ def _routes() -> APIRouter:
         return await _append(runtime.store, spec.name, events, correlation_id)
 
     @router.post(
-        "/{task}/labels", status_code=202, openapi_extra=_request_body(LABEL_SCHEMA, "labels")
+        "/{task}/labels",
+        status_code=202,
+        openapi_extra=request_body(LABEL_SCHEMA, "labels", LABEL_EXAMPLES),
     )
     async def post_labels(
         request: Request,

@@ -9,11 +9,41 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from shared.http import MAX_POSITION
 from shared.tasks import StorableStr
 
+ELEC_FEATURES = {
+    "period": 0.5,
+    "nswprice": 0.06,
+    "nswdemand": 0.4,
+    "vicprice": 0.003,
+    "vicdemand": 0.42,
+    "transfer": 0.41,
+}
+# COMPAS's model uses the first six; `race` and `sex` are required all the same (see `features`).
+COMPAS_FEATURES = {
+    "age": 34,
+    "priors_count": 2,
+    "juv_fel_count": 0,
+    "juv_misd_count": 0,
+    "juv_other_count": 0,
+    "c_charge_degree": "F",
+    "race": "Caucasian",
+    "sex": "Male",
+}
+
 
 class PredictRecord(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"features": ELEC_FEATURES, "entity_id": "nsw"}]},
+    )
 
-    features: dict[str, Any] = Field(description="the task's features (and sensitive attributes)")
+    features: dict[str, Any] = Field(
+        description="every feature of the task and every sensitive attribute, by name "
+        "(GET /v1/tasks/{task} on ingest lists them): `float` and `int` as numbers, `bool` as "
+        "true/false, `category` as one of its categories. A task's sensitive attributes "
+        "(COMPAS: `race`, `sex`) are required although its model does not use them (unless the "
+        "spec says `sensitive_as_features`): each row and prediction keeps them, and the bias "
+        "audits, on recorded rows and on served predictions, group by them"
+    )
     entity_id: StorableStr | None = Field(
         None,
         min_length=1,
@@ -30,12 +60,13 @@ class PredictRequest(BaseModel):
         extra="forbid",
         json_schema_extra={
             "examples": [
-                {"features": {"period": 0.5, "nswprice": 0.06}, "entity_id": "nsw"},
+                {"features": ELEC_FEATURES, "entity_id": "nsw"},
                 {
-                    "records": [{"features": {"period": 0.5}, "entity_id": "nsw"}],
+                    "records": [{"features": ELEC_FEATURES, "entity_id": "nsw"}],
                     "record": True,
                     "after_position": 1234,
                 },
+                {"features": COMPAS_FEATURES, "entity_id": "defendant-1", "record": True},
             ]
         },
     )

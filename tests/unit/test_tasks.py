@@ -52,3 +52,18 @@ def test_valid_features_are_coerced_and_sensitive_attributes_kept_out_of_the_mod
 def test_a_record_that_does_not_fit_is_refused_with_the_field_and_why(features, message):
     with pytest.raises(RecordError, match=message):
         validate_features(SPEC, features)
+
+
+def test_a_missing_sensitive_attribute_is_refused_saying_what_it_is_kept_for():
+    row = {"n": 1, "x": 0.5, "c": "a"}
+    with pytest.raises(RecordError) as refused:
+        validate_features(SPEC, row)
+    assert str(refused.value) == (
+        "s: is required: a sensitive attribute the model does not use, kept with every row and "
+        "prediction for the task's bias audits"
+    )
+    used = SPEC.model_copy(update={"sensitive_as_features": True})
+    with pytest.raises(RecordError, match=r"^s: is required \(a sensitive attribute, a model"):
+        validate_features(used, row)
+    with pytest.raises(RecordError, match=r"^x: is required$"):
+        validate_features(SPEC, {"n": 1, "c": "a", "s": "p"})

@@ -98,7 +98,9 @@ Version = Annotated[int, Path(ge=1, le=MAX_VERSION, description="the model versi
 class Because(BaseModel):
     """Every decision says why."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid", json_schema_extra={"examples": [{"reason": "passes review, ticket 42"}]}
+    )
 
     reason: StorableStr = Field(
         min_length=1, max_length=2000, description="why (recorded in the event)"
@@ -106,24 +108,62 @@ class Because(BaseModel):
 
 
 class RollbackBody(Because):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"model_version": 11, "reason": "v12 misroutes refunds"}]}
+    )
+
     model_version: int = Field(ge=1, le=MAX_VERSION)
 
 
 class CanaryBody(Because):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"model_version": 42, "weight": 20, "reason": "try it on a fifth"}]
+        }
+    )
+
     model_version: int = Field(ge=1, le=MAX_VERSION)
     weight: float = Field(ge=0, le=100, description="percent of entities it answers (sticky)")
 
 
 class WeightBody(Because):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"weight": 50, "reason": "no errors after an hour"}]}
+    )
+
     weight: float = Field(ge=0, le=100, description="percent of entities it answers (sticky)")
 
 
 class ShadowBody(Because):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"model_version": 41, "sample_rate": 0.5, "reason": "watch it"}]
+        }
+    )
+
     model_version: int = Field(ge=1, le=MAX_VERSION)
     sample_rate: float = Field(1.0, ge=0, le=1, description="share of requests it scores")
 
 
 class FlagBody(Because):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"flag": {"type": "boolean", "value": True}, "reason": "incident 7"},
+                {
+                    "flag": {
+                        "type": "string",
+                        "value": "old",
+                        "variants": {"old": "old", "new": "new"},
+                        "weights": {"old": 90, "new": 10},
+                    },
+                    "reason": "new checkout for a tenth of customers",
+                },
+                {"flag": None, "reason": "incident closed"},
+            ]
+        }
+    )
+
     flag: dict[str, Any] | None = Field(
         description="{type: boolean|number|string, value, variants?, weights?}, or null to "
         "remove the flag"
