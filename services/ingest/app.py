@@ -19,7 +19,7 @@ import structlog
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.responses import Response
 
-from services.ingest import records
+from services.ingest import instruments, records
 from services.ingest.schemas import (
     LABEL_EXAMPLES,
     LABEL_SCHEMA,
@@ -31,6 +31,7 @@ from services.ingest.settings import IngestSettings
 from shared import __version__
 from shared.events.envelope import Envelope, utcnow
 from shared.http import error_responses, health_router, install_error_handlers
+from shared.metrics import metrics_router, relay_metrics
 from shared.registry import register_tasks
 from shared.runtime import Runtime
 from shared.store.port import EventIdChanged, EventIdTaken, EventStore
@@ -77,6 +78,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
             await runtime.store.head()
             await runtime.start()
             await register_tasks(runtime.store, list(specs.values()), runtime.producer)
+            instruments.prepare(specs)
             app.state.tasks = specs
             app.state.runtime = runtime
             log.info("ingest.started", tasks=sorted(specs), port=settings.port)
@@ -92,6 +94,7 @@ def create_app(settings: IngestSettings | None = None) -> FastAPI:
     install_error_handlers(app)
     _install_error_responses(app)
     app.include_router(health_router(lambda: app.state.runtime))
+    app.include_router(metrics_router(relay_metrics(lambda: app.state.runtime)))
     app.include_router(_routes())
     return app
 
@@ -258,6 +261,7 @@ async def _append(
             conflicts, len(events), "name events recorded before with other content"
         ) from None
     duplicates = sum(a.duplicate for a in appended)
+    instruments.appended(task, events[0].type, len(appended) - duplicates, duplicates)
     log.info(
         "ingest.appended",
         task=task,
@@ -282,21 +286,29 @@ async def _append(
 
 def _install_error_responses(app: FastAPI) -> None:
     """Every refusal of bad input is a 4xx with a message; a store outage is a 503."""
-    statuses: dict[type[Exception], int] = {
-        UnknownTask: 404,
-        records.BodyError: 400,
-        BodyTooLarge: 413,
-        records.TooManyRecords: 413,
-        records.UnsupportedMediaType: 415,
-        StoreUnavailable: 503,
+    statuses: dict[type[Exception], tuple[int, str]] = {
+        UnknownTask: (404, instruments.UNKNOWN_TASK),
+        records.BodyError: (400, instruments.MALFORMED),
+        BodyTooLarge: (413, instruments.TOO_LARGE),
+        records.TooManyRecords: (413, instruments.TOO_LARGE),
+        records.UnsupportedMediaType: (415, instruments.UNSUPPORTED_MEDIA_TYPE),
+        StoreUnavailable: (503, instruments.STORE_UNAVAILABLE),
     }
-    for exc_type, status in statuses.items():
-        app.add_exception_handler(exc_type, _detail_handler(status))
+    for exc_type, (status, reason) in statuses.items():
+        app.add_exception_handler(exc_type, _detail_handler(status, reason))
     app.add_exception_handler(records.RecordsInvalid, _invalid_records)
 
 
-def _detail_handler(status: int) -> Callable[[Request, Exception], Any]:
+def _task_label(request: Request) -> str:
+    """The path's task when it is a known one, else "": a metric label never takes a name
+    a client made up."""
+    task = request.path_params.get("task", "")
+    return task if task in request.app.state.tasks else ""
+
+
+def _detail_handler(status: int, reason: str) -> Callable[[Request, Exception], Any]:
     async def handle(request: Request, exc: Exception) -> Response:
+        instruments.refused(_task_label(request), reason)
         if status < 500:  # a store outage is logged where it happened
             log.info("ingest.refused", path=request.url.path, status=status, reason=str(exc))
         return json_response({"detail": str(exc)}, status_code=status)
@@ -306,6 +318,8 @@ def _detail_handler(status: int) -> Callable[[Request, Exception], Any]:
 
 async def _invalid_records(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, records.RecordsInvalid)
+    reason = instruments.CONFLICT if exc.status == 409 else instruments.INVALID
+    instruments.refused(_task_label(request), reason, exc.total)
     log.info("ingest.refused", path=request.url.path, status=exc.status, invalid=len(exc.issues))
     listed = exc.issues[:MAX_LISTED_ERRORS]
     return json_response(
