@@ -5,8 +5,9 @@ Modules: `models` (validation and one model's answers, pure), `routing` (who ans
 canary, shadows, flags), `online` (each task's online-feature fold, kept live from the data
 topic), `recorder` (the audit trail and log-and-wait rows), `shadows` (scoring off the response
 path), `health` (each arm's requests, failures and latencies: the canary's guardrails),
-`deployments` (following the deployment stream), `schemas` and `routes` (HTTP), `state` (what the
-routes share). This module wires them in the lifespan.
+`instruments` (Prometheus metrics, `GET /metrics`), `deployments` (following the deployment
+stream), `schemas` and `routes` (HTTP), `state` (what the routes share). This module wires them in
+the lifespan.
 
 Start-up order matters. The Kafka subscriptions (no group: every replica sees every event, from
 the latest offset) are opened and their offsets pinned *before* the current state is read from the
@@ -28,6 +29,7 @@ from fastapi import FastAPI
 
 from services.serving.deployments import Deployments, NoDeadLetters, consume
 from services.serving.health import ArmsHealth
+from services.serving.instruments import recorder_metrics
 from services.serving.online import OnlineFeatures
 from services.serving.recorder import ObservationLog, PredictionRecorder
 from services.serving.routes import ofrep, router
@@ -39,6 +41,7 @@ from shared.bus import EnvelopeConsumer
 from shared.events.types import TOPIC_DATA, TOPIC_DEPLOYMENTS, TOPIC_TASKS
 from shared.fanout import Fanout
 from shared.http import health_router, install_error_handlers
+from shared.metrics import metrics_router, relay_metrics
 from shared.online_models import LearnedRow, LiveModel
 from shared.registry import registered_tasks
 from shared.runtime import Runtime
@@ -72,6 +75,12 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
 
     app.include_router(
         health_router(lambda: app.state.serving and app.state.serving.runtime, ready)
+    )
+    app.include_router(
+        metrics_router(
+            relay_metrics(lambda: app.state.serving and app.state.serving.runtime),
+            recorder_metrics(lambda: app.state.serving and app.state.serving.recorder),
+        )
     )
     app.include_router(router)
     app.include_router(ofrep)

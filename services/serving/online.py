@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from services.serving.instruments import Freshness
 from shared.events.envelope import Envelope
 from shared.events.types import data_stream
 from shared.features import PENDING_LIMIT, OnlineFold, data_event, model_inputs
@@ -56,6 +57,8 @@ class _TaskFold:
     # Model inputs of observations awaiting their label, and the rows learned lately.
     inputs: OrderedDict[uuid.UUID, list[float]] = field(default_factory=OrderedDict)
     recent: RecentRows = field(default_factory=RecentRows)
+    # Rows learned are timed for freshness once the fold is built (not those it was built from).
+    timed: bool = False
 
 
 class OnlineFeatures:
@@ -68,6 +71,7 @@ class OnlineFeatures:
         self._folds: dict[str, _TaskFold] = {}
         self.events_applied = 0
         self.store_reads = 0
+        self.freshness = Freshness()
 
     def on_learned(self, callback: LearnedRows) -> None:
         """Call `callback(task, rows)` with every batch of rows learned from now on."""
@@ -93,6 +97,7 @@ class OnlineFeatures:
             self._folds[spec.name] = state
             async with state.lock:
                 await self._catch_up(spec.name, state)
+                state.timed = True
             log.info(
                 "serving.online_fold_built",
                 task=spec.name,
@@ -155,10 +160,12 @@ class OnlineFeatures:
 
     def _apply(self, state: _TaskFold, ordered: Sequence[Envelope]) -> None:
         learned: list[LearnedRow] = []
+        accepted: list[tuple[int, float]] = []  # (version, when ingest stored it) of rows learned
         spec = state.fold.spec
         for envelope in ordered:
             event = data_event(envelope)
             if event is not None:
+                before = len(learned)
                 values = state.fold.apply(event)
                 if event.is_label:
                     assert event.observation_id is not None and event.label is not None
@@ -173,6 +180,8 @@ class OnlineFeatures:
                         state.inputs[event.event_id] = x
                         while len(state.inputs) > PENDING_LIMIT:
                             state.inputs.popitem(last=False)
+                if len(learned) > before and state.timed and envelope.recorded_at is not None:
+                    accepted.append((event.version, envelope.recorded_at.timestamp()))
             state.version = envelope.stream_version or state.version
             state.synced = max(state.synced, envelope.position or 0)
         if ordered:
@@ -182,6 +191,8 @@ class OnlineFeatures:
             state.recent.add(learned)
             if self._on_learned is not None:
                 self._on_learned(spec.name, learned)
+        if accepted:
+            self.freshness.learned(spec.name, accepted)
 
     def status(self) -> dict[str, dict[str, object]]:
         return {

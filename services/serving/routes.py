@@ -16,6 +16,7 @@ import structlog
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 
+from services.serving import instruments
 from services.serving.models import (
     InvalidRecords,
     Prediction,
@@ -125,6 +126,7 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
             if routes.canary is not None:
                 state.health.observe(task, (), _ms(started), [_arm(routes.champion)])
             raise
+        state.online.freshness.answered(task, _learned_through(routes))
     if record:
         events = observation_events(spec, predictions, _learned(routes), state.producer)
         try:
@@ -160,7 +162,9 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
         "recorded": record,
         "predictions": [_out(p) for p in predictions],
     }
-    return Response(orjson.dumps(answer), media_type="application/json")
+    encoded = orjson.dumps(answer)
+    instruments.answered(task, predictions, time.perf_counter() - started)
+    return Response(encoded, media_type="application/json")
 
 
 def _answer(
@@ -219,6 +223,16 @@ def _arm(served: Served) -> tuple[str, int]:
 
 def _ms(started: float) -> float:
     return (time.perf_counter() - started) * 1000.0
+
+
+def _learned_through(routes: Routes) -> int | None:
+    """The data stream version every model that may have answered had learned through: the
+    champion's, the least of champion's and canary's while a canary runs (None: a model that
+    does not learn online)."""
+    arms = (routes.champion,) if routes.canary is None else (routes.champion, routes.canary)
+    versions = [getattr(a.predictor, "learned_through", None) for a in arms if a is not None]
+    known = [v for v in versions if v is not None]
+    return min(known) if known and len(known) == len(versions) else None
 
 
 def _learned(routes: Routes) -> dict[int, int | None]:
