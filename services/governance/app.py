@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.governance.auth import install_bootstrap_keys, parse_bootstrap
 from services.governance.errors import Conflict, Invalid, NotFound
+from services.governance.instruments import consumer_metrics
 from services.governance.queries import Missing
 from services.governance.routes import admin, decisions, reads, trail
 from services.governance.service import Governance
@@ -26,6 +27,7 @@ from shared.bus import EnvelopeConsumer
 from shared.events.types import TOPIC_DEPLOYMENTS, TOPIC_GOVERNANCE, TOPIC_MODELS, TOPIC_TASKS
 from shared.fanout import Fanout
 from shared.http import error_responses, health_router, install_error_handlers
+from shared.metrics import metrics_router, relay_metrics
 from shared.runtime import Runtime
 from shared.store.migrate import upgrade_async
 
@@ -98,6 +100,7 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
             )
             opened.push_async_callback(consumer.stop)
             app.state.runtime, app.state.engine, app.state.governance = runtime, engine, governance
+            app.state.consumer = consumer
             app.state.consuming = asyncio.create_task(_consume(consumer, governance))
             opened.push_async_callback(_cancel, app.state.consuming)
             resumed = await governance.resume()
@@ -124,6 +127,13 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
         return None if task is not None and not task.done() else "event consumer stopped"
 
     app.include_router(health_router(lambda: getattr(app.state, "runtime", None), consumer_alive))
+    # No key, as /healthz: counts, durations and model versions, no data (shared/metrics.py).
+    app.include_router(
+        metrics_router(
+            relay_metrics(lambda: getattr(app.state, "runtime", None)),
+            consumer_metrics(lambda: getattr(app.state, "consumer", None)),
+        )
+    )
     for module in (reads, decisions, trail, admin):
         app.include_router(
             module.router, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503)

@@ -36,6 +36,7 @@ from services.governance.audits import (
 )
 from services.governance.auth import Principal
 from services.governance.errors import Conflict, NotFound
+from services.governance.instruments import audited, decided, projected
 from services.governance.policy import AuditResult, Decision, Verdict, decide
 from services.governance.projections import apply_events, replay_into
 from services.governance.routing import RoutingDecisions
@@ -121,6 +122,7 @@ class Governance:
         """Project a batch, then queue every model it newly brought for audit and decision."""
         async with self.projection_lock, self.engine.begin() as conn:
             fresh = await apply_events(conn, events)
+        projected(fresh)
         for envelope in fresh:
             if envelope.type in ("ModelTrained", "ArmsScored", "ArmsServed"):
                 self.enqueue(envelope)
@@ -320,7 +322,8 @@ class Governance:
             event_id=audit_event_id(trained.task, trained.model_version),
             causation=envelope,
         )
-        await self.store.append([event])
+        [stored] = await self.store.append([event])
+        audited(trained.task, payload.scope, payload.passed, stored)
         log.info(
             "governance.audited",
             task=trained.task,
@@ -448,7 +451,8 @@ class Governance:
             producer=self.runtime.producer,
             event_id=event_id,
         )
-        await self.store.append([event])
+        [stored] = await self.store.append([event])
+        audited(spec.name, payload.scope, payload.passed, stored)
         log.info(
             "governance.live_audited",
             task=spec.name,
@@ -663,6 +667,7 @@ class Governance:
             raise Conflict(
                 ["another decision on this task was recorded at the same time; retry"]
             ) from None
+        decided(task, events, appended)
         stored = [
             event.model_copy(update={"position": a.position, "stream_version": a.stream_version})
             for event, a in zip(events, appended, strict=True)
