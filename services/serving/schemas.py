@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from shared.http import MAX_POSITION
 from shared.tasks import StorableStr
 
-ELEC_FEATURES = {
+ELEC_FEATURES: dict[str, JsonValue] = {
     "period": 0.5,
     "nswprice": 0.06,
     "nswdemand": 0.4,
@@ -18,7 +18,7 @@ ELEC_FEATURES = {
     "transfer": 0.41,
 }
 # COMPAS's model uses the first six; `race` and `sex` are required all the same (see `features`).
-COMPAS_FEATURES = {
+COMPAS_FEATURES: dict[str, JsonValue] = {
     "age": 34,
     "priors_count": 2,
     "juv_fel_count": 0,
