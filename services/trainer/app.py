@@ -1,8 +1,9 @@
 """The trainer's Faust worker: an agent feeds the task data topic to `Trainer` in batches.
 
 The agent only decodes and delegates. Undecodable records go to the dead-letter topic with their
-key, source topic, partition, offset and reason (logged; counted in `/v1/status`). Faust's
-group membership gives one owner per partition (data is keyed by task, so one worker owns a task).
+key, source topic, partition, offset and reason (logged; counted in `/v1/status` and `/metrics`).
+Faust's group membership gives one owner per partition (data is keyed by task, so one worker owns
+a task).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from services.trainer.service import Trainer
 from services.trainer.settings import TrainerSettings
 from shared.bus import DecodeError, dead_letter_record, decode
 from shared.events.types import TOPIC_DATA
+from shared.metrics import DEAD_LETTERS, exposition, relay_metrics
 from shared.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -98,6 +100,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
             if rejected:
                 await t.runtime.publisher.publish(rejected)
                 state["dead_letters"] = state.get("dead_letters", 0) + len(rejected)
+                DEAD_LETTERS.inc(len(rejected))
             if envelopes:
                 await t.handle(envelopes)
 
@@ -120,6 +123,13 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
             dead_letters=state.get("dead_letters", 0),
         )
         return web.json(answer.model_dump(mode="json"))
+
+    refresh_relay = relay_metrics(lambda: state.get("runtime"))
+
+    @app.page("/metrics")
+    async def metrics(web: Any, request: Any) -> Any:
+        body, content_type = await exposition(request.headers.get("Accept"), [refresh_relay])
+        return web.bytes(body, headers={"Content-Type": content_type})
 
     @app.page("/openapi.json")
     async def openapi(web: Any, request: Any) -> Any:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 
 import structlog
 
+from services.trainer import instruments
 from services.trainer.core import Candidate, Learner, Output, TaskTraining
 from services.trainer.snapshots import Snapshots
 from shared.deployments import DeploymentState
@@ -87,6 +88,7 @@ class Trainer:
         self._cores: dict[str, TaskTraining] = {}
         self._lock = asyncio.Lock()
         self.models_emitted = 0
+        self.labels_learned = instruments.LabelsLearned()
         self.retry_delay = 1.0  # after a failed batch, before the next (the store may be down)
         self._status: dict[str, dict[str, object]] = {}
         # Per task: the deployment stream folded so far, and when it was last looked at.
@@ -223,8 +225,10 @@ class Trainer:
                 )
                 for event_id, fact in out.facts
             ]
-            for event in facts:  # one at a time: each is its own fact, retried or not
-                await rt.store.append([event])
+            for (_, made), event in zip(out.facts, facts, strict=True):
+                # One at a time: each is its own fact, retried or not.
+                [stored] = await rt.store.append([event])
+                instruments.fact_stored(made, duplicate=stored.duplicate)
         for candidate in out.candidates:
             digest = await asyncio.to_thread(rt.artifacts.put, candidate.model_bytes)
             fact = candidate.fact(task, core.spec.version, digest, dict(core.spec.learner.params))
@@ -248,6 +252,7 @@ class Trainer:
                 continue
             if not result.duplicate:
                 self.models_emitted += 1
+                instruments.MODELS_PUBLISHED.labels(task, candidate.role).inc()
                 log.info(
                     "trainer.model_trained",
                     task=task,
@@ -268,6 +273,7 @@ class Trainer:
 
     def _record_status(self, core: TaskTraining) -> None:
         """Record a task's figures once a batch is applied and stored (read by `status`)."""
+        self.labels_learned.follow(core.spec.name, core.n_learned_total)
         self._status[core.spec.name] = {
             "last_position": core.last_position,
             "model_version": core.model_version,
