@@ -106,7 +106,9 @@ class Governance:
     client: httpx.Client
 
     @classmethod
-    def open(cls, settings: OperatorSettings) -> Governance:
+    def open(
+        cls, settings: OperatorSettings, transport: httpx.BaseTransport | None = None
+    ) -> Governance:
         key = settings.api_key.get_secret_value().strip()
         if not key:
             raise UsageError(
@@ -118,6 +120,7 @@ class Governance:
                 base_url=settings.governance_url.rstrip("/"),
                 headers={"Authorization": f"Bearer {key}"},
                 timeout=settings.http_timeout,
+                transport=transport,
             )
         )
 
@@ -276,9 +279,9 @@ def _audit_figures(report: Mapping[str, Any]) -> str:
 
 
 def console() -> Console:
-    # Not a terminal: wide enough that logs and pipes get whole rows. Markup off: reasons and
-    # values are shown as given (a "[" in a reason is text).
-    return Console(width=None if on_terminal() else 200, markup=False, highlight=False)
+    # Not a terminal: rows are never wrapped, so logs and pipes get one line a row (for grep).
+    # Markup off: reasons and values are shown as given (a "[" in a reason is text).
+    return Console(width=None if on_terminal() else 1000, markup=False, highlight=False)
 
 
 def table(title: str | None, columns: Sequence[str], rows: Iterable[Sequence[str]]) -> Table:

@@ -13,6 +13,9 @@ from rich.console import Console
 from continuo import cli
 from continuo.operate import (
     COMMANDS,
+    Context,
+    Governance,
+    OperatorSettings,
     Refused,
     UsageError,
     _detail,
@@ -23,6 +26,7 @@ from continuo.operate import (
     refusal,
     served_from_metrics,
     served_from_windows,
+    status,
     trail_row,
 )
 from continuo.progress import progress, track
@@ -145,3 +149,59 @@ def test_bars_are_drawn_only_when_enabled():
 def test_bars_are_not_drawn_when_stdout_is_not_a_terminal(capsys):
     assert list(track(range(3), "work")) == [0, 1, 2]  # pytest's stdout is no terminal
     assert capsys.readouterr().out == ""
+
+
+def fake_governance(served_windows: list[dict] | None) -> httpx.MockTransport:
+    """Governance's answers for one task `t` with champion v3 and a canary v2 on 20%; the
+    served-accuracy endpoint only when `served_windows` is given (else FastAPI's 404)."""
+    routes = {
+        "/v1/tasks": {"tasks": [{"task": "t", "version": "abc"}]},
+        "/v1/tasks/t/routing": {
+            "task": "t",
+            "champion": {"model_version": 3, "artifact_sha256": "x", "share": 100.0},
+            "canary": {"model_version": 2, "artifact_sha256": "y", "share": 20.0},
+            "shadows": [],
+            "flags": {"kill_switch": {"type": "boolean", "value": False}},
+            "killed": False,
+        },
+        "/v1/tasks/t/models/3": {"metrics": {"served_accuracy": 0.8125, "served_n_labelled": 640}},
+    }
+    if served_windows is not None:
+        routes["/v1/tasks/t/served-accuracy"] = {"task": "t", "windows": served_windows}
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        assert request.headers["authorization"] == "Bearer cnt_key"
+        if request.url.path in routes:
+            return httpx.Response(200, json=routes[request.url.path])
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    return httpx.MockTransport(answer)
+
+
+def run_status(transport: httpx.MockTransport, *argv: str) -> str:
+    out = io.StringIO()
+    settings = OperatorSettings(
+        api_key="cnt_key",  # type: ignore[arg-type]
+        trainer_url="http://127.0.0.1:9",
+        serving_url="http://127.0.0.1:9",
+        http_timeout=1,
+    )
+    gov = Governance.open(settings, transport)
+    ctx = Context(settings, out=Console(file=out, width=300, markup=False), _gov=gov)
+    assert status(ctx, list(argv)) == 0
+    return out.getvalue()
+
+
+def test_status_falls_back_to_the_champion_s_registry_metrics_and_says_so():
+    text = run_status(fake_governance(None))
+    row = [c.strip() for c in next(x for x in text.splitlines() if x.startswith("t ")).split("│")]
+    assert row[:5] == ["t", "v3", "v2 (20%)", "-", "0.8125 (640 rows)"]
+    assert row[-1] == "kill_switch"
+    assert "served accuracy: registry: v3's metrics when published" in text
+    assert "trainer unreachable at http://127.0.0.1:9" in text
+
+
+def test_status_uses_governance_s_served_windows_when_it_has_them():
+    windows = [{"model_version": 3, "role": "champion", "n": 200, "correct": 190, "to_position": 9}]
+    text = run_status(fake_governance(windows))
+    assert "0.9500 (200 rows)" in text and "served accuracy: served window" in text
