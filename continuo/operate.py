@@ -195,14 +195,14 @@ def served_from_windows(windows: Sequence[Mapping[str, Any]]) -> Served:
     """The newest window of governance's served accuracy: the rows the champion and canary
     answered in it (shadows answer nobody), right over scored."""
     if not windows:
-        return Served(None, None, "served windows (none yet)")
+        return Served(None, None, "governance's served windows (none yet)")
     newest = max(w["to_position"] for w in windows)
     answered = [
         w for w in windows if w["to_position"] == newest and w.get("role") in ("champion", "canary")
     ]
     n = sum(int(w["n"]) for w in answered)
     correct = sum(int(w["correct"]) for w in answered)
-    return Served(correct / n if n else None, n or None, "served window")
+    return Served(correct / n if n else None, n or None, "governance's newest served window")
 
 
 def served_from_metrics(version: int, metrics: Mapping[str, Any]) -> Served:
@@ -211,7 +211,7 @@ def served_from_metrics(version: int, metrics: Mapping[str, Any]) -> Served:
     return Served(
         metrics.get("served_accuracy"),
         int(metrics["served_n_labelled"]) if metrics.get("served_n_labelled") else None,
-        f"registry: v{version}'s metrics when published",
+        f"the registry (v{version}'s metrics when it was published)",
     )
 
 
@@ -249,6 +249,12 @@ def trail_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
         what.append("; ".join(map(str, p["reasons"])))
     if "key" in p:
         what.append(f"{p['key']} = {json.dumps((p.get('flag') or {}).get('value'))}")
+    arms = (p.get("arms") or []) if event.get("type") == "ServedScored" else []
+    for scored in arms:
+        what.append(
+            f"v{scored.get('model_version')} {scored.get('role')} "
+            f"{scored.get('correct')}/{scored.get('n')} right"
+        )
     if event.get("type") == "ModelTrained" and isinstance(p.get("metrics"), Mapping):
         acc = p["metrics"].get("recent_accuracy", p["metrics"].get("accuracy"))
         what.append(f"{p.get('n_learned_total', 0):,} labels learned, accuracy {fmt(acc)}")
@@ -337,7 +343,7 @@ def served_accuracy(gov: Governance, task: str, champion: int | None) -> Served:
         if exc.status != 404 or exc.detail != "Not Found":  # "Not Found": no such route
             raise
     if champion is None:
-        return Served(None, None, "no champion")
+        return Served(None, None, "nothing (no champion yet)")
     model = gov.get(f"/v1/tasks/{task}/models/{champion}")
     return served_from_metrics(champion, model.get("metrics") or {})
 
@@ -394,8 +400,8 @@ def status(ctx: Context, argv: list[str]) -> int:
         )
     columns = ("task", "champion", "canary", "shadows", "served acc.", "trainer", "lag", "flags")
     ctx.out.print(table(None, columns, rows))
-    sources = sorted({t["served"]["source"] for t in tasks})
-    ctx.out.print(f"served accuracy: {', '.join(sources) or NONE}")
+    for t in tasks:
+        ctx.out.print(f"served accuracy of {t['task']}: from {t['served']['source']}")
     if trainer is None:
         ctx.out.print(f"trainer unreachable at {settings.trainer_url}: no lag")
     else:

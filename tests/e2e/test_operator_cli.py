@@ -1,6 +1,7 @@
 """The operator's CLI against the four services as processes, run as a user runs it (the
-`continuo` entry point, so exit codes are real): a short labelled stream gives a task several
-audited model versions, then the commands read and decide through governance's API.
+`continuo` entry point, so exit codes are real): a short labelled stream through serving (log and
+wait) gives a task several audited model versions and served-accuracy windows, then the commands
+read and decide through governance's API.
 
 Exit codes under test: 0 done, 1 governance said no (a refusal by policy, with its reasons; any
 other 4xx), 2 usage, 3 governance unreachable.
@@ -22,8 +23,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from continuo.caller import wait_until_learned
+from continuo.caller import stream_through_serving, wait_until_learned
 from continuo.loop import drift_stream, loop_spec
+from continuo.simulate import Timing
 from continuo.stack import Stack, write_task_specs
 from shared.tasks import AuditThresholds, PromotionPolicy
 
@@ -89,19 +91,14 @@ def new_key(stack: Stack, name: str, role: str) -> str:
 
 
 async def stream_and_settle(stack: Stack) -> None:
-    """Post the labelled rows to ingest; wait until the trainer learned them all and governance
-    decided on every version it published."""
+    """Ask serving for each request's predictions, recording the rows (log and wait), and post
+    their labels; wait until the trainer learned them all, governance decided on every version
+    and has served-accuracy windows (the trainer scores every 200 labelled served rows)."""
     features, labels, entities = drift_stream(ROWS, drift_at=ROWS, entities=50)
-    records = [
-        {"entity_id": e, "features": f, "label": y, "event_id": f"row-{i}"}
-        for i, (f, y, e) in enumerate(zip(features, labels, entities, strict=True))
-    ]
-    async with httpx.AsyncClient(base_url=stack.url("ingest"), timeout=60) as ingest:
-        for start in range(0, ROWS, 200):
-            response = await ingest.post(
-                f"/v1/tasks/{TASK}/observations", json=records[start : start + 200]
-            )
-            assert response.status_code == 202, response.text
+    urls = {name: stack.url(name) for name in ("serving", "ingest")}
+    await stream_through_serving(
+        urls, TASK, features, labels, Timing(50, 0), entities=entities, progress=False
+    )
     status = await wait_until_learned(stack.url("trainer"), TASK, ROWS, timeout=90)
     async with httpx.AsyncClient(
         base_url=stack.url("governance"), headers=stack.governance_headers(), timeout=30
@@ -109,9 +106,9 @@ async def stream_and_settle(stack: Stack) -> None:
         deadline = time.monotonic() + 60
         while True:
             models = (await gov.get(f"/v1/tasks/{TASK}/models")).json().get("models", [])
-            if len(models) >= status["model_version"] and all(
-                m["status"] != "candidate" for m in models
-            ):
+            windows = (await gov.get(f"/v1/tasks/{TASK}/served-accuracy")).json()["windows"]
+            decided = all(m["status"] != "candidate" for m in models)
+            if len(models) >= status["model_version"] and decided and windows:
                 return
             assert time.monotonic() < deadline, [(m["model_version"], m["status"]) for m in models]
             await asyncio.sleep(0.3)
@@ -167,7 +164,8 @@ def test_status_shows_the_champion_served_accuracy_and_the_trainer_s_lag(system:
     [task] = [t for t in data["tasks"] if t["task"] == TASK]
     newest = max(promoted(system))
     assert task["routing"]["champion"]["model_version"] == newest
-    assert task["served"]["source"]  # where the figure came from, always said
+    assert task["served"]["source"] == "governance's newest served window"
+    assert 0.5 < task["served"]["accuracy"] <= 1 and task["served"]["rows"] > 0
     assert data["trainer_reachable"] is True
     assert task["trainer"]["learned"] == ROWS
     assert task["lag_positions"] in (None, 0)  # the trainer learned everything stored
@@ -176,7 +174,8 @@ def test_status_shows_the_champion_served_accuracy_and_the_trainer_s_lag(system:
     row = cells(text, TASK)
     assert row[1] == f"v{newest}"
     assert row[5].endswith(f"{ROWS:,} labels")
-    assert "served accuracy:" in text
+    assert f"served accuracy of {TASK}: from governance's newest served window" in text
+    assert row[4].endswith(" rows)")  # e.g. 0.9350 (200 rows)
 
     table = ok(continuo(system, "models", TASK))
     assert f"{TASK}: champion v{newest}" in table

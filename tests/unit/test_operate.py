@@ -93,6 +93,11 @@ def test_a_trail_event_becomes_one_row_with_who_and_why():
     )
     canary = {"type": "CanaryStarted", "payload": {"model_version": 2, "weight": 20.0}}
     assert "weight 20%" in trail_row(canary)[5]
+    scored = {
+        "type": "ServedScored",
+        "payload": {"arms": [{"model_version": 3, "role": "champion", "n": 200, "correct": 190}]},
+    }
+    assert trail_row(scored)[5] == "v3 champion 190/200 right"
 
 
 def test_flag_values_are_typed_from_the_command_line():
@@ -197,11 +202,12 @@ def test_status_falls_back_to_the_champion_s_registry_metrics_and_says_so():
     row = [c.strip() for c in next(x for x in text.splitlines() if x.startswith("t ")).split("│")]
     assert row[:5] == ["t", "v3", "v2 (20%)", "-", "0.8125 (640 rows)"]
     assert row[-1] == "kill_switch"
-    assert "served accuracy: registry: v3's metrics when published" in text
+    assert "served accuracy of t: from the registry (v3's metrics when it was published)" in text
     assert "trainer unreachable at http://127.0.0.1:9" in text
 
 
 def test_status_uses_governance_s_served_windows_when_it_has_them():
     windows = [{"model_version": 3, "role": "champion", "n": 200, "correct": 190, "to_position": 9}]
     text = run_status(fake_governance(windows))
-    assert "0.9500 (200 rows)" in text and "served accuracy: served window" in text
+    assert "0.9500 (200 rows)" in text
+    assert "served accuracy of t: from governance's newest served window" in text
