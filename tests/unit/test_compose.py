@@ -376,3 +376,22 @@ def test_governance_database_is_created_on_first_start() -> None:
     assert re.search(rf"CREATE DATABASE {database}\b", sql)
     pg = services["postgres"]["environment"]
     assert f"{pg['POSTGRES_USER']}:{pg['POSTGRES_PASSWORD']}@postgres:5432/" in url
+
+
+def test_the_stack_settings_load_as_its_services_would_read_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.governance.auth import parse_bootstrap
+
+    for svc in (*SERVICE_FILES, "migrate"):
+        spec = _services("stack")[svc]
+        cls = _settings_for(spec)
+        for variable in _env_names(cls):
+            monkeypatch.delenv(variable, raising=False)
+        for variable, value in {**_dockerfile_env(), **spec["environment"]}.items():
+            if variable not in NON_SETTINGS_ENV:
+                monkeypatch.setenv(variable, value)
+        settings = cls()  # type: ignore[call-arg]
+        if svc == "governance":
+            keys = parse_bootstrap(settings.bootstrap_keys.get_secret_value())  # type: ignore[attr-defined]
+            assert [role.value for _, role, _ in keys] == ["admin"]
