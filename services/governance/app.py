@@ -1,7 +1,7 @@
 """Governance HTTP API: wiring only. Routes live in `routes/`, rules in the modules they call.
 
-Every /v1 endpoint needs an API key (`Authorization: Bearer cnt_...` or `X-API-Key`); /healthz
-and /readyz do not.
+Every /v1 endpoint needs an API key (`Authorization: Bearer cnt_...` or `X-API-Key`); /healthz,
+/readyz and the dashboard's page and assets (/dashboard: no data in them) do not.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from services.governance.auth import install_bootstrap_keys, parse_bootstrap
 from services.governance.errors import Conflict, Invalid, NotFound
 from services.governance.instruments import consumer_metrics
 from services.governance.queries import Missing
-from services.governance.routes import admin, decisions, reads, trail
+from services.governance.routes import admin, dashboard, decisions, reads, trail
 from services.governance.service import Governance
 from services.governance.settings import GovernanceSettings
 from shared.bus import EnvelopeConsumer
@@ -134,8 +134,9 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
             consumer_metrics(lambda: getattr(app.state, "consumer", None)),
         )
     )
-    for module in (reads, decisions, trail, admin):
+    for module in (reads, decisions, trail, admin, dashboard):
         app.include_router(
             module.router, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503)
         )
+    app.include_router(dashboard.page)  # the page and its assets: no data, no key
     return app
