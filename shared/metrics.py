@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import Awaitable, Callable, Sequence
+from functools import cache
 from typing import Protocol
 
 import structlog
@@ -50,10 +51,16 @@ RELAY_LAG = Gauge(
     "Store positions between the relay's cursor and the store's head while any of this "
     "service's events waits to be published, else 0; NaN when the store could not be read",
 )
-DEAD_LETTERS = Counter(
-    "continuo_dead_letters_total",
-    "Records consumed from Kafka that are not Continuo envelopes, sent to the dead-letter topic",
-)
+
+
+@cache
+def dead_letters() -> Counter:
+    """Records consumed from Kafka that are not envelopes, sent to the dead-letter topic. Made by
+    the services that dead-letter (trainer, governance) when they start, so the others show none."""
+    return Counter(
+        "continuo_dead_letters_total",
+        "Records consumed from Kafka that are not envelopes, sent to the dead-letter topic",
+    )
 
 
 class Incrementable(Protocol):

@@ -15,7 +15,7 @@ from prometheus_client import Counter
 
 from shared.bus import EnvelopeConsumer
 from shared.events.envelope import Envelope
-from shared.metrics import DEAD_LETTERS, FollowedTotal, Refresh
+from shared.metrics import FollowedTotal, Refresh, dead_letters
 from shared.store.port import Appended
 
 EVENTS_PROJECTED = Counter(
@@ -53,11 +53,11 @@ def audited(task: str, scope: str, passed: bool, stored: Appended) -> None:
 
 def consumer_metrics(consumer: Callable[[], EnvelopeConsumer | None]) -> Refresh:
     """The event consumer's dead letters, read at each scrape."""
-    dead_letters = FollowedTotal(DEAD_LETTERS)
+    followed = FollowedTotal(dead_letters())
 
     async def refresh() -> None:
         current = consumer()
         if current is not None:
-            dead_letters.follow(current.dead_lettered)
+            followed.follow(current.dead_lettered)
 
     return refresh

@@ -19,7 +19,7 @@ from services.trainer.service import Trainer
 from services.trainer.settings import TrainerSettings
 from shared.bus import DecodeError, dead_letter_record, decode
 from shared.events.types import TOPIC_DATA
-from shared.metrics import DEAD_LETTERS, exposition, relay_metrics
+from shared.metrics import dead_letters, exposition, relay_metrics
 from shared.runtime import Runtime
 
 log = structlog.get_logger(__name__)
@@ -51,6 +51,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
     app.group_instance_id = settings.group_instance_id  # type: ignore[attr-defined]
     state: dict[str, Any] = {}
     data_topic = app.topic(TOPIC_DATA, value_serializer="raw", key_serializer="raw")
+    dead_lettered = dead_letters()
 
     @app.task
     async def start_runtime() -> None:
@@ -100,7 +101,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
             if rejected:
                 await t.runtime.publisher.publish(rejected)
                 state["dead_letters"] = state.get("dead_letters", 0) + len(rejected)
-                DEAD_LETTERS.inc(len(rejected))
+                dead_lettered.inc(len(rejected))
             if envelopes:
                 await t.handle(envelopes)
 

@@ -128,6 +128,6 @@ async def test_the_exposition_is_prometheus_text_unless_the_scraper_asks_for_ope
     body, content_type = await exposition(None, [refresh])
     assert refreshed == [True]
     assert content_type.startswith("text/plain; version=0.0.4")
-    assert b"# TYPE continuo_dead_letters_total counter" in body
+    assert b"# TYPE continuo_relay_lag_events gauge" in body
     _, openmetrics = await exposition("application/openmetrics-text; version=1.0.0", [])
     assert openmetrics.startswith("application/openmetrics-text")
