@@ -2,8 +2,8 @@
 recorder's backlog and drops, and freshness.
 
 The predict path is hot (about a millisecond a request): its label-bound children are cached by
-label values, so a request costs a dictionary lookup and an increment per arm, and one histogram
-observation.
+label values, so a request costs a count per row, a lookup and an increment per arm that answered,
+and one histogram observation.
 
 Freshness is the time from a label's acceptance (its event's `recorded_at`, stamped by ingest's
 store append) to the first answer by a model that had learned it. Serving's models learn every
@@ -69,13 +69,18 @@ _durations: dict[str, Any] = {}
 
 def answered(task: str, predictions: Sequence[Prediction], seconds: float) -> None:
     """A predict request answered: its rows by model version and role, and its duration."""
+    arms: dict[tuple[int, str], int] = {}
     for p in predictions:
         if p.model_version is not None:
-            key = (task, p.model_version, p.role)
-            child = _served.get(key)
-            if child is None:
-                child = _served[key] = PREDICTIONS_SERVED.labels(task, str(p.model_version), p.role)
-            child.inc()
+            arm = (p.model_version, p.role)
+            arms[arm] = arms.get(arm, 0) + 1
+    for (version, role), rows in arms.items():
+        child = _served.get((task, version, role))
+        if child is None:
+            child = _served[(task, version, role)] = PREDICTIONS_SERVED.labels(
+                task, str(version), role
+            )
+        child.inc(rows)
     duration = _durations.get(task)
     if duration is None:
         duration = _durations[task] = PREDICT_DURATION.labels(task)
