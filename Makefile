@@ -23,8 +23,9 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/continuo demo
 
+# `exec`: the recipe's shell becomes continuo, so the SIGTERM make forwards reaches it.
 up: $(STAMP)
-	$(VENV)/bin/continuo up
+	exec $(VENV)/bin/continuo up $(UP_ARGS)
 
 test: test-unit test-integration test-e2e test-chaos
 

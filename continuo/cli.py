@@ -69,7 +69,16 @@ def _up(argv: list[str]) -> int:
 
     parser = argparse.ArgumentParser(prog="continuo up")
     parser.add_argument("--workdir", type=Path, default=REPO_ROOT / "var" / "up")
+    parser.add_argument(
+        "--broker-port",
+        type=int,
+        default=None,
+        help="the embedded broker's port (default: KAFKA_BOOTSTRAP_SERVERS's, 9092)",
+    )
     args = parser.parse_args(argv)
+    # A background job starts with SIGINT ignored: until the event loop takes SIGINT over (in
+    # `run`), let it interrupt as in the foreground; nothing has been started yet.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     from services.governance.settings import GovernanceSettings
     from services.ingest.settings import IngestSettings
     from services.serving.settings import ServingSettings
@@ -88,7 +97,7 @@ def _up(argv: list[str]) -> int:
         store_url=settings.store_url,
         log_to_files=False,
         ports=ports,
-        broker_port=int(settings.kafka_bootstrap_servers.rsplit(":", 1)[-1]),
+        broker_port=args.broker_port or int(settings.kafka_bootstrap_servers.rsplit(":", 1)[-1]),
         # A broker named in the environment is used as it is; otherwise the embedded one starts.
         bootstrap=(
             settings.kafka_bootstrap_servers
@@ -98,23 +107,39 @@ def _up(argv: list[str]) -> int:
     )
 
     async def run() -> None:
-        await stack.start()
-        print("Continuo is up:")
-        for name in stack.ports:
-            print(f"  {name:<11} {stack.url(name)}")
-        print(f"  broker      {stack.bootstrap}")
-        print("Governance admin key for this run (send as 'Authorization: Bearer …'):")
-        print(f"  {stack.governance_key}\nCtrl-C stops everything.")
+        # SIGINT and SIGTERM stop the stack from the first moment, start-up included, whatever
+        # this process inherited: a shell without job control starts `make up &` with SIGINT
+        # ignored, and Python then leaves it ignored (no KeyboardInterrupt, ever). Installed
+        # here, they replace that; while the stack stops, a repeated signal changes nothing.
         stopped = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stopped.set)
-        await stopped.wait()
+        starting = asyncio.ensure_future(stack.start())
+        stopping = asyncio.ensure_future(stopped.wait())
+        try:
+            await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if starting.done():
+                starting.result()  # a service that failed to start ends the run here
+                print("Continuo is up:")
+                for name in stack.ports:
+                    print(f"  {name:<11} {stack.url(name)}")
+                print(f"  broker      {stack.bootstrap}")
+                print("Governance admin key for this run (send as 'Authorization: Bearer …'):")
+                print(f"  {stack.governance_key}\nCtrl-C stops everything.", flush=True)
+                await stopping
+        finally:
+            starting.cancel()
+            stopping.cancel()
+            await asyncio.gather(starting, stopping, return_exceptions=True)
+            print("Stopping the services…", flush=True)
+            # Each gets SIGTERM and up to 15 s (then SIGKILL); waited for before exiting.
+            await asyncio.to_thread(stack.stop)
 
     try:
         asyncio.run(run())
     finally:
-        stack.stop()
+        stack.stop()  # anything left (a no-op after a clean stop)
     return 0
 
 

@@ -21,7 +21,14 @@ from pathlib import Path
 import httpx
 import yaml
 
-from shared.broker import EmbeddedBroker, die_with_parent, free_port, start_broker_ready
+from shared.broker import (
+    EmbeddedBroker,
+    die_with_parent,
+    free_port,
+    start_broker,
+    start_broker_ready,
+    wait_for_metadata,
+)
 from shared.store.migrate import upgrade_async
 from shared.tasks import TaskSpec
 
@@ -89,9 +96,9 @@ class Stack:
     async def start(self, *, ready_timeout: float = 90.0) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         if self.bootstrap is None:
-            self.broker = await start_broker_ready(
-                self.broker_port, log_path=self.workdir / "logs" / "broker.log"
-            )
+            # Held before it answers, so that `stop` ends it even if start-up is cancelled now.
+            self.broker = start_broker(self.broker_port, self.workdir / "logs" / "broker.log")
+            await wait_for_metadata(self.broker.bootstrap, 30.0)
             self.bootstrap = self.broker.bootstrap
         await upgrade_async(self.store_url)
         self.ports = {name: self.ports.get(name) or free_port() for name in SERVICES}
