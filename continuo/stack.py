@@ -96,9 +96,14 @@ class Stack:
     async def start(self, *, ready_timeout: float = 90.0) -> None:
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         if self.bootstrap is None:
-            # Held before it answers, so that `stop` ends it even if start-up is cancelled now.
+            # Held before it answers: stopped if it never does, or if start-up is cancelled now
+            # (SIGINT during `continuo up`'s start), rather than left to the kernel.
             self.broker = start_broker(self.broker_port, self.workdir / "logs" / "broker.log")
-            await wait_for_metadata(self.broker.bootstrap, 30.0)
+            try:
+                await wait_for_metadata(self.broker.bootstrap, 30.0)
+            except BaseException:
+                self.broker.stop()
+                raise
             self.bootstrap = self.broker.bootstrap
         await upgrade_async(self.store_url)
         self.ports = {name: self.ports.get(name) or free_port() for name in SERVICES}

@@ -215,14 +215,21 @@ def test_make_up_stops_every_process_it_started_on_a_signal(
         print(f"{way}: stopped in {took:.1f}s")
 
 
+@pytest.mark.parametrize(
+    "processes",
+    [
+        pytest.param(3, id="once-the-broker-runs"),
+        pytest.param(3 + len(SERVICES), id="once-the-services-run"),
+    ],
+)
 def test_a_background_make_up_stops_on_sigint_during_start_up(
-    start_up: Callable[..., Up],
+    start_up: Callable[..., Up], processes: int
 ) -> None:
     up = start_up(sigint_ignored=True)
     deadline = time.monotonic() + READY_WITHIN
-    # Once continuo has started its broker: start-up is under way, nothing is ready yet.
-    while time.monotonic() < deadline and len(up.record_processes()) < 3:
+    # make, continuo, then the broker, then the services: start-up under way, nothing ready.
+    while time.monotonic() < deadline and len(up.record_processes()) < processes:
         assert up.make.poll() is None, up.output()
-        time.sleep(0.05)
+        time.sleep(0.02)
     up.send(signal.SIGINT, "group")
     up.stop_within(STOPPED_WITHIN, "background, SIGINT during start-up")
