@@ -236,19 +236,15 @@ def lag_cell(trainer: Mapping[str, Any] | None, positions: int | None) -> str:
 def trail_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
     """One trail event as table cells: position, time, type, version, who, what."""
     p = event.get("payload") or {}
-    what: list[str] = []
+    what: list[str] = []  # facts first, then why
     if "outcome" in p:
         what.append(f"-> {p['outcome']}")
     if "weight" in p:
         what.append(f"weight {p['weight']:g}%")
-    if "passed" in p:
-        what.append(f"{p.get('scope', '')} audit {'passed' if p['passed'] else 'failed'}".strip())
-    if p.get("reason"):
-        what.append(str(p["reason"]))
-    if p.get("reasons"):
-        what.append("; ".join(map(str, p["reasons"])))
     if "key" in p:
         what.append(f"{p['key']} = {json.dumps((p.get('flag') or {}).get('value'))}")
+    if "passed" in p:
+        what.append(f"{p.get('scope', '')} audit {'passed' if p['passed'] else 'failed'}".strip())
     arms = (p.get("arms") or []) if event.get("type") == "ServedScored" else []
     for scored in arms:
         what.append(
@@ -258,6 +254,9 @@ def trail_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
     if event.get("type") == "ModelTrained" and isinstance(p.get("metrics"), Mapping):
         acc = p["metrics"].get("recent_accuracy", p["metrics"].get("accuracy"))
         what.append(f"{p.get('n_learned_total', 0):,} labels learned, accuracy {fmt(acc)}")
+    if p.get("reason"):
+        what.append(str(p["reason"]))
+    what.extend(map(str, p.get("reasons") or []))
     version = p.get("model_version")
     return (
         fmt(event.get("position")),
@@ -265,7 +264,7 @@ def trail_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
         str(event.get("type", "")),
         NONE if version is None else f"v{version}",
         str(p.get("decided_by") or p.get("by") or ""),
-        " ".join(what),
+        "; ".join(what),
     )
 
 

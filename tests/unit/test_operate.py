@@ -98,6 +98,11 @@ def test_a_trail_event_becomes_one_row_with_who_and_why():
         "payload": {"arms": [{"model_version": 3, "role": "champion", "n": 200, "correct": 190}]},
     }
     assert trail_row(scored)[5] == "v3 champion 190/200 right"
+    flag = {
+        "type": "FlagChanged",
+        "payload": {"key": "checkout", "flag": {"value": "new"}, "reason": "try the new page"},
+    }
+    assert trail_row(flag)[5] == 'checkout = "new"; try the new page'
 
 
 def test_flag_values_are_typed_from_the_command_line():
