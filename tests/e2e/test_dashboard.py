@@ -96,10 +96,19 @@ async def _truth(gov: httpx.AsyncClient, task: str) -> dict[str, Any]:
     trail = (
         await gov.get(f"{base}/trail", params={"type": "ModelPromoted", "limit": 5000})
     ).json()["events"]
+    # The two reads the dashboard added agree with the general ones.
+    latest = (await gov.get(f"{base}/audits/latest")).json()
+    for scope in ("candidate", "live"):
+        every = (await gov.get(f"{base}/audits", params={"scope": scope})).json()["audits"]
+        assert latest[scope] == (every[-1] if every else None)
+    champion = routing["champion"]["model_version"]
+    newest = (await gov.get(f"{base}/models/{champion}/predictions", params={"limit": 5})).json()
+    positions = [p["position"] for p in newest["predictions"]]
+    assert positions == sorted(positions, reverse=True)
     return {
         "models": models,
         "routing": routing,
-        "audits": (await gov.get(f"{base}/audits/latest")).json(),
+        "audits": latest,
         "served": (await gov.get(f"{base}/served-accuracy")).json(),
         "promotions": [e["payload"]["model_version"] for e in trail],
         "prediction_id": prediction_id,
@@ -127,10 +136,11 @@ async def _drawn_pixels(page: Page, selector: str) -> int:
 
 
 async def _shoot(page: Page, view: str, directory: Path) -> None:
-    await page.screenshot(path=directory / f"{view}.png", full_page=True)
+    whole = view != "trail"  # the trail is as long as the run: its first screen shows enough
+    await page.screenshot(path=directory / f"{view}.png", full_page=whole)
     if os.environ.get("CONTINUO_SCREENSHOTS") == "1":
         DOCS.mkdir(parents=True, exist_ok=True)
-        await page.screenshot(path=DOCS / f"{view}.png", full_page=True)
+        await page.screenshot(path=DOCS / f"{view}.png", full_page=whole)
 
 
 async def test_the_dashboard_shows_a_real_run_in_every_view(sqlite_url: str, tmp_path: Path):

@@ -11,8 +11,12 @@
   const KEY = "continuo.governance.key";
   const VIEWS = ["accuracy", "routing", "audits", "lineage", "trail"];
   const REFRESH_MS = 20000;
-  const PALETTE = ["#4e79a7", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f",
-                   "#ff9da7", "#f28e2b", "#bab0ac", "#e15759"];
+  // Model versions' colours: none of the markers' green, red, purple or orange, none too pale.
+  // Neighbouring versions (v7, v8, v9) get colours far apart.
+  const PALETTE = ["#1f77b4", "#b8860b", "#d6549b", "#17a2b8", "#8c564b", "#5b5fc7",
+                   "#7f7f00", "#2c3e50", "#a0522d", "#4e9a9a"];
+  // Flag variants' colours.
+  const VARIANTS = ["#4e79a7", "#59a14f", "#b07aa1", "#76b7b2", "#edc948", "#9c755f"];
   const COLOR = { good: "#2e7d32", bad: "#c62828", canary: "#7b3fa0", drift: "#e07b00",
                   shadow: "#5f7d95", ink: "#1f2933", muted: "#616e7c", line: "#e4e7eb" };
   // The decisions and alarms marked on the accuracy chart.
@@ -362,9 +366,9 @@
         data.allN.length ? `${num(data.allN[data.allN.length - 1])} labelled answers` : "no window yet"),
       tile("served accuracy, all windows", pct(answered ? right / answered : null),
         `${num(answered)} answers in ${num(data.rows.length)} windows`),
-      tile("decisions marked", `${count("ModelPromoted")} ▲ ${count("ModelRolledBack")
-        + count("CanaryEnded", "rolled_back")} ▼`,
-        `${count("DriftDetected")} drift alarms, ${count("CanaryStarted")} canaries`));
+      tile("promotions ▲ · rollbacks ▼", `${count("ModelPromoted")} · ${count("ModelRolledBack")
+        + count("CanaryEnded", "rolled_back")}`,
+        `${count("DriftDetected")} drift alarms, ${count("CanaryStarted")} canaries started`));
     const chart = h("div", { class: "chart", id: "accuracy-chart",
                              "data-windows": data.rows.length, "data-markers": markers.length });
     const key = h("div", { class: "key" },
@@ -398,7 +402,7 @@
         + "are scored by the trainer as their labels arrive."),
       key, h("h3", {}, "Marked decisions and alarms"),
       markers.length ? list : empty("None yet."));
-    const after = windows.length ? [() => drawAccuracy(chart, data, markers)] : [];
+    const after = windows.length ? [() => drawAccuracy(chart, data, markers, models.champion)] : [];
     return { nodes: [tiles, card], after };
   }
 
@@ -416,15 +420,15 @@
     });
   }
 
-  function drawAccuracy(chart, data, markers) {
+  function drawAccuracy(chart, data, markers, champion) {
     const values = [...data.all, ...data.columns.flat()].filter((v) => v != null);
     const low = Math.max(0, Math.floor(Math.min(...values, 0.9) * 10) / 10 - 0.05);
     const times = [...data.x, ...markers.map((m) => m.t)];
     const t0 = Math.min(...times);
     const t1 = Math.max(...times);
     const pad = Math.max(1, (t1 - t0) * 0.02);
-    const versions = [...new Set(data.keys.map((k) => k.split("|")[0]))];
-    const colorOf = (v) => PALETTE[versions.indexOf(v) % PALETTE.length];
+    // Colours by version number, so a version keeps its colour as newer ones appear.
+    const colorOf = (v) => PALETTE[Number(v) % PALETTE.length];
     const dash = { champion: [], canary: [7, 4], shadow: [2, 3] };
     const valueOf = (counts) => (u, v, si, i) =>
       (i == null ? "" : v == null ? "–" : `${pct(v)} of ${counts[i]}`);
@@ -437,7 +441,7 @@
         return {
           label: `v${v} ${role}`,
           stroke: colorOf(v),
-          width: role === "shadow" ? 1.5 : 2,
+          width: role === "shadow" ? 1.5 : Number(v) === champion ? 3 : 2,
           dash: dash[role] || [],
           alpha: role === "shadow" ? 0.8 : 1,
           points: { show: true, size: role === "shadow" ? 3 : 4 },
@@ -479,7 +483,7 @@
   const STATUS_COLOR = {
     champion: COLOR.good, canary: COLOR.canary, shadow: COLOR.shadow, retired: "#9aa5b1",
     refused: COLOR.bad, rejected: COLOR.bad, awaiting_approval: COLOR.drift,
-    stopped: "#cbd2d9", candidate: "#4e79a7", challenger: "#76b7b2",
+    stopped: "#cbd2d9", candidate: "#c9a227", challenger: "#17a2b8",
   };
 
   /** A horizontal bar split into labelled shares (percent), laid out in percentages of the
@@ -577,7 +581,7 @@
         const weights = flag.weights || {};
         const total = Object.values(weights).reduce((a, b) => a + b, 0);
         const bar = total > 0 ? splitBar(Object.entries(weights).map(([variant, w], i) => ({
-          share: (100 * w) / total, color: PALETTE[i % PALETTE.length],
+          share: (100 * w) / total, color: VARIANTS[i % VARIANTS.length],
           label: `${variant} · ${Math.round((100 * w) / total)}%`,
         })), 26) : null;
         return h("div", { class: "flag" },
@@ -779,12 +783,16 @@
       h("div", { class: "arrow" }, "→"),
       h("div", { class: "node", css: { "border-top-color": COLOR.shadow } }, h("div", { class: "t" }, "learned from"),
         h("div", { class: "big" }, `${num(found.data.labelled_events_learned)} labels`),
-        dl([["stream", found.data.stream], ["positions", `${num(found.data.first_position)} – ${num(found.data.last_position)}`],
+        dl([["stream", found.data.stream], ["positions", found.data.first_position == null
+          ? `up to ${num(found.data.last_position)}`
+          : `${num(found.data.first_position)} – ${num(found.data.last_position)}`],
             ["pipeline", h("span", { class: "mono" }, found.pipeline.version.slice(0, 12))],
             ["spec now", found.pipeline.version === found.pipeline.current_spec_version ? "same" : "changed since"]])));
     const ancestors = h("div", { class: "chips" },
       h("span", { class: "chip" }, `v${m.model_version}`),
-      found.ancestors.map((a) => ["←", h("span", { class: "chip", title: a.artifact_sha256 }, `v${a.model_version}`)]));
+      found.ancestors.map((a) => ["←", h("span", { class: "chip", title: a.artifact_sha256 }, `v${a.model_version}`)]),
+      found.ancestors.length ? null : h("span", { class: "hint" },
+        "no parent: a learner started afresh (a challenger after a drift, or the task's first)"));
     const decisions = found.decisions.length
       ? h("ul", { class: "trail" }, found.decisions.map((d) => h("li", {},
         h("span", { class: "when" }, `${clock(seconds(d.decided_at), true)}`),
@@ -871,6 +879,9 @@
         return `spec ${String(p.version).slice(0, 12)}`;
       case "PromotionRefused":
         return `${v}by ${p.decided_by}: ${(p.reasons || []).join("; ")}`;
+      case "FlagChanged":
+        return `flag ${p.key} ${p.flag ? `set to ${JSON.stringify(p.flag.value)}` : "removed"} `
+          + `by ${p.decided_by}: ${p.reason}`;
       case "ServedScored":
         return `${num(p.window)} served rows to position ${num(p.to_position)}`;
       default: {
