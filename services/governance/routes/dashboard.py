@@ -40,9 +40,16 @@ _HEADERS = {
 page = APIRouter(include_in_schema=False)
 
 
+def _file(path: str) -> Path:
+    found = ASSETS_DIR / path
+    if not found.is_file():  # an installation without the package's data files
+        raise HTTPException(404, f"the dashboard's {path} is not installed with this service")
+    return found
+
+
 @page.get("/dashboard")
 async def dashboard() -> HTMLResponse:
-    return HTMLResponse((ASSETS_DIR / "index.html").read_text(), headers=_HEADERS)
+    return HTMLResponse(_file("index.html").read_text(), headers=_HEADERS)
 
 
 @page.get("/dashboard/{name}")
@@ -50,7 +57,7 @@ async def asset(name: str) -> FileResponse:
     if name not in ASSETS:
         raise HTTPException(404, f"no dashboard asset {name!r}")
     path, media_type = ASSETS[name]
-    return FileResponse(ASSETS_DIR / path, media_type=media_type, headers=_HEADERS)
+    return FileResponse(_file(path), media_type=media_type, headers=_HEADERS)
 
 
 router = APIRouter(prefix="/v1/tasks/{task}", tags=["dashboard"], dependencies=[Depends(viewer)])
