@@ -505,14 +505,22 @@ def canary(ctx: Context, argv: list[str]) -> int:
     parser = _parser("canary", "Show, start, re-weight or stop a task's canary.")
     parser.add_argument("task")
     actions = parser.add_subparsers(dest="action", metavar="{start,weight,stop}")
-    start = actions.add_parser("start", help="start VERSION as the canary on --weight percent")
+    start = actions.add_parser(
+        "start",
+        prog="continuo canary TASK start",
+        help="start VERSION as the canary on --weight percent",
+    )
     start.add_argument("version", type=_version)
     start.add_argument("--weight", type=_percent, required=True, help="percent of entities")
     _reason(start)
-    weight = actions.add_parser("weight", help="change the running canary's share")
+    weight = actions.add_parser(
+        "weight", prog="continuo canary TASK weight", help="change the running canary's share"
+    )
     weight.add_argument("weight", type=_percent, help="percent of entities")
     _reason(weight)
-    stop = actions.add_parser("stop", help="stop the running canary")
+    stop = actions.add_parser(
+        "stop", prog="continuo canary TASK stop", help="stop the running canary"
+    )
     _reason(stop)
     args = parser.parse_args(argv)
     base = f"/v1/tasks/{args.task}"
@@ -562,7 +570,11 @@ def flags(ctx: Context, argv: list[str]) -> int:
     parser.add_argument("task")
     parser.add_argument("--json", action="store_true", help="list as JSON")
     actions = parser.add_subparsers(dest="action", metavar="{set,remove}")
-    put = actions.add_parser("set", help="set KEY to VALUE (true/false, a number, or text)")
+    put = actions.add_parser(
+        "set",
+        prog="continuo flags TASK set",
+        help="set KEY to VALUE (true/false, a number, or text)",
+    )
     put.add_argument("key")
     put.add_argument("value", nargs="?", help="omit with --flag-json")
     put.add_argument("--type", choices=("boolean", "number", "string"), dest="kind")
@@ -572,7 +584,7 @@ def flags(ctx: Context, argv: list[str]) -> int:
         '"variants": {"a": "a", "b": "b"}, "weights": {"a": 50, "b": 50}}\'',
     )
     _reason(put)
-    remove = actions.add_parser("remove", help="remove KEY")
+    remove = actions.add_parser("remove", prog="continuo flags TASK remove", help="remove KEY")
     remove.add_argument("key")
     _reason(remove)
     args = parser.parse_args(argv)
