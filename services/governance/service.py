@@ -784,13 +784,14 @@ class Governance:
                     state,
                 )
                 raise Conflict(reasons)
+            previous = state.champion  # read before the promotion is folded into `state`
             await self._append(
                 task,
                 ModelPromoted(
                     task=task,
                     model_version=version,
                     artifact_sha256=trained.artifact_sha256,
-                    previous_version=state.champion,
+                    previous_version=previous,
                     reason=f"{reason} (policy: {'; '.join(decision.reasons)})",
                     decided_by=who.name,
                 ),
@@ -799,7 +800,7 @@ class Governance:
         return {
             "task": task,
             "model_version": version,
-            "previous_version": state.champion,
+            "previous_version": previous,
             "promoted_by": who.name,
             "reasons": decision.reasons,
         }

@@ -540,6 +540,12 @@ async def test_models_wait_for_approvals_and_every_human_decision_names_who_and_
         assert never.status_code == 409
         forward = await w.post(f"{base}/rollback", "operator", {"model_version": 4, "reason": "x"})
         assert forward.status_code == 409
+        # Forward again is a promotion (4 was approved), which names the champion it replaced.
+        again = await w.post(f"{base}/models/4/promote", "operator", {"reason": "fixed"})
+        assert again.status_code == 200 and again.json()["previous_version"] == 1
+        assert (await w.decisions(task))[-1].payload["previous_version"] == 1
+        back = await w.post(f"{base}/rollback", "operator", {"model_version": 1, "reason": "bug"})
+        assert back.status_code == 200 and back.json()["from_version"] == 4
 
         # Who, when and why of every decision, in order, from the trail.
         trail = (await w.get(f"{base}/trail", params={"type": ["ApprovalGranted"]})).json()
