@@ -459,14 +459,12 @@ def promote(ctx: Context, argv: list[str]) -> int:
     parser.add_argument("version", type=_version)
     _reason(parser)
     args = parser.parse_args(argv)
-    # The champion before, from the routing: governance's answer names the new one as the
-    # previous version (it reads its state after folding the promotion in).
-    was = (ctx.gov.get(f"/v1/tasks/{args.task}/routing").get("champion") or {}).get("model_version")
     answer = ctx.gov.call(
         "POST",
         f"/v1/tasks/{args.task}/models/{args.version}/promote",
         {"reason": args.reason},
     )
+    was = answer.get("previous_version")
     return _decided(
         ctx,
         f"{args.task}: v{args.version} promoted"
