@@ -273,7 +273,7 @@
           const { ctx } = u;
           const { left, top, width, height } = u.bbox;
           const dpr = window.devicePixelRatio || 1;
-          const ends = [];
+          const taken = [[], [], []]; // the label spans drawn in each row
           ctx.save();
           ctx.font = `${11 * dpr}px system-ui, sans-serif`;
           ctx.textBaseline = "bottom";
@@ -289,10 +289,9 @@
             ctx.lineTo(x, top + height);
             ctx.stroke();
             const w = ctx.measureText(m.label).width + 6 * dpr;
-            let row = 0;
-            while (row < 3 && ends[row] != null && ends[row] > x - 2 * dpr) row++;
-            if (row === 3) continue;
-            ends[row] = x + w;
+            const row = taken.findIndex((spans) => spans.every(([a, b]) => x + w <= a || x >= b));
+            if (row < 0) continue;
+            taken[row].push([x, x + w]);
             ctx.globalAlpha = 1;
             ctx.fillStyle = m.color;
             ctx.fillText(m.label, x + 2 * dpr, top - (3 + 13 * row) * dpr);
@@ -352,7 +351,7 @@
     ]);
     const windows = served.windows || [];
     const data = accuracyColumns(windows);
-    const markers = marks.map(marker).filter(Boolean);
+    const markers = marks.map(marker).filter(Boolean).sort((a, b) => a.t - b.t);
     const answered = data.allN.reduce((a, b) => a + b, 0);
     const right = data.rows.reduce((acc, r) => acc + r.arms.filter((a) => a.role !== "shadow")
       .reduce((c, a) => c + a.correct, 0), 0);
@@ -453,7 +452,7 @@
     const plot = new uPlot({
       width,
       height: 420,
-      padding: [46, 16, 0, 0],
+      padding: [46, 34, 0, 0],
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
       scales: { x: { time: true, range: () => [t0 - pad, t1 + pad] }, y: { range: () => [low, 1] } },
       axes: [
