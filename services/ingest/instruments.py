@@ -55,11 +55,12 @@ RECORDS_REFUSED = Counter(
 
 def prepare(tasks: Iterable[str]) -> None:
     """Every series of the known tasks, at 0: a rate is defined from the first scrape."""
+    REQUESTS_REFUSED.labels("", UNKNOWN_TASK)
     for task in tasks:
         for kind in KINDS.values():
             ACCEPTED.labels(task, kind)
             DUPLICATES.labels(task, kind)
-        for reason in REASONS:
+        for reason in REASONS[1:]:  # an unknown task is counted under task ""
             REQUESTS_REFUSED.labels(task, reason)
         for reason in (INVALID, CONFLICT):
             RECORDS_REFUSED.labels(task, reason)
