@@ -52,7 +52,7 @@ LABEL_FRESHNESS = Histogram(
     "continuo_label_freshness_seconds",
     "From a label's acceptance by ingest to serving's first answer by a model that had learned it",
     ["task"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0),
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0),
 )
 RECORDER_WAITING = Gauge(
     "continuo_recorder_waiting_predictions",
