@@ -9,16 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from shared.examples import COMPAS_FEATURES, ELEC_FEATURES
+
 ELEC_OBSERVATION: dict[str, Any] = {
     "entity_id": "nsw",
-    "features": {
-        "period": 0.5,
-        "nswprice": 0.06,
-        "nswdemand": 0.4,
-        "vicprice": 0.003,
-        "vicdemand": 0.42,
-        "transfer": 0.41,
-    },
+    "features": ELEC_FEATURES,
     "event_time": "1996-05-07T12:00:00+00:00",
     "event_id": "elec-1234",
     "label": 1,
@@ -28,16 +23,7 @@ ELEC_OBSERVATION: dict[str, Any] = {
 # model never learns from them, because audits group rows by them.
 COMPAS_OBSERVATION: dict[str, Any] = {
     "entity_id": "defendant-1",
-    "features": {
-        "age": 34,
-        "priors_count": 2,
-        "juv_fel_count": 0,
-        "juv_misd_count": 0,
-        "juv_other_count": 0,
-        "c_charge_degree": "F",
-        "race": "Caucasian",
-        "sex": "Male",
-    },
+    "features": COMPAS_FEATURES,
     "event_time": "2013-08-14T00:00:00+00:00",
     "event_id": "compas-1",
 }

@@ -4,30 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from shared.examples import COMPAS_FEATURES, ELEC_FEATURES
 from shared.http import MAX_POSITION
 from shared.tasks import StorableStr
-
-ELEC_FEATURES: dict[str, JsonValue] = {
-    "period": 0.5,
-    "nswprice": 0.06,
-    "nswdemand": 0.4,
-    "vicprice": 0.003,
-    "vicdemand": 0.42,
-    "transfer": 0.41,
-}
-# COMPAS's model uses the first six; `race` and `sex` are required all the same (see `features`).
-COMPAS_FEATURES: dict[str, JsonValue] = {
-    "age": 34,
-    "priors_count": 2,
-    "juv_fel_count": 0,
-    "juv_misd_count": 0,
-    "juv_other_count": 0,
-    "c_charge_degree": "F",
-    "race": "Caucasian",
-    "sex": "Male",
-}
 
 
 class PredictRecord(BaseModel):
