@@ -397,7 +397,8 @@ class ArmsScored(Payload):
 @event_type("ServedScored")
 class ServedScored(Payload):
     """Served accuracy over one window of labelled rows that serving answered and recorded (log
-    and wait): for each model version and role (champion, canary; shadows scored beside them),
+    and wait): for each model version and role (champion, canary: serving's recorded answers;
+    shadows: the trainer's copy of each shadow, scoring the row on arrival with serving's inputs),
     how many of those rows it answered and how many it got right. One per `window` such rows,
     in the order the trainer learned their labels; `to_position` is the store position of the
     last label in the window. What the caller got, measured on the labels that came later."""
