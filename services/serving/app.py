@@ -6,7 +6,8 @@ canary, shadows, flags), `online` (each task's online-feature fold, kept live fr
 topic), `recorder` (the audit trail and log-and-wait rows), `shadows` (scoring off the response
 path), `health` (each arm's requests, failures and latencies: the canary's guardrails),
 `instruments` (Prometheus metrics, `GET /metrics`), `deployments` (following the deployment
-stream), `schemas` and `routes` (HTTP), `state` (what the routes share). This module wires them in
+stream), `schemas` and `routes` (HTTP; `direct`: the predict route's lane past FastAPI's
+request machinery), `state` (what the routes share). This module wires them in
 the lifespan.
 
 Start-up order matters. The Kafka subscriptions (no group: every replica sees every event, from
@@ -28,6 +29,7 @@ import structlog
 from fastapi import FastAPI
 
 from services.serving.deployments import Deployments, NoDeadLetters, consume
+from services.serving.direct import ServingApp
 from services.serving.health import ArmsHealth
 from services.serving.instruments import recorder_metrics
 from services.serving.online import OnlineFeatures
@@ -63,7 +65,7 @@ def create_app(settings: ServingSettings | None = None) -> FastAPI:
             finally:
                 app.state.serving = None
 
-    app = FastAPI(
+    app = ServingApp(
         title="Continuo serving", lifespan=lifespan, max_body_size=settings.max_body_bytes
     )
     app.state.serving = None

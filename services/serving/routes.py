@@ -81,8 +81,15 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
     """Predict one record or a batch with the task's champion (or its canary, for the canary's
     share of entities), given the online features as of now; with `record` (log and wait) the
     rows are stored as observations before the answer."""
+    answer = await predict_answer(serving_state(request), task, body)
+    return Response(answer, media_type="application/json")
+
+
+async def predict_answer(state: ServingState, task: str, body: PredictRequest) -> bytes:
+    """The predict route's work, its answer encoded as `PredictResponse` documents it; raises
+    HTTPException for a refusal. (The route above, and `direct.py`'s lane that reaches it
+    without FastAPI's request machinery.)"""
     started = time.perf_counter()
-    state = serving_state(request)
     routes = _routes(state, task)  # taken once: a swap now does not affect this request
     spec = routes.spec
     record = body.record
@@ -164,7 +171,7 @@ async def predict_route(task: str, body: PredictRequest, request: Request) -> Re
     }
     encoded = orjson.dumps(answer)
     instruments.answered(task, predictions, time.perf_counter() - started)
-    return Response(encoded, media_type="application/json")
+    return encoded
 
 
 def _answer(

@@ -13,8 +13,10 @@ from pathlib import Path
 import httpx
 import lightgbm as lgb
 import numpy as np
+from fastapi import FastAPI
 
 from services.serving.app import create_app
+from services.serving.direct import ServingApp
 from services.serving.recorder import served_event_id
 from services.serving.settings import ServingSettings
 from shared import model_codec
@@ -363,3 +365,75 @@ async def test_a_model_that_cannot_load_yet_keeps_the_old_champion_and_is_retrie
             w.artifacts.put(late)  # the file arrives
             await eventually(version_becomes(client, w.task, 2), timeout=15)
             assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_the_direct_predict_lane_answers_exactly_as_the_fastapi_route(
+    sqlite_url: str, kafka: str, tmp_path: Path
+):
+    """`ServingApp` answers predicts past FastAPI's machinery; the same requests sent through
+    FastAPI's own route get the same status and body (prediction ids aside), errors included."""
+    async with world(sqlite_url, kafka, tmp_path) as w:
+        app = create_app(w.settings)
+        assert isinstance(app, ServingApp)
+
+        async def through_fastapi(scope, receive, send):  # the route, as if no direct lane
+            await FastAPI.__call__(app, scope, receive, send)
+
+        async with app.router.lifespan_context(app):
+            clients = [
+                httpx.AsyncClient(transport=httpx.ASGITransport(app=a), base_url="http://serving")
+                for a in (app, through_fastapi)
+            ]
+            direct, routed = clients
+            url = f"/v1/tasks/{w.task}/predict"
+            json_type = {"content-type": "application/json"}
+            cases: list[tuple[str, bytes | str, dict[str, str]]] = [
+                (url, json.dumps({"features": RECORD}), json_type),  # 503: no model yet
+            ]
+            for _, body, headers in cases:
+                answers = [await c.post(url, content=body, headers=headers) for c in clients]
+                assert [a.status_code for a in answers] == [503, 503]
+                assert answers[0].json() == answers[1].json()
+            await w.promote(1, tiny_model(w.spec))
+            await eventually(version_becomes(direct, w.task, 1), timeout=15)
+            cases = [
+                (url, json.dumps({"features": RECORD, "entity_id": "e1"}), json_type),
+                (url, json.dumps({"records": [{"features": RECORD}] * 3}), json_type),
+                (url, json.dumps({"features": RECORD}), {"content-type": "text/plain"}),
+                (url, json.dumps({"features": RECORD}), {}),
+                (url, json.dumps({"features": {"income": "x", "colour": "red"}}), json_type),
+                (url, json.dumps({"features": RECORD, "entity_id": 7}), json_type),
+                (url, json.dumps({"features": RECORD, "extra": 1}), json_type),
+                (url, json.dumps({"records": []}), json_type),
+                (url, json.dumps({"features": RECORD, "record": True}), json_type),
+                (url, b"{", json_type),
+                (url, b"", json_type),
+                (url, b'{"features": {"income": NaN, "colour": "red"}}', json_type),
+                (url, json.dumps({"features": RECORD, "entity_id": "\ud800"}), json_type),
+                (
+                    url,
+                    b'{"features": {"income": 1.0, "colour": "' + b"r" * 5_000_000 + b'"}}',
+                    json_type,
+                ),
+                ("/v1/tasks/nope/predict", json.dumps({"features": RECORD}), json_type),
+                (url + "/", json.dumps({"features": RECORD}), json_type),
+            ]
+            for path, body, headers in cases:
+                answers = [await c.post(path, content=body, headers=headers) for c in clients]
+                first, second = answers
+                assert first.status_code == second.status_code, (body[:100], first.text[:300])
+                assert first.headers.get("content-type") == second.headers.get("content-type"), (
+                    body[:100],
+                    first.status_code,
+                    first.headers,
+                    second.headers,
+                )
+                if first.status_code == 200:
+                    a, b = first.json(), second.json()
+                    for p in a["predictions"] + b["predictions"]:
+                        uuid.UUID(p.pop("prediction_id"))
+                    assert a == b
+                else:
+                    assert first.content == second.content, (body[:100], first.text[:300])
+            for c in clients:
+                await c.aclose()
