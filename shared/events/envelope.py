@@ -14,6 +14,8 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
+from shared.ids import random_uuid
+
 
 class UnknownEventType(LookupError):
     """An event names a type (or schema version) this code does not know."""
@@ -145,7 +147,7 @@ def new_event(
 ) -> Envelope:
     """Wrap a payload in a new envelope; causation links it to the event that caused it."""
     return Envelope(
-        event_id=event_id or uuid.uuid4(),
+        event_id=event_id or random_uuid(),
         type=payload.type_name,
         schema_version=payload.schema_version,
         stream_id=stream_id,
