@@ -8,7 +8,7 @@ guarded by the deployment stream's version, which orders it.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import delete, select
@@ -45,6 +45,7 @@ from shared.events.types import (
     ShadowStopped,
     TaskRegistered,
 )
+from shared.store.pages import position_pages
 
 DECISION_TYPES = (
     "ModelPromoted",
@@ -302,13 +303,21 @@ def model_status(
     return role if newest is None else _STATUS_OF_DECISION[newest]
 
 
-async def replay_into(conn: AsyncConnection, store: Any, until: int | None = None) -> int:
+async def replay_into(
+    conn: AsyncConnection,
+    store: Any,
+    until: int | None = None,
+    progress: Callable[[int], object] | None = None,
+) -> int:
     """Apply the store's projected events (positions 1..until, or all) in order; return the count.
 
     The same code builds the live tables (after they are emptied) and a throwaway as-of copy.
+    Pages of `PAGE` events by position, the next read while this one is applied;
+    `progress(n)` after each page of n events read.
     """
-    after, count = 0, 0
-    while page := await store.read_all(after=after, limit=2000, types=PROJECTED_TYPES, until=until):
+    count = 0
+    async for page in position_pages(store, until=until, types=PROJECTED_TYPES):
         count += len(await apply_events(conn, page))
-        after = page[-1].position or after
+        if progress is not None:
+            progress(len(page))
     return count

@@ -18,7 +18,7 @@ import contextlib
 import time
 import uuid
 from collections import OrderedDict, defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import structlog
@@ -127,13 +127,14 @@ class Governance:
             if envelope.type in ("ModelTrained", "ArmsScored", "ArmsServed"):
                 self.enqueue(envelope)
 
-    async def rebuild(self) -> dict[str, int]:
-        """Empty the projections and replay them from position 0 (one transaction)."""
+    async def rebuild(self, progress: Callable[[int], object] | None = None) -> dict[str, int]:
+        """Empty the projections and replay them from position 0 (one transaction);
+        `progress(n)` after each page of n events read."""
         started = time.monotonic()
         async with self.projection_lock, self.engine.begin() as conn:
             for table in reversed(PROJECTION_TABLES):
                 await conn.execute(delete(table))
-            applied = await replay_into(conn, self.store)
+            applied = await replay_into(conn, self.store, progress=progress)
         self._as_of.clear()
         head = await self.store.head()
         log.info("governance.rebuilt", events=applied, head=head)

@@ -30,6 +30,7 @@ from shared.events.types import (
 from shared.online_models import LiveModel
 from shared.registry import registered_tasks
 from shared.runtime import Runtime
+from shared.store.pages import stream_pages
 from shared.store.port import ConcurrencyError, EventStore
 from shared.streams import in_order
 from shared.tasks import TaskSpec
@@ -57,16 +58,19 @@ def new_core(
     )
 
 
-async def replay_models(store: EventStore, task: str) -> tuple[TaskTraining, list[Candidate]]:
+async def replay_models(
+    store: EventStore, task: str, progress: Callable[[int], object] | None = None
+) -> tuple[TaskTraining, list[Candidate]]:
     """A fault-free trainer over the task's stored data events, in process, from the start: its
     core and every model it made. A running trainer's models must equal these byte for byte,
-    whatever it went through (restarts, snapshots, redeliveries)."""
+    whatever it went through (restarts, snapshots, redeliveries). The next page of the stream is
+    read while the core learns this one; `progress(n)` after each page of n events."""
     core = new_core((await registered_tasks(store))[task])
     made = core.start().candidates
-    after = 0
-    while page := await store.read_stream(data_stream(task), after_version=after, limit=5000):
+    async for page in stream_pages(store, data_stream(task)):
         made += (await asyncio.to_thread(core.apply, page)).candidates
-        after = page[-1].stream_version or after
+        if progress is not None:
+            progress(len(page))
     return core, made
 
 
