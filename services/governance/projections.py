@@ -92,13 +92,9 @@ async def apply_events(conn: AsyncConnection, events: Sequence[Envelope]) -> lis
         fresh.append(envelope)
     # The answers callers got (a shadow's score of the same row is evidence for the canary
     # analysis, kept in the store; it is not a prediction anyone received).
-    served = [
-        e
-        for e in fresh
-        if e.type == "PredictionServed" and e.payload.get("role", "champion") != "shadow"
-    ]
+    served = [row for e in fresh if e.type == "PredictionServed" for row in _prediction_rows(e)]
     if served:  # the bulk of the traffic: one executemany
-        await conn.execute(predictions.insert(), [_prediction_row(e) for e in served])
+        await conn.execute(predictions.insert(), served)
     for envelope in fresh:
         if envelope.type != "PredictionServed":
             await _apply(conn, envelope)
@@ -110,22 +106,27 @@ async def apply_events(conn: AsyncConnection, events: Sequence[Envelope]) -> lis
     return fresh
 
 
-def _prediction_row(envelope: Envelope) -> dict[str, Any]:
+def _prediction_rows(envelope: Envelope) -> list[dict[str, Any]]:
+    """The answers callers got, in a PredictionServed event (not its shadows' scores)."""
     data = envelope.data()
     assert isinstance(data, PredictionServed)
-    return {
-        "prediction_id": data.prediction_id,
-        "position": envelope.position or 0,
-        "task": data.task,
-        "model_version": data.model_version,
-        "entity_id": data.entity_id,
-        "features": data.features,
-        "probability": data.probability,
-        "label": data.label,
-        "served_at": envelope.occurred_at,
-        "online": data.online,
-        "role": data.role,
-    }
+    return [
+        {
+            "prediction_id": p.prediction_id,
+            "position": envelope.position or 0,
+            "task": data.task,
+            "model_version": p.model_version,
+            "entity_id": p.entity_id,
+            "features": p.features,
+            "probability": p.probability,
+            "label": p.label,
+            "served_at": p.served_at or envelope.occurred_at,
+            "online": p.online,
+            "role": p.role,
+        }
+        for p in data.predictions
+        if p.role != "shadow"
+    ]
 
 
 async def _apply(conn: AsyncConnection, envelope: Envelope) -> None:

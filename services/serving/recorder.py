@@ -2,7 +2,8 @@
 durably before the response.
 
 `PredictionRecorder` appends `PredictionServed` events in the background: a request only puts its
-predictions in a buffer. Window of loss: a crash or kill loses the predictions still in the buffer,
+predictions in a buffer, and each flush records a task's predictions in events of up to
+`ROWS_PER_EVENT` rows. Window of loss: a crash or kill loses the predictions still in the buffer,
 in normal operation at most about `interval` seconds' or `batch` predictions' worth. A clean
 shutdown flushes what is left.
 
@@ -12,10 +13,10 @@ Two bounds keep memory flat:
   recorder has caught up below it. Sustained overload then slows callers down instead of growing
   the buffer or losing answers from the trail.
 - **Outage** (`backlog`): while appends fail, requests never wait (serving stays available without
-  its store); the buffer grows and appends are retried (event ids are derived from the prediction
-  ids, so a retry that had in fact succeeded is a no-op), and past `backlog` waiting predictions
-  the oldest are dropped, counted in `dropped` and logged. The callers already have their answers,
-  so a loss is a gap in the audit trail, never a wrong prediction.
+  its store); the buffer grows and appends are retried (the same events again, under the same
+  event ids, so a retry that had in fact succeeded is a no-op), and past `backlog` waiting
+  predictions the oldest are dropped, counted in `dropped` and logged. The callers already have
+  their answers, so a loss is a gap in the audit trail, never a wrong prediction.
 
 `ObservationLog` appends log-and-wait rows (`ObservationRecorded`, with the online-feature values
 and the answer) before the caller gets its answer: the caller will post the row's label by its
@@ -27,7 +28,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import uuid
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -40,6 +40,7 @@ from shared.events.types import (
     ObservationRecorded,
     PredictionServed,
     Served,
+    ServedPrediction,
     data_stream,
     prediction_stream,
 )
@@ -49,18 +50,9 @@ from shared.tasks import TaskSpec
 log = structlog.get_logger(__name__)
 # What a request leaves for the audit trail: task, prediction, learned_through, recorded, when.
 _Served = tuple[str, Prediction, int | None, bool, datetime]
-_NAMESPACE = uuid.UUID("2d1c7a52-5f0e-4c1b-9a57-3e7d0c0471e0")
-
-
-def served_event_id(
-    prediction_id: uuid.UUID, role: str = "champion", model_version: int | None = None
-) -> uuid.UUID:
-    """The PredictionServed event of a prediction (the prediction id itself names the row's
-    observation when it is recorded for log and wait); a shadow's score of the same row has its
-    own, named by the shadow's version."""
-    if role == "shadow":
-        return uuid.uuid5(_NAMESPACE, f"served/{prediction_id}/shadow/{model_version}")
-    return uuid.uuid5(_NAMESPACE, f"served/{prediction_id}")
+# Predictions per PredictionServed event: a few hundred keep a record near 100 KB (brokers take
+# 1 MB) while the costs of an event (store row, relay, Kafka record, projection) are shared.
+ROWS_PER_EVENT = 250
 
 
 class PredictionRecorder:
@@ -89,6 +81,7 @@ class PredictionRecorder:
         # Envelopes to retry, or what a request left: (task, prediction, learned_through,
         # recorded, when); the events are built in the background, off the request's path.
         self._buffer: list[Envelope | _Served] = []
+        self._buffered = 0  # predictions in the buffer (an envelope holds many)
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -105,13 +98,15 @@ class PredictionRecorder:
         """Queue answered predictions (and shadows' scores) for the audit trail; never waits.
         Rows no model answered are not recorded (log and wait stored them as observations)."""
         now = utcnow()
+        before = len(self._buffer)
         self._buffer.extend(
             (task, p, learned.get(p.model_version), recorded, now)
             for p in predictions
             if p.probability is not None and p.model_version is not None
         )
+        self._buffered += len(self._buffer) - before
         self._trim()
-        if len(self._buffer) >= self._batch:
+        if self._buffered >= self._batch:
             self._wake.set()
         self._update_drained()
 
@@ -127,11 +122,17 @@ class PredictionRecorder:
     def _trim(self) -> None:
         """Drop the oldest waiting predictions past `backlog` (only reachable while the store
         fails: otherwise requests wait at `high_water`)."""
-        excess = min(self.waiting - self._backlog, len(self._buffer))
-        if excess > 0:
-            del self._buffer[:excess]
-            self.dropped += excess
-            log.error("serving.predictions_dropped", count=excess, total=self.dropped)
+        excess = self.waiting - self._backlog
+        if excess <= 0:
+            return
+        dropped, oldest = 0, 0
+        while dropped < excess and oldest < len(self._buffer):
+            dropped += _size(self._buffer[oldest])
+            oldest += 1
+        del self._buffer[:oldest]
+        self._buffered -= dropped
+        self.dropped += dropped
+        log.error("serving.predictions_dropped", count=dropped, total=self.dropped)
 
     def _update_drained(self) -> None:
         if self.waiting < self._high_water:
@@ -146,7 +147,7 @@ class PredictionRecorder:
     @property
     def waiting(self) -> int:
         """Predictions not yet stored: in the buffer, or in the append in progress."""
-        return len(self._buffer) + self._appending
+        return self._buffered + self._appending
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="serving:recorder")
@@ -159,7 +160,7 @@ class PredictionRecorder:
             await self._task
         await self.flush()
         if self._buffer:
-            log.error("serving.predictions_unrecorded", count=len(self._buffer))
+            log.error("serving.predictions_unrecorded", count=self._buffered)
 
     async def _run(self) -> None:
         backoff = self._interval
@@ -175,7 +176,7 @@ class PredictionRecorder:
         if not self._buffer:
             return True
         taken, self._buffer = self._buffer, []
-        self._appending = len(taken)
+        self._appending, self._buffered = self._buffered, 0
         failed: list[Envelope] = []
         try:
             # Building events is CPU work: in a thread, so that requests go on meanwhile.
@@ -183,54 +184,70 @@ class PredictionRecorder:
             # busy loop: each yield waited behind everything else, and its backlog grew.)
             streams = await asyncio.to_thread(self._by_stream, taken)
             for events in streams.values():
-                for start in range(0, len(events), 1000):
-                    chunk = events[start : start + 1000]
+                for start in range(0, len(events), 20):
+                    chunk = events[start : start + 20]
+                    size = sum(_size(e) for e in chunk)
                     try:
                         await self._store.append(chunk)
-                        self.recorded += len(chunk)
+                        self.recorded += size
                     except Exception as exc:  # noqa: BLE001 - kept and retried, never dropped here
-                        log.warning("serving.record_failed", count=len(chunk), error=str(exc))
+                        log.warning("serving.record_failed", count=size, error=str(exc))
                         failed.extend(chunk)
-                    self._appending -= len(chunk)
+                    self._appending -= size
                     self._update_drained()
         finally:
             self._appending = 0
         if failed:
             self._buffer[:0] = failed
+            self._buffered += sum(_size(e) for e in failed)
             self._trim()
         self._healthy = not failed
         self._update_drained()
         return not failed
 
     def _by_stream(self, taken: Sequence[Envelope | _Served]) -> dict[str, list[Envelope]]:
+        """What was taken, as events by stream: envelopes to retry as they are, and each task's
+        new predictions in events of up to ROWS_PER_EVENT rows."""
         streams: dict[str, list[Envelope]] = defaultdict(list)
+        rows: dict[str, list[ServedPrediction]] = defaultdict(list)
         for item in taken:
-            envelope = item if isinstance(item, Envelope) else self._envelope(item)
-            streams[envelope.stream_id].append(envelope)
+            if isinstance(item, Envelope):
+                streams[item.stream_id].append(item)
+                continue
+            task, p, learned_through, recorded, served_at = item
+            rows[task].append(
+                ServedPrediction(
+                    prediction_id=p.prediction_id,
+                    model_version=p.model_version,
+                    entity_id=p.entity_id,
+                    features=p.features,
+                    probability=p.probability,
+                    label=p.label,
+                    online=p.online,
+                    recorded=recorded,
+                    learned_through=learned_through,
+                    role=p.role,
+                    served_at=served_at,
+                )
+            )
+        for task, served in rows.items():
+            stream = prediction_stream(task)
+            for start in range(0, len(served), ROWS_PER_EVENT):
+                chunk = served[start : start + ROWS_PER_EVENT]
+                streams[stream].append(
+                    new_event(
+                        PredictionServed(task=task, predictions=chunk),
+                        stream_id=stream,
+                        producer=self._producer,
+                        occurred_at=chunk[-1].served_at,
+                    )
+                )
         return streams
 
-    def _envelope(self, item: _Served) -> Envelope:
-        task, p, learned_through, recorded, occurred_at = item
-        payload = PredictionServed(
-            task=task,
-            prediction_id=p.prediction_id,
-            model_version=p.model_version,
-            entity_id=p.entity_id,
-            features=p.features,
-            probability=p.probability,
-            label=p.label,
-            online=p.online,
-            recorded=recorded,
-            learned_through=learned_through,
-            role=p.role,
-        )
-        return new_event(
-            payload,
-            stream_id=prediction_stream(task),
-            producer=self._producer,
-            event_id=served_event_id(p.prediction_id, p.role, p.model_version),
-            occurred_at=occurred_at,
-        )
+
+def _size(item: Envelope | _Served) -> int:
+    """Predictions in a buffered item: a request's row, or a built event's rows."""
+    return len(item.payload["predictions"]) if isinstance(item, Envelope) else 1
 
 
 class ObservationLog:

@@ -7,6 +7,7 @@ relay publishes them, keyed by task so that one task's events keep their order i
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -224,16 +225,17 @@ class ModelRolledBack(Payload):
     decided_by: str
 
 
-@event_type("PredictionServed", version=2)
-class PredictionServed(Payload):
-    """A prediction was returned to a caller: by which model version, for which input.
+class ServedPrediction(BaseModel):
+    """One prediction serving returned to a caller (or a shadow scored): by which model version,
+    for which input, when.
 
     `online` holds the online-feature values the model was given; `recorded` says the row was
     also recorded as an observation (log and wait; the observation's id is the prediction id);
     `learned_through` how far the model's online parts had learned since it was published.
     """
 
-    task: str
+    model_config = ConfigDict(extra="forbid")
+
     prediction_id: uuid.UUID
     model_version: int
     entity_id: str | None
@@ -245,6 +247,25 @@ class PredictionServed(Payload):
     # The data stream version through which the model had learned (see Served).
     learned_through: int | None = None
     role: str = "champion"  # "canary", or "shadow": scored beside the answer, never returned
+    served_at: datetime | None = None  # None: the event's occurred_at (v2 events)
+
+
+@event_type("PredictionServed", version=3)
+class PredictionServed(Payload):
+    """Predictions serving returned to callers (and shadows' scores of the same rows), recorded
+    together: one event holds what one task's recorder flushed, up to a few hundred rows.
+
+    (v2 held one prediction per event; storing, relaying and projecting each one as an event of
+    its own cost serving more CPU than answering it. A v2 event reads as a v3 event of one row.)
+    """
+
+    task: str
+    predictions: list[ServedPrediction] = Field(min_length=1)
+
+    @classmethod
+    def one(cls, task: str, **prediction: Any) -> PredictionServed:
+        """An event of a single prediction (`ServedPrediction`'s fields)."""
+        return cls(task=task, predictions=[ServedPrediction(**prediction)])
 
 
 @upcaster("PredictionServed", from_version=1)
@@ -258,6 +279,13 @@ def _prediction_v1(payload: dict[str, Any]) -> dict[str, Any]:
         "learned_through": None,
         "role": "champion",
     }
+
+
+@upcaster("PredictionServed", from_version=2)
+def _prediction_v2(payload: dict[str, Any]) -> dict[str, Any]:
+    """v2 held one prediction per event."""
+    row = {k: v for k, v in payload.items() if k != "task"}
+    return {"task": payload["task"], "predictions": [row]}
 
 
 @event_type("AuditCompleted")

@@ -216,8 +216,8 @@ def history(spec: TaskSpec, artifacts: Path) -> tuple[list[Envelope], dict[str, 
         decided_by="tests",
     )
     prediction_id = uuid.uuid4()
-    served = PredictionServed(
-        task=spec.name,
+    served = PredictionServed.one(
+        spec.name,
         prediction_id=prediction_id,
         model_version=1,
         entity_id="nsw",

@@ -320,8 +320,8 @@ async def _lineage_both_ways(
     X = np.array([feature_vector(spec, rows[0])])
     prediction_id = uuid.uuid4()
     await w.record(
-        PredictionServed(
-            task=task,
+        PredictionServed.one(
+            task,
             prediction_id=prediction_id,
             model_version=champion,
             entity_id="p1",
@@ -389,8 +389,8 @@ async def _live_audit(w: World, spec: TaskSpec) -> None:
     events = []
     for row, p in zip(batch, proba, strict=True):
         pid = uuid.uuid4()
-        payload = PredictionServed(
-            task=task,
+        payload = PredictionServed.one(
+            task,
             prediction_id=pid,
             model_version=state.champion,
             entity_id=None,

@@ -12,7 +12,7 @@ import pytest
 from services.serving.models import Prediction
 from services.serving.recorder import PredictionRecorder
 from shared.events.envelope import Envelope
-from shared.events.types import prediction_stream
+from shared.events.types import ServedPrediction, prediction_stream
 from shared.store.port import Appended
 from shared.store.sql import SqlEventStore
 from tests.support import TEST_PRODUCER
@@ -44,8 +44,10 @@ def predictions(n: int) -> list[Prediction]:
     ]
 
 
-async def stored(store: SqlEventStore) -> list[Envelope]:
-    return await store.read_stream(prediction_stream(TASK), limit=100_000)
+async def stored(store: SqlEventStore) -> list[ServedPrediction]:
+    """The predictions recorded, in the order stored."""
+    events = await store.read_stream(prediction_stream(TASK), limit=100_000)
+    return [p for e in events for p in e.data().predictions]
 
 
 async def test_requests_wait_while_the_store_is_behind_and_nothing_is_lost(
@@ -69,8 +71,8 @@ async def test_requests_wait_while_the_store_is_behind_and_nothing_is_lost(
         assert recorder.waiting < 50
     finally:
         await recorder.close()
-    events = await stored(store)
-    assert sorted(str(e.data().prediction_id) for e in events) == sorted(
+    rows = await stored(store)
+    assert sorted(str(p.prediction_id) for p in rows) == sorted(
         str(p.prediction_id) for p in served
     )
     assert recorder.recorded == 120 and recorder.dropped == 0
@@ -98,8 +100,6 @@ async def test_an_unreachable_store_never_blocks_requests_and_bounds_what_waits(
         gated.failing = False  # back: what waited is stored, once
     finally:
         await recorder.close()
-    events = await stored(store)
-    assert [str(e.data().prediction_id) for e in events] == [
-        str(p.prediction_id) for p in later[100:]
-    ]
+    rows = await stored(store)
+    assert [str(p.prediction_id) for p in rows] == [str(p.prediction_id) for p in later[100:]]
     assert recorder.waiting == 0

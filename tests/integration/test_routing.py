@@ -35,6 +35,7 @@ from shared.events.types import (
     FlagChanged,
     ModelPromoted,
     PredictionServed,
+    ServedPrediction,
     ShadowStarted,
     deployment_stream,
     governance_stream,
@@ -223,10 +224,10 @@ async def test_a_shadow_is_recorded_for_every_row_and_never_returned(
             assert {p["role"] for p in answered} == {"champion"}
             assert {p["model_version"] for p in answered} == {1}
 
-            async def recorded() -> list[PredictionServed] | None:
+            async def recorded() -> list[ServedPrediction] | None:
                 events = await w.store.read_stream(prediction_stream(w.task))
                 data = [e.data() for e in events]
-                served = [d for d in data if isinstance(d, PredictionServed)]
+                served = [p for d in data if isinstance(d, PredictionServed) for p in d.predictions]
                 return served if len(served) == 2 * len(answered) else None
 
             served = await eventually(recorded, timeout=10)

@@ -13,7 +13,7 @@ from shared.events.envelope import (
     new_event,
     upcaster,
 )
-from shared.events.types import ObservationRecorded
+from shared.events.types import ObservationRecorded, PredictionServed
 
 PRODUCER = Producer(service="tests", version="0")
 
@@ -67,3 +67,41 @@ def test_causation_carries_the_correlation_of_the_causing_event():
         ThermometerRead(celsius=2.0), stream_id="t", producer=PRODUCER, causation=cause
     )
     assert effect.causation_id == cause.event_id and effect.correlation_id == cause.event_id
+
+
+def test_stored_one_prediction_events_read_as_batches_of_one():
+    """PredictionServed v1 and v2 held one prediction per event; v3 holds a batch."""
+    pid = "0b5a6a52-4f0e-4c1b-9a57-3e7d0c0471e0"
+    v2 = {
+        "task": "elec",
+        "prediction_id": pid,
+        "model_version": 3,
+        "entity_id": "nsw",
+        "features": {"x": 1.0},
+        "probability": 0.8,
+        "label": 1,
+        "online": {"last_label": 1.0},
+        "recorded": True,
+        "learned_through": 41,
+        "role": "shadow",
+    }
+    v1 = {k: v2[k] for k in ("task", "prediction_id", "model_version", "entity_id")} | {
+        "features": {"x": 1.0},
+        "probability": 0.8,
+        "label": 1,
+    }
+    current = new_event(
+        PredictionServed.one("elec", **{k: v for k, v in v2.items() if k != "task"}),
+        stream_id="predictions-elec",
+        producer=PRODUCER,
+    )
+    for version, payload in ((2, v2), (1, v1)):
+        stored = current.model_copy(update={"schema_version": version, "payload": payload})
+        data = stored.data()
+        assert isinstance(data, PredictionServed) and data.task == "elec"
+        [row] = data.predictions
+        assert str(row.prediction_id) == pid and row.served_at is None
+        if version == 2:
+            assert row == current.data().predictions[0]
+        else:
+            assert (row.role, row.online, row.recorded) == ("champion", {}, False)
