@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from shared.events.envelope import (
@@ -58,6 +59,17 @@ def test_an_envelope_round_trips_through_json_with_its_typed_payload():
     )
     again = Envelope.from_json(event.to_json())
     assert again == event and again.data() == event.data()
+    stored = event.model_copy(
+        update={"position": 7, "stream_version": 2, "recorded_at": event.occurred_at}
+    )
+    stored = stored.model_copy(update={"correlation_id": event.event_id})
+    raw = orjson.loads(stored.to_json())
+    assert list(raw) == list(Envelope.model_fields)
+    assert Envelope.from_json(stored.to_json()) == stored
+    assert raw == orjson.loads(orjson.dumps(stored.model_dump(mode="json"))) | {
+        "occurred_at": raw["occurred_at"],
+        "recorded_at": raw["recorded_at"],
+    }
 
 
 def test_causation_carries_the_correlation_of_the_causing_event():
