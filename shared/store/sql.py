@@ -63,8 +63,11 @@ _set = object.__setattr__
 
 
 def _uuid(value: Any) -> uuid.UUID | None:
-    # SQLite stores a UUID as 32 hex digits; asyncpg gives a UUID.
-    return value if value is None or isinstance(value, uuid.UUID) else uuid.UUID(value)
+    # SQLite stores a UUID as 32 hex digits; asyncpg gives its own subclass of UUID, which orjson
+    # does not serialise (it takes the standard class only): made a standard one here.
+    if value is None or value.__class__ is uuid.UUID:
+        return value
+    return uuid.UUID(int=value.int) if isinstance(value, uuid.UUID) else uuid.UUID(value)
 
 
 def _when(value: Any) -> datetime:
