@@ -7,6 +7,7 @@ both (shared/ never imports a service).
     continuo demo               stream the electricity data through the running system
     continuo evaluate FILE.csv  try a stream with the learner, in process
     continuo replay [--watch]   republish the whole store to Kafka (e.g. after a broker restart)
+    continuo replay --models TASK   rebuild TASK's models from the store; check the stored bytes
     continuo keys ...           governance API keys: create --name N --role R | list | revoke ID
 
 Operating the running system through governance (CONTINUO_GOVERNANCE_URL, CONTINUO_API_KEY;
@@ -160,7 +161,16 @@ def _replay(argv: list[str]) -> int:
         "back where it was; Ctrl-C stops watching, not the republishing",
     )
     parser.add_argument("--timeout", type=float, default=600.0, help="longest --watch waits (s)")
+    parser.add_argument(
+        "--models",
+        metavar="TASK",
+        help="instead: rebuild TASK's models in this process from its stored data events (a bar "
+        "on a terminal) and check each has the bytes of the model the trainer stored; exit 1 if "
+        "one differs",
+    )
     args = parser.parse_args(argv)
+    if args.models:
+        return asyncio.run(_replay_models(args.models))
 
     async def reset() -> int:
         store = open_event_store(CommonSettings().store_url)
@@ -182,6 +192,54 @@ def _replay(argv: list[str]) -> int:
     except KeyboardInterrupt:
         print("stopped watching; the relays go on republishing")
         return 0
+
+
+async def _replay_models(task: str) -> int:
+    """Rebuild a task's models from the store (as the trainer would, without faults) and compare
+    each with the model the trainer stored under the same version, by content hash."""
+    import time
+
+    from continuo.progress import progress
+    from services.trainer.service import replay_models
+    from shared.artifacts import sha256
+    from shared.events.types import ModelTrained, data_stream, model_stream
+    from shared.registry import registered_tasks
+    from shared.store.sql import open_event_store
+
+    store = open_event_store(CommonSettings().store_url)
+    try:
+        if task not in await registered_tasks(store):
+            print(f"no task {task!r} in the store", file=sys.stderr)
+            return 2
+        last = await store.read_all(limit=1, streams=[data_stream(task)], descending=True)
+        total = (last[0].stream_version or 0) if last else 0
+        started = time.perf_counter()
+        with progress(f"replaying {task}", total, unit="events") as bar:
+            core, made = await replay_models(store, task, progress=bar.advance)
+        seconds = time.perf_counter() - started
+        stored = {
+            m.model_version: m.artifact_sha256
+            for m in (e.data() for e in await store.read_stream(model_stream(task)))
+            if isinstance(m, ModelTrained)
+        }
+    finally:
+        await store.close()
+    rebuilt = {c.model_version: sha256(c.model_bytes) for c in made}
+    differ = sorted(v for v in rebuilt.keys() & stored.keys() if rebuilt[v] != stored[v])
+    print(
+        f"{task}: {core.version:,} data events replayed in {seconds:.1f} s "
+        f"({core.version / max(seconds, 1e-9):,.0f} events/s); {len(rebuilt)} models rebuilt, "
+        f"{len(rebuilt.keys() & stored.keys()) - len(differ)} with the stored bytes"
+    )
+    if rebuilt.keys() - stored.keys():
+        print(
+            f"  not stored (yet) by the trainer: versions {sorted(rebuilt.keys() - stored.keys())}"
+        )
+    if stored.keys() - rebuilt.keys():
+        print(f"  stored but not rebuilt: versions {sorted(stored.keys() - rebuilt.keys())}")
+    if differ:
+        print(f"  different bytes: versions {differ}")
+    return 1 if differ or stored.keys() - rebuilt.keys() else 0
 
 
 async def _follow_relays(store: EventStore, was: dict[str, int], timeout: float) -> int:

@@ -3,10 +3,12 @@ give every event once in order, and a model rebuilt by replay has the bytes of t
 
 from __future__ import annotations
 
+import asyncio
 import random
 import uuid
 from pathlib import Path
 
+from continuo.cli import main
 from services.trainer.service import Trainer, replay_models
 from shared.artifacts import sha256
 from shared.events.envelope import Envelope, new_event
@@ -61,6 +63,11 @@ async def test_an_event_read_back_equals_the_one_appended_with_its_store_fields(
         assert read.occurred_at.utcoffset() is not None and read.recorded_at is not None
         assert read.recorded_at.utcoffset() is not None
         assert read.model_fields_set == set(Envelope.model_fields)
+        # The standard classes (asyncpg's own UUID class is not one orjson serialises).
+        assert {type(read.event_id), type(read.correlation_id), type(read.causation_id)} == {
+            uuid.UUID
+        }
+        assert Envelope.from_json(read.to_json()) == read
 
 
 async def test_pages_read_ahead_give_every_event_once_in_store_order(store: SqlEventStore):
@@ -128,9 +135,10 @@ def _data_events(rows: int) -> list[Envelope]:
     return events
 
 
-async def test_a_model_rebuilt_by_replay_has_the_same_bytes_as_the_one_built_live(
-    store_url: str, tmp_path: Path
-):
+async def _train_live(store_url: str, tmp_path: Path) -> tuple[Runtime, list[ModelTrained]]:
+    """A live trainer over the task's stored data events as Kafka delivers them: batches of
+    uneven sizes, one delivered twice, and a restart half way (the new trainer rebuilds the task
+    from the store, then takes the rest). Its runtime and the models it stored."""
     settings = CommonSettings(store_url=store_url, artifacts_dir=tmp_path / "artifacts")
     live = Runtime.build("trainer", settings)
     await register_tasks(live.store, [SPEC], TEST_PRODUCER)
@@ -138,8 +146,6 @@ async def test_a_model_rebuilt_by_replay_has_the_same_bytes_as_the_one_built_liv
     for start in range(0, len(events), 50):  # ingest's requests
         await live.store.append(events[start : start + 50])
     stored = await live.store.read_stream(data_stream(SPEC.name))
-    # Live: Kafka's batches of uneven sizes, one delivered twice, and a restart half way (the
-    # new trainer rebuilds the task from the store, then takes the rest).
     trainer, cuts = Trainer(live), [0, 13, 90, 91, 260, 500, 777, len(stored)]
     for n, (start, end) in enumerate(zip(cuts, cuts[1:], strict=False)):
         if n == 4:
@@ -147,17 +153,39 @@ async def test_a_model_rebuilt_by_replay_has_the_same_bytes_as_the_one_built_liv
         await trainer.handle(stored[start:end])
         if n == 2:
             await trainer.handle(stored[start:end])
-    made_live = [
+    made = [
         m
         for m in (e.data() for e in await live.store.read_stream(model_stream(SPEC.name)))
         if isinstance(m, ModelTrained)
     ]
-    assert len(made_live) >= 5
+    return live, made
 
+
+async def test_a_model_rebuilt_by_replay_has_the_same_bytes_as_the_one_built_live(
+    store_url: str, tmp_path: Path
+):
+    live, made_live = await _train_live(store_url, tmp_path)
+    assert len(made_live) >= 5
     core, replayed = await replay_models(live.store, SPEC.name)
-    assert core.version == len(stored)
+    assert core.version == len(await live.store.read_stream(data_stream(SPEC.name)))
     assert [c.model_version for c in replayed] == [m.model_version for m in made_live]
     for model, candidate in zip(made_live, replayed, strict=True):
         assert sha256(candidate.model_bytes) == model.artifact_sha256
         assert live.artifacts.get(model.artifact_sha256) == candidate.model_bytes
     await live.store.close()
+
+
+def test_continuo_replay_models_rebuilds_a_task_and_finds_the_stored_bytes(
+    sqlite_url: str, tmp_path: Path, monkeypatch, capsys
+):
+    async def train() -> int:
+        live, made = await _train_live(sqlite_url, tmp_path)
+        await live.store.close()
+        return len(made)
+
+    models = asyncio.run(train())
+    monkeypatch.setenv("CONTINUO_STORE_URL", sqlite_url)
+    assert main(["replay", "--models", SPEC.name]) == 0
+    out = capsys.readouterr().out
+    assert f"{models} models rebuilt, {models} with the stored bytes" in out
+    assert main(["replay", "--models", "no-such-task"]) == 2
