@@ -181,3 +181,59 @@ async def test_the_database_refuses_to_edit_or_delete_history(store: SqlEventSto
             async with engine.begin() as conn:
                 await conn.execute(text(statement))
     await engine.dispose()
+
+
+async def test_sqlite_appends_store_each_value_as_sqlalchemy_would(tmp_path):
+    """SQLite appends hand the driver each value through its column type's bind processor; the
+    stored rows must equal what SQLAlchemy's own INSERT stores for the same rows (UUIDs, times
+    with their microseconds, JSON text), or reads and other writers would disagree."""
+    import sqlite3
+
+    from sqlalchemy import create_engine, insert
+
+    from shared.store.migrate import upgrade_async
+    from shared.store.schema import events
+    from shared.store.sql import _json_dumps, open_event_store
+
+    ours, theirs = tmp_path / "ours.db", tmp_path / "theirs.db"
+    await upgrade_async(f"sqlite+aiosqlite:///{ours}")
+    await upgrade_async(f"sqlite+aiosqlite:///{theirs}")
+    store = open_event_store(f"sqlite+aiosqlite:///{ours}")
+    stream = _stream()
+    sent = [observation(stream_id=stream) for _ in range(3)]
+    sent[1] = sent[1].model_copy(update={"correlation_id": uuid.uuid4()})
+    await store.append(sent)
+    await store.close()
+    columns = [c.name for c in events.columns]
+    with sqlite3.connect(ours) as db:
+        stored = db.execute(f"SELECT {', '.join(columns)} FROM events ORDER BY position").fetchall()
+    # The same rows through SQLAlchemy's INSERT (recorded_at as our store stamped it).
+    rows = [dict(zip(columns, row, strict=True)) for row in stored]
+    engine = create_engine(f"sqlite:///{theirs}", json_serializer=_json_dumps)
+    with engine.begin() as conn:
+        conn.execute(
+            insert(events),
+            [
+                {
+                    **row,
+                    "event_id": e.event_id,
+                    "occurred_at": e.occurred_at,
+                    "recorded_at": _sqlite_time(row["recorded_at"]),
+                    "correlation_id": e.correlation_id,
+                    "payload": e.payload,
+                }
+                for row, e in zip(rows, sent, strict=True)
+            ],
+        )
+    engine.dispose()
+    with sqlite3.connect(theirs) as db:
+        expected = db.execute(
+            f"SELECT {', '.join(columns)} FROM events ORDER BY position"
+        ).fetchall()
+    assert stored == expected
+
+
+def _sqlite_time(text: str):
+    from datetime import UTC, datetime
+
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
