@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -93,7 +93,11 @@ class Stack:
                 env[f"{service.upper()}_PORT"] = str(self.ports[service])
         return env
 
-    async def start(self, *, ready_timeout: float = 90.0) -> None:
+    async def start(
+        self, *, ready_timeout: float = 90.0, services: Sequence[str] = SERVICES
+    ) -> None:
+        """Start the broker (unless `bootstrap` names one) and `services` (default: all four;
+        a benchmark of one service starts it alone)."""
         (self.workdir / "logs").mkdir(parents=True, exist_ok=True)
         if self.bootstrap is None:
             # Held before it answers: stopped if it never does, or if start-up is cancelled now
@@ -107,10 +111,10 @@ class Stack:
             self.bootstrap = self.broker.bootstrap
         await upgrade_async(self.store_url)
         self.ports = {name: self.ports.get(name) or free_port() for name in SERVICES}
-        for name in SERVICES:
+        for name in services:
             self._spawn(name, name, self._replica_environment(name))
         try:
-            await asyncio.gather(*(self._ready(n, ready_timeout) for n in SERVICES))
+            await asyncio.gather(*(self._ready(n, ready_timeout) for n in services))
         except BaseException:
             self.stop()
             raise
