@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 from aiokafka import AIOKafkaProducer
+from aiokafka.partitioner import DefaultPartitioner
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -57,8 +58,9 @@ def records(n: int) -> list[dict[str, Any]]:
     return [{"entity_id": e, "features": f} for f, e in zip(features, entities, strict=True)]
 
 
-async def raw_producer(bootstrap: str, events: int) -> float:
-    """Records per second one aiokafka producer gets acknowledged (acks=all)."""
+async def raw_producer(bootstrap: str, events: int, *, batched: bool = False) -> float:
+    """Records per second one aiokafka producer gets acknowledged (acks=all): record by record
+    (`send`), or `batched` (`create_batch`/`send_batch`, each batch to the key's partition)."""
     row = records(1)[0]
     envelope = new_event(
         ObservationRecorded(
@@ -76,10 +78,21 @@ async def raw_producer(bootstrap: str, events: int) -> float:
         await producer.send_and_wait(topic, value, key=key)  # connected and warm
         started = time.perf_counter()
         pending = []
-        for start in range(0, events, 1000):
-            pending += [
-                await producer.send(topic, value, key=key) for _ in range(min(1000, events - start))
-            ]
+        if not batched:
+            for start in range(0, events, 1000):
+                pending += [
+                    await producer.send(topic, value, key=key)
+                    for _ in range(min(1000, events - start))
+                ]
+        else:  # the producer's batch API: one call per batch of records for a partition
+            partition = DefaultPartitioner()(key, sorted(await producer.partitions_for(topic)), [])
+            sent = 0
+            while sent < events:
+                batch = producer.create_batch()
+                while sent < events and batch.append(key=key, value=value, timestamp=None):
+                    sent += 1
+                batch.close()
+                pending.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*pending)
         return events / (time.perf_counter() - started)
     finally:

@@ -16,6 +16,7 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
 from shared.events.envelope import Envelope, UnknownEventType
@@ -89,6 +90,8 @@ class KafkaPublisher:
             "max_request_size": 8 << 20,
         }
         self._producer: AIOKafkaProducer | None = None
+        # The producer's default: murmur2 of the key, as Kafka's Java client partitions.
+        self._partitioner = DefaultPartitioner()
 
     async def start(self) -> None:
         if self._producer is None:
@@ -100,14 +103,41 @@ class KafkaPublisher:
             await self._producer.stop()
 
     async def publish(self, records: Sequence[OutgoingRecord]) -> None:
+        """Send the records in batches, one per partition (and more while one fills up), each
+        to the partition the producer's own partitioner picks for its key, in order; return
+        when the broker acknowledged all. (`send` record by record cost the relays twice as
+        much CPU as the store read and the serialising together.)"""
         if self._producer is None:
             raise RuntimeError("KafkaPublisher.publish before start()")
         producer = self._producer
-        futures = [
-            await producer.send(r.topic, r.value, key=r.key, headers=list(r.headers))
-            for r in records
-        ]
+        partitions: dict[str, list[int]] = {}
+        by_partition: dict[tuple[str, int], list[OutgoingRecord]] = {}
+        for record in records:
+            if record.topic not in partitions:
+                partitions[record.topic] = sorted(await producer.partitions_for(record.topic))
+            known = partitions[record.topic]
+            partition = self._partitioner(record.key, known, known)
+            by_partition.setdefault((record.topic, partition), []).append(record)
+        futures = []
+        for (topic, partition), batch_records in by_partition.items():
+            batch = producer.create_batch()
+            for record in batch_records:
+                if not _add(batch, record):  # full: send it, and start the next
+                    batch.close()
+                    futures.append(await producer.send_batch(batch, topic, partition=partition))
+                    batch = producer.create_batch()
+                    if not _add(batch, record):
+                        raise ValueError(f"a record of {len(record.value)} bytes fits no batch")
+            batch.close()
+            futures.append(await producer.send_batch(batch, topic, partition=partition))
         await asyncio.gather(*futures)
+
+
+def _add(batch: Any, record: OutgoingRecord) -> bool:
+    appended = batch.append(
+        key=record.key, value=record.value, timestamp=None, headers=list(record.headers)
+    )
+    return appended is not None
 
 
 # The broker-epoch marker must outlive any retention: were it deleted, every relay would take the

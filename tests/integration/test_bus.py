@@ -6,7 +6,7 @@ import uuid
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from shared.bus import EnvelopeConsumer, KafkaPublisher, ensure_topics
+from shared.bus import EnvelopeConsumer, KafkaPublisher, OutgoingRecord, ensure_topics
 from shared.events.types import TOPIC_DEAD_LETTER
 from tests.support import eventually, observation
 
@@ -48,3 +48,45 @@ async def test_an_undecodable_record_is_dead_lettered_with_the_reason_and_the_re
     headers = dict(found[0].headers)
     assert headers["source_topic"] == topic.encode()
     assert b"not a valid envelope" in headers["reason"]
+
+
+async def test_published_batches_keep_each_keys_partition_and_order(kafka: str):
+    """The publisher sends batches per partition; each key lands where the producer's own
+    `send` puts it (Kafka's murmur2 partitioning), in the order given, headers intact."""
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka, [topic], partitions=3)
+    keys = [f"task-{i}".encode() for i in range(6)]
+    records = [
+        OutgoingRecord(topic, keys[i % 6], f"{i}".encode() * 200, (("n", str(i).encode()),))
+        for i in range(3000)  # past one batch of 1 MB per partition
+    ]
+    publisher = KafkaPublisher(kafka)
+    await publisher.start()
+    await publisher.publish(records)
+    await publisher.stop()
+
+    plain = AIOKafkaProducer(bootstrap_servers=kafka)
+    await plain.start()
+    expected = {
+        key: (await plain.send_and_wait(topic, b"probe", key=key)).partition for key in keys
+    }
+    await plain.stop()
+
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=kafka, auto_offset_reset="earliest")
+    await consumer.start()
+    got: list = []
+
+    async def all_read() -> bool:
+        for batch in (await consumer.getmany(timeout_ms=200)).values():
+            got.extend(r for r in batch if r.value != b"probe")
+        return len(got) >= len(records)
+
+    await eventually(all_read, timeout=30)
+    await consumer.stop()
+    assert len(got) == len(records)
+    assert len(set(expected.values())) > 1  # the keys spread over partitions
+    for key in keys:
+        mine = [r for r in got if r.key == key]
+        assert {r.partition for r in mine} == {expected[key]}
+        numbers = [int(dict(r.headers)["n"]) for r in sorted(mine, key=lambda r: r.offset)]
+        assert numbers == [i for i in range(3000) if i % 6 == keys.index(key)]
