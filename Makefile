@@ -56,6 +56,8 @@ bench: $(STAMP)
 	$(PY) bench/served.py
 	$(PY) bench/canary.py
 	$(PY) bench/serving.py  # needs wrk (apt-get install wrk)
+	$(PY) bench/throughput.py
+	$(PY) bench/replay.py
 	$(PY) bench/recovery.py
 	$(PY) bench/chaos.py
 	$(PY) bench/soak.py
