@@ -145,6 +145,8 @@ class Stack:
         env = {**self.environment(), f"{service.upper()}_PORT": str(self.ports[name])}
         # A trainer worker's static group id: a restarted one takes its partitions back at once.
         env.setdefault("TRAINER_GROUP_INSTANCE_ID", name)
+        if name != service and service == "trainer":  # each Faust worker its own data directory
+            env["TRAINER_DATADIR"] = str(self.workdir / name)
         return env
 
     async def restart_broker(self) -> None:

@@ -122,6 +122,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
             tasks=t.status() if t else {},
             models_emitted=t.models_emitted if t else 0,
             dead_letters=state.get("dead_letters", 0),
+            data_partitions=_data_partitions(app),
         )
         return web.json(answer.model_dump(mode="json"))
 
@@ -137,3 +138,12 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
         return web.json(document())
 
     return app
+
+
+def _data_partitions(app: Any) -> list[int]:
+    """The data topic's partitions this worker is assigned now (its share of the tasks)."""
+    try:
+        assigned = app.consumer.assignment()
+    except Exception:  # noqa: BLE001 - no consumer yet (starting) or none any more (stopping)
+        return []
+    return sorted(tp.partition for tp in assigned if tp.topic == TOPIC_DATA)

@@ -33,6 +33,11 @@ class Status(BaseModel):
     )
     models_emitted: int = Field(description="model versions published since the worker started")
     dead_letters: int = Field(description="records sent to the dead-letter topic since it started")
+    data_partitions: list[int] = Field(
+        default_factory=list,
+        description="the partitions of the data topic this worker is assigned now: its tasks are "
+        "those whose key (the task name) the producer's partitioner puts there",
+    )
 
 
 def _page() -> None:  # pragma: no cover - only its signature is read
