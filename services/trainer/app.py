@@ -43,7 +43,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
         store="memory://",
         broker_rebalance_timeout=settings.rebalance_timeout,
         broker_session_timeout=settings.session_timeout,
-        broker_heartbeat_interval=3.0,
+        broker_heartbeat_interval=min(3.0, settings.session_timeout / 3),
         datadir=str(settings.datadir),
     )
     # Read by services.trainer.faust_transport when it creates the consumer.
