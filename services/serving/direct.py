@@ -20,7 +20,7 @@ OpenAPI still documents the route from `routes.py`, which serves what this lane 
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import orjson
@@ -126,13 +126,13 @@ def _replay(
 
 
 async def _send_json(
-    send: Send, status: int, content: Any, headers: dict[str, str] | None = None
+    send: Send, status: int, content: Any, headers: Mapping[str, str] | None = None
 ) -> None:
     await _send(send, status, orjson.dumps(content), headers)
 
 
 async def _send(
-    send: Send, status: int, body: bytes, headers: dict[str, str] | None = None
+    send: Send, status: int, body: bytes, headers: Mapping[str, str] | None = None
 ) -> None:
     raw = [(b"content-type", _JSON), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
