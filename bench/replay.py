@@ -404,7 +404,7 @@ def report(results: list[dict[str, Any]], rows: int, load: tuple[float, float]) 
         "What bounds each row (py-spy, this run's code): the store reads decode every row into an "
         "envelope in Python (UUIDs, timestamps, the payload's JSON; no validation), about "
         "20 us an event on one core, against the driver's 5-10 us; the relays serialise each "
-        "envelope and hand aiokafka one record at a time, then wait for the broker's acks "
+        "envelope and hand aiokafka a batch per partition, then wait for the broker's acks "
         "(`shared/relay.py`, `shared/bus.py`); the rebuild validates each PredictionServed "
         "payload and inserts its rows into governance's tables; the trainer's replay is its "
         "learner (LightGBM and the online models: half its time), which must make the same "
