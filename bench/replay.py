@@ -40,7 +40,6 @@ from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from sqlalchemy import func, select
@@ -74,6 +73,7 @@ from shared.store.migrate import upgrade_async  # noqa: E402
 from shared.store.pages import PAGE, position_pages, stream_pages  # noqa: E402
 from shared.store.port import EventStore  # noqa: E402
 from shared.store.sql import open_event_store  # noqa: E402
+from tests.support import create_pg_database_async, drop_pg_database_async  # noqa: E402
 
 SECTION = "Replay (bench/replay.py)"
 PG_ADMIN = os.environ.get("CONTINUO_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -126,19 +126,6 @@ async def fill(store: EventStore, rows: int) -> int:
             bar.advance(len(observed))
     print(f"  stored {stored:,} events in {time.perf_counter() - started:.0f} s", flush=True)
     return stored
-
-
-async def pg_database(name: str, *, drop: bool = False) -> str:
-    """Create (or drop) a database beside the admin one; return its SQLAlchemy URL."""
-    conn = await asyncpg.connect(PG_ADMIN)
-    try:
-        if drop:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        else:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return urlunsplit(("postgresql+asyncpg", urlsplit(PG_ADMIN).netloc, f"/{name}", "", ""))
 
 
 def _dsn(url: str) -> str:
@@ -291,7 +278,7 @@ async def measure(
         gov_url = f"sqlite+aiosqlite:///{workdir / 'governance.db'}"
     else:
         names = [f"continuo_bench_{uuid.uuid4().hex[:8]}" for _ in range(2)]
-        url, gov_url = [await pg_database(n) for n in names]
+        url, gov_url = [await create_pg_database_async(PG_ADMIN, n) for n in names]
     try:
         await upgrade_async(url)
         await upgrade_async(gov_url, MIGRATIONS, "gov_alembic_version")
@@ -357,7 +344,7 @@ async def measure(
         return out
     finally:
         for name in names:
-            await pg_database(name, drop=True)
+            await drop_pg_database_async(PG_ADMIN, name)
 
 
 ROWS = (

@@ -30,14 +30,23 @@ async def _admin(admin_url: str, sql: str) -> None:
         await conn.close()
 
 
-def create_pg_database(admin_url: str, name: str) -> str:
-    """Create an empty database; return its SQLAlchemy asyncpg URL."""
-    asyncio.run(_admin(admin_url, f'CREATE DATABASE "{name}"'))
+async def create_pg_database_async(admin_url: str, name: str) -> str:
+    """Create an empty database beside the admin one; return its SQLAlchemy asyncpg URL."""
+    await _admin(admin_url, f'CREATE DATABASE "{name}"')
     return _with_database(admin_url, name, "postgresql+asyncpg")
 
 
+async def drop_pg_database_async(admin_url: str, name: str) -> None:
+    await _admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def create_pg_database(admin_url: str, name: str) -> str:
+    """`create_pg_database_async`, outside an event loop."""
+    return asyncio.run(create_pg_database_async(admin_url, name))
+
+
 def drop_pg_database(admin_url: str, name: str) -> None:
-    asyncio.run(_admin(admin_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(drop_pg_database_async(admin_url, name))
 
 
 async def eventually(
