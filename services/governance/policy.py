@@ -67,8 +67,8 @@ def metric_check(
     (`champion_version` in the candidate's metrics is the current champion; the same inputs,
     online features included; rows labelled after the champion was known, so it learned none of
     them), that like-for-like comparison decides, and a candidate no better than always answering
-    the majority class on those rows is refused; otherwise each model's own recent metric at its
-    training time.
+    the majority class on those rows is refused unless the champion did no better; otherwise
+    each model's own recent metric at its training time.
     """
     if champion is None:
         return True, "first model of the task"
@@ -76,7 +76,13 @@ def metric_check(
         mine, best = candidate["window_accuracy"], candidate["champion_window_accuracy"]
         rows = int(candidate.get("window_n", 0))
         majority = candidate.get("window_majority_accuracy")
-        if majority is not None and mine <= majority and rows >= 30:
+        # A candidate no better than a constant never replaces a champion that is better than
+        # one. Where the champion did no better either (a task's first models, before either
+        # has learned enough), the candidate, at least as good, replaces it: refusing it would
+        # keep callers on the worse of two such models. Where the policy asks for an audit, the
+        # audit still judges it.
+        constant = majority is not None and mine <= majority and rows >= 30
+        if constant and (best > majority or mine < best):
             return False, (
                 f"accuracy {mine:.4f} <= {majority:.4f}, what always answering the majority "
                 f"class scores on the same {rows} rows: no better than a constant"

@@ -189,12 +189,32 @@ def test_a_candidate_no_better_than_the_majority_class_on_the_same_rows_is_refus
         "champion_version": 3.0,
         "window_n": 500.0,
         "window_accuracy": 0.61,
+        "champion_window_accuracy": 0.64,
+        "window_majority_accuracy": 0.62,
+    }
+    # Within the tolerance of the champion, but no better than a constant: refused.
+    ok, reason = metric_check(PromotionPolicy(tolerance=0.05), candidate, {}, 3)
+    assert not ok
+    assert reason.startswith("accuracy 0.6100 <= 0.6200, what always answering the majority")
+
+
+def test_where_the_champion_is_no_better_than_a_constant_a_candidate_at_least_as_good_replaces_it():
+    # A task's first models: refusing the candidate would keep callers on the worse one.
+    from services.governance.policy import metric_check
+    from shared.tasks import PromotionPolicy
+
+    candidate = {
+        "champion_version": 3.0,
+        "window_n": 500.0,
+        "window_accuracy": 0.61,
         "champion_window_accuracy": 0.55,
         "window_majority_accuracy": 0.62,
     }
-    ok, reason = metric_check(PromotionPolicy(), candidate, {"recent_accuracy": 0.5}, 3)
-    assert not ok
-    assert reason.startswith("accuracy 0.6100 <= 0.6200, what always answering the majority")
+    ok, reason = metric_check(PromotionPolicy(), candidate, {}, 3)
+    assert ok and reason == "accuracy 0.6100 >= champion 0.5500 on the same 500 rows"
+    worse = {**candidate, "window_accuracy": 0.54}
+    ok, reason = metric_check(PromotionPolicy(tolerance=0.05), worse, {}, 3)
+    assert not ok and "no better than a constant" in reason
 
 
 def test_an_explanation_adds_what_the_model_learned_online_since_it_was_published():
