@@ -72,8 +72,12 @@ class Blend:
         self.bias = bias
 
     def logits(self, raws: np.ndarray) -> np.ndarray:
-        """Logits for rows whose member scores are `raws` (n, n_members), with no learning."""
-        z = clip_raws(raws) @ np.asarray(self.w) + self.bias
+        """Logits for rows whose member scores are `raws` (n, n_members), with no learning.
+
+        Only the blend's own members enter the sum: a published model holds only those, and
+        the same terms in the same order give the same bits."""
+        members = list(self.spec.members)
+        z = clip_raws(np.asarray(raws)[:, members]) @ np.asarray(self.w)[members] + self.bias
         return z.clip(-LOGIT_CLIP, LOGIT_CLIP)
 
     def step(self, zs: Sequence[float], y: int) -> float:

@@ -48,7 +48,7 @@ FIRST_PUBLISH = 50
 ARMS_EVERY = 50
 # Labelled served rows per ServedScored window (served accuracy over time, per model version).
 SERVED_WINDOW = 200
-# After a drift the learner acted on, a learner started afresh learns the rows that follow; after
+# After a rise in error (a drift), a learner started afresh learns the rows that follow; after
 # this many it is published as a challenger (governance runs it as a live shadow). Not before the
 # task has this many labelled rows: early alarms are the learner finding its feet.
 CHALLENGER_ROWS = 250
@@ -529,7 +529,7 @@ class TaskTraining:
     def _record(self, report: Any, out: Output) -> None:
         task = self.spec.name
         for drift in getattr(report, "drifts", ()):
-            if drift.evidence.get("action", "none") != "none":
+            if drift.evidence.get("rise"):  # a rising error: a fresh learner challenges
                 self._start_challenger(drift.at_labelled)
             fact = DriftDetected(
                 task=task,

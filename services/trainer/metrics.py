@@ -25,7 +25,11 @@ class PrequentialMetrics:
         y = np.asarray(y, dtype=int)
         correct = ((p >= 0.5).astype(int) == y).astype(np.uint8)
         self._correct += int(correct.sum())
-        self._log_loss_sum += float(-np.sum(np.where(y == 1, np.log(p), np.log1p(-p))))
+        # Added row by row, in stream order: the sum does not depend on how rows come in chunks.
+        total = self._log_loss_sum
+        for loss in (-np.where(y == 1, np.log(p), np.log1p(-p))).tolist():
+            total += loss
+        self._log_loss_sum = total
         self._push_recent(correct)
         self.n += len(y)
         return 1 - correct

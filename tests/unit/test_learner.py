@@ -74,11 +74,15 @@ def test_the_linear_member_learns_an_oblique_boundary_the_trees_only_approximate
     rng = np.random.default_rng(12)
     X = rng.random((6000, 2))
     y = (X[:, 0] + X[:, 1] > 1.0).astype(int)
-    with_linear = OnlineLearner(2)
-    with_linear.test_then_train(X, y)
-    trees_only = OnlineLearner(2, params={"linear": False})
-    trees_only.test_then_train(X, y)
-    assert with_linear.metrics["accuracy"] > trees_only.metrics["accuracy"] + 0.01
+    right = {}
+    for name, params in (("with_linear", {}), ("trees_only", {"linear": False})):
+        learner = OnlineLearner(2, params=params)
+        learner.test_then_train(X[:3000], y[:3000])
+        later = learner.test_then_train(X[3000:], y[3000:]).proba
+        right[name] = ((later >= 0.5) == (y[3000:] == 1)).mean()
+    # Once both have learned the boundary, the trees' staircase still misses rows along it:
+    # the linear members take a third of those errors away at least (measured: 0.77% vs 1.3%).
+    assert 1 - right["with_linear"] < (2 / 3) * (1 - right["trees_only"]), right
 
 
 def test_test_then_train_reports_the_prediction_each_row_was_scored_on() -> None:
@@ -135,7 +139,7 @@ def test_an_abrupt_concept_flip_is_detected_and_the_trees_are_retrained() -> Non
     # Without the linear members only the trees learn the flip: the error rises until the
     # detectors fire and the windows are cut.
     X, y = threshold_stream(4000, seed=7, flip_at=2000)
-    learner = OnlineLearner(3, params={**FAST, "linear": False})
+    learner = OnlineLearner(3, params={**FAST, "linear": False, "drift_response": True})
     before = learner.test_then_train(X[:2000], y[:2000])
     updates_before = learner.n_updates
     after = learner.test_then_train(X[2000:], y[2000:])
