@@ -81,8 +81,9 @@ def metric_check(
         # has learned enough), the candidate, at least as good, replaces it: refusing it would
         # keep callers on the worse of two such models. Where the policy asks for an audit, the
         # audit still judges it.
-        constant = majority is not None and mine <= majority and rows >= 30
-        if constant and (best > majority or mine < best):
+        if majority is not None and mine <= majority and rows >= 30 and (
+            best > majority or mine < best
+        ):
             return False, (
                 f"accuracy {mine:.4f} <= {majority:.4f}, what always answering the majority "
                 f"class scores on the same {rows} rows: no better than a constant"
