@@ -81,8 +81,11 @@ def metric_check(
         # has learned enough), the candidate, at least as good, replaces it: refusing it would
         # keep callers on the worse of two such models. Where the policy asks for an audit, the
         # audit still judges it.
-        if majority is not None and mine <= majority and rows >= 30 and (
-            best > majority or mine < best
+        if (
+            majority is not None
+            and mine <= majority
+            and rows >= 30
+            and (best > majority or mine < best)
         ):
             return False, (
                 f"accuracy {mine:.4f} <= {majority:.4f}, what always answering the majority "
