@@ -12,7 +12,8 @@ The stream arrives in requests of `batch` rows. For each request, in order:
 3. the labels of the request `label_delay` requests back are posted (0: this request's own).
 
 Each model the trainer core publishes is decoded with the model codec and serves from the next
-request on. This is the running system's semantics (`shared.features` for online features,
+request on; version 1 (the learner as it starts) is published before the first request, as the
+trainer publishes it when it starts the task. This is the running system's semantics (`shared.features` for online features,
 `services.trainer.core` for learning and publishing, `shared.model_codec` for serving) without its
 latency: in the system a model needs about a second to reach serving, and serving sees a label
 only once it has come through Kafka (unless the caller passes `after_position`).
@@ -35,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.governance.policy import metric_check
-from services.trainer.core import Learner, TaskTraining
+from services.trainer.core import Learner, Output, TaskTraining
 from services.trainer.learner import OnlineLearner
 from shared.features import DataEvent, OnlineFold, model_inputs
 from shared.online_models import LearnedRow, LiveModel, RecentRows
@@ -161,7 +162,10 @@ def simulate(
         recent.add(learned)
         if champion is not None:
             champion.learn(learned)  # serving's model goes on learning, as the trainer's does
-        out = core.apply(events)
+        publish(core.apply(events))
+
+    def publish(out: Output) -> None:
+        nonlocal champion, champion_metrics, models, promoted, switches
         for _, fact in out.facts:
             if fact.type_name == "DriftDetected":
                 drifts.append(fact.at_labelled)  # type: ignore[union-attr]
@@ -178,6 +182,7 @@ def simulate(
                 core.set_champion(candidate.model_version, LiveModel(candidate.model_bytes))
                 promoted += 1
 
+    publish(core.start())  # version 1, as the trainer publishes it when it starts the task
     for request, due in requests(n, timing):
         batch = [(rows.entities[i], rows.features[i]) for i in request]
         online = serving.preview(batch)
