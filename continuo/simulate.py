@@ -13,9 +13,9 @@ The stream arrives in requests of `batch` rows. For each request, in order:
 
 Each model the trainer core publishes is decoded with the model codec and serves from the next
 request on; version 1 (the learner as it starts) is published before the first request, as the
-trainer publishes it when it starts the task. This is the running system's semantics (`shared.features` for online features,
-`services.trainer.core` for learning and publishing, `shared.model_codec` for serving) without its
-latency: in the system a model needs about a second to reach serving, and serving sees a label
+trainer publishes it when it starts the task. This is the running system's semantics
+(`shared.features` for online features, `services.trainer.core` for learning and publishing,
+`shared.model_codec` for serving) without its latency: in the system a model needs about a second to reach serving, and serving sees a label
 only once it has come through Kafka (unless the caller passes `after_position`).
 
 Baselines (River models, a frozen batch model) answer each row from the same inputs when serving
