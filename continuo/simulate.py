@@ -15,8 +15,9 @@ Each model the trainer core publishes is decoded with the model codec and serves
 request on; version 1 (the learner as it starts) is published before the first request, as the
 trainer publishes it when it starts the task. This is the running system's semantics
 (`shared.features` for online features, `services.trainer.core` for learning and publishing,
-`shared.model_codec` for serving) without its latency: in the system a model needs about a second to reach serving, and serving sees a label
-only once it has come through Kafka (unless the caller passes `after_position`).
+`shared.model_codec` for serving) without its latency: in the system a model needs about a
+second to reach serving, and serving sees a label only once it has come through Kafka (unless
+the caller passes `after_position`).
 
 Baselines (River models, a frozen batch model) answer each row from the same inputs when serving
 does, and learn each row's label when it is posted, with the inputs it was answered with. A row
