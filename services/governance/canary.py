@@ -124,6 +124,13 @@ def canary_analysis(
     return _verdict(p, effect, min(champion.n, canary.n), seconds, policy, evidence)
 
 
+def own_traffic_cannot_judge(n_champion: int, n_canary: int, policy: CanaryPolicy) -> bool:
+    """The champion answered under a tenth as many labelled rows as the canary, which has
+    enough to decide: a two-sample test would wait for the champion's side (with one entity,
+    forever) while the canary answers everyone."""
+    return n_canary >= policy.min_labels and 10 * n_champion < n_canary
+
+
 def shadow_analysis(
     paired: Paired, policy: CanaryPolicy, *, previous_p: float = 1.0, seconds: float = 0.0
 ) -> Analysis:

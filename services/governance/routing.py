@@ -28,6 +28,7 @@ from services.governance.canary import (
     Verdict,
     canary_analysis,
     guardrails,
+    own_traffic_cannot_judge,
     shadow_analysis,
 )
 from services.governance.errors import Conflict, Invalid
@@ -378,13 +379,32 @@ class RoutingDecisions:
         key = (task, "canary", version)
         started = await self._started_at(task, state.canary.since)
         champion_served, canary_served = await self._arms_served(task, state)
-        analysis = canary_analysis(
-            _operations(Arm(theirs["n"], theirs["correct"], theirs["log_loss"]), champion_served),
-            _operations(Arm(mine["n"], mine["correct"], mine["log_loss"]), canary_served),
-            policy,
-            previous_p=self._p.get(key, 1.0),
-            seconds=time.time() - started,
-        )
+        paired = scored.canary.get("paired")
+        if paired and own_traffic_cannot_judge(theirs["n"], mine["n"], policy):
+            # Nearly all traffic went to the canary (few entities, sticky by entity): judged on
+            # its own rows against the champion as the trainer ran it on them. Its own p-value:
+            # the two tests' running minimums are not mixed.
+            key = (task, "canary-paired", version)
+            analysis = shadow_analysis(
+                _paired(paired),
+                policy,
+                previous_p=self._p.get(key, 1.0),
+                seconds=time.time() - started,
+            )
+            analysis.reasons.append(
+                f"judged on the canary's own {paired['n']} labelled rows, paired with the "
+                f"champion's answers to them: the champion answered {theirs['n']} rows itself"
+            )
+        else:
+            analysis = canary_analysis(
+                _operations(
+                    Arm(theirs["n"], theirs["correct"], theirs["log_loss"]), champion_served
+                ),
+                _operations(Arm(mine["n"], mine["correct"], mine["log_loss"]), canary_served),
+                policy,
+                previous_p=self._p.get(key, 1.0),
+                seconds=time.time() - started,
+            )
         self._p[key] = analysis.p_value
         if analysis.verdict is Verdict.CONTINUE:
             return []
@@ -423,17 +443,7 @@ class RoutingDecisions:
         policy: Any,
     ) -> list[Payload]:
         key = (task, "shadow", version)
-        analysis = shadow_analysis(
-            Paired(
-                shadow["n"],
-                shadow["challenger_only"],
-                shadow["champion_only"],
-                shadow["challenger_log_loss"],
-                shadow["champion_log_loss"],
-            ),
-            policy,
-            previous_p=self._p.get(key, 1.0),
-        )
+        analysis = shadow_analysis(_paired(shadow), policy, previous_p=self._p.get(key, 1.0))
         self._p[key] = analysis.p_value
         if analysis.verdict is Verdict.CONTINUE:
             return []
@@ -553,3 +563,13 @@ def _decision(event: Envelope) -> dict[str, Any]:
         "position": event.position,
         **event.payload,
     }
+
+
+def _paired(counts: dict[str, Any]) -> Paired:
+    return Paired(
+        counts["n"],
+        counts["challenger_only"],
+        counts["champion_only"],
+        counts["challenger_log_loss"],
+        counts["champion_log_loss"],
+    )

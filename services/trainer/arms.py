@@ -5,7 +5,10 @@ records which model answered each row, in which role) against the rows the champ
 since the canary started, whichever champion version answered them. A shadow is measured on the
 same rows as the champion (paired): the trainer runs each shadow as serving does (a `LiveModel`,
 learning the labels after it), predicts each row when it arrives, and counts the rows only the
-shadow got right and only the champion did.
+shadow got right and only the champion did. The canary's own rows are paired too, against the
+champion as the trainer runs it on them: when the canary takes (nearly) all of a task's traffic
+(few entities, sticky by entity), the champion's own traffic cannot judge it, and governance
+judges it on those pairs instead.
 """
 
 from __future__ import annotations
@@ -57,6 +60,15 @@ class _Paired:
     challenger_log_loss: float = 0.0
     champion_log_loss: float = 0.0
 
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "n": self.n,
+            "challenger_only": self.challenger_only,
+            "champion_only": self.champion_only,
+            "challenger_log_loss": round(self.challenger_log_loss, 6),
+            "champion_log_loss": round(self.champion_log_loss, 6),
+        }
+
     def add(self, challenger: float, champion: float, y: int) -> None:
         mine, theirs = (challenger >= 0.5) == (y == 1), (champion >= 0.5) == (y == 1)
         self.n += 1
@@ -89,6 +101,8 @@ class Arms:
     shadows: dict[int, LiveScorer] = field(default_factory=dict)
     _canary: _ArmCounts = field(default_factory=_ArmCounts)
     _canary_champion: _ArmCounts = field(default_factory=_ArmCounts)
+    # The canary's rows, against the champion as the trainer runs it on the same rows.
+    _canary_paired: _Paired = field(default_factory=_Paired)
     _paired: dict[int, _Paired] = field(default_factory=dict)
 
     @property
@@ -107,6 +121,7 @@ class Arms:
         comparison that restarted with each would never gather enough labels to decide)."""
         if canary_version != self.canary_version:
             self._canary, self._canary_champion = _ArmCounts(), _ArmCounts()
+            self._canary_paired = _Paired()
         self.champion_version, self.canary_version = champion_version, canary_version
         self.shadows = {v: s for v, s in self.shadows.items() if v in shadows}
         for version, scorer in shadows.items():
@@ -137,6 +152,8 @@ class Arms:
                 continue
             if row.served_role == "canary" and row.served_version == self.canary_version:
                 self._canary.add(row.served, row.y)
+                if row.champion is not None:
+                    self._canary_paired.add(row.served, row.champion, row.y)
             elif self.canary_version is not None and row.served_role == "champion":
                 self._canary_champion.add(row.served, row.y)
 
@@ -149,16 +166,9 @@ class Arms:
                 "model_version": self.canary_version,
                 "canary": self._canary.as_dict(),
                 "champion": self._canary_champion.as_dict(),
+                "paired": self._canary_paired.as_dict(),
             }
         shadows = [
-            {
-                "model_version": version,
-                "n": p.n,
-                "challenger_only": p.challenger_only,
-                "champion_only": p.champion_only,
-                "challenger_log_loss": round(p.challenger_log_loss, 6),
-                "champion_log_loss": round(p.champion_log_loss, 6),
-            }
-            for version, p in sorted(self._paired.items())
+            {"model_version": version, **p.as_dict()} for version, p in sorted(self._paired.items())
         ]
         return {"champion_version": self.champion_version, "canary": canary, "shadows": shadows}

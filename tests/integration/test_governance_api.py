@@ -29,6 +29,7 @@ from shared.artifacts import FileArtifactStore
 from shared.bus import KafkaPublisher, ensure_topics
 from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
+    ArmsScored,
     ArmsServed,
     DriftDetected,
     ModelTrained,
@@ -861,6 +862,67 @@ async def test_a_canary_that_fails_or_slows_its_requests_is_rolled_back_on_servi
         assert slow["reason"].startswith("guardrail: canary p99 latency"), slow["reason"]
         assert slow["evidence"]["error_rate_canary"] == 0.0
         assert slow["evidence"]["requests_champion"] == 200
+
+
+async def test_a_canary_answering_all_traffic_is_judged_on_its_own_rows_paired_with_the_champion(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    # One entity: sticky routing sends every row to the canary and none to the champion, so a
+    # two-sample test on each arm's own traffic would never decide while the canary answers
+    # everyone. It is judged on its own rows against the champion's answers to them.
+    spec = TaskSpec(
+        name=f"solo{uuid.uuid4().hex[:8]}",
+        features=(Feature(name="x"),),
+        target=Target(name="y"),
+        promotion=PromotionPolicy(require_approval=True, approvals_required=1),
+    )
+    task, base = spec.name, f"/v1/tasks/{spec.name}"
+    async with world(store_url, kafka, tmp_path, spec) as w:
+        await add_model(w, spec, 1, 0.80)
+        await w.decided(task, 1)
+        await w.post(f"{base}/models/1/approve", "approver", {"reason": "ok"})
+        await add_model(w, spec, 2, 0.85)  # awaiting approval: may run as a canary
+
+        async def waiting() -> bool:
+            models = (await w.get(f"{base}/models")).json()["models"]
+            return {m["model_version"]: m["status"] for m in models} == {
+                1: "champion",
+                2: "awaiting_approval",
+            }
+
+        await eventually(waiting, timeout=20)
+        started = await w.post(
+            f"{base}/canary", "operator", {"reason": "try it", "model_version": 2, "weight": 50}
+        )
+        assert started.status_code == 200, started.text
+        count = len(await w.decisions(task))
+
+        def scored(n: int, champion_n: int) -> ArmsScored:
+            return ArmsScored(
+                task=task,
+                champion_version=1,
+                canary={
+                    "model_version": 2,
+                    "canary": {"n": n, "correct": int(0.7 * n), "log_loss": 0.6 * n},
+                    "champion": {"n": champion_n, "correct": champion_n, "log_loss": 0.0},
+                    "paired": {
+                        "n": n,
+                        "challenger_only": n // 50,
+                        "champion_only": n // 5,
+                        "challenger_log_loss": 0.6 * n,
+                        "champion_log_loss": 0.3 * n,
+                    },
+                },
+                at_labelled=n,
+            )
+
+        await w.record(scored(150, 0), governance_stream(task))  # below min_labels: waits
+        await w.record(scored(400, 0), governance_stream(task))
+        [ended] = (await w.decided(task, count + 1))[count:]
+        assert ended.type == "CanaryEnded" and ended.payload["outcome"] == "rolled_back"
+        assert "judged on the canary's own 400 labelled rows" in ended.payload["reason"]
+        assert "the champion answered 0 rows itself" in ended.payload["reason"]
+        assert ended.payload["evidence"]["n"] == 400
 
 
 # ---------------------------------------------------------------------------------------------

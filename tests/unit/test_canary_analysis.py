@@ -121,3 +121,29 @@ def test_a_shadow_is_judged_on_the_same_rows_and_names_its_evidence():
 def test_the_p_value_is_one_without_evidence_and_falls_with_a_clear_difference():
     assert mixture_p_value(0.0, 0.001, 0.05) == 1.0
     assert mixture_p_value(0.1, 0.0001, 0.05) < 1e-6
+
+
+def test_the_canary_rows_are_paired_with_the_champion_and_used_when_its_own_traffic_cannot_judge():
+    from services.governance.canary import own_traffic_cannot_judge
+    from services.trainer.arms import Arms, Labelled
+    from shared.tasks import CanaryPolicy
+
+    arms = Arms()
+    arms.follow(champion_version=1, canary_version=2, shadows={})
+    rows = [
+        # served by the canary (right on the first, wrong on the second); the champion's copy
+        # answered the opposite
+        Labelled(1, [0.0], 1, 0.9, 2, "canary", 0.2, {}),
+        Labelled(2, [0.0], 0, 0.8, 2, "canary", 0.3, {}),
+        Labelled(3, [0.0], 1, 0.7, 1, "champion", 0.7, {}),
+    ]
+    arms.learn(rows)
+    canary = arms.evidence()["canary"]
+    assert canary["paired"]["n"] == 2
+    assert canary["paired"]["challenger_only"] == 1 and canary["paired"]["champion_only"] == 1
+    assert canary["champion"]["n"] == 1 and canary["canary"]["n"] == 2
+    policy = CanaryPolicy(min_labels=200)
+    assert own_traffic_cannot_judge(0, 200, policy)
+    assert own_traffic_cannot_judge(19, 200, policy)
+    assert not own_traffic_cannot_judge(20, 200, policy)  # a tenth: the two-sample test judges
+    assert not own_traffic_cannot_judge(0, 199, policy)  # too few labels to judge at all
