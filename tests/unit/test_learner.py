@@ -139,7 +139,7 @@ def test_an_abrupt_concept_flip_is_detected_and_the_trees_are_retrained() -> Non
     # Without the linear members only the trees learn the flip: the error rises until the
     # detectors fire and the windows are cut.
     X, y = threshold_stream(4000, seed=7, flip_at=2000)
-    learner = OnlineLearner(3, params={**FAST, "linear": False, "drift_response": True})
+    learner = OnlineLearner(3, params={**FAST, "linear": False})
     before = learner.test_then_train(X[:2000], y[:2000])
     updates_before = learner.n_updates
     after = learner.test_then_train(X[2000:], y[2000:])
