@@ -380,9 +380,9 @@ class RoutingDecisions:
         started = await self._started_at(task, state.canary.since)
         champion_served, canary_served = await self._arms_served(task, state)
         paired = scored.canary.get("paired")
-        if paired and own_traffic_cannot_judge(theirs["n"], mine["n"], policy):
-            # Nearly all traffic went to the canary (few entities, sticky by entity): judged on
-            # its own rows against the champion as the trainer ran it on them. Its own p-value:
+        if paired and own_traffic_cannot_judge(theirs["n"], mine["n"], state.canary.share, policy):
+            # The split departs from the canary's share (few entities, sticky by entity): judged
+            # on its own rows against the champion as the trainer ran it on them. Its own p-value:
             # the two tests' running minimums are not mixed.
             key = (task, "canary-paired", version)
             analysis = shadow_analysis(
@@ -393,7 +393,8 @@ class RoutingDecisions:
             )
             analysis.reasons.append(
                 f"judged on the canary's own {paired['n']} labelled rows, paired with the "
-                f"champion's answers to them: the champion answered {theirs['n']} rows itself"
+                f"champion's answers to them: the champion answered {theirs['n']} rows itself, "
+                f"too few beside the canary's at a {state.canary.share:g}% share"
             )
         else:
             analysis = canary_analysis(

@@ -921,7 +921,7 @@ async def test_a_canary_answering_all_traffic_is_judged_on_its_own_rows_paired_w
         [ended] = (await w.decided(task, count + 1))[count:]
         assert ended.type == "CanaryEnded" and ended.payload["outcome"] == "rolled_back"
         assert "judged on the canary's own 400 labelled rows" in ended.payload["reason"]
-        assert "the champion answered 0 rows itself" in ended.payload["reason"]
+        assert "the champion answered 0 rows itself, too few" in ended.payload["reason"]
         assert ended.payload["evidence"]["n"] == 400
 
 

@@ -143,7 +143,11 @@ def test_the_canary_rows_are_paired_with_the_champion_and_used_when_its_own_traf
     assert canary["paired"]["challenger_only"] == 1 and canary["paired"]["champion_only"] == 1
     assert canary["champion"]["n"] == 1 and canary["canary"]["n"] == 2
     policy = CanaryPolicy(min_labels=200)
-    assert own_traffic_cannot_judge(0, 200, policy)
-    assert own_traffic_cannot_judge(19, 200, policy)
-    assert not own_traffic_cannot_judge(20, 200, policy)  # a tenth: the two-sample test judges
-    assert not own_traffic_cannot_judge(0, 199, policy)  # too few labels to judge at all
+    assert not own_traffic_cannot_judge(0, 199, 20, policy)  # too few labels to judge at all
+    assert own_traffic_cannot_judge(150, 200, 50, policy)  # the champion lacks min_labels
+    # At a 20% share the champion should answer about 4 rows per canary row: at least half of
+    # that, the two-sample test judges; below it (one entity routed to the canary), the pairs.
+    assert not own_traffic_cannot_judge(12_000, 6_000, 20, policy)
+    assert own_traffic_cannot_judge(2_900, 6_000, 20, policy)
+    assert own_traffic_cannot_judge(10_000, 6_000, 100, policy)  # no champion traffic expected
+    assert own_traffic_cannot_judge(30_000, 1_000, 50, policy)  # the champion's entities won

@@ -244,3 +244,23 @@ def test_an_explanation_adds_what_the_model_learned_online_since_it_was_publishe
     assert extra and math.isclose(extra[0]["contribution"], 0.5)
     assert math.isclose(explained["sum_of_contributions"], 3.0)
     assert math.isclose(explained["probability"], served)
+
+
+def test_a_candidate_compared_with_the_champion_before_the_newest_is_judged_on_those_same_rows():
+    # The trainer had not heard of v4 yet: it compared with v3 on the same rows after a drift.
+    # Each model's own accuracy at its training time would put post-drift against pre-drift.
+    from services.governance.policy import metric_check
+    from shared.tasks import PromotionPolicy
+
+    candidate = {
+        "champion_version": 3.0,
+        "window_n": 400.0,
+        "window_accuracy": 0.90,
+        "champion_window_accuracy": 0.85,
+        "recent_accuracy": 0.90,
+    }
+    ok, reason = metric_check(PromotionPolicy(), candidate, {"recent_accuracy": 0.99}, 4)
+    assert ok and reason == "accuracy 0.9000 >= champion v3 0.8500 on the same 400 rows"
+    worse = {**candidate, "window_accuracy": 0.80}
+    ok, reason = metric_check(PromotionPolicy(), worse, {"recent_accuracy": 0.5}, 4)
+    assert not ok and reason.startswith("accuracy 0.8000 < champion v3 0.8500")
