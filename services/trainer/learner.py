@@ -27,8 +27,7 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
 Determinism: everything that changes the tree members happens on ticks (after 50, 100 and 200
 labelled rows, then every `tick` rows), and everything else is a per-row recurrence, so the
 state depends only on the sequence of (x, y, proba) learned, not on how it was split into
-calls. LightGBM runs deterministic and
-single-threaded with the learner's seed.
+calls. LightGBM runs deterministic and single-threaded with the learner's seed.
 """
 
 from __future__ import annotations
