@@ -128,16 +128,15 @@ def own_traffic_cannot_judge(
     n_champion: int, n_canary: int, share: float, policy: CanaryPolicy
 ) -> bool:
     """Whether the champion's own traffic cannot stand beside the canary's in a two-sample
-    test, once the canary has enough labels to decide: the champion has fewer than
-    `min_labels`, or under half or over twice what the canary's `share` (percent) leads one to
-    expect. Routing is sticky by entity: with few entities the split departs from the share,
-    and the arms' rows then differ by entity and by time (with one entity, the champion's rows
-    are those answered before the canary reached serving), so each arm's own accuracy no
-    longer compares like with like."""
+    test, once the canary has enough labels to decide: the champion answered under half or
+    over twice what the canary's `share` (percent) leads one to expect. Routing is sticky by
+    entity: with few entities the split departs from the share, and the arms' rows then differ
+    by entity and by time (with one entity, the champion's rows are those answered before the
+    canary reached serving), so each arm's own accuracy no longer compares like with like."""
     if n_canary < policy.min_labels:
         return False
     expected = n_canary * (100.0 - share) / max(share, 1e-9)
-    return n_champion < policy.min_labels or not 0.5 * expected <= n_champion <= 2 * expected
+    return not 0.5 * expected <= n_champion <= 2 * expected
 
 
 def shadow_analysis(
