@@ -47,7 +47,7 @@ class BlendSpec:
 
     name: str
     members: tuple[int, ...]  # indices of the members it uses
-    lr: float = 0.02  # SGD step of the logistic blend
+    lr: float = 0.02  # SGD step of the logistic blend (0: the weights stay as they start)
 
 
 class Blend:

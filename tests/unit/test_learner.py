@@ -174,7 +174,8 @@ def test_the_learner_reports_switches_and_serves_the_new_champion() -> None:
     assert switches
     last = switches[-1]
     assert learner.champion_config() == last.to_config
-    assert set(last.evidence["recent_accuracy"]) == {"blend-fast", "blend-slow", "linear"}
+    entrants = {"blend-fast", "blend-slow", "linear", "linear-slow"}
+    assert set(last.evidence["recent_accuracy"]) == entrants
 
 
 def test_the_encoded_model_predicts_what_the_learner_predicts() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from services.trainer.learner import OnlineLearner
 from shared.model_codec import decode, encode
@@ -24,10 +25,12 @@ def rows(X: np.ndarray, y: np.ndarray, first_version: int) -> list[LearnedRow]:
     ]
 
 
-def test_a_live_model_learning_the_next_rows_answers_exactly_as_the_learner():
+@pytest.mark.parametrize("config", ["blend-fast", "blend-slow", "linear", "linear-slow"])
+def test_a_live_model_learning_the_next_rows_answers_exactly_as_the_learner(config: str):
     X, y = stream(700, seed=1)
     learner = OnlineLearner(3, params=FAST)
     learner.test_then_train(X[:600], y[:600])  # 600: a tick, so no retrain in the next 99 rows
+    learner._race.champion = learner._race.names.index(config)  # each racing entrant in turn
     published = learner.model_bytes(learned_through=600)
     live = LiveModel(published)
     probe = np.random.default_rng(2).random((50, 3))
