@@ -91,6 +91,8 @@ class Blend:
             s += w[j] * zs[j]
         s = min(LOGIT_CLIP, max(-LOGIT_CLIP, s))
         p = 1.0 / (1.0 + math.exp(-s))
+        if not self.spec.lr:
+            return p  # a fixed blend (the learner's "linear-slow"): nothing to learn, per row
         g = self.spec.lr * (y - p)
         for j in self.spec.members:
             w[j] += g * zs[j]
