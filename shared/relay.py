@@ -1,7 +1,9 @@
 """The relay (transactional outbox): tails the event store by position and publishes to Kafka.
 
 Each service runs a relay for the events it produced (cursor `relay:<service>`), so a service that
-is down delays only its own events, and the store stays the single source of truth. The cursor
+is down delays only its own events, and the store stays the single source of truth. An append
+through the service's own store wakes its relay at once (`watch`); it also looks every `interval`
+seconds, for events another process appended under the same producer (a second replica). The cursor
 moves only after the broker acknowledged the whole batch: after a crash the relay resumes from the
 cursor and may publish a batch again; consumers drop the duplicates by event_id.
 
@@ -38,7 +40,7 @@ class Relay:
         *,
         producer: str | None,
         batch_size: int = 1000,
-        interval: float = 0.05,
+        interval: float = 0.5,
         epoch: BrokerEpoch | None = None,
         check_every: float = 5.0,
     ) -> None:
@@ -50,6 +52,8 @@ class Relay:
         self._epoch = epoch
         self._check_every = check_every
         self._checked_at = float("-inf")
+        watch = getattr(store, "watch", None)
+        self._appended: asyncio.Event | None = watch() if watch is not None else None
         self.cursor_name = f"relay:{producer or 'all'}"
         self.published = 0
         self.republished_from_start = 0  # times a lost broker was refilled
@@ -121,24 +125,36 @@ class Relay:
         """Publish until `stop` is set; broker errors are logged and retried, never skipped."""
         stop = stop or asyncio.Event()
         backoff = self._interval
+        failed = False
         while not stop.is_set():
             try:
                 if time.monotonic() - self._checked_at >= self._check_every:
                     await self.check_broker()
+                if self._appended is not None:
+                    self._appended.clear()  # before reading: an append from now on wakes it
                 count = await self.publish_once()
-                backoff = self._interval
+                backoff, failed = self._interval, False
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the batch stays unpublished; retry from the cursor
                 log.warning("relay.publish_failed", cursor=self.cursor_name, error=str(exc))
                 self._checked_at = float("-inf")  # the broker may have restarted: look again
-                count = 0
+                count, failed = 0, True
                 backoff = min(backoff * 2, 5.0)
             if count < self._batch_size:
-                try:
-                    await asyncio.wait_for(stop.wait(), timeout=backoff)
-                except TimeoutError:
-                    pass
+                await self._idle(stop, backoff, woken_by_appends=not failed)
+
+    async def _idle(self, stop: asyncio.Event, timeout: float, *, woken_by_appends: bool) -> None:
+        """Until `stop`, `timeout` seconds, or (unless backing off after a failure) an append
+        through this process's store."""
+        waits = [asyncio.ensure_future(stop.wait())]
+        if self._appended is not None and woken_by_appends:
+            waits.append(asyncio.ensure_future(self._appended.wait()))
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiting in waits:
+                waiting.cancel()
 
 
 async def run_relay(producer: str | None, stop: asyncio.Event | None = None) -> None:

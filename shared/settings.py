@@ -47,8 +47,9 @@ class CommonSettings(BaseSettings):
         "auto", validation_alias=_env("CONTINUO_LOG_FORMAT")
     )
     log_level: str = Field("info", validation_alias=_env("CONTINUO_LOG_LEVEL"))
-    # How often the relay looks for new events when idle (seconds).
-    relay_interval: float = Field(0.02, validation_alias=_env("CONTINUO_RELAY_INTERVAL"))
+    # How often an idle relay looks for events another process appended under its producer (a
+    # second replica), in seconds; an append through the service's own store wakes it at once.
+    relay_interval: float = Field(0.5, validation_alias=_env("CONTINUO_RELAY_INTERVAL"))
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -144,6 +144,17 @@ class SqlEventStore:
     microseconds; hopping threads per statement, as an async SQLite driver does, cost ~1 ms each).
     """
 
+    def __init__(self) -> None:
+        self._watchers: list[asyncio.Event] = []
+
+    def watch(self) -> asyncio.Event:
+        """An event this store sets after every append made through it (in this process): a
+        relay waits on it instead of polling the store. The waiter clears it before it reads,
+        so an append during the read wakes it again."""
+        event = asyncio.Event()
+        self._watchers.append(event)
+        return event
+
     async def _read(self, work: Callable[..., T], *args: Any) -> T:
         raise NotImplementedError
 
@@ -180,7 +191,7 @@ class SqlEventStore:
         if len(set(ids)) != len(ids):
             raise ValueError("an append names the same event_id twice")
         try:
-            return await self._write(
+            appended = await self._write(
                 self._append_locked,
                 stream_id,
                 events_,
@@ -191,6 +202,9 @@ class SqlEventStore:
         except IntegrityError as exc:  # only reachable if two writers bypass the lock
             current = await self._read(_stream_version, stream_id)
             raise ConcurrencyError(stream_id, expected_version or -1, current) from exc
+        for watcher in self._watchers:
+            watcher.set()
+        return appended
 
     def _append_locked(
         self,
@@ -390,6 +404,7 @@ class PostgresEventStore(SqlEventStore):
     """PostgreSQL adapter (asyncpg): appends serialised by a transaction-level advisory lock."""
 
     def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__()
         self._engine = engine
 
     async def _read(self, work: Callable[..., T], *args: Any) -> T:
@@ -414,6 +429,7 @@ class SqliteEventStore(SqlEventStore):
     Each unit of work runs in one worker thread on pysqlite connections."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         sync_url = url.replace("sqlite+aiosqlite:", "sqlite:", 1)
         self._reader = _sqlite_engine(sync_url, immediate=False)
         self._writer = _sqlite_engine(sync_url, immediate=True)

@@ -95,6 +95,38 @@ async def test_the_relay_publishes_stored_events_in_order_with_headers(sqlite_ur
     await store.close()
 
 
+async def test_an_append_through_the_relays_own_store_wakes_it_without_waiting_for_a_poll(
+    sqlite_url: str, kafka: str
+):
+    task = f"t{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka)
+    store = open_event_store(sqlite_url)
+    publisher = KafkaPublisher(kafka)
+    await publisher.start()
+    relay = Relay(store, publisher, producer="tests", interval=60.0)  # a poll would be too late
+    while await relay.publish_once():  # what earlier tests left, out of the way
+        pass
+    consumer = await _consumer(kafka)
+    stop = asyncio.Event()
+    running = asyncio.create_task(relay.run(stop))
+    try:
+        await asyncio.sleep(0.2)  # the relay has looked, found nothing, and is waiting
+        seen: list[Envelope] = []
+        appended = []
+        for count in range(1, 4):  # each append wakes it, however many came before
+            event = observation(task=task, label=1, pipeline_version=_spec(task).version)
+            await store.append([event])
+            appended.append(event.event_id)
+            await eventually(_until(consumer, task, seen, lambda n=count: len(seen) >= n))
+        assert [e.event_id for e in seen] == appended
+    finally:
+        stop.set()
+        await running
+        await consumer.stop()
+        await publisher.stop()
+        await store.close()
+
+
 async def test_a_relay_killed_mid_publish_resumes_and_no_event_is_lost(pg_url: str, kafka: str):
     task = f"t{uuid.uuid4().hex[:8]}"
     ids = await _append_observations(pg_url, task, 20_000)
