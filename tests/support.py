@@ -1,4 +1,5 @@
-"""Helpers for tests: throwaway PostgreSQL databases, deadlines instead of sleeps, sample events."""
+"""Helpers for tests: throwaway PostgreSQL databases, deadlines instead of sleeps, sample events,
+task names spread over the data topic's partitions."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+from aiokafka.partitioner import DefaultPartitioner
 
 from shared.events.envelope import Envelope, Producer, new_event
 from shared.events.types import ObservationRecorded
@@ -75,3 +77,23 @@ def observation(
         task=task, pipeline_version=pipeline_version, entity_id=entity, features={"x": 1.0}, **kw
     )
     return new_event(payload, stream_id=stream_id or f"data-{task}", producer=TEST_PRODUCER)
+
+
+PARTITIONS = [0, 1, 2]  # the data topic as the services create it
+
+
+def partition_of(task: str) -> int:
+    """Where the publisher puts a task's data (records are keyed by task)."""
+    return DefaultPartitioner()(task.encode(), PARTITIONS, PARTITIONS)
+
+
+def tasks_on_every_partition(count: int = 4) -> list[str]:
+    """`count` (at least 3) task names that between them use every partition of the data topic."""
+    chosen: list[str] = []
+    for i in range(1000):
+        name = f"worker-task-{i}"
+        if partition_of(name) not in {partition_of(t) for t in chosen} or len(chosen) >= 3:
+            chosen.append(name)
+        if len(chosen) == count:
+            return chosen
+    raise AssertionError("no such names cover the partitions")

@@ -9,7 +9,6 @@ import time
 from pathlib import Path
 
 import httpx
-from aiokafka.partitioner import DefaultPartitioner
 
 from continuo.loop import drift_stream, loop_spec
 from continuo.stack import Stack, write_task_specs
@@ -17,27 +16,10 @@ from services.trainer.service import replay_models
 from shared.artifacts import sha256
 from shared.events.types import ModelTrained, data_stream, model_stream
 from shared.store.sql import open_event_store
+from tests.support import PARTITIONS, partition_of, tasks_on_every_partition
 
-PARTITIONS = [0, 1, 2]  # the data topic as the services create it
 ROWS = 1200  # per task
 REQUEST = 50
-
-
-def partition_of(task: str) -> int:
-    """Where the publisher puts a task's data (records are keyed by task)."""
-    return DefaultPartitioner()(task.encode(), PARTITIONS, PARTITIONS)
-
-
-def tasks_on_every_partition() -> list[str]:
-    """Four task names that between them use every partition."""
-    chosen: list[str] = []
-    for i in range(100):
-        name = f"worker-task-{i}"
-        if partition_of(name) not in {partition_of(t) for t in chosen} or len(chosen) >= 3:
-            chosen.append(name)
-        if len(chosen) == 4:
-            return chosen
-    raise AssertionError("no four names cover the partitions")
 
 
 async def _partitions(client: httpx.AsyncClient, url: str) -> set[int]:
