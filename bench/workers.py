@@ -31,18 +31,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from continuo.loop import drift_stream, loop_spec  # noqa: E402
+from continuo.loop import loop_spec  # noqa: E402
 from continuo.stack import Stack, write_task_specs  # noqa: E402
-from tests.support import PARTITIONS, partition_of, tasks_on_every_partition  # noqa: E402
+from tests.support import (  # noqa: E402
+    labelled_streams,
+    partition_of,
+    partitions_split,
+    tasks_on_every_partition,
+)
 
 SECTION = "Trainer workers (bench/workers.py)"
-
-
-async def _owned(client: httpx.AsyncClient, url: str) -> set[int]:
-    try:
-        return set((await client.get(f"{url}/v1/status")).json()["data_partitions"])
-    except (httpx.HTTPError, ValueError, KeyError):
-        return set()
 
 
 async def _learned(client: httpx.AsyncClient, urls: list[str]) -> dict[str, tuple[int, bool]]:
@@ -68,22 +66,9 @@ async def run(workers: int, rows: int, request: int, workdir: Path) -> dict[str,
     try:
         names = ["trainer"] + [await stack.add_replica("trainer") for _ in range(workers - 1)]
         urls = [stack.url(name) for name in names]
-        bodies = {}
-        for i, task in enumerate(tasks):
-            features, labels, entities = drift_stream(rows, drift_at=rows // 2, seed=20 + i)
-            bodies[task] = [
-                {"entity_id": e, "features": f, "label": y}
-                for f, y, e in zip(features, labels, entities, strict=True)
-            ]
+        bodies = labelled_streams(tasks, rows)
         async with httpx.AsyncClient(timeout=120) as client:
-            deadline = time.monotonic() + 90
-            while True:  # every worker owns some partitions, none twice
-                owned = [await _owned(client, url) for url in urls]
-                if all(owned) and sorted(p for o in owned for p in o) == PARTITIONS:
-                    break
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"the consumer group did not settle: {owned}")
-                await asyncio.sleep(0.5)
+            owned = await partitions_split(client, urls, timeout=90)
             shares = [sorted(t for t in tasks if partition_of(t) in o) for o in owned]
             ingest = stack.url("ingest")
 

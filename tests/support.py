@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
+import httpx
 from aiokafka.partitioner import DefaultPartitioner
 
+from continuo.loop import drift_stream
 from shared.events.envelope import Envelope, Producer, new_event
 from shared.events.types import ObservationRecorded
 
@@ -97,3 +99,38 @@ def tasks_on_every_partition(count: int = 4) -> list[str]:
         if len(chosen) == count:
             return chosen
     raise AssertionError("no such names cover the partitions")
+
+
+def labelled_streams(tasks: list[str], rows: int) -> dict[str, list[dict[str, Any]]]:
+    """Per task, `rows` labelled observations as a client posts them to ingest: the drifting
+    stream of `continuo/loop.py` (a drift half-way), a seed per task."""
+    out = {}
+    for i, task in enumerate(tasks):
+        features, labels, entities = drift_stream(rows, drift_at=rows // 2, seed=20 + i)
+        out[task] = [
+            {"entity_id": e, "features": f, "label": y}
+            for f, y, e in zip(features, labels, entities, strict=True)
+        ]
+    return out
+
+
+async def owned_partitions(client: httpx.AsyncClient, trainer_url: str) -> set[int]:
+    """The data partitions a trainer worker owns now (none while it cannot answer)."""
+    try:
+        return set((await client.get(f"{trainer_url}/v1/status")).json()["data_partitions"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return set()
+
+
+async def partitions_split(
+    client: httpx.AsyncClient, trainer_urls: list[str], timeout: float
+) -> list[set[int]]:
+    """Wait until every worker owns some partitions and none is owned twice; what each owns."""
+    deadline = time.monotonic() + timeout
+    while True:
+        owned = [await owned_partitions(client, url) for url in trainer_urls]
+        if all(owned) and sorted(p for o in owned for p in o) == PARTITIONS:
+            return owned
+        if time.monotonic() > deadline:
+            raise AssertionError(f"the consumer group did not settle: {owned}")
+        await asyncio.sleep(0.5)

@@ -10,23 +10,23 @@ from pathlib import Path
 
 import httpx
 
-from continuo.loop import drift_stream, loop_spec
+from continuo.loop import loop_spec
 from continuo.stack import Stack, write_task_specs
 from services.trainer.service import replay_models
 from shared.artifacts import sha256
 from shared.events.types import ModelTrained, data_stream, model_stream
 from shared.store.sql import open_event_store
-from tests.support import PARTITIONS, partition_of, tasks_on_every_partition
+from tests.support import (
+    PARTITIONS,
+    labelled_streams,
+    owned_partitions,
+    partition_of,
+    partitions_split,
+    tasks_on_every_partition,
+)
 
 ROWS = 1200  # per task
 REQUEST = 50
-
-
-async def _partitions(client: httpx.AsyncClient, url: str) -> set[int]:
-    try:
-        return set((await client.get(f"{url}/v1/status")).json()["data_partitions"])
-    except (httpx.HTTPError, ValueError, KeyError):
-        return set()
 
 
 async def _post(client: httpx.AsyncClient, ingest: str, task: str, rows: list[dict]) -> None:
@@ -46,23 +46,11 @@ async def test_two_workers_share_tasks_and_a_killed_ones_tasks_move_without_loss
     try:
         second = await stack.add_replica("trainer")
         workers = {"trainer": stack.url("trainer"), second: stack.url(second)}
-        streams = {}
-        for i, task in enumerate(tasks):
-            features, labels, entities = drift_stream(ROWS, drift_at=ROWS // 2, seed=20 + i)
-            streams[task] = [
-                {"entity_id": e, "features": f, "label": y}
-                for f, y, e in zip(features, labels, entities, strict=True)
-            ]
+        streams = labelled_streams(tasks, ROWS)
         async with httpx.AsyncClient(timeout=30) as client:
             # Both workers in the group, the partitions split between them.
-            deadline = time.monotonic() + 60
-            while True:
-                owned = {name: await _partitions(client, url) for name, url in workers.items()}
-                split = sorted(p for parts in owned.values() for p in parts) == PARTITIONS
-                if all(owned.values()) and split:  # each worker some, no partition twice
-                    break
-                assert time.monotonic() < deadline, f"the group did not settle: {owned}"
-                await asyncio.sleep(0.5)
+            split = await partitions_split(client, list(workers.values()), timeout=60)
+            owned = dict(zip(workers, split, strict=True))
             ingest = stack.url("ingest")
             for start in range(0, ROWS // 2, REQUEST):
                 for task in tasks:
@@ -81,7 +69,7 @@ async def test_two_workers_share_tasks_and_a_killed_ones_tasks_move_without_loss
             taken_over = None
             deadline = time.monotonic() + 120
             while True:
-                if taken_over is None and await _partitions(client, workers[survivor]) == set(
+                if taken_over is None and await owned_partitions(client, workers[survivor]) == set(
                     PARTITIONS
                 ):
                     taken_over = time.monotonic() - killed
