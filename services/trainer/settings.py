@@ -23,7 +23,7 @@ class TrainerSettings(CommonSettings):
     # the first group join (the embedded broker holds it about half this long); our rebalances
     # recover no tables, so a short timeout is safe on Apache Kafka too.
     rebalance_timeout: float = 10.0
-    # A worker that dies is noticed after this long; its partitions move about 2 s later (8.1-8.5 s
+    # A worker that dies is noticed after this long; its partitions move about 2 s later (7.4-8.5 s
     # after a SIGKILL in tests/e2e/test_trainer_workers.py; 16-18 s with 10 s). 6 s is the least
     # Apache Kafka accepts by default (group.min.session.timeout.ms). Heartbeats go every third
     # of it from the event loop, which LightGBM and snapshots never block (they run in threads),
