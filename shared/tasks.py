@@ -153,6 +153,11 @@ class PromotionPolicy(BaseModel):
     metric: Literal["accuracy"] = "accuracy"
     # The candidate's recent prequential accuracy must be >= champion's minus this tolerance.
     tolerance: float = 0.0
+    # ... unless the shortfall is noise: where the trainer scored both on the same rows, a
+    # candidate below that is refused only if the rows where exactly one of the two was right
+    # show it worse at this significance (McNemar's exact test, one-sided). 1.0 refuses any
+    # shortfall, as before 2026-11-28.
+    significance: float = Field(0.05, gt=0, le=1)
     # How many recent labelled events the comparison looks at.
     window: int = 1000
     require_audit: bool = False
@@ -298,6 +303,7 @@ _ADDED_LATER: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("promotion", "audit", "balanced_accuracy_min"), 0.55),
     (("promotion", "audit", "min_rows"), 200),
     (("promotion", "canary"), CanaryPolicy().model_dump(mode="json")),
+    (("promotion", "significance"), 0.05),
 )
 
 

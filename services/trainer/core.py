@@ -461,7 +461,8 @@ class TaskTraining:
     def comparison(self) -> dict[str, float]:
         """The learner's and the champion's accuracy on the same recent labelled rows (labelled
         after the champion was known here, so it learned none of them; each predicted with the
-        same inputs), and what always answering the majority class would have scored."""
+        same inputs), the rows only one of them got right (what a paired test reads), and what
+        always answering the majority class would have scored."""
         if self._champion is None or not self._window:
             return {}
         n = len(self._window)
@@ -471,6 +472,8 @@ class TaskTraining:
             "window_accuracy": sum(ours for ours, _, _ in self._window) / n,
             "champion_version": float(self.champion_version or 0),
             "champion_window_accuracy": sum(theirs for _, theirs, _ in self._window) / n,
+            "window_only_candidate_right": float(sum(o and not t for o, t, _ in self._window)),
+            "window_only_champion_right": float(sum(t and not o for o, t, _ in self._window)),
             "window_majority_accuracy": max(ones, n - ones) / n,
         }
 

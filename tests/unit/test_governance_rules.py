@@ -3,6 +3,8 @@ and the audit maths against Fairlearn's own functions."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from fairlearn.metrics import (
@@ -264,3 +266,39 @@ def test_a_candidate_compared_with_the_champion_before_the_newest_is_judged_on_t
     worse = {**candidate, "window_accuracy": 0.80}
     ok, reason = metric_check(PromotionPolicy(), worse, {"recent_accuracy": 0.5}, 4)
     assert not ok and reason.startswith("accuracy 0.8000 < champion v3 0.8500")
+
+
+def test_a_shortfall_within_noise_on_the_same_rows_is_promoted_and_a_shown_one_refused():
+    # The candidate is the champion's line with more rows learned: 3 rows in 1,000 behind is
+    # noise; 30 behind, with 40 of the 50 rows where they differ the champion's, is not.
+    from services.governance.policy import metric_check, noise_p_value
+    from shared.tasks import PromotionPolicy
+
+    close = {
+        "champion_version": 7.0,
+        "window_n": 1000.0,
+        "window_accuracy": 0.940,
+        "champion_window_accuracy": 0.943,
+        "window_only_candidate_right": 20.0,
+        "window_only_champion_right": 23.0,
+        "window_majority_accuracy": 0.55,
+    }
+    ok, reason = metric_check(PromotionPolicy(), close, {}, 7)
+    assert ok and reason.startswith("accuracy 0.9400 < champion 0.9430 on the same 1000 rows")
+    assert "within noise: McNemar p = 0.38 > 0.05" in reason
+    # The exact one-sided test: P(X >= 23) for X ~ Binomial(43, 1/2).
+    assert noise_p_value(close) == pytest.approx(
+        sum(math.comb(43, k) for k in range(23, 44)) / 2**43
+    )
+    shown = {
+        **close,
+        "window_accuracy": 0.913,
+        "window_only_candidate_right": 10.0,
+        "window_only_champion_right": 40.0,
+    }
+    ok, reason = metric_check(PromotionPolicy(), shown, {}, 7)
+    assert not ok and reason.startswith("accuracy 0.9130 < champion 0.9430 - tolerance 0.0")
+    assert reason.endswith("(McNemar p = 1.19e-05 <= 0.05)")
+    # significance 1.0: any shortfall refuses, as before the test existed.
+    ok, _ = metric_check(PromotionPolicy(significance=1.0), close, {}, 7)
+    assert not ok
