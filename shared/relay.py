@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import structlog
 
 from shared.broker_epoch import BrokerEpoch
-from shared.bus import Publisher, to_record
+from shared.bus import Publisher, to_records
 from shared.store.port import EventStore
 
 if TYPE_CHECKING:
@@ -105,11 +105,11 @@ class Relay:
         )
         if not batch:
             return 0
-        records = []
+        bodies: list[bytes] = []
         for start in range(0, len(batch), 50):
-            records += [to_record(e) for e in batch[start : start + 50]]
+            bodies += [e.to_json() for e in batch[start : start + 50]]
             await asyncio.sleep(0)  # serialising is CPU work: let the service's requests in
-        await self._publisher.publish(records)
+        await self._publisher.publish(to_records(batch, bodies))
         last = batch[-1].position
         assert last is not None
         if not await self._store.save_cursor(self.cursor_name, last, expected=cursor):

@@ -140,7 +140,7 @@ async def consume(
     """Feed a consumer's batches to `handle` until cancelled; a failure is logged and raised
     (the replica's /readyz then reports the follower down; the models in memory keep serving)."""
     try:
-        async for batch in consumer.batches(max_records=500):
+        async for batch in consumer.batches(max_envelopes=500):
             await handle(batch)
     except asyncio.CancelledError:
         raise

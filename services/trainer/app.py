@@ -94,7 +94,7 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
             envelopes, rejected = [], []
             for event in events:
                 try:
-                    envelopes.append(decode(event.value))
+                    envelopes += decode(event.value)
                 except DecodeError as exc:
                     rejected.append(dead_letter_record(event.message, str(exc)))
             t = await trainer()
@@ -102,8 +102,10 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
                 await t.runtime.publisher.publish(rejected)
                 state["dead_letters"] = state.get("dead_letters", 0) + len(rejected)
                 dead_lettered.inc(len(rejected))
-            if envelopes:
-                await t.handle(envelopes)
+            # A record holds many envelopes: apply at most a batch's worth at a time, so what
+            # the first of them made is stored (and served) before the rest is learned.
+            for start in range(0, len(envelopes), settings.batch_size):
+                await t.handle(envelopes[start : start + settings.batch_size])
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:

@@ -147,7 +147,7 @@ async def test_stored_observations_reach_the_data_topic(ingest: Ingest, kafka: s
 
     async def arrived() -> bool:
         for batch in (await consumer.getmany(timeout_ms=200, max_records=5000)).values():
-            seen.update(str(decode(r.value).event_id) for r in batch)
+            seen.update(str(e.event_id) for r in batch for e in decode(r.value))
         return ids <= seen
 
     try:

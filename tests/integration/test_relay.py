@@ -16,7 +16,7 @@ from services.trainer.core import TaskTraining
 from services.trainer.learner import OnlineLearner
 from shared.broker import free_port, start_broker_ready
 from shared.broker_epoch import BrokerEpoch
-from shared.bus import KafkaPublisher, decode, ensure_topics
+from shared.bus import RECORD_ENVELOPES, KafkaPublisher, decode, ensure_topics
 from shared.events.envelope import Envelope
 from shared.events.types import TOPIC_DATA
 from shared.relay import Relay
@@ -53,23 +53,27 @@ async def _consumer(bootstrap: str) -> AIOKafkaConsumer:
     return consumer
 
 
-def _until(consumer: AIOKafkaConsumer, task: str, seen: list[Envelope], done):
+def _until(consumer: AIOKafkaConsumer, task: str, seen: list[Envelope], done, headers=None):
     """A probe for `eventually`: drain what arrived for `task` into `seen`, then test `done`."""
 
     async def probe() -> bool:
-        await _drain(consumer, task, seen)
+        await _drain(consumer, task, seen, headers)
         return done()
 
     return probe
 
 
-async def _drain(consumer: AIOKafkaConsumer, task: str, seen: list[Envelope]) -> None:
+async def _drain(
+    consumer: AIOKafkaConsumer, task: str, seen: list[Envelope], headers: list | None = None
+) -> None:
     batches = await consumer.getmany(timeout_ms=200, max_records=5000)
     for records in batches.values():
         for record in records:
-            envelope = decode(record.value)
-            if envelope.payload["task"] == task:
-                seen.append(envelope)
+            envelopes = decode(record.value)
+            if envelopes[0].payload["task"] == task:
+                seen += envelopes
+                if headers is not None:
+                    headers.append((dict(record.headers), envelopes))
 
 
 async def test_the_relay_publishes_stored_events_in_order_with_headers(sqlite_url: str, kafka: str):
@@ -85,11 +89,22 @@ async def test_the_relay_publishes_stored_events_in_order_with_headers(sqlite_ur
     assert await store.load_cursor(relay.cursor_name) == await store.head()
     consumer = await _consumer(kafka)
     seen: list[Envelope] = []
-    await eventually(_until(consumer, task, seen, lambda: len(seen) >= 1000))
+    records: list = []
+    await eventually(_until(consumer, task, seen, lambda: len(seen) >= 1000, records))
     stored = [e.event_id for e in await store.read_all(limit=5000)]
     arrived = [e.event_id for e in seen]
     assert arrived == stored and set(arrived) == ids  # one task, one partition: store order
     assert all(e.position for e in seen)
+    # Consecutive events of one task share records (batches of 300: 300, 200 at most each),
+    # and each record's headers say what it holds without decoding it.
+    assert 1 < len(records) < 1000
+    assert max(len(envelopes) for _, envelopes in records) <= RECORD_ENVELOPES
+    for headers, envelopes in records:
+        assert headers["type"] == b"ObservationRecorded"
+        assert int(headers["count"]) == len(envelopes)
+        assert int(headers["position"]) == envelopes[0].position
+        assert int(headers["last_position"]) == envelopes[-1].position
+        assert headers["event_id"] == str(envelopes[0].event_id).encode()
     await consumer.stop()
     await publisher.stop()
     await store.close()
