@@ -33,6 +33,8 @@ class Served:
     label_batches: list[tuple[float, int]] = field(default_factory=list)
     versions: set[int] = field(default_factory=set)
     first_seen: dict[int, float] = field(default_factory=dict)  # version -> time first answered
+    # Per request: its first row and the model version that answered it (None: no model yet).
+    answered_by: list[tuple[int, int | None]] = field(default_factory=list)
 
     def right(self, labels: list[int]) -> np.ndarray:
         """1 where serving answered the row's class; unanswered rows (before any model) are 0."""
@@ -104,6 +106,7 @@ async def stream_through_serving(
             }
             answer = await _post(client, predict_url, body)
             served.requests += 1
+            served.answered_by.append((start, answer["model_version"]))
             if answer["model_version"] is not None:
                 if answer["model_version"] not in served.versions:
                     served.first_seen[answer["model_version"]] = time.monotonic()

@@ -309,10 +309,15 @@ class EnvelopeConsumer:
                         envelopes += decode(record.value)
                     except DecodeError as exc:
                         rejected.append(dead_letter_record(record, str(exc)))
+                    # Decoded as they are handed on: a consumer catching up (a replica that
+                    # starts behind) never decodes more than a batch and a record at once.
+                    while len(envelopes) >= max_envelopes:
+                        yield envelopes[:max_envelopes]
+                        envelopes = envelopes[max_envelopes:]
             if rejected:
                 await self._dead_letters.publish(rejected)
                 self.dead_lettered += len(rejected)
-            for start in range(0, len(envelopes), max_envelopes):
-                yield envelopes[start : start + max_envelopes]
+            if envelopes:
+                yield envelopes
             if self._group:
                 await self._consumer.commit()

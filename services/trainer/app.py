@@ -92,20 +92,24 @@ def create_app(settings: TrainerSettings | None = None) -> faust.App:
         batches = stream.take_events(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
         async for events in batches:
             envelopes, rejected = [], []
+            t = await trainer()
             for event in events:
                 try:
                     envelopes += decode(event.value)
                 except DecodeError as exc:
                     rejected.append(dead_letter_record(event.message, str(exc)))
-            t = await trainer()
+                # A record holds many envelopes: apply a batch's worth as soon as it is
+                # decoded, so what the first of them made is stored (and served) before the
+                # rest is even decoded, and a worker catching up never holds more at once.
+                while len(envelopes) >= settings.batch_size:
+                    await t.handle(envelopes[: settings.batch_size])
+                    envelopes = envelopes[settings.batch_size :]
             if rejected:
                 await t.runtime.publisher.publish(rejected)
                 state["dead_letters"] = state.get("dead_letters", 0) + len(rejected)
                 dead_lettered.inc(len(rejected))
-            # A record holds many envelopes: apply at most a batch's worth at a time, so what
-            # the first of them made is stored (and served) before the rest is learned.
-            for start in range(0, len(envelopes), settings.batch_size):
-                await t.handle(envelopes[start : start + settings.batch_size])
+            if envelopes:
+                await t.handle(envelopes)
 
     @app.page("/healthz")
     async def healthz(web: Any, request: Any) -> Any:
