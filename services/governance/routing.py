@@ -263,11 +263,13 @@ class RoutingDecisions:
         assert isinstance(trained, ModelTrained)
         spec = await self.gov.spec(trained.task)
         policy = spec.promotion.canary
-        state = await self.gov.deployment_state(trained.task)
         audit = await self.gov.candidate_audit(trained.task, trained.model_version)
         if audit is not None and not audit.passed:
             await self.gov.refuse(envelope, [f"bias audit failed: {r}" for r in audit.reasons])
             return
+        if policy.shadow_challengers:
+            await self._supersede(trained, envelope)
+        state = await self.gov.deployment_state(trained.task)
         if not policy.shadow_challengers or len(state.shadows) >= policy.max_shadows:
             log.info(
                 "governance.challenger_not_shadowed",
@@ -292,6 +294,48 @@ class RoutingDecisions:
                 version=trained.model_version,
                 reasons=exc.reasons,
             )
+
+    async def _supersede(self, trained: ModelTrained, envelope: Envelope) -> None:
+        """Stop the older challengers the policy runs, as shadows or as the canary it made of
+        one: a newer challenger follows a later drift, so an older one learned a concept that
+        has since changed again. Its trees never learn after it is published, while its evidence
+        was gathered against a champion line that goes on learning: left running, a challenger
+        from before the second of two close drifts can win as a shadow on rows answered by a
+        champion that had not yet caught up, then answer (as the canary) worse than the
+        champion has become. Arms a person started are left to people."""
+        task = trained.task
+        reason = (
+            f"superseded by challenger v{trained.model_version} ({trained.config}), which "
+            "learned the rows after a later drift"
+        )
+        async with self.gov.task_locks[task]:
+            state = await self.gov.deployment_state(task)
+            arms = [*state.shadows.values(), *([state.canary] if state.canary else [])]
+            decisions: list[Payload] = []
+            for arm in arms:
+                version = arm.model_version
+                if version >= trained.model_version:
+                    continue
+                started = await self._started(task, arm.since)
+                if started is None or started.payload.get("decided_by") != POLICY:
+                    continue
+                if (await self.gov.trained(task, version)).role != "challenger":
+                    continue
+                if arm is state.canary:
+                    decisions.append(_ended(task, version, "superseded", reason, {}))
+                else:
+                    decisions.append(
+                        ShadowStopped(
+                            task=task,
+                            model_version=version,
+                            outcome="superseded",
+                            reason=reason,
+                            decided_by=POLICY,
+                        )
+                    )
+            if decisions:
+                await self.gov.decide_all(task, decisions, state, causation=envelope)
+                log.info("governance.challengers_superseded", task=task, by=trained.model_version)
 
     async def on_arms(self, envelope: Envelope) -> None:
         """Judge the canary and the shadows on the trainer's newest counts."""

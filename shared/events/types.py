@@ -367,7 +367,9 @@ class CanaryEnded(Payload):
 
     task: str
     model_version: int
-    outcome: str  # "promoted" | "rolled_back" | "stopped" | "inconclusive"
+    # "promoted" | "rolled_back" | "stopped" | "inconclusive" | "superseded" (a challenger's,
+    # by a newer challenger)
+    outcome: str
     reason: str
     decided_by: str
     evidence: dict[str, Any] = Field(default_factory=dict)
@@ -393,7 +395,9 @@ class ShadowStopped(Payload):
 
     task: str
     model_version: int
-    outcome: str  # "canary" | "refused" (its audit) | "lost" | "stopped" | "inconclusive"
+    # "canary" | "refused" (its audit) | "lost" | "stopped" | "inconclusive" | "superseded" (a
+    # challenger's, by a newer challenger)
+    outcome: str
     reason: str
     decided_by: str
     evidence: dict[str, Any] = Field(default_factory=dict)

@@ -27,6 +27,7 @@ from shared import model_codec
 from shared.arm_health import ArmHealth
 from shared.artifacts import FileArtifactStore
 from shared.bus import KafkaPublisher, ensure_topics
+from shared.deployments import POLICY
 from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
     ArmsScored,
@@ -471,7 +472,9 @@ def tiny_model(seed: int) -> bytes:
     return model_codec.encode(n_features=1, members=[(1.0, booster)], feature_names=["x"])
 
 
-async def add_model(w: World, spec: TaskSpec, version: int, accuracy: float) -> None:
+async def add_model(
+    w: World, spec: TaskSpec, version: int, accuracy: float, role: str = "candidate"
+) -> None:
     fact = ModelTrained(
         task=spec.name,
         model_version=version,
@@ -485,6 +488,7 @@ async def add_model(w: World, spec: TaskSpec, version: int, accuracy: float) -> 
         last_position=version * 10,
         n_learned=10,
         n_learned_total=version * 10,
+        role=role,
     )
     event = new_event(fact, stream_id=model_stream(spec.name), producer=TEST_PRODUCER)
     await w.append([event], expected=version - 1)
@@ -923,6 +927,45 @@ async def test_a_canary_answering_all_traffic_is_judged_on_its_own_rows_paired_w
         assert "judged on the canary's own 400 labelled rows" in ended.payload["reason"]
         assert "the champion answered 0 rows itself, too few" in ended.payload["reason"]
         assert ended.payload["evidence"]["n"] == 400
+
+
+async def test_a_newer_challenger_supersedes_the_older_ones_the_policy_runs(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    # A challenger's trees never learn again after it is published; one from before a later
+    # drift learned a concept that changed again. The policy stops its own older challengers
+    # when a newer one arrives, and leaves alone those a person started.
+    spec = TaskSpec(
+        name=f"chal{uuid.uuid4().hex[:8]}", features=(Feature(name="x"),), target=Target(name="y")
+    )
+    task, base = spec.name, f"/v1/tasks/{spec.name}"
+    why = {"reason": "watch it"}
+    async with world(store_url, kafka, tmp_path, spec) as w:
+        await add_model(w, spec, 1, 0.80)
+        await w.decided(task, 1)  # the first model is the champion
+        await add_model(w, spec, 2, 0.70, role="challenger")
+        [started] = (await w.decided(task, 2))[1:]
+        assert (started.type, started.payload["decided_by"]) == ("ShadowStarted", POLICY)
+        # A person takes over challenger 2: stops the policy's shadow and starts their own.
+        stopped = await w.post(f"{base}/shadows/2/stop", "operator", why)
+        assert stopped.status_code == 200, stopped.text
+        again = await w.post(f"{base}/shadows", "operator", {**why, "model_version": 2})
+        assert again.status_code == 200, again.text
+        await add_model(w, spec, 3, 0.70, role="challenger")
+        [third] = (await w.decided(task, 5))[4:]
+        assert (third.type, third.payload["model_version"]) == ("ShadowStarted", 3)
+
+        await add_model(w, spec, 4, 0.70, role="challenger")
+        newer = (await w.decided(task, 7))[5:]
+        assert [(e.type, e.payload["model_version"]) for e in newer] == [
+            ("ShadowStopped", 3),
+            ("ShadowStarted", 4),
+        ]
+        assert newer[0].payload["outcome"] == "superseded"
+        assert newer[0].payload["decided_by"] == POLICY
+        assert newer[0].payload["reason"].startswith("superseded by challenger v4")
+        routing = (await w.get(f"{base}/routing")).json()
+        assert sorted(a["model_version"] for a in routing["shadows"]) == [2, 4]
 
 
 # ---------------------------------------------------------------------------------------------
