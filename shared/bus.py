@@ -25,7 +25,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from aiokafka.partitioner import DefaultPartitioner
 from pydantic import ValidationError
 
-from shared.events.envelope import Envelope, UnknownEventType
+from shared.events.envelope import Envelope, EnvelopeJson, UnknownEventType
 from shared.events.types import ALL_TOPICS, TOPIC_DEAD_LETTER, TOPIC_EPOCH, topic_for
 
 log = structlog.get_logger(__name__)
@@ -49,24 +49,22 @@ class DecodeError(ValueError):
     """A record is not a valid Continuo envelope; the message is the dead-letter reason."""
 
 
-def record_key(envelope: Envelope) -> bytes:
+def record_key(event: EnvelopeJson) -> bytes:
     """Partition key: the task the event belongs to (its stream when it names no task)."""
-    return str(envelope.payload.get("task") or envelope.stream_id).encode()
+    return (event.task or event.stream_id).encode()
 
 
 RECORD_ENVELOPES = 500
 RECORD_BYTES = 512 << 10
 
 
-def to_records(
-    envelopes: Sequence[Envelope], bodies: Sequence[bytes] | None = None
-) -> list[OutgoingRecord]:
-    """The records for stored envelopes, in order: each run of consecutive envelopes with the
-    same topic and key in one record (a JSON array), up to RECORD_ENVELOPES or RECORD_BYTES.
-    `bodies`: each envelope's `to_json()`, where the caller has it already."""
+def to_records(events: Sequence[EnvelopeJson] | Sequence[Envelope]) -> list[OutgoingRecord]:
+    """The records for stored events, in order: each run of consecutive events with the same
+    topic and key in one record (a JSON array), up to RECORD_ENVELOPES or RECORD_BYTES. Relays
+    pass what the store read as JSON (`EventStore.read_all_json`); envelopes are serialised."""
+    items = [e if isinstance(e, EnvelopeJson) else EnvelopeJson.of(e) for e in events]
     records: list[OutgoingRecord] = []
-    run: list[Envelope] = []
-    held: list[bytes] = []  # the run's envelopes as JSON
+    run: list[EnvelopeJson] = []
     size = 0
 
     def close() -> None:
@@ -74,26 +72,24 @@ def to_records(
         headers = (
             ("type", ",".join(dict.fromkeys(e.type for e in run)).encode()),
             ("count", str(len(run)).encode()),
-            ("event_id", str(first.event_id).encode()),
-            ("position", str(first.position or 0).encode()),
-            ("last_position", str(last.position or 0).encode()),
+            ("event_id", first.event_id.encode()),
+            ("position", str(first.position).encode()),
+            ("last_position", str(last.position).encode()),
         )
-        value = b"[" + b",".join(held) + b"]"
+        value = b"[" + b",".join(e.body for e in run) + b"]"
         records.append(OutgoingRecord(topic_for(first.type), record_key(first), value, headers))
 
-    for i, envelope in enumerate(envelopes):
-        body = envelope.to_json() if bodies is None else bodies[i]
+    for item in items:
         if run and (
             len(run) >= RECORD_ENVELOPES
-            or size + len(body) > RECORD_BYTES
-            or topic_for(envelope.type) != topic_for(run[0].type)
-            or record_key(envelope) != record_key(run[0])
+            or size + len(item.body) > RECORD_BYTES
+            or topic_for(item.type) != topic_for(run[0].type)
+            or record_key(item) != record_key(run[0])
         ):
             close()
-            run, held, size = [], [], 0
-        run.append(envelope)
-        held.append(body)
-        size += len(body) + 1
+            run, size = [], 0
+        run.append(item)
+        size += len(item.body) + 1
     if run:
         close()
     return records

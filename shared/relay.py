@@ -25,6 +25,7 @@ from shared.bus import Publisher, to_records
 from shared.store.port import EventStore
 
 if TYPE_CHECKING:
+    from shared.events.envelope import EnvelopeJson
     from shared.settings import CommonSettings
 
 log = structlog.get_logger(__name__)
@@ -57,6 +58,9 @@ class Relay:
         self.cursor_name = f"relay:{producer or 'all'}"
         self.published = 0
         self.republished_from_start = 0  # times a lost broker was refilled
+        # The next page, read while the last full one went out: (the position it follows, the
+        # read). Used only if the cursor is still there when it is wanted.
+        self._ahead: tuple[int, asyncio.Future[list[EnvelopeJson]]] | None = None
 
     @classmethod
     def for_settings(
@@ -98,26 +102,38 @@ class Relay:
         return lost
 
     async def publish_once(self) -> int:
-        """Publish the next batch after the cursor; return how many events it held."""
+        """Publish the next batch after the cursor; return how many events it held. After a
+        full batch, the page after it is read while this one goes out (a catching-up relay,
+        `continuo replay`, waits for the store or the broker, not for both in turn)."""
         cursor = await self._store.load_cursor(self.cursor_name)
-        batch = await self._store.read_all(
-            after=cursor, limit=self._batch_size, producer=self._producer
-        )
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None and ahead[0] == cursor:
+            batch = await ahead[1]
+        else:
+            if ahead is not None:  # the cursor moved meanwhile (a reset, a failed publish)
+                _discard(ahead[1])
+            batch = await self._read(cursor)
         if not batch:
             return 0
-        bodies: list[bytes] = []
-        for start in range(0, len(batch), 50):
-            bodies += [e.to_json() for e in batch[start : start + 50]]
-            await asyncio.sleep(0)  # serialising is CPU work: let the service's requests in
-        await self._publisher.publish(to_records(batch, bodies))
         last = batch[-1].position
-        assert last is not None
+        if len(batch) == self._batch_size:
+            self._ahead = (last, asyncio.ensure_future(self._read(last)))
+        await self._publisher.publish(to_records(batch))
         if not await self._store.save_cursor(self.cursor_name, last, expected=cursor):
             log.warning("relay.cursor_moved", cursor=self.cursor_name, detail="reset meanwhile")
         self.published += len(batch)
         return len(batch)
 
+    async def _read(self, after: int) -> list[EnvelopeJson]:
+        # Each event's JSON is made from its stored row (the payload as stored, not parsed).
+        return await self._store.read_all_json(
+            after=after, limit=self._batch_size, producer=self._producer
+        )
+
     async def close(self) -> None:
+        if self._ahead is not None:
+            _discard(self._ahead[1])
+            self._ahead = None
         if self._epoch is not None:
             await self._epoch.close()
 
@@ -155,6 +171,14 @@ class Relay:
         finally:
             for waiting in waits:
                 waiting.cancel()
+
+
+def _discard(read: asyncio.Future[list[EnvelopeJson]]) -> None:
+    """Drop a read ahead: cancelled if it is still going, its failure (if any) retrieved."""
+    if not read.done():
+        read.cancel()
+    elif not read.cancelled():
+        read.exception()
 
 
 async def run_relay(producer: str | None, stop: asyncio.Event | None = None) -> None:

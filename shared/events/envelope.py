@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, TypeVar
 
@@ -98,6 +99,32 @@ class Producer(BaseModel):
 
     service: str
     version: str
+
+
+@dataclass(frozen=True, slots=True)
+class EnvelopeJson:
+    """A stored envelope as the bus sends it, made from the stored row without building the
+    envelope: its JSON (which decodes to the same envelope as `Envelope.to_json`'s), and what
+    records are grouped and keyed by. Relays publish these (shared/relay.py)."""
+
+    type: str
+    position: int
+    event_id: str
+    stream_id: str
+    task: str | None  # the payload's `task` (None: it names none)
+    body: bytes
+
+    @classmethod
+    def of(cls, envelope: Envelope) -> EnvelopeJson:
+        task = envelope.payload.get("task")
+        return cls(
+            envelope.type,
+            envelope.position or 0,
+            str(envelope.event_id),
+            envelope.stream_id,
+            task if isinstance(task, str) else None,
+            envelope.to_json(),
+        )
 
 
 def utcnow() -> datetime:

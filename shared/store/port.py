@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from shared.events.envelope import Envelope
+from shared.events.envelope import Envelope, EnvelopeJson
 
 # expected_version values: ANY appends at the end whatever the stream holds; NO_STREAM requires an
 # empty stream; an int n requires the stream's last version to be exactly n.
@@ -91,6 +91,13 @@ class EventStore(Protocol):
         `types`, `producer` and `streams` narrow the events read; `descending` reads the newest
         first (the first `limit` events counting down from `until`, or from the head).
         """
+        ...
+
+    async def read_all_json(
+        self, after: int = 0, limit: int = 1000, *, producer: str | None = None
+    ) -> list[EnvelopeJson]:
+        """What `read_all` reads, as the bus sends it: each event's JSON, made from the stored
+        row without building the envelope (the relays publish these)."""
         ...
 
     async def read_stream(

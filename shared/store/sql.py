@@ -23,6 +23,8 @@ import orjson
 from sqlalchemy import (
     Connection,
     Engine,
+    Text,
+    cast,
     create_engine,
     event,
     func,
@@ -35,7 +37,7 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import NullType
 
-from shared.events.envelope import Envelope, Producer, utcnow
+from shared.events.envelope import Envelope, EnvelopeJson, Producer, utcnow
 from shared.store.port import ANY, Appended, ConcurrencyError, EventIdChanged, EventIdTaken
 from shared.store.schema import cursors, events
 
@@ -58,6 +60,12 @@ def _json_dumps(value: Any) -> str:
 _RAW = {"event_id", "correlation_id", "causation_id", "occurred_at", "recorded_at", "payload"}
 _READ_COLUMNS = [
     type_coerce(c, NullType()).label(c.name) if c.name in _RAW else c for c in events.c
+]
+# What a read for the bus selects: the same, with the payload as the database's text (asyncpg
+# would otherwise parse PostgreSQL's jsonb, and the relay write it out again).
+# UUIDs and timestamps as text too (PostgreSQL's forms are sliced below, not parsed).
+_JSON_COLUMNS = [
+    type_coerce(cast(c, Text), NullType()).label(c.name) if c.name in _RAW else c for c in events.c
 ]
 _ENVELOPE_FIELDS = frozenset(Envelope.model_fields)
 _PRODUCERS: dict[tuple[str, str], Producer] = {}  # few: one per service and release
@@ -133,6 +141,85 @@ def _row_to_envelope(row: Any) -> Envelope:
     _set(envelope, "__pydantic_extra__", None)
     _set(envelope, "__pydantic_private__", None)
     return envelope
+
+
+def _uuid_text(value: Any) -> str | None:
+    # SQLite stores 32 hex digits; PostgreSQL's text is the dashed form already.
+    if isinstance(value, str) and len(value) == 32:
+        return f"{value[:8]}-{value[8:12]}-{value[12:16]}-{value[16:20]}-{value[20:]}"
+    return None if value is None else str(value)
+
+
+def _when_text(value: Any) -> str:
+    # RFC 3339 by slicing the common forms: PostgreSQL's text of a timestamptz in UTC
+    # ("YYYY-MM-DD HH:MM:SS[.f...]+00", trailing zeros of the fraction dropped) and SQLite's
+    # "YYYY-MM-DD HH:MM:SS.ffffff" (UTC); any other through `_when`.
+    if isinstance(value, str):
+        if value.endswith("+00"):
+            return f"{value[:10]}T{value[11:-3]}+00:00"
+        if len(value) == 26 and value[19] == ".":
+            return f"{value[:10]}T{value[11:]}+00:00"
+    return _when(value).isoformat()
+
+
+# How a stored payload begins when `task` is its first key: as appended (orjson, declaration
+# order) and as PostgreSQL's jsonb gives it back (shorter keys first, ", " and ": ").
+_TASK_PREFIXES = ('{"task":"', '{"task": "')
+
+
+def _payload_task(payload: str) -> str | None:
+    """The payload's `task`, read off its first key where it is plain text; parsed otherwise."""
+    for prefix in _TASK_PREFIXES:
+        if payload.startswith(prefix):
+            end = payload.find('"', len(prefix))
+            task = payload[len(prefix) : end]
+            if end > 0 and "\\" not in task:
+                return task
+            break
+    task = orjson.loads(payload).get("task")
+    return task if isinstance(task, str) else None
+
+
+def _row_to_json(row: Any) -> EnvelopeJson:
+    """A stored row (`_READ_COLUMNS`) as the bus sends it: the envelope's JSON made from the
+    row's own text (the payload is not parsed), which decodes to what `_row_to_envelope` makes."""
+    (
+        position,
+        event_id,
+        stream_id,
+        stream_version,
+        type_,
+        schema_version,
+        occurred_at,
+        recorded_at,
+        correlation_id,
+        causation_id,
+        service,
+        version,
+        payload,
+    ) = row
+    if isinstance(payload, bytes):
+        payload = payload.decode()
+    elif not isinstance(payload, str):
+        payload = orjson.dumps(payload).decode()
+    event = _uuid_text(event_id)
+    body = orjson.dumps(
+        {
+            "event_id": event,
+            "type": type_,
+            "schema_version": schema_version,
+            "stream_id": stream_id,
+            "stream_version": stream_version,
+            "occurred_at": _when_text(occurred_at),
+            "recorded_at": _when_text(recorded_at),
+            "correlation_id": _uuid_text(correlation_id),
+            "causation_id": _uuid_text(causation_id),
+            "producer": {"service": service, "version": version},
+            "payload": orjson.Fragment(payload),
+            "position": position,
+        }
+    )
+    return EnvelopeJson(type_, position, event or "", stream_id, _payload_task(payload), body)
 
 
 class SqlEventStore:
@@ -299,6 +386,14 @@ class SqlEventStore:
         order = events.c.position.desc() if descending else events.c.position
         return await self._read(_envelopes, query.order_by(order).limit(limit))
 
+    async def read_all_json(
+        self, after: int = 0, limit: int = 1000, *, producer: str | None = None
+    ) -> list[EnvelopeJson]:
+        query = select(*_JSON_COLUMNS).where(events.c.position > after)
+        if producer is not None:
+            query = query.where(events.c.producer_service == producer)
+        return await self._read(_envelope_jsons, query.order_by(events.c.position).limit(limit))
+
     async def read_stream(
         self, stream_id: str, after_version: int = 0, limit: int | None = None
     ) -> list[Envelope]:
@@ -339,15 +434,23 @@ def _stream_version(conn: Connection, stream_id: str) -> int:
     return int(value or 0)
 
 
-def _envelopes(conn: Connection, query: Any) -> list[Envelope]:
+def _decoded(conn: Connection, query: Any, decode: Callable[[Any], T]) -> list[T]:
     # The driver's rows as they are (tuples): every column either needs no processing or is
-    # decoded by `_row_to_envelope`; building SQLAlchemy rows cost a quarter of a read.
+    # decoded by `decode`; building SQLAlchemy rows cost a quarter of a read.
     result = conn.execute(query)
     try:
         with _no_collections():
-            return list(map(_row_to_envelope, result.cursor.fetchall()))
+            return list(map(decode, result.cursor.fetchall()))
     finally:
         result.close()
+
+
+def _envelopes(conn: Connection, query: Any) -> list[Envelope]:
+    return _decoded(conn, query, _row_to_envelope)
+
+
+def _envelope_jsons(conn: Connection, query: Any) -> list[EnvelopeJson]:
+    return _decoded(conn, query, _row_to_json)
 
 
 @contextmanager

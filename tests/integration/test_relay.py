@@ -110,6 +110,34 @@ async def test_the_relay_publishes_stored_events_in_order_with_headers(sqlite_ur
     await store.close()
 
 
+async def test_a_page_read_ahead_is_dropped_when_the_cursor_is_reset(sqlite_url: str, kafka: str):
+    # After a full batch the relay reads the next page while publishing; `continuo replay`
+    # resetting the cursor meanwhile must make it publish from the new cursor, not that page.
+    task = f"t{uuid.uuid4().hex[:8]}"
+    ids = await _append_observations(sqlite_url, task, 1000)
+    await ensure_topics(kafka)
+    store = open_event_store(sqlite_url)
+    publisher = KafkaPublisher(kafka)
+    await publisher.start()
+    relay = Relay(store, publisher, producer="tests", batch_size=300)
+    start = await store.head() - 1000  # other tests share the file: this task's events follow
+    await store.save_cursor(relay.cursor_name, start)
+    assert await relay.publish_once() == 300  # and the next 300 are being read meanwhile
+    await store.save_cursor(relay.cursor_name, start)  # the reset
+    while await relay.publish_once():
+        pass
+    await relay.close()
+    consumer = await _consumer(kafka)
+    seen: list[Envelope] = []
+    await eventually(_until(consumer, task, seen, lambda: len(seen) >= 1300))
+    arrived = [e.event_id for e in seen]
+    stored = [e.event_id for e in await store.read_all(after=start, limit=5000)]
+    assert arrived == stored[:300] + stored and set(arrived) == ids
+    await consumer.stop()
+    await publisher.stop()
+    await store.close()
+
+
 async def test_an_append_through_the_relays_own_store_wakes_it_without_waiting_for_a_poll(
     sqlite_url: str, kafka: str
 ):

@@ -11,6 +11,7 @@ from pathlib import Path
 from continuo.cli import COMMANDS
 from services.trainer.service import Trainer, replay_models
 from shared.artifacts import sha256
+from shared.bus import decode, to_records
 from shared.events.envelope import Envelope, new_event
 from shared.events.types import (
     LabelRecorded,
@@ -68,6 +69,59 @@ async def test_an_event_read_back_equals_the_one_appended_with_its_store_fields(
             uuid.UUID
         }
         assert Envelope.from_json(read.to_json()) == read
+    # As the relays read it: the JSON made from the stored row decodes to the same envelope.
+    [as_sent] = await store.read_all_json(after=appended.position - 1, limit=1)
+    assert decode(as_sent.body) == [by_position]
+    assert (as_sent.type, as_sent.position, as_sent.event_id, as_sent.task) == (
+        "ObservationRecorded",
+        appended.position,
+        str(event.event_id),
+        "t",
+    )
+    assert _records(to_records([as_sent])) == _records(to_records([by_position]))
+
+
+async def test_the_relays_json_of_every_event_decodes_to_what_the_store_reads(
+    store: SqlEventStore,
+):
+    # Events of every kind of payload the relays send, with and without a task; a page of them
+    # read as envelopes and as JSON: the same envelopes, keyed and grouped the same.
+    stream = f"s-{uuid.uuid4()}"
+    events = [
+        observation(stream_id=stream, task=f"t{i % 3}", label=i % 2 or None) for i in range(30)
+    ]
+    events.append(
+        new_event(
+            ModelTrained(
+                task='say "hi" \\ ü',
+                model_version=1,
+                parent_version=None,
+                pipeline_version="v",
+                artifact_sha256="0" * 64,
+                config="c",
+                params={"a": [1, 2.5, None]},
+                metrics={"accuracy": 0.5},
+                first_position=1,
+                last_position=2,
+                n_learned=2,
+                n_learned_total=2,
+            ),
+            stream_id=stream,
+            producer=TEST_PRODUCER,
+        )
+    )
+    appended = await store.append(events)
+    after = appended[0].position - 1
+    read = await store.read_all(after=after, limit=len(events))
+    as_sent = await store.read_all_json(after=after, limit=len(events))
+    assert [e for j in as_sent for e in decode(j.body)] == read
+    assert as_sent[-1].task == 'say "hi" \\ ü'
+    assert _records(to_records(as_sent)) == _records(to_records(read))
+
+
+def _records(records: list) -> list:
+    """Records as consumers see them (PostgreSQL gives jsonb back spaced and reordered)."""
+    return [(r.topic, r.key, r.headers, decode(r.value)) for r in records]
 
 
 async def test_pages_read_ahead_give_every_event_once_in_store_order(store: SqlEventStore):
