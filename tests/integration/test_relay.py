@@ -76,14 +76,20 @@ async def _drain(
                     headers.append((dict(record.headers), envelopes))
 
 
-async def test_the_relay_publishes_stored_events_in_order_with_headers(sqlite_url: str, kafka: str):
+async def _stored_and_relay(store_url: str, kafka: str):
+    """1,000 observations of a new task in the store, and a relay (batches of 300) to publish
+    them: the task, its event ids, the store, the started publisher and the relay."""
     task = f"t{uuid.uuid4().hex[:8]}"
-    ids = await _append_observations(sqlite_url, task, 1000)
+    ids = await _append_observations(store_url, task, 1000)
     await ensure_topics(kafka)
-    store = open_event_store(sqlite_url)
+    store = open_event_store(store_url)
     publisher = KafkaPublisher(kafka)
     await publisher.start()
-    relay = Relay(store, publisher, producer="tests", batch_size=300)
+    return task, ids, store, publisher, Relay(store, publisher, producer="tests", batch_size=300)
+
+
+async def test_the_relay_publishes_stored_events_in_order_with_headers(sqlite_url: str, kafka: str):
+    task, ids, store, publisher, relay = await _stored_and_relay(sqlite_url, kafka)
     while await relay.publish_once():
         pass
     assert await store.load_cursor(relay.cursor_name) == await store.head()
@@ -113,13 +119,7 @@ async def test_the_relay_publishes_stored_events_in_order_with_headers(sqlite_ur
 async def test_a_page_read_ahead_is_dropped_when_the_cursor_is_reset(sqlite_url: str, kafka: str):
     # After a full batch the relay reads the next page while publishing; `continuo replay`
     # resetting the cursor meanwhile must make it publish from the new cursor, not that page.
-    task = f"t{uuid.uuid4().hex[:8]}"
-    ids = await _append_observations(sqlite_url, task, 1000)
-    await ensure_topics(kafka)
-    store = open_event_store(sqlite_url)
-    publisher = KafkaPublisher(kafka)
-    await publisher.start()
-    relay = Relay(store, publisher, producer="tests", batch_size=300)
+    task, ids, store, publisher, relay = await _stored_and_relay(sqlite_url, kafka)
     start = await store.head() - 1000  # other tests share the file: this task's events follow
     await store.save_cursor(relay.cursor_name, start)
     assert await relay.publish_once() == 300  # and the next 300 are being read meanwhile
