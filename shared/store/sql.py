@@ -61,9 +61,9 @@ _RAW = {"event_id", "correlation_id", "causation_id", "occurred_at", "recorded_a
 _READ_COLUMNS = [
     type_coerce(c, NullType()).label(c.name) if c.name in _RAW else c for c in events.c
 ]
-# What a read for the bus selects: the same, with the payload as the database's text (asyncpg
-# would otherwise parse PostgreSQL's jsonb, and the relay write it out again).
-# UUIDs and timestamps as text too (PostgreSQL's forms are sliced below, not parsed).
+# What a read for the bus selects: the same columns, with the payload, UUIDs and timestamps as
+# the database's text (asyncpg would otherwise parse PostgreSQL's jsonb, UUIDs and timestamps, and
+# the relay write them out again); `_row_to_json` slices the common forms.
 _JSON_COLUMNS = [
     type_coerce(cast(c, Text), NullType()).label(c.name) if c.name in _RAW else c for c in events.c
 ]
