@@ -5,8 +5,9 @@ x1 > 0.5 XOR x2 > 0.5, after it x3 > 0.5 XOR x4 > 0.5 (5% of labels flipped). No
 learn either concept, trees can; the champion's trees are published every `publish_every` rows, so
 after the drift it answers with stale trees until its next version. What follows, with no person
 acting: the trainer's drift detector fires and a fresh learner (the challenger) learns the rows
-after it; it is published with role `challenger`; governance runs it as a live shadow, scored
-beside the champion on the same rows; the shadow analysis (always-valid) finds it better and,
+after it; it is published with role `challenger` (and again as it goes on learning, each newer
+version taking its arm); governance runs it as a live shadow, scored beside the champion on the
+same rows; the shadow analysis (always-valid) finds it better and,
 after the audit gate, starts it as a canary on a share of the entities; the canary analysis, on
 the canary's own traffic, promotes it. Then an operator starts a canary of the pre-drift champion
 (truly worse now) and the analysis rolls it back. Every step is an event in the trail.

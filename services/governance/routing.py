@@ -258,7 +258,8 @@ class RoutingDecisions:
 
     async def on_challenger(self, envelope: Envelope) -> None:
         """A challenger the trainer published (after a drift) starts as a shadow, if the policy
-        says so and there is room."""
+        says so and there is room; a newer version of a challenger the policy runs takes its
+        place (as the shadow, or as the canary)."""
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)
         spec = await self.gov.spec(trained.task)
@@ -267,8 +268,8 @@ class RoutingDecisions:
         if audit is not None and not audit.passed:
             await self.gov.refuse(envelope, [f"bias audit failed: {r}" for r in audit.reasons])
             return
-        if policy.shadow_challengers:
-            await self._supersede(trained, envelope)
+        if policy.shadow_challengers and await self._supersede(trained, envelope):
+            return  # it is the canary now
         state = await self.gov.deployment_state(trained.task)
         if not policy.shadow_challengers or len(state.shadows) >= policy.max_shadows:
             log.info(
@@ -285,7 +286,11 @@ class RoutingDecisions:
                 1.0,
                 None,
                 f"challenger {trained.config} published after a drift: runs as a live shadow",
-                {"config": trained.config, "n_learned": trained.n_learned_total},
+                {
+                    "config": trained.config,
+                    "n_learned": trained.n_learned_total,
+                    "replaces": trained.parent_version,
+                },
             )
         except Conflict as exc:
             log.info(
@@ -295,47 +300,87 @@ class RoutingDecisions:
                 reasons=exc.reasons,
             )
 
-    async def _supersede(self, trained: ModelTrained, envelope: Envelope) -> None:
+    async def _supersede(self, trained: ModelTrained, envelope: Envelope) -> bool:
         """Stop the older challengers the policy runs, as shadows or as the canary it made of
-        one: a newer challenger follows a later drift, so an older one learned a concept that
-        has since changed again. Its trees never learn after it is published, while its evidence
-        was gathered against a champion line that goes on learning: left running, a challenger
-        from before the second of two close drifts can win as a shadow on rows answered by a
-        champion that had not yet caught up, then answer (as the canary) worse than the
-        champion has become. Arms a person started are left to people."""
+        one, and return whether `trained` took the canary's place.
+
+        A challenger goes on learning after it is published, and each newer version of it (its
+        `parent_version` is the one before) replaces the one running (outcome `replaced`): a
+        canary made of it stays a canary, at its weight, with the newer version (the analysis
+        starts again on that version's own traffic), if that version may be a canary. A
+        challenger of a later drift supersedes those of earlier ones (outcome `superseded`):
+        they learned a concept that has since changed again. Left running, a frozen challenger
+        from before the second of two close drifts won as a shadow on rows answered by a
+        champion that had not yet caught up, then answered (as the canary) worse than the
+        champion had become. Arms a person started are left to people."""
         task = trained.task
-        reason = (
-            f"superseded by challenger v{trained.model_version} ({trained.config}), which "
-            "learned the rows after a later drift"
-        )
+        new = trained.model_version
         async with self.gov.task_locks[task]:
             state = await self.gov.deployment_state(task)
             arms = [*state.shadows.values(), *([state.canary] if state.canary else [])]
             decisions: list[Payload] = []
             for arm in arms:
                 version = arm.model_version
-                if version >= trained.model_version:
+                if version >= new:
                     continue
                 started = await self._started(task, arm.since)
                 if started is None or started.payload.get("decided_by") != POLICY:
                     continue
                 if (await self.gov.trained(task, version)).role != "challenger":
                     continue
+                if version == trained.parent_version:
+                    outcome = "replaced"
+                    reason = (
+                        f"replaced by v{new}, the same challenger ({trained.config}) after "
+                        f"{trained.n_learned} more rows"
+                    )
+                else:
+                    outcome = "superseded"
+                    reason = (
+                        f"superseded by challenger v{new} ({trained.config}), which "
+                        "learned the rows after a later drift"
+                    )
                 if arm is state.canary:
-                    decisions.append(_ended(task, version, "superseded", reason, {}))
+                    decisions.append(_ended(task, version, outcome, reason, {}))
+                    if (
+                        outcome == "replaced"
+                        and not state.killed
+                        and await self._canary_gate(task, new, state) == []
+                    ):
+                        decisions.append(
+                            CanaryStarted(
+                                task=task,
+                                model_version=new,
+                                artifact_sha256=trained.artifact_sha256,
+                                weight=arm.share,
+                                reason=f"the canary's challenger ({trained.config}) after "
+                                f"{trained.n_learned} more rows answers in v{version}'s place",
+                                decided_by=POLICY,
+                                evidence={
+                                    "replaces": version,
+                                    "n_learned": trained.n_learned_total,
+                                },
+                            )
+                        )
                 else:
                     decisions.append(
                         ShadowStopped(
                             task=task,
                             model_version=version,
-                            outcome="superseded",
+                            outcome=outcome,
                             reason=reason,
                             decided_by=POLICY,
                         )
                     )
             if decisions:
                 await self.gov.decide_all(task, decisions, state, causation=envelope)
-                log.info("governance.challengers_superseded", task=task, by=trained.model_version)
+                log.info(
+                    "governance.challengers_superseded",
+                    task=task,
+                    by=new,
+                    outcomes=[getattr(d, "outcome", "canary") for d in decisions],
+                )
+        return any(isinstance(d, CanaryStarted) for d in decisions)
 
     async def on_arms(self, envelope: Envelope) -> None:
         """Judge the canary and the shadows on the trainer's newest counts."""

@@ -53,6 +53,11 @@ SERVED_WINDOW = 200
 # task has this many labelled rows: early alarms are the learner finding its feet.
 CHALLENGER_ROWS = 250
 CHALLENGERS_AFTER = 1000
+# The challenger goes on learning and is published again at twice the rows each time (250, 500,
+# ..., each version the child of the one before), so the shadow or canary governance runs of it
+# follows what it learns; it stops after this many rows (its last version), or when a later drift
+# starts a new one. While it learns, the trainer learns each row twice.
+CHALLENGER_LAST = 16 * CHALLENGER_ROWS
 
 
 class Learner(Protocol):
@@ -174,6 +179,8 @@ class TaskTraining:
         self._challenger: Learner | None = None
         self._challenger_rows = 0
         self._challenger_from = 0
+        self._challenger_version: int | None = None  # its newest published version
+        self._line_version: int | None = None  # the newest candidate of the learner's own line
         self.fold = OnlineFold(spec)
         self.version = 0  # the data stream version applied so far
         self.last_position = 0
@@ -369,7 +376,10 @@ class TaskTraining:
             champion = self._shadow(chunk, learned, proba)
             self._score_arms(chunk, champion, out)
             self._challenge(X, y, chunk, out)
-            self._record(report, out)
+            started = self._record(report, out)
+            if started is not None:  # a challenger from the row after the alarm, in this chunk
+                after = min(max(started - self.n_learned_total, 0), len(chunk))
+                self._challenge(X[after:], y[after:], chunk[after:], out)
             if self._first_position is None:
                 self._first_position = chunk[0].position
             self._last_learned_position = chunk[-1].position
@@ -491,49 +501,70 @@ class TaskTraining:
         return {**out, **self.comparison()}
 
     def _challenge(self, X: np.ndarray, y: np.ndarray, chunk: list[_Row], out: Output) -> None:
-        """Feed the challenger started at the last drift; publish it once it has learned enough."""
-        if self._challenger is None:
-            return
-        self._challenger.test_then_train(X, y)
-        self._challenger_rows += len(chunk)
-        if self._challenger_rows >= CHALLENGER_ROWS:
-            challenger, self._challenger = self._challenger, None
-            self.model_version += 1
-            version = self.model_version
-            out.candidates.append(
-                Candidate(
-                    event_id=uuid.uuid5(
-                        _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
-                    ),
-                    model_bytes=challenger.model_bytes(learned_through=chunk[-1].version),
-                    model_version=version,
-                    parent_version=None,
-                    config=f"restart-after-drift-at-{self._challenger_from}",
-                    metrics={k: float(v) for k, v in challenger.metrics.items()},
-                    first_position=None,
-                    last_position=chunk[-1].position,
-                    n_learned=self._challenger_rows,
-                    n_learned_total=self._challenger_rows,
-                    role="challenger",
+        """Feed the challenger started at the last drift; publish it at exactly 250 learned rows,
+        then at twice as many each time (whatever the chunks), until its last version."""
+        start = 0
+        while self._challenger is not None and start < len(chunk):
+            due = CHALLENGER_ROWS
+            while due <= self._challenger_rows:
+                due *= 2
+            end = min(len(chunk), start + due - self._challenger_rows)
+            self._challenger.test_then_train(X[start:end], y[start:end])
+            self._challenger_rows += end - start
+            start = end
+            if self._challenger_rows == due:
+                self._publish_challenger(
+                    chunk[end - 1], due // 2 if due > CHALLENGER_ROWS else due, out
                 )
-            )
 
-    def _start_challenger(self, at_labelled: int) -> None:
+    def _publish_challenger(self, last: _Row, learned: int, out: Output) -> None:
+        assert self._challenger is not None
+        self.model_version += 1
+        version = self.model_version
+        out.candidates.append(
+            Candidate(
+                event_id=uuid.uuid5(
+                    _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
+                ),
+                model_bytes=self._challenger.model_bytes(learned_through=last.version),
+                model_version=version,
+                parent_version=self._challenger_version,
+                config=f"restart-after-drift-at-{self._challenger_from}",
+                metrics={k: float(v) for k, v in self._challenger.metrics.items()},
+                first_position=None,
+                last_position=last.position,
+                n_learned=learned,
+                n_learned_total=self._challenger_rows,
+                role="challenger",
+            )
+        )
+        self._challenger_version = version
+        if self._challenger_rows >= CHALLENGER_LAST:
+            self._challenger = None  # its last version: it learns no more
+
+    def _start_challenger(self, at_labelled: int) -> bool:
+        """A fresh challenger after a rise in error, unless the one running has not been
+        published yet (the same drift, still being learned): a published one is replaced."""
         if (
             self._challengers is None
-            or self._challenger is not None
+            or (self._challenger is not None and self._challenger_rows < CHALLENGER_ROWS)
             or at_labelled < CHALLENGERS_AFTER
         ):
-            return
+            return False
         self._challenger = self._challengers()
         self._challenger_rows = 0
         self._challenger_from = at_labelled
+        self._challenger_version = None
+        return True
 
-    def _record(self, report: Any, out: Output) -> None:
+    def _record(self, report: Any, out: Output) -> int | None:
+        """The learner's drifts and switches as facts; returns the labelled count at which a
+        new challenger started (a rise in error), if one did."""
         task = self.spec.name
+        started = None
         for drift in getattr(report, "drifts", ()):
-            if drift.evidence.get("rise"):  # a rising error: a fresh learner challenges
-                self._start_challenger(drift.at_labelled)
+            if drift.evidence.get("rise") and self._start_challenger(drift.at_labelled):
+                started = drift.at_labelled  # a rising error: a fresh learner challenges
             fact = DriftDetected(
                 task=task,
                 detector=drift.detector,
@@ -553,10 +584,12 @@ class TaskTraining:
             )
             key = f"{task}/switch/{switch.at_labelled}/{switch.to_config}"
             out.facts.append((uuid.uuid5(_NAMESPACE, key), switched))
+        return started
 
     def _candidate(self) -> Candidate:
-        parent = self.model_version or None
+        parent = self._line_version  # not a challenger published in between
         self.model_version += 1
+        self._line_version = self.model_version
         learned, self._since_publish = self._since_publish, 0
         version = self.model_version
         return Candidate(

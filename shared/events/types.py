@@ -368,7 +368,7 @@ class CanaryEnded(Payload):
     task: str
     model_version: int
     # "promoted" | "rolled_back" | "stopped" | "inconclusive" | "superseded" (a challenger's,
-    # by a newer challenger)
+    # by one of a later drift) | "replaced" (by the same challenger's newer version)
     outcome: str
     reason: str
     decided_by: str
@@ -396,7 +396,7 @@ class ShadowStopped(Payload):
     task: str
     model_version: int
     # "canary" | "refused" (its audit) | "lost" | "stopped" | "inconclusive" | "superseded" (a
-    # challenger's, by a newer challenger)
+    # challenger's, by one of a later drift) | "replaced" (by the same challenger's newer version)
     outcome: str
     reason: str
     decided_by: str

@@ -1,6 +1,7 @@
 """The closed loop with the four services as separate processes: on a stream with an abrupt
-drift, the drift alarm starts a challenger, it runs as a live shadow, wins on the same rows,
-passes its audit, becomes a canary and is promoted by the analysis, no person acting; a canary of
+drift, the drift alarm starts a challenger, it runs as a live shadow (and goes on learning: its
+newer versions take its arm), wins on the same rows, passes its audit, becomes a canary and is
+promoted by the analysis, no person acting; a canary of
 the pre-drift model (truly worse) is rolled back. Every step is an event in governance's trail."""
 
 from __future__ import annotations
@@ -42,26 +43,43 @@ async def test_drift_challenger_shadow_canary_promotion_and_a_rolled_back_canary
     lines = [describe(e) for e in trail]
 
     shadow = next(e for e in trail if e["type"] == "ShadowStarted")
-    version = shadow["payload"]["model_version"]
     assert shadow["payload"]["decided_by"] == POLICY
     assert shadow["payload"]["reason"].startswith("challenger restart-after-drift-at-"), lines
-    drift_row = int(shadow["payload"]["reason"].split("-at-")[1].split()[0])
+    config = shadow["payload"]["reason"].split()[1]
+    drift_row = int(config.split("-at-")[1])
     assert 3200 <= drift_row <= 3800  # the drift is at row 3200
+    # The challenger goes on learning: each newer version takes its parent's arm (shadow or
+    # canary). The version promoted is one of that line, through the canary analysis.
+    line = {
+        e["payload"]["model_version"]
+        for e in trail
+        if e["type"] in ("ShadowStarted", "CanaryStarted") and config in e["payload"]["reason"]
+    }
+    ended = _one(trail, "CanaryEnded", outcome="promoted")
+    version = ended["payload"]["model_version"]
+    assert version in line, lines
     audit = _one(trail, "AuditCompleted", model_version=version, scope="candidate")
-    won = _one(trail, "ShadowStopped", model_version=version)
     canary = _one(trail, "CanaryStarted", model_version=version)
     promoted = _one(trail, "ModelPromoted", model_version=version)
-    ended = _one(trail, "CanaryEnded", model_version=version)
-    order = [shadow, audit, won, canary, promoted, ended]
+    won = next(  # the line's first win as a shadow, on the same rows as the champion
+        e
+        for e in trail
+        if e["type"] == "ShadowStopped"
+        and e["payload"]["outcome"] == "canary"
+        and e["payload"]["model_version"] in line
+    )
+    order = [shadow, won, canary, promoted, ended]
     assert [e["position"] for e in order] == sorted(e["position"] for e in order), lines
+    assert audit["position"] < canary["position"], lines
     assert audit["payload"]["passed"] is True
-    assert won["payload"]["outcome"] == "canary" and ended["payload"]["outcome"] == "promoted"
     for decision in (won, canary, promoted, ended):
         assert decision["payload"]["decided_by"] == POLICY  # no person acted
     for decision in (won, ended):
         evidence = decision["payload"]["evidence"]
         assert evidence["p_value"] <= spec.promotion.canary.alpha and evidence["effect"] > 0.1
     assert ended["payload"]["evidence"]["n_canary"] >= spec.promotion.canary.min_labels
+    replaced = [e for e in trail if e["payload"].get("outcome") == "replaced"]
+    assert all(e["payload"]["model_version"] in line for e in replaced), lines
 
     # The operator's canary of the pre-drift champion: rolled back by the analysis.
     tried = next(

@@ -473,12 +473,17 @@ def tiny_model(seed: int) -> bytes:
 
 
 async def add_model(
-    w: World, spec: TaskSpec, version: int, accuracy: float, role: str = "candidate"
+    w: World,
+    spec: TaskSpec,
+    version: int,
+    accuracy: float,
+    role: str = "candidate",
+    parent: int | None = -1,  # -1: the version before
 ) -> None:
     fact = ModelTrained(
         task=spec.name,
         model_version=version,
-        parent_version=version - 1 or None,
+        parent_version=(version - 1 or None) if parent == -1 else parent,
         pipeline_version=spec.version,
         artifact_sha256=w.artifacts.put(tiny_model(version)),
         config="tiny",
@@ -943,7 +948,7 @@ async def test_a_newer_challenger_supersedes_the_older_ones_the_policy_runs(
     async with world(store_url, kafka, tmp_path, spec) as w:
         await add_model(w, spec, 1, 0.80)
         await w.decided(task, 1)  # the first model is the champion
-        await add_model(w, spec, 2, 0.70, role="challenger")
+        await add_model(w, spec, 2, 0.70, role="challenger", parent=None)
         [started] = (await w.decided(task, 2))[1:]
         assert (started.type, started.payload["decided_by"]) == ("ShadowStarted", POLICY)
         # A person takes over challenger 2: stops the policy's shadow and starts their own.
@@ -951,11 +956,11 @@ async def test_a_newer_challenger_supersedes_the_older_ones_the_policy_runs(
         assert stopped.status_code == 200, stopped.text
         again = await w.post(f"{base}/shadows", "operator", {**why, "model_version": 2})
         assert again.status_code == 200, again.text
-        await add_model(w, spec, 3, 0.70, role="challenger")
+        await add_model(w, spec, 3, 0.70, role="challenger", parent=None)
         [third] = (await w.decided(task, 5))[4:]
         assert (third.type, third.payload["model_version"]) == ("ShadowStarted", 3)
 
-        await add_model(w, spec, 4, 0.70, role="challenger")
+        await add_model(w, spec, 4, 0.70, role="challenger", parent=None)
         newer = (await w.decided(task, 7))[5:]
         assert [(e.type, e.payload["model_version"]) for e in newer] == [
             ("ShadowStopped", 3),
@@ -966,6 +971,59 @@ async def test_a_newer_challenger_supersedes_the_older_ones_the_policy_runs(
         assert newer[0].payload["reason"].startswith("superseded by challenger v4")
         routing = (await w.get(f"{base}/routing")).json()
         assert sorted(a["model_version"] for a in routing["shadows"]) == [2, 4]
+
+
+async def test_a_challenger_that_learns_on_replaces_its_own_shadow_and_canary(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    # The trainer goes on teaching a challenger after publishing it, and publishes it again as
+    # the child of its last version: the policy's shadow of it, and the canary made of that
+    # shadow, move to the newer version (the same arm, the same weight) instead of a frozen one
+    # answering users or running beside a newer shadow.
+    spec = TaskSpec(
+        name=f"line{uuid.uuid4().hex[:8]}", features=(Feature(name="x"),), target=Target(name="y")
+    )
+    task, base = spec.name, f"/v1/tasks/{spec.name}"
+    async with world(store_url, kafka, tmp_path, spec) as w:
+        await add_model(w, spec, 1, 0.80)
+        await w.decided(task, 1)
+        await add_model(w, spec, 2, 0.70, role="challenger", parent=None)
+        await w.decided(task, 2)  # v2 runs as a shadow
+        await add_model(w, spec, 3, 0.70, role="challenger", parent=2)
+        moved = (await w.decided(task, 4))[2:]
+        assert [(e.type, e.payload["model_version"]) for e in moved] == [
+            ("ShadowStopped", 2),
+            ("ShadowStarted", 3),
+        ]
+        assert moved[0].payload["outcome"] == "replaced"
+        assert moved[0].payload["reason"].startswith("replaced by v3, the same challenger")
+        assert moved[1].payload["evidence"]["replaces"] == 2
+
+        # v3 beats the champion on the same rows: the analysis makes it the canary.
+        won = {"model_version": 3, "n": 600, "challenger_only": 120, "champion_only": 10}
+        won |= {"challenger_log_loss": 180.0, "champion_log_loss": 300.0}
+        scored = ArmsScored(
+            task=task, champion_version=1, canary=None, shadows=[won], at_labelled=600
+        )
+        await w.record(scored, governance_stream(task))
+        canary = (await w.decided(task, 6))[4:]
+        assert [(e.type, e.payload["model_version"]) for e in canary] == [
+            ("ShadowStopped", 3),
+            ("CanaryStarted", 3),
+        ]
+        weight = canary[1].payload["weight"]
+
+        await add_model(w, spec, 4, 0.70, role="challenger", parent=3)
+        replaced = (await w.decided(task, 8))[6:]
+        assert [(e.type, e.payload["model_version"]) for e in replaced] == [
+            ("CanaryEnded", 3),
+            ("CanaryStarted", 4),
+        ]
+        assert replaced[0].payload["outcome"] == "replaced"
+        assert replaced[1].payload["weight"] == weight
+        assert replaced[1].payload["decided_by"] == POLICY
+        routing = (await w.get(f"{base}/routing")).json()
+        assert routing["canary"]["model_version"] == 4 and routing["shadows"] == []
 
 
 # ---------------------------------------------------------------------------------------------

@@ -285,3 +285,63 @@ def test_served_accuracy_is_counted_per_window_of_served_rows_whatever_the_batch
     ]
     assert together[1][1]["to_position"] == events[16].position  # the 8th served row's label
     assert len({i for i, _ in together}) == 2
+
+
+class RisingLearner(FakeLearner):
+    """Reports a rise in error when its labelled count passes each of `at`."""
+
+    def __init__(self, at: tuple[int, ...] = ()) -> None:
+        super().__init__()
+        self.at = at
+
+    def test_then_train(self, X: np.ndarray, y: np.ndarray):
+        before = self.seen
+        report = super().test_then_train(X, y)
+        report.drifts = [
+            Drift("adwin", n, {"rise": True}) for n in self.at if before < n <= self.seen
+        ]
+        return report
+
+
+def _challengers(drifts: tuple[int, ...], rows: int, batch: int) -> list:
+    spec = SPEC.model_copy(
+        update={"learner": SPEC.learner.model_copy(update={"publish_every": 1000})}
+    )
+    core = TaskTraining(spec, RisingLearner(drifts), challengers=FakeLearner)
+    stream = Stream()
+    events = [stream.observe(0.1, label=i % 3 == 0, spec=spec) for i in range(rows)]
+    out = []
+    for start in range(0, len(events), batch):
+        out += core.apply(events[start : start + batch]).candidates
+    return out
+
+
+def test_a_challenger_goes_on_learning_and_is_published_at_doubling_counts():
+    made = _challengers((1200,), 7000, 97)
+    line = [c for c in made if c.role == "challenger"]
+    # 250 rows after the drift, then at twice the rows each time, up to its last version.
+    assert [c.n_learned_total for c in line] == [250, 500, 1000, 2000, 4000]
+    assert [c.n_learned for c in line] == [250, 250, 500, 1000, 2000]
+    assert [c.last_position for c in line] == [1200 + n for n in (250, 500, 1000, 2000, 4000)]
+    assert [c.parent_version for c in line] == [None] + [c.model_version for c in line[:-1]]
+    assert {c.config for c in line} == {"restart-after-drift-at-1200"}
+    # The learner's own line names its own parents, never a challenger published in between.
+    own = [c for c in made if c.role == "candidate"]
+    assert [c.parent_version for c in own] == [None] + [c.model_version for c in own[:-1]]
+    # Exact counts whatever the batching: the same versions, bytes and positions.
+    same = _challengers((1200,), 7000, 1000)
+    assert [(c.model_version, c.model_bytes, c.last_position) for c in same] == [
+        (c.model_version, c.model_bytes, c.last_position) for c in made
+    ]
+
+
+def test_a_later_drift_starts_a_new_challenger_once_the_running_one_is_published():
+    made = [c for c in _challengers((1200, 1300, 2000), 3000, 50) if c.role == "challenger"]
+    # The rise at 1300 is the first drift still being learned; the one at 2000 starts anew.
+    assert [(c.config, c.n_learned_total, c.parent_version is None) for c in made] == [
+        ("restart-after-drift-at-1200", 250, True),
+        ("restart-after-drift-at-1200", 500, False),
+        ("restart-after-drift-at-2000", 250, True),
+        ("restart-after-drift-at-2000", 500, False),
+        ("restart-after-drift-at-2000", 1000, False),
+    ]
