@@ -43,7 +43,6 @@ from typing import Any
 
 import asyncpg
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import create_async_engine
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -53,7 +52,7 @@ from bench.report import write_section  # noqa: E402
 from continuo.progress import progress  # noqa: E402
 from services.governance.app import MIGRATIONS  # noqa: E402
 from services.governance.projections import PROJECTED_TYPES  # noqa: E402
-from services.governance.schema import predictions  # noqa: E402
+from services.governance.schema import governance_engine, predictions  # noqa: E402
 from services.governance.service import Governance  # noqa: E402
 from services.trainer.service import replay_models  # noqa: E402
 from shared.broker import start_broker_ready  # noqa: E402
@@ -299,7 +298,7 @@ async def measure(
 
         settings = CommonSettings(store_url=url, artifacts_dir=workdir / "artifacts")
         runtime = Runtime.build("governance", settings)
-        engine = create_async_engine(gov_url)
+        engine = governance_engine(gov_url)
         governance = Governance(runtime, engine)
 
         async def rebuild(advance: Callable[[int], object]) -> int:

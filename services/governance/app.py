@@ -14,13 +14,13 @@ from pathlib import Path
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.governance.auth import install_bootstrap_keys, parse_bootstrap
 from services.governance.errors import Conflict, Invalid, NotFound
 from services.governance.instruments import consumer_metrics
 from services.governance.queries import Missing
 from services.governance.routes import admin, dashboard, decisions, reads, trail
+from services.governance.schema import governance_engine
 from services.governance.service import Governance
 from services.governance.settings import GovernanceSettings
 from shared.bus import EnvelopeConsumer
@@ -78,7 +78,7 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
         async with contextlib.AsyncExitStack() as opened:
             bootstrap = parse_bootstrap(settings.bootstrap_keys.get_secret_value())
             await upgrade_async(settings.database_url, MIGRATIONS, "gov_alembic_version")
-            engine = create_async_engine(settings.database_url)
+            engine = governance_engine(settings.database_url)
             opened.push_async_callback(engine.dispose)
             if bootstrap:
                 installed = await install_bootstrap_keys(engine, bootstrap)

@@ -12,9 +12,8 @@ import asyncio
 import sys
 from pathlib import Path
 
-from sqlalchemy.ext.asyncio import create_async_engine
-
 from services.governance.auth import KeyFormatError, Role, create_key, list_keys, revoke_key
+from services.governance.schema import governance_engine
 from services.governance.settings import GovernanceSettings
 from shared.store.migrate import upgrade_async
 
@@ -23,7 +22,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 async def _run(args: argparse.Namespace, database_url: str) -> int:
     await upgrade_async(database_url, MIGRATIONS, "gov_alembic_version")
-    engine = create_async_engine(database_url)
+    engine = governance_engine(database_url)
     try:
         if args.action == "create":
             info, key = await create_key(engine, args.name, Role(args.role))

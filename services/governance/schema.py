@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -17,9 +19,18 @@ from sqlalchemy import (
     Uuid,
 )
 from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.store.sql import JSON_CODEC
 
 metadata = MetaData()
 Json = JSON().with_variant(JSONB(), "postgresql")
+
+
+def governance_engine(url: str, **options: Any) -> AsyncEngine:
+    """An engine for these tables, its JSON columns written as the event store writes its own."""
+    return create_async_engine(url, json_serializer=JSON_CODEC["json_serializer"], **options)
+
 
 # Every event applied to the projections, recorded in the same transaction as its effect.
 applied = Table(

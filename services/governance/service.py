@@ -23,7 +23,7 @@ from typing import Any
 
 import structlog
 from sqlalchemy import delete, select
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.pool import StaticPool
 
 from services.governance.audit import AuditReport
@@ -40,7 +40,14 @@ from services.governance.instruments import audited, decided, projected
 from services.governance.policy import AuditResult, Decision, Verdict, decide
 from services.governance.projections import apply_events, replay_into
 from services.governance.routing import RoutingDecisions
-from services.governance.schema import PROJECTION_TABLES, deployments, metadata, models, predictions
+from services.governance.schema import (
+    PROJECTION_TABLES,
+    deployments,
+    governance_engine,
+    metadata,
+    models,
+    predictions,
+)
 from services.governance.settings import GovernanceSettings
 from shared.artifacts import ArtifactNotFound
 from shared.deployments import POLICY, DeploymentState
@@ -155,7 +162,7 @@ class Governance:
             if position in self._as_of:
                 self._as_of.move_to_end(position)
                 return self._as_of[position]
-            engine = create_async_engine("sqlite+aiosqlite://", poolclass=StaticPool)
+            engine = governance_engine("sqlite+aiosqlite://", poolclass=StaticPool)
             async with engine.begin() as conn:
                 await conn.run_sync(metadata.create_all)
                 await replay_into(conn, self.store, until=position)

@@ -54,6 +54,11 @@ def _json_dumps(value: Any) -> str:
     return orjson.dumps(value).decode()
 
 
+# How every Continuo database engine writes and reads JSON columns: orjson, several times faster
+# than the standard library's encoder (which was a third of a governance projection rebuild).
+JSON_CODEC: dict[str, Any] = {"json_serializer": _json_dumps, "json_deserializer": orjson.loads}
+
+
 # What a read selects: every column, the ones whose SQLAlchemy result processing costs most per
 # row (UUIDs and datetimes parsed from text on SQLite, JSON) taken as the driver gives them and
 # decoded in `_row_to_envelope`, which takes either form. Reads decoded 15-20k events/s before.
@@ -618,8 +623,7 @@ def _enable_wal(cursor: Any) -> None:
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
     engine = create_engine(
         url,
-        json_serializer=_json_dumps,
-        json_deserializer=orjson.loads,
+        **JSON_CODEC,
         connect_args={"timeout": 60, "check_same_thread": False},
     )
 
@@ -648,8 +652,7 @@ def open_event_store(url: str, *, pool_size: int = 5) -> SqlEventStore:
     if url.startswith("postgresql"):
         engine = create_async_engine(
             url,
-            json_serializer=_json_dumps,
-            json_deserializer=orjson.loads,
+            **JSON_CODEC,
             pool_size=pool_size,
             pool_pre_ping=True,
         )
