@@ -80,6 +80,17 @@ class Blend:
         z = clip_raws(np.asarray(raws)[:, members]) @ np.asarray(self.w)[members] + self.bias
         return z.clip(-LOGIT_CLIP, LOGIT_CLIP)
 
+    def logit(self, raws: Sequence[float]) -> float:
+        """`logits` of one row, in Python floats: for a request of a few rows, numpy's
+        per-call cost is most of the time. The same terms in the same order; the sum may differ
+        from numpy's in the last bit."""
+        w, s = self.w, 0.0
+        for j in self.spec.members:
+            r = raws[j]
+            s += (RAW_CLIP if r > RAW_CLIP else -RAW_CLIP if r < -RAW_CLIP else r) * w[j]
+        s += self.bias
+        return LOGIT_CLIP if s > LOGIT_CLIP else -LOGIT_CLIP if s < -LOGIT_CLIP else s
+
     def step(self, zs: Sequence[float], y: int) -> float:
         """Predict one row, then learn it: returns the prediction made before seeing y.
 
@@ -126,11 +137,15 @@ class OnlineLinear:
         each of `snapshots()` gives, without building them: serving calls this per request.)"""
         X = np.asarray(X, dtype=float).reshape(-1, self.n)
         if len(X) <= _ROW_BY_ROW:  # numpy's per-call cost outweighs a few rows' arithmetic
-            return np.array([self._scores(self._z(x)) for x in X.tolist()]).reshape(len(X), -1)
+            return np.array([self.row_raws(x) for x in X.tolist()]).reshape(len(X), -1)
         z = np.clip((X - np.asarray(self._mean)) / np.asarray(self._scales()), -Z_CLIP, Z_CLIP)
         return np.column_stack(
             [z @ np.asarray(c) + b for c, b in zip(self.coefs, self.intercepts, strict=True)]
         )
+
+    def row_raws(self, x: Sequence[float]) -> list[float]:
+        """`raws` of one row, as Python floats."""
+        return self._scores(self._z(x))
 
     def _z(self, x: Sequence[float]) -> list[float]:
         """One row standardised by the running mean and deviation, clipped to +-Z_CLIP."""
@@ -291,6 +306,8 @@ class LiveModel:
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
         if self._frozen is not None:
             return self._frozen.logits(X)
+        if self._row_by_row(X):
+            return np.array([self._logit(x) for x in X.tolist()])
         raws = self._tree_raws(X)
         if self._linear is not None and len(X):
             raws[:, len(self._trees) :] = self._linear.raws(X)
@@ -298,7 +315,22 @@ class LiveModel:
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(class 1) for each row of X, as of the rows learned so far."""
+        X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
+        if self._frozen is None and self._row_by_row(X):
+            return np.array([1.0 / (1.0 + math.exp(-self._logit(x))) for x in X.tolist()])
         return 1.0 / (1.0 + np.exp(-self.logits(X)))
+
+    def _row_by_row(self, X: np.ndarray) -> bool:
+        """Serving's requests of a few rows: scored a row at a time in Python floats (about a
+        third of the numpy path's time for one row, which is most of a predict call's CPU)."""
+        return len(X) <= _ROW_BY_ROW and self._scorers is not None
+
+    def _logit(self, x: list[float]) -> float:
+        assert self._scorers is not None
+        raws = [scorer.raw(x) for scorer in self._scorers]
+        if self._linear is not None:
+            raws += self._linear.row_raws(x)
+        return self._blend.logit(raws)
 
     def learn(self, rows: Sequence[LearnedRow]) -> list[float]:
         """Predict each row as of the rows before it, then learn it, in order; return those
