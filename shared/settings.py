@@ -50,6 +50,9 @@ class CommonSettings(BaseSettings):
     # How often an idle relay looks for events another process appended under its producer (a
     # second replica), in seconds; an append through the service's own store wakes it at once.
     relay_interval: float = Field(0.5, validation_alias=_env("CONTINUO_RELAY_INTERVAL"))
+    # Container allocations between the collector's young-generation passes (CPython: 700).
+    # See shared.runtime.tune_collector.
+    gc_threshold: int = Field(20_000, ge=1, validation_alias=_env("CONTINUO_GC_THRESHOLD"))
     host: str = "127.0.0.1"
     port: int = 8000
 

@@ -6,11 +6,13 @@ from services.governance.app import create_app
 from services.governance.settings import GovernanceSettings
 from shared.http import serve
 from shared.logging import configure_logging
+from shared.runtime import tune_collector
 
 
 def main() -> None:
     settings = GovernanceSettings()
     configure_logging("governance", level=settings.log_level, fmt=settings.log_format)
+    tune_collector(settings)
     serve(create_app(settings), settings)
 
 

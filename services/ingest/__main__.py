@@ -6,11 +6,13 @@ from services.ingest.app import create_app
 from services.ingest.settings import IngestSettings
 from shared.http import serve
 from shared.logging import configure_logging
+from shared.runtime import tune_collector
 
 
 def main() -> None:
     settings = IngestSettings()
     configure_logging("ingest", level=settings.log_level, fmt=settings.log_format)
+    tune_collector(settings)
     serve(create_app(settings), settings)
 
 
