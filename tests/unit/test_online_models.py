@@ -82,3 +82,21 @@ def test_recent_rows_hands_back_what_came_after_a_version():
     assert [r.version for r in recent.after(5)] == [6, 7, 8]
     assert [r.version for r in recent.after(0)] == [4, 5, 6, 7, 8]  # only 5 kept
     assert recent.oldest == 4
+
+
+def test_row_by_row_and_batch_agree_on_extreme_inputs_and_an_unlearned_model():
+    """Serving's few-row path (Python floats) and the batch path (numpy), on what a caller can
+    send: huge and tiny values, and the model published before anything was learned."""
+    extreme = np.array([[0.0, 0.0, 0.0], [1e300, -1e300, 5.0], [-1e308, 1e308, 0.0]])
+    batch = np.vstack([extreme] * 12)  # over 32 rows: the numpy path
+    X, y = stream(3000, seed=4)
+    learner = OnlineLearner(3, params=FAST)
+    learner.test_then_train(X, y)
+    unlearned = LiveModel(OnlineLearner(3, params=FAST).model_bytes(learned_through=0))
+    for live in (LiveModel(learner.model_bytes(learned_through=3000)), unlearned):
+        with np.errstate(over="ignore"):  # the numpy path's standardising overflows to +-inf
+            expected = live.predict_proba(batch)[:3]
+        single = [live.predict_proba(extreme[i : i + 1])[0] for i in range(3)]
+        assert np.all(np.isfinite(single))
+        np.testing.assert_allclose(single, expected, rtol=0, atol=1e-12)
+    assert unlearned.predict_proba(extreme[:1])[0] == 0.5
