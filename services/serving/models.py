@@ -12,7 +12,7 @@ import numpy as np
 
 from services.serving.routing import Predictor
 from shared.features import model_inputs
-from shared.ids import random_uuid
+from shared.ids import new_uuid
 from shared.tasks import RecordError, TaskSpec, validate_features
 
 # Probability of class 1 at or above which the predicted label is class 1.
@@ -69,7 +69,7 @@ def predict(
     given (a shadow scores the rows the answer went out for, under their ids)."""
     if not rows:
         return []
-    ids = prediction_ids or [random_uuid() for _ in rows]
+    ids = prediction_ids or [new_uuid() for _ in rows]
     X = np.asarray(
         [model_inputs(spec, row, values) for row, values in zip(rows, online, strict=True)],
         dtype=np.float64,
@@ -103,6 +103,6 @@ def unanswered(
     """Rows recorded before the task has any model: ids to label them by, and no answer."""
     names = spec.online_names
     return [
-        Prediction(random_uuid(), entity_id, row, dict(zip(names, values, strict=True)), None, None)
+        Prediction(new_uuid(), entity_id, row, dict(zip(names, values, strict=True)), None, None)
         for row, entity_id, values in zip(rows, entity_ids, online, strict=True)
     ]

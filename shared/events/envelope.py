@@ -15,7 +15,7 @@ from typing import Any, ClassVar, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from shared.ids import random_uuid
+from shared.ids import new_uuid
 
 
 class UnknownEventType(LookupError):
@@ -178,7 +178,7 @@ def new_event_from_json(
     not validated: for a hot path that builds it field by field (serving's recorder), whose
     tests hold it equal to the validated payload's dump."""
     return Envelope(
-        event_id=random_uuid(),
+        event_id=new_uuid(),
         type=payload_type.type_name,
         schema_version=payload_type.schema_version,
         stream_id=stream_id,
@@ -200,7 +200,7 @@ def new_event(
 ) -> Envelope:
     """Wrap a payload in a new envelope; causation links it to the event that caused it."""
     return Envelope(
-        event_id=event_id or random_uuid(),
+        event_id=event_id or new_uuid(),
         type=payload.type_name,
         schema_version=payload.schema_version,
         stream_id=stream_id,
