@@ -33,7 +33,7 @@ from sqlalchemy import (
     text,
     type_coerce,
 )
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.types import NullType
 
@@ -620,11 +620,35 @@ def _enable_wal(cursor: Any) -> None:
     raise RuntimeError("could not switch the SQLite event store to WAL: it stayed locked")
 
 
+# How long a writer waits for SQLite's one write lock before the append fails.
+WRITE_LOCK_TIMEOUT = 60.0
+# SQLite's own busy handler sleeps 1, 2, 5, 10, ... up to 100 ms between tries and is not woken
+# when the lock is released: with four services writing one file, the lock sat free while every
+# writer slept (docs/benchmarks.md, "The SQLite write lock"). A writer connection lets SQLite
+# wait 2 ms at most (a try after 1 ms and after 2), then `_begin_immediate` tries again at once.
+_WRITER_BUSY_MS = 2
+
+
+def _begin_immediate(conn: Any) -> None:
+    """Take the write lock, trying every millisecond or two until `WRITE_LOCK_TIMEOUT`."""
+    deadline = time.monotonic() + WRITE_LOCK_TIMEOUT
+    while True:
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            return
+        except OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+
+
 def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
+    """An engine on the SQLite file: `immediate` for the writer (every transaction takes the
+    write lock when it begins), else the reader (WAL readers never wait for the writer)."""
+    busy_ms = _WRITER_BUSY_MS if immediate else int(WRITE_LOCK_TIMEOUT * 1000)
     engine = create_engine(
         url,
         **JSON_CODEC,
-        connect_args={"timeout": 60, "check_same_thread": False},
+        connect_args={"timeout": busy_ms / 1000, "check_same_thread": False},
     )
 
     @event.listens_for(engine, "connect")
@@ -632,7 +656,7 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
         # Let SQLAlchemy, not the driver, decide when a transaction begins.
         dbapi_conn.isolation_level = None
         cursor = dbapi_conn.cursor()
-        cursor.execute("PRAGMA busy_timeout=60000")
+        cursor.execute(f"PRAGMA busy_timeout={busy_ms}")
         _enable_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -640,7 +664,10 @@ def _sqlite_engine(url: str, *, immediate: bool) -> Engine:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+        if immediate:
+            _begin_immediate(conn)
+        else:
+            conn.exec_driver_sql("BEGIN")
 
     return engine
 

@@ -237,3 +237,41 @@ def _sqlite_time(text: str):
     from datetime import UTC, datetime
 
     return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
+async def test_a_sqlite_append_waits_for_another_writer_then_stores(tmp_path, monkeypatch):
+    """Another process holding SQLite's write lock makes an append wait, not fail; once the lock
+    is free the append goes through. Past the store's timeout it fails with SQLite's error."""
+    import sqlite3
+    import threading
+    import time
+
+    from sqlalchemy.exc import OperationalError
+
+    from shared.store import sql
+    from shared.store.migrate import upgrade_async
+
+    path = tmp_path / "events.db"
+    await upgrade_async(f"sqlite+aiosqlite:///{path}")
+    store = sql.open_event_store(f"sqlite+aiosqlite:///{path}")
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        released = threading.Timer(0.3, lambda: other.execute("COMMIT"))
+        released.start()
+        started = time.monotonic()
+        stream = _stream()
+        await store.append([observation(stream_id=stream)])
+        assert time.monotonic() - started >= 0.25
+        assert len(await store.read_stream(stream)) == 1
+
+        monkeypatch.setattr(sql, "WRITE_LOCK_TIMEOUT", 0.2)
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="locked"):
+            await store.append([observation(stream_id=stream)])
+        other.execute("COMMIT")
+        await store.append([observation(stream_id=stream)])  # the connection is still usable
+        assert len(await store.read_stream(stream)) == 2
+    finally:
+        other.close()
+        await store.close()
