@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -20,7 +21,7 @@ from services.trainer import instruments
 from services.trainer.core import Candidate, Learner, Output, TaskTraining
 from services.trainer.snapshots import Snapshots
 from shared.deployments import DeploymentState
-from shared.events.envelope import Envelope, new_event
+from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
     data_stream,
     deployment_stream,
@@ -223,16 +224,21 @@ class Trainer:
     async def _persist(self, core: TaskTraining, out: Output) -> None:
         rt, task = self.runtime, core.spec.name
         if out.facts:
+            # One append for the batch's facts (one write transaction, not one each): the store
+            # reports each event's own outcome, so a fact stored before (a replay) is a duplicate
+            # and the rest are new. Ids are derived from what a fact is about: keep the first.
+            made: dict[uuid.UUID, Payload] = {}
+            for event_id, made_fact in out.facts:
+                made.setdefault(event_id, made_fact)
             facts = [
                 new_event(
-                    fact, stream_id=governance_stream(task), producer=rt.producer, event_id=event_id
+                    payload, stream_id=governance_stream(task), producer=rt.producer, event_id=key
                 )
-                for event_id, fact in out.facts
+                for key, payload in made.items()
             ]
-            for (_, made), event in zip(out.facts, facts, strict=True):
-                # One at a time: each is its own fact, retried or not.
-                [stored] = await rt.store.append([event])
-                instruments.fact_stored(made, duplicate=stored.duplicate)
+            stored = await rt.store.append(facts)
+            for payload, result in zip(made.values(), stored, strict=True):
+                instruments.fact_stored(payload, duplicate=result.duplicate)
         for candidate in out.candidates:
             digest = await asyncio.to_thread(rt.artifacts.put, candidate.model_bytes)
             fact = candidate.fact(task, core.spec.version, digest, dict(core.spec.learner.params))
