@@ -101,6 +101,36 @@ async def test_two_writers_racing_for_the_same_version_cannot_both_win(store: Sq
     assert all(isinstance(o, ConcurrencyError) for o in outcomes if isinstance(o, BaseException))
 
 
+async def test_concurrent_appends_each_get_their_own_outcome(store: SqlEventStore):
+    """Appends made at once: one's refusal fails it alone, nothing of a refused append is
+    stored, and what was stored has unique positions, in order within each stream."""
+    known = observation(stream_id=_stream(), label=0)
+    await store.append([known])
+    changed = known.model_copy(update={"payload": {**known.payload, "label": 1}})
+    raced = _stream()
+    streams = [_stream() for _ in range(8)]
+    fresh = [[observation(stream_id=stream) for _ in range(3)] for stream in streams]
+    calls = [store.append(events) for events in fresh]
+    calls += [store.append([changed, observation(stream_id=known.stream_id)], refuse_changed=True)]
+    calls += [
+        store.append([observation(stream_id=raced)], expected_version=NO_STREAM) for _ in range(4)
+    ]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    stored, refused, racers = outcomes[:8], outcomes[8], outcomes[9:]
+    assert all(isinstance(result, list) for result in stored), stored
+    assert isinstance(refused, EventIdChanged)
+    assert len(await store.read_stream(known.stream_id)) == 1
+    assert sum(isinstance(o, list) for o in racers) == 1
+    assert all(isinstance(o, ConcurrencyError) for o in racers if not isinstance(o, list))
+    assert len(await store.read_stream(raced)) == 1
+    positions = [r.position for result in stored for r in result]  # type: ignore[union-attr]
+    assert len(set(positions)) == len(positions) == 24
+    for events, result in zip(fresh, stored, strict=True):
+        read = await store.read_stream(events[0].stream_id)
+        assert [e.event_id for e in read] == [e.event_id for e in events]
+        assert [e.position for e in read] == [r.position for r in result]  # type: ignore[union-attr]
+
+
 async def test_one_append_takes_the_events_of_one_stream(store: SqlEventStore):
     with pytest.raises(ValueError, match="one stream"):
         await store.append([observation(stream_id=_stream()), observation(stream_id=_stream())])
