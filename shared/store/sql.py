@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import threading
 import time
 import uuid
 import weakref
@@ -541,13 +542,20 @@ class SqliteEventStore(SqlEventStore):
         sync_url = url.replace("sqlite+aiosqlite:", "sqlite:", 1)
         self._reader = _sqlite_engine(sync_url, immediate=False)
         self._writer = _sqlite_engine(sync_url, immediate=True)
+        # One writer per process at a time: the file has one write lock, and writers of the
+        # same process that race for it only spin (`_begin_immediate`) while one holds it.
+        self._write_lock = threading.Lock()
 
     async def _read(self, work: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(_run, self._reader, False, work, args)
 
     async def _write(self, work: Callable[..., T], *args: Any, append: bool = False) -> T:
         # BEGIN IMMEDIATE takes the file's one write lock: appends are serialised by it.
-        return await asyncio.to_thread(_run, self._writer, True, work, args)
+        return await asyncio.to_thread(self._run_write, work, args)
+
+    def _run_write(self, work: Callable[..., T], args: tuple[Any, ...]) -> T:
+        with self._write_lock:
+            return _run(self._writer, True, work, args)
 
     def _insert(self, conn: Connection, rows: list[dict[str, Any]]) -> dict[uuid.UUID, Any]:
         # SQLite cannot return ordered RETURNING rows from an executemany, so SQLAlchemy would
