@@ -69,7 +69,7 @@ from shared.events.types import (
 from shared.fanout import Fanout
 from shared.features import OnlineFold, data_event, model_inputs
 from shared.model_codec import ModelFormatError, Predictor, decode
-from shared.registry import registered_tasks, spec_versions
+from shared.registry import registered_spec, registered_tasks, spec_versions
 from shared.runtime import Runtime
 from shared.store.port import ConcurrencyError
 from shared.tasks import TaskSpec
@@ -245,7 +245,7 @@ class Governance:
     # -- reading the store --------------------------------------------------------------------
 
     async def spec(self, task: str) -> TaskSpec:
-        spec = (await registered_tasks(self.store)).get(task)
+        spec = await registered_spec(self.store, task)
         if spec is None:
             raise NotFound(f"unknown task {task!r}")
         return spec

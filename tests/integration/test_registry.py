@@ -1,0 +1,33 @@
+"""The task catalogue read back from the store, on every adapter."""
+
+from __future__ import annotations
+
+from shared.registry import register_tasks, registered_spec, registered_tasks, spec_versions
+from shared.store.sql import SqlEventStore
+from shared.tasks import TaskSpec
+from tests.support import TEST_PRODUCER
+
+
+def _spec(name: str, publish_every: int = 250) -> TaskSpec:
+    return TaskSpec.model_validate(
+        {
+            "name": name,
+            "features": [{"name": "x"}],
+            "target": {"name": "y"},
+            "learner": {"publish_every": publish_every},
+        }
+    )
+
+
+async def test_one_tasks_spec_is_its_newest_registered_version(store: SqlEventStore):
+    first, second, other = _spec("alpha", 250), _spec("alpha", 500), _spec("beta")
+    await register_tasks(store, [first, other], TEST_PRODUCER)
+    await register_tasks(store, [second], TEST_PRODUCER)
+
+    newest = await registered_spec(store, "alpha")
+
+    assert newest == second != first
+    assert newest == (await registered_tasks(store))["alpha"]
+    assert await registered_spec(store, "beta") == other
+    assert await registered_spec(store, "gamma") is None
+    assert await spec_versions(store, "alpha") == {first.version: first, second.version: second}
