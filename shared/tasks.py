@@ -35,6 +35,10 @@ SOURCE_KINDS = frozenset({"mean", "deviation"})
 _NAME = r"^[A-Za-z_][A-Za-z0-9_.:-]{0,62}$"
 # Integers beyond this lose precision as JSON numbers (and as model inputs): refused at the door.
 MAX_SAFE_INT = 2**53
+# Floats beyond this are refused at the door too: finite, but sums and squares of them (an online
+# feature's window mean, the online members' running variance) overflow to inf, and one such row
+# would make every later prediction of the task NaN. Far beyond any measurement.
+MAX_ABS_FLOAT = 1e100
 
 
 class Feature(BaseModel):
@@ -358,6 +362,8 @@ def _coerce(feature: Feature, value: Any) -> float | int | bool | str:
             raise RecordError(f"{feature.name}: {shown(value)} is out of range") from None
         if not math.isfinite(number):
             raise RecordError(f"{feature.name}: must be finite, got {shown(value)}")
+        if abs(number) > MAX_ABS_FLOAT:
+            raise RecordError(f"{feature.name}: {shown(value)} is out of range (|x| <= 1e100)")
         return number
     if feature.type == "int":
         if isinstance(value, bool) or not isinstance(value, int | float):

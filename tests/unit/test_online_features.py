@@ -9,7 +9,7 @@ import pytest
 from pydantic import ValidationError
 
 from shared.features import OnlineFold
-from shared.tasks import LABEL_KINDS, TaskSpec
+from shared.tasks import LABEL_KINDS, MAX_ABS_FLOAT, TaskSpec
 
 
 def spec(*online: dict, sensitive: bool = False) -> TaskSpec:
@@ -267,3 +267,12 @@ def test_a_compas_row_never_sees_another_defendants_outcome():
     for spec in (shipped, variant):
         ones, flipped = [1] * 60, [0] * 60
         assert inputs(spec, ones) == inputs(spec, flipped)
+
+
+def test_the_largest_values_a_record_may_hold_keep_every_feature_finite():
+    """Values at the bound validation allows (|x| <= 1e100), a full window of them: sums and
+    deviations stay finite (at 1.7e308, two of them made the window mean inf)."""
+    fold = OnlineFold(ALL)
+    for oid, sign in zip(ids(6), (-1, -1, -1, 1, 1, 1), strict=True):
+        fold.observe(oid, "e", {"x": sign * MAX_ABS_FLOAT, "n": 0})
+    assert np.isfinite(fold.values("e", {"x": -MAX_ABS_FLOAT, "n": 0})).all()

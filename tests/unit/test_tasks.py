@@ -40,6 +40,8 @@ def test_valid_features_are_coerced_and_sensitive_attributes_kept_out_of_the_mod
     ("features", "message"),
     [
         ({"n": 1e300, "x": 1.0, "c": "a", "s": "p"}, "out of range"),
+        ({"n": 1, "x": 1.7e308, "c": "a", "s": "p"}, r"x: 1.7e\+308 is out of range"),
+        ({"n": 1, "x": -1e101, "c": "a", "s": "p"}, r"out of range \(\|x\| <= 1e100\)"),
         ({"n": 2**60, "x": 1.0, "c": "a", "s": "p"}, "out of range"),
         ({"n": 1.5, "x": 1.0, "c": "a", "s": "p"}, "expected an integer"),
         ({"n": 1, "x": float("nan"), "c": "a", "s": "p"}, "finite"),
@@ -52,6 +54,11 @@ def test_valid_features_are_coerced_and_sensitive_attributes_kept_out_of_the_mod
 def test_a_record_that_does_not_fit_is_refused_with_the_field_and_why(features, message):
     with pytest.raises(RecordError, match=message):
         validate_features(SPEC, features)
+
+
+def test_floats_up_to_the_bound_are_taken_as_they_are():
+    features = validate_features(SPEC, {"n": 1, "x": -1e100, "c": "a", "s": "p"})
+    assert features["x"] == -1e100
 
 
 def test_a_missing_sensitive_attribute_is_refused_saying_what_it_is_kept_for():
