@@ -8,12 +8,13 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.examples import COMPAS_FEATURES, ELEC_FEATURES
 from shared.http import MAX_POSITION
-from shared.tasks import StorableStr
+from shared.tasks import MAX_ENTITY_ID, StorableStr
 
 
 class PredictRecord(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={"examples": [{"features": ELEC_FEATURES, "entity_id": "nsw"}]},
     )
 
@@ -28,17 +29,19 @@ class PredictRecord(BaseModel):
     entity_id: StorableStr | None = Field(
         None,
         min_length=1,
-        max_length=200,
+        max_length=MAX_ENTITY_ID,
         description="whose row this is: required by tasks with per-entity online features and "
         "when the row is recorded",
     )
 
 
 class PredictRequest(BaseModel):
-    """One record (`features`, optional `entity_id`) or a batch (`records`)."""
+    """One record (`features`, optional `entity_id`) or a batch (`records`). Strict: `"yes"` is
+    not `true`, nor `"5"` a position."""
 
     model_config = ConfigDict(
         extra="forbid",
+        strict=True,
         json_schema_extra={
             "examples": [
                 {"features": ELEC_FEATURES, "entity_id": "nsw"},
@@ -53,7 +56,7 @@ class PredictRequest(BaseModel):
     )
 
     features: dict[str, Any] | None = None
-    entity_id: StorableStr | None = Field(None, min_length=1, max_length=200)
+    entity_id: StorableStr | None = Field(None, min_length=1, max_length=MAX_ENTITY_ID)
     records: list[PredictRecord] | None = Field(None, min_length=1)
     record: bool | None = Field(
         None,

@@ -720,10 +720,16 @@ async def test_routing_decisions_refuse_bad_input_and_leave_the_routing_unchange
             return response.json()
 
         why = {"reason": "try"}
-        for weight in (-1, 100.5, "half", None):
+        for weight in (-1, 100.5, "half", None, "50", True):
             await unchanged(
                 "post", f"{base}/canary", {**why, "model_version": 3, "weight": weight}, 422
             )
+        # A JSON true is not version 1, nor "3" version 3 (a rollback to v1 once took `true`).
+        for version in (True, "3"):
+            await unchanged(
+                "post", f"{base}/canary", {**why, "model_version": version, "weight": 5}, 422
+            )
+            await unchanged("post", f"{base}/rollback", {**why, "model_version": version}, 422)
         huge = b'{"reason": "x", "model_version": 3, "weight": 1e309}'
         raw = await w.client.post(f"{base}/canary", headers=w.as_("operator"), content=huge)
         assert raw.status_code == 422, raw.text

@@ -219,6 +219,9 @@ async def test_bad_requests_are_answered_4xx_and_a_task_without_a_model_503(
                 {"features": [1, 2]},
                 {"features": {"income": 1.0}},
                 {"features": RECORD, "entity_id": 7},
+                {"features": RECORD, "record": "yes"},  # strict: text is not a boolean
+                {"features": RECORD, "after_position": "5"},
+                {"features": {**RECORD, "income": 1.7e308}},  # finite, but beyond +-1e100
                 {"records": [{"features": RECORD}] * (w.settings.max_records + 1)},
                 # Beyond any float, and text the store cannot hold: refused, never a 500.
                 {"features": {**RECORD, "income": 10**309}},

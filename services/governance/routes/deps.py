@@ -96,10 +96,12 @@ Version = Annotated[int, Path(ge=1, le=MAX_VERSION, description="the model versi
 
 
 class Because(BaseModel):
-    """Every decision says why."""
+    """Every decision says why. Bodies are strict: `true` is not version 1, nor "50" a weight."""
 
     model_config = ConfigDict(
-        extra="forbid", json_schema_extra={"examples": [{"reason": "passes review, ticket 42"}]}
+        extra="forbid",
+        strict=True,
+        json_schema_extra={"examples": [{"reason": "passes review, ticket 42"}]},
     )
 
     reason: StorableStr = Field(
