@@ -39,6 +39,8 @@ MAX_SAFE_INT = 2**53
 # feature's window mean, the online members' running variance) overflow to inf, and one such row
 # would make every later prediction of the task NaN. Far beyond any measurement.
 MAX_ABS_FLOAT = 1e100
+# An entity id's length: serving refuses longer ones, and governance keeps them in 200 characters.
+MAX_ENTITY_ID = 200
 
 
 class Feature(BaseModel):
@@ -423,7 +425,9 @@ def validate_label(spec: TaskSpec, label: Any) -> int:
         # True == 1 in Python; a JSON boolean is only a label where the classes are booleans.
         if label == cls and isinstance(label, bool) == isinstance(cls, bool):
             return index
-    raise RecordError(f"label: {label!r} is not one of {', '.join(map(repr, spec.target.classes))}")
+    raise RecordError(
+        f"label: {shown(label)} is not one of {', '.join(map(repr, spec.target.classes))}"
+    )
 
 
 def feature_vector(spec: TaskSpec, features: Mapping[str, Any]) -> list[float]:

@@ -23,6 +23,7 @@ from shared.events.envelope import Envelope, Producer, new_event
 from shared.events.types import LabelRecorded, ObservationRecorded, data_stream
 from shared.ids import new_uuid
 from shared.tasks import (
+    MAX_ENTITY_ID,
     RecordError,
     TaskSpec,
     shown,
@@ -254,6 +255,8 @@ def _observation(
     entity_id = record.get("entity_id")
     if not isinstance(entity_id, str) or not entity_id:
         raise RecordError(f"entity_id: expected a non-empty string, got {shown(entity_id)}")
+    if len(entity_id) > MAX_ENTITY_ID:
+        raise RecordError(f"entity_id: longer than {MAX_ENTITY_ID} characters")
     storable(entity_id, "entity_id")
     if "features" not in record:
         raise RecordError("features: is required")

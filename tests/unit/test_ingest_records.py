@@ -152,6 +152,8 @@ def test_every_invalid_record_is_listed_by_index(spec: TaskSpec):
         {"entity_id": "nsw"},
         record(label=True),
         record(event_id=""),
+        record(entity_id="e" * 201),
+        record(label="x" * 100_000),
     ]
     issues = issues_of(spec, rows)
     assert sorted(issues) == list(range(1, len(rows)))
@@ -166,6 +168,8 @@ def test_every_invalid_record_is_listed_by_index(spec: TaskSpec):
     assert "features: is required" in issues[9]
     assert "label: True" in issues[10]
     assert "event_id" in issues[11]
+    assert issues[12] == "entity_id: longer than 200 characters"
+    assert issues[13].startswith("label: 'xxx") and len(issues[13]) < 100  # never echoed in full
 
 
 def test_a_request_may_not_name_the_same_event_twice(spec: TaskSpec):
