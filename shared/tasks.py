@@ -148,6 +148,12 @@ class CanaryPolicy(BaseModel):
     # this share of entities; challengers the trainer publishes after a drift run as shadows.
     weight: float = Field(20.0, gt=0, le=100)
     shadow_challengers: bool = True
+    # The trainer publishes the runner-up configuration of its race (an entrant)
+    # every `entrant_every` labelled rows, to run as a live shadow; promoting one switches the
+    # race to it (a ConfigChosen event in the data stream). Off by default: each entrant is one
+    # more model for serving to load and run.
+    shadow_entrants: bool = False
+    entrant_every: int = Field(2000, ge=250)
     max_shadows: int = Field(3, ge=0)
 
 

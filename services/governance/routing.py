@@ -257,9 +257,10 @@ class RoutingDecisions:
     # -- by the analysis --------------------------------------------------------------------------
 
     async def on_challenger(self, envelope: Envelope) -> None:
-        """A challenger the trainer published (after a drift) starts as a shadow, if the policy
-        says so and there is room; a newer version of a challenger the policy runs takes its
-        place (as the shadow, or as the canary)."""
+        """A challenger the trainer published (after a drift), or an entrant (a configuration of
+        its race, the runner-up), starts as a shadow if the policy runs that role and
+        there is room; a newer version of one the policy runs takes its place (as the shadow, or
+        as the canary)."""
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)
         spec = await self.gov.spec(trained.task)
@@ -268,10 +269,12 @@ class RoutingDecisions:
         if audit is not None and not audit.passed:
             await self.gov.refuse(envelope, [f"bias audit failed: {r}" for r in audit.reasons])
             return
-        if policy.shadow_challengers and await self._supersede(trained, envelope):
+        entrant = trained.role == "entrant"
+        runs = policy.shadow_entrants if entrant else policy.shadow_challengers
+        if runs and await self._supersede(trained, envelope):
             return  # it is the canary now
         state = await self.gov.deployment_state(trained.task)
-        if not policy.shadow_challengers or len(state.shadows) >= policy.max_shadows:
+        if not runs or len(state.shadows) >= policy.max_shadows:
             log.info(
                 "governance.challenger_not_shadowed",
                 task=trained.task,
@@ -285,7 +288,14 @@ class RoutingDecisions:
                 trained.model_version,
                 1.0,
                 None,
-                f"challenger {trained.config} published after a drift: runs as a live shadow",
+                (
+                    f"entrant {trained.config}, the runner-up of the trainer's race "
+                    f"({trained.metrics.get('race_wins', 0):.0f} disputed rows won, "
+                    f"{trained.metrics.get('race_losses', 0):.0f} lost): runs as a live shadow"
+                    if entrant
+                    else f"challenger {trained.config} published after a drift: runs as a live "
+                    "shadow"
+                ),
                 {
                     "config": trained.config,
                     "n_learned": trained.n_learned_total,
@@ -301,8 +311,9 @@ class RoutingDecisions:
             )
 
     async def _supersede(self, trained: ModelTrained, envelope: Envelope) -> bool:
-        """Stop the older challengers the policy runs, as shadows or as the canary it made of
-        one, and return whether `trained` took the canary's place.
+        """Stop the older challengers the policy runs (or entrants, if `trained` is one), as
+        shadows or as the canary it made of one, and return whether `trained` took the canary's
+        place.
 
         A challenger goes on learning after it is published, and each newer version of it (its
         `parent_version` is the one before) replaces the one running (outcome `replaced`): a
@@ -326,18 +337,20 @@ class RoutingDecisions:
                 started = await self._started(task, arm.since)
                 if started is None or started.payload.get("decided_by") != POLICY:
                     continue
-                if (await self.gov.trained(task, version)).role != "challenger":
+                if (await self.gov.trained(task, version)).role != trained.role:
                     continue
                 if version == trained.parent_version:
                     outcome = "replaced"
                     reason = (
-                        f"replaced by v{new}, the same challenger ({trained.config}) after "
+                        f"replaced by v{new}, the same {trained.role} ({trained.config}) after "
                         f"{trained.n_learned} more rows"
                     )
                 else:
                     outcome = "superseded"
                     reason = (
-                        f"superseded by challenger v{new} ({trained.config}), which "
+                        f"superseded by entrant v{new} ({trained.config}), the race's runner-up now"
+                        if trained.role == "entrant"
+                        else f"superseded by challenger v{new} ({trained.config}), which "
                         "learned the rows after a later drift"
                     )
                 if arm is state.canary:
@@ -353,7 +366,7 @@ class RoutingDecisions:
                                 model_version=new,
                                 artifact_sha256=trained.artifact_sha256,
                                 weight=arm.share,
-                                reason=f"the canary's challenger ({trained.config}) after "
+                                reason=f"the canary's {trained.role} ({trained.config}) after "
                                 f"{trained.n_learned} more rows answers in v{version}'s place",
                                 decided_by=POLICY,
                                 evidence={

@@ -494,7 +494,7 @@ class Governance:
             return
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)
-        if trained.role == "challenger":
+        if trained.role in ("challenger", "entrant"):
             # A shadow never answers users; its audit gates the step to canary (and is run
             # there if the labels it needs have not come yet).
             spec = await self.spec(trained.task)

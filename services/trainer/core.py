@@ -30,6 +30,7 @@ from services.trainer.metrics import PrequentialMetrics
 from shared.events.envelope import Envelope
 from shared.events.types import (
     ArmsScored,
+    ConfigChosen,
     ConfigSwitched,
     DriftDetected,
     ModelTrained,
@@ -69,8 +70,10 @@ class Learner(Protocol):
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
     def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> Any: ...
     def test_then_train(self, X: np.ndarray, y: np.ndarray) -> Any: ...
-    def model_bytes(self, learned_through: int = 0) -> bytes: ...
+    def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes: ...
     def champion_config(self) -> str: ...
+    def entrant(self) -> tuple[str, dict[str, Any]] | None: ...
+    def choose(self, config: str, evidence: Mapping[str, Any]) -> Any: ...
     @property
     def metrics(self) -> dict[str, float]: ...
 
@@ -89,7 +92,9 @@ class Candidate:
     last_position: int
     n_learned: int
     n_learned_total: int
-    role: str = "candidate"  # or "challenger" (published after a drift, to run as a shadow)
+    # or "challenger" (published after a drift) or "entrant" (a configuration of the race that
+    # is the runner-up of its race), to run as a shadow
+    role: str = "candidate"
 
     def fact(
         self, task: str, pipeline_version: str, artifact_sha256: str, params: dict[str, Any]
@@ -182,6 +187,11 @@ class TaskTraining:
         self._challenger_from = 0
         self._challenger_version: int | None = None  # its newest published version
         self._line_version: int | None = None  # the newest candidate of the learner's own line
+        # Entrants (spec.promotion.canary.shadow_entrants): each published version's config,
+        # and the labelled count at which the next is due.
+        self.entrants: dict[int, str] = {}
+        self._entrant_rows: dict[str, int] = {}  # config -> rows learned at its last version
+        self._next_entrant = spec.promotion.canary.entrant_every
         self.fold = OnlineFold(spec)
         self.version = 0  # the data stream version applied so far
         self.last_position = 0
@@ -253,6 +263,13 @@ class TaskTraining:
         segment: list[DataEvent] = []
         kind = None
         for item in events:
+            if isinstance(item, Envelope) and item.type == "ConfigChosen":
+                if (item.stream_version or 0) > self.version:
+                    if segment:
+                        self._flush(kind, segment, out)
+                        segment, kind = [], None
+                    self._choose(item, out)
+                continue
             event = item if isinstance(item, DataEvent) else data_event(item)
             if event is None or event.version <= self.version:
                 continue
@@ -277,6 +294,36 @@ class TaskTraining:
         out = Output()
         self._start(out)
         return out
+
+    def choice(self, answering: int) -> tuple[uuid.UUID, ConfigChosen] | None:
+        """If serving answers with an entrant of this core (governance promoted it): the
+        ConfigChosen event, with its id, that makes the race run that configuration (whoever
+        appends it to the data stream, and however often, appends one event)."""
+        config = self.entrants.get(answering)
+        if config is None:
+            return None
+        key = f"{self.spec.name}/{self.spec.version}/chosen/{answering}"
+        return uuid.uuid5(_NAMESPACE, key), ConfigChosen(
+            task=self.spec.name,
+            pipeline_version=self.spec.version,
+            config=config,
+            model_version=answering,
+            reason=f"entrant v{answering} ({config}) was promoted: the race runs {config}",
+        )
+
+    def _choose(self, envelope: Envelope, out: Output) -> None:
+        """Governance promoted an entrant: the race runs its configuration from this row on."""
+        assert envelope.stream_version is not None and envelope.position is not None
+        self.version, self.last_position = envelope.stream_version, envelope.position
+        chosen = envelope.data()
+        assert isinstance(chosen, ConfigChosen)
+        if chosen.pipeline_version != self.spec.version:
+            return
+        switch = self.learner.choose(
+            chosen.config, {"chosen_by": "governance", "model_version": chosen.model_version}
+        )
+        if switch is not None:
+            self._record_switch(switch, f"chosen/{chosen.model_version}", out)
 
     def _start(self, out: Output) -> None:
         """Version 1, before anything is learned: a model serving can answer with at once."""
@@ -389,6 +436,7 @@ class TaskTraining:
             self._since_publish += len(chunk)
             if self.n_learned_total == self._next_publish:
                 out.candidates.append(self._candidate())
+                self._entrant(out)
                 every = self.spec.learner.publish_every
                 total = self.n_learned_total
                 self._next_publish = min(2 * total, every) if total < every else total + every
@@ -576,16 +624,64 @@ class TaskTraining:
             key = f"{task}/drift/{drift.detector}/{drift.at_labelled}"
             out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
         for switch in getattr(report, "switches", ()):
-            switched = ConfigSwitched(
-                task=task,
-                from_config=switch.from_config,
-                to_config=switch.to_config,
-                at_labelled=switch.at_labelled,
-                evidence=dict(switch.evidence),
-            )
-            key = f"{task}/switch/{switch.at_labelled}/{switch.to_config}"
-            out.facts.append((uuid.uuid5(_NAMESPACE, key), switched))
+            self._record_switch(switch, f"{switch.at_labelled}/{switch.to_config}", out)
         return started
+
+    def _record_switch(self, switch: Any, name: str, out: Output) -> None:
+        switched = ConfigSwitched(
+            task=self.spec.name,
+            from_config=switch.from_config,
+            to_config=switch.to_config,
+            at_labelled=switch.at_labelled,
+            evidence=dict(switch.evidence),
+        )
+        key = f"{self.spec.name}/switch/{name}"
+        out.facts.append((uuid.uuid5(_NAMESPACE, key), switched))
+
+    def _entrant(self, out: Output) -> None:
+        """At a publish point, once `entrant_every` more rows have been learned: the race's
+        runner-up as an entrant, to run as a live shadow (the race judged it on the trainer's
+        predictions; the shadow is judged on the rows serving answers), unless it was right and
+        wrong on exactly the champion's recent rows. Each is the child of the last entrant of
+        the same configuration."""
+        policy = self.spec.promotion.canary
+        if not policy.shadow_entrants or self.n_learned_total < self._next_entrant:
+            return
+        every = policy.entrant_every
+        self._next_entrant = (self.n_learned_total // every + 1) * every
+        runner_up = self.learner.entrant()
+        if runner_up is None or runner_up[1]["wins"] + runner_up[1]["losses"] == 0:
+            return  # right and wrong on the same rows as the champion: a shadow would tie
+        config, evidence = runner_up
+        parent = max((v for v, c in self.entrants.items() if c == config), default=None)
+        since = self._entrant_rows.get(config, 0)
+        self._entrant_rows[config] = self.n_learned_total
+        self.model_version += 1
+        version = self.model_version
+        self.entrants[version] = config
+        metrics = {k: float(v) for k, v in self.learner.metrics.items()}
+        metrics.update(
+            race_window=float(evidence["window"]),
+            race_wins=float(evidence["wins"]),
+            race_losses=float(evidence["losses"]),
+        )
+        out.candidates.append(
+            Candidate(
+                event_id=uuid.uuid5(
+                    _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
+                ),
+                model_bytes=self.learner.model_bytes(self._last_learned_version, config),
+                model_version=version,
+                parent_version=parent,
+                config=config,
+                metrics=metrics,
+                first_position=self._first_position,
+                last_position=self._last_learned_position,
+                n_learned=self.n_learned_total - since,
+                n_learned_total=self.n_learned_total,
+                role="entrant",
+            )
+        )
 
     def _candidate(self) -> Candidate:
         parent = self._line_version  # not a challenger published in between

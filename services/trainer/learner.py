@@ -351,11 +351,23 @@ class OnlineLearner:
     def champion_config(self) -> str:
         return self._race.names[self._race.champion]
 
-    def model_bytes(self, learned_through: int = 0) -> bytes:
-        """The champion blend and its members, encoded by shared.model_codec, with the state its
-        online parts need to go on learning (`learned_through`: the data stream version of the
-        last labelled row learned, for whoever continues it)."""
-        blend = self._blends[self._race.champion]
+    def entrant(self) -> tuple[str, dict[str, Any]] | None:
+        """The race's configuration closest to beating its champion (the runner-up), with the
+        paired evidence; None before any row or without a race."""
+        return self._race.runner_up()
+
+    def choose(self, config: str, evidence: Mapping[str, Any]) -> ConfigSwitch | None:
+        """Make `config` the race's champion (governance promoted a model of it); None if it
+        already is one or the race has no such configuration."""
+        return self._race.choose(config, self._metrics.n, dict(evidence))
+
+    def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes:
+        """The champion blend (or the race's configuration `config`) and its members, encoded by
+        shared.model_codec, with the state its online parts need to go on learning
+        (`learned_through`: the data stream version of the last labelled row learned, for
+        whoever continues it)."""
+        index = self._race.champion if config is None else self._race.names.index(config)
+        blend = self._blends[index]
         members: list[tuple[float, model_codec.Member]] = []
         for j, booster in enumerate(self._boosters):
             if booster is None or j not in blend.spec.members:

@@ -58,8 +58,9 @@ class Race:
             return [0.0] * len(self.names)
         return [round(float(v), 6) for v in self._correct[:, :seen].mean(axis=1)]
 
-    def decide(self, at_labelled: int) -> ConfigSwitch | None:
-        """Switch champion if some challenger beats it by the paired test; else None."""
+    def _best_challenger(self) -> tuple[int, float, dict[str, Any]] | None:
+        """The challenger with the largest paired margin over the champion, that margin, and the
+        evidence; None before any row or without challengers."""
         seen = min(self._n, self.window)
         if seen == 0 or len(self.names) < 2:
             return None
@@ -70,8 +71,6 @@ class Race:
         margin = wins - losses - self.z * np.sqrt(wins + losses)
         margin[self.champion] = -np.inf
         best = int(np.argmax(margin))
-        if margin[best] <= 0:
-            return None
         evidence = {
             "recent_accuracy": dict(zip(self.names, self.recent_accuracy(), strict=True)),
             "window": int(seen),
@@ -79,6 +78,34 @@ class Race:
             "losses": int(losses[best]),
             "z": self.z,
         }
+        return best, float(margin[best]), evidence
+
+    def decide(self, at_labelled: int) -> ConfigSwitch | None:
+        """Switch champion if some challenger beats it by the paired test; else None."""
+        found = self._best_challenger()
+        if found is None or found[1] <= 0:
+            return None
+        best, _, evidence = found
         switch = ConfigSwitch(self.names[self.champion], self.names[best], at_labelled, evidence)
         self.champion = best
+        return switch
+
+    def runner_up(self) -> tuple[str, dict[str, Any]] | None:
+        """The challenger closest to switching (the largest paired margin over the champion),
+        with the evidence; None before any row or without challengers."""
+        found = self._best_challenger()
+        return None if found is None else (self.names[found[0]], found[2])
+
+    def choose(self, name: str, at_labelled: int, evidence: dict[str, Any]) -> ConfigSwitch | None:
+        """Make `name` the champion because someone else decided it (governance promoted a
+        model of it); None if it already is, or no configuration has that name."""
+        if name not in self.names or self.names.index(name) == self.champion:
+            return None
+        chosen = self.names.index(name)
+        evidence = {
+            **evidence,
+            "recent_accuracy": dict(zip(self.names, self.recent_accuracy(), strict=True)),
+        }
+        switch = ConfigSwitch(self.names[self.champion], name, at_labelled, evidence)
+        self.champion = chosen
         return switch

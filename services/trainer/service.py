@@ -98,6 +98,7 @@ class Trainer:
         self._status: dict[str, dict[str, object]] = {}
         # Per task: the deployment stream folded so far, and when it was last looked at.
         self._deployments: dict[str, tuple[DeploymentState, float]] = {}
+        self._choices: set[tuple[str, int]] = set()  # (task, entrant version) appended
 
     async def start_tasks(self) -> None:
         """Publish version 1 of every registered task that has none: serving can answer its
@@ -199,12 +200,33 @@ class Trainer:
         answering = state.answering()
         if answering is not None and answering[0] != core.champion_version:
             core.set_champion(answering[0], await self._live(answering[1]))
+            await self._chosen(core, answering[0])
         shadows = {
             version: core.arms.shadows.get(version) or await self._live(arm.artifact_sha256)
             for version, arm in state.shadows.items()
         }
         canary = state.canary.model_version if state.canary is not None else None
         core.follow_arms(canary, shadows)
+
+    async def _chosen(self, core: TaskTraining, answering: int) -> None:
+        """An entrant became the champion: record the choice in the data stream, where this
+        core (and every replay) applies it between the same rows. Once per version and process;
+        after a restart it is appended again, a duplicate the store ignores."""
+        choice = core.choice(answering)
+        if choice is None or (core.spec.name, answering) in self._choices:
+            return
+        event_id, chosen = choice
+        event = new_event(
+            chosen,
+            stream_id=data_stream(core.spec.name),
+            producer=self.runtime.producer,
+            event_id=event_id,
+        )
+        await self.runtime.store.append([event])
+        self._choices.add((core.spec.name, answering))
+        log.info(
+            "trainer.config_chosen", task=core.spec.name, version=answering, config=chosen.config
+        )
 
     async def _live(self, digest: str) -> LiveModel:
         model = await asyncio.to_thread(self.runtime.artifacts.get, digest)

@@ -126,8 +126,10 @@ class LabelRecorded(Payload):
 class ModelTrained(Payload):
     """A model version with its lineage: what it learned from, under which spec, how well.
 
-    `role`: a `candidate` to replace the champion (the usual), or a `challenger` the trainer
-    published after a drift, to run as a live shadow beside the champion."""
+    `role`: a `candidate` to replace the champion (the usual), a `challenger` the trainer
+    published after a drift, or an `entrant`: the runner-up configuration of the trainer's race
+    (published when the policy runs entrants); the last two run as live shadows
+    beside the champion."""
 
     task: str
     model_version: int
@@ -189,6 +191,22 @@ class ConfigSwitched(Payload):
     to_config: str
     at_labelled: int
     evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+@event_type("ConfigChosen")
+class ConfigChosen(Payload):
+    """Governance promoted a model of one of the race's configurations other than the one the
+    trainer's race had as champion (an `entrant`): from here on the race runs that one.
+
+    Recorded in the task's data stream, between the rows, so that the trainer (and any replay)
+    applies it at the same place in the stream: the models after it are the same bytes however
+    often the stream is replayed. Applies to the trainer's core of `pipeline_version` only."""
+
+    task: str
+    pipeline_version: str
+    config: str
+    model_version: int  # the promoted entrant
+    reason: str
 
 
 @event_type("ModelPromoted")
@@ -458,6 +476,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "TaskRegistered": TOPIC_TASKS,
     "ObservationRecorded": TOPIC_DATA,
     "LabelRecorded": TOPIC_DATA,
+    "ConfigChosen": TOPIC_DATA,
     "ModelTrained": TOPIC_MODELS,
     "DriftDetected": TOPIC_MODELS,
     "TrainerSnapshotted": TOPIC_MODELS,

@@ -1032,6 +1032,53 @@ async def test_a_challenger_that_learns_on_replaces_its_own_shadow_and_canary(
         assert routing["canary"]["model_version"] == 4 and routing["shadows"] == []
 
 
+async def test_entrants_of_the_race_run_as_shadows_only_where_the_policy_says_so(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    # The trainer publishes its race's runner-up configuration as an entrant; governance runs it
+    # as a live shadow if the task's policy runs entrants, and a newer version of the same
+    # configuration takes its place. By default entrants are not run (each is one more model).
+    runs = TaskSpec(
+        name=f"ent{uuid.uuid4().hex[:8]}",
+        features=(Feature(name="x"),),
+        target=Target(name="y"),
+        promotion=PromotionPolicy(canary=CanaryPolicy(shadow_entrants=True)),
+    )
+    task = runs.name
+    async with world(store_url, kafka, tmp_path, runs) as w:
+        await add_model(w, runs, 1, 0.80)
+        await w.decided(task, 1)
+        await add_model(w, runs, 2, 0.78, role="entrant", parent=None)
+        [started] = (await w.decided(task, 2))[1:]
+        assert (started.type, started.payload["model_version"]) == ("ShadowStarted", 2)
+        assert started.payload["decided_by"] == POLICY
+        assert started.payload["reason"].startswith("entrant tiny, the runner-up of the trainer's")
+        await add_model(w, runs, 3, 0.78, role="entrant", parent=2)
+        moved = (await w.decided(task, 4))[2:]
+        assert [(e.type, e.payload["model_version"]) for e in moved] == [
+            ("ShadowStopped", 2),
+            ("ShadowStarted", 3),
+        ]
+        assert moved[0].payload["reason"].startswith("replaced by v3, the same entrant")
+
+    default = TaskSpec(
+        name=f"noent{uuid.uuid4().hex[:8]}", features=(Feature(name="x"),), target=Target(name="y")
+    )
+    task = default.name
+    (tmp_path / "default").mkdir()
+    async with world(store_url, kafka, tmp_path / "default", default) as w:
+        await add_model(w, default, 1, 0.80)
+        await w.decided(task, 1)
+        await add_model(w, default, 2, 0.78, role="entrant", parent=None)
+        await add_model(w, default, 3, 0.70, role="challenger", parent=None)
+        # Models are decided in order: by the challenger's shadow, the entrant was passed over.
+        decisions = await w.decided(task, 2)
+        assert [(e.type, e.payload["model_version"]) for e in decisions] == [
+            ("ModelPromoted", 1),
+            ("ShadowStarted", 3),
+        ]
+
+
 # ---------------------------------------------------------------------------------------------
 # Served accuracy over time and the trainer's alarms
 

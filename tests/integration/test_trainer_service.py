@@ -3,16 +3,23 @@ restarts from snapshots."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
+import numpy as np
+
 from services.trainer import snapshots
-from services.trainer.service import Trainer
+from services.trainer.service import Trainer, replay_models
 from shared.artifacts import FileArtifactStore
+from shared.deployments import POLICY
 from shared.events.envelope import new_event
 from shared.events.types import (
+    ModelPromoted,
     ModelTrained,
     ObservationRecorded,
     data_stream,
+    deployment_stream,
+    governance_stream,
     model_stream,
     snapshot_stream,
 )
@@ -235,3 +242,87 @@ async def test_a_snapshot_that_cannot_be_written_costs_nothing_but_the_snapshot(
     [taken] = await runtime.store.read_stream(snapshot_stream("flaky"))
     assert taken.payload["data_version"] == 300
     await runtime.store.close()
+
+
+async def test_a_promoted_entrant_switches_the_race_in_the_stream_and_a_replay_agrees(
+    sqlite_url: str, tmp_path: Path
+):
+    # The race's runner-up runs as an entrant; when governance promotes it, the trainer records
+    # the choice in the data stream, learns on with that configuration from there, and a
+    # fault-free replay of the stream makes the same models, byte for byte.
+    spec = SPEC.model_copy(
+        update={
+            "name": "racing",
+            "promotion": SPEC.promotion.model_copy(
+                update={
+                    "canary": SPEC.promotion.canary.model_copy(
+                        update={"shadow_entrants": True, "entrant_every": 250}
+                    )
+                }
+            ),
+        }
+    )
+    runtime = _runtime(sqlite_url, tmp_path / "a")
+    store = runtime.store
+    await register_tasks(store, [spec], TEST_PRODUCER)
+    rng = np.random.default_rng(3)
+
+    async def rows(n: int) -> list:
+        events = []
+        for _ in range(n):
+            x = float(rng.random())
+            label = int(x > 0.5) ^ int(rng.random() < 0.2)
+            observed = ObservationRecorded(
+                task="racing",
+                pipeline_version=spec.version,
+                entity_id="e",
+                features={"x": x},
+                label=label,
+            )
+            events.append(
+                new_event(observed, stream_id=data_stream("racing"), producer=TEST_PRODUCER)
+            )
+        await store.append(events)
+        return (await store.read_stream(data_stream("racing")))[-n:]
+
+    async def models() -> list[ModelTrained]:
+        stored = [e.data() for e in await store.read_stream(model_stream("racing"))]
+        return [m for m in stored if isinstance(m, ModelTrained)]
+
+    trainer = Trainer(runtime)
+    await trainer.handle(await rows(600))
+    entrant = next(m for m in await models() if m.role == "entrant")
+    assert entrant.config != (await models())[0].config
+    promoted = ModelPromoted(
+        task="racing",
+        model_version=entrant.model_version,
+        artifact_sha256=entrant.artifact_sha256,
+        previous_version=None,
+        reason="canary: better",
+        decided_by=POLICY,
+    )
+    await store.append(
+        [new_event(promoted, stream_id=deployment_stream("racing"), producer=TEST_PRODUCER)]
+    )
+    await asyncio.sleep(0.25)  # the trainer reads deployments at most every 0.2 s
+    await trainer.handle(await rows(300))  # sees the promotion: the choice follows these rows
+    await trainer.handle(await rows(300))  # applies it, then these rows
+
+    stream = await store.read_stream(data_stream("racing"))
+    [chosen] = [e for e in stream if e.type == "ConfigChosen"]
+    assert chosen.stream_version == 901
+    assert chosen.payload["config"] == entrant.config
+    assert chosen.payload["model_version"] == entrant.model_version
+    switched = [
+        e.payload
+        for e in await store.read_stream(governance_stream("racing"))
+        if e.type == "ConfigSwitched" and e.payload["evidence"].get("chosen_by") == "governance"
+    ]
+    assert [(s["to_config"], s["at_labelled"]) for s in switched] == [(entrant.config, 900)]
+    line = [m for m in await models() if m.role == "candidate"]
+    assert {m.config for m in line if m.n_learned_total > 900} == {entrant.config}
+
+    _, replayed = await replay_models(store, "racing")
+    digests = [runtime.artifacts.put(c.model_bytes) for c in replayed]
+    assert digests == [m.artifact_sha256 for m in await models()]
+    await store.close()

@@ -166,6 +166,41 @@ def test_a_config_switch_carries_the_recent_accuracy_of_every_config() -> None:
     assert race.decide(at_labelled=200) is None  # the new champion is not beaten by the old
 
 
+def test_the_runner_up_is_the_challenger_closest_to_switching_and_may_be_chosen() -> None:
+    race = Race(["a", "b", "c"], window=200, z=3.0)
+    # Against the champion a (wrong on rows 100-111): b is wrong on rows 0-7, so it wins 12
+    # disputed rows and loses 8 (ahead, not by the margin that switches); c, wrong on rows
+    # 0-39, wins 12 and loses 40.
+    outcomes = np.ones((3, 200), dtype=np.int8)
+    outcomes[0, 100:112] = 0
+    outcomes[1, :8] = 0
+    outcomes[2, :40] = 0
+    race.record(outcomes)
+    assert race.decide(at_labelled=200) is None
+    name, evidence = race.runner_up()
+    assert (name, evidence["wins"], evidence["losses"]) == ("b", 12, 8)
+    switch = race.choose("b", 200, {"chosen_by": "governance"})
+    assert switch is not None and (switch.from_config, switch.to_config) == ("a", "b")
+    assert switch.evidence["chosen_by"] == "governance"
+    assert set(switch.evidence["recent_accuracy"]) == {"a", "b", "c"}
+    assert race.champion == 1
+    assert race.choose("b", 200, {}) is None  # already the champion
+    assert race.choose("nobody", 200, {}) is None
+    assert race.champion == 1
+
+
+def test_a_configuration_of_the_race_encodes_as_its_champion_would() -> None:
+    X, y = threshold_stream(1500, seed=12)
+    learner = OnlineLearner(3, params=FAST)
+    learner.test_then_train(X, y)
+    name, _ = learner.entrant()
+    assert name != learner.champion_config()
+    as_entrant = learner.model_bytes(config=name)
+    assert learner.choose(name, {}) is not None
+    assert learner.champion_config() == name
+    assert learner.model_bytes() == as_entrant
+
+
 def test_the_learner_reports_switches_and_serves_the_new_champion() -> None:
     # z = 0: any paired advantage switches, so a short noisy stream shows switches.
     X, y = threshold_stream(3000, seed=8)

@@ -15,6 +15,7 @@ from services.trainer.drift import Drift
 from services.trainer.racing import ConfigSwitch
 from shared.events.envelope import Envelope, new_event
 from shared.events.types import (
+    ConfigChosen,
     ConfigSwitched,
     DriftDetected,
     LabelRecorded,
@@ -345,3 +346,144 @@ def test_a_later_drift_starts_a_new_challenger_once_the_running_one_is_published
         ("restart-after-drift-at-2000", 500, False),
         ("restart-after-drift-at-2000", 1000, False),
     ]
+
+
+@dataclass
+class RacingLearner(FakeLearner):
+    """A FakeLearner whose race has two configurations: `a` (champion) and `b`. Its bytes say
+    which configuration they encode; `choose` is recorded between the rows learned."""
+
+    champion: str = "a"
+
+    def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes:
+        return json.dumps({"config": config or self.champion, "seen": self.seen}).encode()
+
+    def champion_config(self) -> str:
+        return self.champion
+
+    def entrant(self):
+        other = "b" if self.champion == "a" else "a"
+        return other, {"window": self.seen, "wins": 3, "losses": 2}
+
+    def choose(self, config, evidence):
+        self.calls.append(("choose", config, self.seen))
+        if config == self.champion:
+            return None
+        switch = ConfigSwitch(self.champion, config, self.seen, dict(evidence))
+        self.champion = config
+        return switch
+
+
+ENTRANTS = SPEC.model_copy(
+    update={
+        "learner": SPEC.learner.model_copy(update={"publish_every": 250}),
+        "promotion": SPEC.promotion.model_copy(
+            update={
+                "canary": SPEC.promotion.canary.model_copy(
+                    update={"shadow_entrants": True, "entrant_every": 500}
+                )
+            }
+        ),
+    }
+)
+
+
+def _chosen(stream: Stream, version: int, config: str, spec: TaskSpec = ENTRANTS) -> Envelope:
+    return stream._stored(
+        ConfigChosen(
+            task="t",
+            pipeline_version=spec.version,
+            config=config,
+            model_version=version,
+            reason="promoted",
+        )
+    )
+
+
+def _race_run(batch: int, choose_after: int | None = None) -> tuple[TaskTraining, list, list]:
+    """1,600 labelled rows; after `choose_after` of them, governance's choice of the first
+    entrant's configuration. Returns the core, its candidates and its facts."""
+    core = TaskTraining(ENTRANTS, RacingLearner())
+    stream = Stream()
+    events = []
+    for i in range(1600):
+        if i == choose_after:
+            # Versions: 1 at the start, 2-6 after 50, 100, 200, 250 and 500 rows, then the
+            # entrant.
+            events.append(_chosen(stream, 7, "b"))
+        events.append(stream.observe(0.1, label=i % 3 == 0, spec=ENTRANTS))
+    candidates, facts = [], []
+    for start in range(0, len(events), batch):
+        out = core.apply(events[start : start + batch])
+        candidates += out.candidates
+        facts += out.facts
+    return core, candidates, facts
+
+
+def test_the_race_runner_up_is_published_as_an_entrant_every_entrant_every_rows():
+    core, made, _ = _race_run(batch=97)
+    entrants = [c for c in made if c.role == "entrant"]
+    assert [(c.n_learned_total, c.config) for c in entrants] == [
+        (500, "b"),
+        (1000, "b"),
+        (1500, "b"),
+    ]
+    assert [c.parent_version for c in entrants] == [None] + [c.model_version for c in entrants[:-1]]
+    assert [json.loads(c.model_bytes)["config"] for c in entrants] == ["b", "b", "b"]
+    assert entrants[0].metrics["race_wins"] == 3.0 and entrants[0].n_learned == 500
+    # The learner's own line is unchanged by them: its parents are its own versions.
+    own = [c for c in made if c.role == "candidate"]
+    assert {c.config for c in own} == {"a"}
+    assert [c.parent_version for c in own] == [None] + [c.model_version for c in own[:-1]]
+    assert core.entrants == {c.model_version: "b" for c in entrants}
+    # Exact counts whatever the batching.
+    _, same, _ = _race_run(batch=1000)
+    assert [(c.model_version, c.model_bytes, c.role) for c in same] == [
+        (c.model_version, c.model_bytes, c.role) for c in made
+    ]
+    # Off by default.
+    plain = TaskTraining(SPEC, RacingLearner())
+    stream = Stream()
+    out = plain.apply([stream.observe(0.1, label=1) for _ in range(1200)])
+    assert {c.role for c in out.candidates} == {"candidate"}
+
+
+def test_a_promoted_entrant_switches_the_race_at_its_place_in_the_stream():
+    core, made, facts = _race_run(batch=97, choose_after=1200)
+    first = next(c for c in made if c.role == "entrant")
+    assert first.model_version == 7
+    # The choice is applied between the rows: the 1,200 before it were learned under `a`.
+    assert ("choose", "b", 1200) in core.learner.calls
+    switched = [f for _, f in facts if isinstance(f, ConfigSwitched)]
+    assert [(s.from_config, s.to_config, s.at_labelled) for s in switched] == [("a", "b", 1200)]
+    assert switched[0].evidence == {"chosen_by": "governance", "model_version": 7}
+    own = [c for c in made if c.role == "candidate"]
+    assert [c.config for c in own if c.n_learned_total > 1200] == ["b", "b"]
+    assert {c.config for c in own if c.n_learned_total <= 1200} == {"a"}
+    # After the switch the runner-up (the next entrant) is the old champion's configuration.
+    assert [c.config for c in made if c.role == "entrant"] == ["b", "b", "a"]
+    # A replay, batched otherwise, makes the same models and the same facts.
+    _, again, facts_again = _race_run(batch=1000, choose_after=1200)
+    assert [(c.model_version, c.model_bytes) for c in again] == [
+        (c.model_version, c.model_bytes) for c in made
+    ]
+    assert [key for key, _ in facts_again] == [key for key, _ in facts]
+
+
+def test_the_choice_event_names_only_entrants_and_another_spec_versions_is_ignored():
+    core, made, _ = _race_run(batch=500)
+    entrant = next(c for c in made if c.role == "entrant")
+    line = next(c for c in made if c.role == "candidate")
+    event_id, chosen = core.choice(entrant.model_version)
+    assert (chosen.config, chosen.model_version, chosen.pipeline_version) == (
+        "b",
+        entrant.model_version,
+        ENTRANTS.version,
+    )
+    assert core.choice(entrant.model_version)[0] == event_id  # one event, however often asked
+    assert core.choice(line.model_version) is None
+    other = ENTRANTS.model_copy(update={"description": "another version"})
+    stream = Stream()
+    stream.position = core.version
+    core.apply([_chosen(stream, entrant.model_version, "b", spec=other)])
+    assert core.learner.champion == "a" and core.version == stream.position
