@@ -525,17 +525,18 @@ class Governance:
 
     async def _await_evidence(self, envelope: Envelope, spec: TaskSpec) -> None:
         """A candidate whose audit lacks rows it never learned: check again later, unless a
-        newer version has come meanwhile (then this one is refused as superseded)."""
+        newer candidate has come meanwhile (then this one is refused as superseded). Challengers
+        and entrants published after it do not supersede it: they run beside the champion."""
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)
         task, version = trained.task, trained.model_version
-        newer = await self.store.read_stream(model_stream(task), after_version=version, limit=1)
-        if not newer:
+        newer = await self._newer_candidate(task, version)
+        if newer is None:
             log.info("governance.awaiting_labels", task=task, version=version)
             loop = asyncio.get_running_loop()
             loop.call_later(self.evidence_retry, self.enqueue, envelope)
             return
-        newest = int(newer[0].payload["model_version"])
+        newest = newer.model_version
         await self.refuse(
             envelope,
             [
@@ -543,6 +544,19 @@ class Governance:
                 "labelled rows it never learned had arrived for its audit"
             ],
         )
+
+    async def _newer_candidate(self, task: str, version: int) -> ModelTrained | None:
+        """The first candidate (not a challenger or entrant) after `version`, if one is stored."""
+        after = version
+        while page := await self.store.read_stream(
+            model_stream(task), after_version=after, limit=100
+        ):
+            for envelope in page:
+                trained = envelope.data()
+                if isinstance(trained, ModelTrained) and trained.role == "candidate":
+                    return trained
+            after = page[-1].stream_version or after
+        return None
 
     async def refuse(self, envelope: Envelope, reasons: list[str]) -> None:
         """Refuse a model with the reasons, once (the decision is named by the version)."""

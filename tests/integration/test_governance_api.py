@@ -6,6 +6,7 @@ Kafka (producer "tests"), exactly as the trainer and serving would.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import uuid
 from collections.abc import AsyncIterator
@@ -229,6 +230,79 @@ async def stream_compas(w: World, spec: TaskSpec, step: int = 500) -> dict[int, 
         await w.append([event], expected=version - 1)
         trained[version] = fact
     return trained
+
+
+async def test_a_candidate_awaiting_its_audit_is_superseded_by_a_newer_candidate_only(
+    sqlite_url: str, kafka: str, tmp_path: Path
+):
+    # A candidate that learned every stored row waits for labelled rows it never learned. A
+    # challenger or an entrant published after it runs beside the champion and does not
+    # supersede it (entrants come right after the candidate of the same row); a newer
+    # candidate does.
+    spec = compas_spec()
+    task = spec.name
+    async with world(sqlite_url, kafka, tmp_path, spec) as w:
+        w.gov.evidence_retry = 0.2
+        rows, y = compas_rows(spec)
+        events = [
+            new_event(
+                ObservationRecorded(
+                    task=task,
+                    pipeline_version=spec.version,
+                    entity_id=str(i),
+                    features=rows[i],
+                    label=int(y[i]),
+                ),
+                stream_id=data_stream(task),
+                producer=TEST_PRODUCER,
+            )
+            for i in range(300)
+        ]
+        positions = await w.append(events)
+        model = train(spec, rows[:300], y[:300])
+
+        async def add(version: int, role: str) -> None:
+            fact = ModelTrained(
+                task=task,
+                model_version=version,
+                parent_version=None,
+                pipeline_version=spec.version,
+                artifact_sha256=w.artifacts.put(model),
+                config="lgbm-50",
+                params={},
+                metrics={"recent_accuracy": 0.6},
+                first_position=positions[0],
+                last_position=positions[-1],
+                n_learned=300,
+                n_learned_total=300,
+                role=role,
+            )
+            event = new_event(fact, stream_id=model_stream(task), producer=TEST_PRODUCER)
+            await w.append([event], expected=version - 1)
+
+        await add(1, "candidate")
+        await add(2, "entrant")
+        await add(3, "challenger")
+
+        async def listed() -> bool:
+            models = (await w.get(f"/v1/tasks/{task}/models")).json().get("models", [])
+            return len(models) == 3
+
+        await eventually(listed, timeout=20)
+        await asyncio.sleep(1.0)  # v1 is looked at again every 0.2 s meanwhile
+
+        def about_v1(decisions: list[Envelope]) -> list[Envelope]:
+            return [e for e in decisions if e.payload["model_version"] == 1]
+
+        assert about_v1(await w.decisions(task)) == []
+
+        async def refused_v1() -> list[Envelope] | None:
+            return about_v1(await w.decisions(task)) or None
+
+        await add(4, "candidate")
+        [refused] = await eventually(refused_v1, timeout=20)
+        assert refused.type == "PromotionRefused"
+        assert refused.payload["reasons"][0].startswith("superseded by version 4 before 200")
 
 
 async def test_compas_models_are_audited_as_they_appear_and_those_over_the_limit_are_refused(
