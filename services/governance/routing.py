@@ -138,6 +138,9 @@ class RoutingDecisions:
                 )
             if state.killed:
                 raise Conflict(["the kill switch is on: no canary until it is off"])
+            if version in state.shadows:
+                # A version is one arm at a time: a shadow scores the rows others answer.
+                raise Conflict([f"version {version} is a shadow (stop it first)"])
             trained = await self._routable(task, version, state, "canary")
             return CanaryStarted(
                 task=task,
@@ -186,6 +189,8 @@ class RoutingDecisions:
         async def decision(state: DeploymentState) -> Payload:
             if version in state.shadows:
                 raise Conflict([f"version {version} is already a shadow"])
+            if state.canary is not None and state.canary.model_version == version:
+                raise Conflict([f"version {version} is the canary (stop it first)"])
             trained = await self._routable(task, version, state, "shadow")
             return ShadowStarted(
                 task=task,
@@ -236,6 +241,11 @@ class RoutingDecisions:
             if wanted is not None and checked.type != wanted:
                 raise Invalid(
                     f"flag {key!r} is read by serving as a {wanted}, not a {checked.type}"
+                )
+            if checked.variants and checked.value not in checked.variants.values():
+                raise Invalid(
+                    f"flag {key!r}: its value (the default, for requests without an entity) "
+                    "must be one of its variants' values"
                 )
             if key == SHADOW_SAMPLE and not all(
                 0.0 <= float(v) <= 1.0  # type: ignore[arg-type]

@@ -771,6 +771,8 @@ class Governance:
                 raise Conflict(
                     [f"version {version} is the champion: roll back to an earlier version instead"]
                 )
+            if any(r.startswith(f"{who.name}: ") for r in state.rejections.get(version, [])):
+                raise Conflict([f"{who.name} has already rejected version {version}"])
             await self._append(
                 task,
                 ApprovalRejected(task=task, model_version=version, by=who.name, reason=reason),

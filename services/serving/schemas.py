@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from shared.examples import COMPAS_FEATURES, ELEC_FEATURES
 from shared.http import MAX_POSITION
@@ -162,6 +162,16 @@ class OfrepRequest(BaseModel):
     """An OpenFeature remote evaluation request: the evaluation context."""
 
     context: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("context")
+    @classmethod
+    def _targeting_key_is_an_entity_id(cls, context: dict[str, Any]) -> dict[str, Any]:
+        key = context.get("targetingKey")
+        if key is not None and (not isinstance(key, str) or not 0 < len(key) <= MAX_ENTITY_ID):
+            raise ValueError(
+                f"targetingKey (the entity id) must be text of 1 to {MAX_ENTITY_ID} characters"
+            )
+        return context
 
     def targeting_key(self) -> str | None:
         key = self.context.get("targetingKey")

@@ -96,3 +96,50 @@ async def test_drift_challenger_shadow_canary_promotion_and_a_rolled_back_canary
     assert routing["canary"] is None
     assert routing["champion"]["model_version"] >= version
     assert run.served_accuracy > 0.7
+
+
+async def test_entrants_of_the_race_run_as_live_shadows_beside_the_closed_loop(
+    sqlite_url: str, tmp_path: Path
+):
+    # The same loop with the race's runner-up published as an entrant every 500 rows: it runs
+    # as a live shadow (a newer one replaces it), the learner's own candidates are still decided
+    # on their merits (an entrant published right after one does not supersede it), and the
+    # challenger still wins after the drift.
+    spec = loop_spec(entrants=True)
+    stack = Stack(
+        tmp_path, store_url=sqlite_url, env_overrides=write_task_specs(tmp_path / "tasks", [spec])
+    )
+    await stack.start()
+    try:
+        run = await run_loop(stack, task=spec.name)
+    finally:
+        stack.stop()
+    trail = run.trail
+    lines = [describe(e) for e in trail]
+    entrants = {
+        e["payload"]["model_version"]
+        for e in trail
+        if e["type"] == "ShadowStarted" and e["payload"]["reason"].startswith("entrant ")
+    }
+    assert len(entrants) >= 2, lines
+    for e in trail:
+        if e["type"] == "ShadowStarted" and e["payload"]["model_version"] in entrants:
+            assert e["payload"]["decided_by"] == POLICY
+    replaced = [
+        e
+        for e in trail
+        if e["type"] == "ShadowStopped"
+        and e["payload"]["outcome"] == "replaced"
+        and e["payload"]["model_version"] in entrants
+    ]
+    assert replaced and all("the same entrant" in e["payload"]["reason"] for e in replaced)
+    for e in trail:
+        if e["type"] == "PromotionRefused":
+            for reason in e["payload"]["reasons"]:
+                if reason.startswith("superseded by version "):
+                    assert int(reason.split()[3]) not in entrants, lines
+    # After the drift a shadow (the challenger, or an entrant) won and the analysis promoted it.
+    assert any(
+        e["type"] == "ModelPromoted" and e["payload"]["reason"].startswith("canary:") for e in trail
+    ), lines
+    assert run.served_accuracy > 0.7

@@ -602,6 +602,9 @@ async def test_models_wait_for_approvals_and_every_human_decision_names_who_and_
         await w.decided(task, 7)
         rejected = await w.post(f"{base}/models/3/reject", "approver", {"reason": "odd drift"})
         assert rejected.status_code == 200
+        again = await w.post(f"{base}/models/3/reject", "approver", {"reason": "still odd"})
+        assert again.status_code == 409
+        assert again.json()["reasons"] == ["ann has already rejected version 3"]
         refused = await w.post(f"{base}/models/3/promote", "operator", {"reason": "ship it"})
         assert refused.status_code == 409
         assert refused.json()["reasons"] == ["rejected by ann: odd drift"]
@@ -837,6 +840,11 @@ async def test_routing_decisions_refuse_bad_input_and_leave_the_routing_unchange
                 {"type": "string", "value": "a", "variants": {"a": "x"}, "weights": {"a": 50}},
             ),
             ("color", {"type": "string", "value": "a", "weights": {"b": 100}}),
+            # The value (the default) must be one of the variants' values.
+            (
+                "size",
+                {"type": "number", "value": 3, "variants": {"a": 1, "b": 2}, "weights": {"a": 100}},
+            ),
             ("color", {"type": "colour", "value": "a"}),
             ("online_features.nope", {"type": "boolean", "value": False}),  # no such feature
         ]
@@ -844,6 +852,16 @@ async def test_routing_decisions_refuse_bad_input_and_leave_the_routing_unchange
             await unchanged("put", f"{base}/flags/{key}", {**why, "flag": flag}, 422)
         await unchanged("put", f"{base}/flags/bad%20key", {**why, "flag": None}, 422)
         await unchanged("put", f"{base}/flags/never_set", {**why, "flag": None}, 409)
+
+        # A version is one arm at a time.
+        shadow = await w.post(f"{base}/shadows", "operator", {**why, "model_version": 3})
+        assert shadow.status_code == 200, shadow.text
+        both = await unchanged(
+            "post", f"{base}/canary", {**why, "model_version": 3, "weight": 5}, 409
+        )
+        assert both["reasons"] == ["version 3 is a shadow (stop it first)"]
+        stopped = await w.post(f"{base}/shadows/3/stop", "operator", why)
+        assert stopped.status_code == 200, stopped.text
 
         started = await w.post(
             f"{base}/canary", "operator", {**why, "model_version": 3, "weight": 10}
@@ -855,6 +873,8 @@ async def test_routing_decisions_refuse_bad_input_and_leave_the_routing_unchange
         assert "a canary is already running: version 3" in second["reasons"][0]
         await unchanged("patch", f"{base}/canary", {**why, "weight": 101}, 422)
         await unchanged("post", f"{base}/shadows", {**why, "model_version": 1}, 409)  # champion
+        canary = await unchanged("post", f"{base}/shadows", {**why, "model_version": 3}, 409)
+        assert canary["reasons"] == ["version 3 is the canary (stop it first)"]
         assert (
             await w.client.post(
                 f"{base}/canary",

@@ -324,6 +324,10 @@ async def test_flags_evaluate_alike_on_every_replica_and_through_openfeature(
                 )
                 assert missing.status_code == 404
                 assert missing.json()["errorCode"] == "FLAG_NOT_FOUND"
+                for key in (7, True, ["user-1"], "", "u" * 201):  # an entity id is text
+                    bad = await client.post(url, json={"context": {"targetingKey": key}})
+                    assert bad.status_code == 422, (key, bad.text)
+                    assert "targetingKey" in bad.text
         assert seen[0] == seen[1]
         assert 0.15 < seen[0].count("new") / len(entities) < 0.45  # 30%, ~4.5 sd either side
 
