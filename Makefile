@@ -55,6 +55,7 @@ bench: $(STAMP)
 	$(PY) bench/system.py
 	$(PY) bench/served.py
 	$(PY) bench/canary.py
+	$(PY) bench/entrants.py
 	$(PY) bench/serving.py  # needs wrk (apt-get install wrk)
 	$(PY) bench/throughput.py
 	$(PY) bench/replay.py

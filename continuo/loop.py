@@ -53,7 +53,8 @@ ROUTING = (
 )
 
 
-def loop_spec(name: str = TASK, publish_every: int = 3000) -> TaskSpec:
+def loop_spec(name: str = TASK, publish_every: int = 3000, entrants: bool = False) -> TaskSpec:
+    """The drifting task; `entrants`: the trainer's race runner-up runs as a live shadow too."""
     return TaskSpec(
         name=name,
         description="synthetic: an abrupt concept change, many entities (continuo/loop.py)",
@@ -63,7 +64,10 @@ def loop_spec(name: str = TASK, publish_every: int = 3000) -> TaskSpec:
         sensitive=(Feature(name="group", type="category", categories=("a", "b")),),
         learner=LearnerSpec(publish_every=publish_every),
         promotion=PromotionPolicy(
-            require_audit=True, canary=CanaryPolicy(weight=50.0, min_labels=150)
+            require_audit=True,
+            canary=CanaryPolicy(
+                weight=50.0, min_labels=150, shadow_entrants=entrants, entrant_every=500
+            ),
         ),
     )
 
@@ -141,7 +145,14 @@ async def run_loop(
             rate=rate,
         )
         so_far = await _trail(gov, task)
-        shadowed = _first(so_far, "ShadowStarted")  # the challenger after the drift
+        shadowed = next(  # the challenger after the drift (not an entrant of the race)
+            (
+                e["position"]
+                for e in so_far
+                if e["type"] == "ShadowStarted" and e["payload"]["reason"].startswith("challenger ")
+            ),
+            1 << 62,
+        )
         promoted = [e for e in so_far if e["type"] == "ModelPromoted" and e["position"] < shadowed]
         stale = promoted[-1]["payload"]["model_version"] if promoted else None
         if stale is not None:
@@ -166,10 +177,6 @@ async def run_loop(
         trail = await _trail(gov, task)
     right = np.concatenate([first.right(labels[:rollback_at]), second.right(labels[rollback_at:])])
     return LoopRun(trail, float(right.mean()), rows)
-
-
-def _first(trail: list[dict[str, Any]], kind: str) -> int:
-    return next((e["position"] for e in trail if e["type"] == kind), 1 << 62)
 
 
 def describe(event: dict[str, Any]) -> str:
