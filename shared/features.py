@@ -26,9 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import structlog
+from pydantic import ValidationError
+
 from shared.events.envelope import Envelope
 from shared.events.types import LabelRecorded, ObservationRecorded
 from shared.tasks import LABEL_KINDS, OnlineFeature, TaskSpec, feature_vector
+
+log = structlog.get_logger(__name__)
 
 PENDING_LIMIT = 200_000
 _LABEL_DEFAULT = 0.5  # before any label: no information either way
@@ -298,12 +303,26 @@ class DataEvent:
 
 
 def data_event(envelope: Envelope) -> DataEvent | None:
-    """A stored ObservationRecorded or LabelRecorded as a DataEvent (None for other types)."""
+    """A stored ObservationRecorded or LabelRecorded as a DataEvent (None for other types).
+
+    A stored event whose payload no longer validates (written before a bound was enforced, such
+    as a row whose online values overflowed) is None too, logged with its id and the reason: the
+    trainer, serving and governance all skip it alike (their folds stay equal), and it stays in
+    the store; left to raise, it stopped every replay of the task at that row for good."""
     if envelope.type not in ("ObservationRecorded", "LabelRecorded"):
         return None
     if envelope.stream_version is None or envelope.position is None:
         raise ValueError(f"event {envelope.event_id} was never stored")
-    data = envelope.data()
+    try:
+        data = envelope.data()
+    except ValidationError as exc:
+        log.warning(
+            "features.undecodable_data_event",
+            event_id=str(envelope.event_id),
+            position=envelope.position,
+            reason=exc.errors()[0]["msg"] if exc.errors() else str(exc),
+        )
+        return None
     if isinstance(data, LabelRecorded):
         return DataEvent(
             envelope.stream_version,

@@ -20,7 +20,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from shared.events.envelope import Envelope
-from shared.events.types import LabelRecorded, ObservationRecorded, data_stream
+from shared.events.types import data_stream
+from shared.features import data_event
 from shared.store.port import EventStore
 
 
@@ -70,15 +71,16 @@ async def learned_positions(
         after=after, until=hi, limit=5000, streams=[stream], types=_DATA_TYPES
     ):
         for envelope in page:
-            data = envelope.data()
-            if isinstance(data, ObservationRecorded):
-                if data.label is not None:
-                    learned.append(envelope.position or 0)
-                else:
-                    pending.add(envelope.event_id)
-            elif isinstance(data, LabelRecorded):
-                learned.append(envelope.position or 0)
-                pending.discard(data.observation_id)
+            event = data_event(envelope)  # None: a stored row no learner could decode
+            if event is None:
+                continue
+            if event.is_label:
+                learned.append(event.position)
+                pending.discard(event.observation_id)  # type: ignore[arg-type]
+            elif event.label is not None:
+                learned.append(event.position)
+            else:
+                pending.add(event.event_id)
         after = page[-1].position or after
     notes: list[str] = []
     scanned, after, capped = 0, hi, False
@@ -89,11 +91,10 @@ async def learned_positions(
         if not page:
             break
         for envelope in page:
-            data = envelope.data()
-            assert isinstance(data, LabelRecorded)
-            if data.observation_id in pending:
-                pending.discard(data.observation_id)
-                learned.append(envelope.position or 0)
+            event = data_event(envelope)
+            if event is not None and event.observation_id in pending:
+                pending.discard(event.observation_id)
+                learned.append(event.position)
         scanned += len(page)
         after = page[-1].position or after
         if scanned > SCAN_LIMIT:

@@ -487,3 +487,22 @@ def test_the_choice_event_names_only_entrants_and_another_spec_versions_is_ignor
     stream.position = core.version
     core.apply([_chosen(stream, entrant.model_version, "b", spec=other)])
     assert core.learner.champion == "a" and core.version == stream.position
+
+
+def test_a_stored_row_that_no_longer_decodes_is_skipped_not_a_wedge():
+    # Written before a bound was enforced: an online value that overflowed was stored as null.
+    # Every replay of the task used to stop there for good; it is skipped (logged), its label
+    # counted as unmatched, and the rows after it learned.
+    core = TaskTraining(SPEC, FakeLearner())
+    stream = Stream()
+    first = stream.observe(0.1, label=1)
+    poisoned = stream.observe(0.2, online={"last": 1.0}, served=0.5)
+    poisoned = poisoned.model_copy(
+        update={"payload": {**poisoned.payload, "online": {"last": None}}}
+    )
+    its_label = stream.label(poisoned, 1)
+    after = stream.observe(0.3)
+    out = core.apply([first, poisoned, its_label, after, stream.label(after, 0)])
+    assert core.version == stream.position
+    assert out.unmatched_labels == 1
+    assert core.n_learned_total == 2
