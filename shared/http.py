@@ -112,12 +112,33 @@ def install_error_handlers(app: FastAPI) -> None:
             {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
             for e in exc.errors()
         ]
+        # As ingest answers: a body that is not JSON at all is malformed (400), and one sent as
+        # another content type is not read (415), not "invalid" (422).
+        about_body = [e for e in errors if e["loc"][:1] == ["body"]]
+        content_type = request.headers.get("content-type")
+        if about_body and content_type is not None and not _is_json(content_type):
+            detail = f"send the body as application/json, not {content_type[:100]}"
+            return JSONResponse({"detail": detail}, status_code=415)
+        unread = {"model_attributes_type", "dict_type"}  # FastAPI left the body as bytes
+        if content_type is None and any(e["type"] in unread for e in about_body):
+            detail = "send the body as application/json (the request had no content type)"
+            return JSONResponse({"detail": detail}, status_code=415)
+        if any(e["type"] == "json_invalid" for e in about_body):
+            return JSONResponse({"detail": errors}, status_code=400)
         return JSONResponse({"detail": errors}, status_code=422)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("http.unexpected_error", path=request.url.path, method=request.method)
         return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+
+
+def _is_json(content_type: str) -> bool:
+    """application/json or application/<something>+json, as FastAPI reads a JSON body."""
+    kind = content_type.split(";", 1)[0].strip().lower()
+    return kind == "application/json" or (
+        kind.startswith("application/") and kind.endswith("+json")
+    )
 
 
 def serve(app: FastAPI, settings: CommonSettings) -> None:

@@ -136,7 +136,7 @@ def create_app(settings: GovernanceSettings | None = None) -> FastAPI:
     )
     for module in (reads, decisions, trail, admin, dashboard):
         app.include_router(
-            module.router, responses=error_responses(400, 401, 403, 404, 409, 413, 422, 503)
+            module.router, responses=error_responses(400, 401, 403, 404, 409, 413, 415, 422, 503)
         )
     app.include_router(dashboard.page)  # the page and its assets: no data, no key
     return app

@@ -49,7 +49,9 @@ from shared.store.sql import STORE_FAILURES
 log = structlog.get_logger(__name__)
 
 router = APIRouter(
-    prefix="/v1/tasks/{task}", tags=["serving"], responses=error_responses(400, 404, 413, 422, 503)
+    prefix="/v1/tasks/{task}",
+    tags=["serving"],
+    responses=error_responses(400, 404, 413, 415, 422, 503),
 )
 
 
@@ -296,7 +298,7 @@ ofrep = APIRouter(
     prefix="/v1/tasks/{task}/ofrep/v1",
     tags=["flags (OFREP)"],
     responses={
-        **error_responses(400, 413, 422),
+        **error_responses(400, 413, 415, 422),
         404: {"model": FlagNotFound, "description": "no such task, or (OFREP's shape) flag"},
     },
 )

@@ -808,8 +808,15 @@ async def test_routing_decisions_refuse_bad_input_and_leave_the_routing_unchange
             )
             await unchanged("post", f"{base}/rollback", {**why, "model_version": version}, 422)
         huge = b'{"reason": "x", "model_version": 3, "weight": 1e309}'
-        raw = await w.client.post(f"{base}/canary", headers=w.as_("operator"), content=huge)
+        as_json = {**w.as_("operator"), "content-type": "application/json"}
+        raw = await w.client.post(f"{base}/canary", headers=as_json, content=huge)
         assert raw.status_code == 422, raw.text
+        # Not sent as JSON: 415 (a body that is not JSON at all: 400), as ingest answers.
+        for content_type, status in (("text/plain", 415), ("application/json", 400)):
+            headers = {**w.as_("operator"), "content-type": content_type}
+            body = b"{" if status == 400 else b'{"reason": "x", "model_version": 3, "weight": 5}'
+            sent = await w.client.post(f"{base}/canary", headers=headers, content=body)
+            assert sent.status_code == status, sent.text
         await unchanged("post", f"{base}/canary", {**why, "model_version": 99, "weight": 5}, 404)
         await unchanged(
             "post", "/v1/tasks/nope/canary", {**why, "model_version": 3, "weight": 5}, 404

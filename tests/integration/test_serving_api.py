@@ -246,7 +246,13 @@ async def test_bad_requests_are_answered_4xx_and_a_task_without_a_model_503(
             not_json = await client.post(
                 url, content=b"{", headers={"content-type": "application/json"}
             )
-            assert not_json.status_code == 422
+            assert not_json.status_code == 400  # as ingest answers
+            as_text = await client.post(
+                url,
+                content=json.dumps({"features": RECORD}),
+                headers={"content-type": "text/plain"},
+            )
+            assert as_text.status_code == 415, as_text.text
 
             ok = await client.post(
                 url, json={"records": [{"features": RECORD, "entity_id": "a"}] * 3}
