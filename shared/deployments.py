@@ -91,7 +91,10 @@ def _fits(kind: str, value: Any) -> bool:
 def bucket(key: str, entity: str) -> float:
     """A stable place in [0, 100) for an entity under a key: murmur3 (32-bit) of key + entity,
     as flagd's `fractional` buckets a targeting key, so every replica and every restart agree."""
-    return mmh3.hash(f"{key}{entity}", signed=False) / 2**32 * 100.0
+    # Hashed as UTF-8 bytes (what mmh3 hashes for text too): text mmh3 cannot encode (a lone
+    # surrogate) crashed the interpreter, not raised.
+    text = f"{key}{entity}".encode("utf-8", "surrogatepass")
+    return mmh3.hash(text, signed=False) / 2**32 * 100.0
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from shared.examples import COMPAS_FEATURES, ELEC_FEATURES
 from shared.http import MAX_POSITION
-from shared.tasks import MAX_ENTITY_ID, StorableStr
+from shared.tasks import MAX_ENTITY_ID, StorableStr, storable
 
 
 class PredictRecord(BaseModel):
@@ -171,6 +171,8 @@ class OfrepRequest(BaseModel):
             raise ValueError(
                 f"targetingKey (the entity id) must be text of 1 to {MAX_ENTITY_ID} characters"
             )
+        if key is not None:
+            storable(key, "targetingKey")  # as an entity id: no NUL, no lone surrogate
         return context
 
     def targeting_key(self) -> str | None:

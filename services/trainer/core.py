@@ -62,6 +62,24 @@ CHALLENGERS_AFTER = 1000
 CHALLENGER_LAST = 4 * CHALLENGER_ROWS
 
 
+def config_choice(trained: ModelTrained) -> tuple[uuid.UUID, ConfigChosen] | None:
+    """If `trained` is an entrant (governance promoted it, so serving answers with it): the
+    ConfigChosen event, with its id, that makes the race of its spec version run its
+    configuration. The id is derived from the version: whoever appends it, however often, and
+    after whatever restart, the data stream holds it once."""
+    if trained.role != "entrant":
+        return None
+    key = f"{trained.task}/{trained.pipeline_version}/chosen/{trained.model_version}"
+    config = trained.config
+    return uuid.uuid5(_NAMESPACE, key), ConfigChosen(
+        task=trained.task,
+        pipeline_version=trained.pipeline_version,
+        config=config,
+        model_version=trained.model_version,
+        reason=f"entrant v{trained.model_version} ({config}) was promoted: the race runs {config}",
+    )
+
+
 class Learner(Protocol):
     """What the core needs of a learner (services.trainer.learner.OnlineLearner honours it)."""
 
@@ -294,22 +312,6 @@ class TaskTraining:
         out = Output()
         self._start(out)
         return out
-
-    def choice(self, answering: int) -> tuple[uuid.UUID, ConfigChosen] | None:
-        """If serving answers with an entrant of this core (governance promoted it): the
-        ConfigChosen event, with its id, that makes the race run that configuration (whoever
-        appends it to the data stream, and however often, appends one event)."""
-        config = self.entrants.get(answering)
-        if config is None:
-            return None
-        key = f"{self.spec.name}/{self.spec.version}/chosen/{answering}"
-        return uuid.uuid5(_NAMESPACE, key), ConfigChosen(
-            task=self.spec.name,
-            pipeline_version=self.spec.version,
-            config=config,
-            model_version=answering,
-            reason=f"entrant v{answering} ({config}) was promoted: the race runs {config}",
-        )
 
     def _choose(self, envelope: Envelope, out: Output) -> None:
         """Governance promoted an entrant: the race runs its configuration from this row on."""
@@ -659,12 +661,16 @@ class TaskTraining:
         self.model_version += 1
         version = self.model_version
         self.entrants[version] = config
-        metrics = {k: float(v) for k, v in self.learner.metrics.items()}
-        metrics.update(
-            race_window=float(evidence["window"]),
-            race_wins=float(evidence["wins"]),
-            race_losses=float(evidence["losses"]),
-        )
+        # Its own figures only: the learner's prequential ones are its race champion's.
+        race = {k: float(v) for k, v in self.learner.metrics.items() if k.startswith("race_")}
+        metrics = {
+            **race,
+            "race_window": float(evidence["window"]),
+            "race_wins": float(evidence["wins"]),
+            "race_losses": float(evidence["losses"]),
+        }
+        if f"race_recent_accuracy.{config}" in race:
+            metrics["recent_accuracy"] = race[f"race_recent_accuracy.{config}"]
         out.candidates.append(
             Candidate(
                 event_id=uuid.uuid5(

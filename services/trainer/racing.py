@@ -98,7 +98,9 @@ class Race:
 
     def choose(self, name: str, at_labelled: int, evidence: dict[str, Any]) -> ConfigSwitch | None:
         """Make `name` the champion because someone else decided it (governance promoted a
-        model of it); None if it already is, or no configuration has that name."""
+        model of it on live evidence); None if it already is, or no configuration has that
+        name. The paired record starts again from here: the rows before the choice are the
+        ones the live test overruled, and left in they would switch the race straight back."""
         if name not in self.names or self.names.index(name) == self.champion:
             return None
         chosen = self.names.index(name)
@@ -108,4 +110,6 @@ class Race:
         }
         switch = ConfigSwitch(self.names[self.champion], name, at_labelled, evidence)
         self.champion = chosen
+        self._correct[:] = 0
+        self._n = 0
         return switch

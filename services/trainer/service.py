@@ -18,11 +18,12 @@ from collections.abc import Callable, Sequence
 import structlog
 
 from services.trainer import instruments
-from services.trainer.core import Candidate, Learner, Output, TaskTraining
+from services.trainer.core import Candidate, Learner, Output, TaskTraining, config_choice
 from services.trainer.snapshots import Snapshots
 from shared.deployments import DeploymentState
 from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
+    ModelTrained,
     data_stream,
     deployment_stream,
     governance_stream,
@@ -98,7 +99,7 @@ class Trainer:
         self._status: dict[str, dict[str, object]] = {}
         # Per task: the deployment stream folded so far, and when it was last looked at.
         self._deployments: dict[str, tuple[DeploymentState, float]] = {}
-        self._choices: set[tuple[str, int]] = set()  # (task, entrant version) appended
+        self._choices: set[tuple[str, int]] = set()  # (task, version) looked at for a choice
 
     async def start_tasks(self) -> None:
         """Publish version 1 of every registered task that has none: serving can answer its
@@ -200,7 +201,8 @@ class Trainer:
         answering = state.answering()
         if answering is not None and answering[0] != core.champion_version:
             core.set_champion(answering[0], await self._live(answering[1]))
-            await self._chosen(core, answering[0])
+        if answering is not None and (task, answering[0]) not in self._choices:
+            await self._chosen(task, answering[0])
         shadows = {
             version: core.arms.shadows.get(version) or await self._live(arm.artifact_sha256)
             for version, arm in state.shadows.items()
@@ -208,25 +210,28 @@ class Trainer:
         canary = state.canary.model_version if state.canary is not None else None
         core.follow_arms(canary, shadows)
 
-    async def _chosen(self, core: TaskTraining, answering: int) -> None:
-        """An entrant became the champion: record the choice in the data stream, where this
-        core (and every replay) applies it between the same rows. Once per version and process;
-        after a restart it is appended again, a duplicate the store ignores."""
-        choice = core.choice(answering)
-        if choice is None or (core.spec.name, answering) in self._choices:
-            return
-        event_id, chosen = choice
-        event = new_event(
-            chosen,
-            stream_id=data_stream(core.spec.name),
-            producer=self.runtime.producer,
-            event_id=event_id,
+    async def _chosen(self, task: str, answering: int) -> None:
+        """If serving answers with an entrant (governance promoted it), record the choice in
+        the data stream, where the core (and every replay) applies it between the same rows.
+        Read from the version's own ModelTrained, not from what the core has replayed so far;
+        looked at once per version and process (until it is stored: a failed append is tried
+        again at the next batch), and after a restart again, a duplicate the store ignores."""
+        [stored] = await self.runtime.store.read_stream(
+            model_stream(task), after_version=answering - 1, limit=1
         )
-        await self.runtime.store.append([event])
-        self._choices.add((core.spec.name, answering))
-        log.info(
-            "trainer.config_chosen", task=core.spec.name, version=answering, config=chosen.config
-        )
+        trained = stored.data()
+        choice = config_choice(trained) if isinstance(trained, ModelTrained) else None
+        if choice is not None:
+            event_id, chosen = choice
+            event = new_event(
+                chosen,
+                stream_id=data_stream(task),
+                producer=self.runtime.producer,
+                event_id=event_id,
+            )
+            await self.runtime.store.append([event])
+            log.info("trainer.config_chosen", task=task, version=answering, config=chosen.config)
+        self._choices.add((task, answering))
 
     async def _live(self, digest: str) -> LiveModel:
         model = await asyncio.to_thread(self.runtime.artifacts.get, digest)

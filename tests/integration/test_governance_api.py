@@ -1162,6 +1162,25 @@ async def test_entrants_of_the_race_run_as_shadows_only_where_the_policy_says_so
         ]
         assert moved[0].payload["reason"].startswith("replaced by v3, the same entrant")
 
+        # v3 wins as a shadow and becomes the canary; a newer entrant of its configuration then
+        # runs as a shadow beside it and leaves the canary to its analysis.
+        won = {"model_version": 3, "n": 600, "challenger_only": 120, "champion_only": 10}
+        won |= {"challenger_log_loss": 180.0, "champion_log_loss": 300.0}
+        scored = ArmsScored(
+            task=task, champion_version=1, canary=None, shadows=[won], at_labelled=600
+        )
+        await w.record(scored, governance_stream(task))
+        canary = (await w.decided(task, 6))[4:]
+        assert [(e.type, e.payload["model_version"]) for e in canary] == [
+            ("ShadowStopped", 3),
+            ("CanaryStarted", 3),
+        ]
+        await add_model(w, runs, 4, 0.78, role="entrant", parent=3)
+        [beside] = (await w.decided(task, 7))[6:]
+        assert (beside.type, beside.payload["model_version"]) == ("ShadowStarted", 4)
+        routing = (await w.get(f"/v1/tasks/{task}/routing")).json()
+        assert routing["canary"]["model_version"] == 3
+
     default = TaskSpec(
         name=f"noent{uuid.uuid4().hex[:8]}", features=(Feature(name="x"),), target=Target(name="y")
     )

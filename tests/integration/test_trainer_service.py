@@ -304,8 +304,11 @@ async def test_a_promoted_entrant_switches_the_race_in_the_stream_and_a_replay_a
     await store.append(
         [new_event(promoted, stream_id=deployment_stream("racing"), producer=TEST_PRODUCER)]
     )
-    await asyncio.sleep(0.25)  # the trainer reads deployments at most every 0.2 s
+    # The trainer restarts between the promotion and the next rows: the choice is made from
+    # the promoted version's own record, whatever the new trainer has replayed.
+    trainer = Trainer(_runtime(sqlite_url, tmp_path / "a"))
     await trainer.handle(await rows(300))  # sees the promotion: the choice follows these rows
+    await asyncio.sleep(0.25)  # the trainer reads deployments at most every 0.2 s
     await trainer.handle(await rows(300))  # applies it, then these rows
 
     stream = await store.read_stream(data_stream("racing"))
@@ -325,4 +328,5 @@ async def test_a_promoted_entrant_switches_the_race_in_the_stream_and_a_replay_a
     _, replayed = await replay_models(store, "racing")
     digests = [runtime.artifacts.put(c.model_bytes) for c in replayed]
     assert digests == [m.artifact_sha256 for m in await models()]
+    await trainer.runtime.store.close()
     await store.close()

@@ -189,6 +189,25 @@ def test_the_runner_up_is_the_challenger_closest_to_switching_and_may_be_chosen(
     assert race.champion == 1
 
 
+def test_a_chosen_configuration_is_judged_again_only_on_the_rows_after_the_choice() -> None:
+    # Inside the trainer b lost clearly (wrong on 40 rows, a on 10): governance chose it on live
+    # evidence all the same. The rows before the choice must not switch the race straight back.
+    race = Race(["a", "b"], window=400, z=2.5)
+    outcomes = np.ones((2, 200), dtype=np.int8)
+    outcomes[0, :10] = 0
+    outcomes[1, 10:50] = 0
+    race.record(outcomes)
+    assert race.choose("b", 200, {}) is not None
+    race.record(np.ones((2, 100), dtype=np.int8))  # a tick of rows both get right
+    assert race.decide(at_labelled=300) is None and race.champion == 1
+    # ...but rows after it where a is clearly better do.
+    after = np.ones((2, 200), dtype=np.int8)
+    after[1, :40] = 0
+    race.record(after)
+    switch = race.decide(at_labelled=500)
+    assert switch is not None and (switch.from_config, switch.to_config) == ("b", "a")
+
+
 def test_a_configuration_of_the_race_encodes_as_its_champion_would() -> None:
     X, y = threshold_stream(1500, seed=12)
     learner = OnlineLearner(3, params=FAST)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from services.trainer import core as core_module
-from services.trainer.core import TaskTraining
+from services.trainer.core import TaskTraining, config_choice
 from services.trainer.drift import Drift
 from services.trainer.racing import ConfigSwitch
 from shared.events.envelope import Envelope, new_event
@@ -19,6 +19,7 @@ from shared.events.types import (
     ConfigSwitched,
     DriftDetected,
     LabelRecorded,
+    ModelTrained,
     ObservationRecorded,
     Served,
     ServedScored,
@@ -474,14 +475,18 @@ def test_the_choice_event_names_only_entrants_and_another_spec_versions_is_ignor
     core, made, _ = _race_run(batch=500)
     entrant = next(c for c in made if c.role == "entrant")
     line = next(c for c in made if c.role == "candidate")
-    event_id, chosen = core.choice(entrant.model_version)
+
+    def trained(candidate) -> ModelTrained:
+        return candidate.fact("t", ENTRANTS.version, "sha", {})
+
+    event_id, chosen = config_choice(trained(entrant))
     assert (chosen.config, chosen.model_version, chosen.pipeline_version) == (
         "b",
         entrant.model_version,
         ENTRANTS.version,
     )
-    assert core.choice(entrant.model_version)[0] == event_id  # one event, however often asked
-    assert core.choice(line.model_version) is None
+    assert config_choice(trained(entrant))[0] == event_id  # one event, however often made
+    assert config_choice(trained(line)) is None
     other = ENTRANTS.model_copy(update={"description": "another version"})
     stream = Stream()
     stream.position = core.version
