@@ -216,10 +216,10 @@ class Trainer:
         Read from the version's own ModelTrained, not from what the core has replayed so far;
         looked at once per version and process (until it is stored: a failed append is tried
         again at the next batch), and after a restart again, a duplicate the store ignores."""
-        [stored] = await self.runtime.store.read_stream(
+        stored = await self.runtime.store.read_stream(
             model_stream(task), after_version=answering - 1, limit=1
         )
-        trained = stored.data()
+        trained = stored[0].data() if stored else None  # none: a version not the trainer's
         choice = config_choice(trained) if isinstance(trained, ModelTrained) else None
         if choice is not None:
             event_id, chosen = choice
