@@ -349,10 +349,6 @@ class RoutingDecisions:
                     continue
                 if (await self.gov.trained(task, version)).role != trained.role:
                     continue
-                if trained.role == "entrant" and arm is state.canary:
-                    # Entrants are published on and on: a canary made of one is left to its
-                    # analysis, which a newer one would start again each time.
-                    continue
                 if version == trained.parent_version:
                     outcome = "replaced"
                     reason = (
