@@ -1041,6 +1041,14 @@ async def test_a_canary_answering_all_traffic_is_judged_on_its_own_rows_paired_w
         assert ended.payload["evidence"]["n"] == 400
 
 
+async def shadow_won(w: World, task: str, version: int) -> None:
+    """The trainer's counts: shadow `version` beat champion v1 on the same 600 rows."""
+    won = {"model_version": version, "n": 600, "challenger_only": 120, "champion_only": 10}
+    won |= {"challenger_log_loss": 180.0, "champion_log_loss": 300.0}
+    scored = ArmsScored(task=task, champion_version=1, canary=None, shadows=[won], at_labelled=600)
+    await w.record(scored, governance_stream(task))
+
+
 async def test_a_newer_challenger_supersedes_the_older_ones_the_policy_runs(
     store_url: str, kafka: str, tmp_path: Path
 ):
@@ -1107,12 +1115,7 @@ async def test_a_challenger_that_learns_on_replaces_its_own_shadow_and_canary(
         assert moved[1].payload["evidence"]["replaces"] == 2
 
         # v3 beats the champion on the same rows: the analysis makes it the canary.
-        won = {"model_version": 3, "n": 600, "challenger_only": 120, "champion_only": 10}
-        won |= {"challenger_log_loss": 180.0, "champion_log_loss": 300.0}
-        scored = ArmsScored(
-            task=task, champion_version=1, canary=None, shadows=[won], at_labelled=600
-        )
-        await w.record(scored, governance_stream(task))
+        await shadow_won(w, task, 3)
         canary = (await w.decided(task, 6))[4:]
         assert [(e.type, e.payload["model_version"]) for e in canary] == [
             ("ShadowStopped", 3),
@@ -1165,12 +1168,7 @@ async def test_entrants_of_the_race_run_as_shadows_only_where_the_policy_says_so
         # v3 wins as a shadow and becomes the canary; a newer entrant of its configuration takes
         # its place as the canary, as a challenger's does (left to its analysis instead, a
         # canary of frozen trees answered half the entities across a drift for 3,000 labels).
-        won = {"model_version": 3, "n": 600, "challenger_only": 120, "champion_only": 10}
-        won |= {"challenger_log_loss": 180.0, "champion_log_loss": 300.0}
-        scored = ArmsScored(
-            task=task, champion_version=1, canary=None, shadows=[won], at_labelled=600
-        )
-        await w.record(scored, governance_stream(task))
+        await shadow_won(w, task, 3)
         canary = (await w.decided(task, 6))[4:]
         assert [(e.type, e.payload["model_version"]) for e in canary] == [
             ("ShadowStopped", 3),
