@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import signal
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import pytest_timeout
 
 from shared.store.migrate import upgrade
 from shared.store.sql import SqlEventStore, open_event_store
@@ -56,3 +59,45 @@ def kafka() -> Iterator[str]:
     broker = asyncio.run(start_broker_ready())
     yield broker.bootstrap
     broker.stop()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_timeout_set_timer(item: pytest.Item, settings) -> bool:
+    """pytest-timeout's signal method, which also prints where every asyncio task of the test's
+    event loop waits: a hung async test is a loop idling on an await that never completes, and the
+    threads' stacks that pytest-timeout prints do not show which."""
+
+    def handler(signum, frame) -> None:
+        __tracebackhide__ = True
+        loop = asyncio._get_running_loop()
+        if loop is not None:
+            terminal = item.config.get_terminal_writer()
+            terminal.sep("+", title="Timeout: where the event loop's tasks wait")
+            for task in asyncio.all_tasks(loop):
+                terminal.line(f"{task.get_name()}:")
+                for where in _awaiting(task.get_coro()):
+                    terminal.line(f"  {where}")
+        pytest_timeout.timeout_sigalrm(item, settings)
+
+    def cancel() -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, signal.SIG_DFL)
+
+    item.cancel_timeout = cancel  # type: ignore[attr-defined]
+    signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, settings.timeout)
+    return True
+
+
+def _awaiting(coro) -> list[str]:
+    """The chain of awaits a suspended coroutine is in, outermost first, as `file:line function`
+    (a task's own stack shows only its outermost frame)."""
+    chain = []
+    while coro is not None:
+        frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
+        frame = frame or getattr(coro, "ag_frame", None)
+        if frame is not None:
+            chain.append(f"{frame.f_code.co_filename}:{frame.f_lineno} {frame.f_code.co_name}")
+        nxt = getattr(coro, "cr_await", None) or getattr(coro, "gi_yieldfrom", None)
+        coro = nxt or getattr(coro, "ag_await", None)
+    return chain
