@@ -62,21 +62,32 @@ CHALLENGERS_AFTER = 1000
 CHALLENGER_LAST = 4 * CHALLENGER_ROWS
 
 
-def config_choice(trained: ModelTrained) -> tuple[uuid.UUID, ConfigChosen] | None:
-    """If `trained` is an entrant (governance promoted it, so serving answers with it): the
-    ConfigChosen event, with its id, that makes the race of its spec version run its
-    configuration. The id is derived from the version: whoever appends it, however often, and
-    after whatever restart, the data stream holds it once."""
-    if trained.role != "entrant":
+def config_choice(
+    trained: ModelTrained, rollback: int | None = None
+) -> tuple[uuid.UUID, ConfigChosen] | None:
+    """The ConfigChosen event, with its id, that makes the race of `trained`'s spec version run
+    `trained`'s configuration, when governance's decision calls for it: `trained` is an entrant
+    it promoted (serving answers with it), or, whatever its role, the version it rolled back to
+    (`rollback`: that decision's position in the deployment stream). A routine promotion of the
+    race's own candidate needs none: the race chose that configuration itself. The id is derived
+    from the decision: whoever appends it, however often, and after whatever restart, the data
+    stream holds it once."""
+    config, version = trained.config, trained.model_version
+    if rollback is not None:
+        key = f"{trained.task}/{trained.pipeline_version}/rollback/{rollback}"
+        reason = f"rolled back to v{version} ({config}): the race runs {config}"
+    elif trained.role == "entrant":
+        key = f"{trained.task}/{trained.pipeline_version}/chosen/{version}"
+        reason = f"entrant v{version} ({config}) was promoted: the race runs {config}"
+    else:
         return None
-    key = f"{trained.task}/{trained.pipeline_version}/chosen/{trained.model_version}"
-    config = trained.config
     return uuid.uuid5(_NAMESPACE, key), ConfigChosen(
         task=trained.task,
         pipeline_version=trained.pipeline_version,
         config=config,
-        model_version=trained.model_version,
-        reason=f"entrant v{trained.model_version} ({config}) was promoted: the race runs {config}",
+        model_version=version,
+        reason=reason,
+        rollback=rollback,
     )
 
 
@@ -314,18 +325,25 @@ class TaskTraining:
         return out
 
     def _choose(self, envelope: Envelope, out: Output) -> None:
-        """Governance promoted an entrant: the race runs its configuration from this row on."""
+        """Governance promoted an entrant or rolled back: the race runs the configuration of the
+        model serving answers with from this row on."""
         assert envelope.stream_version is not None and envelope.position is not None
         self.version, self.last_position = envelope.stream_version, envelope.position
         chosen = envelope.data()
         assert isinstance(chosen, ConfigChosen)
         if chosen.pipeline_version != self.spec.version:
             return
-        switch = self.learner.choose(
-            chosen.config, {"chosen_by": "governance", "model_version": chosen.model_version}
-        )
+        evidence: dict[str, Any] = {
+            "chosen_by": "governance",
+            "model_version": chosen.model_version,
+        }
+        name = f"chosen/{chosen.model_version}"
+        if chosen.rollback is not None:
+            evidence["rollback"] = chosen.rollback
+            name = f"rollback/{chosen.rollback}"
+        switch = self.learner.choose(chosen.config, evidence)
         if switch is not None:
-            self._record_switch(switch, f"chosen/{chosen.model_version}", out)
+            self._record_switch(switch, name, out)
 
     def _start(self, out: Output) -> None:
         """Version 1, before anything is learned: a model serving can answer with at once."""

@@ -99,7 +99,11 @@ class Trainer:
         self._status: dict[str, dict[str, object]] = {}
         # Per task: the deployment stream folded so far, and when it was last looked at.
         self._deployments: dict[str, tuple[DeploymentState, float]] = {}
-        self._choices: set[tuple[str, int]] = set()  # (task, version) looked at for a choice
+        # (task, version, rollback) looked at for a choice of configuration (`_chosen`).
+        self._choices: set[tuple[str, int, int | None]] = set()
+        # Per task: the rollback that made the current champion (its deployment stream version
+        # and the version it went back to), None when a promotion did.
+        self._rollbacks: dict[str, tuple[int, int] | None] = {}
 
     async def start_tasks(self) -> None:
         """Publish version 1 of every registered task that has none: serving can answer its
@@ -193,16 +197,28 @@ class Trainer:
         state, checked = self._deployments.get(task, (DeploymentState(), 0.0))
         if time.monotonic() - checked < every:
             return
+        rolled_back = self._rollbacks.get(task)
         for envelope in await self.runtime.store.read_stream(
             deployment_stream(task), state.stream_version
         ):
-            state.apply(envelope.type, envelope.stream_version, envelope.payload)
+            applied = state.apply(envelope.type, envelope.stream_version, envelope.payload)
+            if applied and envelope.type in ("ModelPromoted", "ModelRolledBack"):
+                rolled_back = None
+                if envelope.type == "ModelRolledBack" and envelope.stream_version is not None:
+                    rolled_back = (envelope.stream_version, int(envelope.payload["model_version"]))
+        self._rollbacks[task] = rolled_back
         self._deployments[task] = (state, time.monotonic())
         answering = state.answering()
         if answering is not None and answering[0] != core.champion_version:
             core.set_champion(answering[0], await self._live(answering[1]))
-        if answering is not None and (task, answering[0]) not in self._choices:
-            await self._chosen(task, answering[0])
+        if answering is not None:
+            # A rollback's choice only while serving answers with what it went back to (not
+            # under the kill switch, which is an override, not a decision about the model).
+            rollback = None
+            if rolled_back is not None and rolled_back[1] == answering[0] and not state.killed:
+                rollback = rolled_back[0]
+            if (task, answering[0], rollback) not in self._choices:
+                await self._chosen(task, answering[0], rollback)
         shadows = {
             version: core.arms.shadows.get(version) or await self._live(arm.artifact_sha256)
             for version, arm in state.shadows.items()
@@ -210,17 +226,20 @@ class Trainer:
         canary = state.canary.model_version if state.canary is not None else None
         core.follow_arms(canary, shadows)
 
-    async def _chosen(self, task: str, answering: int) -> None:
-        """If serving answers with an entrant (governance promoted it), record the choice in
-        the data stream, where the core (and every replay) applies it between the same rows.
-        Read from the version's own ModelTrained, not from what the core has replayed so far;
-        looked at once per version and process (until it is stored: a failed append is tried
-        again at the next batch), and after a restart again, a duplicate the store ignores."""
+    async def _chosen(self, task: str, answering: int, rollback: int | None) -> None:
+        """If serving answers with an entrant (governance promoted it), or with the version
+        governance rolled back to (`rollback`: that decision's deployment stream version), record
+        the choice of its configuration in the data stream, where the core (and every replay)
+        applies it between the same rows: after a rollback the race learns on with the
+        configuration it went back to, not with the one it left. Read from the version's own
+        ModelTrained, not from what the core has replayed so far; looked at once per decision
+        and process (until it is stored: a failed append is tried again at the next batch), and
+        after a restart again, a duplicate the store ignores."""
         stored = await self.runtime.store.read_stream(
             model_stream(task), after_version=answering - 1, limit=1
         )
         trained = stored[0].data() if stored else None  # none: a version not the trainer's
-        choice = config_choice(trained) if isinstance(trained, ModelTrained) else None
+        choice = config_choice(trained, rollback) if isinstance(trained, ModelTrained) else None
         if choice is not None:
             event_id, chosen = choice
             event = new_event(
@@ -231,7 +250,7 @@ class Trainer:
             )
             await self.runtime.store.append([event])
             log.info("trainer.config_chosen", task=task, version=answering, config=chosen.config)
-        self._choices.add((task, answering))
+        self._choices.add((task, answering, rollback))
 
     async def _live(self, digest: str) -> LiveModel:
         model = await asyncio.to_thread(self.runtime.artifacts.get, digest)

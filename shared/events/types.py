@@ -195,8 +195,10 @@ class ConfigSwitched(Payload):
 
 @event_type("ConfigChosen")
 class ConfigChosen(Payload):
-    """Governance promoted a model of one of the race's configurations other than the one the
-    trainer's race had as champion (an `entrant`): from here on the race runs that one.
+    """Governance's decision calls for another of the race's configurations than the one the
+    trainer's race has as champion: it promoted an `entrant`, or it rolled back (`rollback`: the
+    decision's version in the deployment stream) to a model of another configuration. From here on
+    the race runs the configuration of the model serving answers with.
 
     Recorded in the task's data stream, between the rows, so that the trainer (and any replay)
     applies it at the same place in the stream: the models after it are the same bytes however
@@ -205,8 +207,9 @@ class ConfigChosen(Payload):
     task: str
     pipeline_version: str
     config: str
-    model_version: int  # the promoted entrant
+    model_version: int  # the promoted entrant, or the version rolled back to
     reason: str
+    rollback: int | None = None
 
 
 @event_type("ModelPromoted")

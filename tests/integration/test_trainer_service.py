@@ -15,6 +15,7 @@ from shared.deployments import POLICY
 from shared.events.envelope import new_event
 from shared.events.types import (
     ModelPromoted,
+    ModelRolledBack,
     ModelTrained,
     ObservationRecorded,
     data_stream,
@@ -324,6 +325,46 @@ async def test_a_promoted_entrant_switches_the_race_in_the_stream_and_a_replay_a
     assert [(s["to_config"], s["at_labelled"]) for s in switched] == [(entrant.config, 900)]
     line = [m for m in await models() if m.role == "candidate"]
     assert {m.config for m in line if m.n_learned_total > 900} == {entrant.config}
+
+    # An operator rolls back to the first model: the race goes back to that model's
+    # configuration, at the next rows, with the rollback's evidence; a restarted trainer that
+    # reads the same decision again adds nothing.
+    first = (await models())[0]
+    rolled_back = ModelRolledBack(
+        task="racing",
+        model_version=first.model_version,
+        artifact_sha256=first.artifact_sha256,
+        from_version=entrant.model_version,
+        reason="the entrant's answers look wrong to the operator",
+        decided_by="ops@example.com",
+    )
+    [decision] = await store.append(
+        [new_event(rolled_back, stream_id=deployment_stream("racing"), producer=TEST_PRODUCER)]
+    )
+    await asyncio.sleep(0.25)
+    await trainer.handle(await rows(300))  # sees the rollback: the choice follows these rows
+    trainer = Trainer(_runtime(sqlite_url, tmp_path / "a"))
+    await trainer.handle(await rows(300))
+    stream = await store.read_stream(data_stream("racing"))
+    chosen_events = [e for e in stream if e.type == "ConfigChosen"]
+    assert [(e.stream_version, e.payload["config"]) for e in chosen_events] == [
+        (901, entrant.config),
+        (1502, first.config),
+    ]
+    assert chosen_events[1].payload["rollback"] == decision.stream_version
+    assert chosen_events[1].payload["model_version"] == first.model_version
+    switched = [
+        e.payload
+        for e in await store.read_stream(governance_stream("racing"))
+        if e.type == "ConfigSwitched" and e.payload["evidence"].get("chosen_by") == "governance"
+    ]
+    assert [(s["to_config"], s["at_labelled"]) for s in switched] == [
+        (entrant.config, 900),
+        (first.config, 1500),
+    ]
+    assert switched[1]["evidence"]["rollback"] == decision.stream_version
+    line = [m for m in await models() if m.role == "candidate"]
+    assert {m.config for m in line if m.n_learned_total > 1500} == {first.config}
 
     _, replayed = await replay_models(store, "racing")
     digests = [runtime.artifacts.put(c.model_bytes) for c in replayed]

@@ -471,7 +471,7 @@ def test_a_promoted_entrant_switches_the_race_at_its_place_in_the_stream():
     assert [key for key, _ in facts_again] == [key for key, _ in facts]
 
 
-def test_the_choice_event_names_only_entrants_and_another_spec_versions_is_ignored():
+def test_the_choice_event_names_entrants_and_rollbacks_and_another_spec_versions_is_ignored():
     core, made, _ = _race_run(batch=500)
     entrant = next(c for c in made if c.role == "entrant")
     line = next(c for c in made if c.role == "candidate")
@@ -487,6 +487,12 @@ def test_the_choice_event_names_only_entrants_and_another_spec_versions_is_ignor
     )
     assert config_choice(trained(entrant))[0] == event_id  # one event, however often made
     assert config_choice(trained(line)) is None
+    # A rollback chooses the configuration of the version it went back to, whatever its role;
+    # each rollback decision is its own event, even back to the same version.
+    first_id, back = config_choice(trained(line), rollback=5)
+    assert (back.config, back.model_version, back.rollback) == ("a", line.model_version, 5)
+    assert config_choice(trained(line), rollback=5)[0] == first_id
+    assert config_choice(trained(line), rollback=9)[0] not in (first_id, event_id)
     other = ENTRANTS.model_copy(update={"description": "another version"})
     stream = Stream()
     stream.position = core.version
