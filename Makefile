@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) bench/learner.py
 	$(PY) bench/system.py
 	$(PY) bench/served.py
+	$(PY) bench/entities.py
 	$(PY) bench/canary.py
 	$(PY) bench/entrants.py
 	$(PY) bench/serving.py  # needs wrk (apt-get install wrk)

@@ -76,6 +76,10 @@ class Stream:
     features: list[dict[str, Any]]
     labels: list[int]
     note: str
+    entities: list[str] | None = None  # each row's entity (None: one entity, ENTITY)
+
+    def entity_ids(self) -> list[str]:
+        return self.entities or [ENTITY] * len(self.labels)
 
 
 def _spec(name: str, features: list[str], online: list[dict], publish_every: int) -> TaskSpec:
@@ -166,7 +170,7 @@ def in_process(args: tuple[Stream, Timing, bool]) -> dict[str, Any]:
     started = time.perf_counter()
     result = simulate(
         stream.spec,
-        Rows(stream.features, stream.labels, [ENTITY] * len(stream.labels)),
+        Rows(stream.features, stream.labels, stream.entity_ids()),
         timing,
         baselines=baselines,
         scored_from={"legacy LightGBM (frozen)": cut},
@@ -189,12 +193,13 @@ def learner_speed(stream: Stream) -> float:
     """Labelled events/s of the learner alone, on the stream's inputs (best of 2, one core)."""
     fold = OnlineFold(stream.spec)
     X = []
-    for i, (features, label) in enumerate(zip(stream.features, stream.labels, strict=True)):
+    rows = zip(stream.features, stream.labels, stream.entity_ids(), strict=True)
+    for i, (features, label, entity) in enumerate(rows):
         from uuid import UUID
 
-        X.append(model_inputs(stream.spec, features, fold.values(ENTITY, features)))
-        fold.observe(UUID(int=i + 1), ENTITY, features)
-        fold.label(UUID(int=i + 1), ENTITY, label)
+        X.append(model_inputs(stream.spec, features, fold.values(entity, features)))
+        fold.observe(UUID(int=i + 1), entity, features)
+        fold.label(UUID(int=i + 1), entity, label)
     Xa, y = np.array(X), np.array(stream.labels)
     best = float("inf")
     for _ in range(2):
@@ -219,6 +224,7 @@ def _rows(stream: Stream, timing: Timing, arrival_rows: int) -> Stream:
         stream.features[:arrival_rows],
         stream.labels[:arrival_rows],
         stream.note,
+        stream.entities[:arrival_rows] if stream.entities else None,
     )
 
 
@@ -250,7 +256,14 @@ async def through_system(
             task = task_name(stream.name, timing)
             started = time.perf_counter()
             served = await stream_through_serving(
-                urls, task, stream.features, stream.labels, timing, entity=ENTITY, progress=False
+                urls,
+                task,
+                stream.features,
+                stream.labels,
+                timing,
+                entity=ENTITY,
+                entities=stream.entities,
+                progress=False,
             )
             status = await wait_until_learned(
                 stack.url("trainer"), task, len(stream.labels), timeout=600

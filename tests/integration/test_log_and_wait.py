@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import pytest
 import yaml
 
 from services.ingest.app import create_app as ingest_app
@@ -265,17 +266,22 @@ async def test_a_served_row_is_recorded_labelled_by_prediction_id_and_learned_on
         assert refused.status_code == 422 and ghost in refused.text
 
 
+@pytest.mark.parametrize(
+    ("entities", "requests", "largest"),
+    [(3, 30, 4), (1_000, 60, 40)],
+    ids=["few-entities", "many-interleaved-entities"],
+)
 async def test_with_read_your_writes_served_values_equal_the_trainers_fold_bit_for_bit(
-    sqlite_url: str, kafka: str, tmp_path: Path
+    sqlite_url: str, kafka: str, tmp_path: Path, entities: int, requests: int, largest: int
 ):
     rng = np.random.default_rng(4)
     async with apps(sqlite_url, kafka, tmp_path) as a:
         await a.promote(linear_model(a.spec))
         waiting: list[list[dict]] = []
-        for _ in range(30):
+        for _ in range(requests):
             rows = [
-                (f"e{rng.integers(3)}", float(rng.normal()), int(rng.integers(2)))
-                for _ in range(int(rng.integers(1, 5)))
+                (f"e{rng.integers(entities)}", float(rng.normal()), int(rng.integers(2)))
+                for _ in range(int(rng.integers(1, largest + 1)))
             ]
             response = await a.predict(
                 rows, record=True, after_position=max(a.positions, default=0)
