@@ -280,15 +280,23 @@ class EnvelopeConsumer:
     async def stop(self) -> None:
         await self._consumer.stop()
 
-    async def pin_positions(self) -> None:
+    async def pin_positions(self, timeout: float = 30.0) -> None:
         """Resolve now where every assigned partition starts reading.
 
         Without a group, the "latest" offset is otherwise looked up lazily at the first fetch, and
         records published in between would be skipped. Call after `start`, before reading the
-        state the consumer is meant to follow.
+        state the consumer is meant to follow. aiokafka retries the lookup for as long as the
+        broker does not answer it: past `timeout` seconds this raises instead, so that a service
+        whose broker cannot answer fails its start with the reason rather than hanging in it.
         """
         for partition in self._consumer.assignment():
-            await self._consumer.position(partition)
+            try:
+                await asyncio.wait_for(self._consumer.position(partition), timeout)
+            except TimeoutError:
+                raise RuntimeError(
+                    f"the broker gave no start offset for {partition.topic}[{partition.partition}]"
+                    f" within {timeout:.0f} s"
+                ) from None
 
     async def batches(self, max_envelopes: int = 1000) -> AsyncIterator[list[Envelope]]:
         """Yield decoded envelopes in batches of at most `max_envelopes` (a record holds many);

@@ -41,3 +41,28 @@ def test_a_single_envelope_still_decodes_and_a_bad_member_spoils_its_record():
         decode(b"[]")
     with pytest.raises(DecodeError, match="not a valid envelope"):
         decode(b"[" + one.to_json() + b',{"type": "ObservationRecorded"}]')
+
+
+async def test_a_start_offset_the_broker_never_gives_fails_the_start_with_the_reason():
+    # aiokafka retries an offset lookup for as long as the broker does not answer it; serving
+    # pins its start offsets before it loads its state, so that wait must end.
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    class Unanswered:
+        def assignment(self) -> set[TopicPartition]:
+            return {TopicPartition("continuo.deployments", 0)}
+
+        async def position(self, partition: TopicPartition) -> int:
+            await asyncio.Event().wait()
+            return 0
+
+    from services.serving.deployments import NoDeadLetters
+
+    consumer = bus.EnvelopeConsumer(
+        "127.0.0.1:1", ["continuo.deployments"], group_id=None, dead_letters=NoDeadLetters()
+    )
+    consumer._consumer = Unanswered()  # type: ignore[assignment]
+    with pytest.raises(RuntimeError, match=r"continuo.deployments\[0\] within 0 s"):
+        await consumer.pin_positions(timeout=0.05)
