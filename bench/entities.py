@@ -26,13 +26,8 @@ ARF, Leveraging Bagging, Hoeffding Adaptive Tree and logistic regression given t
 from __future__ import annotations
 
 import argparse
-import asyncio
-import multiprocessing
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
@@ -40,14 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
-from bench.served import (  # noqa: E402
-    Stream,
-    in_process,
-    learner_speed,
-    report,
-    through_system,
-)
-from continuo.progress import track  # noqa: E402
+from bench.served import Stream, measure  # noqa: E402
 from continuo.simulate import Timing  # noqa: E402
 from shared.tasks import TaskSpec  # noqa: E402
 
@@ -125,20 +113,15 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     streams = load_streams(args.rows, args.entities)
     timings = [Timing(*map(int, t.split(":"))) for t in args.timings.split(",")]
-    started = time.perf_counter()
-    system: dict[tuple[str, Timing], dict[str, Any]] = {}
-    if not args.skip_system:
-        with tempfile.TemporaryDirectory(prefix="continuo-entities-") as tmp:
-            system = asyncio.run(through_system(streams, timings, Path(tmp), None, args.rows))
-    jobs = [(s, t, not args.skip_river) for s in streams.values() for t in timings]
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        done = pool.imap(in_process, jobs, chunksize=1)
-        figures = list(track(done, "in process", total=len(jobs), unit="runs"))
-    inproc = {(s.name, t): f for (s, t, _), f in zip(jobs, figures, strict=True)}
-    speeds = {name: learner_speed(stream) for name, stream in streams.items()}
-    command = "python bench/entities.py " + " ".join(argv)
-    text = report(streams, timings, inproc, system, speeds, command.strip(), args.rows)
-    text += f"\n({time.perf_counter() - started:.0f} s in all.)\n"
+    text = measure(
+        streams,
+        timings,
+        command=("python bench/entities.py " + " ".join(argv)).strip(),
+        system=not args.skip_system,
+        river=not args.skip_river,
+        rate=None,
+        arrival_rows=args.rows,
+    )
     print(text)
     if not args.no_write:
         write_section(SECTION, text)

@@ -189,6 +189,41 @@ def in_process(args: tuple[Stream, Timing, bool]) -> dict[str, Any]:
     }
 
 
+def measure(
+    streams: dict[str, Stream],
+    timings: list[Timing],
+    *,
+    command: str,
+    system: bool,
+    river: bool,
+    rate: float | None,
+    arrival_rows: int,
+) -> str:
+    """Every stream under every timing through the running system (unless `system` is off)
+    and in process, reported as `report` writes it."""
+    started = time.perf_counter()
+    served: dict[tuple[str, Timing], dict[str, Any]] = {}
+    if system:
+        with tempfile.TemporaryDirectory(prefix="continuo-served-") as tmp:
+            served = asyncio.run(through_system(streams, timings, Path(tmp), rate, arrival_rows))
+    inproc, speeds = in_process_runs(streams, timings, river=river, arrival_rows=arrival_rows)
+    text = report(streams, timings, inproc, served, speeds, command, arrival_rows)
+    return text + f"\n({time.perf_counter() - started:.0f} s in all.)\n"
+
+
+def in_process_runs(
+    streams: dict[str, Stream], timings: list[Timing], *, river: bool, arrival_rows: int
+) -> tuple[dict[tuple[str, Timing], dict[str, Any]], dict[str, float]]:
+    """Every stream under every timing in process, two runs at a time (`in_process`), and the
+    learner's speed alone on each stream's inputs (`learner_speed`)."""
+    jobs = [(_rows(s, t, arrival_rows), t, river) for s in streams.values() for t in timings]
+    with multiprocessing.get_context("spawn").Pool(2) as pool:
+        done = pool.imap(in_process, jobs, chunksize=1)  # in order, each as it finishes
+        figures = list(track(done, "in process", total=len(jobs), unit="runs"))
+    inproc = {(s.name, t): f for (s, t, _), f in zip(jobs, figures, strict=True)}
+    return inproc, {name: learner_speed(stream) for name, stream in streams.items()}
+
+
 def learner_speed(stream: Stream) -> float:
     """Labelled events/s of the learner alone, on the stream's inputs (best of 2, one core)."""
     fold = OnlineFold(stream.spec)
@@ -468,26 +503,15 @@ def main(argv: list[str]) -> int:
     all_streams = load_streams(args.rows)
     streams = {n: all_streams[n] for n in args.streams.split(",")}
     timings = [Timing(*map(int, t.split(":"))) for t in args.timings.split(",")]
-    started = time.perf_counter()
-    system: dict[tuple[str, Timing], dict[str, Any]] = {}
-    if not args.skip_system:
-        with tempfile.TemporaryDirectory(prefix="continuo-served-") as tmp:
-            system = asyncio.run(
-                through_system(streams, timings, Path(tmp), args.rate or None, args.arrival_rows)
-            )
-    jobs = [
-        (_rows(s, t, args.arrival_rows), t, not args.skip_river)
-        for s in streams.values()
-        for t in timings
-    ]
-    with multiprocessing.get_context("spawn").Pool(2) as pool:
-        done = pool.imap(in_process, jobs, chunksize=1)  # in order, each as it finishes
-        figures = list(track(done, "in process", total=len(jobs), unit="runs"))
-    inproc = {(s.name, t): f for (s, t, _), f in zip(jobs, figures, strict=True)}
-    speeds = {name: learner_speed(stream) for name, stream in streams.items()}
-    command = "python bench/served.py " + " ".join(argv)
-    text = report(streams, timings, inproc, system, speeds, command.strip(), args.arrival_rows)
-    text += f"\n({time.perf_counter() - started:.0f} s in all.)\n"
+    text = measure(
+        streams,
+        timings,
+        command=("python bench/served.py " + " ".join(argv)).strip(),
+        system=not args.skip_system,
+        river=not args.skip_river,
+        rate=args.rate or None,
+        arrival_rows=args.arrival_rows,
+    )
     print(text)
     if not args.no_write:
         write_section(SECTION, text)
