@@ -61,7 +61,7 @@ def kafka() -> Iterator[str]:
     broker.stop()
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)
 def pytest_timeout_set_timer(item: pytest.Item, settings) -> bool:
     """pytest-timeout's signal method, which also prints where every asyncio task of the test's
     event loop waits: a hung async test is a loop idling on an await that never completes, and the
