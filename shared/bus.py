@@ -13,6 +13,7 @@ without decoding the body.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -286,16 +287,19 @@ class EnvelopeConsumer:
         Without a group, the "latest" offset is otherwise looked up lazily at the first fetch, and
         records published in between would be skipped. Call after `start`, before reading the
         state the consumer is meant to follow. aiokafka retries the lookup for as long as the
-        broker does not answer it: past `timeout` seconds this raises instead, so that a service
-        whose broker cannot answer fails its start with the reason rather than hanging in it.
+        broker does not answer it: past `timeout` seconds (for all partitions together) this
+        raises instead, so that a service whose broker cannot answer fails its start with the
+        reason rather than hanging in it.
         """
+        deadline = time.monotonic() + timeout
         for partition in self._consumer.assignment():
+            left = max(0.0, deadline - time.monotonic())
             try:
-                await asyncio.wait_for(self._consumer.position(partition), timeout)
+                await asyncio.wait_for(self._consumer.position(partition), left)
             except TimeoutError:
                 raise RuntimeError(
                     f"the broker gave no start offset for {partition.topic}[{partition.partition}]"
-                    f" within {timeout:.0f} s"
+                    f" within {timeout:g} s"
                 ) from None
 
     async def batches(self, max_envelopes: int = 1000) -> AsyncIterator[list[Envelope]]:

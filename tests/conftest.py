@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import threading
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import pytest_timeout
 
 from shared.store.migrate import upgrade
 from shared.store.sql import SqlEventStore, open_event_store
@@ -62,13 +62,18 @@ def kafka() -> Iterator[str]:
 
 
 @pytest.hookimpl(tryfirst=True, optionalhook=True)
-def pytest_timeout_set_timer(item: pytest.Item, settings) -> bool:
+def pytest_timeout_set_timer(item: pytest.Item, settings) -> bool | None:
     """pytest-timeout's signal method, which also prints where every asyncio task of the test's
     event loop waits: a hung async test is a loop idling on an await that never completes, and the
-    threads' stacks that pytest-timeout prints do not show which."""
+    threads' stacks that pytest-timeout prints do not show which. (Other methods, and tests off
+    the main thread, are left to pytest-timeout itself.)"""
+    if settings.method != "signal" or threading.current_thread() is not threading.main_thread():
+        return None
 
     def handler(signum, frame) -> None:
         __tracebackhide__ = True
+        import pytest_timeout
+
         loop = asyncio._get_running_loop()
         if loop is not None:
             terminal = item.config.get_terminal_writer()
@@ -91,7 +96,8 @@ def pytest_timeout_set_timer(item: pytest.Item, settings) -> bool:
 
 def _awaiting(coro) -> list[str]:
     """The chain of awaits a suspended coroutine is in, outermost first, as `file:line function`
-    (a task's own stack shows only its outermost frame)."""
+    (a task's own stack shows only its outermost frame). It ends at an `async for` over an async
+    generator: the object awaited there has no frame to follow."""
     chain = []
     while coro is not None:
         frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)

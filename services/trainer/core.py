@@ -63,30 +63,30 @@ CHALLENGER_LAST = 4 * CHALLENGER_ROWS
 
 
 def config_choice(
-    trained: ModelTrained, rollback: int | None = None
+    trained: ModelTrained, *, decided_at: int, rollback: bool
 ) -> tuple[uuid.UUID, ConfigChosen] | None:
     """The ConfigChosen event, with its id, that makes the race of `trained`'s spec version run
-    `trained`'s configuration, when governance's decision calls for it: `trained` is an entrant
-    it promoted (serving answers with it), or, whatever its role, the version it rolled back to
-    (`rollback`: that decision's position in the deployment stream). A routine promotion of the
-    race's own candidate needs none: the race chose that configuration itself. The id is derived
-    from the decision: whoever appends it, however often, and after whatever restart, the data
-    stream holds it once."""
+    `trained`'s configuration, when governance's decision (at `decided_at` in the deployment
+    stream) calls for it: it promoted `trained`, an entrant, or it rolled back to `trained`,
+    whatever its role. A promotion of the race's own candidate needs none: the race chose that
+    configuration itself. The id is derived from the decision: whoever appends it, however often,
+    and after whatever restart, the data stream holds it once; a later decision about the same
+    version (promoted again after a rollback) is another event."""
     config, version = trained.config, trained.model_version
-    if rollback is not None:
-        key = f"{trained.task}/{trained.pipeline_version}/rollback/{rollback}"
+    if rollback:
         reason = f"rolled back to v{version} ({config}): the race runs {config}"
     elif trained.role == "entrant":
-        key = f"{trained.task}/{trained.pipeline_version}/chosen/{version}"
         reason = f"entrant v{version} ({config}) was promoted: the race runs {config}"
     else:
         return None
+    key = f"{trained.task}/{trained.pipeline_version}/decision/{decided_at}"
     return uuid.uuid5(_NAMESPACE, key), ConfigChosen(
         task=trained.task,
         pipeline_version=trained.pipeline_version,
         config=config,
         model_version=version,
         reason=reason,
+        decided_at=decided_at,
         rollback=rollback,
     )
 
@@ -337,10 +337,10 @@ class TaskTraining:
             "chosen_by": "governance",
             "model_version": chosen.model_version,
         }
-        name = f"chosen/{chosen.model_version}"
-        if chosen.rollback is not None:
-            evidence["rollback"] = chosen.rollback
-            name = f"rollback/{chosen.rollback}"
+        name = f"chosen/{chosen.model_version}"  # schema version 1: entrants, by version
+        if chosen.decided_at is not None:
+            evidence |= {"decided_at": chosen.decided_at, "rollback": chosen.rollback}
+            name = f"decision/{chosen.decided_at}"
         switch = self.learner.choose(chosen.config, evidence)
         if switch is not None:
             self._record_switch(switch, name, out)

@@ -99,11 +99,11 @@ class Trainer:
         self._status: dict[str, dict[str, object]] = {}
         # Per task: the deployment stream folded so far, and when it was last looked at.
         self._deployments: dict[str, tuple[DeploymentState, float]] = {}
-        # (task, version, rollback) looked at for a choice of configuration (`_chosen`).
-        self._choices: set[tuple[str, int, int | None]] = set()
-        # Per task: the rollback that made the current champion (its deployment stream version
-        # and the version it went back to), None when a promotion did.
-        self._rollbacks: dict[str, tuple[int, int] | None] = {}
+        # Per task: the last decision that set the champion (its version in the deployment
+        # stream, the model version it set, whether it was a rollback); and the (task,
+        # decision) pairs looked at for a choice of configuration (`_chosen`).
+        self._decisions: dict[str, tuple[int, int, bool] | None] = {}
+        self._choices: set[tuple[str, int]] = set()
 
     async def start_tasks(self) -> None:
         """Publish version 1 of every registered task that has none: serving can answer its
@@ -197,28 +197,31 @@ class Trainer:
         state, checked = self._deployments.get(task, (DeploymentState(), 0.0))
         if time.monotonic() - checked < every:
             return
-        rolled_back = self._rollbacks.get(task)
+        decision = self._decisions.get(task)
         for envelope in await self.runtime.store.read_stream(
             deployment_stream(task), state.stream_version
         ):
             applied = state.apply(envelope.type, envelope.stream_version, envelope.payload)
             if applied and envelope.type in ("ModelPromoted", "ModelRolledBack"):
-                rolled_back = None
-                if envelope.type == "ModelRolledBack" and envelope.stream_version is not None:
-                    rolled_back = (envelope.stream_version, int(envelope.payload["model_version"]))
-        self._rollbacks[task] = rolled_back
+                rolled_back = envelope.type == "ModelRolledBack"
+                model = int(envelope.payload["model_version"])
+                decision = (envelope.stream_version or 0, model, rolled_back)
+        self._decisions[task] = decision
         self._deployments[task] = (state, time.monotonic())
         answering = state.answering()
         if answering is not None and answering[0] != core.champion_version:
             core.set_champion(answering[0], await self._live(answering[1]))
-        if answering is not None:
-            # A rollback's choice only while serving answers with what it went back to (not
-            # under the kill switch, which is an override, not a decision about the model).
-            rollback = None
-            if rolled_back is not None and rolled_back[1] == answering[0] and not state.killed:
-                rollback = rolled_back[0]
-            if (task, answering[0], rollback) not in self._choices:
-                await self._chosen(task, answering[0], rollback)
+        # A decision's choice only while serving answers with what it decided (not under the
+        # kill switch, an override rather than a decision about the model: it is made once the
+        # switch is off, unless a later decision came first).
+        if (
+            decision is not None
+            and answering is not None
+            and decision[1] == answering[0]
+            and not state.killed
+            and (task, decision[0]) not in self._choices
+        ):
+            await self._chosen(task, *decision)
         shadows = {
             version: core.arms.shadows.get(version) or await self._live(arm.artifact_sha256)
             for version, arm in state.shadows.items()
@@ -226,20 +229,26 @@ class Trainer:
         canary = state.canary.model_version if state.canary is not None else None
         core.follow_arms(canary, shadows)
 
-    async def _chosen(self, task: str, answering: int, rollback: int | None) -> None:
-        """If serving answers with an entrant (governance promoted it), or with the version
-        governance rolled back to (`rollback`: that decision's deployment stream version), record
-        the choice of its configuration in the data stream, where the core (and every replay)
-        applies it between the same rows: after a rollback the race learns on with the
-        configuration it went back to, not with the one it left. Read from the version's own
-        ModelTrained, not from what the core has replayed so far; looked at once per decision
-        and process (until it is stored: a failed append is tried again at the next batch), and
-        after a restart again, a duplicate the store ignores."""
+    async def _chosen(self, task: str, decided_at: int, version: int, rollback: bool) -> None:
+        """If governance's last decision (at `decided_at` in the deployment stream) promoted an
+        entrant or rolled back to `version`, record the choice of that model's configuration in
+        the data stream, where the core (and every replay) applies it between the same rows: the
+        race learns on with the configuration serving answers with, not with the one governance
+        left. Read from the version's own ModelTrained, not from what the core has replayed so
+        far; looked at once per decision and process (until it is stored: a failed append is
+        tried again at the next batch), and after a restart again, a duplicate the store
+        ignores. Not made: after a routine promotion of the race's own candidate (the race chose
+        it; a candidate of the configuration a rollback left may still be promoted later, and
+        then the race goes on with the one the rollback chose)."""
         stored = await self.runtime.store.read_stream(
-            model_stream(task), after_version=answering - 1, limit=1
+            model_stream(task), after_version=version - 1, limit=1
         )
         trained = stored[0].data() if stored else None  # none: a version not the trainer's
-        choice = config_choice(trained, rollback) if isinstance(trained, ModelTrained) else None
+        choice = (
+            config_choice(trained, decided_at=decided_at, rollback=rollback)
+            if isinstance(trained, ModelTrained)
+            else None
+        )
         if choice is not None:
             event_id, chosen = choice
             event = new_event(
@@ -249,8 +258,8 @@ class Trainer:
                 event_id=event_id,
             )
             await self.runtime.store.append([event])
-            log.info("trainer.config_chosen", task=task, version=answering, config=chosen.config)
-        self._choices.add((task, answering, rollback))
+            log.info("trainer.config_chosen", task=task, version=version, config=chosen.config)
+        self._choices.add((task, decided_at))
 
     async def _live(self, digest: str) -> LiveModel:
         model = await asyncio.to_thread(self.runtime.artifacts.get, digest)

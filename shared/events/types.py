@@ -193,12 +193,13 @@ class ConfigSwitched(Payload):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
-@event_type("ConfigChosen")
+@event_type("ConfigChosen", version=2)
 class ConfigChosen(Payload):
     """Governance's decision calls for another of the race's configurations than the one the
-    trainer's race has as champion: it promoted an `entrant`, or it rolled back (`rollback`: the
-    decision's version in the deployment stream) to a model of another configuration. From here on
-    the race runs the configuration of the model serving answers with.
+    trainer's race may have as champion: it promoted an `entrant`, or it rolled back (`rollback`)
+    to a model the trainer made. From here on the race runs the configuration of the model serving
+    answers with (if the race has it; the same configuration changes nothing). `decided_at`: the
+    decision's version in the task's deployment stream (null in events of schema version 1).
 
     Recorded in the task's data stream, between the rows, so that the trainer (and any replay)
     applies it at the same place in the stream: the models after it are the same bytes however
@@ -209,7 +210,14 @@ class ConfigChosen(Payload):
     config: str
     model_version: int  # the promoted entrant, or the version rolled back to
     reason: str
-    rollback: int | None = None
+    decided_at: int | None = None
+    rollback: bool = False
+
+
+@upcaster("ConfigChosen", from_version=1)
+def _config_chosen_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 was recorded only for promoted entrants, keyed by their version."""
+    return {**data, "decided_at": None, "rollback": False}
 
 
 @event_type("ModelPromoted")

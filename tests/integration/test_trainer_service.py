@@ -302,7 +302,7 @@ async def test_a_promoted_entrant_switches_the_race_in_the_stream_and_a_replay_a
         reason="canary: better",
         decided_by=POLICY,
     )
-    await store.append(
+    [promotion] = await store.append(
         [new_event(promoted, stream_id=deployment_stream("racing"), producer=TEST_PRODUCER)]
     )
     # The trainer restarts between the promotion and the next rows: the choice is made from
@@ -317,6 +317,10 @@ async def test_a_promoted_entrant_switches_the_race_in_the_stream_and_a_replay_a
     assert chosen.stream_version == 901
     assert chosen.payload["config"] == entrant.config
     assert chosen.payload["model_version"] == entrant.model_version
+    assert (chosen.payload["decided_at"], chosen.payload["rollback"]) == (
+        promotion.stream_version,
+        False,
+    )
     switched = [
         e.payload
         for e in await store.read_stream(governance_stream("racing"))
@@ -351,7 +355,8 @@ async def test_a_promoted_entrant_switches_the_race_in_the_stream_and_a_replay_a
         (901, entrant.config),
         (1502, first.config),
     ]
-    assert chosen_events[1].payload["rollback"] == decision.stream_version
+    assert chosen_events[1].payload["decided_at"] == decision.stream_version
+    assert chosen_events[1].payload["rollback"] is True
     assert chosen_events[1].payload["model_version"] == first.model_version
     switched = [
         e.payload
@@ -362,9 +367,34 @@ async def test_a_promoted_entrant_switches_the_race_in_the_stream_and_a_replay_a
         (entrant.config, 900),
         (first.config, 1500),
     ]
-    assert switched[1]["evidence"]["rollback"] == decision.stream_version
+    assert switched[1]["evidence"]["decided_at"] == decision.stream_version
     line = [m for m in await models() if m.role == "candidate"]
     assert {m.config for m in line if m.n_learned_total > 1500} == {first.config}
+
+    # Governance promotes the entrant again: a new decision about the same version is a new
+    # choice (keyed by the decision, not by the version), and the race follows it once more.
+    [again] = await store.append(
+        [
+            new_event(
+                promoted.model_copy(update={"reason": "promoted again"}),
+                stream_id=deployment_stream("racing"),
+                producer=TEST_PRODUCER,
+            )
+        ]
+    )
+    await asyncio.sleep(0.25)
+    await trainer.handle(await rows(300))
+    await trainer.handle(await rows(300))
+    chosen_events = [
+        e for e in await store.read_stream(data_stream("racing")) if e.type == "ConfigChosen"
+    ]
+    assert [(e.payload["config"], e.payload["decided_at"]) for e in chosen_events] == [
+        (entrant.config, promotion.stream_version),
+        (first.config, decision.stream_version),
+        (entrant.config, again.stream_version),
+    ]
+    line = [m for m in await models() if m.role == "candidate"]
+    assert {m.config for m in line if m.n_learned_total > 2100} == {entrant.config}
 
     _, replayed = await replay_models(store, "racing")
     digests = [runtime.artifacts.put(c.model_bytes) for c in replayed]

@@ -14,7 +14,7 @@ from shared.events.envelope import (
     new_event,
     upcaster,
 )
-from shared.events.types import ObservationRecorded, PredictionServed
+from shared.events.types import ConfigChosen, ObservationRecorded, PredictionServed
 
 PRODUCER = Producer(service="tests", version="0")
 
@@ -117,3 +117,19 @@ def test_stored_one_prediction_events_read_as_batches_of_one():
             assert row == current.data().predictions[0]
         else:
             assert (row.role, row.online, row.recorded) == ("champion", {}, False)
+
+
+def test_a_config_chosen_of_version_1_reads_as_an_entrants_choice_keyed_by_its_version():
+    v1 = {
+        "task": "t",
+        "pipeline_version": "abc",
+        "config": "blend-slow",
+        "model_version": 7,
+        "reason": "entrant v7 (blend-slow) was promoted: the race runs blend-slow",
+    }
+    current = new_event(
+        ConfigChosen(**v1, decided_at=3, rollback=True), stream_id="data-t", producer=PRODUCER
+    )
+    stored = current.model_copy(update={"schema_version": 1, "payload": v1})
+    assert stored.data() == ConfigChosen(**v1, decided_at=None, rollback=False)
+    assert current.schema_version == 2

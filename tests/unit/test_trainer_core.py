@@ -479,20 +479,27 @@ def test_the_choice_event_names_entrants_and_rollbacks_and_another_spec_versions
     def trained(candidate) -> ModelTrained:
         return candidate.fact("t", ENTRANTS.version, "sha", {})
 
-    event_id, chosen = config_choice(trained(entrant))
+    event_id, chosen = config_choice(trained(entrant), decided_at=4, rollback=False)
     assert (chosen.config, chosen.model_version, chosen.pipeline_version) == (
         "b",
         entrant.model_version,
         ENTRANTS.version,
     )
-    assert config_choice(trained(entrant))[0] == event_id  # one event, however often made
-    assert config_choice(trained(line)) is None
+    assert (chosen.decided_at, chosen.rollback) == (4, False)
+    # One event per decision, however often made; the race's own candidate needs none.
+    assert config_choice(trained(entrant), decided_at=4, rollback=False)[0] == event_id
+    assert config_choice(trained(line), decided_at=4, rollback=False) is None
     # A rollback chooses the configuration of the version it went back to, whatever its role;
-    # each rollback decision is its own event, even back to the same version.
-    first_id, back = config_choice(trained(line), rollback=5)
-    assert (back.config, back.model_version, back.rollback) == ("a", line.model_version, 5)
-    assert config_choice(trained(line), rollback=5)[0] == first_id
-    assert config_choice(trained(line), rollback=9)[0] not in (first_id, event_id)
+    # each decision is its own event, even about the same version.
+    back_id, back = config_choice(trained(line), decided_at=5, rollback=True)
+    assert (back.config, back.model_version, back.decided_at, back.rollback) == (
+        "a",
+        line.model_version,
+        5,
+        True,
+    )
+    again, _ = config_choice(trained(entrant), decided_at=9, rollback=False)
+    assert len({event_id, back_id, again}) == 3
     other = ENTRANTS.model_copy(update={"description": "another version"})
     stream = Stream()
     stream.position = core.version
