@@ -20,7 +20,8 @@ The same rows under three task specs:
 Each through the running system (serving asked before each label exists, log and wait, labels by
 prediction id; `bench/served.py`'s machinery) and in process (`continuo.simulate`), with River's
 ARF, Leveraging Bagging, Hoeffding Adaptive Tree and logistic regression given the same inputs
-(and, where the spec has history, the request features alone), and the learner's speed alone.
+(and, where the spec has history, the request features alone), the learner's speed alone, and
+the online fold's memory per customer (`--fold-memory`: that figure only).
 """
 
 from __future__ import annotations
@@ -98,6 +99,30 @@ def load_streams(rows: int, entities: int) -> dict[str, Stream]:
     }
 
 
+def fold_memory(spec: TaskSpec, entities: int = 50_000, rows_each: int = 3) -> float:
+    """Bytes the online fold (`shared.features.OnlineFold`, as the trainer and every serving
+    replica hold it) keeps per entity, measured with tracemalloc after `rows_each` labelled rows
+    of each of `entities` entities."""
+    import tracemalloc
+    import uuid
+
+    from shared.features import OnlineFold
+
+    row = dict.fromkeys(FEATURES, 0.5)
+    tracemalloc.start()
+    try:
+        fold = OnlineFold(spec)
+        for i in range(entities * rows_each):
+            event_id, entity = uuid.UUID(int=i + 1), f"customer-{i % entities}"
+            fold.values(entity, row)
+            fold.observe(event_id, entity, row)
+            fold.label(event_id, entity, i % 2)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return held / entities
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -110,7 +135,17 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--skip-system", action="store_true")
     parser.add_argument("--skip-river", action="store_true")
     parser.add_argument("--no-write", action="store_true")
+    parser.add_argument(
+        "--fold-memory", action="store_true", help="only the online fold's memory per entity"
+    )
     args = parser.parse_args(argv)
+    memory = (
+        f"Online fold memory (`fold_memory`, tracemalloc, 50,000 customers with 3 labelled rows "
+        f"each, scope entity): {fold_memory(spec('memory', 'entity')):,.0f} bytes per customer."
+    )
+    if args.fold_memory:
+        print(memory)
+        return 0
     streams = load_streams(args.rows, args.entities)
     timings = [Timing(*map(int, t.split(":"))) for t in args.timings.split(",")]
     text = measure(
@@ -122,6 +157,7 @@ def main(argv: list[str]) -> int:
         rate=None,
         arrival_rows=args.rows,
     )
+    text += f"\n{memory}\n"
     print(text)
     if not args.no_write:
         write_section(SECTION, text)
