@@ -106,31 +106,37 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        # FastAPI's shape (loc, msg, type) without the offending input: it can be megabytes,
-        # or text that cannot even be encoded (a lone surrogate), and the caller has it.
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
-            for e in exc.errors()
-        ]
-        # As ingest answers: a body that is not JSON at all is malformed (400), and one sent as
-        # another content type is not read (415), not "invalid" (422).
-        about_body = [e for e in errors if e["loc"][:1] == ["body"]]
-        content_type = request.headers.get("content-type")
-        if about_body and content_type is not None and not _is_json(content_type):
-            detail = f"send the body as application/json, not {content_type[:100]}"
-            return JSONResponse({"detail": detail}, status_code=415)
-        unread = {"model_attributes_type", "dict_type"}  # FastAPI left the body as bytes
-        if content_type is None and any(e["type"] in unread for e in about_body):
-            detail = "send the body as application/json (the request had no content type)"
-            return JSONResponse({"detail": detail}, status_code=415)
-        if any(e["type"] == "json_invalid" for e in about_body):
-            return JSONResponse({"detail": errors}, status_code=400)
-        return JSONResponse({"detail": errors}, status_code=422)
+        return refusal(request, exc)
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("http.unexpected_error", path=request.url.path, method=request.method)
         return JSONResponse({"detail": "internal error; see the service log"}, status_code=500)
+
+
+def refusal(request: Request, exc: RequestValidationError) -> JSONResponse:
+    """The answer to a request FastAPI could not validate: 415 for a body in another content type
+    (or none), 400 for a body that is not JSON, else 422; `detail` in FastAPI's shape (loc, msg,
+    type) without the offending input: it can be megabytes, or text that cannot even be encoded
+    (a lone surrogate), and the caller has it."""
+    errors = [
+        {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": e.get("type")}
+        for e in exc.errors()
+    ]
+    # As ingest answers: a body that is not JSON at all is malformed (400), and one sent as
+    # another content type is not read (415), not "invalid" (422).
+    about_body = [e for e in errors if e["loc"][:1] == ["body"]]
+    content_type = request.headers.get("content-type")
+    if about_body and content_type is not None and not _is_json(content_type):
+        detail = f"send the body as application/json, not {content_type[:100]}"
+        return JSONResponse({"detail": detail}, status_code=415)
+    unread = {"model_attributes_type", "dict_type"}  # FastAPI left the body as bytes
+    if content_type is None and any(e["type"] in unread for e in about_body):
+        detail = "send the body as application/json (the request had no content type)"
+        return JSONResponse({"detail": detail}, status_code=415)
+    if any(e["type"] == "json_invalid" for e in about_body):
+        return JSONResponse({"detail": errors}, status_code=400)
+    return JSONResponse({"detail": errors}, status_code=422)
 
 
 def _is_json(content_type: str) -> bool:

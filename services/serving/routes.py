@@ -9,12 +9,16 @@ by default, online features off, the shadows' sample rate; the kill switch is in
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import orjson
 import structlog
 from fastapi import APIRouter, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.serving import instruments
 from services.serving.models import (
@@ -31,6 +35,7 @@ from services.serving.schemas import (
     FlagNotFound,
     FlagsEvaluation,
     ModelOut,
+    OfrepError,
     OfrepRequest,
     PredictRequest,
     PredictResponse,
@@ -43,7 +48,7 @@ from shared.deployments import (
     evaluate,
     online_off,
 )
-from shared.http import error_responses
+from shared.http import error_responses, refusal
 from shared.store.sql import STORE_FAILURES
 
 log = structlog.get_logger(__name__)
@@ -294,11 +299,52 @@ async def online_route(task: str, request: Request) -> dict[str, Any]:
 # -- OpenFeature remote evaluation (OFREP): client code reads the task's flags with the OpenFeature
 # SDK and its OFREP provider, base URL http://serving/v1/tasks/{task}/.
 
+
+class _OfrepRoute(APIRoute):
+    """OFREP's own shape for a request body that does not validate (`OfrepError`, 400), so that
+    the OpenFeature OFREP provider raises its typed errors (an invalid context, not a general
+    failure); a body in another content type, or none, stays a 415."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def route(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                refused = refusal(request, exc)
+                if refused.status_code not in (400, 422):
+                    return refused
+                details = "; ".join(
+                    f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', '')}"
+                    for e in exc.errors()
+                )
+                error = OfrepError(
+                    key=request.path_params.get("key"),
+                    errorCode="PARSE_ERROR" if refused.status_code == 400 else "INVALID_CONTEXT",
+                    errorDetails=details,
+                )
+                return JSONResponse(error.model_dump(exclude_none=True), status_code=400)
+            except StarletteHTTPException as exc:  # FastAPI's 400 for a body it cannot decode
+                if exc.status_code != 400:
+                    raise
+                error = OfrepError(
+                    key=request.path_params.get("key"),
+                    errorCode="PARSE_ERROR",
+                    errorDetails=str(exc.detail),
+                )
+                return JSONResponse(error.model_dump(exclude_none=True), status_code=400)
+
+        return route
+
+
 ofrep = APIRouter(
     prefix="/v1/tasks/{task}/ofrep/v1",
     tags=["flags (OFREP)"],
+    route_class=_OfrepRoute,
     responses={
-        **error_responses(400, 413, 415, 422),
+        **error_responses(413, 415),
+        400: {"model": OfrepError, "description": "not JSON, or a context OFREP cannot use"},
         404: {"model": FlagNotFound, "description": "no such task, or (OFREP's shape) flag"},
     },
 )

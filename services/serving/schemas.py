@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -190,6 +190,16 @@ class FlagEvaluation(BaseModel):
 
 class FlagsEvaluation(BaseModel):
     flags: list[FlagEvaluation]
+
+
+class OfrepError(BaseModel):
+    """OFREP's answer to an evaluation request it cannot evaluate (400): `errorCode` PARSE_ERROR
+    (the body is not JSON) or INVALID_CONTEXT (the context, such as a `targetingKey` that is not
+    an entity id), and what was wrong; `key` on single-flag evaluations."""
+
+    key: str | None = None
+    errorCode: Literal["PARSE_ERROR", "INVALID_CONTEXT"]  # noqa: N815 - OFREP's field name
+    errorDetails: str  # noqa: N815
 
 
 class FlagNotFound(BaseModel):

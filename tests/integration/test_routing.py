@@ -291,6 +291,7 @@ async def test_flags_evaluate_alike_on_every_replica_and_through_openfeature(
     from openfeature import api
     from openfeature.contrib.provider.ofrep import OFREPProvider
     from openfeature.evaluation_context import EvaluationContext
+    from openfeature.exception import ErrorCode
 
     async with world(sqlite_url, kafka, tmp_path) as w:
         await w.decide(w.promoted(1, model(1.0)))
@@ -332,8 +333,19 @@ async def test_flags_evaluate_alike_on_every_replica_and_through_openfeature(
                         content=json.dumps({"context": {"targetingKey": key}}),
                         headers={"content-type": "application/json"},
                     )
-                    assert bad.status_code == 422, (key, bad.text)
-                    assert "targetingKey" in bad.text
+                    # OFREP's shape: the OpenFeature provider raises its InvalidContextError.
+                    assert bad.status_code == 400, (key, bad.text)
+                    assert bad.json()["key"] == "checkout"
+                    assert bad.json()["errorCode"] == "INVALID_CONTEXT"
+                    assert "targetingKey" in bad.json()["errorDetails"]
+                unparsed = await client.post(
+                    url, content=b"{", headers={"content-type": "application/json"}
+                )
+                assert (unparsed.status_code, unparsed.json()["errorCode"]) == (400, "PARSE_ERROR")
+                elsewise = await client.post(
+                    url, content=b"{}", headers={"content-type": "text/plain"}
+                )
+                assert elsewise.status_code == 415
         assert seen[0] == seen[1]
         assert 0.15 < seen[0].count("new") / len(entities) < 0.45  # 30%, ~4.5 sd either side
 
@@ -346,7 +358,11 @@ async def test_flags_evaluate_alike_on_every_replica_and_through_openfeature(
                 client.get_string_value("checkout", "fallback", EvaluationContext(e))
                 for e in entities
             ]
+            refused = client.get_string_details(
+                "checkout", "fallback", EvaluationContext("u" * 201)
+            )
         assert sdk == seen[0]
+        assert (refused.value, refused.error_code) == ("fallback", ErrorCode.INVALID_CONTEXT)
 
 
 @contextmanager
