@@ -1,12 +1,16 @@
 """Benchmark: Continuo's online learner vs River's online learners and LightGBM baselines.
 
     .venv/bin/python bench/learner.py [--quick] [--no-write]
+    .venv/bin/python bench/learner.py --search [--no-write]
 
 Streams: elec.csv (real, drifting), and two River synthetic streams with known drift points
 (SEA with 10% label noise, abrupt drifts; Agrawal, gradual drifts), 50,000 rows each, fixed seeds.
 Every learner is scored prequentially (predict each row, then learn it), on one core, in this run.
 Results go to stdout and to docs/benchmarks.md under "## Learner (bench/learner.py)".
 `--quick` runs River's ensembles (ARF, leveraging bagging) on the first 5,000 rows only.
+`--search`: the tuning's gain and cost instead, the learner with and without its search of the
+short member's window, alternated, on these streams and on three whose drift is faster or slower
+than the defaults assume (section "Tuning that searches (bench/learner.py --search)").
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from services.trainer.learner import OnlineLearner  # noqa: E402
 from shared.model_codec import decode  # noqa: E402
 
 SECTION = "Learner (bench/learner.py)"
+SEARCH_SECTION = "Tuning that searches (bench/learner.py --search)"
 SYNTH_ROWS = 50_000
 QUICK_RIVER_ROWS = 5_000
 CHUNK = 1000
@@ -155,6 +160,34 @@ def load_agrawal() -> Stream:
     return _materialise("Agrawal (gradual)", stream, drifts)
 
 
+def _cycling(name: str, generators: list[object], every: int) -> Stream:
+    """An abrupt change of concept every `every` rows, cycling through `generators`."""
+    rows = [iter(g) for g in generators]  # type: ignore[call-overload]
+    X, y = [], []
+    for i in range(SYNTH_ROWS):
+        x, label = next(rows[(i // every) % len(rows)])
+        X.append(list(x.values()))
+        y.append(int(label))
+    drifts = list(range(every, SYNTH_ROWS, every))
+    return Stream(name, np.array(X, dtype=float), np.array(y, dtype=np.int64), drifts)
+
+
+def search_streams() -> list[Stream]:
+    """Streams whose drift is faster or slower than the learner's defaults assume."""
+    from river.datasets import synth
+
+    stagger = [synth.STAGGER(classification_function=f, seed=100 + f) for f in range(3)]
+    sea = [synth.SEA(variant=v, noise=0.1, seed=100 + v) for v in range(4)]
+    plane = synth.Hyperplane(
+        seed=42, n_features=10, n_drift_features=2, mag_change=0.001, noise_percentage=0.05
+    )
+    return [
+        _cycling("STAGGER, a new concept every 1,000 rows", stagger, 1000),  # type: ignore[arg-type]
+        _cycling("SEA, a new concept every 2,000 rows", sea, 2000),  # type: ignore[arg-type]
+        _materialise("Hyperplane, slow continuous drift", plane, []),
+    ]
+
+
 # ---------------------------------------------------------------- learners
 
 
@@ -273,6 +306,48 @@ ABLATIONS = [
 ]
 
 
+def search_report(streams: list[Stream], repeats: int = 3) -> str:
+    """The search's gain and cost per stream: the learner with its defaults against the same
+    learner without the search (`short_windows: ()`), best events/s of `repeats` runs each."""
+    lines = [
+        f"Measured {date.today().isoformat()} on this 2-core machine, one process, one core;"
+        f" prequential (labels on arrival), {SYNTH_ROWS:,} rows a stream (elec: all). Events/s:"
+        f" best of {repeats} runs of each, without the search then with it, stream by stream.",
+        "",
+        "```",
+        "  .venv/bin/python bench/learner.py --search",
+        "```",
+        "",
+        "| stream | accuracy without search | with search | gain (points) | events/s without |"
+        " with | cost | champion at the end | windows left |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
+    ]
+    with progress("search on and off", len(streams) * 2, unit="runs") as bar:
+        for stream in streams:
+            off, _ = run_continuo(stream, "off", {"short_windows": ()}, repeats)
+            bar.advance()
+            on, _ = run_continuo(stream, "on", {}, repeats)
+            bar.advance()
+            learner = OnlineLearner(stream.X.shape[1], seed=7)
+            for start in range(0, len(stream.y), CHUNK):
+                learner.test_then_train(
+                    stream.X[start : start + CHUNK], stream.y[start : start + CHUNK]
+                )
+            racing = sorted(
+                k.split(".", 1)[1].removeprefix("blend-fast/")
+                for k in learner.metrics
+                if k.startswith("race_recent_accuracy.blend-fast/")
+            )
+            assert off.events_per_s and on.events_per_s
+            lines.append(
+                f"| {stream.name} | {off.accuracy:.4f} | {on.accuracy:.4f} |"
+                f" {100 * (on.accuracy - off.accuracy):+.2f} | {off.events_per_s:,.0f} |"
+                f" {on.events_per_s:,.0f} | {1 - on.events_per_s / off.events_per_s:.0%} |"
+                f" {learner.champion_config()} | {', '.join(racing) or 'none'} |"
+            )
+    return "\n".join(lines)
+
+
 def table(results: list[Result]) -> list[str]:
     lines = [
         "| stream | learner | accuracy | events/s | note |",
@@ -288,7 +363,14 @@ def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="bench/learner.py")
     parser.add_argument("--quick", action="store_true", help="River ensembles on 5,000 rows")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
+    parser.add_argument("--search", action="store_true", help="the tuning's gain and cost only")
     args = parser.parse_args(argv)
+    if args.search:
+        text = search_report([load_elec(), load_sea(), load_agrawal(), *search_streams()])
+        print(text)
+        if not args.no_write:
+            write_section(SEARCH_SECTION, text)
+        return 0
     results: list[Result] = []
     ratios: list[str] = []
     detected: list[str] = []

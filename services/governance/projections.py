@@ -33,6 +33,7 @@ from shared.events.types import (
     AuditCompleted,
     CanaryEnded,
     CanaryStarted,
+    ConfigDropped,
     ConfigSwitched,
     DriftDetected,
     ModelPromoted,
@@ -67,6 +68,7 @@ PROJECTED_TYPES = (
     "ServedScored",
     "DriftDetected",
     "ConfigSwitched",
+    "ConfigDropped",
     # Nothing to project; marked applied so that each is judged once (Governance.handle).
     "ArmsScored",
     "ArmsServed",
@@ -190,7 +192,7 @@ async def _apply(conn: AsyncConnection, envelope: Envelope) -> None:
                 for arm in data.arms
             ],
         )
-    elif isinstance(data, DriftDetected | ConfigSwitched):
+    elif isinstance(data, DriftDetected | ConfigSwitched | ConfigDropped):
         detail = data.model_dump(exclude={"task", "at_labelled"})
         await conn.execute(
             alarms.insert().values(

@@ -305,7 +305,7 @@ async def served_accuracy(conn: AsyncConnection, task: str, after: int = 0) -> l
 
 
 async def alarms_of(conn: AsyncConnection, task: str) -> list[dict[str, Any]]:
-    """The trainer's drift alarms and configuration switches, oldest first."""
+    """The trainer's drift alarms, configuration switches and drops, oldest first."""
     await task_row(conn, task)
     rows = (
         await conn.execute(select(alarms).where(alarms.c.task == task).order_by(alarms.c.position))

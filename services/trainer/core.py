@@ -31,6 +31,7 @@ from shared.events.envelope import Envelope
 from shared.events.types import (
     ArmsScored,
     ConfigChosen,
+    ConfigDropped,
     ConfigSwitched,
     DriftDetected,
     ModelTrained,
@@ -150,9 +151,9 @@ class Output:
     """What one call to `TaskTraining.apply` produced, in order of occurrence."""
 
     candidates: list[Candidate] = field(default_factory=list)
-    facts: list[tuple[uuid.UUID, DriftDetected | ConfigSwitched | ArmsScored | ServedScored]] = (
-        field(default_factory=list)
-    )
+    facts: list[
+        tuple[uuid.UUID, DriftDetected | ConfigSwitched | ConfigDropped | ArmsScored | ServedScored]
+    ] = field(default_factory=list)
     unmatched_labels: int = 0
     # Observations recorded under another version of the task's spec, not learned by this core.
     other_spec: int = 0
@@ -627,8 +628,8 @@ class TaskTraining:
         return True
 
     def _record(self, report: Any, out: Output) -> int | None:
-        """The learner's drifts and switches as facts; returns the labelled count at which a
-        new challenger started (a rise in error), if one did."""
+        """The learner's drifts, switches and the search's drops as facts; returns the labelled
+        count at which a new challenger started (a rise in error), if one did."""
         task = self.spec.name
         started = None
         for drift in getattr(report, "drifts", ()):
@@ -645,6 +646,15 @@ class TaskTraining:
             out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
         for switch in getattr(report, "switches", ()):
             self._record_switch(switch, f"{switch.at_labelled}/{switch.to_config}", out)
+        for drop in getattr(report, "dropped", ()):
+            dropped = ConfigDropped(
+                task=task,
+                config=drop.config,
+                at_labelled=drop.at_labelled,
+                evidence=dict(drop.evidence),
+            )
+            key = f"{task}/drop/{drop.at_labelled}/{drop.config}"
+            out.facts.append((uuid.uuid5(_NAMESPACE, key), dropped))
         return started
 
     def _record_switch(self, switch: Any, name: str, out: Output) -> None:
@@ -670,8 +680,8 @@ class TaskTraining:
         every = policy.entrant_every
         self._next_entrant = (self.n_learned_total // every + 1) * every
         runner_up = self.learner.entrant()
-        if runner_up is None or runner_up[1]["wins"] + runner_up[1]["losses"] == 0:
-            return  # right and wrong on the same rows as the champion: a shadow would tie
+        if runner_up is None:
+            return  # no configuration differs from the champion on its recent rows
         config, evidence = runner_up
         parent = max((v for v, c in self.entrants.items() if c == config), default=None)
         since = self._entrant_rows.get(config, 0)

@@ -16,6 +16,12 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
   learning weights row by row; one entrant is the slow linear member alone, unblended. A paired
   sign test on recent prequential correctness picks the champion; the champion's prediction is
   the learner's prediction and the served model.
+* The race also searches the short member's window (`short_windows`: a quarter and four times
+  the default): each alternative is one more tree member, raced in a fast blend of its own
+  ("blend-fast/short-250"). Successive halving: after `search_rows` rows the alternative with
+  the lowest recent accuracy is dropped (never the champion; it stops training and predicting),
+  then again after twice as many rows, so the cost is paid early and ends where the default was
+  right. Each drop is a `ConfigDropped` fact with its evidence; each win a `ConfigSwitched`.
 * ADWIN and Page-Hinkley watch the error. A rise cuts the short member's window to the rows of the
   new concept (ADWIN's estimate) and retrains it at the next tick; the long member is cut too once
   the re-learned short member beats it (a confirmed change). A rise also starts a challenger (a
@@ -43,7 +49,7 @@ import numpy as np
 from services.trainer.drift import Drift, DriftMonitor
 from services.trainer.members import MemberSpec, RowBuffer, lightgbm_params, train_member
 from services.trainer.metrics import PrequentialMetrics
-from services.trainer.racing import ConfigSwitch, Race
+from services.trainer.racing import ConfigDrop, ConfigSwitch, Race
 from shared import model_codec
 from shared.online_models import (
     RAW_CLIP,
@@ -55,7 +61,14 @@ from shared.online_models import (
 )
 from shared.tasks import TaskSpec, categorical_indices
 
-__all__ = ["LEARNER_DEFAULTS", "ConfigSwitch", "Drift", "LearnReport", "OnlineLearner"]
+__all__ = [
+    "LEARNER_DEFAULTS",
+    "ConfigDrop",
+    "ConfigSwitch",
+    "Drift",
+    "LearnReport",
+    "OnlineLearner",
+]
 
 # Learner settings read from `spec.learner.params`; every other key there goes to LightGBM.
 LEARNER_DEFAULTS: dict[str, Any] = {
@@ -80,9 +93,14 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     # this many rows, the re-learned short member beats it (a confirmed change, not an alarm).
     "drift_confirm_rows": 250,
     "drift_response": True,  # False: a rising error starts a challenger, no windows are cut
+    # The search (successive halving): other windows for the short member, each an extra tree
+    # member raced in a fast blend of its own. After `search_rows` rows the worst is dropped,
+    # then after twice as many more, and so on: the survivors get a growing budget.
+    "short_windows": (250, 4000),
+    "search_rows": 2000,
 }
 
-SHORT, LONG, LINEAR = 0, 1, 2  # member indices; linear members are LINEAR, LINEAR + 1, ...
+SHORT, LONG = 0, 1  # member indices; then the short member's alternatives, then the linear ones
 
 
 @dataclass(frozen=True)
@@ -93,11 +111,12 @@ class LearnReport:
     model_changed: bool
     drifts: list[Drift] = field(default_factory=list)
     switches: list[ConfigSwitch] = field(default_factory=list)
+    dropped: list[ConfigDrop] = field(default_factory=list)  # by the search
     # The prediction each row was scored on: the one given to `learn`, or the prequential one.
     proba: np.ndarray | None = None
 
 
-def _blend_specs(racing: bool, members: tuple[int, ...]) -> list[BlendSpec]:
+def _blend_specs(racing: bool, members: tuple[int, ...], linear_at: int) -> list[BlendSpec]:
     """The racing population: every member at two adaptation speeds, and the slow linear member
     alone, as it is (where the boundary is a plane, the trees' steps only add noise to it, and a
     blend's learned weights and bias wander with the label noise: on SEA's first 5,000 rows the
@@ -106,10 +125,10 @@ def _blend_specs(racing: bool, members: tuple[int, ...]) -> list[BlendSpec]:
     if not racing:
         return [fast]
     specs = [fast, BlendSpec("blend-slow", members, lr=0.01)]
-    linear = tuple(m for m in members if m >= LINEAR)
+    linear = tuple(m for m in members if m >= linear_at)
     if linear:
         specs.append(BlendSpec("linear", linear, lr=0.01))
-        specs.append(BlendSpec("linear-slow", (LINEAR,), lr=0.0))  # weight 1, bias 0, as it is
+        specs.append(BlendSpec("linear-slow", (linear_at,), lr=0.0))  # weight 1, bias 0, as it is
     return specs
 
 
@@ -147,19 +166,35 @@ class OnlineLearner:
         self.feature_names = list(feature_names) if feature_names else None
         self.categorical = list(categorical)
         self._lgb_params = lightgbm_params(user, seed)
-        self._members = [
-            MemberSpec(
-                "short", int(s["short_window"]), int(s["short_every"]), int(s["short_rounds"])
-            ),
-            MemberSpec("long", int(s["window"]), int(s["update_every"]), int(s["rounds"])),
+        short = MemberSpec(
+            "short", int(s["short_window"]), int(s["short_every"]), int(s["short_rounds"])
+        )
+        windows = [int(w) for w in s["short_windows"]] if s["racing"] else []
+        alternatives = [
+            MemberSpec(f"short-{w}", w, short.every, short.rounds)
+            for w in sorted(set(windows) - {short.window})
         ]
-        self._boosters: list[lgb.Booster | None] = [None, None]
-        self._model_strings: list[str | None] = [None, None]
+        self._members = [
+            short,
+            MemberSpec("long", int(s["window"]), int(s["update_every"]), int(s["rounds"])),
+            *alternatives,
+        ]
+        trees = len(self._members)
+        self._linear_at = trees
+        self._boosters: list[lgb.Booster | None] = [None] * trees
+        self._model_strings: list[str | None] = [None] * trees
         lrs = [float(lr) for lr in s["linear_lrs"]] if s["linear"] else []
         self._linear = OnlineLinear(n_features, lrs)
         self._buffer = RowBuffer(n_features, max(m.window for m in self._members))
-        blended = (SHORT, LONG, *range(LINEAR, LINEAR + len(lrs)))
-        self._blends = [Blend(b, len(blended)) for b in _blend_specs(bool(s["racing"]), blended)]
+        linear = tuple(range(trees, trees + len(lrs)))
+        blended = (SHORT, LONG, *linear)
+        specs = _blend_specs(bool(s["racing"]), blended, trees)
+        for j, member in enumerate(alternatives, start=2):
+            specs.append(BlendSpec(f"blend-fast/{member.name}", (j, LONG, *linear), lr=0.05))
+        self._blends = [Blend(b, trees + len(lrs)) for b in specs]
+        self._search = {j: f"blend-fast/{m.name}" for j, m in enumerate(alternatives, start=2)}
+        self._search_budget = int(s["search_rows"])
+        self._next_search = self._search_budget
         self._race = Race(
             [b.spec.name for b in self._blends], window=int(s["race_window"]), z=s["race_z"]
         )
@@ -167,7 +202,7 @@ class OnlineLearner:
         self._monitor = DriftMonitor(adwin_delta=s["adwin_delta"], ph_threshold=s["ph_threshold"])
         self._tick = int(s["tick"])
         self._next_tick = min(int(s["min_train_rows"]), self._tick)
-        self._trained_rows = [0, 0]  # rows each tree member last trained on
+        self._trained_rows = [0] * trees  # rows each tree member last trained on
         self._floor = 0  # the short member trains on no row before this (set by drifts)
         self._long_floor = 0  # the same for the long member, once a drift is confirmed
         self._drift_pending = False
@@ -188,7 +223,7 @@ class OnlineLearner:
     def _member_raws(self, X: np.ndarray) -> np.ndarray:
         raws = self._tree_raws(X)
         if self._linear.lrs and len(X):
-            raws[:, LINEAR:] = self._linear.raws(X)
+            raws[:, self._linear_at :] = self._linear.raws(X)
         return raws
 
     # ---------------------------------------------------------------- learning
@@ -210,6 +245,7 @@ class OnlineLearner:
             raise ValueError("labels must be 0 or 1")
         drifts: list[Drift] = []
         switches: list[ConfigSwitch] = []
+        dropped: list[ConfigDrop] = []
         changed = False
         start = 0
         scored: list[np.ndarray] = []
@@ -220,10 +256,10 @@ class OnlineLearner:
             scored.append(self._segment(X[start:stop], y[start:stop], part, drifts))
             start = stop
             if self._metrics.n == self._next_tick:
-                changed = self._on_tick(switches) or changed
+                changed = self._on_tick(switches, dropped) or changed
                 self._next_tick = _tick_after(self._metrics.n, self._tick)
         proba = np.concatenate(scored) if scored else np.empty(0)
-        return LearnReport(len(y), changed, drifts, switches, proba)
+        return LearnReport(len(y), changed, drifts, switches, dropped, proba)
 
     def _segment(
         self, X: np.ndarray, y: np.ndarray, given: np.ndarray | None, drifts: list[Drift]
@@ -238,12 +274,15 @@ class OnlineLearner:
         ys = y.tolist()
         linear = self._linear if self._linear.lrs else None
         xs = X.tolist() if linear is not None else []
-        preds = np.empty((len(self._blends), len(ys)))
+        at = self._linear_at
+        # A configuration the search dropped predicts nothing (and is no longer reported).
+        preds = np.full((len(self._blends), len(ys)), 0.5)
+        racing = [(c, self._blends[c]) for c in self._race.live]
         for i, (row, yi) in enumerate(zip(rows, ys, strict=True)):
             if linear is not None:
                 # Scored before they learn the row, like every member.
-                row[LINEAR:] = [min(RAW_CLIP, max(-RAW_CLIP, r)) for r in linear.learn(xs[i], yi)]
-            for c, blend in enumerate(self._blends):
+                row[at:] = [min(RAW_CLIP, max(-RAW_CLIP, r)) for r in linear.learn(xs[i], yi)]
+            for c, blend in racing:
                 preds[c, i] = blend.step(row, yi)
         proba = preds[self._race.champion] if given is None else given
         start_n = self._metrics.n
@@ -278,7 +317,7 @@ class OnlineLearner:
             self._floor = max(self._floor, drift.at_labelled - keep)
             self._drift_pending = True
 
-    def _on_tick(self, switches: list[ConfigSwitch]) -> bool:
+    def _on_tick(self, switches: list[ConfigSwitch], dropped: list[ConfigDrop]) -> bool:
         n = self._metrics.n
         changed = False
         switch = self._race.decide(n)
@@ -286,18 +325,43 @@ class OnlineLearner:
             switches.append(switch)
             changed = True
         confirmed = self._confirmed()
+        if self._search and n >= self._next_search:
+            self._search_budget *= 2
+            self._next_search = n + self._search_budget
+            drop = self._drop_worst(n)
+            if drop is not None:
+                dropped.append(drop)
         for j, member in enumerate(self._members):
+            if j >= 2 and j not in self._search:
+                continue  # an alternative the search dropped
             due = n % member.every == 0 or self._boosters[j] is None
             # While its window fills, a member retrains each time the rows it could learn from
             # have doubled: trees from the 50th row on, not only from the first `every`.
             due = due or self._trained_rows[j] * 2 <= self._available(j, n)
-            due = due or (self._drift_pending if j == SHORT else confirmed)
+            due = due or (confirmed if j == LONG else self._drift_pending)
             if due and self._retrain(j, n):
                 changed = True
         if self._drift_pending:
             self._confirming = [0, 0, 0]  # the short member has just re-learned: compare now
         self._drift_pending = False
         return changed
+
+    def _drop_worst(self, n: int) -> ConfigDrop | None:
+        """Successive halving of the short member's windows: drop the alternative whose blend
+        has the lowest recent accuracy, unless it is the race's champion."""
+        accuracy = self._race.live_accuracy()
+        champion = self._race.names[self._race.champion]
+        alive = [(accuracy[name], j) for j, name in self._search.items() if name != champion]
+        if not alive:
+            return None
+        _, worst = min(alive)
+        name = self._search.pop(worst)
+        drop = self._race.drop(
+            name, n, {"next_budget_rows": self._search_budget * bool(self._search)}
+        )
+        self._boosters[worst] = None  # no longer trained, predicted or published
+        self._model_strings[worst] = None
+        return drop
 
     def _confirmed(self) -> bool:
         """Has the re-learned short member beaten the long one since the last drift?
@@ -319,7 +383,7 @@ class OnlineLearner:
         """The rows member `j` may train on at labelled row `n`."""
         # A drift cuts the short member's window at once; the long member's only once the
         # change is confirmed (cutting both at every alarm cost 3-4 points under late labels).
-        floor = self._floor if j == SHORT else self._long_floor
+        floor = self._long_floor if j == LONG else self._floor
         return min(self._members[j].window, n - floor)
 
     def _retrain(self, j: int, n: int) -> bool:
@@ -344,7 +408,7 @@ class OnlineLearner:
         out = self._metrics.as_dict()
         out["n_updates"] = float(self.n_updates)
         out["n_drifts"] = float(self.n_drifts)
-        for name, acc in zip(self._race.names, self._race.recent_accuracy(), strict=True):
+        for name, acc in self._race.live_accuracy().items():
             out[f"race_recent_accuracy.{name}"] = acc
         return out
 
@@ -376,11 +440,11 @@ class OnlineLearner:
             if text is None:
                 text = self._model_strings[j] = booster.model_to_string()
             members.append((blend.w[j], text))
-        linear = self._linear if any(j >= LINEAR for j in blend.spec.members) else None
+        linear = self._linear if any(j >= self._linear_at for j in blend.spec.members) else None
         if linear is not None:
             # All of them (they share one standardisation); one the blend does not use has
             # weight 0, and a blend that uses one member alone ("linear-slow") never moves it.
-            for j, snapshot in enumerate(linear.snapshots(), start=LINEAR):
+            for j, snapshot in enumerate(linear.snapshots(), start=self._linear_at):
                 members.append((blend.w[j], snapshot))
         return model_codec.encode(
             n_features=self.n_features,

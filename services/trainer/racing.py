@@ -26,6 +26,16 @@ class ConfigSwitch:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class ConfigDrop:
+    """The search took a configuration out of the race; `evidence` has the recent accuracies
+    of all those racing until then and the rows the survivors get next."""
+
+    config: str
+    at_labelled: int
+    evidence: dict[str, Any] = field(default_factory=dict)
+
+
 class Race:
     """Keeps each configuration's recent correctness and switches champion on paired evidence.
 
@@ -43,6 +53,22 @@ class Race:
         self.champion = 0
         self._correct = np.zeros((len(names), window), dtype=np.int8)
         self._n = 0
+        self.live = list(range(len(self.names)))  # the configurations still racing
+
+    def drop(self, name: str, at_labelled: int, evidence: dict[str, Any]) -> ConfigDrop:
+        """Take a configuration out of the race: it can no longer win or run up, and its
+        figures are no longer reported (the learner stops predicting with it)."""
+        index = self.names.index(name)
+        if index == self.champion:
+            raise ValueError(f"{name!r} is the race's champion: it cannot be dropped")
+        evidence = {**evidence, "recent_accuracy": self.live_accuracy()}
+        self.live.remove(index)
+        return ConfigDrop(name, at_labelled, evidence)
+
+    def live_accuracy(self) -> dict[str, float]:
+        """The recent accuracy of each configuration still racing, by name."""
+        accuracy = self.recent_accuracy()
+        return {self.names[c]: accuracy[c] for c in self.live}
 
     def record(self, correct: np.ndarray) -> None:
         """Append a chunk of outcomes, shape (n_configs, n_rows), 1 = right."""
@@ -60,7 +86,7 @@ class Race:
 
     def _best_challenger(self) -> tuple[int, float, dict[str, Any]] | None:
         """The challenger with the largest paired margin over the champion, that margin, and the
-        evidence; None before any row or without challengers."""
+        evidence; None before any row or without a challenger that differs from the champion."""
         seen = min(self._n, self.window)
         if seen == 0 or len(self.names) < 2:
             return None
@@ -70,9 +96,15 @@ class Race:
         losses = ((block == 0) & (champ == 1)).sum(axis=1)
         margin = wins - losses - self.z * np.sqrt(wins + losses)
         margin[self.champion] = -np.inf
+        margin[[c for c in range(len(self.names)) if c not in self.live]] = -np.inf
+        # Right and wrong on exactly the champion's rows: nothing tells them apart (nor would a
+        # live shadow of it), so it is nobody's runner-up.
+        margin[wins + losses == 0] = -np.inf
         best = int(np.argmax(margin))
+        if not np.isfinite(margin[best]):
+            return None  # every challenger was dropped, or ties the champion on every row
         evidence = {
-            "recent_accuracy": dict(zip(self.names, self.recent_accuracy(), strict=True)),
+            "recent_accuracy": self.live_accuracy(),
             "window": int(seen),
             "wins": int(wins[best]),
             "losses": int(losses[best]),
@@ -104,10 +136,9 @@ class Race:
         if name not in self.names or self.names.index(name) == self.champion:
             return None
         chosen = self.names.index(name)
-        evidence = {
-            **evidence,
-            "recent_accuracy": dict(zip(self.names, self.recent_accuracy(), strict=True)),
-        }
+        if chosen not in self.live:
+            return None  # the search dropped it since
+        evidence = {**evidence, "recent_accuracy": self.live_accuracy()}
         switch = ConfigSwitch(self.names[self.champion], name, at_labelled, evidence)
         self.champion = chosen
         self._correct[:] = 0

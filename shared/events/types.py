@@ -193,6 +193,19 @@ class ConfigSwitched(Payload):
     evidence: dict[str, Any] = Field(default_factory=dict)
 
 
+@event_type("ConfigDropped")
+class ConfigDropped(Payload):
+    """The trainer's search (successive halving) took a configuration out of its race: the one
+    with the lowest recent accuracy among those it searches, never the champion. `evidence`:
+    the recent accuracy of every configuration racing until then, and the rows the survivors get
+    before the next drop (`next_budget_rows`, 0: the search is over)."""
+
+    task: str
+    config: str
+    at_labelled: int
+    evidence: dict[str, Any] = Field(default_factory=dict)
+
+
 @event_type("ConfigChosen", version=2)
 class ConfigChosen(Payload):
     """Governance's decision calls for another of the race's configurations than the one the
@@ -492,6 +505,7 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "DriftDetected": TOPIC_MODELS,
     "TrainerSnapshotted": TOPIC_MODELS,
     "ConfigSwitched": TOPIC_MODELS,
+    "ConfigDropped": TOPIC_MODELS,
     "ModelPromoted": TOPIC_DEPLOYMENTS,
     "PromotionRefused": TOPIC_DEPLOYMENTS,
     "ModelRolledBack": TOPIC_DEPLOYMENTS,

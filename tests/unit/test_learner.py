@@ -228,8 +228,55 @@ def test_the_learner_reports_switches_and_serves_the_new_champion() -> None:
     assert switches
     last = switches[-1]
     assert learner.champion_config() == last.to_config
+    # Every configuration still racing: the four blends, and the short windows the search
+    # had not dropped by then.
     entrants = {"blend-fast", "blend-slow", "linear", "linear-slow"}
-    assert set(last.evidence["recent_accuracy"]) == entrants
+    searched = set(last.evidence["recent_accuracy"]) - entrants
+    assert entrants <= set(last.evidence["recent_accuracy"])
+    assert searched <= {"blend-fast/short-250", "blend-fast/short-4000"}
+
+
+def test_a_dropped_configuration_can_neither_win_nor_run_up_nor_be_chosen() -> None:
+    race = Race(["a", "b", "c"], window=200, z=2.0)
+    outcomes = np.ones((3, 200), dtype=np.int8)
+    outcomes[0, :50] = 0  # b and c are both clearly better than the champion a
+    outcomes[2, :5] = 0
+    race.record(outcomes)
+    race.drop("b", 200, {})
+    assert race.runner_up()[0] == "c"
+    assert set(race.live_accuracy()) == {"a", "c"}
+    assert race.choose("b", 200, {}) is None
+    switch = race.decide(at_labelled=200)
+    assert switch is not None and switch.to_config == "c"
+    with pytest.raises(ValueError, match="champion"):
+        race.drop("c", 200, {})
+    race.drop("a", 200, {})
+    assert race.runner_up() is None and race.decide(at_labelled=200) is None
+
+
+def test_the_search_halves_the_short_windows_and_keeps_the_one_that_wins() -> None:
+    # The concept flips every 150 rows: a short window of 75 rows follows it, the default 300
+    # straddles flips. After 400 rows the worse alternative (1,200) is dropped, and the one
+    # that wins the race is never dropped.
+    rng = np.random.default_rng(3)
+    X = rng.random((3000, 3))
+    y = ((X[:, 0] > 0.5) ^ ((np.arange(3000) // 150) % 2 == 1)).astype(int)
+    params = {**FAST, "short_windows": (75, 1200), "search_rows": 400}
+    learner = OnlineLearner(3, params=params)
+    (drop,) = learner.test_then_train(X[:500], y[:500]).dropped
+    assert (drop.config, drop.at_labelled) == ("blend-fast/short-1200", 400)
+    accuracy = drop.evidence["recent_accuracy"]
+    assert accuracy[drop.config] == min(
+        accuracy[c] for c in accuracy if c.startswith("blend-fast/short-")
+    )
+    assert drop.evidence["next_budget_rows"] == 800
+    racing = {k.split(".", 1)[1] for k in learner.metrics if k.startswith("race_recent_")}
+    assert "blend-fast/short-1200" not in racing and "blend-fast/short-75" in racing
+    learner.test_then_train(X[500:], y[500:])
+    assert learner.champion_config() == "blend-fast/short-75"
+    off = OnlineLearner(3, params={**params, "short_windows": ()})
+    off.test_then_train(X, y)
+    assert learner.metrics["accuracy"] > off.metrics["accuracy"] + 0.01
 
 
 def test_the_encoded_model_predicts_what_the_learner_predicts() -> None:

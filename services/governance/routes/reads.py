@@ -132,7 +132,8 @@ async def served_accuracy(
 
 @router.get("/tasks/{task}/alarms")
 async def task_alarms(task: str, engine: Engine) -> dict[str, Any]:
-    """The trainer's drift alarms and configuration switches (DriftDetected, ConfigSwitched)."""
+    """The trainer's drift alarms, configuration switches and its search's drops
+    (DriftDetected, ConfigSwitched, ConfigDropped)."""
     async with engine.connect() as conn:
         return {"task": task, "alarms": await queries.alarms_of(conn, task)}
 
