@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from bench.report import write_section  # noqa: E402
 from continuo.progress import progress  # noqa: E402
 from services.trainer import baselines  # noqa: E402
-from services.trainer.learner import OnlineLearner  # noqa: E402
+from services.trainer.learner import LEARNER_DEFAULTS, OnlineLearner  # noqa: E402
 from shared.model_codec import decode  # noqa: E402
 
 SECTION = "Learner (bench/learner.py)"
@@ -319,7 +319,7 @@ def search_report(streams: list[Stream], repeats: int = 3) -> str:
         "```",
         "",
         "| stream | accuracy without search | with search | gain (points) | events/s without |"
-        " with | cost | champion at the end | windows left |",
+        " with | cost | champion at the end | short windows left |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     with progress("search on and off", len(streams) * 2, unit="runs") as bar:
@@ -330,20 +330,18 @@ def search_report(streams: list[Stream], repeats: int = 3) -> str:
             bar.advance()
             learner = OnlineLearner(stream.X.shape[1], seed=7)
             for start in range(0, len(stream.y), CHUNK):
-                learner.test_then_train(
-                    stream.X[start : start + CHUNK], stream.y[start : start + CHUNK]
-                )
-            racing = sorted(
-                k.split(".", 1)[1].removeprefix("blend-fast/")
-                for k in learner.metrics
-                if k.startswith("race_recent_accuracy.blend-fast/")
-            )
+                stop = start + CHUNK
+                learner.test_then_train(stream.X[start:stop], stream.y[start:stop])
+            racing = {k.split(".", 1)[1] for k in learner.metrics if k.startswith("race_recent_")}
+            default = LEARNER_DEFAULTS["short_window"]
+            windows = [f"{default} (default)"] if "blend-fast" in racing else []
+            windows += [c.split("/short-")[1] for c in sorted(racing) if "/short-" in c]
             assert off.events_per_s and on.events_per_s
             lines.append(
                 f"| {stream.name} | {off.accuracy:.4f} | {on.accuracy:.4f} |"
                 f" {100 * (on.accuracy - off.accuracy):+.2f} | {off.events_per_s:,.0f} |"
                 f" {on.events_per_s:,.0f} | {1 - on.events_per_s / off.events_per_s:.0%} |"
-                f" {learner.champion_config()} | {', '.join(racing) or 'none'} |"
+                f" {learner.champion_config()} | {', '.join(windows)} |"
             )
     return "\n".join(lines)
 

@@ -18,10 +18,13 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
   the learner's prediction and the served model.
 * The race also searches the short member's window (`short_windows`: a quarter and four times
   the default): each alternative is one more tree member, raced in a fast blend of its own
-  ("blend-fast/short-250"). Successive halving: after `search_rows` rows the alternative with
-  the lowest recent accuracy is dropped (never the champion; it stops training and predicting),
-  then again after twice as many rows, so the cost is paid early and ends where the default was
-  right. Each drop is a `ConfigDropped` fact with its evidence; each win a `ConfigSwitched`.
+  ("blend-fast/short-250"). Successive halving over the windows' arms (a window's member and the
+  configurations over it; the default's are all the blends of the short member): after
+  `search_rows` rows the arm whose best configuration has the lowest recent accuracy is dropped
+  (never the champion's; its member stops training and its configurations stop predicting),
+  then the next after twice as many rows, until one window is left. The cost is paid early, and
+  a shorter window that wins costs less than the default it replaces. Each drop is a
+  `ConfigDropped` fact per configuration, with its evidence; each win a `ConfigSwitched`.
 * ADWIN and Page-Hinkley watch the error. A rise cuts the short member's window to the rows of the
   new concept (ADWIN's estimate) and retrains it at the next tick; the long member is cut too once
   the re-learned short member beats it (a confirmed change). A rise also starts a challenger (a
@@ -192,7 +195,15 @@ class OnlineLearner:
         for j, member in enumerate(alternatives, start=2):
             specs.append(BlendSpec(f"blend-fast/{member.name}", (j, LONG, *linear), lr=0.05))
         self._blends = [Blend(b, trees + len(lrs)) for b in specs]
-        self._search = {j: f"blend-fast/{m.name}" for j, m in enumerate(alternatives, start=2)}
+        # The search's arms: each short window's tree member, with the race's configurations
+        # over it. The default window's arm is every blend of the short member.
+        self._arms: dict[int, list[str]] = {}
+        if alternatives:
+            self._arms[SHORT] = [b.name for b in specs if SHORT in b.members]
+            for j, member in enumerate(alternatives, start=2):
+                self._arms[j] = [f"blend-fast/{member.name}"]
+        self._dropped: set[int] = set()  # tree members the search dropped
+        self._short = SHORT  # the short member a drift's confirmation compares with the long
         self._search_budget = int(s["search_rows"])
         self._next_search = self._search_budget
         self._race = Race(
@@ -266,7 +277,7 @@ class OnlineLearner:
     ) -> np.ndarray:
         raws = self._tree_raws(X)  # the linear member's column is filled row by row below
         if self._confirming is not None:
-            right = (raws[:, :2] >= 0.0) == (y == 1)[:, None]
+            right = (raws[:, [self._short, LONG]] >= 0.0) == (y == 1)[:, None]
             self._confirming[0] += int((right[:, 0] & ~right[:, 1]).sum())
             self._confirming[1] += int((right[:, 1] & ~right[:, 0]).sum())
             self._confirming[2] += len(y)
@@ -325,15 +336,13 @@ class OnlineLearner:
             switches.append(switch)
             changed = True
         confirmed = self._confirmed()
-        if self._search and n >= self._next_search:
+        if len(self._arms) > 1 and n >= self._next_search:
             self._search_budget *= 2
             self._next_search = n + self._search_budget
-            drop = self._drop_worst(n)
-            if drop is not None:
-                dropped.append(drop)
+            dropped.extend(self._drop_worst(n))
         for j, member in enumerate(self._members):
-            if j >= 2 and j not in self._search:
-                continue  # an alternative the search dropped
+            if j in self._dropped:
+                continue
             due = n % member.every == 0 or self._boosters[j] is None
             # While its window fills, a member retrains each time the rows it could learn from
             # have doubled: trees from the 50th row on, not only from the first `every`.
@@ -346,22 +355,26 @@ class OnlineLearner:
         self._drift_pending = False
         return changed
 
-    def _drop_worst(self, n: int) -> ConfigDrop | None:
-        """Successive halving of the short member's windows: drop the alternative whose blend
-        has the lowest recent accuracy, unless it is the race's champion."""
+    def _drop_worst(self, n: int) -> list[ConfigDrop]:
+        """Successive halving of the short member's windows: drop the arm whose best
+        configuration has the lowest recent accuracy, unless it holds the race's champion."""
         accuracy = self._race.live_accuracy()
         champion = self._race.names[self._race.champion]
-        alive = [(accuracy[name], j) for j, name in self._search.items() if name != champion]
-        if not alive:
-            return None
-        _, worst = min(alive)
-        name = self._search.pop(worst)
-        drop = self._race.drop(
-            name, n, {"next_budget_rows": self._search_budget * bool(self._search)}
-        )
+        scores = [
+            (max(accuracy[c] for c in configs), j)
+            for j, configs in self._arms.items()
+            if champion not in configs
+        ]
+        _, worst = min(scores)
+        configs = self._arms.pop(worst)
+        left = self._search_budget if len(self._arms) > 1 else 0
+        drops = self._race.drop(configs, n, {"next_budget_rows": left})
+        self._dropped.add(worst)
         self._boosters[worst] = None  # no longer trained, predicted or published
         self._model_strings[worst] = None
-        return drop
+        if worst == self._short:
+            self._short = min(self._arms)  # the shortest-indexed window left
+        return drops
 
     def _confirmed(self) -> bool:
         """Has the re-learned short member beaten the long one since the last drift?

@@ -55,15 +55,19 @@ class Race:
         self._n = 0
         self.live = list(range(len(self.names)))  # the configurations still racing
 
-    def drop(self, name: str, at_labelled: int, evidence: dict[str, Any]) -> ConfigDrop:
-        """Take a configuration out of the race: it can no longer win or run up, and its
-        figures are no longer reported (the learner stops predicting with it)."""
-        index = self.names.index(name)
-        if index == self.champion:
+    def drop(
+        self, names: Sequence[str], at_labelled: int, evidence: dict[str, Any]
+    ) -> list[ConfigDrop]:
+        """Take configurations out of the race: they can no longer win or run up, and their
+        figures are no longer reported (the learner stops predicting with them)."""
+        indices = [self.names.index(name) for name in names]
+        if self.champion in indices:
+            name = self.names[self.champion]
             raise ValueError(f"{name!r} is the race's champion: it cannot be dropped")
         evidence = {**evidence, "recent_accuracy": self.live_accuracy()}
-        self.live.remove(index)
-        return ConfigDrop(name, at_labelled, evidence)
+        for index in indices:
+            self.live.remove(index)
+        return [ConfigDrop(name, at_labelled, evidence) for name in names]
 
     def live_accuracy(self) -> dict[str, float]:
         """The recent accuracy of each configuration still racing, by name."""

@@ -33,6 +33,7 @@ from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
     ArmsScored,
     ArmsServed,
+    ConfigDropped,
     DriftDetected,
     ModelTrained,
     ObservationRecorded,
@@ -1224,13 +1225,20 @@ async def test_served_accuracy_windows_and_drift_alarms_are_served_and_survive_a
             task=task, detector="adwin", at_labelled=300, model_version=1, evidence={"w": 0.2}
         )
         await w.record(drift, model_stream(task))
+        dropped = ConfigDropped(
+            task=task,
+            config="blend-fast/short-4000",
+            at_labelled=2000,
+            evidence={"next_budget_rows": 4000, "recent_accuracy": {"blend-fast": 0.9}},
+        )
+        await w.record(dropped, model_stream(task))
 
         async def projected() -> tuple[dict, dict] | None:
             served = await w.get(f"/v1/tasks/{task}/served-accuracy")
             alarms = await w.get(f"/v1/tasks/{task}/alarms")
             if served.status_code != 200 or alarms.status_code != 200:
                 return None  # the task itself is not projected yet
-            done = len(served.json()["windows"]) == 3 and alarms.json()["alarms"]
+            done = len(served.json()["windows"]) == 3 and len(alarms.json()["alarms"]) == 2
             return (served.json(), alarms.json()) if done else None
 
         served, alarms = await eventually(projected)
@@ -1239,8 +1247,11 @@ async def test_served_accuracy_windows_and_drift_alarms_are_served_and_survive_a
             (1, "champion", 0.6),
             (2, "shadow", 0.85),
         ]
-        assert [a["type"] for a in alarms["alarms"]] == ["DriftDetected"]
+        assert [a["type"] for a in alarms["alarms"]] == ["DriftDetected", "ConfigDropped"]
         assert alarms["alarms"][0]["detail"]["detector"] == "adwin"
+        assert alarms["alarms"][1]["at_labelled"] == 2000
+        assert alarms["alarms"][1]["detail"]["config"] == "blend-fast/short-4000"
+        assert alarms["alarms"][1]["detail"]["evidence"]["next_budget_rows"] == 4000
         later = served["windows"][1]["position"] - 1
         polled = (await w.get(f"/v1/tasks/{task}/served-accuracy", params={"after": later})).json()
         assert len(polled["windows"]) == 2

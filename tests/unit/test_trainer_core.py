@@ -12,10 +12,11 @@ import numpy as np
 from services.trainer import core as core_module
 from services.trainer.core import TaskTraining, config_choice
 from services.trainer.drift import Drift
-from services.trainer.racing import ConfigSwitch
+from services.trainer.racing import ConfigDrop, ConfigSwitch
 from shared.events.envelope import Envelope, new_event
 from shared.events.types import (
     ConfigChosen,
+    ConfigDropped,
     ConfigSwitched,
     DriftDetected,
     LabelRecorded,
@@ -226,25 +227,30 @@ def test_a_label_for_an_unknown_observation_is_counted_not_learned():
 
 
 class DriftingLearner(FakeLearner):
-    """Reports one drift and one config switch on its first learned row."""
+    """Reports one drift, one config switch and one drop on its first learned row."""
 
     def test_then_train(self, X: np.ndarray, y: np.ndarray):
         report = super().test_then_train(X, y)
         if self.seen == len(y):
             report.drifts = [Drift("adwin", 1, {"rise": True, "action": "cut"})]
             report.switches = [ConfigSwitch("fast", "slow", 1, {"fast": 0.7, "slow": 0.8})]
+            report.dropped = [ConfigDrop("fast/short-4000", 1, {"next_budget_rows": 0})]
         return report
 
 
-def test_a_learner_drift_and_switch_become_facts_with_ids_that_survive_a_replay():
+def test_a_learner_drift_switch_and_drop_become_facts_with_ids_that_survive_a_replay():
     stream = Stream()
     events = [stream.observe(0.1, label=1), stream.observe(0.2, label=0)]
     first = TaskTraining(SPEC, DriftingLearner()).apply(events).facts
     again = TaskTraining(SPEC, DriftingLearner()).apply(events).facts
-    assert [type(f) for _, f in first] == [DriftDetected, ConfigSwitched]
-    drift, switch = first[0][1], first[1][1]
+    assert [type(f) for _, f in first] == [DriftDetected, ConfigSwitched, ConfigDropped]
+    drift, switch, drop = (f for _, f in first)
     assert drift.detector == "adwin" and drift.evidence["rise"] is True
     assert switch.to_config == "slow" and switch.evidence == {"fast": 0.7, "slow": 0.8}
+    assert isinstance(drop, ConfigDropped) and (drop.config, drop.at_labelled) == (
+        "fast/short-4000",
+        1,
+    )
     assert [i for i, _ in first] == [i for i, _ in again]
 
 
