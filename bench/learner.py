@@ -308,7 +308,7 @@ ABLATIONS = [
 
 def search_report(streams: list[Stream], repeats: int = 3) -> str:
     """The search's gain and cost per stream: the learner with its defaults against the same
-    learner without the search (`short_windows: ()`), best events/s of `repeats` runs each."""
+    learner without the search (`short_search: ()`), best events/s of `repeats` runs each."""
     lines = [
         f"Measured {date.today().isoformat()} on this 2-core machine, one process, one core;"
         f" prequential (labels on arrival), {SYNTH_ROWS:,} rows a stream (elec: all). Events/s:"
@@ -319,12 +319,12 @@ def search_report(streams: list[Stream], repeats: int = 3) -> str:
         "```",
         "",
         "| stream | accuracy without search | with search | gain (points) | events/s without |"
-        " with | cost | champion at the end | short windows left |",
+        " with | cost | champion at the end | short members left |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     with progress("search on and off", len(streams) * 2, unit="runs") as bar:
         for stream in streams:
-            off, _ = run_continuo(stream, "off", {"short_windows": ()}, repeats)
+            off, _ = run_continuo(stream, "off", {"short_search": ()}, repeats)
             bar.advance()
             on, _ = run_continuo(stream, "on", {}, repeats)
             bar.advance()

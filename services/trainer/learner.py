@@ -16,15 +16,16 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
   learning weights row by row; one entrant is the slow linear member alone, unblended. A paired
   sign test on recent prequential correctness picks the champion; the champion's prediction is
   the learner's prediction and the served model.
-* The race also searches the short member's window (`short_windows`: a quarter and four times
-  the default): each alternative is one more tree member, raced in a fast blend of its own
-  ("blend-fast/short-250"). Successive halving over the windows' arms (a window's member and the
-  configurations over it; the default's are all the blends of the short member): after
-  `search_rows` rows the arm whose best configuration has the lowest recent accuracy is dropped
-  (never the champion's; its member stops training and its configurations stop predicting),
-  then the next after twice as many rows, until one window is left. The cost is paid early, and
-  a shorter window that wins costs less than the default it replaces. Each drop is a
-  `ConfigDropped` fact per configuration, with its evidence; each win a `ConfigSwitched`.
+* The race also searches the short member's settings (`short_search`: by default a quarter and
+  four times its window; its LightGBM learning rate can be searched too): each alternative is
+  one more tree member, raced in a fast blend of its own ("blend-fast/short-250"). Successive
+  halving over the arms (an alternative's member and the configurations over it; the default's
+  are all the blends of the short member): after `search_rows` rows the arm whose best
+  configuration has the lowest recent accuracy is dropped (never the champion's; its member
+  stops training and its configurations stop predicting), then the next after twice as many
+  rows, until one is left. The cost is paid early, and a shorter window that wins costs less
+  than the default it replaces. Each drop is a `ConfigDropped` fact per configuration, with its
+  evidence; each win a `ConfigSwitched`.
 * ADWIN and Page-Hinkley watch the error. A rise cuts the short member's window to the rows of the
   new concept (ADWIN's estimate) and retrains it at the next tick; the long member is cut too once
   the re-learned short member beats it (a confirmed change). A rise also starts a challenger (a
@@ -96,10 +97,13 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     # this many rows, the re-learned short member beats it (a confirmed change, not an alarm).
     "drift_confirm_rows": 250,
     "drift_response": True,  # False: a rising error starts a challenger, no windows are cut
-    # The search (successive halving): other windows for the short member, each an extra tree
+    # The search (successive halving): other settings of the short member, each an extra tree
     # member raced in a fast blend of its own. After `search_rows` rows the worst is dropped,
-    # then after twice as many more, and so on: the survivors get a growing budget.
-    "short_windows": (250, 4000),
+    # then after twice as many more, and so on: the survivors get a growing budget. Each is a
+    # mapping of `window` (rows) and/or `learning_rate` (LightGBM's) to change.
+    # (A learning-rate arm, {"learning_rate": 0.3}, never won on the bench's streams and cost
+    # 10-30% more: docs/benchmarks.md, "Tuning that searches".)
+    "short_search": ({"window": 250}, {"window": 4000}),
     "search_rows": 2000,
 }
 
@@ -133,6 +137,25 @@ def _blend_specs(racing: bool, members: tuple[int, ...], linear_at: int) -> list
         specs.append(BlendSpec("linear", linear, lr=0.01))
         specs.append(BlendSpec("linear-slow", (linear_at,), lr=0.0))  # weight 1, bias 0, as it is
     return specs
+
+
+def _alternatives(short: MemberSpec, search: Sequence[Mapping[str, Any]]) -> list[MemberSpec]:
+    """The short member's alternatives the search races, named by what they change
+    ("short-250", "short-lr0.3"); one that changes nothing, or repeats another, is left out."""
+    out: list[MemberSpec] = []
+    for change in search:
+        unknown = set(change) - {"window", "learning_rate"}
+        if unknown:
+            raise ValueError(f"short_search changes window and learning_rate only, not {unknown}")
+        window = int(change.get("window", short.window))
+        rate = change.get("learning_rate")
+        rate = None if rate is None else float(rate)
+        parts = [str(window)] if window != short.window else []
+        parts += [f"lr{rate:g}"] if rate is not None else []
+        name = "-".join(["short", *parts])
+        if parts and name not in {m.name for m in out}:
+            out.append(MemberSpec(name, window, short.every, short.rounds, rate))
+    return out
 
 
 def _tick_after(n: int, tick: int) -> int:
@@ -172,11 +195,7 @@ class OnlineLearner:
         short = MemberSpec(
             "short", int(s["short_window"]), int(s["short_every"]), int(s["short_rounds"])
         )
-        windows = [int(w) for w in s["short_windows"]] if s["racing"] else []
-        alternatives = [
-            MemberSpec(f"short-{w}", w, short.every, short.rounds)
-            for w in sorted(set(windows) - {short.window})
-        ]
+        alternatives = _alternatives(short, s["short_search"] if s["racing"] else ())
         self._members = [
             short,
             MemberSpec("long", int(s["window"]), int(s["update_every"]), int(s["rounds"])),
@@ -405,7 +424,10 @@ class OnlineLearner:
             return False
         Xw, yw = self._buffer.tail(rows)
         member = self._members[j]
-        booster = train_member(Xw, yw, self._lgb_params, member.rounds, self.categorical)
+        params = self._lgb_params
+        if member.learning_rate is not None:
+            params = {**params, "learning_rate": member.learning_rate}
+        booster = train_member(Xw, yw, params, member.rounds, self.categorical)
         if booster is None:
             return False
         self._boosters[j] = booster

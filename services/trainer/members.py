@@ -27,6 +27,7 @@ class MemberSpec:
     window: int
     every: int
     rounds: int
+    learning_rate: float | None = None  # None: the learner's LightGBM learning rate
 
 
 class RowBuffer:

@@ -230,7 +230,9 @@ def test_the_learner_reports_switches_and_serves_the_new_champion() -> None:
     assert learner.champion_config() == last.to_config
     # Every configuration still racing: the linear ones, and the blends over the short
     # windows the search had not dropped by then.
-    searched = {"blend-fast", "blend-slow", "blend-fast/short-250", "blend-fast/short-4000"}
+    searched = {"blend-fast", "blend-slow"} | {
+        f"blend-fast/short-{v}" for v in ("250", "4000", "lr0.3")
+    }
     racing = set(last.evidence["recent_accuracy"])
     assert {"linear", "linear-slow"} <= racing <= searched | {"linear", "linear-slow"}
 
@@ -261,7 +263,7 @@ def test_the_search_halves_the_short_windows_and_keeps_the_one_that_wins() -> No
     rng = np.random.default_rng(3)
     X = rng.random((3000, 3))
     y = ((X[:, 0] > 0.5) ^ ((np.arange(3000) // 150) % 2 == 1)).astype(int)
-    params = {**FAST, "short_windows": (75, 1200), "search_rows": 400}
+    params = {**FAST, "short_search": ({"window": 75}, {"window": 1200}), "search_rows": 400}
     learner = OnlineLearner(3, params=params)
     arms = {
         "300": {"blend-fast", "blend-slow"},
@@ -281,7 +283,7 @@ def test_the_search_halves_the_short_windows_and_keeps_the_one_that_wins() -> No
     assert learner.champion_config() == "blend-fast/short-75"
     racing = {k.split(".", 1)[1] for k in learner.metrics if k.startswith("race_recent_")}
     assert racing == {"blend-fast/short-75", "linear", "linear-slow"}
-    off = OnlineLearner(3, params={**params, "short_windows": ()})
+    off = OnlineLearner(3, params={**params, "short_search": ()})
     off.test_then_train(X, y)
     assert learner.metrics["accuracy"] > off.metrics["accuracy"] + 0.01
 
@@ -305,3 +307,19 @@ def test_a_model_explains_with_one_column_per_input_and_the_bias() -> None:
     assert contributions.shape == (10, 4)
     assert np.allclose(contributions.sum(axis=1), predictor.logits(X[:10]))
     assert np.allclose(predictor.predict_proba(X[:10]), learner.predict_proba(X[:10]))
+
+
+def test_the_search_names_each_alternative_by_what_it_changes_and_refuses_other_settings() -> None:
+    search = ({"window": 75}, {"learning_rate": 0.3}, {"window": 75}, {"window": 300})
+    learner = OnlineLearner(3, params={**FAST, "short_search": search})
+    X, y = threshold_stream(200, seed=4)
+    learner.test_then_train(X, y)
+    racing = {k.split(".", 1)[1] for k in learner.metrics if k.startswith("race_recent_")}
+    # The repeated window is raced once; the default's own window (300) changes nothing.
+    assert {c for c in racing if "/" in c} == {"blend-fast/short-75", "blend-fast/short-lr0.3"}
+    rates = {m.name: m.learning_rate for m in learner._members}
+    assert rates == {"short": None, "long": None, "short-75": None, "short-lr0.3": 0.3}
+    trained = learner._boosters[list(rates).index("short-lr0.3")]
+    assert trained is not None and float(trained.params["learning_rate"]) == 0.3
+    with pytest.raises(ValueError, match="rounds"):
+        OnlineLearner(3, params={**FAST, "short_search": ({"rounds": 40},)})
