@@ -102,9 +102,10 @@ async def test_entrants_of_the_race_run_as_live_shadows_beside_the_closed_loop(
     sqlite_url: str, tmp_path: Path
 ):
     # The same loop with the race's runner-up published as an entrant every 500 rows: it runs
-    # as a live shadow (a newer one replaces it, as a shadow or as the canary it won), the
-    # learner's own candidates are still decided on their merits (an entrant published right
-    # after one does not supersede it), and the challenger still wins after the drift.
+    # as a live shadow, and a newer entrant takes its arm (as a shadow, or as the canary it
+    # won); the learner's own candidates are still decided on their merits (an entrant
+    # published right after one does not supersede it), and the challenger still wins after
+    # the drift.
     spec = loop_spec(entrants=True)
     stack = Stack(
         tmp_path, store_url=sqlite_url, env_overrides=write_task_specs(tmp_path / "tasks", [spec])
@@ -125,16 +126,30 @@ async def test_entrants_of_the_race_run_as_live_shadows_beside_the_closed_loop(
     for e in trail:
         if e["type"] == "ShadowStarted" and e["payload"]["model_version"] in entrants:
             assert e["payload"]["decided_by"] == POLICY
-    # An entrant's arm, shadow or the canary it won, goes to its newer version. Which arm it
-    # is when the newer one arrives depends on how many labels came in between (timing).
-    replaced = [
+    # A newer entrant takes an entrant's arm: `replaced` when it is the same configuration's
+    # next version, `superseded` when the race's runner-up is another configuration now (the
+    # race searches windows too, so it changes often). Which arm it takes (a shadow, or the
+    # canary it won) depends on how many labels came in between.
+    config_of = {
+        e["payload"]["model_version"]: e["payload"]["reason"].split()[1].rstrip(",")
+        for e in trail
+        if e["type"] == "ShadowStarted" and e["payload"]["reason"].startswith("entrant ")
+    }
+    taken = [
         e
         for e in trail
         if e["type"] in ("ShadowStopped", "CanaryEnded")
-        and e["payload"]["outcome"] == "replaced"
+        and e["payload"]["outcome"] in ("replaced", "superseded")
         and e["payload"]["model_version"] in entrants
     ]
-    assert replaced and all("the same entrant" in e["payload"]["reason"] for e in replaced), lines
+    assert taken, lines
+    for e in taken:
+        reason, config = e["payload"]["reason"], config_of[e["payload"]["model_version"]]
+        if e["payload"]["outcome"] == "replaced":
+            assert f"the same entrant ({config})" in reason, lines
+        else:
+            assert reason.startswith("superseded by entrant v"), lines
+            assert reason.endswith("the race's runner-up now"), lines
     for e in trail:
         if e["type"] == "PromotionRefused":
             for reason in e["payload"]["reasons"]:
