@@ -653,7 +653,7 @@ class TaskTraining:
                 at_labelled=drop.at_labelled,
                 evidence=dict(drop.evidence),
             )
-            key = f"{task}/drop/{drop.at_labelled}/{drop.config}"
+            key = f"{task}/{self.spec.version}/drop/{drop.at_labelled}/{drop.config}"
             out.facts.append((uuid.uuid5(_NAMESPACE, key), dropped))
         return started
 

@@ -16,15 +16,18 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
   learning weights row by row; one entrant is the slow linear member alone, unblended. A paired
   sign test on recent prequential correctness picks the champion; the champion's prediction is
   the learner's prediction and the served model.
-* The race also searches the short member's settings (`short_search`: by default a quarter and
-  four times its window; its LightGBM learning rate can be searched too): each alternative is
-  one more tree member, raced in a fast blend of its own ("blend-fast/short-250"). Successive
-  halving over the arms (an alternative's member and the configurations over it; the default's
-  are all the blends of the short member): after `search_rows` rows the arm whose best
-  configuration has the lowest recent accuracy is dropped (never the champion's; its member
-  stops training and its configurations stop predicting), then the next after twice as many
-  rows, until one is left. The cost is paid early, and a shorter window that wins costs less
-  than the default it replaces. Each drop is a `ConfigDropped` fact per configuration, with its
+* The race also searches the short member's settings (`short_search`: by default windows of 250
+  and 4,000 rows, a quarter and four times the default 1,000; a LightGBM learning rate can be
+  searched too): each alternative is one more tree member, raced in a fast blend of its own
+  ("blend-fast/short-250"). Successive halving over the arms (an alternative's member and the
+  configurations over it; the default's are all the blends of the short member): after
+  `search_rows` rows the arm whose best configuration has the lowest recent accuracy is dropped
+  (never the champion's; on a tie the later alternative; its member stops training and its
+  configurations stop predicting), then the next after twice as many rows, until one is left;
+  a drop waits until the race's record holds `search_rows` rows (it starts again when
+  governance chooses a configuration). The cost is paid early (a window that holds no more
+  rows than the default's yet shares its trees), and a shorter window that wins costs less than
+  the default it replaces. Each drop is a `ConfigDropped` fact per configuration, with its
   evidence; each win a `ConfigSwitched`.
 * ADWIN and Page-Hinkley watch the error. A rise cuts the short member's window to the rows of the
   new concept (ADWIN's estimate) and retrains it at the next tick; the long member is cut too once
@@ -212,7 +215,8 @@ class OnlineLearner:
         blended = (SHORT, LONG, *linear)
         specs = _blend_specs(bool(s["racing"]), blended, trees)
         for j, member in enumerate(alternatives, start=2):
-            specs.append(BlendSpec(f"blend-fast/{member.name}", (j, LONG, *linear), lr=0.05))
+            # Members in index order, as a published model holds them (the same sums, bits).
+            specs.append(BlendSpec(f"blend-fast/{member.name}", (LONG, j, *linear), lr=0.05))
         self._blends = [Blend(b, trees + len(lrs)) for b in specs]
         # The search's arms: each short window's tree member, with the race's configurations
         # over it. The default window's arm is every blend of the short member.
@@ -355,10 +359,14 @@ class OnlineLearner:
             switches.append(switch)
             changed = True
         confirmed = self._confirmed()
-        if len(self._arms) > 1 and n >= self._next_search:
+        # A drop waits until the race has judged enough rows (its record starts again when
+        # governance chooses a configuration).
+        evidence = min(self._race.window, int(self.settings["search_rows"]))
+        if len(self._arms) > 1 and n >= self._next_search and self._race.seen >= evidence:
             self._search_budget *= 2
             self._next_search = n + self._search_budget
             dropped.extend(self._drop_worst(n))
+        trained: dict[tuple[int, int, float | None], lgb.Booster | None] = {}
         for j, member in enumerate(self._members):
             if j in self._dropped:
                 continue
@@ -367,12 +375,20 @@ class OnlineLearner:
             # have doubled: trees from the 50th row on, not only from the first `every`.
             due = due or self._trained_rows[j] * 2 <= self._available(j, n)
             due = due or (confirmed if j == LONG else self._drift_pending)
-            if due and self._retrain(j, n):
+            if due and self._retrain(j, n, trained):
                 changed = True
         if self._drift_pending:
             self._confirming = [0, 0, 0]  # the short member has just re-learned: compare now
+            self._short = self._champion_short()
         self._drift_pending = False
         return changed
+
+    def _champion_short(self) -> int:
+        """The short member a drift's confirmation compares with the long one: the one the
+        race's champion blends, else the first the search left."""
+        champion = self._race.names[self._race.champion]
+        arms = self._arms or {SHORT: []}
+        return next((j for j, configs in arms.items() if champion in configs), min(arms))
 
     def _drop_worst(self, n: int) -> list[ConfigDrop]:
         """Successive halving of the short member's windows: drop the arm whose best
@@ -380,19 +396,17 @@ class OnlineLearner:
         accuracy = self._race.live_accuracy()
         champion = self._race.names[self._race.champion]
         scores = [
-            (max(accuracy[c] for c in configs), j)
+            (max(accuracy[c] for c in configs), -j)  # on a tie, the later alternative goes
             for j, configs in self._arms.items()
             if champion not in configs
         ]
-        _, worst = min(scores)
+        worst = -min(scores)[1]
         configs = self._arms.pop(worst)
         left = self._search_budget if len(self._arms) > 1 else 0
         drops = self._race.drop(configs, n, {"next_budget_rows": left})
         self._dropped.add(worst)
         self._boosters[worst] = None  # no longer trained, predicted or published
         self._model_strings[worst] = None
-        if worst == self._short:
-            self._short = min(self._arms)  # the shortest-indexed window left
         return drops
 
     def _confirmed(self) -> bool:
@@ -418,16 +432,26 @@ class OnlineLearner:
         floor = self._long_floor if j == LONG else self._floor
         return min(self._members[j].window, n - floor)
 
-    def _retrain(self, j: int, n: int) -> bool:
+    def _retrain(
+        self, j: int, n: int, trained: dict[tuple[int, int, float | None], lgb.Booster | None]
+    ) -> bool:
+        """Retrain member `j` on its window. `trained`: the members retrained at this tick, by
+        what decides their trees (rows, rounds, learning rate): a searched window that holds no
+        more rows than the default's yet (a new task, after a drift, a challenger) gets the same
+        trees, so they are trained once."""
         rows = self._available(j, n)
         if rows < int(self.settings["min_train_rows"]):
             return False
-        Xw, yw = self._buffer.tail(rows)
         member = self._members[j]
-        params = self._lgb_params
-        if member.learning_rate is not None:
-            params = {**params, "learning_rate": member.learning_rate}
-        booster = train_member(Xw, yw, params, member.rounds, self.categorical)
+        key = (rows, member.rounds, member.learning_rate)
+        if key in trained:
+            booster = trained[key]
+        else:
+            Xw, yw = self._buffer.tail(rows)
+            params = self._lgb_params
+            if member.learning_rate is not None:
+                params = {**params, "learning_rate": member.learning_rate}
+            booster = trained[key] = train_member(Xw, yw, params, member.rounds, self.categorical)
         if booster is None:
             return False
         self._boosters[j] = booster

@@ -82,6 +82,11 @@ class Race:
             self._correct[:, slots] = part
         self._n += correct.shape[1]
 
+    @property
+    def seen(self) -> int:
+        """Rows the race's record holds (up to `window`; 0 again after a choice)."""
+        return min(self._n, self.window)
+
     def recent_accuracy(self) -> list[float]:
         seen = min(self._n, self.window)
         if not seen:

@@ -114,12 +114,15 @@ def test_the_same_events_give_the_same_model_bytes() -> None:
 
 
 def test_how_events_are_split_into_calls_does_not_change_the_model() -> None:
-    X, y = threshold_stream(1200, seed=6)
-    whole = OnlineLearner(3, params=FAST)
-    whole.test_then_train(X, y)
-    pieces = OnlineLearner(3, params=FAST)
+    X, y = threshold_stream(1200, seed=6, flip_at=700)
+    params = {**FAST, "search_rows": 300}  # the search drops within these rows too
+    whole = OnlineLearner(3, params=params)
+    dropped = whole.test_then_train(X, y).dropped
+    pieces = OnlineLearner(3, params=params)
+    split: list = []
     for start, stop in [(0, 1), (1, 99), (99, 100), (100, 537), (537, 1200)]:
-        pieces.test_then_train(X[start:stop], y[start:stop])
+        split += pieces.test_then_train(X[start:stop], y[start:stop]).dropped
+    assert dropped and dropped == split
     assert sha(whole) == sha(pieces)
     assert whole.metrics == pieces.metrics
 
@@ -237,6 +240,18 @@ def test_the_learner_reports_switches_and_serves_the_new_champion() -> None:
     assert {"linear", "linear-slow"} <= racing <= searched | {"linear", "linear-slow"}
 
 
+def test_a_configuration_that_ties_the_champion_on_every_row_is_nobodys_runner_up() -> None:
+    race = Race(["a", "b", "c"], window=200, z=2.0)
+    outcomes = np.ones((3, 200), dtype=np.int8)
+    outcomes[0, :10] = outcomes[1, :10] = 0  # b is right and wrong on exactly a's rows
+    outcomes[2, 10:30] = 0  # c is worse, but differs
+    race.record(outcomes)
+    name, evidence = race.runner_up()
+    assert (name, evidence["wins"], evidence["losses"]) == ("c", 10, 20)
+    race.drop(["c"], 200, {})
+    assert race.runner_up() is None
+
+
 def test_a_dropped_configuration_can_neither_win_nor_run_up_nor_be_chosen() -> None:
     race = Race(["a", "b", "c"], window=200, z=2.0)
     outcomes = np.ones((3, 200), dtype=np.int8)
@@ -307,6 +322,29 @@ def test_a_model_explains_with_one_column_per_input_and_the_bias() -> None:
     assert contributions.shape == (10, 4)
     assert np.allclose(contributions.sum(axis=1), predictor.logits(X[:10]))
     assert np.allclose(predictor.predict_proba(X[:10]), learner.predict_proba(X[:10]))
+
+
+def test_the_search_drops_nothing_until_the_race_has_judged_enough_rows_after_a_choice() -> None:
+    # Governance chose a configuration just before the search's first round: the race's
+    # record starts again, and a drop waits until it holds search_rows rows again.
+    X, y = threshold_stream(1400, seed=5)
+    learner = OnlineLearner(3, params={**FAST, "search_rows": 400})
+    learner.test_then_train(X[:390], y[:390])
+    other = next(c for c in ("blend-slow", "linear") if c != learner.champion_config())
+    assert learner.choose(other, {"chosen_by": "governance"}) is not None
+    assert learner.test_then_train(X[390:700], y[390:700]).dropped == []
+    drops = learner.test_then_train(X[700:], y[700:]).dropped
+    assert drops and drops[0].at_labelled >= 390 + 400
+
+
+def test_a_searched_window_no_longer_than_the_rows_so_far_shares_the_default_members_trees() -> (
+    None
+):
+    X, y = threshold_stream(250, seed=5)
+    learner = OnlineLearner(3, params={**FAST, "short_search": ({"window": 4000},)})
+    learner.test_then_train(X, y)  # 250 rows: both windows hold all of them
+    short, searched = learner._boosters[0], learner._boosters[2]
+    assert short is not None and searched is short
 
 
 def test_the_search_names_each_alternative_by_what_it_changes_and_refuses_other_settings() -> None:

@@ -25,7 +25,17 @@ def rows(X: np.ndarray, y: np.ndarray, first_version: int) -> list[LearnedRow]:
     ]
 
 
-@pytest.mark.parametrize("config", ["blend-fast", "blend-slow", "linear", "linear-slow"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        "blend-fast",
+        "blend-slow",
+        "linear",
+        "linear-slow",
+        "blend-fast/short-250",  # the window search's configurations
+        "blend-fast/short-4000",
+    ],
+)
 def test_a_live_model_learning_the_next_rows_answers_exactly_as_the_learner(config: str):
     X, y = stream(700, seed=1)
     learner = OnlineLearner(3, params=FAST)

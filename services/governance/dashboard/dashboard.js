@@ -29,7 +29,7 @@
                 "CanaryEnded", "ShadowStarted", "ShadowStopped", "FlagChanged"],
     audits: ["AuditCompleted"],
     models: ["ModelTrained", "TaskRegistered"],
-    alarms: ["DriftDetected", "ConfigSwitched"],
+    alarms: ["DriftDetected", "ConfigSwitched", "ConfigDropped"],
     measurements: ["ArmsScored", "ArmsServed", "ServedScored"],
   };
   const state = { task: null, view: "accuracy", plots: [], timer: null, loading: 0, zoomed: false };
@@ -858,7 +858,7 @@
     if (type === "ModelRolledBack" || type === "PromotionRefused" || type === "ApprovalRejected") return COLOR.bad;
     if (type.startsWith("Canary")) return COLOR.canary;
     if (type.startsWith("Shadow")) return COLOR.shadow;
-    if (type === "DriftDetected" || type === "ConfigSwitched") return COLOR.drift;
+    if (type === "DriftDetected" || type.startsWith("Config")) return COLOR.drift;
     if (type === "AuditCompleted") return "#2f5d8a";
     return "#7b8794";
   }
@@ -869,6 +869,10 @@
     switch (event.type) {
       case "DriftDetected":
         return `at labelled row ${num(p.at_labelled)} (${p.detector})`;
+      case "ConfigSwitched":
+        return `race: ${p.from_config} → ${p.to_config} at labelled row ${num(p.at_labelled)}`;
+      case "ConfigDropped":
+        return `search dropped ${p.config} at labelled row ${num(p.at_labelled)}`;
       case "AuditCompleted":
         return `${v}${p.scope}: ${p.passed ? "passed" : `failed: ${(p.reasons || []).join("; ")}`}`;
       case "ModelTrained":
