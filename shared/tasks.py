@@ -189,8 +189,28 @@ class ServingPolicy(BaseModel):
     record: bool = False
 
 
+class SearchChange(BaseModel):
+    """One alternative to the learner's short tree member that its search races (an entry of
+    `learner.params.short_search`): another window and/or another LightGBM learning rate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    window: int | None = Field(None, ge=2, le=1_000_000)
+    learning_rate: float | None = Field(None, gt=0.0, le=1.0)
+
+    @classmethod
+    def parse_all(cls, search: Any) -> list[SearchChange]:
+        """`short_search` as given (a list of mappings), validated; ValueError otherwise."""
+        if isinstance(search, str | bytes | Mapping) or not isinstance(search, Sequence):
+            raise ValueError(
+                "short_search must be a list of changes, e.g. [{window: 250}, {window: 4000}]"
+            )
+        return [cls.model_validate(change) for change in search]
+
+
 class LearnerSpec(BaseModel):
-    """How the trainer learns this task. `params` are passed to LightGBM as given."""
+    """How the trainer learns this task. `params`: the learner's settings
+    (services/trainer/learner.py, `LEARNER_DEFAULTS`); every other key goes to LightGBM."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -202,6 +222,13 @@ class LearnerSpec(BaseModel):
     # retrain (250 rows) keeps them fresh.
     publish_every: int = Field(250, ge=1)
     params: Mapping[str, Any] = Field(default_factory=dict)
+
+    @field_validator("params")
+    @classmethod
+    def _search_is_valid(cls, params: Mapping[str, Any]) -> Mapping[str, Any]:
+        if "short_search" in params:  # refused here, at the door, not when a trainer starts
+            SearchChange.parse_all(params["short_search"])
+        return params
 
 
 class TaskSpec(BaseModel):

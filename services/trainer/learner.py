@@ -66,7 +66,7 @@ from shared.online_models import (
     clip_raws,
     online_state,
 )
-from shared.tasks import TaskSpec, categorical_indices
+from shared.tasks import SearchChange, TaskSpec, categorical_indices
 
 __all__ = [
     "LEARNER_DEFAULTS",
@@ -142,17 +142,14 @@ def _blend_specs(racing: bool, members: tuple[int, ...], linear_at: int) -> list
     return specs
 
 
-def _alternatives(short: MemberSpec, search: Sequence[Mapping[str, Any]]) -> list[MemberSpec]:
-    """The short member's alternatives the search races, named by what they change
-    ("short-250", "short-lr0.3"); one that changes nothing, or repeats another, is left out."""
+def _alternatives(short: MemberSpec, search: Any) -> list[MemberSpec]:
+    """The short member's alternatives the search races (`short_search`, validated by
+    `shared.tasks.SearchChange`), named by what they change ("short-250", "short-lr0.3"); one
+    that changes nothing, or repeats another, is left out."""
     out: list[MemberSpec] = []
-    for change in search:
-        unknown = set(change) - {"window", "learning_rate"}
-        if unknown:
-            raise ValueError(f"short_search changes window and learning_rate only, not {unknown}")
-        window = int(change.get("window", short.window))
-        rate = change.get("learning_rate")
-        rate = None if rate is None else float(rate)
+    for change in SearchChange.parse_all(search):
+        window = change.window if change.window is not None else short.window
+        rate = change.learning_rate
         parts = [str(window)] if window != short.window else []
         parts += [f"lr{rate:g}"] if rate is not None else []
         name = "-".join(["short", *parts])

@@ -74,3 +74,21 @@ def test_a_missing_sensitive_attribute_is_refused_saying_what_it_is_kept_for():
         validate_features(used, row)
     with pytest.raises(RecordError, match=r"^x: is required$"):
         validate_features(SPEC, {"n": 1, "c": "a", "s": "p"})
+
+
+@pytest.mark.parametrize(
+    ("search", "message"),
+    [
+        ([{"rounds": 40}], "rounds"),  # not a setting the search changes
+        ([{"window": 1}], "window"),
+        ([{"learning_rate": 0}], "learning_rate"),
+        (250, "must be a list of changes"),
+        ({"window": 250}, "must be a list of changes"),
+    ],
+)
+def test_a_learner_search_that_cannot_run_is_refused_when_the_spec_is_loaded(search, message):
+    learner = {"params": {"short_search": search}}
+    with pytest.raises(ValueError, match=message):
+        TaskSpec.model_validate({**SPEC.model_dump(), "learner": learner})
+    good = {"params": {"short_search": [{"window": 250}, {"learning_rate": 0.3}]}}
+    assert TaskSpec.model_validate({**SPEC.model_dump(), "learner": good}).learner.params
