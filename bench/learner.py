@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/learner.py [--quick] [--no-write]
     .venv/bin/python bench/learner.py --search [--no-write]
+    .venv/bin/python bench/learner.py --search-with '[{"rounds": 40}]' [--no-write]
 
 Streams: elec.csv (real, drifting), and two River synthetic streams with known drift points
 (SEA with 10% label noise, abrupt drifts; Agrawal, gradual drifts), 50,000 rows each, fixed seeds.
@@ -11,11 +12,15 @@ Results go to stdout and to docs/benchmarks.md under "## Learner (bench/learner.
 `--search`: the tuning's gain and cost instead, the learner with and without its search of the
 short member's window, alternated, on these streams and on three whose drift is faster or slower
 than the defaults assume (section "Tuning that searches (bench/learner.py --search)").
+`--search-with CHANGES`: the same streams, the default search against the default search plus
+the given alternatives (a JSON list of `short_search` entries: `rounds`, `num_leaves`, ...), in
+section "Tuning that searches: other settings (bench/learner.py --search-with)".
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -23,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -38,6 +44,7 @@ from shared.model_codec import decode  # noqa: E402
 
 SECTION = "Learner (bench/learner.py)"
 SEARCH_SECTION = "Tuning that searches (bench/learner.py --search)"
+SEARCH_WITH_SECTION = "Tuning that searches: other settings (bench/learner.py --search-with)"
 SYNTH_ROWS = 50_000
 QUICK_RIVER_ROWS = 5_000
 CHUNK = 1000
@@ -306,42 +313,54 @@ ABLATIONS = [
 ]
 
 
-def search_report(streams: list[Stream], repeats: int = 3) -> str:
+def search_report(
+    streams: list[Stream], repeats: int = 3, extra: list[dict[str, Any]] | None = None
+) -> str:
     """The search's gain and cost per stream: the learner with its defaults against the same
-    learner without the search (`short_search: ()`), best events/s of `repeats` runs each."""
+    learner without the search (`short_search: ()`), best events/s of `repeats` runs each.
+    With `extra`: the default search against the default search plus those alternatives."""
+    default = list(LEARNER_DEFAULTS["short_search"])
+    if extra:
+        off_params, on_params = {}, {"short_search": default + extra}
+        off_name, on_name = "default search", "with " + json.dumps(extra)
+        command = f"bench/learner.py --search-with '{json.dumps(extra)}'"
+    else:
+        off_params, on_params = {"short_search": ()}, {}
+        off_name, on_name = "without search", "with search"
+        command = "bench/learner.py --search"
     lines = [
         f"Measured {date.today().isoformat()} on this 2-core machine, one process, one core;"
         f" prequential (labels on arrival), {SYNTH_ROWS:,} rows a stream (elec: all). Events/s:"
-        f" best of {repeats} runs of each, without the search then with it, stream by stream.",
+        f" best of {repeats} runs of each, {off_name} then {on_name}, stream by stream.",
         "",
         "```",
-        "  .venv/bin/python bench/learner.py --search",
+        f"  .venv/bin/python {command}",
         "```",
         "",
-        "| stream | accuracy without search | with search | gain (points) | events/s without |"
-        " with | cost | champion at the end | short members left |",
+        f"| stream | accuracy {off_name} | {on_name} | gain (points) | events/s {off_name} |"
+        f" {on_name} | cost | champion at the end | short members left |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     with progress("search on and off", len(streams) * 2, unit="runs") as bar:
         for stream in streams:
-            off, _ = run_continuo(stream, "off", {"short_search": ()}, repeats)
+            off, _ = run_continuo(stream, "off", off_params, repeats)
             bar.advance()
-            on, _ = run_continuo(stream, "on", {}, repeats)
+            on, _ = run_continuo(stream, "on", on_params, repeats)
             bar.advance()
-            learner = OnlineLearner(stream.X.shape[1], seed=7)
+            learner = OnlineLearner(stream.X.shape[1], seed=7, params=on_params)
             for start in range(0, len(stream.y), CHUNK):
                 stop = start + CHUNK
                 learner.test_then_train(stream.X[start:stop], stream.y[start:stop])
             racing = {k.split(".", 1)[1] for k in learner.metrics if k.startswith("race_recent_")}
-            default = LEARNER_DEFAULTS["short_window"]
-            windows = [f"{default} (default)"] if "blend-fast" in racing else []
-            windows += [c.split("/short-")[1] for c in sorted(racing) if "/short-" in c]
+            window = LEARNER_DEFAULTS["short_window"]
+            members = [f"{window} (default)"] if "blend-fast" in racing else []
+            members += [c.split("/short-")[1] for c in sorted(racing) if "/short-" in c]
             assert off.events_per_s and on.events_per_s
             lines.append(
                 f"| {stream.name} | {off.accuracy:.4f} | {on.accuracy:.4f} |"
                 f" {100 * (on.accuracy - off.accuracy):+.2f} | {off.events_per_s:,.0f} |"
                 f" {on.events_per_s:,.0f} | {1 - on.events_per_s / off.events_per_s:.0%} |"
-                f" {learner.champion_config()} | {', '.join(windows)} |"
+                f" {learner.champion_config()} | {', '.join(members)} |"
             )
     return "\n".join(lines)
 
@@ -362,12 +381,19 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--quick", action="store_true", help="River ensembles on 5,000 rows")
     parser.add_argument("--no-write", action="store_true", help="do not touch docs/benchmarks.md")
     parser.add_argument("--search", action="store_true", help="the tuning's gain and cost only")
+    parser.add_argument(
+        "--search-with",
+        type=json.loads,
+        metavar="CHANGES",
+        help='JSON list of short_search entries raced beside the defaults: [{"rounds": 40}]',
+    )
     args = parser.parse_args(argv)
-    if args.search:
-        text = search_report([load_elec(), load_sea(), load_agrawal(), *search_streams()])
+    if args.search or args.search_with:
+        streams = [load_elec(), load_sea(), load_agrawal(), *search_streams()]
+        text = search_report(streams, extra=args.search_with)
         print(text)
         if not args.no_write:
-            write_section(SEARCH_SECTION, text)
+            write_section(SEARCH_WITH_SECTION if args.search_with else SEARCH_SECTION, text)
         return 0
     results: list[Result] = []
     ratios: list[str] = []

@@ -191,12 +191,15 @@ class ServingPolicy(BaseModel):
 
 class SearchChange(BaseModel):
     """One alternative to the learner's short tree member that its search races (an entry of
-    `learner.params.short_search`): another window and/or another LightGBM learning rate."""
+    `learner.params.short_search`): another window, LightGBM learning rate, number of trees
+    (`rounds`) and/or tree size (`num_leaves`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     window: int | None = Field(None, ge=2, le=1_000_000)
     learning_rate: float | None = Field(None, gt=0.0, le=1.0)
+    rounds: int | None = Field(None, ge=1, le=1_000)
+    num_leaves: int | None = Field(None, ge=2, le=1_024)
 
     @classmethod
     def parse_all(cls, search: Any) -> list[SearchChange]:

@@ -17,18 +17,18 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
   sign test on recent prequential correctness picks the champion; the champion's prediction is
   the learner's prediction and the served model.
 * The race also searches the short member's settings (`short_search`: by default windows of 250
-  and 4,000 rows, a quarter and four times the default 1,000; a LightGBM learning rate can be
-  searched too): each alternative is one more tree member, raced in a fast blend of its own
-  ("blend-fast/short-250"). Successive halving over the arms (an alternative's member and the
-  configurations over it; the default's are all the blends of the short member): after
-  `search_rows` rows the arm whose best configuration has the lowest recent accuracy is dropped
-  (never the champion's; on a tie the later alternative; its member stops training and its
-  configurations stop predicting), then the next after twice as many rows, until one is left;
-  a drop waits until the race's record holds `search_rows` rows (it starts again when
-  governance chooses a configuration). The cost is paid early (a window that holds no more
-  rows than the default's yet shares its trees), and a shorter window that wins costs less than
-  the default it replaces. Each drop is a `ConfigDropped` fact per configuration, with its
-  evidence; each win a `ConfigSwitched`.
+  and 4,000 rows, a quarter and four times the default 1,000; a LightGBM learning rate, the
+  number of trees and their size can be searched too): each alternative is one more tree
+  member, raced in a fast blend of its own ("blend-fast/short-250"). Successive halving over
+  the arms (an alternative's member and the configurations over it; the default's are all the
+  blends of the short member): after `search_rows` rows the arm whose best configuration has
+  the lowest recent accuracy is dropped (never the champion's; on a tie the later alternative;
+  its member stops training and its configurations stop predicting), then the next after
+  twice as many rows, until one is left; a drop waits until the race's record holds
+  `search_rows` rows (it starts again when governance chooses a configuration). The cost is
+  paid early (a window that holds no more rows than the default's yet shares its trees), and
+  a shorter window that wins costs less than the default it replaces. Each drop is a
+  `ConfigDropped` fact per configuration, with its evidence; each win a `ConfigSwitched`.
 * ADWIN and Page-Hinkley watch the error. A rise cuts the short member's window to the rows of the
   new concept (ADWIN's estimate) and retrains it at the next tick; the long member is cut too once
   the re-learned short member beats it (a confirmed change). A rise also starts a challenger (a
@@ -103,9 +103,9 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     # The search (successive halving): other settings of the short member, each an extra tree
     # member raced in a fast blend of its own. After `search_rows` rows the worst is dropped,
     # then after twice as many more, and so on: the survivors get a growing budget. Each is a
-    # mapping of `window` (rows) and/or `learning_rate` (LightGBM's) to change.
-    # (A learning-rate arm, {"learning_rate": 0.3}, never won on the bench's streams and cost
-    # 10-30% more: docs/benchmarks.md, "Tuning that searches".)
+    # mapping of `window` (rows), `learning_rate` (LightGBM's), `rounds` and/or `num_leaves` to
+    # change. (Arms of learning rate 0.3, 40 rounds or 31 leaves never won on the bench's
+    # streams and cost more: docs/benchmarks.md, "Tuning that searches".)
     "short_search": ({"window": 250}, {"window": 4000}),
     "search_rows": 2000,
 }
@@ -144,17 +144,23 @@ def _blend_specs(racing: bool, members: tuple[int, ...], linear_at: int) -> list
 
 def _alternatives(short: MemberSpec, search: Any) -> list[MemberSpec]:
     """The short member's alternatives the search races (`short_search`, validated by
-    `shared.tasks.SearchChange`), named by what they change ("short-250", "short-lr0.3"); one
-    that changes nothing, or repeats another, is left out."""
+    `shared.tasks.SearchChange`), named by what they change ("short-250", "short-lr0.3",
+    "short-r40", "short-l31"); one that changes nothing, or repeats another, is left out."""
     out: list[MemberSpec] = []
     for change in SearchChange.parse_all(search):
         window = change.window if change.window is not None else short.window
-        rate = change.learning_rate
+        rounds = change.rounds if change.rounds is not None else short.rounds
         parts = [str(window)] if window != short.window else []
-        parts += [f"lr{rate:g}"] if rate is not None else []
+        parts += [f"lr{change.learning_rate:g}"] if change.learning_rate is not None else []
+        parts += [f"r{rounds}"] if rounds != short.rounds else []
+        parts += [f"l{change.num_leaves}"] if change.num_leaves is not None else []
         name = "-".join(["short", *parts])
         if parts and name not in {m.name for m in out}:
-            out.append(MemberSpec(name, window, short.every, short.rounds, rate))
+            out.append(
+                MemberSpec(
+                    name, window, short.every, rounds, change.learning_rate, change.num_leaves
+                )
+            )
     return out
 
 
@@ -363,7 +369,7 @@ class OnlineLearner:
             self._search_budget *= 2
             self._next_search = n + self._search_budget
             dropped.extend(self._drop_worst(n))
-        trained: dict[tuple[int, int, float | None], lgb.Booster | None] = {}
+        trained: dict[tuple[Any, ...], lgb.Booster | None] = {}
         for j, member in enumerate(self._members):
             if j in self._dropped:
                 continue
@@ -429,25 +435,21 @@ class OnlineLearner:
         floor = self._long_floor if j == LONG else self._floor
         return min(self._members[j].window, n - floor)
 
-    def _retrain(
-        self, j: int, n: int, trained: dict[tuple[int, int, float | None], lgb.Booster | None]
-    ) -> bool:
+    def _retrain(self, j: int, n: int, trained: dict[tuple[Any, ...], lgb.Booster | None]) -> bool:
         """Retrain member `j` on its window. `trained`: the members retrained at this tick, by
-        what decides their trees (rows, rounds, learning rate): a searched window that holds no
-        more rows than the default's yet (a new task, after a drift, a challenger) gets the same
-        trees, so they are trained once."""
+        what decides their trees (rows, rounds, learning rate, tree size): a searched window
+        that holds no more rows than the default's yet (a new task, after a drift, a
+        challenger) gets the same trees, so they are trained once."""
         rows = self._available(j, n)
         if rows < int(self.settings["min_train_rows"]):
             return False
         member = self._members[j]
-        key = (rows, member.rounds, member.learning_rate)
+        key = (rows, member.rounds, member.learning_rate, member.num_leaves)
         if key in trained:
             booster = trained[key]
         else:
             Xw, yw = self._buffer.tail(rows)
-            params = self._lgb_params
-            if member.learning_rate is not None:
-                params = {**params, "learning_rate": member.learning_rate}
+            params = member.tree_params(self._lgb_params)
             booster = trained[key] = train_member(Xw, yw, params, member.rounds, self.categorical)
         if booster is None:
             return False

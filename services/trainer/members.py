@@ -28,6 +28,12 @@ class MemberSpec:
     every: int
     rounds: int
     learning_rate: float | None = None  # None: the learner's LightGBM learning rate
+    num_leaves: int | None = None  # None: the learner's LightGBM tree size
+
+    def tree_params(self, params: Mapping[str, Any]) -> dict[str, Any]:
+        """The LightGBM parameters of this member: the learner's, with its own overrides."""
+        own = {"learning_rate": self.learning_rate, "num_leaves": self.num_leaves}
+        return {**params, **{k: v for k, v in own.items() if v is not None}}
 
 
 class RowBuffer:

@@ -348,16 +348,32 @@ def test_a_searched_window_no_longer_than_the_rows_so_far_shares_the_default_mem
 
 
 def test_the_search_names_each_alternative_by_what_it_changes_and_refuses_other_settings() -> None:
-    search = ({"window": 75}, {"learning_rate": 0.3}, {"window": 75}, {"window": 300})
+    search = (
+        {"window": 75},
+        {"learning_rate": 0.3},
+        {"window": 75},
+        {"window": 300},
+        {"rounds": 8},
+        {"num_leaves": 4},
+    )
     learner = OnlineLearner(3, params={**FAST, "short_search": search})
     X, y = threshold_stream(200, seed=4)
     learner.test_then_train(X, y)
     racing = {k.split(".", 1)[1] for k in learner.metrics if k.startswith("race_recent_")}
     # The repeated window is raced once; the default's own window (300) changes nothing.
-    assert {c for c in racing if "/" in c} == {"blend-fast/short-75", "blend-fast/short-lr0.3"}
-    rates = {m.name: m.learning_rate for m in learner._members}
-    assert rates == {"short": None, "long": None, "short-75": None, "short-lr0.3": 0.3}
-    trained = learner._boosters[list(rates).index("short-lr0.3")]
-    assert trained is not None and float(trained.params["learning_rate"]) == 0.3
-    with pytest.raises(ValueError, match="rounds"):
-        OnlineLearner(3, params={**FAST, "short_search": ({"rounds": 40},)})
+    searched = {"short-75", "short-lr0.3", "short-r8", "short-l4"}
+    assert {c for c in racing if "/" in c} == {f"blend-fast/{m}" for m in searched}
+    members = {m.name: m for m in learner._members}
+    assert set(members) == {"short", "long", *searched}
+    trees = {name: learner._boosters[list(members).index(name)] for name in searched}
+    assert all(trees.values())
+    assert float(trees["short-lr0.3"].params["learning_rate"]) == 0.3  # type: ignore[union-attr]
+    assert trees["short-r8"].num_trees() == 8  # type: ignore[union-attr]
+    assert members["short"].rounds != 8
+    leaves = [t["num_leaves"] for t in trees["short-l4"].dump_model()["tree_info"]]  # type: ignore[union-attr]
+    assert max(leaves) <= 4
+    default = learner._boosters[0]
+    assert default is not None
+    assert max(t["num_leaves"] for t in default.dump_model()["tree_info"]) > 4
+    with pytest.raises(ValueError, match="min_child"):
+        OnlineLearner(3, params={**FAST, "short_search": ({"min_child": 40},)})

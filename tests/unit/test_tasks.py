@@ -79,7 +79,9 @@ def test_a_missing_sensitive_attribute_is_refused_saying_what_it_is_kept_for():
 @pytest.mark.parametrize(
     ("search", "message"),
     [
-        ([{"rounds": 40}], "rounds"),  # not a setting the search changes
+        ([{"min_data_in_leaf": 40}], "min_data_in_leaf"),  # not a setting the search changes
+        ([{"rounds": 0}], "rounds"),
+        ([{"num_leaves": 1}], "num_leaves"),
         ([{"window": 1}], "window"),
         ([{"learning_rate": 0}], "learning_rate"),
         (250, "must be a list of changes"),
