@@ -98,7 +98,12 @@ class Learner(Protocol):
     n_updates: int
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
-    def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> Any: ...
+    # The champion's P(class 1) and each racing configuration's (rows x configurations, or
+    # None for a learner without a race), as of now: asked when observations arrive.
+    def predict_on_arrival(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
+    def learn(
+        self, X: np.ndarray, y: np.ndarray, proba: np.ndarray, configs: np.ndarray | None = None
+    ) -> Any: ...
     def test_then_train(self, X: np.ndarray, y: np.ndarray) -> Any: ...
     def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes: ...
     def champion_config(self) -> str: ...
@@ -181,6 +186,7 @@ class _Pending:
     served_version: int | None = None
     served_role: str | None = None
     shadows: dict[int, float] = field(default_factory=dict)  # each shadow's, at arrival
+    configs: np.ndarray | None = None  # each racing configuration's prediction, at arrival
 
 
 @dataclass(slots=True)
@@ -195,6 +201,7 @@ class _Row:
     served_version: int | None = None
     served_role: str | None = None
     shadows: dict[int, float] = field(default_factory=dict)
+    configs: np.ndarray | None = None  # each racing configuration's prediction, at arrival
 
 
 class TaskTraining:
@@ -360,12 +367,15 @@ class TaskTraining:
         if kind == "seen":
             rows = [self.inputs(e) for e in segment]
             X = np.array(rows, dtype=float)
-            proba = self.learner.predict_proba(X).tolist()
+            answers, configs = self.learner.predict_on_arrival(X)
+            proba = answers.tolist()
+            per_row = [None] * len(rows) if configs is None else list(configs)
             champion: list[float | None] = [None] * len(rows)
             if self._champion is not None:
                 champion = self._champion.predict_proba(X).tolist()
             shadows = self.arms.at_arrival(X)
-            for event, x, p, c, sh in zip(segment, rows, proba, champion, shadows, strict=True):
+            arrived = zip(segment, rows, proba, champion, shadows, per_row, strict=True)
+            for event, x, p, c, sh, cf in arrived:
                 self._remember(
                     event.event_id,
                     _Pending(
@@ -377,6 +387,7 @@ class TaskTraining:
                         event.served_version,
                         event.served_role,
                         sh,
+                        cf,
                     ),
                 )
             return
@@ -405,6 +416,7 @@ class TaskTraining:
                         pending.served_version,
                         pending.served_role,
                         pending.shadows,
+                        pending.configs,
                     )
                 )
         self._learn(learned, out)
@@ -433,7 +445,9 @@ class TaskTraining:
                 proba = np.asarray(report.proba, dtype=float)
             else:
                 proba = np.array([r.proba for r in chunk], dtype=float)
-                report = self.learner.learn(X, y, proba)
+                known = [r.configs for r in chunk if r.configs is not None]
+                configs = np.array(known) if len(known) == len(chunk) else None
+                report = self.learner.learn(X, y, proba, configs)
             served = [(r.y, r.served) for r in chunk if r.served is not None]
             if served:
                 self.served.update(

@@ -15,7 +15,10 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
 * A racing population of online logistic blends (`racing.py`) combines the members' log-odds,
   learning weights row by row; one entrant is the slow linear member alone, unblended. A paired
   sign test on recent prequential correctness picks the champion; the champion's prediction is
-  the learner's prediction and the served model.
+  the learner's prediction and the served model. A row labelled late is judged on what each
+  configuration answered when it arrived (`predict_on_arrival`, passed back to `learn`), as
+  serving answered it, not on a prediction made while the batch's earlier labels were being
+  learned (which flatters the fastest configurations when labels come in batches).
 * The race also searches the short member's settings (`short_search`: by default windows of 250
   and 4,000 rows, a quarter and four times the default 1,000; a LightGBM learning rate, the
   number of trees and their size can be searched too): each alternative is one more tree
@@ -257,6 +260,20 @@ class OnlineLearner:
         logits = self._blends[self._race.champion].logits(self._member_raws(X))
         return 1.0 / (1.0 + np.exp(-logits))
 
+    def predict_on_arrival(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """What the champion and every configuration of the race would answer for these rows
+        now, as serving answers before their labels exist: P(class 1) of the champion (as
+        `predict_proba`) and of each configuration (rows x configurations; one the search
+        dropped: 0.5). Pass the latter to `learn` with the rows' labels and the race judges
+        each configuration on what it would have served, not on predictions that had already
+        learned the labels of the same batch (which flatter the fast ones)."""
+        X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
+        raws = self._member_raws(X)
+        configs = np.full((len(X), len(self._blends)), 0.5)
+        for c in self._race.live:
+            configs[:, c] = 1.0 / (1.0 + np.exp(-self._blends[c].logits(raws)))
+        return configs[:, self._race.champion].copy(), configs
+
     def _member_raws(self, X: np.ndarray) -> np.ndarray:
         raws = self._tree_raws(X)
         if self._linear.lrs and len(X):
@@ -265,15 +282,28 @@ class OnlineLearner:
 
     # ---------------------------------------------------------------- learning
 
-    def learn(self, X: np.ndarray, y: np.ndarray, proba: np.ndarray) -> LearnReport:
-        """Score `proba` (the prediction made before the labels were known), then learn the rows."""
-        return self._consume(X, y, np.asarray(proba, dtype=float).reshape(-1))
+    def learn(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        proba: np.ndarray,
+        configs: np.ndarray | None = None,
+    ) -> LearnReport:
+        """Score `proba` (the prediction made before the labels were known), then learn the
+        rows. `configs`: each configuration's prediction made then (`predict_on_arrival`),
+        on which the race judges them; None: on their predictions as the rows are learned."""
+        given = np.asarray(proba, dtype=float).reshape(-1)
+        if configs is not None:
+            configs = np.asarray(configs, dtype=float).reshape(len(given), len(self._blends))
+        return self._consume(X, y, given, configs)
 
     def test_then_train(self, X: np.ndarray, y: np.ndarray) -> LearnReport:
         """Prequential: each row is predicted by the learner as it was after the rows before it."""
-        return self._consume(X, y, None)
+        return self._consume(X, y, None, None)
 
-    def _consume(self, X: np.ndarray, y: np.ndarray, given: np.ndarray | None) -> LearnReport:
+    def _consume(
+        self, X: np.ndarray, y: np.ndarray, given: np.ndarray | None, configs: np.ndarray | None
+    ) -> LearnReport:
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
         y = np.asarray(y).astype(np.int64).reshape(-1)
         if len(X) != len(y) or (given is not None and len(given) != len(y)):
@@ -290,7 +320,8 @@ class OnlineLearner:
             # Segments end on ticks: the tree members are fixed inside a segment.
             stop = min(len(y), start + self._next_tick - self._metrics.n)
             part = None if given is None else given[start:stop]
-            scored.append(self._segment(X[start:stop], y[start:stop], part, drifts))
+            judged = None if configs is None else configs[start:stop]
+            scored.append(self._segment(X[start:stop], y[start:stop], part, judged, drifts))
             start = stop
             if self._metrics.n == self._next_tick:
                 changed = self._on_tick(switches, dropped) or changed
@@ -299,7 +330,12 @@ class OnlineLearner:
         return LearnReport(len(y), changed, drifts, switches, dropped, proba)
 
     def _segment(
-        self, X: np.ndarray, y: np.ndarray, given: np.ndarray | None, drifts: list[Drift]
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        given: np.ndarray | None,
+        judged: np.ndarray | None,
+        drifts: list[Drift],
     ) -> np.ndarray:
         raws = self._tree_raws(X)  # the linear member's column is filled row by row below
         if self._confirming is not None:
@@ -324,7 +360,9 @@ class OnlineLearner:
         proba = preds[self._race.champion] if given is None else given
         start_n = self._metrics.n
         errors = self._metrics.update(y, proba)
-        self._race.record(((preds >= 0.5) == (y == 1)).astype(np.int8))
+        # The race judges what each configuration answered when the rows arrived, if known.
+        answered = preds if judged is None else judged.T
+        self._race.record(((answered >= 0.5) == (y == 1)).astype(np.int8))
         for i, err in enumerate(errors.tolist()):
             drift = self._monitor.update(err, start_n + i + 1)
             if drift is not None:

@@ -195,7 +195,10 @@ class SpyLearner:
     def predict_proba(self, X):
         return np.full(len(X), 0.5)
 
-    def learn(self, X, y, proba):
+    def predict_on_arrival(self, X):
+        return self.predict_proba(X), None
+
+    def learn(self, X, y, proba, configs=None):
         self.learned += list(zip(X.tolist(), y.tolist(), strict=True))
 
     def test_then_train(self, X, y):

@@ -377,3 +377,31 @@ def test_the_search_names_each_alternative_by_what_it_changes_and_refuses_other_
     assert max(t["num_leaves"] for t in default.dump_model()["tree_info"]) > 4
     with pytest.raises(ValueError, match="min_child"):
         OnlineLearner(3, params={**FAST, "short_search": ({"min_child": 40},)})
+
+
+def test_late_labels_judge_the_race_on_what_each_configuration_answered_when_rows_arrived() -> None:
+    X, y = threshold_stream(600, seed=8)
+    learner = OnlineLearner(3, params={**FAST, "short_search": ()})
+    learner.test_then_train(X[:300], y[:300])
+    proba, configs = learner.predict_on_arrival(X[300:])
+    names = learner._race.names
+    champion = learner.champion_config()
+    assert proba.tolist() == learner.predict_proba(X[300:]).tolist()  # the same bits
+    assert proba.tolist() == configs[:, names.index(champion)].tolist()
+    assert configs.shape == (300, len(names))
+    # Told that another configuration answered every row right, and the champion every row
+    # wrong, when they arrived, the race switches to it, whatever they predict as they learn.
+    other = next(n for n in names if n != champion)
+    answered = np.full(configs.shape, 0.5)
+    answered[:, names.index(other)] = np.where(y[300:] == 1, 0.9, 0.1)
+    answered[:, names.index(champion)] = np.where(y[300:] == 1, 0.1, 0.9)
+    judged = OnlineLearner(3, params={**FAST, "short_search": ()})
+    judged.test_then_train(X[:300], y[:300])
+    switches = judged.learn(X[300:], y[300:], proba, answered).switches
+    assert [s.to_config for s in switches] == [other]
+    assert judged.champion_config() == other
+    # Without them, the race judges the predictions made as the rows are learned.
+    unjudged = OnlineLearner(3, params={**FAST, "short_search": ()})
+    unjudged.test_then_train(X[:300], y[:300])
+    unjudged.learn(X[300:], y[300:], proba)
+    assert unjudged.champion_config() != other

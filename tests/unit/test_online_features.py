@@ -233,7 +233,10 @@ def test_a_compas_row_never_sees_another_defendants_outcome():
             def predict_proba(self, X):
                 return np.full(len(X), 0.5)
 
-            def learn(self, X, y, proba):
+            def predict_on_arrival(self, X):
+                return self.predict_proba(X), None
+
+            def learn(self, X, y, proba, configs=None):
                 learned.extend(X.tolist())
 
             def test_then_train(self, X, y):

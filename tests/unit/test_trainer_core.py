@@ -48,7 +48,10 @@ class FakeLearner:
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         return np.full(len(X), self.ones / self.seen if self.seen else 0.5)
 
-    def learn(self, X, y, proba) -> Report:
+    def predict_on_arrival(self, X: np.ndarray) -> tuple[np.ndarray, None]:
+        return self.predict_proba(X), None
+
+    def learn(self, X, y, proba, configs=None) -> Report:
         self.calls.append(("learn", y.tolist(), proba.tolist(), X.tolist()))
         self._absorb(y)
         return Report(proba)
@@ -138,6 +141,34 @@ def test_a_late_label_is_scored_on_the_prediction_made_before_it_was_known():
     # Scored on the prediction made when it arrived, learned with the inputs it had then: x and
     # the last label known at the time (1), not the one known when its label came (0).
     assert learner.calls[-1] == ("learn", [0], [1.0], [[0.2, 1.0]])
+
+
+@dataclass
+class RaceLearner(FakeLearner):
+    """Answers for two configurations at arrival: (the share of 1s, the rows seen so far)."""
+
+    judged: list[list[list[float]] | None] = field(default_factory=list)
+
+    def predict_on_arrival(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[override]
+        proba = self.predict_proba(X)
+        return proba, np.column_stack([proba, np.full(len(X), float(self.seen))])
+
+    def learn(self, X, y, proba, configs=None) -> Report:
+        self.judged.append(None if configs is None else np.asarray(configs).tolist())
+        return super().learn(X, y, proba)
+
+
+def test_the_race_is_judged_on_what_each_configuration_answered_when_the_row_arrived():
+    learner, stream = RaceLearner(), Stream()
+    core = TaskTraining(SPEC, learner)
+    core.apply([stream.observe(0.1, label=1)])  # one row learned on arrival
+    waiting = [stream.observe(0.2), stream.observe(0.3)]
+    core.apply(waiting)  # answered with one row learned
+    core.apply([stream.observe(0.4, label=0)])  # two learned now
+    core.apply([stream.label(waiting[0], 0), stream.label(waiting[1], 1)])
+    # The late rows come with what each configuration answered on arrival, not as they learn.
+    assert learner.judged[-1] == [[1.0, 1.0], [1.0, 1.0]]
+    assert learner.calls[-1][2] == [1.0, 1.0]  # and the champion's answer is the served one
 
 
 def test_a_served_row_is_learned_with_the_online_values_it_was_served_with():
