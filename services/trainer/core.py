@@ -98,8 +98,8 @@ class Learner(Protocol):
     n_updates: int
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
-    # The champion's P(class 1) and each racing configuration's (rows x configurations, or
-    # None for a learner without a race), as of now: asked when observations arrive.
+    # The champion's P(class 1) and each racing configuration's (rows x configurations; None:
+    # the learner judges nothing on them), as of now: asked when observations arrive.
     def predict_on_arrival(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]: ...
     def learn(
         self, X: np.ndarray, y: np.ndarray, proba: np.ndarray, configs: np.ndarray | None = None
@@ -202,6 +202,16 @@ class _Row:
     served_role: str | None = None
     shadows: dict[int, float] = field(default_factory=dict)
     configs: np.ndarray | None = None  # each racing configuration's prediction, at arrival
+
+
+def _arrival_configs(chunk: list[_Row]) -> np.ndarray | None:
+    """Each configuration's prediction for each row when it arrived (rows x configurations),
+    a row without them NaN; None if no row has them."""
+    known = [r.configs for r in chunk if r.configs is not None]
+    if not known:
+        return None
+    missing = np.full(len(known[0]), np.nan)
+    return np.array([missing if r.configs is None else r.configs for r in chunk])
 
 
 class TaskTraining:
@@ -369,7 +379,8 @@ class TaskTraining:
             X = np.array(rows, dtype=float)
             answers, configs = self.learner.predict_on_arrival(X)
             proba = answers.tolist()
-            per_row = [None] * len(rows) if configs is None else list(configs)
+            # A copy per row: a view would keep its whole batch's matrix alive while pending.
+            per_row = [None] * len(rows) if configs is None else [c.copy() for c in configs]
             champion: list[float | None] = [None] * len(rows)
             if self._champion is not None:
                 champion = self._champion.predict_proba(X).tolist()
@@ -445,8 +456,7 @@ class TaskTraining:
                 proba = np.asarray(report.proba, dtype=float)
             else:
                 proba = np.array([r.proba for r in chunk], dtype=float)
-                known = [r.configs for r in chunk if r.configs is not None]
-                configs = np.array(known) if len(known) == len(chunk) else None
+                configs = _arrival_configs(chunk)
                 report = self.learner.learn(X, y, proba, configs)
             served = [(r.y, r.served) for r in chunk if r.served is not None]
             if served:

@@ -16,9 +16,10 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
   learning weights row by row; one entrant is the slow linear member alone, unblended. A paired
   sign test on recent prequential correctness picks the champion; the champion's prediction is
   the learner's prediction and the served model. A row labelled late is judged on what each
-  configuration answered when it arrived (`predict_on_arrival`, passed back to `learn`), as
-  serving answered it, not on a prediction made while the batch's earlier labels were being
-  learned (which flatters the fastest configurations when labels come in batches).
+  configuration answered when it arrived, where the caller kept it (`predict_on_arrival`,
+  passed back to `learn`: the trainer core does), as serving answered it, not on a prediction
+  made while the batch's earlier labels were being learned (which flatters the fastest
+  configurations when labels come in batches).
 * The race also searches the short member's settings (`short_search`: by default windows of 250
   and 4,000 rows, a quarter and four times the default 1,000; a LightGBM learning rate, the
   number of trees and their size can be searched too): each alternative is one more tree
@@ -43,8 +44,9 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
 
 Determinism: everything that changes the tree members happens on ticks (after 50, 100 and 200
 labelled rows, then every `tick` rows), and everything else is a per-row recurrence, so the
-state depends only on the sequence of (x, y, proba) learned, not on how it was split into
-calls. LightGBM runs deterministic and single-threaded with the learner's seed.
+state depends only on the sequence of (x, y, proba, each configuration's prediction at
+arrival) learned, not on how it was split into calls. LightGBM runs deterministic and
+single-threaded with the learner's seed.
 """
 
 from __future__ import annotations
@@ -145,25 +147,25 @@ def _blend_specs(racing: bool, members: tuple[int, ...], linear_at: int) -> list
     return specs
 
 
-def _alternatives(short: MemberSpec, search: Any) -> list[MemberSpec]:
+def _alternatives(short: MemberSpec, search: Any, trees: Mapping[str, Any]) -> list[MemberSpec]:
     """The short member's alternatives the search races (`short_search`, validated by
     `shared.tasks.SearchChange`), named by what they change ("short-250", "short-lr0.3",
-    "short-r40", "short-l31"); one that changes nothing, or repeats another, is left out."""
+    "short-r40", "short-l31"); one that changes nothing (every value the default member's,
+    `trees` being its LightGBM parameters), or repeats another, is left out."""
     out: list[MemberSpec] = []
     for change in SearchChange.parse_all(search):
         window = change.window if change.window is not None else short.window
         rounds = change.rounds if change.rounds is not None else short.rounds
+        # None: the default member's value, so equal trees are shared, not trained twice.
+        rate = None if change.learning_rate == trees.get("learning_rate") else change.learning_rate
+        leaves = None if change.num_leaves == trees.get("num_leaves") else change.num_leaves
         parts = [str(window)] if window != short.window else []
-        parts += [f"lr{change.learning_rate:g}"] if change.learning_rate is not None else []
+        parts += [f"lr{rate:g}"] if rate is not None else []
         parts += [f"r{rounds}"] if rounds != short.rounds else []
-        parts += [f"l{change.num_leaves}"] if change.num_leaves is not None else []
+        parts += [f"l{leaves}"] if leaves is not None else []
         name = "-".join(["short", *parts])
         if parts and name not in {m.name for m in out}:
-            out.append(
-                MemberSpec(
-                    name, window, short.every, rounds, change.learning_rate, change.num_leaves
-                )
-            )
+            out.append(MemberSpec(name, window, short.every, rounds, rate, leaves))
     return out
 
 
@@ -204,7 +206,8 @@ class OnlineLearner:
         short = MemberSpec(
             "short", int(s["short_window"]), int(s["short_every"]), int(s["short_rounds"])
         )
-        alternatives = _alternatives(short, s["short_search"] if s["racing"] else ())
+        search = s["short_search"] if s["racing"] else ()
+        alternatives = _alternatives(short, search, self._lgb_params)
         self._members = [
             short,
             MemberSpec("long", int(s["window"]), int(s["update_every"]), int(s["rounds"])),
@@ -291,10 +294,16 @@ class OnlineLearner:
     ) -> LearnReport:
         """Score `proba` (the prediction made before the labels were known), then learn the
         rows. `configs`: each configuration's prediction made then (`predict_on_arrival`),
-        on which the race judges them; None: on their predictions as the rows are learned."""
+        on which the race judges them; None (or a row of NaN): on their predictions as the
+        rows are learned."""
         given = np.asarray(proba, dtype=float).reshape(-1)
         if configs is not None:
-            configs = np.asarray(configs, dtype=float).reshape(len(given), len(self._blends))
+            configs = np.asarray(configs, dtype=float)
+            if configs.shape != (len(given), len(self._blends)):
+                raise ValueError(
+                    f"configs must be rows x configurations, {(len(given), len(self._blends))};"
+                    f" got {configs.shape}"
+                )
         return self._consume(X, y, given, configs)
 
     def test_then_train(self, X: np.ndarray, y: np.ndarray) -> LearnReport:
@@ -361,7 +370,7 @@ class OnlineLearner:
         start_n = self._metrics.n
         errors = self._metrics.update(y, proba)
         # The race judges what each configuration answered when the rows arrived, if known.
-        answered = preds if judged is None else judged.T
+        answered = preds if judged is None else np.where(np.isnan(judged.T), preds, judged.T)
         self._race.record(((answered >= 0.5) == (y == 1)).astype(np.int8))
         for i, err in enumerate(errors.tolist()):
             drift = self._monitor.update(err, start_n + i + 1)

@@ -355,6 +355,7 @@ def test_the_search_names_each_alternative_by_what_it_changes_and_refuses_other_
         {"window": 300},
         {"rounds": 8},
         {"num_leaves": 4},
+        {"num_leaves": 15, "learning_rate": 0.1},  # LightGBM's own values here: no change
     )
     learner = OnlineLearner(3, params={**FAST, "short_search": search})
     X, y = threshold_stream(200, seed=4)
@@ -405,3 +406,20 @@ def test_late_labels_judge_the_race_on_what_each_configuration_answered_when_row
     unjudged.test_then_train(X[:300], y[:300])
     unjudged.learn(X[300:], y[300:], proba)
     assert unjudged.champion_config() != other
+
+
+def test_arrival_predictions_of_the_wrong_shape_are_refused_and_unknown_ones_fall_back() -> None:
+    X, y = threshold_stream(500, seed=9)
+    learner = OnlineLearner(3, params=FAST)
+    learner.test_then_train(X[:300], y[:300])
+    proba, configs = learner.predict_on_arrival(X[300:])
+    with pytest.raises(ValueError, match="rows x configurations"):
+        learner.learn(X[300:], y[300:], proba, configs.T)
+    # A row whose arrival predictions are unknown (NaN) is judged as if none had been given.
+    unknown, none = OnlineLearner(3, params=FAST), OnlineLearner(3, params=FAST)
+    for each in (unknown, none):
+        each.test_then_train(X[:300], y[:300])
+    unknown.learn(X[300:], y[300:], proba, np.full(configs.shape, np.nan))
+    none.learn(X[300:], y[300:], proba)
+    assert sha(unknown) == sha(none)
+    assert unknown.metrics == none.metrics

@@ -164,6 +164,8 @@ def test_the_race_is_judged_on_what_each_configuration_answered_when_the_row_arr
     core.apply([stream.observe(0.1, label=1)])  # one row learned on arrival
     waiting = [stream.observe(0.2), stream.observe(0.3)]
     core.apply(waiting)  # answered with one row learned
+    kept = [core._pending[w.event_id].configs for w in waiting]
+    assert all(c is not None and c.base is None for c in kept)  # not views of the batch
     core.apply([stream.observe(0.4, label=0)])  # two learned now
     core.apply([stream.label(waiting[0], 0), stream.label(waiting[1], 1)])
     # The late rows come with what each configuration answered on arrival, not as they learn.
