@@ -37,6 +37,7 @@ ROUTING_TYPES = frozenset(
         "ShadowStarted",
         "ShadowStopped",
         "FlagChanged",
+        "PipelineStarted",
     }
 )
 
@@ -159,6 +160,14 @@ class DeploymentState:
     # Champions a person promoted or approved, newest last (the kill switch goes back to one).
     approved: list[tuple[int, str]] = field(default_factory=list)
     first_champion: tuple[int, str] | None = None
+    # The pipeline (spec) version of each model a decision named one for (decisions recorded
+    # before pipelines were named say none: those models take the task's spec).
+    pipelines: dict[int, str] = field(default_factory=dict)
+    # The last PipelineStarted: (its stream version, the pipeline version, replayed after).
+    pipeline_started: tuple[int, str, int] | None = None
+    # The pipeline the task is to run, as last decided: started, or that of the model last
+    # promoted or rolled back to (None: no decision named one).
+    pipeline: str | None = None
 
     @classmethod
     def fold(cls, events: Iterable[tuple[str, int | None, Mapping[str, Any]]]) -> DeploymentState:
@@ -181,9 +190,17 @@ class DeploymentState:
             else:
                 self.flags[key] = Flag.model_validate(flag)
             return True
+        if kind == "PipelineStarted":
+            pipeline = str(payload["pipeline_version"])
+            self.pipeline_started = (version, pipeline, int(payload["from_version"]))
+            self.pipeline = pipeline
+            return True
         model = int(payload["model_version"])
+        if payload.get("pipeline_version"):
+            self.pipelines[model] = str(payload["pipeline_version"])
         if kind in ("ModelPromoted", "ModelRolledBack"):
             sha = str(payload["artifact_sha256"])
+            self.pipeline = self.pipelines.get(model, self.pipeline)
             self.champion, self.champion_sha256 = model, sha
             self.promoted.add(model)
             self.awaiting.discard(model)

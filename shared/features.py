@@ -31,7 +31,7 @@ from pydantic import ValidationError
 
 from shared.events.envelope import Envelope
 from shared.events.types import LabelRecorded, ObservationRecorded
-from shared.tasks import LABEL_KINDS, OnlineFeature, TaskSpec, feature_vector
+from shared.tasks import LABEL_KINDS, OnlineFeature, TaskSpec, feature_vector, fits
 
 log = structlog.get_logger(__name__)
 
@@ -98,9 +98,15 @@ class OnlineFold:
     # ------------------------------------------------------------------------------ events
 
     def accepts(self, event: DataEvent) -> bool:
-        """Whether the event belongs to this spec version: an observation recorded under another
-        version may not fit it, so it is neither folded nor learned (labels always are)."""
-        return event.is_label or event.pipeline_version == self.spec.version
+        """Whether the event fits this spec version: labels always do, an observation if it was
+        recorded under it or carries every feature it reads, each value one it knows (a pipeline
+        version started later learns the rows recorded before it); others are neither folded nor
+        learned."""
+        return (
+            event.is_label
+            or event.pipeline_version == self.spec.version
+            or fits(self.spec, event.features or {})
+        )
 
     def apply(self, event: DataEvent) -> list[float] | None:
         """Fold in one data event, in stream order; for an observation, return its online
@@ -112,7 +118,9 @@ class OnlineFold:
             self.label(event.observation_id, event.entity_id, event.label)
             return None
         features = event.features or {}
-        recorded = event.online
+        # The values serving answered with are this fold's only under the same spec version (the
+        # same names may be defined otherwise in another).
+        recorded = event.online if event.pipeline_version == self.spec.version else None
         if recorded is not None and all(name in recorded for name in self.names):
             values = [float(recorded[name]) for name in self.names]
         else:

@@ -442,6 +442,17 @@ def validate_features(spec: TaskSpec, features: Mapping[str, Any]) -> dict[str, 
     return checked
 
 
+def fits(spec: TaskSpec, features: Mapping[str, Any]) -> bool:
+    """Whether features validated under another version of the spec fit this one: every feature
+    it reads is there and valid for it (other features are left aside)."""
+    try:
+        for f in spec.input_features:
+            _coerce(f, features.get(f.name))
+    except RecordError:
+        return False
+    return True
+
+
 def _missing(spec: TaskSpec, feature: Feature) -> str:
     """Why a column is required; a sensitive attribute says what it is kept for."""
     if feature.name in spec.feature_names or all(s.name != feature.name for s in spec.sensitive):

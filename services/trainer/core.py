@@ -10,6 +10,11 @@ predicted it with when it recorded the row (log and wait), else the values the f
 row's place in the stream. Either way the learner learns a row with exactly what a prediction of
 that row could have used, and never anything recorded after it.
 
+Pipelines: the core trains one version of the task's spec at a time. A `PipelineChosen` event in
+the data stream switches it to another: `apply` stops there and says so (`Output.switch`); the
+trainer replays the stored data events the event names into the incoming pipeline (`catch_up`),
+and `switched` puts it in place and publishes its first model. Model versions go on counting.
+
 Two figures are kept. `served_*`: the accuracy of what serving answered, on rows it recorded (the
 headline). The learner's own (`accuracy`): each row predicted by the learner when the row arrived,
 before its label was known (prequential; a diagnostic, fresher than any published model).
@@ -19,7 +24,7 @@ from __future__ import annotations
 
 import uuid
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -35,6 +40,7 @@ from shared.events.types import (
     ConfigSwitched,
     DriftDetected,
     ModelTrained,
+    PipelineChosen,
     ServedScored,
 )
 from shared.features import DataEvent, OnlineFold, data_event, model_inputs
@@ -127,21 +133,21 @@ class Candidate:
     last_position: int
     n_learned: int
     n_learned_total: int
+    pipeline_version: str  # the spec version it was trained under
+    params: dict[str, Any]  # that spec's learner parameters
     # or "challenger" (published after a drift) or "entrant" (a configuration of the race that
     # is the runner-up of its race), to run as a shadow
     role: str = "candidate"
 
-    def fact(
-        self, task: str, pipeline_version: str, artifact_sha256: str, params: dict[str, Any]
-    ) -> ModelTrained:
+    def fact(self, task: str, artifact_sha256: str) -> ModelTrained:
         return ModelTrained(
             task=task,
             model_version=self.model_version,
             parent_version=self.parent_version,
-            pipeline_version=pipeline_version,
+            pipeline_version=self.pipeline_version,
             artifact_sha256=artifact_sha256,
             config=self.config,
-            params=params,
+            params=dict(self.params),
             metrics=self.metrics,
             first_position=self.first_position,
             last_position=self.last_position,
@@ -160,8 +166,22 @@ class Output:
         tuple[uuid.UUID, DriftDetected | ConfigSwitched | ConfigDropped | ArmsScored | ServedScored]
     ] = field(default_factory=list)
     unmatched_labels: int = 0
-    # Observations recorded under another version of the task's spec, not learned by this core.
+    # Observations recorded under another version of the task's spec that do not fit this one.
     other_spec: int = 0
+    # A PipelineChosen `apply` stopped at (the events after it are not applied yet), and how
+    # many of the events given it applied (that one included).
+    switch: Switch | None = None
+    consumed: int = 0
+
+
+@dataclass(frozen=True)
+class Switch:
+    """A pipeline switch under way: the incoming pipeline learns the data events after
+    `from_version` up to `to_version` (the PipelineChosen's own version), then takes over."""
+
+    pipeline_version: str
+    from_version: int
+    to_version: int
 
 
 class Scorer(Protocol):
@@ -224,9 +244,13 @@ class TaskTraining:
         *,
         pending_limit: int = 200_000,
         challengers: Callable[[], Learner] | None = None,
+        quiet: bool = False,
     ) -> None:
         self.spec = spec
         self.learner = learner
+        # A quiet core learns and publishes nothing (an incoming pipeline catching up).
+        self._quiet = quiet
+        self._incoming: TaskTraining | None = None
         # Makes a fresh learner for the challenger after a drift (None: no challengers).
         self._challengers = challengers
         self._challenger: Learner | None = None
@@ -276,6 +300,7 @@ class TaskTraining:
         state = self.__dict__.copy()
         state.update(
             _challengers=None,
+            _incoming=None,
             _champion=None,
             champion_version=None,
             _window=deque(maxlen=self.spec.promotion.window),
@@ -288,11 +313,14 @@ class TaskTraining:
         """After a restore: the trainer's challenger factory and pending limit."""
         self._challengers, self._pending_limit = challengers, pending_limit
 
-    def set_champion(self, version: int, scorer: Scorer) -> None:
+    def set_champion(self, version: int, scorer: Scorer | None) -> None:
         """The model serving now answers with; shadow scores restart from here. Like serving,
-        it learns the labels after its version (those already learned here, then each one)."""
+        it learns the labels after its version (those already learned here, then each one).
+        None: a model of another pipeline version (its inputs are not this core's), not scored
+        here: candidates are then compared with it on each one's own recent figures."""
         if version != self.champion_version:
-            scorer.learn(self._recent.after(scorer.learned_through))
+            if scorer is not None:
+                scorer.learn(self._recent.after(scorer.learned_through))
             self._champion, self.champion_version = scorer, version
             self._window.clear()
 
@@ -304,12 +332,23 @@ class TaskTraining:
                 scorer.learn(self._recent.after(scorer.learned_through))
         self.arms.follow(self.champion_version, canary_version, shadows)
 
-    def apply(self, events: Iterable[Envelope | DataEvent]) -> Output:
-        """Process data events in stream order; events at or below `version` are skipped."""
-        out = Output()
+    def apply(self, events: Sequence[Envelope | DataEvent]) -> Output:
+        """Process data events in stream order; events at or below `version` are skipped. Stops
+        after a PipelineChosen that switches pipelines (`Output.switch`; see the module)."""
+        out = Output(consumed=len(events))
         segment: list[DataEvent] = []
         kind = None
-        for item in events:
+        for index, item in enumerate(events):
+            if isinstance(item, Envelope) and item.type == "PipelineChosen":
+                if (item.stream_version or 0) > self.version and not self._quiet:
+                    if segment:
+                        self._flush(kind, segment, out)
+                        segment, kind = [], None
+                    out.switch = self._pipeline_chosen(item)
+                    if out.switch is not None:
+                        out.consumed = index + 1
+                        return out
+                continue
             if isinstance(item, Envelope) and item.type == "ConfigChosen":
                 if (item.stream_version or 0) > self.version:
                     if segment:
@@ -333,6 +372,52 @@ class TaskTraining:
             segment.append(event)
         if segment:
             self._flush(kind, segment, out)
+        return out
+
+    def _pipeline_chosen(self, envelope: Envelope) -> Switch | None:
+        assert envelope.stream_version is not None and envelope.position is not None
+        self.version, self.last_position = envelope.stream_version, envelope.position
+        chosen = envelope.data()
+        assert isinstance(chosen, PipelineChosen)
+        if chosen.pipeline_version == self.spec.version:
+            return None  # already this pipeline's
+        from_version = min(chosen.from_version, envelope.stream_version - 1)
+        return Switch(chosen.pipeline_version, from_version, envelope.stream_version)
+
+    def begin_switch(self, switch: Switch, spec: TaskSpec, learner: Learner) -> None:
+        """The incoming pipeline (`spec`, a fresh `learner`), before it catches up."""
+        if spec.version != switch.pipeline_version or spec.name != self.spec.name:
+            raise ValueError(f"spec {spec.name}/{spec.version} is not the one {switch} names")
+        incoming = TaskTraining(spec, learner, pending_limit=self._pending_limit, quiet=True)
+        incoming.version = switch.from_version
+        self._incoming = incoming
+
+    def catch_up(self, events: Sequence[Envelope]) -> int:
+        """The incoming pipeline learns stored data events (in stream order, after the switch's
+        `from_version`); returns how many it applied."""
+        assert self._incoming is not None, "begin_switch first"
+        after = self._incoming.version
+        due = [e for e in events if after < (e.stream_version or 0) < self.version]
+        self._incoming.apply(due)
+        return len(due)
+
+    def switched(self) -> Output:
+        """The incoming pipeline takes over: its spec, fold, learner and the rows it awaits
+        labels for; the champion and arms are followed again (by the trainer, those of this
+        pipeline); its first model is published now. Counters and served figures go on."""
+        incoming, out = self._incoming, Output()
+        assert incoming is not None, "begin_switch first"
+        self._incoming = None
+        self.spec, self.fold, self.learner = incoming.spec, incoming.fold, incoming.learner
+        self._pending, self._recent = incoming._pending, incoming._recent
+        self._first_position = incoming._first_position
+        self._last_learned_position = incoming._last_learned_position
+        self._last_learned_version = incoming._last_learned_version
+        self._challenger, self._line_version = None, None
+        self._champion, self.champion_version = None, None
+        self._window = deque(maxlen=self.spec.promotion.window)
+        self.arms.follow(None, None, {})
+        out.candidates.append(self._candidate())
         return out
 
     def start(self) -> Output:
@@ -365,7 +450,7 @@ class TaskTraining:
 
     def _start(self, out: Output) -> None:
         """Version 1, before anything is learned: a model serving can answer with at once."""
-        if self.model_version == 0:
+        if self.model_version == 0 and not self._quiet:
             out.candidates.append(self._candidate())
 
     def inputs(self, event: DataEvent) -> list[float]:
@@ -480,8 +565,9 @@ class TaskTraining:
             self.n_learned_total += len(chunk)
             self._since_publish += len(chunk)
             if self.n_learned_total == self._next_publish:
-                out.candidates.append(self._candidate())
-                self._entrant(out)
+                if not self._quiet:
+                    out.candidates.append(self._candidate())
+                    self._entrant(out)
                 every = self.spec.learner.publish_every
                 total = self.n_learned_total
                 self._next_publish = min(2 * total, every) if total < every else total + every
@@ -629,6 +715,8 @@ class TaskTraining:
                 last_position=last.position,
                 n_learned=learned,
                 n_learned_total=self._challenger_rows,
+                pipeline_version=self.spec.version,
+                params=dict(self.spec.learner.params),
                 role="challenger",
             )
         )
@@ -737,6 +825,8 @@ class TaskTraining:
                 last_position=self._last_learned_position,
                 n_learned=self.n_learned_total - since,
                 n_learned_total=self.n_learned_total,
+                pipeline_version=self.spec.version,
+                params=dict(self.spec.learner.params),
                 role="entrant",
             )
         )
@@ -760,4 +850,6 @@ class TaskTraining:
             last_position=self._last_learned_position,
             n_learned=learned,
             n_learned_total=self.n_learned_total,
+            pipeline_version=self.spec.version,
+            params=dict(self.spec.learner.params),
         )

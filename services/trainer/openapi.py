@@ -27,7 +27,8 @@ class Ready(BaseModel):
 
 class Status(BaseModel):
     tasks: dict[str, dict[str, Any]] = Field(
-        description="per task: how far it learned (positions, labels, models) and its metrics; "
+        description="per task: how far it learned (positions, labels, models), the pipeline "
+        "(spec) version it trains, and its metrics; "
         "`snapshot_version`, the data version of its newest snapshot, and `restored_from`, the "
         "one it restarted from (0: a full replay); `settled` false while a batch is in flight"
     )

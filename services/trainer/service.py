@@ -13,7 +13,7 @@ import asyncio
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 
 import structlog
 
@@ -24,13 +24,14 @@ from shared.deployments import DeploymentState
 from shared.events.envelope import Envelope, Payload, new_event
 from shared.events.types import (
     ModelTrained,
+    PipelineChosen,
     data_stream,
     deployment_stream,
     governance_stream,
     model_stream,
 )
 from shared.online_models import LiveModel
-from shared.registry import registered_tasks
+from shared.registry import registered_tasks, spec_versions
 from shared.runtime import Runtime
 from shared.store.pages import stream_pages
 from shared.store.port import ConcurrencyError, EventStore
@@ -40,6 +41,7 @@ from shared.tasks import TaskSpec
 log = structlog.get_logger(__name__)
 
 LearnerFactory = Callable[[TaskSpec], Learner]
+_PIPELINES = uuid.UUID("9c1f3b0e-5d2a-4f6b-8e71-2a4c6d8e0f13")  # ids of PipelineChosen events
 
 
 def default_learner(spec: TaskSpec) -> Learner:
@@ -51,13 +53,63 @@ def default_learner(spec: TaskSpec) -> Learner:
 def new_core(
     spec: TaskSpec, learner_factory: LearnerFactory = default_learner, pending_limit: int = 200_000
 ) -> TaskTraining:
-    """A task's core as the trainer makes it, before any event (challengers from the factory)."""
-    return TaskTraining(
+    """A task's core as the trainer makes it, before any event (challengers from the factory,
+    for the pipeline the core runs when they start)."""
+    core = TaskTraining(
         spec,
         learner_factory(spec),
         pending_limit=pending_limit,
-        challengers=lambda: learner_factory(spec),
+        challengers=lambda: learner_factory(core.spec),
     )
+    return core
+
+
+async def first_spec(store: EventStore, task: str) -> TaskSpec | None:
+    """The pipeline a task's training starts with: its first registered spec version. Later
+    versions run from where a PipelineChosen in the data stream switches to them."""
+    versions = await spec_versions(store, task)
+    return next(iter(versions.values()), None)
+
+
+async def learn(
+    core: TaskTraining,
+    events: Sequence[Envelope],
+    store: EventStore,
+    learner_factory: LearnerFactory = default_learner,
+) -> AsyncIterator[Output]:
+    """Apply data events to a core, in a thread, switching pipelines where the stream says so:
+    the incoming pipeline learns the stored events the switch names (a replay, a page at a
+    time), then takes over. Yields each output, to be stored in order."""
+    rest = list(events)
+    while rest:
+        out = await asyncio.to_thread(core.apply, rest)
+        yield out
+        switch = out.switch
+        if switch is None:
+            return
+        rest = rest[out.consumed :]
+        task = core.spec.name
+        spec = (await spec_versions(store, task)).get(switch.pipeline_version)
+        if spec is None:
+            raise LookupError(
+                f"{task}: pipeline version {switch.pipeline_version} is not registered"
+            )
+        started = time.perf_counter()
+        core.begin_switch(switch, spec, learner_factory(spec))
+        caught_up = 0
+        async for page in stream_pages(store, data_stream(task), after_version=switch.from_version):
+            caught_up += await asyncio.to_thread(core.catch_up, page)
+            if (page[-1].stream_version or 0) >= switch.to_version:
+                break
+        yield core.switched()
+        log.info(
+            "trainer.pipeline_switched",
+            task=task,
+            pipeline_version=spec.version[:12],
+            replayed=caught_up,
+            from_version=switch.from_version,
+            seconds=round(time.perf_counter() - started, 3),
+        )
 
 
 async def replay_models(
@@ -67,10 +119,14 @@ async def replay_models(
     core and every model it made. A running trainer's models must equal these byte for byte,
     whatever it went through (restarts, snapshots, redeliveries). The next page of the stream is
     read while the core learns this one; `progress(n)` after each page of n events."""
-    core = new_core((await registered_tasks(store))[task])
+    spec = await first_spec(store, task)
+    if spec is None:
+        raise LookupError(f"task {task!r} is not registered")
+    core = new_core(spec)
     made = core.start().candidates
     async for page in stream_pages(store, data_stream(task)):
-        made += (await asyncio.to_thread(core.apply, page)).candidates
+        async for out in learn(core, page, store):
+            made += out.candidates
         if progress is not None:
             progress(len(page))
     return core, made
@@ -104,6 +160,8 @@ class Trainer:
         # decision) pairs looked at for a choice of configuration (`_chosen`).
         self._decisions: dict[str, tuple[int, int, bool] | None] = {}
         self._choices: set[tuple[str, int]] = set()
+        # The pipeline (spec) version of each model version looked up, by (task, version).
+        self._pipelines: dict[tuple[str, int], str | None] = {}
 
     async def start_tasks(self) -> None:
         """Publish version 1 of every registered task that has none: serving can answer its
@@ -157,14 +215,16 @@ class Trainer:
     async def _core(self, task: str) -> TaskTraining | None:
         if task in self._cores:
             return self._cores[task]
-        spec = (await registered_tasks(self.runtime.store)).get(task)
+        spec = await first_spec(self.runtime.store, task)
         if spec is None:
             return None
 
         def challengers() -> Learner:
-            return self._learner_factory(spec)
+            return self._learner_factory(self._cores[task].spec)  # the pipeline it runs then
 
-        core = await self.snapshots.restore(spec, challengers, self._pending_limit)
+        core = await self.snapshots.restore(
+            await spec_versions(self.runtime.store, task), challengers, self._pending_limit
+        )
         if core is None:
             core = new_core(spec, self._learner_factory, self._pending_limit)
         self._cores[task] = core
@@ -208,9 +268,11 @@ class Trainer:
                 decision = (envelope.stream_version or 0, model, rolled_back)
         self._decisions[task] = decision
         self._deployments[task] = (state, time.monotonic())
+        await self._started(core, state)
         answering = state.answering()
         if answering is not None and answering[0] != core.champion_version:
-            core.set_champion(answering[0], await self._live(answering[1]))
+            ours = await self._pipeline_of(core, state, answering[0]) == core.spec.version
+            core.set_champion(answering[0], await self._live(answering[1]) if ours else None)
         # A decision's choice only while serving answers with what it decided (not under the
         # kill switch, an override rather than a decision about the model: it is made once the
         # switch is off, unless a later decision came first).
@@ -221,15 +283,76 @@ class Trainer:
             and not state.killed
             and (task, decision[0]) not in self._choices
         ):
-            await self._chosen(task, *decision)
+            await self._chosen(core, state, *decision)
+        # The arms of this pipeline (another's inputs are not this core's: not scored here).
         shadows = {
             version: core.arms.shadows.get(version) or await self._live(arm.artifact_sha256)
             for version, arm in state.shadows.items()
+            if await self._pipeline_of(core, state, version) == core.spec.version
         }
         canary = state.canary.model_version if state.canary is not None else None
+        if canary is not None and await self._pipeline_of(core, state, canary) != core.spec.version:
+            canary = None
         core.follow_arms(canary, shadows)
 
-    async def _chosen(self, task: str, decided_at: int, version: int, rollback: bool) -> None:
+    async def _pipeline_of(self, core: TaskTraining, state: DeploymentState, version: int) -> str:
+        """The pipeline version of a task's model: as its decision named it, else as trained
+        (a version not in the model stream: the task's first pipeline's)."""
+        task = core.spec.name
+        named = state.pipelines.get(version)
+        if named is not None:
+            return named
+        if (task, version) not in self._pipelines:
+            stored = await self.runtime.store.read_stream(
+                model_stream(task), after_version=version - 1, limit=1
+            )
+            trained = stored[0].data() if stored else None
+            self._pipelines[task, version] = (
+                trained.pipeline_version if isinstance(trained, ModelTrained) else None
+            )
+        found = self._pipelines[task, version]
+        return found if found is not None else core.spec.version
+
+    async def _started(self, core: TaskTraining, state: DeploymentState) -> None:
+        """A PipelineStarted decision, recorded in the data stream (once: its id is derived
+        from the decision) where the core switches to it."""
+        if state.pipeline_started is None:
+            return
+        decided_at, pipeline, from_version = state.pipeline_started
+        if (core.spec.name, decided_at) in self._choices:
+            return
+        await self._choose_pipeline(
+            core.spec.name, pipeline, from_version, decided_at, "started by a person"
+        )
+
+    async def _choose_pipeline(
+        self, task: str, pipeline: str, from_version: int, decided_at: int, why: str
+    ) -> None:
+        chosen = PipelineChosen(
+            task=task,
+            pipeline_version=pipeline,
+            from_version=from_version,
+            reason=f"pipeline {pipeline[:12]}: {why} (deployment decision {decided_at})",
+            decided_at=decided_at,
+        )
+        event = new_event(
+            chosen,
+            stream_id=data_stream(task),
+            producer=self.runtime.producer,
+            event_id=uuid.uuid5(_PIPELINES, f"{task}/pipeline/decision/{decided_at}"),
+        )
+        await self.runtime.store.append([event])
+        self._choices.add((task, decided_at))
+        log.info("trainer.pipeline_chosen", task=task, pipeline=pipeline[:12], at=decided_at)
+
+    async def _chosen(
+        self,
+        core: TaskTraining,
+        state: DeploymentState,
+        decided_at: int,
+        version: int,
+        rollback: bool,
+    ) -> None:
         """If governance's last decision (at `decided_at` in the deployment stream) promoted an
         entrant or rolled back to `version`, record the choice of that model's configuration in
         the data stream, where the core (and every replay) applies it between the same rows: the
@@ -239,7 +362,19 @@ class Trainer:
         tried again at the next batch), and after a restart again, a duplicate the store
         ignores. Not made: after a routine promotion of the race's own candidate (the race chose
         it; a candidate of the configuration a rollback left may still be promoted later, and
-        then the race goes on with the one the rollback chose)."""
+        then the race goes on with the one the rollback chose).
+
+        A decision after the last PipelineStarted for a model of another pipeline than the
+        core's makes the core switch back (or forward) to that pipeline first, replayed from
+        where the last started one was."""
+        task = core.spec.name
+        pipeline = await self._pipeline_of(core, state, version)
+        started = state.pipeline_started
+        if pipeline != core.spec.version and decided_at > (started[0] if started else 0):
+            why = "rolled back to a model of it" if rollback else "a model of it was promoted"
+            await self._choose_pipeline(
+                task, pipeline, started[2] if started else 0, decided_at, why
+            )
         stored = await self.runtime.store.read_stream(
             model_stream(task), after_version=version - 1, limit=1
         )
@@ -272,9 +407,12 @@ class Trainer:
         ordered = await in_order(
             self.runtime.store, data_stream(core.spec.name), core.version, events
         )
-        # LightGBM training blocks; keep the event loop (and Kafka heartbeats) free meanwhile.
-        out = await asyncio.to_thread(core.apply, ordered)
-        await self._persist(core, out)
+        # LightGBM training blocks (`learn` runs it in a thread): keep the event loop (and Kafka
+        # heartbeats) free meanwhile.
+        async for out in learn(core, ordered, self.runtime.store, self._learner_factory):
+            await self._persist(core, out)
+            if out.switch is not None:
+                self._deployments.pop(core.spec.name, None)  # follow this pipeline's models
 
     async def _persist(self, core: TaskTraining, out: Output) -> None:
         rt, task = self.runtime, core.spec.name
@@ -296,7 +434,7 @@ class Trainer:
                 instruments.fact_stored(payload, duplicate=result.duplicate)
         for candidate in out.candidates:
             digest = await asyncio.to_thread(rt.artifacts.put, candidate.model_bytes)
-            fact = candidate.fact(task, core.spec.version, digest, dict(core.spec.learner.params))
+            fact = candidate.fact(task, digest)
             event = new_event(
                 fact,
                 stream_id=model_stream(task),
@@ -341,6 +479,7 @@ class Trainer:
         self.labels_learned.follow(core.spec.name, core.n_learned_total)
         self._status[core.spec.name] = {
             "last_position": core.last_position,
+            "pipeline_version": core.spec.version,
             "model_version": core.model_version,
             "learned": core.n_learned_total,
             "metrics": core.metrics(),

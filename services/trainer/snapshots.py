@@ -23,7 +23,7 @@ import pickle
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import cache
 from importlib import metadata
 
@@ -75,10 +75,15 @@ class Snapshots:
         return self._taken.get(task, 0)
 
     async def restore(
-        self, spec: TaskSpec, challengers: Callable[[], Learner], pending_limit: int
+        self,
+        specs: Mapping[str, TaskSpec],
+        challengers: Callable[[], Learner],
+        pending_limit: int,
     ) -> TaskTraining | None:
-        """The task's newest usable snapshot as a core (its scorers unset), or None."""
-        task = spec.name
+        """The task's newest usable snapshot as a core (its scorers unset), or None. `specs`:
+        the task's registered spec versions (the core may run any of them, as the data stream
+        switched it)."""
+        task = next(iter(specs.values())).name
         found = await self.runtime.store.read_all(
             streams=[snapshot_stream(task)], descending=True, limit=1
         )
@@ -86,14 +91,15 @@ class Snapshots:
             return None
         fact = TrainerSnapshotted.model_validate(found[0].payload)
         self._taken[task] = fact.data_version
-        if fact.build != build_id() or fact.pipeline_version != spec.version:
+        spec = specs.get(fact.pipeline_version)
+        if fact.build != build_id() or spec is None:
             log.info(
                 "trainer.snapshot_skipped",
                 task=task,
                 data_version=fact.data_version,
                 reason="written by another trainer build"
                 if fact.build != build_id()
-                else "written for another spec version",
+                else "written for a spec version not registered",
             )
             return None
         try:

@@ -233,9 +233,43 @@ def _config_chosen_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "decided_at": None, "rollback": False}
 
 
+@event_type("PipelineChosen")
+class PipelineChosen(Payload):
+    """The trainer trains the task with pipeline (spec) version `pipeline_version` from here on:
+    governance started that pipeline (`PipelineStarted`), or promoted or rolled back to a model
+    of it. The trainer's new learner first learns the data events after `from_version` up to
+    this event (a replay from the store: it catches up), then every row after it.
+
+    Recorded by the trainer in the task's data stream, between the rows, like ConfigChosen: any
+    replay switches at the same place and makes the same models. `decided_at`: the decision's
+    version in the task's deployment stream (its id is derived from it)."""
+
+    task: str
+    pipeline_version: str
+    from_version: int
+    reason: str
+    decided_at: int
+
+
+@event_type("PipelineStarted")
+class PipelineStarted(Payload):
+    """A person decided that the task's trainer runs another registered pipeline (spec)
+    version, caught up by replaying the data stream after `from_version`; the models serving
+    answers with change only when one of the new pipeline's is promoted."""
+
+    task: str
+    pipeline_version: str
+    previous_version: str | None
+    from_version: int
+    reason: str
+    decided_by: str
+
+
 @event_type("ModelPromoted")
 class ModelPromoted(Payload):
-    """A model version became the task's champion (served to users)."""
+    """A model version became the task's champion (served to users). `pipeline_version`: the
+    spec version whose inputs it takes (null in events recorded before pipelines were named:
+    the task's spec)."""
 
     task: str
     model_version: int
@@ -243,6 +277,7 @@ class ModelPromoted(Payload):
     previous_version: int | None
     reason: str
     decided_by: str
+    pipeline_version: str | None = None
 
 
 @event_type("PromotionRefused")
@@ -265,6 +300,7 @@ class ModelRolledBack(Payload):
     from_version: int | None
     reason: str
     decided_by: str
+    pipeline_version: str | None = None
 
 
 class ServedPrediction(BaseModel):
@@ -389,6 +425,7 @@ class CanaryStarted(Payload):
     reason: str
     decided_by: str
     evidence: dict[str, Any] = Field(default_factory=dict)
+    pipeline_version: str | None = None  # as in ModelPromoted
 
 
 @event_type("CanaryWeightChanged")
@@ -429,6 +466,7 @@ class ShadowStarted(Payload):
     reason: str
     decided_by: str
     evidence: dict[str, Any] = Field(default_factory=dict)
+    pipeline_version: str | None = None  # as in ModelPromoted
 
 
 @event_type("ShadowStopped")
@@ -501,6 +539,8 @@ TOPIC_OF_TYPE: dict[str, str] = {
     "ObservationRecorded": TOPIC_DATA,
     "LabelRecorded": TOPIC_DATA,
     "ConfigChosen": TOPIC_DATA,
+    "PipelineChosen": TOPIC_DATA,
+    "PipelineStarted": TOPIC_DEPLOYMENTS,
     "ModelTrained": TOPIC_MODELS,
     "DriftDetected": TOPIC_MODELS,
     "TrainerSnapshotted": TOPIC_MODELS,

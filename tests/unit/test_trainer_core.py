@@ -194,11 +194,19 @@ def test_a_label_recorded_after_a_prediction_never_changes_that_predictions_inpu
     assert [call[3] for call in learner.calls] == [[[0.1, 0.5], [0.2, 0.5]]]
 
 
-def test_observations_of_another_spec_version_are_counted_not_learned():
-    other = SPEC.model_copy(update={"description": "another version"})
+def test_observations_of_another_spec_version_are_learned_if_they_fit_else_counted():
+    fits = SPEC.model_copy(update={"description": "another version"})
+    wider = TaskSpec.model_validate(
+        {**SPEC.model_dump(mode="json"), "features": [{"name": "x"}, {"name": "z"}]}
+    )
     learner, stream = FakeLearner(), Stream()
-    out = TaskTraining(SPEC, learner).apply([stream.observe(0.1, label=1, spec=other)])
-    assert out.other_spec == 1 and learner.seen == 0
+    out = TaskTraining(wider, learner).apply(
+        [stream.observe(0.1, label=1, spec=fits), stream.observe(0.2, label=0)]
+    )
+    assert out.other_spec == 2 and learner.seen == 0  # neither carries z
+    learner = FakeLearner()
+    out = TaskTraining(SPEC, learner).apply([stream.observe(0.3, label=1, spec=fits)])
+    assert out.other_spec == 0 and learner.seen == 1
 
 
 def test_labelled_observations_are_each_predicted_before_they_are_learned():
@@ -516,7 +524,7 @@ def test_the_choice_event_names_entrants_and_rollbacks_and_another_spec_versions
     line = next(c for c in made if c.role == "candidate")
 
     def trained(candidate) -> ModelTrained:
-        return candidate.fact("t", ENTRANTS.version, "sha", {})
+        return candidate.fact("t", "sha")
 
     event_id, chosen = config_choice(trained(entrant), decided_at=4, rollback=False)
     assert (chosen.config, chosen.model_version, chosen.pipeline_version) == (

@@ -1,0 +1,188 @@
+"""Pipeline versions through the trainer on a real store: a started pipeline catches up by replay
+and publishes its models numbered on; a rollback to a model of the first pipeline switches back;
+a restarted trainer, and a replay from scratch, make the same models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from services.trainer.service import Trainer, replay_models
+from shared.events.envelope import new_event
+from shared.events.types import (
+    ModelPromoted,
+    ModelRolledBack,
+    ModelTrained,
+    ObservationRecorded,
+    PipelineStarted,
+    data_stream,
+    deployment_stream,
+    model_stream,
+)
+from shared.registry import register_tasks
+from shared.runtime import Runtime
+from shared.settings import CommonSettings
+from shared.store.sql import SqlEventStore
+from shared.tasks import TaskSpec
+from tests.support import TEST_PRODUCER
+
+FIRST = TaskSpec.model_validate(
+    {
+        "name": "pipes",
+        "features": [{"name": "x"}, {"name": "z"}],
+        "target": {"name": "y"},
+        "online_features": [{"name": "last", "kind": "last_label"}],
+        "learner": {"publish_every": 100},
+    }
+)
+# Another version: one feature fewer, another online feature, another cadence.
+SECOND = TaskSpec.model_validate(
+    {
+        **FIRST.model_dump(mode="json"),
+        "features": [{"name": "x"}],
+        "online_features": [{"name": "mean", "kind": "label_mean", "window": 20}],
+        "learner": {"publish_every": 50},
+    }
+)
+
+
+def _runtime(url: str, artifacts: Path) -> Runtime:
+    return Runtime.build("trainer", CommonSettings(store_url=url, artifacts_dir=artifacts))
+
+
+async def _rows(store: SqlEventStore, start: int, n: int) -> None:
+    await store.append(
+        [
+            new_event(
+                ObservationRecorded(
+                    task="pipes",
+                    pipeline_version=FIRST.version,
+                    entity_id="e",
+                    features={"x": (i % 10) / 10, "z": (i % 7) / 7},
+                    label=int(i % 10 < 4),
+                ),
+                stream_id=data_stream("pipes"),
+                producer=TEST_PRODUCER,
+            )
+            for i in range(start, start + n)
+        ]
+    )
+
+
+async def _decide(store: SqlEventStore, *payloads) -> None:
+    for payload in payloads:
+        await store.append(
+            [new_event(payload, stream_id=deployment_stream("pipes"), producer=TEST_PRODUCER)]
+        )
+
+
+async def _models(store: SqlEventStore) -> list[ModelTrained]:
+    found = [e.data() for e in await store.read_stream(model_stream("pipes"))]
+    return [m for m in found if isinstance(m, ModelTrained)]
+
+
+async def _feed(trainer: Trainer, store: SqlEventStore, after: int) -> int:
+    """What the data topic would deliver: the stream after `after`; returns its last version."""
+    events = await store.read_stream(data_stream("pipes"), after_version=after)
+    await trainer.handle(events)
+    return events[-1].stream_version if events else after
+
+
+def _promoted(model: ModelTrained, previous: int | None) -> ModelPromoted:
+    return ModelPromoted(
+        task="pipes",
+        model_version=model.model_version,
+        artifact_sha256=model.artifact_sha256,
+        previous_version=previous,
+        reason="test",
+        decided_by="tester",
+        pipeline_version=model.pipeline_version,
+    )
+
+
+async def test_a_pipeline_is_started_rolled_back_and_forward_without_a_restart(
+    sqlite_url: str, tmp_path: Path
+):
+    runtime = _runtime(sqlite_url, tmp_path / "a")
+    store = runtime.store
+    await register_tasks(store, [FIRST], TEST_PRODUCER)
+    trainer = Trainer(runtime)
+    await _rows(store, 0, 300)
+    seen = await _feed(trainer, store, 0)
+    first_models = await _models(store)
+    assert {m.pipeline_version for m in first_models} == {FIRST.version}
+    champion = first_models[-1]
+
+    # A new version is registered (nothing changes) and started, replaying from version 100.
+    await register_tasks(store, [SECOND], TEST_PRODUCER)
+    await _decide(
+        store,
+        _promoted(champion, None),
+        PipelineStarted(
+            task="pipes",
+            pipeline_version=SECOND.version,
+            previous_version=FIRST.version,
+            from_version=100,
+            reason="fewer features",
+            decided_by="tester",
+        ),
+    )
+    await _rows(store, 300, 20)
+    trainer._deployments.clear()  # the next batch looks at the decisions (not 0.2 s later)
+    seen = await _feed(trainer, store, seen)  # follows the decision: records the choice
+    chosen = [
+        e for e in await store.read_stream(data_stream("pipes")) if e.type == "PipelineChosen"
+    ]
+    assert [c.payload["pipeline_version"] for c in chosen] == [SECOND.version]
+    assert chosen[0].payload["from_version"] == 100
+    await _rows(store, 320, 200)
+    seen = await _feed(trainer, store, seen)  # switches, catches up, learns on
+    after = (await _models(store))[len(first_models) :]
+    assert after and {m.pipeline_version for m in after} == {SECOND.version}
+    assert [m.model_version for m in after] == list(
+        range(champion.model_version + 1, champion.model_version + 1 + len(after))
+    )
+    # Its first model learned the 200 stored rows after version 100 and the 20 after them.
+    assert after[0].n_learned_total == 300 + 20 and after[0].parent_version is None
+    assert trainer.status()["pipes"]["learned"] == 520
+
+    # Promoted, then rolled back to the first pipeline's champion: the trainer switches back.
+    await _decide(store, _promoted(after[-1], champion.model_version))
+    await _decide(
+        store,
+        ModelRolledBack(
+            task="pipes",
+            model_version=champion.model_version,
+            artifact_sha256=champion.artifact_sha256,
+            from_version=after[-1].model_version,
+            reason="the new features do worse",
+            decided_by="tester",
+            pipeline_version=FIRST.version,
+        ),
+    )
+    trainer._deployments.clear()  # the next batch looks at the decisions (not 0.2 s later)
+    await _rows(store, 520, 10)
+    seen = await _feed(trainer, store, seen)
+    await _rows(store, 530, 200)
+    seen = await _feed(trainer, store, seen)
+    chosen = [
+        e.payload["pipeline_version"]
+        for e in await store.read_stream(data_stream("pipes"))
+        if e.type == "PipelineChosen"
+    ]
+    assert chosen == [SECOND.version, FIRST.version]
+    made = await _models(store)
+    assert made[-1].pipeline_version == FIRST.version
+    assert all(m.model_version == i + 1 for i, m in enumerate(made))
+
+    # A trainer started afresh on the same store, and a replay in process, make the same models.
+    restarted = Trainer(_runtime(sqlite_url, tmp_path / "a"))
+    await _feed(restarted, restarted.runtime.store, 0)
+    assert restarted.models_emitted == 0
+    _, replayed = await replay_models(store, "pipes")
+    assert [(c.model_version, c.pipeline_version) for c in replayed] == [
+        (m.model_version, m.pipeline_version) for m in made
+    ]
+    for candidate, model in zip(replayed, made, strict=True):
+        assert runtime.artifacts.put(candidate.model_bytes) == model.artifact_sha256
+    await restarted.runtime.store.close()
+    await store.close()
