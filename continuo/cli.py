@@ -20,6 +20,7 @@ docs/cli.md):
     continuo flags TASK [set KEY VALUE|remove KEY] --reason R
     continuo audit TASK [VERSION]                 bias audits and their figures
     continuo trail TASK                           the decision trail
+    continuo pipelines TASK [register FILE|start VERSION] --reason R   pipeline versions
 Exit codes: 0 done, 1 refused by governance (policy or any 4xx), 2 usage, 3 unreachable.
 """
 

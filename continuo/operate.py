@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+import yaml
 from pydantic import SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from rich.console import Console
@@ -709,6 +710,75 @@ def trail(ctx: Context, argv: list[str]) -> int:
     return OK
 
 
+def pipelines(ctx: Context, argv: list[str]) -> int:
+    parser = _parser(
+        "pipelines",
+        "List a task's pipeline (spec) versions, register a new one, or start one "
+        "(docs/pipelines.md).",
+    )
+    parser.add_argument("task")
+    actions = parser.add_subparsers(dest="action", metavar="{register,start}")
+    register = actions.add_parser(
+        "register",
+        prog="continuo pipelines TASK register",
+        help="register the spec in FILE (YAML, as in tasks/) as a new version",
+    )
+    register.add_argument("file")
+    _reason(register)
+    start = actions.add_parser(
+        "start",
+        prog="continuo pipelines TASK start",
+        help="the trainer runs VERSION (a prefix will do), caught up from --from",
+    )
+    start.add_argument("version")
+    start.add_argument(
+        "--from", dest="from_version", type=int, default=0, help="data stream version (0: all)"
+    )
+    _reason(start)
+    args = parser.parse_args(argv)
+    base = f"/v1/tasks/{args.task}/pipelines"
+    if args.action == "register":
+        try:
+            with open(args.file, encoding="utf-8") as handle:
+                document = yaml.safe_load(handle)
+        except (OSError, yaml.YAMLError) as exc:
+            raise UsageError(f"{args.file}: {exc}") from None
+        answer = ctx.gov.call("POST", base, {"spec": document, "reason": args.reason})
+        said = "registered" if answer["registered"] else "already registered"
+        ctx.out.print(f"{args.task}: pipeline {answer['pipeline_version'][:12]} {said}")
+        return OK
+    listing = ctx.gov.get(base)
+    if args.action == "start":
+        found = [
+            v["pipeline_version"]
+            for v in listing["versions"]
+            if v["pipeline_version"].startswith(args.version)
+        ]
+        if len(found) != 1:
+            raise UsageError(
+                f"{args.version!r} names {len(found)} of the task's pipeline versions, not one"
+            )
+        body = {"from_version": args.from_version, "reason": args.reason}
+        ctx.gov.call("POST", f"{base}/{found[0]}/start", body)
+        ctx.out.print(
+            f"{args.task}: the trainer runs pipeline {found[0][:12]} from its next batch, "
+            f"after replaying the data stream from version {args.from_version}"
+        )
+        return OK
+    rows = [
+        (
+            v["pipeline_version"][:12],
+            "yes" if v["pipeline_version"] == listing["running"] else "",
+            "yes" if v["pipeline_version"] == listing["champion"] else "",
+            ", ".join(v["input_names"]),
+        )
+        for v in listing["versions"]
+    ]
+    columns = ("pipeline", "trainer runs it", "champion's", "inputs")
+    ctx.out.print(table(f"{args.task}: pipeline versions", columns, rows))
+    return OK
+
+
 COMMANDS: dict[str, Callable[[Context, list[str]], int]] = {
     "status": status,
     "models": models,
@@ -718,6 +788,7 @@ COMMANDS: dict[str, Callable[[Context, list[str]], int]] = {
     "flags": flags,
     "audit": audit,
     "trail": trail,
+    "pipelines": pipelines,
 }
 
 

@@ -109,6 +109,15 @@ class RoutingDecisions:
                     reasons.append(f"version {version} has no bias audit (the policy needs one)")
                 elif not audit.passed:
                     reasons += [f"bias audit failed: {r}" for r in audit.reasons]
+        answering = state.answering()
+        if answering is not None:
+            theirs = await self.gov.pipeline_of(task, answering[0], state)
+            if trained.pipeline_version != theirs:
+                reasons.append(
+                    f"version {version} was trained under pipeline "
+                    f"{trained.pipeline_version[:12]}, the champion under {theirs[:12]}: a "
+                    f"{role} is answered with the champion's inputs (promote it instead)"
+                )
         if reasons:
             raise Conflict(reasons)
         return trained
@@ -149,6 +158,7 @@ class RoutingDecisions:
                 weight=weight,
                 reason=reason,
                 decided_by=who.name,
+                pipeline_version=trained.pipeline_version,
             )
 
         return await self._decide(task, decision)
@@ -200,6 +210,7 @@ class RoutingDecisions:
                 reason=reason,
                 decided_by=who.name if who is not None else POLICY,
                 evidence=evidence or {},
+                pipeline_version=trained.pipeline_version,
             )
 
         return await self._decide(task, decision)
@@ -383,6 +394,7 @@ class RoutingDecisions:
                                     "replaces": version,
                                     "n_learned": trained.n_learned_total,
                                 },
+                                pipeline_version=trained.pipeline_version,
                             )
                         )
                 else:
@@ -541,6 +553,7 @@ class RoutingDecisions:
                     previous_version=state.champion,
                     reason=f"canary: {reason}",
                     decided_by=POLICY,
+                    pipeline_version=trained.pipeline_version,
                 ),
                 _ended(task, version, "promoted", reason, evidence),
             ]
@@ -597,6 +610,7 @@ class RoutingDecisions:
                     reason=f"as a shadow, {reason}",
                     decided_by=POLICY,
                     evidence=evidence,
+                    pipeline_version=state.pipelines.get(version),
                 ),
             ]
         outcome = "lost" if analysis.verdict is Verdict.ROLL_BACK else "inconclusive"

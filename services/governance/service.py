@@ -37,6 +37,7 @@ from services.governance.audits import (
 from services.governance.auth import Principal
 from services.governance.errors import Conflict, NotFound
 from services.governance.instruments import audited, decided, projected
+from services.governance.pipelines import PipelineDecisions
 from services.governance.policy import AuditResult, Decision, Verdict, decide
 from services.governance.projections import apply_events, replay_into
 from services.governance.routing import RoutingDecisions
@@ -105,6 +106,7 @@ class Governance:
         self.runtime = runtime
         self.fanout = fanout
         self.routing = RoutingDecisions(self)
+        self.pipelines = PipelineDecisions(self)
         self.store = runtime.store
         self.engine = engine
         self.settings = settings or GovernanceSettings()
@@ -263,6 +265,11 @@ class Governance:
             if found and found[0].stream_version == version:
                 return found[0]
         raise NotFound(f"task {task!r} has no model version {version}")
+
+    async def pipeline_of(self, task: str, version: int, state: DeploymentState) -> str:
+        """The pipeline (spec) version a model was trained under, as decisions name it."""
+        named = state.pipelines.get(version)
+        return named if named is not None else (await self.trained(task, version)).pipeline_version
 
     async def predictor(self, artifact_sha256: str) -> Predictor:
         data = await asyncio.to_thread(self.runtime.artifacts.get, artifact_sha256)
@@ -596,6 +603,16 @@ class Governance:
             if self._settled(state, version):
                 return  # a newer (or this) model already serves, or this one was decided
             decision = await self.gate(spec, trained, state)
+            if state.pipeline is not None and trained.pipeline_version != state.pipeline:
+                # Made before the trainer switched to the pipeline decided since: not the
+                # policy's to bring back (a person may, by promoting or rolling back to it).
+                decision = Decision(
+                    Verdict.REFUSE,
+                    [
+                        f"trained under pipeline {trained.pipeline_version[:12]}; the task runs "
+                        f"pipeline {state.pipeline[:12]} since a later decision"
+                    ],
+                )
             payload: Payload
             if decision.verdict is Verdict.PROMOTE:
                 payload = ModelPromoted(
@@ -605,6 +622,7 @@ class Governance:
                     previous_version=state.champion,
                     reason="; ".join(decision.reasons),
                     decided_by=POLICY,
+                    pipeline_version=trained.pipeline_version,
                 )
             elif decision.verdict is Verdict.AWAIT:
                 payload = ApprovalRequested(
@@ -756,6 +774,7 @@ class Governance:
                         previous_version=state.champion,
                         reason=f"approved ({reason}); " + "; ".join(decision.reasons),
                         decided_by=who.name,
+                        pipeline_version=trained.pipeline_version,
                     ),
                     state,
                 )
@@ -818,6 +837,7 @@ class Governance:
                     previous_version=previous,
                     reason=f"{reason} (policy: {'; '.join(decision.reasons)})",
                     decided_by=who.name,
+                    pipeline_version=trained.pipeline_version,
                 ),
                 state,
             )
@@ -858,6 +878,7 @@ class Governance:
                     from_version=previous,
                     reason=reason,
                     decided_by=who.name,
+                    pipeline_version=trained.pipeline_version,
                 ),
                 state,
             )

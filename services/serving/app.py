@@ -45,8 +45,8 @@ from shared.fanout import Fanout
 from shared.http import health_router, install_error_handlers
 from shared.metrics import metrics_router, relay_metrics
 from shared.online_models import LearnedRow, LiveModel
-from shared.registry import registered_tasks
 from shared.runtime import Runtime
+from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
 
@@ -110,9 +110,9 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     online = OnlineFeatures(runtime.store)
     table = RoutingTable(
         load=lambda digest: LiveModel(artifacts.get(digest)),
-        warm=lambda task, model: _warm(online, task, model),
+        warm=lambda spec, model: _warm(online, spec, model),
     )
-    online.on_learned(lambda task, rows: _learn(table, task, rows))
+    online.on_learned(lambda spec, rows: _learn(table, spec, rows))
     decisions = _consumer(settings, TOPIC_DEPLOYMENTS, TOPIC_TASKS)
     data = _consumer(settings, TOPIC_DATA)
     for consumer in (decisions, data):
@@ -142,7 +142,7 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     )
     health.start()
     stack.push_async_callback(health.close)
-    deployments = Deployments(table, runtime.store)
+    deployments = Deployments(table, runtime.store, online.prepare)
     state = ServingState(
         settings,
         runtime,
@@ -154,9 +154,11 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
         shadows,
         health,
     )
-    for spec in (await registered_tasks(runtime.store)).values():
-        await online.prepare(spec)  # before the champions: they learn what the folds learned
     await deployments.load_current()
+    # Each task's fold for the spec its champion answers with; then the models catch up on
+    # what it learned (loading them above learned nothing: no fold yet).
+    for task in table.tasks():
+        await online.prepare(table.routes(task).spec)
     state.loaded = True
     # What start-up loaded (models, folds, specs) lives as long as the process: out of the
     # collector's way, so a full collection does not walk it while requests wait (gc.freeze).
@@ -192,19 +194,24 @@ def _runs_canary(table: RoutingTable, task: str) -> bool:
         return False
 
 
-def _warm(online: OnlineFeatures, task: str, model: Any) -> None:
-    """Bring a model about to serve up to the rows learned since its version."""
+def _warm(online: OnlineFeatures, spec: TaskSpec, model: Any) -> None:
+    """Bring a model about to serve up to the rows learned since its version (a model of
+    another pipeline than the fold's catches up when the fold is built for it)."""
     if isinstance(model, LiveModel):
-        learned = model.learn(online.recent(task, model.learned_through))
-        log.info("serving.model_caught_up", task=task, rows=len(learned))
+        learned = model.learn(online.recent(spec, model.learned_through))
+        log.info("serving.model_caught_up", task=spec.name, rows=len(learned))
 
 
-def _learn(table: RoutingTable, task: str, rows: Sequence[LearnedRow]) -> None:
+def _learn(table: RoutingTable, spec: TaskSpec, rows: Sequence[LearnedRow]) -> None:
     """Every model in a role learns each row the fold learned (online parts; trees as
-    published): the champion, the canary and the shadows alike."""
+    published): the champion, the canary and the shadows alike, when they take the fold's
+    inputs (they do, but for a moment while a switch of pipelines builds the new fold)."""
+    task = spec.name
     try:
         routes = table.routes(task)
     except UnknownTask:
+        return
+    if routes.spec.version != spec.version:
         return
     for served in routes.models():
         if isinstance(served.predictor, LiveModel):

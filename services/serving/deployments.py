@@ -14,6 +14,7 @@ from shared.events.types import deployment_stream, task_stream
 from shared.registry import registered_tasks
 from shared.store.port import EventStore
 from shared.streams import in_order, read_after
+from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
 
@@ -36,9 +37,17 @@ class Deployments:
     old routes keep serving meanwhile, and /readyz says the replica is behind until it loads.
     """
 
-    def __init__(self, table: RoutingTable, store: EventStore) -> None:
+    def __init__(
+        self,
+        table: RoutingTable,
+        store: EventStore,
+        prepare: Callable[[TaskSpec], Awaitable[object]] | None = None,
+    ) -> None:
         self.table = table
         self.store = store
+        # Builds the online fold of a spec a task has begun to answer with (a switch of
+        # pipelines), here rather than in the first request after it.
+        self._prepare = prepare
         self.failed: dict[str, Envelope] = {}
         self._lock = asyncio.Lock()
 
@@ -87,6 +96,8 @@ class Deployments:
         kept = self.failed.get(task)
         if kept is not None and (kept.stream_version or 0) <= (envelope.stream_version or 0):
             del self.failed[task]  # applied, or superseded by a newer decision
+        if outcome == "applied" and self._prepare is not None and self.table.spec(task):
+            await self._prepare(self.table.routes(task).spec)
         if outcome != "ignored":
             log.info(
                 "serving.event_applied",
@@ -107,9 +118,8 @@ class Deployments:
     async def load_current(self) -> None:
         """Bring the table up to the store: each task's newest spec and its deployment stream."""
         for task in await registered_tasks(self.store):
-            specs = await self.store.read_stream(task_stream(task))
-            if specs:
-                await self.apply(specs[-1])
+            for registered in await self.store.read_stream(task_stream(task)):
+                await self.apply(registered)  # every version: models take their pipeline's
             events = await self.store.read_stream(deployment_stream(task))
             loaded = {}
             for digest in self.table.restore_needs(events):

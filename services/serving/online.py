@@ -43,7 +43,7 @@ log = structlog.get_logger(__name__)
 
 
 # Called with a task's rows as they are learned (their labels folded in), in stream order.
-LearnedRows = Callable[[str, Sequence[LearnedRow]], None]
+LearnedRows = Callable[[TaskSpec, Sequence[LearnedRow]], None]
 
 
 @dataclass
@@ -68,6 +68,7 @@ class OnlineFeatures:
     def __init__(self, store: EventStore) -> None:
         self._store = store
         self._on_learned: LearnedRows | None = None
+        self._building: dict[tuple[str, str], asyncio.Future[OnlineFold]] = {}
         self._folds: dict[str, _TaskFold] = {}
         self.events_applied = 0
         self.store_reads = 0
@@ -77,10 +78,13 @@ class OnlineFeatures:
         """Call `callback(task, rows)` with every batch of rows learned from now on."""
         self._on_learned = callback
 
-    def recent(self, task: str, after: int) -> list[LearnedRow]:
-        """The rows learned after data stream version `after` (those still remembered)."""
-        state = self._folds.get(task)
-        return [] if state is None else state.recent.after(after)
+    def recent(self, spec: TaskSpec, after: int) -> list[LearnedRow]:
+        """The rows learned after data stream version `after` (those still remembered), with
+        this spec version's inputs (none while the fold runs another)."""
+        state = self._folds.get(spec.name)
+        if state is None or state.fold.spec.version != spec.version:
+            return []
+        return state.recent.after(after)
 
     def fold(self, spec: TaskSpec) -> OnlineFold | None:
         """The live fold of a task's spec version (None: not built yet, or not needed)."""
@@ -90,21 +94,32 @@ class OnlineFeatures:
         return state.fold
 
     async def prepare(self, spec: TaskSpec) -> OnlineFold:
-        """The fold of this spec version, built from the store first if needed."""
+        """The fold of this spec version, built from the store first if needed (once, however
+        many ask at the same time); the fold it replaces answers until it is built."""
         state = self._folds.get(spec.name)
-        if state is None or state.fold.spec.version != spec.version:
-            state = _TaskFold(OnlineFold(spec))
-            self._folds[spec.name] = state
-            async with state.lock:
-                await self._catch_up(spec.name, state)
-                state.timed = True
-            log.info(
-                "serving.online_fold_built",
-                task=spec.name,
-                spec_version=spec.version[:12],
-                events=state.version,
-                entities=state.fold.entities,
-            )
+        if state is not None and state.fold.spec.version == spec.version:
+            return state.fold
+        key = (spec.name, spec.version)
+        build = self._building.get(key)
+        if build is None:
+            build = self._building[key] = asyncio.ensure_future(self._build(spec))
+            build.add_done_callback(lambda _: self._building.pop(key, None))
+        return await asyncio.shield(build)
+
+    async def _build(self, spec: TaskSpec) -> OnlineFold:
+        state = _TaskFold(OnlineFold(spec))
+        await self._catch_up(spec.name, state)
+        self._folds[spec.name] = state
+        async with state.lock:
+            await self._catch_up(spec.name, state)  # what was stored meanwhile
+            state.timed = True
+        log.info(
+            "serving.online_fold_built",
+            task=spec.name,
+            spec_version=spec.version[:12],
+            events=state.version,
+            entities=state.fold.entities,
+        )
         return state.fold
 
     async def sync(self, spec: TaskSpec, position: int) -> OnlineFold:
@@ -190,7 +205,7 @@ class OnlineFeatures:
         if learned:
             state.recent.add(learned)
             if self._on_learned is not None:
-                self._on_learned(spec.name, learned)
+                self._on_learned(spec, learned)
         if accepted:
             self.freshness.learned(spec.name, accepted)
 

@@ -42,7 +42,7 @@ class Predictor(Protocol):
 # Loads and decodes the artifact stored under a sha256 (I/O; injected by the app).
 PredictorLoader = Callable[[str], Predictor]
 # Brings a newly loaded model up to the labels after its version (injected by the app).
-Warmer = Callable[[str, Predictor], None]
+Warmer = Callable[[TaskSpec, Predictor], None]
 
 
 class Role(StrEnum):
@@ -119,6 +119,8 @@ class RoutingTable:
         self._warm = warm
         self._specs: dict[str, TaskSpec] = {}
         self._spec_versions: dict[str, int] = {}
+        # Every registered version of each task's spec: a model takes its pipeline's inputs.
+        self._versions: dict[tuple[str, str], TaskSpec] = {}
         self._states: dict[str, DeploymentState] = {}
         self._routes: Mapping[str, Routes] = {}
         self._models: dict[tuple[str, str], Predictor] = {}  # by (task, artifact)
@@ -205,9 +207,11 @@ class RoutingTable:
         assert isinstance(data, TaskRegistered) and envelope.stream_version is not None
         if envelope.stream_id != task_stream(data.task):
             return Outcome.IGNORED
+        spec = TaskSpec.model_validate(data.spec)
+        self._versions.setdefault((data.task, spec.version), spec)
         if envelope.stream_version <= self._spec_versions.get(data.task, 0):
             return Outcome.STALE
-        self._specs[data.task] = TaskSpec.model_validate(data.spec)
+        self._specs[data.task] = spec
         self._spec_versions[data.task] = envelope.stream_version
         pending = sorted(self._pending.pop(data.task, []), key=lambda e: e.stream_version or 0)
         for held in pending:
@@ -234,15 +238,25 @@ class RoutingTable:
         leaves the table as it was."""
         models, specs = dict(self._models), dict(self._model_specs)
         for sha in _needed(state):
+            specs.setdefault((task, sha), self._model_spec(task, state, sha))
             if (task, sha) not in models:
                 model = loaded.get(sha) or self._load(sha)
                 if self._warm is not None:
-                    self._warm(task, model)
+                    self._warm(specs[task, sha], model)
                 models[task, sha] = model
-                specs.setdefault((task, sha), self._specs[task])
         self._states[task], self._models, self._model_specs = state, models, specs
         self._rebuild(task, at)
         self._forget_unused()
+
+    def _model_spec(self, task: str, state: DeploymentState, sha: str) -> TaskSpec:
+        """The spec whose inputs a model takes: its pipeline's, as the decisions name it (the
+        task's current spec for decisions recorded before pipelines were named)."""
+        arms = [a for a in (state.canary, *state.shadows.values()) if a is not None]
+        held = [state.answering(), *((a.model_version, a.artifact_sha256) for a in arms)]
+        for arm in held:
+            if arm is not None and arm[1] == sha and arm[0] in state.pipelines:
+                return self._versions.get((task, state.pipelines[arm[0]]), self._specs[task])
+        return self._specs[task]
 
     def _rebuild(self, task: str, at: datetime | None = None) -> None:
         spec = self._specs.get(task)
@@ -265,9 +279,18 @@ class RoutingTable:
             version, sha = answering
             champion = Served(Role.CHAMPION, version, sha, self._models[task, sha], 100.0)
             routes = replace(routes, champion=champion)
+
+        def same_inputs(sha: str) -> bool:
+            """A canary or shadow answers with the champion's inputs: only one of its pipeline
+            (governance refuses others; one left from before a switch of pipelines waits)."""
+            found = self._model_specs.get((task, sha))
+            return (
+                (task, sha) in self._models and found is not None and found.version == spec.version
+            )
+
         if not state.killed:
             canary = state.canary
-            if canary is not None and (task, canary.artifact_sha256) in self._models:
+            if canary is not None and same_inputs(canary.artifact_sha256):
                 model = self._models[task, canary.artifact_sha256]
                 arm = Served(
                     Role.CANARY, canary.model_version, canary.artifact_sha256, model, canary.share
@@ -282,7 +305,7 @@ class RoutingTable:
                     a.share,
                 )
                 for a in state.shadows.values()
-                if (task, a.artifact_sha256) in self._models
+                if same_inputs(a.artifact_sha256)
             )
             routes = replace(routes, shadows=shadows)
         # One reference replaced: readers see the old mapping or the new one, never a mix.

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from continuo.caller import stream_through_serving, wait_until_learned
 from continuo.loop import drift_stream, loop_spec
@@ -323,3 +324,26 @@ def test_a_prediction_without_the_sensitive_attribute_is_refused_saying_why(syst
         "and prediction for the task's bias audits"
     )
     assert answered.status_code == 200, answered.text
+
+
+def test_pipeline_versions_are_listed_registered_and_a_bad_start_says_why(
+    system: System, tmp_path: Path
+):
+    listed = ok(continuo(system, "pipelines", TASK))
+    assert SPEC.version[:12] in listed
+    other = SPEC.model_copy(update={"description": "another pipeline version"})
+    path = tmp_path / "other.yaml"
+    path.write_text(yaml.safe_dump(other.model_dump(mode="json")))
+    said = ok(continuo(system, "pipelines", TASK, "register", str(path), "--reason", "a test"))
+    assert f"pipeline {other.version[:12]} registered" in said
+    again = ok(continuo(system, "pipelines", TASK, "register", str(path), "--reason", "a test"))
+    assert "already registered" in again
+    assert other.version[:12] in ok(continuo(system, "pipelines", TASK))
+    running = continuo(system, "pipelines", TASK, "start", SPEC.version[:12], "--reason", "x")
+    assert running.returncode == 1 and "the one the trainer runs" in running.stderr
+    unknown = continuo(system, "pipelines", TASK, "start", "ffff", "--reason", "x")
+    assert unknown.returncode == 2 and "names 0" in unknown.stderr
+    missing = continuo(
+        system, "pipelines", TASK, "register", str(tmp_path / "no.yaml"), "--reason", "x"
+    )
+    assert missing.returncode == 2

@@ -1259,3 +1259,86 @@ async def test_served_accuracy_windows_and_drift_alarms_are_served_and_survive_a
         assert (await w.post("/v1/admin/rebuild", "admin", {})).status_code == 200
         assert (await w.get(f"/v1/tasks/{task}/served-accuracy")).json() == served
         assert (await w.get(f"/v1/tasks/{task}/alarms")).json() == alarms
+
+
+# ---------------------------------------------------------------------------------------------
+# Pipeline versions: registered and started through governance, named by every decision
+
+
+async def test_pipeline_versions_are_registered_started_and_named_by_decisions(
+    store_url: str, kafka: str, tmp_path: Path
+):
+    first = TaskSpec(
+        name=f"pipe{uuid.uuid4().hex[:8]}", features=(Feature(name="x"),), target=Target(name="y")
+    )
+    task, base = first.name, f"/v1/tasks/{first.name}"
+    second = first.model_copy(update={"promotion": PromotionPolicy(tolerance=0.05)})
+    async with world(store_url, kafka, tmp_path, first) as w:
+        await add_model(w, first, 1, 0.80)
+        [promoted] = await w.decided(task, 1)
+        assert promoted.payload["pipeline_version"] == first.version
+        listing = (await w.get(f"{base}/pipelines")).json()
+        assert listing["running"] == listing["champion"] == first.version
+        assert [v["pipeline_version"] for v in listing["versions"]] == [first.version]
+
+        document = second.model_dump(mode="json")
+        bad = {
+            "is not the task": {**document, "name": "other"},
+            "target": {**document, "target": {"name": "z"}},
+            "feature 'q'": {**document, "features": [{"name": "q"}]},
+            "features": {k: v for k, v in document.items() if k != "features"},
+        }
+        for said, spec in bad.items():
+            refused = await w.post(f"{base}/pipelines", "operator", {"spec": spec, "reason": "r"})
+            assert refused.status_code == 422 and said in refused.text, refused.text
+        assert (
+            await w.post(f"{base}/pipelines", "viewer", {"spec": document, "reason": "r"})
+        ).status_code == 403
+        unknown = await w.post(
+            "/v1/tasks/nope/pipelines", "operator", {"spec": document, "reason": "r"}
+        )
+        assert unknown.status_code == 404
+        made = await w.post(f"{base}/pipelines", "operator", {"spec": document, "reason": "r"})
+        assert made.status_code == 200 and made.json()["registered"] is True
+        assert made.json()["pipeline_version"] == second.version
+        again = await w.post(f"{base}/pipelines", "operator", {"spec": document, "reason": "r"})
+        assert again.json()["registered"] is False
+
+        start = f"{base}/pipelines/{second.version}/start"
+        why = {"reason": "a looser tolerance"}
+        cases = [
+            (f"{base}/pipelines/{'0' * 64}/start", why, 404),
+            (f"{base}/pipelines/{first.version}/start", why, 409),
+            (start, {**why, "from_version": 10**6}, 422),
+            (start, {**why, "from_version": -1}, 422),
+            (f"{base}/pipelines/not-a-version/start", why, 422),
+        ]
+        for path, body, status in cases:
+            before = await w.decisions(task)
+            response = await w.post(path, "operator", body)
+            assert response.status_code == status, (path, response.text)
+            assert len(await w.decisions(task)) == len(before)
+        started = await w.post(start, "operator", why)
+        assert started.status_code == 200, started.text
+        decided = (await w.decisions(task))[-1]
+        assert decided.type == "PipelineStarted" and decided.payload["decided_by"] == "otto"
+        assert decided.payload["previous_version"] == first.version
+        listing = (await w.get(f"{base}/pipelines")).json()
+        assert listing["last_started"]["pipeline_version"] == second.version
+
+        # A model of the new pipeline cannot be a canary or shadow of the old one's champion
+        # (it would be answered with the champion's inputs); one is promoted instead, and the
+        # decision names its pipeline.
+        await add_model(w, second, 2, 0.50)  # refused by the policy: still not the champion
+        await w.decided(task, 3)
+        for arm, body in (("canary", {"weight": 10}), ("shadows", {})):
+            refused = await w.post(
+                f"{base}/{arm}", "operator", {"model_version": 2, "reason": "r", **body}
+            )
+            assert refused.status_code == 409 and "trained under pipeline" in refused.text
+        await add_model(w, second, 3, 0.95)
+        decisions = await w.decided(task, 4)
+        promoted = decisions[-1]
+        assert promoted.type == "ModelPromoted" and promoted.payload["model_version"] == 3
+        assert promoted.payload["pipeline_version"] == second.version
+        assert (await w.get(f"{base}/pipelines")).json()["champion"] == second.version

@@ -401,3 +401,56 @@ def test_prediction_ids_are_fresh_uuids(table, artifacts, models):
         for p in predict(table.serving("loans").predictor, SPEC, rows, [None] * 3, [[]] * 3)
     }
     assert len(ids) == 3 and all(isinstance(i, uuid.UUID) for i in ids)
+
+
+def test_a_model_answers_with_its_pipelines_inputs_and_arms_of_another_pipeline_wait(
+    table, artifacts, models
+):
+    # A second version of the spec, registered later: the newest, but models name their own.
+    other = SPEC.model_copy(update={"description": "another pipeline"})
+    assert table.apply(registered(other, version=2)) is Outcome.APPLIED
+    first, second = artifacts.put(models[0]), artifacts.put(models[1])
+
+    table.apply(
+        decided(
+            ModelPromoted(
+                task="loans",
+                model_version=1,
+                artifact_sha256=first,
+                previous_version=None,
+                reason="test",
+                decided_by="tests",
+                pipeline_version=SPEC.version,
+            ),
+            1,
+        )
+    )
+    assert table.routes("loans").spec.version == SPEC.version  # the champion's, not the newest
+    canary_of_other = CanaryStarted(
+        task="loans",
+        model_version=2,
+        artifact_sha256=second,
+        weight=50.0,
+        reason="try it",
+        decided_by="tests",
+        pipeline_version=other.version,
+    )
+    table.apply(decided(canary_of_other, 2))
+    assert table.routes("loans").canary is None  # its inputs are not the champion's
+    table.apply(
+        decided(
+            ModelPromoted(
+                task="loans",
+                model_version=2,
+                artifact_sha256=second,
+                previous_version=1,
+                reason="test",
+                decided_by="tests",
+                pipeline_version=other.version,
+            ),
+            3,
+        )
+    )
+    routes = table.routes("loans")
+    assert routes.spec.version == other.version and routes.champion is not None
+    assert routes.champion.model_version == 2

@@ -1,5 +1,5 @@
-"""Decision endpoints: approve and reject (approver); promote, roll back, canaries, shadows and
-flags (operator).
+"""Decision endpoints: approve and reject (approver); promote, roll back, canaries, shadows,
+flags and pipeline versions (operator).
 
 Each records who (the key's name), when (the event's time) and why (`reason`, required).
 """
@@ -15,8 +15,11 @@ from services.governance.routes.deps import (
     Because,
     CanaryBody,
     FlagBody,
+    PipelineBody,
+    PipelineVersion,
     RollbackBody,
     ShadowBody,
+    StartBody,
     Version,
     WeightBody,
     approver,
@@ -124,3 +127,23 @@ async def set_flag(
     (boolean) and `shadow_sample` (number, 0-1); any other key is the client's, read through
     OpenFeature."""
     return await gov.routing.set_flag(task, key, body.flag, who, body.reason)
+
+
+@router.post("/pipelines")
+async def register_pipeline(
+    task: str, body: PipelineBody, gov: Gov, who: Operator
+) -> dict[str, Any]:
+    """Register a new version of the task's spec (a pipeline version). Nothing runs it until it
+    is started. 422 when the spec is invalid, changes the target, or reads a feature the task's
+    observations do not carry."""
+    return await gov.pipelines.register(task, body.spec, who)
+
+
+@router.post("/pipelines/{version}/start")
+async def start_pipeline(
+    task: str, version: PipelineVersion, body: StartBody, gov: Gov, who: Operator
+) -> dict[str, Any]:
+    """The trainer runs this pipeline version from now on, after replaying the data stream from
+    `from_version` (it catches up); serving answers with the champion until one of its models
+    is promoted. Roll back or forward by promoting or rolling back to a model of a pipeline."""
+    return await gov.pipelines.start(task, version, body.from_version, who, body.reason)

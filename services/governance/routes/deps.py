@@ -147,6 +147,37 @@ class ShadowBody(Because):
     sample_rate: float = Field(1.0, ge=0, le=1, description="share of requests it scores")
 
 
+class PipelineBody(Because):
+    """A new version of the task's spec (the task spec's YAML, as JSON)."""
+
+    model_config = ConfigDict(
+        strict=False,  # a spec is validated as the task spec it is (shared.tasks)
+        json_schema_extra={
+            "examples": [{"spec": {"name": "elec", "...": "..."}, "reason": "fewer features"}]
+        },
+    )
+
+    spec: dict[str, Any] = Field(description="the whole spec, as in the task's YAML file")
+
+
+class StartBody(Because):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"from_version": 0, "reason": "try the new features"}]}
+    )
+
+    from_version: int = Field(
+        0,
+        ge=0,
+        le=MAX_VERSION,
+        description="the data stream version the new pipeline replays from (0: all of it)",
+    )
+
+
+PipelineVersion = Annotated[
+    str, Path(pattern=r"^[0-9a-f]{64}$", description="a pipeline (spec) version: its sha256")
+]
+
+
 class FlagBody(Because):
     model_config = ConfigDict(
         json_schema_extra={

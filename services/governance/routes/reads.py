@@ -28,6 +28,13 @@ async def list_tasks(engine: Engine) -> dict[str, Any]:
         return {"tasks": await queries.list_tasks(conn)}
 
 
+@router.get("/tasks/{task}/pipelines")
+async def pipelines(task: str, gov: Gov) -> dict[str, Any]:
+    """The task's pipeline versions: each registered one, the one the trainer runs (`running`),
+    the champion's, and the last started."""
+    return await gov.pipelines.listing(task)
+
+
 @router.get("/tasks/{task}/models")
 async def list_models(task: str, engine: Engine) -> dict[str, Any]:
     async with engine.connect() as conn:
