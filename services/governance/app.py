@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from services.governance.auth import install_bootstrap_keys, parse_bootstrap
-from services.governance.errors import Conflict, Invalid, NotFound
+from services.governance.errors import Conflict, Forbidden, Invalid, NotFound
 from services.governance.instruments import consumer_metrics
 from services.governance.queries import Missing
 from services.governance.routes import admin, dashboard, decisions, reads, trail
@@ -60,6 +60,10 @@ def _install_domain_errors(app: FastAPI) -> None:
     @app.exception_handler(Invalid)
     async def invalid(_: Request, exc: Invalid) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(_: Request, exc: Forbidden) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=403)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

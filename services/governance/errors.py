@@ -19,3 +19,7 @@ class Conflict(Exception):
 
 class Invalid(ValueError):
     """The request cannot be valid whatever the state (HTTP 422)."""
+
+
+class Forbidden(PermissionError):
+    """The caller's role may not do this particular thing (HTTP 403)."""

@@ -17,8 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from services.governance.errors import Conflict, Invalid, NotFound
-from shared.events.types import PipelineStarted, data_stream
+from services.governance.auth import Role
+from services.governance.errors import Conflict, Forbidden, Invalid, NotFound
+from shared.events.envelope import Payload
+from shared.events.types import CanaryEnded, PipelineStarted, ShadowStopped, data_stream
 from shared.registry import register_tasks, spec_versions
 from shared.tasks import TaskSpec
 
@@ -33,6 +35,10 @@ class PipelineDecisions:
     def __init__(self, gov: Governance) -> None:
         self.gov = gov
 
+    async def first(self, task: str) -> str | None:
+        """The task's first registered version: the one its training starts with."""
+        return next(iter(await spec_versions(self.gov.store, task)), None)
+
     async def running(self, task: str) -> str | None:
         """The pipeline version the trainer trains, as the data stream says (its last
         PipelineChosen, else the task's first registered version)."""
@@ -42,7 +48,7 @@ class PipelineDecisions:
         )
         if chosen:
             return str(chosen[0].payload["pipeline_version"])
-        return next(iter(await spec_versions(store, task)), None)
+        return await self.first(task)
 
     async def register(self, task: str, document: Any, who: Principal) -> dict[str, Any]:
         """Record a new version of a task's spec; it runs only once started. Refused (422):
@@ -59,7 +65,10 @@ class PipelineDecisions:
             raise Invalid(f"spec: name {spec.name!r} is not the task {task!r}")
         if spec.target != current.target:
             raise Invalid("spec: the target must stay as it is (labels are shared by versions)")
-        carried = {f.name: f for f in current.input_features}
+        versions = await spec_versions(self.gov.store, task)
+        # What observations carry: the features of the versions registered (ingest validates
+        # rows against the one in its tasks/ directory).
+        carried = {f.name: f for v in versions.values() for f in v.input_features}
         for feature in spec.input_features:
             known = carried.get(feature.name)
             if known is None or known.type != feature.type:
@@ -67,7 +76,18 @@ class PipelineDecisions:
                     f"spec: feature {feature.name!r} ({feature.type}) is not one the task's "
                     f"observations carry (they carry: {', '.join(sorted(carried))})"
                 )
-        versions = await spec_versions(self.gov.store, task)
+        governed = [
+            name
+            for name in ("promotion", "sensitive", "sensitive_as_features", "serving")
+            if getattr(spec, name) != getattr(current, name)
+        ]
+        if governed and who.role is not Role.ADMIN:
+            # The policy judges every model of the version: changing it is not an operator's
+            # call (a looser gate would let its models skip approvals or audits).
+            raise Forbidden(
+                f"a version that changes {', '.join(governed)} needs the admin role; key "
+                f"{who.key_id} ({who.name}) has the {who.role.value} role"
+            )
         new = spec.version not in versions
         if new:
             await register_tasks(self.gov.store, [spec], self.gov.runtime.producer)
@@ -89,29 +109,49 @@ class PipelineDecisions:
         versions = await spec_versions(self.gov.store, task)
         if version not in versions:
             raise NotFound(f"task {task!r} has no pipeline version {version!r}")
-        running = await self.running(task)
-        if version == running:
-            raise Conflict([f"pipeline {version[:12]} is the one the trainer runs"])
         head = await self.gov.store.read_all(streams=[data_stream(task)], descending=True, limit=1)
         last = head[0].stream_version or 0 if head else 0
         if from_version > last:
             raise Invalid(f"from_version {from_version}: the task's data stream has {last} events")
-        decision = PipelineStarted(
-            task=task,
-            pipeline_version=version,
-            previous_version=running,
-            from_version=from_version,
-            reason=reason,
-            decided_by=who.name,
-        )
         async with self.gov.task_locks[task]:
             state = await self.gov.deployment_state(task)
-            [event] = await self.gov.decide_all(task, [decision], state)
+            decided = state.pipeline or await self.first(task)
+            if version == decided:
+                raise Conflict([f"pipeline {version[:12]} is the one the task runs"])
+            decisions: list[Payload] = [
+                PipelineStarted(
+                    task=task,
+                    pipeline_version=version,
+                    previous_version=decided,
+                    from_version=from_version,
+                    reason=reason,
+                    decided_by=who.name,
+                )
+            ]
+            # The trainer scores only its own pipeline's arms: the others' would never be
+            # judged (nor time out), so they stop here.
+            why = f"pipeline {version[:12]} started: the trainer scores only its own arms"
+            arms = [*([state.canary] if state.canary else []), *state.shadows.values()]
+            for arm in arms:
+                if await self.gov.pipeline_of(task, arm.model_version, state) == version:
+                    continue
+                ended = CanaryEnded if arm is state.canary else ShadowStopped
+                decisions.append(
+                    ended(
+                        task=task,
+                        model_version=arm.model_version,
+                        outcome="stopped",
+                        reason=why,
+                        decided_by=who.name,
+                    )
+                )
+            [event, *_] = await self.gov.decide_all(task, decisions, state)
         return {
             "type": event.type,
             "stream_version": event.stream_version,
             "position": event.position,
             **event.payload,
+            "arms_stopped": len(decisions) - 1,
         }
 
     async def listing(self, task: str) -> dict[str, Any]:
@@ -126,6 +166,7 @@ class PipelineDecisions:
         return {
             "task": task,
             "running": await self.running(task),
+            "decided": state.pipeline or await self.first(task),
             "champion": champion,
             "last_started": None
             if started is None

@@ -102,7 +102,7 @@ class RoutingDecisions:
         if state.rejections.get(version):
             reasons.append(f"version {version} was rejected by {state.rejections[version][0]}")
         if role == "canary":
-            spec = await self.gov.spec(task)
+            spec = await self.gov.model_spec(trained)
             if spec.promotion.require_audit:
                 audit = await self.gov.candidate_audit(task, version)
                 if audit is None:
@@ -284,7 +284,7 @@ class RoutingDecisions:
         as the canary)."""
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)
-        spec = await self.gov.spec(trained.task)
+        spec = await self.gov.model_spec(trained)
         policy = spec.promotion.canary
         audit = await self.gov.candidate_audit(trained.task, trained.model_version)
         if audit is not None and not audit.passed:
@@ -537,7 +537,7 @@ class RoutingDecisions:
         reason = "; ".join(analysis.reasons)
         if analysis.verdict is Verdict.PROMOTE:
             trained = await self.gov.trained(task, version)
-            gate = await self.gov.gate(await self.gov.spec(task), trained, state)
+            gate = await self.gov.gate(await self.gov.model_spec(trained), trained, state)
             # The canary's live evidence replaces the offline metric check; the audit and any
             # approvals still decide.
             blocking = [r for r in gate.reasons if r.startswith(("bias audit", "rejected"))]

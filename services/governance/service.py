@@ -247,10 +247,18 @@ class Governance:
     # -- reading the store --------------------------------------------------------------------
 
     async def spec(self, task: str) -> TaskSpec:
+        """The task's newest registered spec (404 for an unknown task). A model is judged by
+        its own pipeline's: `model_spec`."""
         spec = await registered_spec(self.store, task)
         if spec is None:
             raise NotFound(f"unknown task {task!r}")
         return spec
+
+    async def model_spec(self, trained: ModelTrained) -> TaskSpec:
+        """The spec (pipeline version) a model was trained under: its inputs and its policy. A
+        version registered later changes nothing about the models of another."""
+        found = (await spec_versions(self.store, trained.task)).get(trained.pipeline_version)
+        return found if found is not None else await self.spec(trained.task)
 
     async def deployment_state(self, task: str) -> DeploymentState:
         stream = await self.store.read_stream(deployment_stream(task))
@@ -416,7 +424,7 @@ class Governance:
             champions = (await conn.execute(select(deployments))).all()
         for row in champions:
             try:
-                spec = await self.spec(row.task)
+                spec = await self.model_spec(await self.trained(row.task, row.model_version))
             except NotFound:
                 continue
             if not spec.sensitive:
@@ -504,13 +512,13 @@ class Governance:
         if trained.role in ("challenger", "entrant"):
             # A shadow never answers users; its audit gates the step to canary (and is run
             # there if the labels it needs have not come yet).
-            spec = await self.spec(trained.task)
+            spec = await self.model_spec(trained)
             if spec.sensitive:
                 await self.audit_candidate(envelope, spec)
             await self.routing.on_challenger(envelope)
             return
         try:
-            spec = await self.spec(trained.task)
+            spec = await self.model_spec(trained)
         except NotFound:
             log.error("governance.unknown_task", task=trained.task)
             return
@@ -597,7 +605,7 @@ class Governance:
         trained = envelope.data()
         assert isinstance(trained, ModelTrained)
         task, version = trained.task, trained.model_version
-        spec = spec or await self.spec(task)
+        spec = spec or await self.model_spec(trained)
         async with self.task_locks[task]:
             state = await self.deployment_state(task)
             if self._settled(state, version):
@@ -731,8 +739,8 @@ class Governance:
     ) -> AsyncIterator[tuple[TaskSpec, ModelTrained, DeploymentState]]:
         """A human decision on a version that is not the champion: its spec, its ModelTrained
         and the deployment state, read and held under the task's lock."""
-        spec = await self.spec(task)
         trained = await self.trained(task, version)
+        spec = await self.model_spec(trained)
         async with self.task_locks[task]:
             state = await self.deployment_state(task)
             if state.champion == version:

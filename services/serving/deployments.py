@@ -46,8 +46,10 @@ class Deployments:
         self.table = table
         self.store = store
         # Builds the online fold of a spec a task has begun to answer with (a switch of
-        # pipelines), here rather than in the first request after it.
+        # pipelines), in the background rather than in the first request after it.
         self._prepare = prepare
+        self._building: set[asyncio.Task[None]] = set()
+        self._loading = False
         self.failed: dict[str, Envelope] = {}
         self._lock = asyncio.Lock()
 
@@ -96,8 +98,8 @@ class Deployments:
         kept = self.failed.get(task)
         if kept is not None and (kept.stream_version or 0) <= (envelope.stream_version or 0):
             del self.failed[task]  # applied, or superseded by a newer decision
-        if outcome == "applied" and self._prepare is not None and self.table.spec(task):
-            await self._prepare(self.table.routes(task).spec)
+        if outcome == "applied" and not self._loading and self.table.spec(task):
+            self._build_fold(self.table.routes(task).spec)
         if outcome != "ignored":
             log.info(
                 "serving.event_applied",
@@ -115,8 +117,31 @@ class Deployments:
         tasks = ", ".join(sorted(self.failed))
         return f"could not load the newest deployment of {tasks}; retrying"
 
+    def _build_fold(self, spec: TaskSpec) -> None:
+        if self._prepare is None:
+            return
+        prepare = self._prepare
+
+        async def build() -> None:
+            try:
+                await prepare(spec)
+            except Exception:  # noqa: BLE001 - the first request that needs it builds it again
+                log.exception("serving.fold_build_failed", task=spec.name)
+
+        running = asyncio.create_task(build(), name=f"serving:fold:{spec.name}")
+        self._building.add(running)
+        running.add_done_callback(self._building.discard)
+
     async def load_current(self) -> None:
-        """Bring the table up to the store: each task's newest spec and its deployment stream."""
+        """Bring the table up to the store: every spec of each task and its deployment stream
+        (the folds are built once after, for the specs the tasks answer with)."""
+        self._loading = True
+        try:
+            await self._load_current()
+        finally:
+            self._loading = False
+
+    async def _load_current(self) -> None:
         for task in await registered_tasks(self.store):
             for registered in await self.store.read_stream(task_stream(task)):
                 await self.apply(registered)  # every version: models take their pipeline's

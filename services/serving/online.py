@@ -69,6 +69,7 @@ class OnlineFeatures:
         self._store = store
         self._on_learned: LearnedRows | None = None
         self._building: dict[tuple[str, str], asyncio.Future[OnlineFold]] = {}
+        self._wanted: dict[str, str] = {}  # per task, the spec version last asked for
         self._folds: dict[str, _TaskFold] = {}
         self.events_applied = 0
         self.store_reads = 0
@@ -96,6 +97,7 @@ class OnlineFeatures:
     async def prepare(self, spec: TaskSpec) -> OnlineFold:
         """The fold of this spec version, built from the store first if needed (once, however
         many ask at the same time); the fold it replaces answers until it is built."""
+        self._wanted[spec.name] = spec.version  # the newest asked for wins a race of builds
         state = self._folds.get(spec.name)
         if state is not None and state.fold.spec.version == spec.version:
             return state.fold
@@ -109,6 +111,8 @@ class OnlineFeatures:
     async def _build(self, spec: TaskSpec) -> OnlineFold:
         state = _TaskFold(OnlineFold(spec))
         await self._catch_up(spec.name, state)
+        if self._wanted.get(spec.name) != spec.version:
+            return state.fold  # another version was asked for meanwhile: that one answers
         self._folds[spec.name] = state
         async with state.lock:
             await self._catch_up(spec.name, state)  # what was stored meanwhile
@@ -125,9 +129,9 @@ class OnlineFeatures:
     async def sync(self, spec: TaskSpec, position: int) -> OnlineFold:
         """The fold, holding every event of the task stored at or before `position`."""
         fold = await self.prepare(spec)
-        state = self._folds[spec.name]
-        if state.synced >= position:
-            return fold
+        state = self._folds.get(spec.name)
+        if state is None or state.fold is not fold or state.synced >= position:
+            return fold  # synced, or another version took its place meanwhile
         async with state.lock:
             if state.synced < position:
                 head = await self._store.head()

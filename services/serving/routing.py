@@ -255,7 +255,13 @@ class RoutingTable:
         held = [state.answering(), *((a.model_version, a.artifact_sha256) for a in arms)]
         for arm in held:
             if arm is not None and arm[1] == sha and arm[0] in state.pipelines:
-                return self._versions.get((task, state.pipelines[arm[0]]), self._specs[task])
+                found = self._versions.get((task, state.pipelines[arm[0]]))
+                if found is None:  # its TaskRegistered is on another topic: not here yet
+                    raise LookupError(
+                        f"{task}: pipeline version {state.pipelines[arm[0]][:12]} of model "
+                        f"{arm[0]} is not registered here yet"
+                    )
+                return found
         return self._specs[task]
 
     def _rebuild(self, task: str, at: datetime | None = None) -> None:

@@ -182,6 +182,7 @@ class Switch:
     pipeline_version: str
     from_version: int
     to_version: int
+    position: int  # the PipelineChosen's store position
 
 
 class Scorer(Protocol):
@@ -251,6 +252,8 @@ class TaskTraining:
         # A quiet core learns and publishes nothing (an incoming pipeline catching up).
         self._quiet = quiet
         self._incoming: TaskTraining | None = None
+        self._switch: Switch | None = None
+        self._switches = 0  # pipeline switches applied (facts of a later pipeline are keyed apart)
         # Makes a fresh learner for the challenger after a drift (None: no challengers).
         self._challengers = challengers
         self._challenger: Learner | None = None
@@ -301,6 +304,7 @@ class TaskTraining:
         state.update(
             _challengers=None,
             _incoming=None,
+            _switch=None,
             _champion=None,
             champion_version=None,
             _window=deque(maxlen=self.spec.promotion.window),
@@ -375,14 +379,19 @@ class TaskTraining:
         return out
 
     def _pipeline_chosen(self, envelope: Envelope) -> Switch | None:
+        """The switch a PipelineChosen calls for (None: this pipeline's already, applied). The
+        core's version moves past it only when the switch is done (`switched`) or given up
+        (`abandon_switch`): a snapshot taken before then has the event still to apply."""
         assert envelope.stream_version is not None and envelope.position is not None
-        self.version, self.last_position = envelope.stream_version, envelope.position
         chosen = envelope.data()
         assert isinstance(chosen, PipelineChosen)
         if chosen.pipeline_version == self.spec.version:
-            return None  # already this pipeline's
+            self.version, self.last_position = envelope.stream_version, envelope.position
+            return None
         from_version = min(chosen.from_version, envelope.stream_version - 1)
-        return Switch(chosen.pipeline_version, from_version, envelope.stream_version)
+        return Switch(
+            chosen.pipeline_version, from_version, envelope.stream_version, envelope.position
+        )
 
     def begin_switch(self, switch: Switch, spec: TaskSpec, learner: Learner) -> None:
         """The incoming pipeline (`spec`, a fresh `learner`), before it catches up."""
@@ -390,24 +399,32 @@ class TaskTraining:
             raise ValueError(f"spec {spec.name}/{spec.version} is not the one {switch} names")
         incoming = TaskTraining(spec, learner, pending_limit=self._pending_limit, quiet=True)
         incoming.version = switch.from_version
-        self._incoming = incoming
+        self._incoming, self._switch = incoming, switch
 
     def catch_up(self, events: Sequence[Envelope]) -> int:
         """The incoming pipeline learns stored data events (in stream order, after the switch's
-        `from_version`); returns how many it applied."""
-        assert self._incoming is not None, "begin_switch first"
-        after = self._incoming.version
-        due = [e for e in events if after < (e.stream_version or 0) < self.version]
+        `from_version`, before the switch itself); returns how many it applied."""
+        assert self._incoming is not None and self._switch is not None, "begin_switch first"
+        after, upto = self._incoming.version, self._switch.to_version
+        due = [e for e in events if after < (e.stream_version or 0) < upto]
         self._incoming.apply(due)
         return len(due)
+
+    def abandon_switch(self, switch: Switch) -> None:
+        """The switch cannot be made (its spec's learner fails on these rows): this pipeline
+        goes on, past the event. Every replay fails the same way and goes on the same way."""
+        self._incoming, self._switch = None, None
+        self.version, self.last_position = switch.to_version, switch.position
 
     def switched(self) -> Output:
         """The incoming pipeline takes over: its spec, fold, learner and the rows it awaits
         labels for; the champion and arms are followed again (by the trainer, those of this
-        pipeline); its first model is published now. Counters and served figures go on."""
-        incoming, out = self._incoming, Output()
-        assert incoming is not None, "begin_switch first"
-        self._incoming = None
+        pipeline); its first model, a new line, is published now. Counters and served figures
+        go on."""
+        incoming, switch, out = self._incoming, self._switch, Output()
+        assert incoming is not None and switch is not None, "begin_switch first"
+        self._incoming, self._switch = None, None
+        self.version, self.last_position = switch.to_version, switch.position
         self.spec, self.fold, self.learner = incoming.spec, incoming.fold, incoming.learner
         self._pending, self._recent = incoming._pending, incoming._recent
         self._first_position = incoming._first_position
@@ -417,6 +434,10 @@ class TaskTraining:
         self._champion, self.champion_version = None, None
         self._window = deque(maxlen=self.spec.promotion.window)
         self.arms.follow(None, None, {})
+        # Entrants of this pipeline descend from its own; drift and switch facts are its own.
+        self.entrants, self._entrant_rows = {}, {}
+        self._since_publish = incoming.n_learned_total  # what its first model learned
+        self._switches += 1
         out.candidates.append(self._candidate())
         return out
 
@@ -739,6 +760,12 @@ class TaskTraining:
         self._challenger_version = None
         return True
 
+    @property
+    def _period(self) -> str:
+        """Keys a learner's own facts apart from those of the learners before a pipeline switch
+        (each counts its rows from its own start): nothing before the first switch."""
+        return f"/switch-{self._switches}" if self._switches else ""
+
     def _record(self, report: Any, out: Output) -> int | None:
         """The learner's drifts, switches and the search's drops as facts; returns the labelled
         count at which a new challenger started (a rise in error), if one did."""
@@ -754,7 +781,7 @@ class TaskTraining:
                 model_version=self.model_version or None,
                 evidence=dict(drift.evidence),
             )
-            key = f"{task}/drift/{drift.detector}/{drift.at_labelled}"
+            key = f"{task}/drift/{drift.detector}/{drift.at_labelled}{self._period}"
             out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
         for switch in getattr(report, "switches", ()):
             self._record_switch(switch, f"{switch.at_labelled}/{switch.to_config}", out)
@@ -765,7 +792,7 @@ class TaskTraining:
                 at_labelled=drop.at_labelled,
                 evidence=dict(drop.evidence),
             )
-            key = f"{task}/{self.spec.version}/drop/{drop.at_labelled}/{drop.config}"
+            key = f"{task}/{self.spec.version}/drop/{drop.at_labelled}/{drop.config}{self._period}"
             out.facts.append((uuid.uuid5(_NAMESPACE, key), dropped))
         return started
 
@@ -777,7 +804,7 @@ class TaskTraining:
             at_labelled=switch.at_labelled,
             evidence=dict(switch.evidence),
         )
-        key = f"{self.spec.name}/switch/{name}"
+        key = f"{self.spec.name}/switch/{name}{self._period}"
         out.facts.append((uuid.uuid5(_NAMESPACE, key), switched))
 
     def _entrant(self, out: Output) -> None:

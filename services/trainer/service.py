@@ -95,12 +95,35 @@ async def learn(
                 f"{task}: pipeline version {switch.pipeline_version} is not registered"
             )
         started = time.perf_counter()
-        core.begin_switch(switch, spec, learner_factory(spec))
-        caught_up = 0
-        async for page in stream_pages(store, data_stream(task), after_version=switch.from_version):
-            caught_up += await asyncio.to_thread(core.catch_up, page)
-            if (page[-1].stream_version or 0) >= switch.to_version:
-                break
+        caught_up, failed = 0, None
+        try:
+            core.begin_switch(switch, spec, learner_factory(spec))
+        except Exception as exc:  # noqa: BLE001 - the spec's learner cannot be made
+            failed = exc
+        if failed is None:
+            # A store error here propagates: the batch is tried again, from the store.
+            async for page in stream_pages(
+                store, data_stream(task), after_version=switch.from_version
+            ):
+                try:
+                    caught_up += await asyncio.to_thread(core.catch_up, page)
+                except Exception as exc:  # noqa: BLE001 - its learner fails on these rows
+                    failed = exc
+                    break
+                if (page[-1].stream_version or 0) >= switch.to_version:
+                    break
+        if failed is not None:
+            # Deterministic: every replay fails the same way here and goes on the same way.
+            core.abandon_switch(switch)
+            log.error(
+                "trainer.pipeline_switch_failed",
+                task=task,
+                pipeline_version=spec.version[:12],
+                error=repr(failed),
+                detail="its learner fails on the task's rows; the trainer goes on with the "
+                "pipeline it ran",
+            )
+            continue
         yield core.switched()
         log.info(
             "trainer.pipeline_switched",
@@ -162,6 +185,7 @@ class Trainer:
         self._choices: set[tuple[str, int]] = set()
         # The pipeline (spec) version of each model version looked up, by (task, version).
         self._pipelines: dict[tuple[str, int], str | None] = {}
+        self._first: dict[str, str] = {}  # each task's first pipeline: the one it starts with
 
     async def start_tasks(self) -> None:
         """Publish version 1 of every registered task that has none: serving can answer its
@@ -218,6 +242,7 @@ class Trainer:
         spec = await first_spec(self.runtime.store, task)
         if spec is None:
             return None
+        self._first[task] = spec.version
 
         def challengers() -> Learner:
             return self._learner_factory(self._cores[task].spec)  # the pipeline it runs then
@@ -258,17 +283,20 @@ class Trainer:
         if time.monotonic() - checked < every:
             return
         decision = self._decisions.get(task)
+        first = self._first[task]
         for envelope in await self.runtime.store.read_stream(
             deployment_stream(task), state.stream_version
         ):
+            before = state.pipeline or first
             applied = state.apply(envelope.type, envelope.stream_version, envelope.payload)
+            if applied and (state.pipeline or first) != before:
+                await self._choose_pipeline(task, state, envelope)
             if applied and envelope.type in ("ModelPromoted", "ModelRolledBack"):
                 rolled_back = envelope.type == "ModelRolledBack"
                 model = int(envelope.payload["model_version"])
                 decision = (envelope.stream_version or 0, model, rolled_back)
         self._decisions[task] = decision
         self._deployments[task] = (state, time.monotonic())
-        await self._started(core, state)
         answering = state.answering()
         if answering is not None and answering[0] != core.champion_version:
             ours = await self._pipeline_of(core, state, answering[0]) == core.spec.version
@@ -283,7 +311,7 @@ class Trainer:
             and not state.killed
             and (task, decision[0]) not in self._choices
         ):
-            await self._chosen(core, state, *decision)
+            await self._chosen(task, *decision)
         # The arms of this pipeline (another's inputs are not this core's: not scored here).
         shadows = {
             version: core.arms.shadows.get(version) or await self._live(arm.artifact_sha256)
@@ -313,26 +341,24 @@ class Trainer:
         found = self._pipelines[task, version]
         return found if found is not None else core.spec.version
 
-    async def _started(self, core: TaskTraining, state: DeploymentState) -> None:
-        """A PipelineStarted decision, recorded in the data stream (once: its id is derived
-        from the decision) where the core switches to it."""
-        if state.pipeline_started is None:
-            return
-        decided_at, pipeline, from_version = state.pipeline_started
-        if (core.spec.name, decided_at) in self._choices:
-            return
-        await self._choose_pipeline(
-            core.spec.name, pipeline, from_version, decided_at, "started by a person"
-        )
-
-    async def _choose_pipeline(
-        self, task: str, pipeline: str, from_version: int, decided_at: int, why: str
-    ) -> None:
+    async def _choose_pipeline(self, task: str, state: DeploymentState, decision: Envelope) -> None:
+        """A decision changed the pipeline the task is to run (`state.pipeline`: started, or a
+        model of it promoted or rolled back to): recorded in the data stream, where the core
+        switches to it, replayed from where the last started pipeline was. A function of the
+        deployment stream alone, with an id derived from the decision: whoever records it, and
+        however often (a restart folds the stream again), the data stream holds it once."""
+        assert state.pipeline is not None and decision.stream_version is not None
+        decided_at = decision.stream_version
+        started = state.pipeline_started
+        why = {
+            "PipelineStarted": "started",
+            "ModelRolledBack": "rolled back to a model of it",
+        }.get(decision.type, "a model of it was promoted")
         chosen = PipelineChosen(
             task=task,
-            pipeline_version=pipeline,
-            from_version=from_version,
-            reason=f"pipeline {pipeline[:12]}: {why} (deployment decision {decided_at})",
+            pipeline_version=state.pipeline,
+            from_version=started[2] if started else 0,
+            reason=f"pipeline {state.pipeline[:12]}: {why} (deployment decision {decided_at})",
             decided_at=decided_at,
         )
         event = new_event(
@@ -341,18 +367,13 @@ class Trainer:
             producer=self.runtime.producer,
             event_id=uuid.uuid5(_PIPELINES, f"{task}/pipeline/decision/{decided_at}"),
         )
-        await self.runtime.store.append([event])
-        self._choices.add((task, decided_at))
-        log.info("trainer.pipeline_chosen", task=task, pipeline=pipeline[:12], at=decided_at)
+        [stored] = await self.runtime.store.append([event])
+        if not stored.duplicate:
+            log.info(
+                "trainer.pipeline_chosen", task=task, pipeline=state.pipeline[:12], at=decided_at
+            )
 
-    async def _chosen(
-        self,
-        core: TaskTraining,
-        state: DeploymentState,
-        decided_at: int,
-        version: int,
-        rollback: bool,
-    ) -> None:
+    async def _chosen(self, task: str, decided_at: int, version: int, rollback: bool) -> None:
         """If governance's last decision (at `decided_at` in the deployment stream) promoted an
         entrant or rolled back to `version`, record the choice of that model's configuration in
         the data stream, where the core (and every replay) applies it between the same rows: the
@@ -362,19 +383,7 @@ class Trainer:
         tried again at the next batch), and after a restart again, a duplicate the store
         ignores. Not made: after a routine promotion of the race's own candidate (the race chose
         it; a candidate of the configuration a rollback left may still be promoted later, and
-        then the race goes on with the one the rollback chose).
-
-        A decision after the last PipelineStarted for a model of another pipeline than the
-        core's makes the core switch back (or forward) to that pipeline first, replayed from
-        where the last started one was."""
-        task = core.spec.name
-        pipeline = await self._pipeline_of(core, state, version)
-        started = state.pipeline_started
-        if pipeline != core.spec.version and decided_at > (started[0] if started else 0):
-            why = "rolled back to a model of it" if rollback else "a model of it was promoted"
-            await self._choose_pipeline(
-                task, pipeline, started[2] if started else 0, decided_at, why
-            )
+        then the race goes on with the one the rollback chose)."""
         stored = await self.runtime.store.read_stream(
             model_stream(task), after_version=version - 1, limit=1
         )

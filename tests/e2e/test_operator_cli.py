@@ -340,7 +340,7 @@ def test_pipeline_versions_are_listed_registered_and_a_bad_start_says_why(
     assert "already registered" in again
     assert other.version[:12] in ok(continuo(system, "pipelines", TASK))
     running = continuo(system, "pipelines", TASK, "start", SPEC.version[:12], "--reason", "x")
-    assert running.returncode == 1 and "the one the trainer runs" in running.stderr
+    assert running.returncode == 1 and "the one the task runs" in running.stderr
     unknown = continuo(system, "pipelines", TASK, "start", "ffff", "--reason", "x")
     assert unknown.returncode == 2 and "names 0" in unknown.stderr
     missing = continuo(

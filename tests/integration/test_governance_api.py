@@ -1298,12 +1298,19 @@ async def test_pipeline_versions_are_registered_started_and_named_by_decisions(
             "/v1/tasks/nope/pipelines", "operator", {"spec": document, "reason": "r"}
         )
         assert unknown.status_code == 404
-        made = await w.post(f"{base}/pipelines", "operator", {"spec": document, "reason": "r"})
+        # A version that changes the policy is the admin's to register, not an operator's.
+        operator = await w.post(f"{base}/pipelines", "operator", {"spec": document, "reason": "r"})
+        assert operator.status_code == 403 and "promotion" in operator.text
+        made = await w.post(f"{base}/pipelines", "admin", {"spec": document, "reason": "r"})
         assert made.status_code == 200 and made.json()["registered"] is True
         assert made.json()["pipeline_version"] == second.version
-        again = await w.post(f"{base}/pipelines", "operator", {"spec": document, "reason": "r"})
+        again = await w.post(f"{base}/pipelines", "admin", {"spec": document, "reason": "r"})
         assert again.json()["registered"] is False
 
+        # A challenger of the first pipeline runs as a shadow (the policy starts it).
+        await add_model(w, first, 2, 0.70, role="challenger", parent=None)
+        await w.decided(task, 2)
+        assert (await w.decisions(task))[-1].type == "ShadowStarted"
         start = f"{base}/pipelines/{second.version}/start"
         why = {"reason": "a looser tolerance"}
         cases = [
@@ -1320,8 +1327,11 @@ async def test_pipeline_versions_are_registered_started_and_named_by_decisions(
             assert len(await w.decisions(task)) == len(before)
         started = await w.post(start, "operator", why)
         assert started.status_code == 200, started.text
-        decided = (await w.decisions(task))[-1]
+        assert started.json()["arms_stopped"] == 1
+        *_, decided, stopped = await w.decisions(task)
         assert decided.type == "PipelineStarted" and decided.payload["decided_by"] == "otto"
+        # The trainer scores only its own pipeline's arms: the first's shadow stops with it.
+        assert stopped.type == "ShadowStopped" and stopped.payload["model_version"] == 2
         assert decided.payload["previous_version"] == first.version
         listing = (await w.get(f"{base}/pipelines")).json()
         assert listing["last_started"]["pipeline_version"] == second.version
@@ -1329,16 +1339,16 @@ async def test_pipeline_versions_are_registered_started_and_named_by_decisions(
         # A model of the new pipeline cannot be a canary or shadow of the old one's champion
         # (it would be answered with the champion's inputs); one is promoted instead, and the
         # decision names its pipeline.
-        await add_model(w, second, 2, 0.50)  # refused by the policy: still not the champion
-        await w.decided(task, 3)
+        await add_model(w, second, 3, 0.50)  # refused by the policy: still not the champion
+        await w.decided(task, 5)
         for arm, body in (("canary", {"weight": 10}), ("shadows", {})):
             refused = await w.post(
-                f"{base}/{arm}", "operator", {"model_version": 2, "reason": "r", **body}
+                f"{base}/{arm}", "operator", {"model_version": 3, "reason": "r", **body}
             )
             assert refused.status_code == 409 and "trained under pipeline" in refused.text
-        await add_model(w, second, 3, 0.95)
-        decisions = await w.decided(task, 4)
+        await add_model(w, second, 4, 0.95)
+        decisions = await w.decided(task, 6)
         promoted = decisions[-1]
-        assert promoted.type == "ModelPromoted" and promoted.payload["model_version"] == 3
+        assert promoted.type == "ModelPromoted" and promoted.payload["model_version"] == 4
         assert promoted.payload["pipeline_version"] == second.version
         assert (await w.get(f"{base}/pipelines")).json()["champion"] == second.version

@@ -80,6 +80,15 @@ async def _models(store: SqlEventStore) -> list[ModelTrained]:
     return [m for m in found if isinstance(m, ModelTrained)]
 
 
+async def _chosen(store: SqlEventStore) -> list[str]:
+    """The pipeline versions the data stream's PipelineChosen events name, in order."""
+    return [
+        e.payload["pipeline_version"]
+        for e in await store.read_stream(data_stream("pipes"))
+        if e.type == "PipelineChosen"
+    ]
+
+
 async def _feed(trainer: Trainer, store: SqlEventStore, after: int) -> int:
     """What the data topic would deliver: the stream after `after`; returns its last version."""
     events = await store.read_stream(data_stream("pipes"), after_version=after)
@@ -129,11 +138,11 @@ async def test_a_pipeline_is_started_rolled_back_and_forward_without_a_restart(
     await _rows(store, 300, 20)
     trainer._deployments.clear()  # the next batch looks at the decisions (not 0.2 s later)
     seen = await _feed(trainer, store, seen)  # follows the decision: records the choice
-    chosen = [
+    assert await _chosen(store) == [SECOND.version]
+    [chosen] = [
         e for e in await store.read_stream(data_stream("pipes")) if e.type == "PipelineChosen"
     ]
-    assert [c.payload["pipeline_version"] for c in chosen] == [SECOND.version]
-    assert chosen[0].payload["from_version"] == 100
+    assert chosen.payload["from_version"] == 100
     await _rows(store, 320, 200)
     seen = await _feed(trainer, store, seen)  # switches, catches up, learns on
     after = (await _models(store))[len(first_models) :]
@@ -164,12 +173,7 @@ async def test_a_pipeline_is_started_rolled_back_and_forward_without_a_restart(
     seen = await _feed(trainer, store, seen)
     await _rows(store, 530, 200)
     seen = await _feed(trainer, store, seen)
-    chosen = [
-        e.payload["pipeline_version"]
-        for e in await store.read_stream(data_stream("pipes"))
-        if e.type == "PipelineChosen"
-    ]
-    assert chosen == [SECOND.version, FIRST.version]
+    assert await _chosen(store) == [SECOND.version, FIRST.version]
     made = await _models(store)
     assert made[-1].pipeline_version == FIRST.version
     assert all(m.model_version == i + 1 for i, m in enumerate(made))
@@ -185,4 +189,44 @@ async def test_a_pipeline_is_started_rolled_back_and_forward_without_a_restart(
     for candidate, model in zip(replayed, made, strict=True):
         assert runtime.artifacts.put(candidate.model_bytes) == model.artifact_sha256
     await restarted.runtime.store.close()
+    await store.close()
+
+
+async def test_a_start_and_a_rollback_read_together_are_both_recorded_in_order(
+    sqlite_url: str, tmp_path: Path
+):
+    # The trainer reads both decisions in one pass, before its core applied the first switch:
+    # the choices follow from the deployment stream alone, not from where the core is.
+    runtime = _runtime(sqlite_url, tmp_path / "a")
+    store = runtime.store
+    await register_tasks(store, [FIRST, SECOND], TEST_PRODUCER)
+    trainer = Trainer(runtime)
+    await _rows(store, 0, 300)
+    seen = await _feed(trainer, store, 0)
+    champion = (await _models(store))[-1]
+    started = PipelineStarted(
+        task="pipes",
+        pipeline_version=SECOND.version,
+        previous_version=FIRST.version,
+        from_version=0,
+        reason="try it",
+        decided_by="tester",
+    )
+    back = ModelRolledBack(
+        task="pipes",
+        model_version=champion.model_version - 1,
+        artifact_sha256=champion.artifact_sha256,
+        from_version=champion.model_version,
+        reason="no after all",
+        decided_by="tester",
+        pipeline_version=FIRST.version,
+    )
+    await _decide(store, _promoted(champion, None), started, back)
+    await _rows(store, 300, 10)
+    trainer._deployments.clear()
+    seen = await _feed(trainer, store, seen)
+    await _rows(store, 310, 100)
+    await _feed(trainer, store, seen)
+    assert await _chosen(store) == [SECOND.version, FIRST.version]
+    assert trainer.status()["pipes"]["pipeline_version"] == FIRST.version
     await store.close()

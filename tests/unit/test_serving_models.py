@@ -98,7 +98,12 @@ def registered(spec: TaskSpec = SPEC, version: int = 1) -> Envelope:
 
 
 def promoted(
-    model_version: int, digest: str, at: int, task: str = "loans", by: str = "tests"
+    model_version: int,
+    digest: str,
+    at: int,
+    task: str = "loans",
+    by: str = "tests",
+    pipeline: str | None = None,
 ) -> Envelope:
     payload = ModelPromoted(
         task=task,
@@ -107,6 +112,7 @@ def promoted(
         previous_version=None,
         reason="test",
         decided_by=by,
+        pipeline_version=pipeline,
     )
     return stored(payload, deployment_stream(task), at)
 
@@ -411,20 +417,7 @@ def test_a_model_answers_with_its_pipelines_inputs_and_arms_of_another_pipeline_
     assert table.apply(registered(other, version=2)) is Outcome.APPLIED
     first, second = artifacts.put(models[0]), artifacts.put(models[1])
 
-    table.apply(
-        decided(
-            ModelPromoted(
-                task="loans",
-                model_version=1,
-                artifact_sha256=first,
-                previous_version=None,
-                reason="test",
-                decided_by="tests",
-                pipeline_version=SPEC.version,
-            ),
-            1,
-        )
-    )
+    table.apply(promoted(1, first, at=1, pipeline=SPEC.version))
     assert table.routes("loans").spec.version == SPEC.version  # the champion's, not the newest
     canary_of_other = CanaryStarted(
         task="loans",
@@ -437,20 +430,22 @@ def test_a_model_answers_with_its_pipelines_inputs_and_arms_of_another_pipeline_
     )
     table.apply(decided(canary_of_other, 2))
     assert table.routes("loans").canary is None  # its inputs are not the champion's
-    table.apply(
-        decided(
-            ModelPromoted(
-                task="loans",
-                model_version=2,
-                artifact_sha256=second,
-                previous_version=1,
-                reason="test",
-                decided_by="tests",
-                pipeline_version=other.version,
-            ),
-            3,
-        )
-    )
+    table.apply(promoted(2, second, at=3, pipeline=other.version))
     routes = table.routes("loans")
     assert routes.spec.version == other.version and routes.champion is not None
     assert routes.champion.model_version == 2
+
+
+def test_a_decision_naming_a_pipeline_not_registered_here_yet_fails_and_changes_nothing(
+    table, artifacts, models
+):
+    other = SPEC.model_copy(update={"description": "registered later"})
+    digest = artifacts.put(models[0])
+    decision = promoted(1, digest, at=1, pipeline=other.version)
+    with pytest.raises(LookupError, match="not registered here yet"):
+        table.apply(decision)  # retried by the follower until its TaskRegistered comes
+    with pytest.raises(NoChampion):
+        table.serving("loans")
+    table.apply(registered(other, version=2))
+    assert table.apply(decision) is Outcome.APPLIED
+    assert table.routes("loans").spec.version == other.version

@@ -4,6 +4,7 @@ another spec version, caught up on the stored events it names, at the same place
 from __future__ import annotations
 
 import json
+import pickle
 
 import pytest
 
@@ -121,3 +122,28 @@ def test_a_spec_that_is_not_the_one_chosen_is_refused():
     assert out.switch is not None
     with pytest.raises(ValueError, match="is not the one"):
         core.begin_switch(out.switch, SPEC, FakeLearner())
+
+
+def test_a_switch_whose_learner_fails_is_given_up_the_same_way_in_every_replay():
+    events = _stream()
+    core = TaskTraining(SPEC, FakeLearner())
+    out = core.apply(events)
+    assert out.switch is not None
+    core.abandon_switch(out.switch)  # what the trainer does when the learner raises
+    assert core.spec.version == SPEC.version and core.version == out.switch.to_version
+    rest = core.apply(events[out.consumed :])
+    assert rest.switch is None  # the next choice names the pipeline it runs: nothing to do
+    assert core.spec.version == SPEC.version
+
+
+def test_a_snapshot_taken_during_a_switch_has_the_switch_still_to_apply():
+    events = _stream()
+    core = TaskTraining(SPEC, FakeLearner())
+    out = core.apply(events)
+    assert out.switch is not None
+    core.begin_switch(out.switch, NEXT, FakeLearner())
+    core.catch_up(events)
+    restored = pickle.loads(pickle.dumps(core))  # e.g. at a shutdown during the catch-up
+    assert restored.version == out.switch.to_version - 1
+    again = restored.apply(events)
+    assert again.switch == out.switch  # applied again after the restore
