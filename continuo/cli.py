@@ -8,6 +8,7 @@ both (shared/ never imports a service).
     continuo evaluate FILE.csv  try a stream with the learner, in process
     continuo replay [--watch]   republish the whole store to Kafka (e.g. after a broker restart)
     continuo replay --models TASK   rebuild TASK's models from the store; check the stored bytes
+    continuo compare TASK [VERSION ...] [--from N]   each pipeline version alone on the stored rows
     continuo keys ...           governance API keys: create --name N --role R | list | revoke ID
 
 Operating the running system through governance (CONTINUO_GOVERNANCE_URL, CONTINUO_API_KEY;
@@ -31,7 +32,7 @@ import asyncio
 import signal
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from continuo.operate import COMMANDS as OPERATOR_COMMANDS
 from continuo.operate import handler
@@ -282,6 +283,89 @@ def _evaluate(argv: list[str]) -> int:
     return main(argv)
 
 
+def _compare(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="continuo compare",
+        description="Replay a task's stored rows through each of its pipeline (spec) versions in "
+        "this process, each alone (the same rows, the same label timing), and print each one's "
+        "prequential figures: evidence before a version is started (docs/pipelines.md). Reads "
+        "the store (CONTINUO_STORE_URL); changes nothing.",
+    )
+    parser.add_argument("task")
+    parser.add_argument(
+        "versions", nargs="*", help="pipeline versions or unique prefixes (default: every one)"
+    )
+    parser.add_argument(
+        "--from", dest="after", type=int, default=0, help="replay after this data version"
+    )
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    args = parser.parse_args(argv)
+    return asyncio.run(_compare_pipelines(args.task, args.versions, args.after, args.json))
+
+
+async def _compare_pipelines(task: str, wanted: list[str], after: int, as_json: bool) -> int:
+    import json
+    import time
+
+    from continuo.progress import progress
+    from services.trainer.service import replay_pipeline
+    from shared.events.types import data_stream
+    from shared.registry import spec_versions
+    from shared.store.sql import open_event_store
+
+    store = open_event_store(CommonSettings().store_url)
+    try:
+        versions = await spec_versions(store, task)
+        if not versions:
+            print(f"no task {task!r} in the store", file=sys.stderr)
+            return 2
+        chosen = list(versions)
+        if wanted:
+            chosen = []
+            for prefix in wanted:
+                found = [v for v in versions if v.startswith(prefix)]
+                if len(found) != 1:
+                    print(f"{prefix!r} names {len(found)} of {task}'s versions", file=sys.stderr)
+                    return 2
+                chosen += found
+        last = await store.read_all(limit=1, streams=[data_stream(task)], descending=True)
+        total = max(0, ((last[0].stream_version or 0) if last else 0) - after)
+        figures: list[dict[str, Any]] = []
+        for version in chosen:
+            started = time.perf_counter()
+            with progress(f"{task} {version[:12]}", total, unit="events") as bar:
+                core = await replay_pipeline(
+                    store, versions[version], after_version=after, progress=bar.advance
+                )
+            seconds = time.perf_counter() - started
+            metrics = core.learner.metrics
+            figures.append(
+                {
+                    "pipeline_version": version,
+                    "inputs": len(versions[version].input_names),
+                    "labelled": int(metrics.get("n_labelled", 0)),
+                    "accuracy": metrics.get("accuracy"),
+                    "recent_accuracy": metrics.get("recent_accuracy"),
+                    "log_loss": metrics.get("log_loss"),
+                    "seconds": round(seconds, 2),
+                    "events_per_s": round(total / max(seconds, 1e-9)),
+                }
+            )
+    finally:
+        await store.close()
+    if as_json:
+        print(json.dumps({"task": task, "after_version": after, "pipelines": figures}, indent=2))
+        return 0
+    print(f"{task}: {total:,} data events after version {after}, each version alone:")
+    for f in figures:
+        print(
+            f"  {f['pipeline_version'][:12]}  {f['inputs']:>3} inputs  {f['labelled']:>8,} "
+            f"labelled  accuracy {f['accuracy']:.4f}  recent {f['recent_accuracy']:.4f}  "
+            f"log loss {f['log_loss']:.4f}  {f['seconds']:.1f} s ({f['events_per_s']:,} events/s)"
+        )
+    return 0
+
+
 def _keys(argv: list[str]) -> int:
     from services.governance.keys import main
 
@@ -295,6 +379,7 @@ COMMANDS = {
     "demo": _demo,
     "evaluate": _evaluate,
     "replay": _replay,
+    "compare": _compare,
     "keys": _keys,
     **{name: handler(name) for name in OPERATOR_COMMANDS},
 }

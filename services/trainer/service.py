@@ -155,6 +155,26 @@ async def replay_models(
     return core, made
 
 
+async def replay_pipeline(
+    store: EventStore,
+    spec: TaskSpec,
+    *,
+    after_version: int = 0,
+    progress: Callable[[int], object] | None = None,
+) -> TaskTraining:
+    """One pipeline version alone over its task's stored data events after `after_version`, in
+    process, learning and publishing nothing (no switches, no models): its prequential figures
+    on exactly the rows and label timing the stream holds, to compare versions like for like
+    before one is started (`continuo compare`)."""
+    core = TaskTraining(spec, default_learner(spec), quiet=True)
+    core.version = after_version
+    async for page in stream_pages(store, data_stream(spec.name), after_version=after_version):
+        await asyncio.to_thread(core.apply, page)
+        if progress is not None:
+            progress(len(page))
+    return core
+
+
 class Trainer:
     """Feeds data events to per-task cores and appends their models and facts to the store."""
 

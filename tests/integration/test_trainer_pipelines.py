@@ -4,9 +4,12 @@ a restarted trainer, and a replay from scratch, make the same models."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
-from services.trainer.service import Trainer, replay_models
+from continuo.cli import main
+from services.trainer.service import Trainer, replay_models, replay_pipeline
 from shared.events.envelope import new_event
 from shared.events.types import (
     ModelPromoted,
@@ -230,3 +233,28 @@ async def test_a_start_and_a_rollback_read_together_are_both_recorded_in_order(
     assert await _chosen(store) == [SECOND.version, FIRST.version]
     assert trainer.status()["pipes"]["pipeline_version"] == FIRST.version
     await store.close()
+
+
+async def test_each_version_replayed_alone_learns_the_same_rows_and_compare_prints_them(
+    sqlite_url: str, tmp_path: Path, monkeypatch, capsys
+):
+    runtime = _runtime(sqlite_url, tmp_path / "a")
+    store = runtime.store
+    await register_tasks(store, [FIRST, SECOND], TEST_PRODUCER)
+    await _rows(store, 0, 400)
+    first = await replay_pipeline(store, FIRST)
+    second = await replay_pipeline(store, SECOND, after_version=100)
+    again = await replay_pipeline(store, FIRST)
+    assert first.learner.metrics["n_labelled"] == 400
+    assert second.learner.metrics["n_labelled"] == 300  # the rows after version 100 only
+    assert first.learner.metrics == again.learner.metrics  # deterministic
+    assert first.model_version == 0  # it publishes nothing
+    await store.close()
+
+    monkeypatch.setenv("CONTINUO_STORE_URL", sqlite_url)
+    capsys.readouterr()
+    assert await asyncio.to_thread(main, ["compare", "pipes", "--json"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert [p["pipeline_version"] for p in shown["pipelines"]] == [FIRST.version, SECOND.version]
+    assert shown["pipelines"][0]["accuracy"] == first.learner.metrics["accuracy"]
+    assert await asyncio.to_thread(main, ["compare", "pipes", "nope"]) == 2
