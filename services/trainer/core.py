@@ -208,6 +208,7 @@ class _Pending:
     served_role: str | None = None
     shadows: dict[int, float] = field(default_factory=dict)  # each shadow's, at arrival
     configs: np.ndarray | None = None  # each racing configuration's prediction, at arrival
+    champion_x: list[float] | None = None  # its inputs as the previous pipeline's (`_Previous`)
 
 
 @dataclass(slots=True)
@@ -223,6 +224,34 @@ class _Row:
     served_role: str | None = None
     shadows: dict[int, float] = field(default_factory=dict)
     configs: np.ndarray | None = None  # each racing configuration's prediction, at arrival
+    champion_x: list[float] | None = None  # its inputs as the previous pipeline's
+
+
+@dataclass
+class _Previous:
+    """The pipeline the core ran before its last switch, folded on over the stream: a champion
+    of that pipeline (serving answers with it until one of the new pipeline's models is
+    promoted) is scored with its own inputs, so the new pipeline's candidates are compared with
+    it like for like. A function of the stream: it starts at a switch, ends at the next."""
+
+    spec: TaskSpec
+    fold: OnlineFold
+    recent: RecentRows
+    # The inputs of observations folded in and not flushed yet, by event id.
+    arrived: dict[uuid.UUID, list[float]] = field(default_factory=dict)
+
+    def see(self, event: DataEvent) -> None:
+        values = self.fold.apply(event)
+        if values is not None and event.features is not None and not event.is_label:
+            self.arrived[event.event_id] = model_inputs(self.spec, event.features, values)
+
+    def take(self, events: Sequence[DataEvent]) -> list[list[float] | None]:
+        return [self.arrived.pop(e.event_id, None) for e in events]
+
+
+def _previous_rows(rows: Sequence[_Row]) -> list[LearnedRow]:
+    """Labelled rows as the previous pipeline's inputs (those that have them)."""
+    return [LearnedRow(r.version, r.champion_x, r.y) for r in rows if r.champion_x is not None]
 
 
 def _arrival_configs(chunk: list[_Row]) -> np.ndarray | None:
@@ -254,6 +283,8 @@ class TaskTraining:
         self._incoming: TaskTraining | None = None
         self._switch: Switch | None = None
         self._switches = 0  # pipeline switches applied (facts of a later pipeline are keyed apart)
+        self._previous: _Previous | None = None
+        self._champion_previous = False  # the champion takes the previous pipeline's inputs
         # Makes a fresh learner for the challenger after a drift (None: no challengers).
         self._challengers = challengers
         self._challenger: Learner | None = None
@@ -306,6 +337,7 @@ class TaskTraining:
             _incoming=None,
             _switch=None,
             _champion=None,
+            _champion_previous=False,
             champion_version=None,
             _window=deque(maxlen=self.spec.promotion.window),
             arms=Arms(),
@@ -317,15 +349,32 @@ class TaskTraining:
         """After a restore: the trainer's challenger factory and pending limit."""
         self._challengers, self._pending_limit = challengers, pending_limit
 
-    def set_champion(self, version: int, scorer: Scorer | None) -> None:
-        """The model serving now answers with; shadow scores restart from here. Like serving,
-        it learns the labels after its version (those already learned here, then each one).
-        None: a model of another pipeline version (its inputs are not this core's), not scored
-        here: candidates are then compared with it on each one's own recent figures."""
+    def scores(self, pipeline: str) -> bool:
+        """Whether a model of this pipeline version can be scored here: this core's, or the
+        one it ran before its last switch (still folded)."""
+        previous = self._previous
+        return pipeline == self.spec.version or (
+            previous is not None and previous.spec.version == pipeline
+        )
+
+    def set_champion(
+        self, version: int, scorer: Scorer | None, pipeline: str | None = None
+    ) -> None:
+        """The model serving now answers with (of `pipeline`: None, this core's); shadow scores
+        restart from here. Like serving, it learns the labels after its version (those already
+        learned here, then each one). A champion of a pipeline this core does not score
+        (`scores`) is not scored: candidates are then compared with it on each one's own
+        recent figures."""
         if version != self.champion_version:
+            pipeline = pipeline or self.spec.version
+            previous = pipeline != self.spec.version and self._previous is not None
+            if not self.scores(pipeline):
+                scorer, previous = None, False
             if scorer is not None:
-                scorer.learn(self._recent.after(scorer.learned_through))
+                recent = self._previous.recent if previous and self._previous else self._recent
+                scorer.learn(recent.after(scorer.learned_through))
             self._champion, self.champion_version = scorer, version
+            self._champion_previous = previous
             self._window.clear()
 
     def follow_arms(self, canary_version: int | None, shadows: Mapping[int, Scorer]) -> None:
@@ -364,8 +413,12 @@ class TaskTraining:
             if event is None or event.version <= self.version:
                 continue
             self.version, self.last_position = event.version, event.position
+            if self._previous is not None:
+                self._previous.see(event)
             if not self.fold.accepts(event):
                 out.other_spec += 1  # its features may not fit this spec version
+                if self._previous is not None:
+                    self._previous.arrived.pop(event.event_id, None)
                 continue
             self._start(out)
             this = "label" if event.is_label else "labelled" if event.label is not None else "seen"
@@ -425,13 +478,15 @@ class TaskTraining:
         assert incoming is not None and switch is not None, "begin_switch first"
         self._incoming, self._switch = None, None
         self.version, self.last_position = switch.to_version, switch.position
+        # The pipeline it leaves is folded on: serving answers with its champion meanwhile.
+        self._previous = _Previous(self.spec, self.fold, self._recent)
         self.spec, self.fold, self.learner = incoming.spec, incoming.fold, incoming.learner
         self._pending, self._recent = incoming._pending, incoming._recent
         self._first_position = incoming._first_position
         self._last_learned_position = incoming._last_learned_position
         self._last_learned_version = incoming._last_learned_version
         self._challenger, self._line_version = None, None
-        self._champion, self.champion_version = None, None
+        self._champion, self.champion_version, self._champion_previous = None, None, False
         self._window = deque(maxlen=self.spec.promotion.window)
         self.arms.follow(None, None, {})
         # Entrants of this pipeline descend from its own; drift and switch facts are its own.
@@ -487,12 +542,11 @@ class TaskTraining:
             proba = answers.tolist()
             # A copy per row: a view would keep its whole batch's matrix alive while pending.
             per_row = [None] * len(rows) if configs is None else [c.copy() for c in configs]
-            champion: list[float | None] = [None] * len(rows)
-            if self._champion is not None:
-                champion = self._champion.predict_proba(X).tolist()
+            theirs = self._previous_inputs(segment)
+            champion = self._champion_at_arrival(X, theirs)
             shadows = self.arms.at_arrival(X)
-            arrived = zip(segment, rows, proba, champion, shadows, per_row, strict=True)
-            for event, x, p, c, sh, cf in arrived:
+            arrived = zip(segment, rows, proba, champion, shadows, per_row, theirs, strict=True)
+            for event, x, p, c, sh, cf, xc in arrived:
                 self._remember(
                     event.event_id,
                     _Pending(
@@ -505,14 +559,18 @@ class TaskTraining:
                         event.served_role,
                         sh,
                         cf,
+                        xc,
                     ),
                 )
             return
         learned: list[_Row] = []
         if kind == "labelled":
-            for e in segment:
+            previous = self._previous_inputs(segment)
+            for e, xc in zip(segment, previous, strict=True):
                 assert e.label is not None
-                learned.append(_Row(self.inputs(e), e.label, None, None, e.position, e.version))
+                learned.append(
+                    _Row(self.inputs(e), e.label, None, None, e.position, e.version, champion_x=xc)
+                )
         else:
             for e in segment:
                 assert e.observation_id is not None and e.label is not None
@@ -534,9 +592,32 @@ class TaskTraining:
                         pending.served_role,
                         pending.shadows,
                         pending.configs,
+                        pending.champion_x,
                     )
                 )
         self._learn(learned, out)
+
+    def _previous_inputs(self, segment: Sequence[DataEvent]) -> list[list[float] | None]:
+        """Each observation's inputs as the previous pipeline's (None without one)."""
+        if self._previous is None:
+            return [None] * len(segment)
+        return self._previous.take(segment)
+
+    def _champion_at_arrival(
+        self, X: np.ndarray, previous: Sequence[list[float] | None]
+    ) -> list[float | None]:
+        """The champion's prediction of rows arriving now, with its own pipeline's inputs."""
+        out: list[float | None] = [None] * len(X)
+        if self._champion is None:
+            return out
+        if not self._champion_previous:
+            return list(self._champion.predict_proba(X).tolist())
+        known = [i for i, x in enumerate(previous) if x is not None]
+        if known:
+            theirs = self._champion.predict_proba(np.array([previous[i] for i in known]))
+            for i, p in zip(known, theirs.tolist(), strict=True):
+                out[i] = p
+        return out
 
     def _remember(self, observation_id: uuid.UUID, pending: _Pending) -> None:
         self._pending[observation_id] = pending
@@ -572,6 +653,8 @@ class TaskTraining:
                 self._score_served(chunk, out)
             learned = [LearnedRow(r.version, r.x, r.y) for r in chunk]
             self._recent.add(learned)
+            if self._previous is not None:
+                self._previous.recent.add(_previous_rows(chunk))
             champion = self._shadow(chunk, learned, proba)
             self._score_arms(chunk, champion, out)
             self._challenge(X, y, chunk, out)
@@ -602,14 +685,22 @@ class TaskTraining:
         predictions (None without a champion)."""
         if self._champion is None:
             return [None] * len(chunk)
-        prequential = self._champion.learn(rows)
+        prequential: list[float | None] = [None] * len(chunk)
+        if not self._champion_previous:
+            prequential = list(self._champion.learn(rows))
+        else:  # its own pipeline's inputs, on the rows that have them
+            known = [i for i, r in enumerate(chunk) if r.champion_x is not None]
+            learned = self._champion.learn(_previous_rows([chunk[i] for i in known]))
+            for i, p in zip(known, learned, strict=True):
+                prequential[i] = p
         out: list[float | None] = []
         for row, mine, at_label in zip(chunk, proba.tolist(), prequential, strict=True):
             theirs = row.champion if row.champion is not None else at_label
             out.append(theirs)
-            self._window.append(
-                (((mine >= 0.5) == (row.y == 1)), (theirs >= 0.5) == (row.y == 1), row.y)
-            )
+            if theirs is not None:
+                self._window.append(
+                    (((mine >= 0.5) == (row.y == 1)), (theirs >= 0.5) == (row.y == 1), row.y)
+                )
         return out
 
     def _score_arms(self, chunk: list[_Row], champion: list[float | None], out: Output) -> None:

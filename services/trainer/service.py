@@ -319,8 +319,11 @@ class Trainer:
         self._deployments[task] = (state, time.monotonic())
         answering = state.answering()
         if answering is not None and answering[0] != core.champion_version:
-            ours = await self._pipeline_of(core, state, answering[0]) == core.spec.version
-            core.set_champion(answering[0], await self._live(answering[1]) if ours else None)
+            # Scored with its own pipeline's inputs where the core still folds them (this one,
+            # or the one it ran before its last switch).
+            pipeline = await self._pipeline_of(core, state, answering[0])
+            scorer = await self._live(answering[1]) if core.scores(pipeline) else None
+            core.set_champion(answering[0], scorer, pipeline)
         # A decision's choice only while serving answers with what it decided (not under the
         # kill switch, an override rather than a decision about the model: it is made once the
         # switch is off, unless a later decision came first).
@@ -438,10 +441,15 @@ class Trainer:
         )
         # LightGBM training blocks (`learn` runs it in a thread): keep the event loop (and Kafka
         # heartbeats) free meanwhile.
+        task = core.spec.name
         async for out in learn(core, ordered, self.runtime.store, self._learner_factory):
             await self._persist(core, out)
             if out.switch is not None:
-                self._deployments.pop(core.spec.name, None)  # follow this pipeline's models
+                self._deployments.pop(task, None)
+            elif task not in self._deployments:
+                # Switched: the champion and arms again, before the rest of the batch, each
+                # scored with its own pipeline's inputs where the core still folds them.
+                await self._follow_deployments(core)
 
     async def _persist(self, core: TaskTraining, out: Output) -> None:
         rt, task = self.runtime, core.spec.name

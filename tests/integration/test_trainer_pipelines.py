@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
-from continuo.cli import main
 from services.trainer.service import Trainer, replay_models, replay_pipeline
 from shared.events.envelope import new_event
 from shared.events.types import (
@@ -28,6 +30,7 @@ from shared.store.sql import SqlEventStore
 from shared.tasks import TaskSpec
 from tests.support import TEST_PRODUCER
 
+CONTINUO = str(Path(sys.executable).parent / "continuo")
 FIRST = TaskSpec.model_validate(
     {
         "name": "pipes",
@@ -156,6 +159,10 @@ async def test_a_pipeline_is_started_rolled_back_and_forward_without_a_restart(
     # Its first model learned the 200 stored rows after version 100 and the 20 after them.
     assert after[0].n_learned_total == 300 + 20 and after[0].parent_version is None
     assert trainer.status()["pipes"]["learned"] == 520
+    # The first pipeline's champion, still answering, was scored with its own inputs on the
+    # rows after the switch: the new pipeline's candidates are compared with it like for like.
+    compared = [m.metrics for m in after[1:] if m.metrics.get("window_n")]
+    assert compared and all(c["champion_version"] == champion.model_version for c in compared)
 
     # Promoted, then rolled back to the first pipeline's champion: the trainer switches back.
     await _decide(store, _promoted(after[-1], champion.model_version))
@@ -236,7 +243,7 @@ async def test_a_start_and_a_rollback_read_together_are_both_recorded_in_order(
 
 
 async def test_each_version_replayed_alone_learns_the_same_rows_and_compare_prints_them(
-    sqlite_url: str, tmp_path: Path, monkeypatch, capsys
+    sqlite_url: str, tmp_path: Path
 ):
     runtime = _runtime(sqlite_url, tmp_path / "a")
     store = runtime.store
@@ -251,10 +258,19 @@ async def test_each_version_replayed_alone_learns_the_same_rows_and_compare_prin
     assert first.model_version == 0  # it publishes nothing
     await store.close()
 
-    monkeypatch.setenv("CONTINUO_STORE_URL", sqlite_url)
-    capsys.readouterr()
-    assert await asyncio.to_thread(main, ["compare", "pipes", "--json"]) == 0
-    shown = json.loads(capsys.readouterr().out)
-    assert [p["pipeline_version"] for p in shown["pipelines"]] == [FIRST.version, SECOND.version]
-    assert shown["pipelines"][0]["accuracy"] == first.learner.metrics["accuracy"]
-    assert await asyncio.to_thread(main, ["compare", "pipes", "nope"]) == 2
+    # The command, as a process (it configures logging for itself).
+    def compare(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [CONTINUO, "compare", "pipes", *args],
+            env={**os.environ, "CONTINUO_STORE_URL": sqlite_url},
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+
+    shown = await asyncio.to_thread(compare, "--json")
+    assert shown.returncode == 0, shown.stderr
+    figures = json.loads(shown.stdout)["pipelines"]
+    assert [p["pipeline_version"] for p in figures] == [FIRST.version, SECOND.version]
+    assert figures[0]["accuracy"] == first.learner.metrics["accuracy"]
+    assert (await asyncio.to_thread(compare, "nope")).returncode == 2

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import pickle
+from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 
 from services.trainer.core import TaskTraining
@@ -147,3 +149,56 @@ def test_a_snapshot_taken_during_a_switch_has_the_switch_still_to_apply():
     assert restored.version == out.switch.to_version - 1
     again = restored.apply(events)
     assert again.switch == out.switch  # applied again after the restore
+
+
+@dataclass
+class WidthScorer:
+    """A served model that takes rows of one width only (a live model of one pipeline)."""
+
+    width: int
+    learned_through: int = 0
+    rows: list = field(default_factory=list)
+
+    def predict_proba(self, X):
+        assert X.shape[1] == self.width, X.shape
+        return np.full(len(X), 0.9)
+
+    def learn(self, rows):
+        assert all(len(r.x) == self.width for r in rows)
+        self.rows += rows
+        return [0.9] * len(rows)
+
+
+def test_a_champion_of_the_pipeline_left_is_scored_with_its_own_inputs_like_for_like():
+    wider = NEXT.model_copy(
+        update={
+            "online_features": (
+                *NEXT.online_features,
+                *SPEC.online_features,
+            )
+        }
+    )
+    stream, events = Stream(), []
+    for i in range(30):
+        events.append(stream.observe(i / 30, label=i % 3 == 0))
+    events.append(_chosen(stream, wider, from_version=0))
+    waiting = [stream.observe(0.5) for _ in range(20)]
+    events += waiting + [stream.label(w, 1) for w in waiting]
+    core = TaskTraining(SPEC, FakeLearner())
+    out = core.apply(events)
+    core.begin_switch(out.switch, wider, FakeLearner())
+    core.catch_up(events)
+    core.switched()
+    assert core.scores(SPEC.version) and core.scores(wider.version)
+    assert not core.scores("another")
+    champion = WidthScorer(len(SPEC.input_names))  # 2 inputs; the core's own rows have 3
+    core.set_champion(1, champion, SPEC.version)
+    assert len(champion.rows) == 30  # caught up on the rows before the switch, as serving does
+    core.apply(events[out.consumed :])
+    assert len(champion.rows) == 50  # then every labelled row, with its own pipeline's inputs
+    figures = core.comparison()
+    assert figures["window_n"] == 20 and figures["champion_version"] == 1
+    # A champion of a pipeline the core does not fold is not scored.
+    other = TaskTraining(SPEC, FakeLearner())
+    other.set_champion(2, WidthScorer(9), "another")
+    assert other.comparison() == {}
