@@ -453,6 +453,19 @@ def fits(spec: TaskSpec, features: Mapping[str, Any]) -> bool:
     return True
 
 
+def reads_within(arm: TaskSpec, champion: TaskSpec) -> bool:
+    """Whether a model of spec `arm` can answer rows validated by spec `champion` (another version
+    of the task's): every feature it reads is one of the champion's, of the same type and
+    categories."""
+    known = {f.name: f for f in champion.input_features}
+    return all(
+        (theirs := known.get(f.name)) is not None
+        and theirs.type == f.type
+        and theirs.categories == f.categories
+        for f in arm.input_features
+    )
+
+
 def _missing(spec: TaskSpec, feature: Feature) -> str:
     """Why a column is required; a sensitive attribute says what it is kept for."""
     if feature.name in spec.feature_names or all(s.name != feature.name for s in spec.sensitive):

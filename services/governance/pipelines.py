@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from services.governance.auth import Role
 from services.governance.errors import Conflict, Forbidden, Invalid, NotFound
-from shared.events.envelope import Payload
-from shared.events.types import CanaryEnded, PipelineStarted, ShadowStopped, data_stream
+from shared.deployments import DeploymentState
+from shared.events.types import PipelineStarted, data_stream
 from shared.registry import register_tasks, spec_versions
 from shared.tasks import TaskSpec
 
@@ -38,6 +38,10 @@ class PipelineDecisions:
     async def first(self, task: str) -> str | None:
         """The task's first registered version: the one its training starts with."""
         return next(iter(await spec_versions(self.gov.store, task)), None)
+
+    async def decided(self, task: str, state: DeploymentState) -> str:
+        """The pipeline the decisions say the task runs (its first, until one names another)."""
+        return state.pipeline or await self.first(task) or ""
 
     async def running(self, task: str) -> str | None:
         """The pipeline version the trainer trains, as the data stream says (its last
@@ -115,43 +119,26 @@ class PipelineDecisions:
             raise Invalid(f"from_version {from_version}: the task's data stream has {last} events")
         async with self.gov.task_locks[task]:
             state = await self.gov.deployment_state(task)
-            decided = state.pipeline or await self.first(task)
+            decided = await self.decided(task, state)
             if version == decided:
                 raise Conflict([f"pipeline {version[:12]} is the one the task runs"])
-            decisions: list[Payload] = [
-                PipelineStarted(
-                    task=task,
-                    pipeline_version=version,
-                    previous_version=decided,
-                    from_version=from_version,
-                    reason=reason,
-                    decided_by=who.name,
-                )
-            ]
-            # The trainer scores only its own pipeline's arms: the others' would never be
-            # judged (nor time out), so they stop here.
-            why = f"pipeline {version[:12]} started: the trainer scores only its own arms"
-            arms = [*([state.canary] if state.canary else []), *state.shadows.values()]
-            for arm in arms:
-                if await self.gov.pipeline_of(task, arm.model_version, state) == version:
-                    continue
-                ended = CanaryEnded if arm is state.canary else ShadowStopped
-                decisions.append(
-                    ended(
-                        task=task,
-                        model_version=arm.model_version,
-                        outcome="stopped",
-                        reason=why,
-                        decided_by=who.name,
-                    )
-                )
-            [event, *_] = await self.gov.decide_all(task, decisions, state)
+            decision = PipelineStarted(
+                task=task,
+                pipeline_version=version,
+                previous_version=decided,
+                from_version=from_version,
+                reason=reason,
+                decided_by=who.name,
+            )
+            # decide_all also stops the arms of other pipelines (the trainer scores only its
+            # own pipeline's: they would never end).
+            [event, *stopped] = await self.gov.decide_all(task, [decision], state)
         return {
             "type": event.type,
             "stream_version": event.stream_version,
             "position": event.position,
             **event.payload,
-            "arms_stopped": len(decisions) - 1,
+            "arms_stopped": len(stopped),
         }
 
     async def listing(self, task: str) -> dict[str, Any]:
@@ -166,7 +153,7 @@ class PipelineDecisions:
         return {
             "task": task,
             "running": await self.running(task),
-            "decided": state.pipeline or await self.first(task),
+            "decided": await self.decided(task, state),
             "champion": champion,
             "last_started": None
             if started is None

@@ -58,6 +58,8 @@ from shared.events.types import (
     deployment_stream,
     governance_stream,
 )
+from shared.registry import spec_versions
+from shared.tasks import reads_within
 
 if TYPE_CHECKING:
     from services.governance.auth import Principal
@@ -109,18 +111,36 @@ class RoutingDecisions:
                     reasons.append(f"version {version} has no bias audit (the policy needs one)")
                 elif not audit.passed:
                     reasons += [f"bias audit failed: {r}" for r in audit.reasons]
-        answering = state.answering()
-        if answering is not None:
-            theirs = await self.gov.pipeline_of(task, answering[0], state)
-            if trained.pipeline_version != theirs:
-                reasons.append(
-                    f"version {version} was trained under pipeline "
-                    f"{trained.pipeline_version[:12]}, the champion under {theirs[:12]}: a "
-                    f"{role} is answered with the champion's inputs (promote it instead)"
-                )
+        reasons += await self._pipeline_reasons(task, trained, state, role)
         if reasons:
             raise Conflict(reasons)
         return trained
+
+    async def _pipeline_reasons(
+        self, task: str, trained: ModelTrained, state: DeploymentState, role: str
+    ) -> list[str]:
+        """An arm runs beside the champion only if the trainer scores it (a model of the
+        pipeline the task runs) and serving can answer it (it reads only features the
+        champion's spec validates)."""
+        mine, runs = trained.pipeline_version, await self.gov.pipelines.decided(task, state)
+        if mine != runs:
+            return [
+                f"version {trained.model_version} was trained under pipeline {mine[:12]}, not "
+                f"the one the task runs ({runs[:12]}): the trainer would not score it as a {role}"
+            ]
+        answering = state.answering()
+        if answering is None:
+            return []
+        theirs = await self.gov.pipeline_of(task, answering[0], state)
+        specs = await spec_versions(self.gov.store, task)
+        if theirs != mine and mine in specs and theirs in specs:
+            if not reads_within(specs[mine], specs[theirs]):
+                return [
+                    f"version {trained.model_version} (pipeline {mine[:12]}) reads features the "
+                    f"champion's pipeline ({theirs[:12]}) does not take: serving could not "
+                    f"answer it as a {role}"
+                ]
+        return []
 
     # -- by people ------------------------------------------------------------------------------
 

@@ -58,10 +58,12 @@ from shared.events.types import (
     ApprovalRejected,
     ApprovalRequested,
     AuditCompleted,
+    CanaryEnded,
     ModelPromoted,
     ModelRolledBack,
     ModelTrained,
     PromotionRefused,
+    ShadowStopped,
     data_stream,
     deployment_stream,
     governance_stream,
@@ -699,6 +701,7 @@ class Governance:
         `state` left it: two deciders cannot both act on what they read), fold them into
         `state`, and send them down the fast path to serving replicas."""
         ids = event_ids or [None] * len(payloads)
+        pipeline = state.pipeline
         events = [
             new_event(
                 payload,
@@ -725,7 +728,30 @@ class Governance:
         if self.fanout is not None:
             for event in stored:
                 self.fanout.send(event)
+        if state.pipeline != pipeline and (stops := await self._stranded(task, state)):
+            stored += await self.decide_all(task, stops, state, causation=stored[-1])
         return stored
+
+    async def _stranded(self, task: str, state: DeploymentState) -> list[Payload]:
+        """After a decision changed the pipeline the task runs: the end of each canary or shadow
+        of another (the trainer scores only its own pipeline's arms: they would never end)."""
+        assert state.pipeline is not None
+        why = f"the task runs pipeline {state.pipeline[:12]} now: the trainer scores only its arms"
+        arms = [*([state.canary] if state.canary else []), *state.shadows.values()]
+        stops: list[Payload] = []
+        for arm in arms:
+            if await self.pipeline_of(task, arm.model_version, state) != state.pipeline:
+                ended = CanaryEnded if arm is state.canary else ShadowStopped
+                stops.append(
+                    ended(
+                        task=task,
+                        model_version=arm.model_version,
+                        outcome="stopped",
+                        reason=why,
+                        decided_by=POLICY,
+                    )
+                )
+        return stops
 
     async def trained(self, task: str, version: int) -> ModelTrained:
         await self.spec(task)

@@ -142,7 +142,7 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
     )
     health.start()
     stack.push_async_callback(health.close)
-    deployments = Deployments(table, runtime.store, online.prepare)
+    deployments = Deployments(table, runtime.store, online)
     state = ServingState(
         settings,
         runtime,
@@ -155,10 +155,13 @@ async def _start(settings: ServingSettings, stack: contextlib.AsyncExitStack) ->
         health,
     )
     await deployments.load_current()
-    # Each task's fold for the spec its champion answers with; then the models catch up on
-    # what it learned (loading them above learned nothing: no fold yet).
+    # Each task's folds for the specs its models take their inputs from; then the models catch
+    # up on what they learned (loading them above learned nothing: no fold yet).
     for task in table.tasks():
-        await online.prepare(table.routes(task).spec)
+        specs = table.routes(task).specs()
+        online.retain(task, list(specs))
+        for spec in specs.values():
+            await online.prepare(spec)
     state.loaded = True
     # What start-up loaded (models, folds, specs) lives as long as the process: out of the
     # collector's way, so a full collection does not walk it while requests wait (gc.freeze).
@@ -203,17 +206,17 @@ def _warm(online: OnlineFeatures, spec: TaskSpec, model: Any) -> None:
 
 
 def _learn(table: RoutingTable, spec: TaskSpec, rows: Sequence[LearnedRow]) -> None:
-    """Every model in a role learns each row the fold learned (online parts; trees as
-    published): the champion, the canary and the shadows alike, when they take the fold's
-    inputs (they do, but for a moment while a switch of pipelines builds the new fold)."""
+    """Every model in a role that takes the fold's inputs learns each row the fold learned
+    (online parts; trees as published): the champion, the canary and the shadows alike, each
+    from its own pipeline's fold."""
     task = spec.name
     try:
         routes = table.routes(task)
     except UnknownTask:
         return
-    if routes.spec.version != spec.version:
-        return
     for served in routes.models():
+        if routes.spec_of(served).version != spec.version:
+            continue  # rows of another pipeline's inputs (its own fold brings them)
         if isinstance(served.predictor, LiveModel):
             try:
                 served.predictor.learn(rows)

@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import structlog
 
+from services.serving.online import OnlineFeatures
 from services.serving.routing import RoutingTable
 from shared.bus import EnvelopeConsumer, OutgoingRecord
 from shared.events.envelope import Envelope
@@ -38,16 +39,14 @@ class Deployments:
     """
 
     def __init__(
-        self,
-        table: RoutingTable,
-        store: EventStore,
-        prepare: Callable[[TaskSpec], Awaitable[object]] | None = None,
+        self, table: RoutingTable, store: EventStore, folds: OnlineFeatures | None = None
     ) -> None:
         self.table = table
         self.store = store
-        # Builds the online fold of a spec a task has begun to answer with (a switch of
-        # pipelines), in the background rather than in the first request after it.
-        self._prepare = prepare
+        # The online folds of the spec versions a task's models take their inputs from: one
+        # a task has begun to use (a pipeline switch, an arm of another pipeline) is built in
+        # the background rather than in the first request after it; others are dropped.
+        self._folds = folds
         self._building: set[asyncio.Task[None]] = set()
         self._loading = False
         self.failed: dict[str, Envelope] = {}
@@ -99,7 +98,7 @@ class Deployments:
         if kept is not None and (kept.stream_version or 0) <= (envelope.stream_version or 0):
             del self.failed[task]  # applied, or superseded by a newer decision
         if outcome == "applied" and not self._loading and self.table.spec(task):
-            self._build_fold(self.table.routes(task).spec)
+            self.follow_folds(task)
         if outcome != "ignored":
             log.info(
                 "serving.event_applied",
@@ -117,20 +116,25 @@ class Deployments:
         tasks = ", ".join(sorted(self.failed))
         return f"could not load the newest deployment of {tasks}; retrying"
 
-    def _build_fold(self, spec: TaskSpec) -> None:
-        if self._prepare is None:
+    def follow_folds(self, task: str) -> None:
+        """Keep the folds of the specs the task's routes use; build those missing."""
+        folds = self._folds
+        if folds is None:
             return
-        prepare = self._prepare
+        specs = self.table.routes(task).specs()
+        folds.retain(task, list(specs))
+        for spec in specs.values():
+            if folds.fold(spec) is None:
+                running = asyncio.create_task(self._build(folds, spec), name=f"fold:{task}")
+                self._building.add(running)
+                running.add_done_callback(self._building.discard)
 
-        async def build() -> None:
-            try:
-                await prepare(spec)
-            except Exception:  # noqa: BLE001 - the first request that needs it builds it again
-                log.exception("serving.fold_build_failed", task=spec.name)
-
-        running = asyncio.create_task(build(), name=f"serving:fold:{spec.name}")
-        self._building.add(running)
-        running.add_done_callback(self._building.discard)
+    @staticmethod
+    async def _build(folds: OnlineFeatures, spec: TaskSpec) -> None:
+        try:
+            await folds.prepare(spec)
+        except Exception:  # noqa: BLE001 - the first request that needs it builds it again
+            log.exception("serving.fold_build_failed", task=spec.name)
 
     async def load_current(self) -> None:
         """Bring the table up to the store: every spec of each task and its deployment stream

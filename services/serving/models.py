@@ -37,6 +37,7 @@ class Prediction:
     label: Any
     model_version: int | None = None
     role: str = "champion"
+    pipeline_version: str | None = None  # the spec version whose inputs the model was given
 
 
 def validate_records(spec: TaskSpec, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -87,6 +88,7 @@ def predict(
             label=positive if p >= THRESHOLD else negative,
             model_version=model_version,
             role=role,
+            pipeline_version=spec.version,
         )
         for pid, row, entity_id, values, p in zip(
             ids, rows, entity_ids, online, probabilities, strict=True

@@ -62,15 +62,19 @@ class _TaskFold:
 
 
 class OnlineFeatures:
-    """The fold of every task, for the spec version serving uses: its online features, and the
-    rows it learns (each label with the inputs its row had), which the champion learns too."""
+    """The folds of every task, one per spec version a model in a role takes its inputs from
+    (the champion's, and a canary's or shadow's of another pipeline): its online features, and
+    the rows it learns (each label with the inputs its row had), which those models learn too.
+    The champion's is the task's primary fold: the one timed for freshness and reported."""
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
         self._on_learned: LearnedRows | None = None
         self._building: dict[tuple[str, str], asyncio.Future[OnlineFold]] = {}
-        self._wanted: dict[str, str] = {}  # per task, the spec version last asked for
-        self._folds: dict[str, _TaskFold] = {}
+        # Per task, the spec versions routed to (`retain`; a task never retained keeps all).
+        self._kept: dict[str, frozenset[str]] = {}
+        self._primary: dict[str, str] = {}  # per task, the champion's spec version
+        self._folds: dict[tuple[str, str], _TaskFold] = {}  # by (task, spec version)
         self.events_applied = 0
         self.store_reads = 0
         self.freshness = Freshness()
@@ -81,27 +85,32 @@ class OnlineFeatures:
 
     def recent(self, spec: TaskSpec, after: int) -> list[LearnedRow]:
         """The rows learned after data stream version `after` (those still remembered), with
-        this spec version's inputs (none while the fold runs another)."""
-        state = self._folds.get(spec.name)
-        if state is None or state.fold.spec.version != spec.version:
-            return []
-        return state.recent.after(after)
+        this spec version's inputs (none before its fold is built)."""
+        state = self._folds.get((spec.name, spec.version))
+        return [] if state is None else state.recent.after(after)
 
     def fold(self, spec: TaskSpec) -> OnlineFold | None:
         """The live fold of a task's spec version (None: not built yet, or not needed)."""
-        state = self._folds.get(spec.name)
-        if state is None or state.fold.spec.version != spec.version:
-            return None
-        return state.fold
+        state = self._folds.get((spec.name, spec.version))
+        return None if state is None else state.fold
+
+    def retain(self, task: str, versions: Sequence[str]) -> None:
+        """The spec versions a task's models take their inputs from now (the champion's first):
+        the folds of others are dropped, and a build of one finishing later is not kept."""
+        kept = frozenset(versions)
+        self._kept[task] = kept
+        if versions:
+            self._primary[task] = versions[0]
+        for key in [k for k in self._folds if k[0] == task and k[1] not in kept]:
+            del self._folds[key]
 
     async def prepare(self, spec: TaskSpec) -> OnlineFold:
         """The fold of this spec version, built from the store first if needed (once, however
-        many ask at the same time); the fold it replaces answers until it is built."""
-        self._wanted[spec.name] = spec.version  # the newest asked for wins a race of builds
-        state = self._folds.get(spec.name)
-        if state is not None and state.fold.spec.version == spec.version:
-            return state.fold
+        many ask at the same time)."""
         key = (spec.name, spec.version)
+        state = self._folds.get(key)
+        if state is not None:
+            return state.fold
         build = self._building.get(key)
         if build is None:
             build = self._building[key] = asyncio.ensure_future(self._build(spec))
@@ -111,9 +120,10 @@ class OnlineFeatures:
     async def _build(self, spec: TaskSpec) -> OnlineFold:
         state = _TaskFold(OnlineFold(spec))
         await self._catch_up(spec.name, state)
-        if self._wanted.get(spec.name) != spec.version:
-            return state.fold  # another version was asked for meanwhile: that one answers
-        self._folds[spec.name] = state
+        kept = self._kept.get(spec.name)
+        if kept is not None and spec.version not in kept:
+            return state.fold  # no model takes these inputs any more: not kept
+        self._folds[spec.name, spec.version] = state
         async with state.lock:
             await self._catch_up(spec.name, state)  # what was stored meanwhile
             state.timed = True
@@ -129,9 +139,9 @@ class OnlineFeatures:
     async def sync(self, spec: TaskSpec, position: int) -> OnlineFold:
         """The fold, holding every event of the task stored at or before `position`."""
         fold = await self.prepare(spec)
-        state = self._folds.get(spec.name)
+        state = self._folds.get((spec.name, spec.version))
         if state is None or state.fold is not fold or state.synced >= position:
-            return fold  # synced, or another version took its place meanwhile
+            return fold  # synced, or dropped meanwhile
         async with state.lock:
             if state.synced < position:
                 head = await self._store.head()
@@ -145,8 +155,8 @@ class OnlineFeatures:
     ) -> None:
         """Fold in rows this replica has just recorded (read your own writes): at once when they
         follow on from what is applied, else with everything before them, from the store."""
-        state = self._folds.get(spec.name)
-        if state is None or state.fold.spec.version != spec.version:
+        state = self._folds.get((spec.name, spec.version))
+        if state is None:
             return
         stored = [
             e.model_copy(update={"position": a.position, "stream_version": a.stream_version})
@@ -164,14 +174,13 @@ class OnlineFeatures:
         for envelope in envelopes:
             by_task[str(envelope.payload.get("task"))].append(envelope)
         for task, events in by_task.items():
-            state = self._folds.get(task)
-            if state is None:
-                continue  # no fold needed yet; built from the store when first asked for
-            async with state.lock:
-                ordered = await in_order(self._store, data_stream(task), state.version, events)
-                if len(ordered) > len(events):
-                    self.store_reads += 1
-                self._apply(state, ordered)
+            # No fold yet: built from the store when first asked for.
+            for state in [s for k, s in list(self._folds.items()) if k[0] == task]:
+                async with state.lock:
+                    ordered = await in_order(self._store, data_stream(task), state.version, events)
+                    if len(ordered) > len(events):
+                        self.store_reads += 1
+                    self._apply(state, ordered)
 
     async def _catch_up(self, task: str, state: _TaskFold) -> None:
         self.store_reads += 1
@@ -210,16 +219,20 @@ class OnlineFeatures:
             state.recent.add(learned)
             if self._on_learned is not None:
                 self._on_learned(spec, learned)
-        if accepted:
+        if accepted and self._primary.get(spec.name, spec.version) == spec.version:
             self.freshness.learned(spec.name, accepted)
 
     def status(self) -> dict[str, dict[str, object]]:
-        return {
-            task: {
-                "spec_version": s.fold.spec.version,
-                "events_applied": s.version,
-                "synced_position": s.synced,
-                "entities": s.fold.entities,
-            }
-            for task, s in self._folds.items()
-        }
+        """Per task, its primary fold's figures, and the spec versions folded."""
+        out: dict[str, dict[str, object]] = {}
+        for (task, version), s in self._folds.items():
+            folded = out.setdefault(task, {"spec_versions": []})
+            folded["spec_versions"].append(version)  # type: ignore[attr-defined]
+            if self._primary.get(task, version) == version:
+                folded.update(
+                    spec_version=version,
+                    events_applied=s.version,
+                    synced_position=s.synced,
+                    entities=s.fold.entities,
+                )
+        return out

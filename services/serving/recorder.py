@@ -320,12 +320,13 @@ def observation_events(
 ) -> list[Envelope]:
     """Log and wait: each served row as an observation, named by its prediction id, with the
     online-feature values it was given and what it was answered, by which model in which role
-    (nothing before any model). `learned`: how far each model version had learned online."""
+    (nothing before any model). `learned`: how far each model version had learned online. The
+    row's pipeline version is that of the values it carries (a canary's may be another's)."""
     return [
         new_event(
             ObservationRecorded(
                 task=spec.name,
-                pipeline_version=spec.version,
+                pipeline_version=p.pipeline_version or spec.version,
                 entity_id=p.entity_id or "",
                 features=p.features,
                 online=p.online,

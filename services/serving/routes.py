@@ -9,7 +9,7 @@ by default, online features off, the shadows' sample rate; the kill switch is in
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any
 
 import orjson
@@ -118,20 +118,25 @@ async def predict_answer(state: ServingState, task: str, body: PredictRequest) -
         if missing:
             raise _refuse(missing)
     try:
-        online = await state.online_values(
-            spec,
-            rows,
-            entity_ids,
-            record,
-            body.after_position,
-            off=online_off(routes.flags, spec.online_names),
-        )
+        # Each spec's online features the request's models take (the champion's; a canary's
+        # or shadow's of another pipeline), as of now.
+        online = {
+            version: await state.online_values(
+                arm_spec,
+                rows,
+                entity_ids,
+                record,
+                body.after_position,
+                off=online_off(routes.flags, arm_spec.online_names),
+            )
+            for version, arm_spec in routes.specs().items()
+        }
     except STORE_FAILURES as exc:
         log.warning("serving.online_sync_failed", task=task, error=str(exc))
         raise HTTPException(503, "the event store is unavailable; retry") from None
     failed: list[Served] = []
     if routes.champion is None:  # log and wait before the first model: record, answer nothing
-        predictions = unanswered(spec, rows, entity_ids, online)
+        predictions = unanswered(spec, rows, entity_ids, online[spec.version])
     else:
         # On the event loop, where the models also learn: never half-way through a label.
         try:
@@ -185,7 +190,7 @@ def _answer(
     routes: Routes,
     rows: list[dict[str, Any]],
     entity_ids: list[str | None],
-    online: list[list[float]],
+    online: Mapping[str, list[list[float]]],
     failed: list[Served],
 ) -> list[Prediction]:
     """Each row predicted by the model its entity is routed to, in request order. A canary that
@@ -198,15 +203,20 @@ def _answer(
         arms.setdefault(id(arm), (arm, []))[1].append(i)
     out: list[Prediction | None] = [None] * len(rows)
     for arm, index in arms.values():
-        args = (
-            routes.spec,
-            [rows[i] for i in index],
-            [entity_ids[i] for i in index],
-            [online[i] for i in index],
-        )
+
+        def args(served: Served, index: list[int] = index) -> tuple[Any, ...]:
+            spec = routes.spec_of(served)  # its own pipeline's inputs
+            values = online[spec.version]
+            return (
+                spec,
+                [rows[i] for i in index],
+                [entity_ids[i] for i in index],
+                [values[i] for i in index],
+            )
+
         try:
             predicted = predict(
-                arm.predictor, *args, model_version=arm.model_version, role=arm.role.value
+                arm.predictor, *args(arm), model_version=arm.model_version, role=arm.role.value
             )
         except Exception as exc:
             champion = routes.champion
@@ -222,7 +232,7 @@ def _answer(
             failed.append(arm)
             predicted = predict(
                 champion.predictor,
-                *args,
+                *args(champion),
                 model_version=champion.model_version,
                 role=champion.role.value,
             )

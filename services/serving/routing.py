@@ -28,7 +28,7 @@ import numpy as np
 from shared.deployments import DeploymentState, Flag, bucket
 from shared.events.envelope import Envelope
 from shared.events.types import TaskRegistered, deployment_stream, task_stream
-from shared.tasks import TaskSpec
+from shared.tasks import TaskSpec, reads_within
 
 
 class Predictor(Protocol):
@@ -61,6 +61,9 @@ class Served:
     artifact_sha256: str
     predictor: Predictor
     share: float  # canary: percent of entities; shadow: fraction of requests; champion: 100
+    # The spec (pipeline version) whose inputs it takes: the champion's is the routes' spec; a
+    # canary or shadow may be of another pipeline (docs/pipelines.md).
+    spec: TaskSpec | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,16 @@ class Routes:
     def models(self) -> list[Served]:
         """Every model in a role (each learns the task's labels)."""
         return [m for m in (self.champion, self.canary, *self.shadows) if m is not None]
+
+    def spec_of(self, served: Served) -> TaskSpec:
+        return served.spec or self.spec
+
+    def specs(self) -> dict[str, TaskSpec]:
+        """Every spec version a model in a role takes its inputs from (the routes' first)."""
+        out = {self.spec.version: self.spec}
+        for served in self.models():
+            out.setdefault(self.spec_of(served).version, self.spec_of(served))
+        return out
 
 
 class UnknownTask(LookupError):
@@ -283,23 +296,30 @@ class RoutingTable:
         )
         if answering is not None and (task, answering[1]) in self._models:
             version, sha = answering
-            champion = Served(Role.CHAMPION, version, sha, self._models[task, sha], 100.0)
+            champion = Served(Role.CHAMPION, version, sha, self._models[task, sha], 100.0, spec)
             routes = replace(routes, champion=champion)
 
-        def same_inputs(sha: str) -> bool:
-            """A canary or shadow answers with the champion's inputs: only one of its pipeline
-            (governance refuses others; one left from before a switch of pipelines waits)."""
+        def arm_spec(sha: str) -> TaskSpec | None:
+            """A canary's or shadow's spec, if it can be answered beside the champion: its
+            model is loaded, and every feature it reads is one the champion's spec validates,
+            of the same type (requests are validated by the champion's spec)."""
             found = self._model_specs.get((task, sha))
-            return (
-                (task, sha) in self._models and found is not None and found.version == spec.version
-            )
+            if (task, sha) not in self._models or found is None:
+                return None
+            return found if reads_within(found, spec) else None
 
         if not state.killed:
             canary = state.canary
-            if canary is not None and same_inputs(canary.artifact_sha256):
+            canary_spec = arm_spec(canary.artifact_sha256) if canary is not None else None
+            if canary is not None and canary_spec is not None:
                 model = self._models[task, canary.artifact_sha256]
                 arm = Served(
-                    Role.CANARY, canary.model_version, canary.artifact_sha256, model, canary.share
+                    Role.CANARY,
+                    canary.model_version,
+                    canary.artifact_sha256,
+                    model,
+                    canary.share,
+                    canary_spec,
                 )
                 routes = replace(routes, canary=arm)
             shadows = tuple(
@@ -309,9 +329,10 @@ class RoutingTable:
                     a.artifact_sha256,
                     self._models[task, a.artifact_sha256],
                     a.share,
+                    found,
                 )
                 for a in state.shadows.values()
-                if same_inputs(a.artifact_sha256)
+                if (found := arm_spec(a.artifact_sha256)) is not None
             )
             routes = replace(routes, shadows=shadows)
         # One reference replaced: readers see the old mapping or the new one, never a mix.

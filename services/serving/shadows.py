@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import structlog
@@ -36,7 +36,7 @@ def sampled(prediction_id: str, rate: float) -> bool:
 class _Waiting:
     routes: Routes
     answered: Sequence[Prediction]
-    online: Sequence[Sequence[float]]
+    online: Mapping[str, Sequence[Sequence[float]]]  # by spec version, in request order
     sample: float | None
 
 
@@ -57,7 +57,7 @@ class ShadowScorer:
         self,
         routes: Routes,
         answered: Sequence[Prediction],
-        online: Sequence[Sequence[float]],
+        online: Mapping[str, Sequence[Sequence[float]]],
         sample: float | None,
     ) -> None:
         """Leave a request's answered rows for its shadows (`sample`: the flag's rate, if set)."""
@@ -99,7 +99,8 @@ class ShadowScorer:
                 _, _, rows, online = groups.setdefault(
                     id(shadow.predictor), (item.routes, shadow, [], [])
                 )
-                for p, values in zip(item.answered, item.online, strict=True):
+                spec_online = item.online[item.routes.spec_of(shadow).version]
+                for p, values in zip(item.answered, spec_online, strict=True):
                     if sampled(str(p.prediction_id), rate):
                         rows.append(p)
                         online.append(values)
@@ -109,7 +110,7 @@ class ShadowScorer:
                 continue
             predictions = predict(
                 shadow.predictor,
-                routes.spec,
+                routes.spec_of(shadow),
                 [p.features for p in rows],
                 [p.entity_id for p in rows],
                 online,

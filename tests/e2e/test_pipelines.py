@@ -1,7 +1,8 @@
 """A new pipeline version through the running system, no service restarted: registered and started
-in governance, it catches up by replay in the trainer, its model is promoted and serving answers
-with its inputs; a rollback to the first pipeline's champion switches the trainer back, a rollback
-to the new one's switches it forward again; no request to serving fails meanwhile."""
+in governance, it catches up by replay in the trainer; one of its models runs as a canary beside
+the first pipeline's champion, each answering with its own pipeline's inputs; it is promoted and
+serving answers with its inputs; a rollback to the first pipeline's champion switches the trainer
+back, a rollback to the new one's switches it forward again; no request to serving fails."""
 
 from __future__ import annotations
 
@@ -24,11 +25,13 @@ ROW = {"x1": 0.31, "x2": 0.72, "x3": 0.15, "x4": 0.93}
 FIRST = loop_spec(TASK, publish_every=300).model_copy(
     update={"sensitive": (), "promotion": PromotionPolicy(tolerance=1.0)}
 )
-# Another version: the entity's last label as an online feature, another cadence.
+# Another version: the entity's last label as an online feature, another cadence, and a
+# person approves its models (so one runs as a canary first).
 SECOND = FIRST.model_copy(
     update={
         "online_features": (OnlineFeature(name="last", kind="last_label", scope="entity"),),
         "learner": LearnerSpec(publish_every=200),
+        "promotion": PromotionPolicy(tolerance=1.0, require_approval=True, approvals_required=1),
     }
 )
 
@@ -100,6 +103,10 @@ async def test_a_pipeline_is_started_promoted_rolled_back_and_forward_live(
             async def champion_pipeline(wanted: str) -> bool:
                 return (await pipelines())["champion"] == wanted
 
+            async def serving_canary(version: int) -> bool:
+                routing = (await serving.get(f"{base}/routing")).json()
+                return (routing["canary"] or {}).get("model_version") == version
+
             async def serving_answers_with(version: int) -> bool:
                 routing = (await serving.get(f"{base}/routing")).json()
                 return (routing["champion"] or {}).get("model_version") == version
@@ -123,11 +130,37 @@ async def test_a_pipeline_is_started_promoted_rolled_back_and_forward_live(
             await stream(900, 1200)
             await stream(1200, 1500)
             assert (await pipelines())["running"] == SECOND.version
-            await _until(lambda: champion_pipeline(SECOND.version), "a model of it promoted")
             newer = [m for m in await models() if m["pipeline_version"] == SECOND.version]
             assert newer and all(
                 m["model_version"] > first_champion["model_version"] for m in newer
             )
+            assert (await pipelines())["champion"] == FIRST.version  # they await approval
+
+            # The newest runs as a canary on half the entities, beside the first's champion.
+            candidate = max(m["model_version"] for m in newer if m["role"] == "candidate")
+            canary = await gov.post(
+                f"{base}/canary",
+                json={"model_version": candidate, "weight": 50, "reason": "try it on half"},
+            )
+            assert canary.status_code == 200, canary.text
+            await _until(lambda: serving_canary(candidate), "serving routes half to it")
+            body = {
+                "records": [{"features": ROW, "entity_id": f"entity-{i}"} for i in range(60)],
+                "record": False,
+            }
+            answered = (await serving.post(f"{base}/predict", json=body)).json()["predictions"]
+            roles = {p["role"]: p["model_version"] for p in answered}
+            assert roles == {"champion": first_champion["model_version"], "canary": candidate}
+            # Each with its own pipeline's online features.
+            by_role = {p["role"]: p for p in answered}
+            assert set(by_role["canary"]["online_features"]) == {"last"}
+            assert set(by_role["champion"]["online_features"]) == set(FIRST.online_names)
+
+            approved = await gov.post(
+                f"{base}/models/{candidate}/approve", json={"reason": "the canary looks right"}
+            )
+            assert approved.status_code == 200 and approved.json()["promoted"], approved.text
+            await _until(lambda: champion_pipeline(SECOND.version), "a model of it promoted")
             second_champion = next(m for m in await models() if m["status"] == "champion")
             assert second_champion["pipeline_version"] == SECOND.version
             await _until(

@@ -1336,19 +1336,22 @@ async def test_pipeline_versions_are_registered_started_and_named_by_decisions(
         listing = (await w.get(f"{base}/pipelines")).json()
         assert listing["last_started"]["pipeline_version"] == second.version
 
-        # A model of the new pipeline cannot be a canary or shadow of the old one's champion
-        # (it would be answered with the champion's inputs); one is promoted instead, and the
-        # decision names its pipeline.
-        await add_model(w, second, 3, 0.50)  # refused by the policy: still not the champion
-        await w.decided(task, 5)
-        for arm, body in (("canary", {"weight": 10}), ("shadows", {})):
-            refused = await w.post(
-                f"{base}/{arm}", "operator", {"model_version": 3, "reason": "r", **body}
-            )
-            assert refused.status_code == 409 and "trained under pipeline" in refused.text
-        await add_model(w, second, 4, 0.95)
+        # Beside the first pipeline's champion, a model of the pipeline the task runs may be a
+        # shadow (or canary): the trainer scores it, and serving answers it with its own
+        # pipeline's inputs. One of the pipeline left may not.
+        await add_model(w, first, 3, 0.75, role="challenger", parent=None)
+        await add_model(w, second, 4, 0.78, role="challenger", parent=None)
+        decisions = await w.decided(task, 5)
+        assert decisions[-1].type == "ShadowStarted"
+        assert decisions[-1].payload["model_version"] == 4
+        assert decisions[-1].payload["pipeline_version"] == second.version
+        refused = await w.post(
+            f"{base}/shadows", "operator", {"model_version": 3, "reason": "r", "sample_rate": 1.0}
+        )
+        assert refused.status_code == 409 and "not the one the task runs" in refused.text
+        await add_model(w, second, 5, 0.95)
         decisions = await w.decided(task, 6)
         promoted = decisions[-1]
-        assert promoted.type == "ModelPromoted" and promoted.payload["model_version"] == 4
+        assert promoted.type == "ModelPromoted" and promoted.payload["model_version"] == 5
         assert promoted.payload["pipeline_version"] == second.version
         assert (await w.get(f"{base}/pipelines")).json()["champion"] == second.version

@@ -409,28 +409,51 @@ def test_prediction_ids_are_fresh_uuids(table, artifacts, models):
     assert len(ids) == 3 and all(isinstance(i, uuid.UUID) for i in ids)
 
 
-def test_a_model_answers_with_its_pipelines_inputs_and_arms_of_another_pipeline_wait(
+def test_each_model_takes_its_own_pipelines_inputs_and_an_arm_that_cannot_be_answered_waits(
     table, artifacts, models
 ):
-    # A second version of the spec, registered later: the newest, but models name their own.
+    # Versions of the spec registered later: the newest, but models name their own.
     other = SPEC.model_copy(update={"description": "another pipeline"})
+    wider = SPEC.model_copy(update={"features": (*SPEC.features, Feature(name="age"))})
     assert table.apply(registered(other, version=2)) is Outcome.APPLIED
+    assert table.apply(registered(wider, version=3)) is Outcome.APPLIED
     first, second = artifacts.put(models[0]), artifacts.put(models[1])
+    third = artifacts.put(tiny_model(SPEC, flip=True) + b" ")  # another artifact, same model
 
     table.apply(promoted(1, first, at=1, pipeline=SPEC.version))
-    assert table.routes("loans").spec.version == SPEC.version  # the champion's, not the newest
-    canary_of_other = CanaryStarted(
-        task="loans",
-        model_version=2,
-        artifact_sha256=second,
-        weight=50.0,
-        reason="try it",
-        decided_by="tests",
-        pipeline_version=other.version,
+    routes = table.routes("loans")
+    assert routes.spec.version == SPEC.version  # the champion's, not the newest
+    assert list(routes.specs()) == [SPEC.version]
+
+    def canary(version: int, digest: str, pipeline: str) -> CanaryStarted:
+        return CanaryStarted(
+            task="loans",
+            model_version=version,
+            artifact_sha256=digest,
+            weight=50.0,
+            reason="try it",
+            decided_by="tests",
+            pipeline_version=pipeline,
+        )
+
+    # A canary of another pipeline answers with its own inputs (its fold: `routes.specs()`).
+    table.apply(decided(canary(2, second, other.version), 2))
+    routes = table.routes("loans")
+    assert routes.canary is not None and routes.spec_of(routes.canary).version == other.version
+    assert list(routes.specs()) == [SPEC.version, other.version]
+    # One that reads a feature requests are not validated for is left out, until a champion
+    # of its pipeline validates them.
+    table.apply(
+        decided(
+            CanaryEnded(
+                task="loans", model_version=2, outcome="stopped", reason="r", decided_by="tests"
+            ),
+            3,
+        )
     )
-    table.apply(decided(canary_of_other, 2))
-    assert table.routes("loans").canary is None  # its inputs are not the champion's
-    table.apply(promoted(2, second, at=3, pipeline=other.version))
+    table.apply(decided(canary(3, third, wider.version), 4))
+    assert table.routes("loans").canary is None
+    table.apply(promoted(2, second, at=5, pipeline=other.version))
     routes = table.routes("loans")
     assert routes.spec.version == other.version and routes.champion is not None
     assert routes.champion.model_version == 2
