@@ -287,9 +287,10 @@ def _compare(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="continuo compare",
         description="Replay a task's stored rows through each of its pipeline (spec) versions in "
-        "this process, each alone (the same rows, the same label timing), and print each one's "
-        "prequential figures: evidence before a version is started (docs/pipelines.md). Reads "
-        "the store (CONTINUO_STORE_URL); changes nothing.",
+        "this process, each alone (the same stored rows and label timing; a version learns the "
+        "rows that carry its features, and none of governance's earlier choices of a race "
+        "configuration), and print each one's prequential figures: evidence before a version is "
+        "started (docs/pipelines.md). Reads the store (CONTINUO_STORE_URL); changes nothing.",
     )
     parser.add_argument("task")
     parser.add_argument(

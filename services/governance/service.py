@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import time
 import uuid
 from collections import OrderedDict, defaultdict
@@ -683,10 +684,11 @@ class Governance:
         event_id: uuid.UUID | None = None,
         causation: Envelope | None = None,
     ) -> Envelope:
-        [stored] = await self.decide_all(
+        # The decision first; a change of pipeline may add the ends of other pipelines' arms.
+        stored = await self.decide_all(
             task, [payload], state, event_ids=[event_id], causation=causation
         )
-        return stored
+        return stored[0]
 
     async def decide_all(
         self,
@@ -699,9 +701,16 @@ class Governance:
     ) -> list[Envelope]:
         """Append decisions to the task's deployment stream at once (expecting the stream where
         `state` left it: two deciders cannot both act on what they read), fold them into
-        `state`, and send them down the fast path to serving replicas."""
-        ids = event_ids or [None] * len(payloads)
-        pipeline = state.pipeline
+        `state`, and send them down the fast path to serving replicas. Decisions that change the
+        pipeline the task runs bring, in the same append, the end of the other pipelines' arms
+        (the trainer scores only its own pipeline's: they would never end)."""
+        ids = list(event_ids or [None] * len(payloads))
+        after = copy.deepcopy(state)
+        for number, payload in enumerate(payloads, start=state.stream_version + 1):
+            after.apply(payload.type_name, number, payload.model_dump(mode="json"))
+        if after.pipeline != state.pipeline:
+            stops = await self._stranded(task, after)
+            payloads, ids = [*payloads, *stops], [*ids, *([None] * len(stops))]
         events = [
             new_event(
                 payload,
@@ -728,13 +737,10 @@ class Governance:
         if self.fanout is not None:
             for event in stored:
                 self.fanout.send(event)
-        if state.pipeline != pipeline and (stops := await self._stranded(task, state)):
-            stored += await self.decide_all(task, stops, state, causation=stored[-1])
         return stored
 
     async def _stranded(self, task: str, state: DeploymentState) -> list[Payload]:
-        """After a decision changed the pipeline the task runs: the end of each canary or shadow
-        of another (the trainer scores only its own pipeline's arms: they would never end)."""
+        """The end of each canary or shadow of another pipeline than the one `state` runs."""
         assert state.pipeline is not None
         why = f"the task runs pipeline {state.pipeline[:12]} now: the trainer scores only its arms"
         arms = [*([state.canary] if state.canary else []), *state.shadows.values()]

@@ -118,22 +118,21 @@ async def predict_answer(state: ServingState, task: str, body: PredictRequest) -
         if missing:
             raise _refuse(missing)
     try:
-        # Each spec's online features the request's models take (the champion's; a canary's
-        # or shadow's of another pipeline), as of now.
         online = {
-            version: await state.online_values(
-                arm_spec,
+            spec.version: await state.online_values(
+                spec,
                 rows,
                 entity_ids,
                 record,
                 body.after_position,
-                off=online_off(routes.flags, arm_spec.online_names),
+                off=online_off(routes.flags, spec.online_names),
             )
-            for version, arm_spec in routes.specs().items()
         }
     except STORE_FAILURES as exc:
         log.warning("serving.online_sync_failed", task=task, error=str(exc))
         raise HTTPException(503, "the event store is unavailable; retry") from None
+    if len(routes.specs()) > 1:
+        online |= await _other_pipelines(state, routes, rows, entity_ids, record, body)
     failed: list[Served] = []
     if routes.champion is None:  # log and wait before the first model: record, answer nothing
         predictions = unanswered(spec, rows, entity_ids, online[spec.version])
@@ -156,7 +155,8 @@ async def predict_answer(state: ServingState, task: str, body: PredictRequest) -
                 503, "the event store is unavailable; nothing was recorded: retry the request"
             ) from None
         try:
-            await state.online.own_writes(spec, events, appended)
+            for version in online:  # every fold in use reads its replica's own writes
+                await state.online.own_writes(routes.specs()[version], events, appended)
         except STORE_FAILURES as exc:  # recorded all the same; the data topic brings them
             log.warning("serving.own_writes_not_folded", task=task, error=str(exc))
     state.recorder.record(task, predictions, _learned(routes), record)
@@ -186,6 +186,37 @@ async def predict_answer(state: ServingState, task: str, body: PredictRequest) -
     return encoded
 
 
+async def _other_pipelines(
+    state: ServingState,
+    routes: Routes,
+    rows: list[dict[str, Any]],
+    entity_ids: list[str | None],
+    record: bool,
+    body: PredictRequest,
+) -> dict[str, list[list[float]]]:
+    """The online features of a canary's or shadow's other pipeline, where its fold is built
+    (it is built in the background when the arm starts: until then, and if reading it fails,
+    the champion answers the canary's rows and the shadow skips the request)."""
+    out: dict[str, list[list[float]]] = {}
+    for version, spec in routes.specs().items():
+        if version == routes.spec.version:
+            continue
+        if spec.online_features and state.online.fold(spec) is None:
+            continue
+        try:
+            out[version] = await state.online_values(
+                spec,
+                rows,
+                entity_ids,
+                record,
+                body.after_position,
+                off=online_off(routes.flags, spec.online_names),
+            )
+        except STORE_FAILURES as exc:
+            log.warning("serving.arm_online_failed", task=routes.task, error=str(exc))
+    return out
+
+
 def _answer(
     routes: Routes,
     rows: list[dict[str, Any]],
@@ -199,7 +230,9 @@ def _answer(
     arms: dict[int, tuple[Served, list[int]]] = {}
     for i, entity in enumerate(entity_ids):
         arm = routes.arm(entity)
-        assert arm is not None
+        assert arm is not None and routes.champion is not None
+        if routes.spec_of(arm).version not in online:
+            arm = routes.champion  # its pipeline's fold is not ready: the champion answers
         arms.setdefault(id(arm), (arm, []))[1].append(i)
     out: list[Prediction | None] = [None] * len(rows)
     for arm, index in arms.values():

@@ -99,7 +99,9 @@ class ShadowScorer:
                 _, _, rows, online = groups.setdefault(
                     id(shadow.predictor), (item.routes, shadow, [], [])
                 )
-                spec_online = item.online[item.routes.spec_of(shadow).version]
+                spec_online = item.online.get(item.routes.spec_of(shadow).version)
+                if spec_online is None:
+                    continue  # its pipeline's fold was not ready for this request
                 for p, values in zip(item.answered, spec_online, strict=True):
                     if sampled(str(p.prediction_id), rate):
                         rows.append(p)

@@ -67,6 +67,11 @@ CHALLENGERS_AFTER = 1000
 # starts a new one. While it learns, the trainer learns each row twice: up to 4,000 rows cost 15%
 # more time through the system on Agrawal for no gain in served accuracy (docs/benchmarks.md).
 CHALLENGER_LAST = 4 * CHALLENGER_ROWS
+# After a pipeline switch the core folds on the pipeline it left (its champion is scored with its
+# own inputs) for this many labelled rows, to the first publish point past them: long enough for
+# a new pipeline's model to be promoted or rolled back by any policy here; then each row is
+# folded once again.
+PREVIOUS_ROWS = 20_000
 
 
 def config_choice(
@@ -284,6 +289,7 @@ class TaskTraining:
         self._switch: Switch | None = None
         self._switches = 0  # pipeline switches applied (facts of a later pipeline are keyed apart)
         self._previous: _Previous | None = None
+        self._previous_until = 0  # the labelled count past which it ends (at a publish point)
         self._champion_previous = False  # the champion takes the previous pipeline's inputs
         # Makes a fresh learner for the challenger after a drift (None: no challengers).
         self._challengers = challengers
@@ -478,8 +484,14 @@ class TaskTraining:
         assert incoming is not None and switch is not None, "begin_switch first"
         self._incoming, self._switch = None, None
         self.version, self.last_position = switch.to_version, switch.position
-        # The pipeline it leaves is folded on: serving answers with its champion meanwhile.
+        # The pipeline it leaves is folded on: serving answers with its champion meanwhile. Rows
+        # awaiting labels keep their inputs as that pipeline's (its champion learns them).
         self._previous = _Previous(self.spec, self.fold, self._recent)
+        self._previous_until = self.n_learned_total + PREVIOUS_ROWS
+        for observation, pending in incoming._pending.items():
+            left = self._pending.get(observation)
+            if left is not None:
+                pending.champion_x = left.x
         self.spec, self.fold, self.learner = incoming.spec, incoming.fold, incoming.learner
         self._pending, self._recent = incoming._pending, incoming._recent
         self._first_position = incoming._first_position
@@ -597,6 +609,14 @@ class TaskTraining:
                 )
         self._learn(learned, out)
 
+    def _end_previous(self) -> None:
+        """Stop folding the pipeline left (at a publish point: the same row in every replay); a
+        champion of it is no longer scored (candidates are compared on their own figures)."""
+        self._previous = None
+        if self._champion_previous:
+            self._champion, self._champion_previous = None, False
+            self._window.clear()
+
     def _previous_inputs(self, segment: Sequence[DataEvent]) -> list[list[float] | None]:
         """Each observation's inputs as the previous pipeline's (None without one)."""
         if self._previous is None:
@@ -669,6 +689,8 @@ class TaskTraining:
             self.n_learned_total += len(chunk)
             self._since_publish += len(chunk)
             if self.n_learned_total == self._next_publish:
+                if self._previous is not None and self.n_learned_total >= self._previous_until:
+                    self._end_previous()
                 if not self._quiet:
                     out.candidates.append(self._candidate())
                     self._entrant(out)

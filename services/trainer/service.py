@@ -163,9 +163,9 @@ async def replay_pipeline(
     progress: Callable[[int], object] | None = None,
 ) -> TaskTraining:
     """One pipeline version alone over its task's stored data events after `after_version`, in
-    process, learning and publishing nothing (no switches, no models): its prequential figures
-    on exactly the rows and label timing the stream holds, to compare versions like for like
-    before one is started (`continuo compare`)."""
+    process, publishing nothing (no switches, no models): its prequential figures on the rows
+    and label timing the stream holds (those that carry its features), to compare versions
+    before one is started (`continuo compare`). ConfigChosen events of this version apply."""
     core = TaskTraining(spec, default_learner(spec), quiet=True)
     core.version = after_version
     async for page in stream_pages(store, data_stream(spec.name), after_version=after_version):

@@ -1355,3 +1355,16 @@ async def test_pipeline_versions_are_registered_started_and_named_by_decisions(
         assert promoted.type == "ModelPromoted" and promoted.payload["model_version"] == 5
         assert promoted.payload["pipeline_version"] == second.version
         assert (await w.get(f"{base}/pipelines")).json()["champion"] == second.version
+
+        # Back to the first pipeline: one decision; the second's shadow ends with it, in the
+        # same append (the trainer will not score it any more).
+        back = await w.post(f"{base}/rollback", "operator", {"model_version": 1, "reason": "r"})
+        assert back.status_code == 200, back.text
+        *_, rolled, stopped = await w.decisions(task)
+        assert (
+            rolled.type == "ModelRolledBack" and rolled.payload["pipeline_version"] == first.version
+        )
+        assert stopped.type == "ShadowStopped" and stopped.payload["model_version"] == 4
+        assert stopped.stream_version == rolled.stream_version + 1
+        listing = (await w.get(f"{base}/pipelines")).json()
+        assert listing["decided"] == listing["champion"] == first.version

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
+from services.trainer import core as core_module
 from services.trainer.core import TaskTraining
 from shared.events.types import PipelineChosen
 from shared.tasks import TaskSpec
@@ -202,3 +203,32 @@ def test_a_champion_of_the_pipeline_left_is_scored_with_its_own_inputs_like_for_
     other = TaskTraining(SPEC, FakeLearner())
     other.set_champion(2, WidthScorer(9), "another")
     assert other.comparison() == {}
+
+
+def test_rows_waiting_at_a_switch_are_learned_by_the_old_champion_and_the_old_fold_ends(
+    monkeypatch,
+):
+    monkeypatch.setattr(core_module, "PREVIOUS_ROWS", 8)
+    wider = NEXT.model_copy(
+        update={"online_features": (*NEXT.online_features, *SPEC.online_features)}
+    )
+    stream, events = Stream(), []
+    for i in range(10):
+        events.append(stream.observe(i / 10, label=i % 2))
+    early = [stream.observe(0.5) for _ in range(5)]  # arrive before the switch
+    events += early
+    events.append(_chosen(stream, wider, from_version=0))
+    events += [stream.label(e, 1) for e in early]  # labelled after it
+    core = TaskTraining(SPEC, FakeLearner())
+    out = core.apply(events)
+    core.begin_switch(out.switch, wider, FakeLearner())
+    core.catch_up(events)
+    core.switched()
+    champion = WidthScorer(len(SPEC.input_names))
+    core.set_champion(1, champion, SPEC.version)
+    caught_up = len(champion.rows)
+    core.apply(events[out.consumed :])
+    assert len(champion.rows) == caught_up + 5  # with their inputs as the old pipeline's
+    assert core.scores(SPEC.version)
+    core.apply([stream.observe(0.2, label=1) for _ in range(20)])  # past 8 rows, to a publish
+    assert not core.scores(SPEC.version) and core.comparison() == {}
