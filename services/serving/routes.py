@@ -9,7 +9,7 @@ by default, online features off, the shadows' sample rate; the kill switch is in
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any
 
 import orjson
@@ -50,6 +50,7 @@ from shared.deployments import (
 )
 from shared.http import error_responses, refusal
 from shared.store.sql import STORE_FAILURES
+from shared.tasks import TaskSpec
 
 log = structlog.get_logger(__name__)
 
@@ -117,22 +118,19 @@ async def predict_answer(state: ServingState, task: str, body: PredictRequest) -
         missing = {i: f"entity_id: required ({why})" for i, e in enumerate(entity_ids) if not e}
         if missing:
             raise _refuse(missing)
+
+    async def values(of: TaskSpec) -> list[list[float]]:
+        """The rows' online features as spec `of` defines them, as of now."""
+        off = online_off(routes.flags, of.online_names)
+        return await state.online_values(of, rows, entity_ids, record, body.after_position, off=off)
+
     try:
-        online = {
-            spec.version: await state.online_values(
-                spec,
-                rows,
-                entity_ids,
-                record,
-                body.after_position,
-                off=online_off(routes.flags, spec.online_names),
-            )
-        }
+        online = {spec.version: await values(spec)}
     except STORE_FAILURES as exc:
         log.warning("serving.online_sync_failed", task=task, error=str(exc))
         raise HTTPException(503, "the event store is unavailable; retry") from None
     if len(routes.specs()) > 1:
-        online |= await _other_pipelines(state, routes, rows, entity_ids, record, body)
+        online |= await _other_pipelines(state, routes, values)
     failed: list[Served] = []
     if routes.champion is None:  # log and wait before the first model: record, answer nothing
         predictions = unanswered(spec, rows, entity_ids, online[spec.version])
@@ -189,10 +187,7 @@ async def predict_answer(state: ServingState, task: str, body: PredictRequest) -
 async def _other_pipelines(
     state: ServingState,
     routes: Routes,
-    rows: list[dict[str, Any]],
-    entity_ids: list[str | None],
-    record: bool,
-    body: PredictRequest,
+    values: Callable[[TaskSpec], Awaitable[list[list[float]]]],
 ) -> dict[str, list[list[float]]]:
     """The online features of a canary's or shadow's other pipeline, where its fold is built
     (it is built in the background when the arm starts: until then, and if reading it fails,
@@ -204,14 +199,7 @@ async def _other_pipelines(
         if spec.online_features and state.online.fold(spec) is None:
             continue
         try:
-            out[version] = await state.online_values(
-                spec,
-                rows,
-                entity_ids,
-                record,
-                body.after_position,
-                off=online_off(routes.flags, spec.online_names),
-            )
+            out[version] = await values(spec)
         except STORE_FAILURES as exc:
             log.warning("serving.arm_online_failed", task=routes.task, error=str(exc))
     return out

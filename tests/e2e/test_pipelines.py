@@ -103,6 +103,14 @@ async def test_a_pipeline_is_started_promoted_rolled_back_and_forward_live(
             async def champion_pipeline(wanted: str) -> bool:
                 return (await pipelines())["champion"] == wanted
 
+            async def champion_of(pipeline: str) -> dict[str, Any] | None:
+                found = [m for m in await models() if m["status"] == "champion"]
+                return found[0] if found and found[0]["pipeline_version"] == pipeline else None
+
+            async def serving_folds(version: str) -> bool:
+                status = (await serving.get(f"{base}/online")).json()
+                return version in status.get("spec_versions", [])
+
             async def serving_canary(version: int) -> bool:
                 routing = (await serving.get(f"{base}/routing")).json()
                 return (routing["canary"] or {}).get("model_version") == version
@@ -144,13 +152,18 @@ async def test_a_pipeline_is_started_promoted_rolled_back_and_forward_live(
             )
             assert canary.status_code == 200, canary.text
             await _until(lambda: serving_canary(candidate), "serving routes half to it")
+            # Its pipeline's online features are built in the background (the champion answers
+            # its rows meanwhile).
+            await _until(lambda: serving_folds(SECOND.version), "serving folds its pipeline")
             body = {
                 "records": [{"features": ROW, "entity_id": f"entity-{i}"} for i in range(60)],
                 "record": False,
             }
             answered = (await serving.post(f"{base}/predict", json=body)).json()["predictions"]
             roles = {p["role"]: p["model_version"] for p in answered}
-            assert roles == {"champion": first_champion["model_version"], "canary": candidate}
+            routing = (await serving.get(f"{base}/routing")).json()
+            assert roles == {"champion": routing["champion"]["model_version"], "canary": candidate}
+            assert roles["champion"] < candidate
             # Each with its own pipeline's online features.
             by_role = {p["role"]: p for p in answered}
             assert set(by_role["canary"]["online_features"]) == {"last"}
@@ -161,8 +174,10 @@ async def test_a_pipeline_is_started_promoted_rolled_back_and_forward_live(
             )
             assert approved.status_code == 200 and approved.json()["promoted"], approved.text
             await _until(lambda: champion_pipeline(SECOND.version), "a model of it promoted")
-            second_champion = next(m for m in await models() if m["status"] == "champion")
-            assert second_champion["pipeline_version"] == SECOND.version
+            # The models' read model follows the decisions a moment later.
+            second_champion = await _until(
+                lambda: champion_of(SECOND.version), "the projection shows it"
+            )
             await _until(
                 lambda: serving_answers_with(second_champion["model_version"]), "serving swapped"
             )
