@@ -29,11 +29,25 @@ def _registered(envelope: Envelope) -> tuple[TaskRegistered, TaskSpec]:
     return found
 
 
-async def register_tasks(store: EventStore, specs: list[TaskSpec], producer: Producer) -> None:
-    """Record each spec version once (the event id is derived from name and version)."""
+async def register_tasks(
+    store: EventStore,
+    specs: list[TaskSpec],
+    producer: Producer,
+    *,
+    by: str | None = None,
+    reason: str | None = None,
+) -> None:
+    """Record each spec version once (the event id is derived from name and version), with who
+    and why when a person registers it."""
     for spec in specs:
         event = new_event(
-            TaskRegistered(task=spec.name, version=spec.version, spec=spec.model_dump(mode="json")),
+            TaskRegistered(
+                task=spec.name,
+                version=spec.version,
+                spec=spec.model_dump(mode="json"),
+                registered_by=by,
+                reason=reason,
+            ),
             stream_id=task_stream(spec.name),
             producer=producer,
             event_id=uuid.uuid5(_NAMESPACE, f"{spec.name}/{spec.version}"),

@@ -54,7 +54,9 @@ class PipelineDecisions:
             return str(chosen[0].payload["pipeline_version"])
         return await self.first(task)
 
-    async def register(self, task: str, document: Any, who: Principal) -> dict[str, Any]:
+    async def register(
+        self, task: str, document: Any, who: Principal, reason: str
+    ) -> dict[str, Any]:
         """Record a new version of a task's spec; it runs only once started. Refused (422):
         a spec that is not valid, names another task, changes the target, or reads a feature
         the task's observations do not carry (with the type they have)."""
@@ -94,7 +96,9 @@ class PipelineDecisions:
             )
         new = spec.version not in versions
         if new:
-            await register_tasks(self.gov.store, [spec], self.gov.runtime.producer)
+            await register_tasks(
+                self.gov.store, [spec], self.gov.runtime.producer, by=who.name, reason=reason
+            )
         return {
             "task": task,
             "pipeline_version": spec.version,

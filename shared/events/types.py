@@ -67,11 +67,14 @@ def prediction_stream(task: str) -> str:
 
 @event_type("TaskRegistered")
 class TaskRegistered(Payload):
-    """A task spec version was registered; `version` is the spec's content hash."""
+    """A task spec version was registered; `version` is the spec's content hash. Registered
+    through governance, it names who and why (ingest's, from the tasks directory, neither)."""
 
     task: str
     version: str
     spec: dict[str, Any]
+    registered_by: str | None = None
+    reason: str | None = None
 
 
 class Served(BaseModel):

@@ -1304,6 +1304,8 @@ async def test_pipeline_versions_are_registered_started_and_named_by_decisions(
         made = await w.post(f"{base}/pipelines", "admin", {"spec": document, "reason": "r"})
         assert made.status_code == 200 and made.json()["registered"] is True
         assert made.json()["pipeline_version"] == second.version
+        registered = (await w.store.read_stream(f"task-{task}"))[-1].payload
+        assert (registered["registered_by"], registered["reason"]) == ("root", "r")
         again = await w.post(f"{base}/pipelines", "admin", {"spec": document, "reason": "r"})
         assert again.json()["registered"] is False
 

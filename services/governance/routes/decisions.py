@@ -136,7 +136,7 @@ async def register_pipeline(
     """Register a new version of the task's spec (a pipeline version). Nothing runs it until it
     is started. 422 when the spec is invalid, changes the target, or reads a feature the task's
     observations do not carry."""
-    return await gov.pipelines.register(task, body.spec, who)
+    return await gov.pipelines.register(task, body.spec, who, body.reason)
 
 
 @router.post("/pipelines/{version}/start")
