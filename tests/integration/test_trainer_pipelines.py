@@ -274,3 +274,41 @@ async def test_each_version_replayed_alone_learns_the_same_rows_and_compare_prin
     assert [p["pipeline_version"] for p in figures] == [FIRST.version, SECOND.version]
     assert figures[0]["accuracy"] == first.learner.metrics["accuracy"]
     assert (await asyncio.to_thread(compare, "nope")).returncode == 2
+
+
+async def test_a_pipeline_whose_learner_fails_is_given_up_and_training_goes_on(
+    sqlite_url: str, tmp_path: Path
+):
+    # A setting LightGBM refuses: the switch is given up (the same way in every replay) and the
+    # first pipeline goes on publishing, instead of every batch failing from then on.
+    broken = FIRST.model_copy(
+        update={"learner": FIRST.learner.model_copy(update={"params": {"num_leaves": -3}})}
+    )
+    runtime = _runtime(sqlite_url, tmp_path / "a")
+    store = runtime.store
+    await register_tasks(store, [FIRST, broken], TEST_PRODUCER)
+    trainer = Trainer(runtime)
+    await _rows(store, 0, 200)
+    seen = await _feed(trainer, store, 0)
+    started = PipelineStarted(
+        task="pipes",
+        pipeline_version=broken.version,
+        previous_version=FIRST.version,
+        from_version=0,
+        reason="a bad setting",
+        decided_by="tester",
+    )
+    await _decide(store, started)
+    await _rows(store, 200, 10)
+    trainer._deployments.clear()
+    seen = await _feed(trainer, store, seen)
+    before = len(await _models(store))
+    await _rows(store, 210, 300)
+    await _feed(trainer, store, seen)
+    assert await _chosen(store) == [broken.version]
+    made = await _models(store)
+    assert len(made) > before and {m.pipeline_version for m in made} == {FIRST.version}
+    assert trainer.status()["pipes"]["pipeline_version"] == FIRST.version
+    _, replayed = await replay_models(store, "pipes")
+    assert [c.model_version for c in replayed] == [m.model_version for m in made]
+    await store.close()
