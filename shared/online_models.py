@@ -1,12 +1,17 @@
 """The parts of a model that learn from every label, and a published model that keeps learning.
 
 A Continuo model is a blend: LightGBM members, retrained by the trainer on windows of recent rows,
-and online logistic members, which learn from every labelled row, weighted by an online logistic
-blend that also learns from every row. The trainer publishes a version every so many rows; between
-versions its online parts move on. `LiveModel` lets serving (and whoever else predicts) move them
-on too, from the same labels, with the same code: the recurrences here are the only ones, used by
-the trainer's learner and by every `LiveModel`, so the same labelled rows in the same order give
-the same state, bit for bit. The tree members stay as published until the next version.
+and online linear members, which learn from every labelled row, weighted by an online blend that
+also learns from every row. For a binary task the scores are log-odds and the online parts are
+logistic (SGD on log-loss); for a regression task they are the target standardised by the model's
+`TargetScale` and the online parts are least squares, stepped by normalised LMS (each step divided
+by 1 + the squared norm of its inputs, its error clipped at `ERROR_CLIP` deviations: Huber), so
+neither an input's scale nor one wild label can make them diverge. The trainer publishes a
+version every so many rows; between versions its online parts move on. `LiveModel` lets serving
+(and whoever else predicts) move them on too, from the same labels, with the same code: the
+recurrences here are the only ones, used by the trainer's learner and by every `LiveModel`, so the
+same labelled rows in the same order give the same state, bit for bit. The tree members stay as
+published until the next version.
 
 Pure: numbers in, numbers out (LightGBM boosters are called, never trained, here).
 """
@@ -22,23 +27,42 @@ from typing import Any, cast
 import lightgbm as lgb
 import numpy as np
 
-from shared.model_codec import LinearMember, decode, parse
+from shared.model_codec import (
+    REGRESSION_CLIP,
+    LinearMember,
+    decode,
+    parse,
+    target_scale,
+)
 from shared.tree_rows import RawScorer, raw_scorer
 
 # Clip the blend's inputs and logit: a member's raw score can be large on a pure leaf, and one
 # huge input must not blow the SGD step up.
 RAW_CLIP = 8.0
 LOGIT_CLIP = 30.0
-Z_CLIP = 5.0  # standardised inputs beyond 5 sd are taken as 5 sd
+Z_CLIP = 5.0
+# A regression's online steps take at most this error, in the scale's deviations (`_huber`).
+ERROR_CLIP = 3.0  # standardised inputs beyond 5 sd are taken as 5 sd
 _MIN_VARIANCE = 1e-12  # an input constant so far is centred, not divided by ~zero
 # Up to this many rows, trees score row by row through LightGBM's fast single-row path (about
 # 2 us a row and tree); more go to `Booster.predict` at once (about 85 us a call, ~1 us a row).
 _ROW_BY_ROW = 32
 
 
-def clip_raws(raws: np.ndarray) -> np.ndarray:
+def clip_raws(raws: np.ndarray, clip: float = RAW_CLIP) -> np.ndarray:
     """Members' raw scores as the blend sees them."""
-    return np.asarray(raws).clip(-RAW_CLIP, RAW_CLIP)
+    return np.asarray(raws).clip(-clip, clip)
+
+
+def member_clip(regression: bool) -> float:
+    """The bound on a member's raw score: log-odds, or standardised target values."""
+    return REGRESSION_CLIP if regression else RAW_CLIP
+
+
+def _huber(error: float) -> float:
+    """A regression's error as its online steps use it: clipped to +-ERROR_CLIP (the Huber
+    loss's gradient), so one wild label moves the online parts a bounded step, not to it."""
+    return ERROR_CLIP if error > ERROR_CLIP else -ERROR_CLIP if error < -ERROR_CLIP else error
 
 
 @dataclass(frozen=True)
@@ -51,7 +75,8 @@ class BlendSpec:
 
 
 class Blend:
-    """Online logistic blend: logit = sum_m w_m raw_m + b."""
+    """Online blend: score = sum_m w_m raw_m + b; logistic (binary) or least squares
+    (`regression`: normalised LMS, the step divided by 1 + the squared norm of the inputs)."""
 
     def __init__(
         self,
@@ -59,8 +84,13 @@ class Blend:
         n_members: int,
         weights: Sequence[float] | None = None,
         bias: float = 0.0,
+        *,
+        regression: bool = False,
     ) -> None:
         self.spec = spec
+        self.regression = regression
+        self.clip = member_clip(regression)
+        self.score_clip = REGRESSION_CLIP if regression else LOGIT_CLIP
         self.n_members = n_members
         # Members start equally weighted, summing to one: the blend starts as their average.
         share = 1.0 / max(len(spec.members), 1)
@@ -77,22 +107,30 @@ class Blend:
         Only the blend's own members enter the sum: a published model holds only those, and
         the same terms in the same order give the same bits."""
         members = list(self.spec.members)
-        z = clip_raws(np.asarray(raws)[:, members]) @ np.asarray(self.w)[members] + self.bias
-        return z.clip(-LOGIT_CLIP, LOGIT_CLIP)
+        raws = clip_raws(np.asarray(raws)[:, members], self.clip)
+        z = raws @ np.asarray(self.w)[members] + self.bias
+        return z.clip(-self.score_clip, self.score_clip)
 
     def logit(self, raws: Sequence[float]) -> float:
         """`logits` of one row, in Python floats: for a request of a few rows, numpy's
         per-call cost is most of the time. The same terms in the same order; the sum may differ
         from numpy's in the last bit."""
-        w, s = self.w, 0.0
+        w, s, clip = self.w, 0.0, self.clip
         for j in self.spec.members:
             r = raws[j]
-            s += (RAW_CLIP if r > RAW_CLIP else -RAW_CLIP if r < -RAW_CLIP else r) * w[j]
+            s += (clip if r > clip else -clip if r < -clip else r) * w[j]
         s += self.bias
-        return LOGIT_CLIP if s > LOGIT_CLIP else -LOGIT_CLIP if s < -LOGIT_CLIP else s
+        top = self.score_clip
+        return top if s > top else -top if s < -top else s
 
-    def step(self, zs: Sequence[float], y: int) -> float:
-        """Predict one row, then learn it: returns the prediction made before seeing y.
+    def rescale(self, a: float, b: float) -> None:
+        """A regression's scale changed: every input and the output become a + b * old. The
+        weights stay; the bias takes the rest (b * bias + a * (1 - the weights' sum))."""
+        self.bias = b * self.bias + a * (1.0 - sum(self.w[j] for j in self.spec.members))
+
+    def step(self, zs: Sequence[float], y: float) -> float:
+        """Predict one row, then learn it: returns the prediction made before seeing y (P(class
+        1), or the standardised value of a regression).
 
         `zs` are the members' raw scores already clipped by `clip_raws`.
         """
@@ -100,11 +138,17 @@ class Blend:
         s = self.bias
         for j in self.spec.members:
             s += w[j] * zs[j]
-        s = min(LOGIT_CLIP, max(-LOGIT_CLIP, s))
-        p = 1.0 / (1.0 + math.exp(-s))
+        s = min(self.score_clip, max(-self.score_clip, s))
+        p = s if self.regression else 1.0 / (1.0 + math.exp(-s))
         if not self.spec.lr:
             return p  # a fixed blend (the learner's "linear-slow"): nothing to learn, per row
-        g = self.spec.lr * (y - p)
+        if self.regression:
+            norm = 1.0
+            for j in self.spec.members:
+                norm += zs[j] * zs[j]
+            g = self.spec.lr * _huber(y - p) / norm
+        else:
+            g = self.spec.lr * (y - p)
         for j in self.spec.members:
             w[j] += g * zs[j]
         self.bias += g
@@ -112,15 +156,18 @@ class Blend:
 
 
 class OnlineLinear:
-    """Logistic regressions learned by SGD from every labelled row, one per learning rate, on
+    """Logistic regressions (or, `regression`, least squares by normalised LMS on the
+    standardised target) learned by SGD from every labelled row, one per learning rate, on
     inputs standardised by their running mean and standard deviation (Welford), shared by all.
 
     Standardising lets one learning rate suit features of any scale; a slow rate settles close
     to the best plane, a fast one follows a boundary that moves. Pure Python floats.
     """
 
-    def __init__(self, n_features: int, lrs: Sequence[float]) -> None:
+    def __init__(self, n_features: int, lrs: Sequence[float], *, regression: bool = False) -> None:
         self.n = n_features
+        self.regression = regression
+        self.score_clip = REGRESSION_CLIP if regression else LOGIT_CLIP
         self.lrs = tuple(float(lr) for lr in lrs)
         self.coefs = [[0.0] * n_features for _ in self.lrs]
         self.intercepts = [0.0] * len(self.lrs)
@@ -161,22 +208,26 @@ class OnlineLinear:
         return z
 
     def _scores(self, z: Sequence[float]) -> list[float]:
-        """Each model's log-odds of a standardised row (clipped to +-LOGIT_CLIP)."""
-        out = []
+        """Each model's score of a standardised row (log-odds clipped to +-LOGIT_CLIP)."""
+        out, top = [], self.score_clip
         for coef, s in zip(self.coefs, self.intercepts, strict=True):
             for c, zj in zip(coef, z):  # noqa: B905 - equal lengths by construction
                 s += c * zj
-            out.append(LOGIT_CLIP if s > LOGIT_CLIP else -LOGIT_CLIP if s < -LOGIT_CLIP else s)
+            out.append(top if s > top else -top if s < -top else s)
         return out
 
-    def learn(self, x: Sequence[float], y: int) -> list[float]:
-        """Score one row with every model, then learn it; returns the (clipped) log-odds each
-        model gave before learning."""
+    def learn(self, x: Sequence[float], y: float) -> list[float]:
+        """Score one row with every model, then learn it; returns the (clipped) scores each
+        model gave before learning (log-odds, or the standardised target)."""
         z = self._z(x)
         out = self._scores(z)
         intercepts = self.intercepts
+        norm = 1.0 + sum(zj * zj for zj in z) if self.regression else 1.0
         for m, coef in enumerate(self.coefs):
-            g = self.lrs[m] * (y - 1.0 / (1.0 + math.exp(-out[m])))
+            if self.regression:
+                g = self.lrs[m] * _huber(y - out[m]) / norm
+            else:
+                g = self.lrs[m] * (y - 1.0 / (1.0 + math.exp(-out[m])))
             coef[:] = [c + g * zj for c, zj in zip(coef, z)]  # noqa: B905
             intercepts[m] += g
         mean, m2, k = self._mean, self._m2, self._k + 1
@@ -187,6 +238,11 @@ class OnlineLinear:
             mean[j] += d / k
             m2[j] += d * (v - mean[j])
         return out
+
+    def rescale(self, a: float, b: float) -> None:
+        """A regression's scale changed: every model's score becomes a + b * old."""
+        self.coefs = [[b * c for c in coef] for coef in self.coefs]
+        self.intercepts = [a + b * i for i in self.intercepts]
 
     def snapshots(self) -> list[LinearMember]:
         center, scale = tuple(self._mean), tuple(self._scales())
@@ -200,10 +256,12 @@ class OnlineLinear:
         return {"lrs": list(self.lrs), "k": self._k, "m2": list(self._m2)}
 
     @classmethod
-    def resume(cls, state: dict[str, Any], members: Sequence[LinearMember]) -> OnlineLinear:
+    def resume(
+        cls, state: dict[str, Any], members: Sequence[LinearMember], *, regression: bool = False
+    ) -> OnlineLinear:
         """The learner as it was when `state` and its snapshots `members` were written."""
         n = len(members[0].coef)
-        linear = cls(n, state["lrs"])
+        linear = cls(n, state["lrs"], regression=regression)
         linear.coefs = [list(m.coef) for m in members]
         linear.intercepts = [m.intercept for m in members]
         linear._k = int(state["k"])
@@ -218,7 +276,7 @@ class LearnedRow:
 
     version: int
     x: list[float]
-    y: int
+    y: float  # the class index (0 or 1), or a regression's target value
 
 
 class RecentRows:
@@ -257,12 +315,15 @@ class LiveModel:
     moves them. `learned_through` is the data stream version of the last row it learned.
 
     A model file without online state (written before it existed) predicts as published and
-    learns nothing."""
+    learns nothing. A regression model (`target` in the file) answers values: `predict`."""
 
     def __init__(self, data: bytes) -> None:
         doc = parse(data)
         online = doc.get("online")
         self._frozen = decode(data) if online is None else None
+        self.target = target_scale(doc)
+        regression = self.target is not None
+        self._clip = member_clip(regression)
         self.n_features = int(doc["n_features"])
         self.learned_through = 0 if online is None else int(online["learned_through"])
         if online is None:
@@ -283,13 +344,16 @@ class LiveModel:
         scorers = [raw_scorer(booster, self.n_features) for booster in trees]
         self._scorers = None if None in scorers else cast(list[RawScorer], scorers)
         self._linear = (
-            OnlineLinear.resume(online["linear"], linear_members) if linear_members else None
+            OnlineLinear.resume(online["linear"], linear_members, regression=regression)
+            if linear_members
+            else None
         )
         self._blend = Blend(
             BlendSpec("live", tuple(range(len(weights))), float(online["blend_lr"])),
             len(weights),
             weights=weights,
             bias=float(doc["bias"]),
+            regression=regression,
         )
 
     def _tree_raws(self, X: np.ndarray) -> np.ndarray:
@@ -313,8 +377,17 @@ class LiveModel:
             raws[:, len(self._trees) :] = self._linear.raws(X)
         return self._blend.logits(raws)
 
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The answer for each row of X, as of the rows learned so far: P(class 1) of a binary
+        model, the value of a regression."""
+        if self.target is None:
+            return self.predict_proba(X)
+        return np.asarray(self.target.value(self.logits(X)), dtype=float)
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(class 1) for each row of X, as of the rows learned so far."""
+        if self.target is not None:
+            raise TypeError("a regression model answers values: call predict")
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
         if self._frozen is None and self._row_by_row(X):
             return np.array([1.0 / (1.0 + math.exp(-self._logit(x))) for x in X.tolist()])
@@ -334,24 +407,28 @@ class LiveModel:
 
     def learn(self, rows: Sequence[LearnedRow]) -> list[float]:
         """Predict each row as of the rows before it, then learn it, in order; return those
-        predictions. Rows at or before `learned_through` are predicted, not learned again."""
+        predictions (as `predict`). Rows at or before `learned_through` are predicted, not
+        learned again."""
         if not rows:
             return []
         X = np.array([r.x for r in rows], dtype=float).reshape(-1, self.n_features)
         if self._frozen is not None:
-            return self._frozen.predict_proba(X).tolist()
-        raws = clip_raws(self._tree_raws(X)).tolist()
+            return self._frozen.predict(X).tolist()
+        clip, target = self._clip, self.target
+        raws = clip_raws(self._tree_raws(X), clip).tolist()
         first_linear = len(self._trees)
         out = []
         for i, (row, raw) in enumerate(zip(rows, raws, strict=True)):
             if row.version <= self.learned_through:
-                out.append(float(self.predict_proba(X[i : i + 1])[0]))
+                out.append(float(self.predict(X[i : i + 1])[0]))
                 continue
+            y = row.y if target is None else float(target.standardise(row.y))
             if self._linear is not None:
                 raw[first_linear:] = [
-                    min(RAW_CLIP, max(-RAW_CLIP, r)) for r in self._linear.learn(row.x, row.y)
+                    min(clip, max(-clip, r)) for r in self._linear.learn(row.x, y)
                 ]
-            out.append(self._blend.step(raw, row.y))
+            answer = self._blend.step(raw, y)
+            out.append(answer if target is None else float(target.value(answer)))
             self.learned_through = row.version
         return out
 

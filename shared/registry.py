@@ -38,7 +38,15 @@ async def register_tasks(
     reason: str | None = None,
 ) -> None:
     """Record each spec version once (the event id is derived from name and version), with who
-    and why when a person registers it."""
+    and why when a person registers it. A kind of task the services do not serve yet is refused
+    (ValueError) before anything is recorded."""
+    for spec in specs:
+        if spec.target.kind != "binary":
+            raise ValueError(
+                f"task {spec.name!r}: target kind {spec.target.kind!r} is learned and evaluated "
+                "in process (bench/learner.py --kind regression) but not served by the running "
+                "system yet; only binary tasks can be registered (docs/tasks.md)"
+            )
     for spec in specs:
         event = new_event(
             TaskRegistered(

@@ -99,12 +99,24 @@ class OnlineFeature(BaseModel):
 
 
 class Target(BaseModel):
-    """The label column; Continuo learns binary classification, classes given in order (0, 1)."""
+    """The label column and the kind of task: `binary` (classes given in order: the second is
+    class 1) or `regression` (a finite number; `classes` does not apply).
+
+    The running system (ingest, trainer, serving, governance) serves binary tasks; regression
+    is learned by the learner and evaluated in process (`bench/learner.py --kind regression`)
+    and is refused at registration until the services answer values (docs/tasks.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
+    kind: Literal["binary", "regression"] = "binary"
     classes: tuple[Any, Any] = (0, 1)
+
+    @model_validator(mode="after")
+    def _classes_fit_the_kind(self) -> Target:
+        if self.kind == "regression" and "classes" in self.model_fields_set:
+            raise ValueError("a regression target takes no `classes`")
+        return self
 
 
 class AuditThresholds(BaseModel):
@@ -340,6 +352,7 @@ class TaskSpec(BaseModel):
 
 # (path, default as JSON) of every spec field added after the first release (see `version`).
 _ADDED_LATER: tuple[tuple[tuple[str, ...], Any], ...] = (
+    (("target", "kind"), "binary"),
     (("online_features",), []),
     (("serving",), {"record": False}),
     (("promotion", "audit", "balanced_accuracy_min"), 0.55),
@@ -479,8 +492,15 @@ def _missing(spec: TaskSpec, feature: Feature) -> str:
     )
 
 
-def validate_label(spec: TaskSpec, label: Any) -> int:
-    """Map a label to its class index (0 or 1), or raise RecordError."""
+def validate_label(spec: TaskSpec, label: Any) -> float:
+    """Map a label to its class index (0 or 1), or a regression's finite number; else raise
+    RecordError."""
+    if spec.target.kind == "regression":
+        if isinstance(label, bool) or not isinstance(label, int | float):
+            raise RecordError(f"label: {shown(label)} is not a number")
+        if not math.isfinite(label):
+            raise RecordError(f"label: {shown(label)} is not finite")
+        return float(label)
     for index, cls in enumerate(spec.target.classes):
         # True == 1 in Python; a JSON boolean is only a label where the classes are booleans.
         if label == cls and isinstance(label, bool) == isinstance(cls, bool):

@@ -60,15 +60,17 @@ import numpy as np
 
 from services.trainer.drift import Drift, DriftMonitor
 from services.trainer.members import MemberSpec, RowBuffer, lightgbm_params, train_member
-from services.trainer.metrics import PrequentialMetrics
+from services.trainer.metrics import PrequentialMetrics, RegressionMetrics
 from services.trainer.racing import ConfigDrop, ConfigSwitch, Race
 from shared import model_codec
+from shared.model_codec import TargetScale
 from shared.online_models import (
     RAW_CLIP,
     Blend,
     BlendSpec,
     OnlineLinear,
     clip_raws,
+    member_clip,
     online_state,
 )
 from shared.tasks import SearchChange, TaskSpec, categorical_indices
@@ -115,6 +117,12 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     "search_rows": 2000,
 }
 
+# A regression's online parts step by normalised LMS (the step divided by 1 + the inputs' squared
+# norm), whose usual rates are larger than logistic SGD's: settings that differ by kind.
+REGRESSION_DEFAULTS: dict[str, Any] = {"linear_lrs": (0.05, 0.5)}
+# The blends' rates, fast and slow, by kind (logistic SGD; normalised LMS).
+_BLEND_LRS = {False: (0.05, 0.01), True: (0.5, 0.05)}
+
 SHORT, LONG = 0, 1  # member indices; then the short member's alternatives, then the linear ones
 
 
@@ -131,18 +139,21 @@ class LearnReport:
     proba: np.ndarray | None = None
 
 
-def _blend_specs(racing: bool, members: tuple[int, ...], linear_at: int) -> list[BlendSpec]:
+def _blend_specs(
+    racing: bool, members: tuple[int, ...], linear_at: int, regression: bool
+) -> list[BlendSpec]:
     """The racing population: every member at two adaptation speeds, and the slow linear member
     alone, as it is (where the boundary is a plane, the trees' steps only add noise to it, and a
     blend's learned weights and bias wander with the label noise: on SEA's first 5,000 rows the
     member alone scored 0.885, every blend over it 0.873-0.879)."""
-    fast = BlendSpec("blend-fast", members, lr=0.05)
+    fast_lr, slow_lr = _BLEND_LRS[regression]
+    fast = BlendSpec("blend-fast", members, lr=fast_lr)
     if not racing:
         return [fast]
-    specs = [fast, BlendSpec("blend-slow", members, lr=0.01)]
+    specs = [fast, BlendSpec("blend-slow", members, lr=slow_lr)]
     linear = tuple(m for m in members if m >= linear_at)
     if linear:
-        specs.append(BlendSpec("linear", linear, lr=0.01))
+        specs.append(BlendSpec("linear", linear, lr=slow_lr))
         specs.append(BlendSpec("linear-slow", (linear_at,), lr=0.0))  # weight 1, bias 0, as it is
     return specs
 
@@ -175,7 +186,13 @@ def _tick_after(n: int, tick: int) -> int:
 
 
 class OnlineLearner:
-    """Prequential learner of a binary target; see the module docstring for how it works."""
+    """Prequential learner of a binary target, or (`regression`) of a numeric one; see the
+    module docstring for how it works.
+
+    A regression learns in the target standardised by a `TargetScale` fixed at the first tick
+    (the mean and deviation of the first `min_train_rows` labels; until then it answers their
+    running mean): every member and blend scores in those units, the blends and the linear
+    members learn least squares, and the race and drift detection judge absolute errors."""
 
     @classmethod
     def from_spec(cls, spec: TaskSpec) -> OnlineLearner:
@@ -185,6 +202,7 @@ class OnlineLearner:
             params=spec.learner.params,
             categorical=categorical_indices(spec),
             feature_names=list(spec.input_names),
+            regression=spec.target.kind == "regression",
         )
 
     def __init__(
@@ -195,14 +213,21 @@ class OnlineLearner:
         params: Mapping[str, Any] | None = None,
         categorical: Sequence[int] = (),
         feature_names: Sequence[str] | None = None,
+        regression: bool = False,
     ) -> None:
         user = dict(params or {})
-        self.settings = {k: user.pop(k, v) for k, v in LEARNER_DEFAULTS.items()}
+        defaults = {**LEARNER_DEFAULTS, **(REGRESSION_DEFAULTS if regression else {})}
+        self.settings = {k: user.pop(k, v) for k, v in defaults.items()}
         s = self.settings
+        self.regression = regression
+        self._clip = member_clip(regression)
+        # A regression's scale, fixed at the first tick; the labels' sum until then.
+        self._target: TargetScale | None = None
+        self._label_sum = 0.0
         self.n_features = n_features
         self.feature_names = list(feature_names) if feature_names else None
         self.categorical = list(categorical)
-        self._lgb_params = lightgbm_params(user, seed)
+        self._lgb_params = lightgbm_params(user, seed, regression=regression)
         short = MemberSpec(
             "short", int(s["short_window"]), int(s["short_every"]), int(s["short_rounds"])
         )
@@ -218,15 +243,17 @@ class OnlineLearner:
         self._boosters: list[lgb.Booster | None] = [None] * trees
         self._model_strings: list[str | None] = [None] * trees
         lrs = [float(lr) for lr in s["linear_lrs"]] if s["linear"] else []
-        self._linear = OnlineLinear(n_features, lrs)
-        self._buffer = RowBuffer(n_features, max(m.window for m in self._members))
+        self._linear = OnlineLinear(n_features, lrs, regression=regression)
+        capacity = max(m.window for m in self._members)
+        self._buffer = RowBuffer(n_features, capacity, regression=regression)
         linear = tuple(range(trees, trees + len(lrs)))
         blended = (SHORT, LONG, *linear)
-        specs = _blend_specs(bool(s["racing"]), blended, trees)
+        specs = _blend_specs(bool(s["racing"]), blended, trees, regression)
+        fast_lr = _BLEND_LRS[regression][0]
         for j, member in enumerate(alternatives, start=2):
             # Members in index order, as a published model holds them (the same sums, bits).
-            specs.append(BlendSpec(f"blend-fast/{member.name}", (LONG, j, *linear), lr=0.05))
-        self._blends = [Blend(b, trees + len(lrs)) for b in specs]
+            specs.append(BlendSpec(f"blend-fast/{member.name}", (LONG, j, *linear), lr=fast_lr))
+        self._blends = [Blend(b, trees + len(lrs), regression=regression) for b in specs]
         # The search's arms: each short window's tree member, with the race's configurations
         # over it. The default window's arm is every blend of the short member.
         self._arms: dict[int, list[str]] = {}
@@ -241,7 +268,11 @@ class OnlineLearner:
         self._race = Race(
             [b.spec.name for b in self._blends], window=int(s["race_window"]), z=s["race_z"]
         )
-        self._metrics = PrequentialMetrics(int(s["recent_window"]))
+        self._metrics: PrequentialMetrics | RegressionMetrics = (
+            RegressionMetrics(int(s["recent_window"]))
+            if regression
+            else PrequentialMetrics(int(s["recent_window"]))
+        )
         self._monitor = DriftMonitor(adwin_delta=s["adwin_delta"], ph_threshold=s["ph_threshold"])
         self._tick = int(s["tick"])
         self._next_tick = min(int(s["min_train_rows"]), self._tick)
@@ -257,8 +288,16 @@ class OnlineLearner:
 
     # ---------------------------------------------------------------- predicting
 
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """The champion's answer for each row as of now: P(class 1), or a regression's value."""
+        if not self.regression:
+            return self.predict_proba(X)
+        return self.predict_on_arrival(X)[0]
+
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         """P(class 1) for each row, from the champion blend as of now."""
+        if self.regression:
+            raise TypeError("a regression learner answers values: call predict")
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
         logits = self._blends[self._race.champion].logits(self._member_raws(X))
         return 1.0 / (1.0 + np.exp(-logits))
@@ -271,10 +310,24 @@ class OnlineLearner:
         each configuration on what it would have served, not on predictions that had already
         learned the labels of the same batch (which flatter the fast ones)."""
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
+        if self.regression:
+            return self._values_on_arrival(X)
         raws = self._member_raws(X)
         configs = np.full((len(X), len(self._blends)), 0.5)
         for c in self._race.live:
             configs[:, c] = 1.0 / (1.0 + np.exp(-self._blends[c].logits(raws)))
+        return configs[:, self._race.champion].copy(), configs
+
+    def _values_on_arrival(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`predict_on_arrival` of a regression: values (a dropped configuration: NaN)."""
+        target = self._target
+        if target is None:  # before the first tick: the running mean of the labels
+            mean = self._label_sum / self._metrics.n if self._metrics.n else 0.0
+            return np.full(len(X), mean), np.full((len(X), len(self._blends)), mean)
+        raws = self._member_raws(X)
+        configs = np.full((len(X), len(self._blends)), np.nan)
+        for c in self._race.live:
+            configs[:, c] = target.value(self._blends[c].logits(raws))
         return configs[:, self._race.champion].copy(), configs
 
     def _member_raws(self, X: np.ndarray) -> np.ndarray:
@@ -314,11 +367,17 @@ class OnlineLearner:
         self, X: np.ndarray, y: np.ndarray, given: np.ndarray | None, configs: np.ndarray | None
     ) -> LearnReport:
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
-        y = np.asarray(y).astype(np.int64).reshape(-1)
+        if self.regression:
+            y = np.asarray(y, dtype=float).reshape(-1)
+            if not np.isfinite(y).all():
+                raise ValueError("labels must be finite numbers")
+        else:
+            y = np.asarray(y).astype(np.int64).reshape(-1)
+            if len(y) and not np.isin(y, (0, 1)).all():
+                raise ValueError("labels must be 0 or 1")
         if len(X) != len(y) or (given is not None and len(given) != len(y)):
             raise ValueError("X, y and proba must have the same number of rows")
-        if len(y) and not np.isin(y, (0, 1)).all():
-            raise ValueError("labels must be 0 or 1")
+        segment = self._segment_values if self.regression else self._segment
         drifts: list[Drift] = []
         switches: list[ConfigSwitch] = []
         dropped: list[ConfigDrop] = []
@@ -330,7 +389,7 @@ class OnlineLearner:
             stop = min(len(y), start + self._next_tick - self._metrics.n)
             part = None if given is None else given[start:stop]
             judged = None if configs is None else configs[start:stop]
-            scored.append(self._segment(X[start:stop], y[start:stop], part, judged, drifts))
+            scored.append(segment(X[start:stop], y[start:stop], part, judged, drifts))
             start = stop
             if self._metrics.n == self._next_tick:
                 changed = self._on_tick(switches, dropped) or changed
@@ -379,6 +438,76 @@ class OnlineLearner:
         self._buffer.append(X, y)
         return np.asarray(proba, dtype=float)
 
+    def _segment_values(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        given: np.ndarray | None,
+        judged: np.ndarray | None,
+        drifts: list[Drift],
+    ) -> np.ndarray:
+        """`_segment` of a regression: the same steps on the standardised target; a
+        configuration is right on a row where its absolute error is at most the median of
+        those racing (so the race's paired test counts the rows where one was the closer)."""
+        target = self._target
+        if target is None:
+            return self._segment_before_scale(X, y, given)
+        yz = np.asarray(target.standardise(y), dtype=float)
+        raws = self._tree_raws(X)
+        if self._confirming is not None:
+            err = np.abs(raws[:, [self._short, LONG]] - yz[:, None])
+            self._confirming[0] += int((err[:, 0] < err[:, 1]).sum())
+            self._confirming[1] += int((err[:, 1] < err[:, 0]).sum())
+            self._confirming[2] += len(y)
+        clip = self._clip
+        rows = clip_raws(raws, clip).tolist()
+        ys = yz.tolist()
+        linear = self._linear if self._linear.lrs else None
+        xs = X.tolist() if linear is not None else []
+        at = self._linear_at
+        scores = np.full((len(self._blends), len(ys)), np.nan)
+        racing = [(c, self._blends[c]) for c in self._race.live]
+        for i, (row, yi) in enumerate(zip(rows, ys, strict=True)):
+            if linear is not None:
+                row[at:] = [min(clip, max(-clip, r)) for r in linear.learn(xs[i], yi)]
+            for c, blend in racing:
+                scores[c, i] = blend.step(row, yi)
+        values = np.asarray(target.value(scores), dtype=float)
+        answer = values[self._race.champion] if given is None else given
+        start_n = self._metrics.n
+        errors = self._metrics.update(y, answer)
+        answered = values if judged is None else np.where(np.isnan(judged.T), values, judged.T)
+        live = self._race.live
+        missed = np.abs(answered[live] - y)
+        right = np.zeros(answered.shape, dtype=np.int8)
+        right[live] = missed <= np.median(missed, axis=0)
+        self._race.record(right)
+        # The detectors see the error in the scale's deviations, capped at 3 and taken to [0, 1].
+        for i, err in enumerate((np.minimum(errors / target.scale, 3.0) / 3.0).tolist()):
+            drift = self._monitor.update(err, start_n + i + 1)
+            if drift is not None:
+                self._note_drift(drift, drifts)
+        self._buffer.append(X, y)
+        return np.asarray(answer, dtype=float)
+
+    def _segment_before_scale(
+        self, X: np.ndarray, y: np.ndarray, given: np.ndarray | None
+    ) -> np.ndarray:
+        """A regression's rows before its first tick: answered with the running mean of the
+        labels before them, kept for the trees; the online parts start at the first tick."""
+        means = []
+        total, k = self._label_sum, self._metrics.n
+        for yi in y.tolist():
+            means.append(total / k if k else 0.0)
+            total += yi
+            k += 1
+        self._label_sum = total
+        answer = np.asarray(means) if given is None else given
+        self._metrics.update(y, answer)
+        self._race.record(np.ones((len(self._blends), len(y)), dtype=np.int8))  # all alike
+        self._buffer.append(X, y)
+        return np.asarray(answer, dtype=float)
+
     def _tree_raws(self, X: np.ndarray) -> np.ndarray:
         raws = np.zeros((len(X), len(self._blends[0].w)))
         for j, booster in enumerate(self._boosters):
@@ -404,6 +533,7 @@ class OnlineLearner:
     def _on_tick(self, switches: list[ConfigSwitch], dropped: list[ConfigDrop]) -> bool:
         n = self._metrics.n
         changed = False
+        rescaled = self.regression and self._rescale(n)
         switch = self._race.decide(n)
         if switch is not None:
             switches.append(switch)
@@ -424,7 +554,7 @@ class OnlineLearner:
             # While its window fills, a member retrains each time the rows it could learn from
             # have doubled: trees from the 50th row on, not only from the first `every`.
             due = due or self._trained_rows[j] * 2 <= self._available(j, n)
-            due = due or (confirmed if j == LONG else self._drift_pending)
+            due = due or (confirmed if j == LONG else self._drift_pending) or rescaled
             if due and self._retrain(j, n, trained):
                 changed = True
         if self._drift_pending:
@@ -432,6 +562,27 @@ class OnlineLearner:
             self._short = self._champion_short()
         self._drift_pending = False
         return changed
+
+    def _rescale(self, n: int) -> bool:
+        """A regression's scale, at a tick: fixed from the labels so far at the first, then
+        moved when the labels of the short window have a scale twice or half as wide, or a
+        center two deviations away (a target that grows, a level shift). Every online part is
+        carried over exactly (its scores are linear in the target) and every tree member
+        retrains on the new scale now. True when the scale changed."""
+        window = self._buffer.tail(min(n, int(self.settings["short_window"])))[1]
+        new = TargetScale.of(window)
+        old = self._target
+        if old is None:
+            self._target = new
+            return True
+        if not old.moved(new):
+            return False
+        a, b = (old.center - new.center) / new.scale, old.scale / new.scale
+        for blend in self._blends:
+            blend.rescale(a, b)
+        self._linear.rescale(a, b)
+        self._target = new
+        return True
 
     def _champion_short(self) -> int:
         """The short member a drift's confirmation compares with the long one: the one the
@@ -496,6 +647,8 @@ class OnlineLearner:
             booster = trained[key]
         else:
             Xw, yw = self._buffer.tail(rows)
+            if self._target is not None:
+                yw = np.asarray(self._target.standardise(yw), dtype=float)
             params = member.tree_params(self._lgb_params)
             booster = trained[key] = train_member(Xw, yw, params, member.rounds, self.categorical)
         if booster is None:
@@ -551,11 +704,16 @@ class OnlineLearner:
             # weight 0, and a blend that uses one member alone ("linear-slow") never moves it.
             for j, snapshot in enumerate(linear.snapshots(), start=self._linear_at):
                 members.append((blend.w[j], snapshot))
+        target = self._target
+        if self.regression and target is None:  # before the first tick: the labels' mean
+            n = self._metrics.n
+            target = TargetScale(self._label_sum / n if n else 0.0, 1.0)
         return model_codec.encode(
             n_features=self.n_features,
             members=members,
             bias=blend.bias,
             feature_names=self.feature_names,
-            clip=RAW_CLIP,
+            clip=self._clip,
             online=online_state(blend.spec.lr, linear, learned_through),
+            target=target,
         )

@@ -43,10 +43,11 @@ class RowBuffer:
     and the tail is always one contiguous slice (LightGBM gets a view, not a copy).
     """
 
-    def __init__(self, n_columns: int, capacity: int) -> None:
+    def __init__(self, n_columns: int, capacity: int, *, regression: bool = False) -> None:
         self.capacity = capacity
         self._X = np.zeros((2 * capacity, n_columns))
-        self._y = np.zeros(2 * capacity, dtype=np.int8)
+        # Class indices, or a regression's target values as labelled.
+        self._y = np.zeros(2 * capacity, dtype=np.float64 if regression else np.int8)
         self._end = 0
 
     def append(self, X: np.ndarray, y: np.ndarray) -> None:
@@ -65,10 +66,12 @@ class RowBuffer:
         return self._X[self._end - k : self._end], self._y[self._end - k : self._end]
 
 
-def lightgbm_params(user: Mapping[str, Any], seed: int) -> dict[str, Any]:
+def lightgbm_params(
+    user: Mapping[str, Any], seed: int, *, regression: bool = False
+) -> dict[str, Any]:
     """LightGBM parameters: small fast trees, then the user's overrides, determinism forced."""
     params: dict[str, Any] = {
-        "objective": "binary",
+        "objective": "regression" if regression else "binary",
         "num_leaves": 15,
         "learning_rate": 0.1,
         "min_data_in_leaf": 10,
@@ -87,8 +90,9 @@ def train_member(
     rounds: int,
     categorical: Sequence[int],
 ) -> lgb.Booster | None:
-    """Fit a fresh booster on a window; None when the window holds one class only."""
-    if len(y) == 0 or y.min() == y.max():
+    """Fit a fresh booster on a window; None when the window holds one class only (a
+    regression's constant window trains: its trees answer the constant)."""
+    if len(y) == 0 or (params.get("objective") != "regression" and y.min() == y.max()):
         return None
     data = lgb.Dataset(
         X,

@@ -52,3 +52,49 @@ class PrequentialMetrics:
             "recent_accuracy": self._recent_sum / seen if seen else 0.0,
             "recent_window": float(self.window),
         }
+
+
+class RegressionMetrics:
+    """Prequential MAE, RMSE and R^2 (1 - the squared error over the labels' variance, both
+    summed over every row scored), and MAE over a sliding window of recent rows."""
+
+    def __init__(self, window: int = 1000) -> None:
+        self.window = window
+        self.n = 0
+        self._abs_sum = 0.0
+        self._sq_sum = 0.0
+        self._mean = 0.0  # of the labels (Welford), for R^2
+        self._m2 = 0.0
+        self._recent = np.zeros(window)
+
+    def update(self, y: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+        """Score a chunk of rows in stream order; return each row's absolute error."""
+        y = np.asarray(y, dtype=float)
+        errors = np.abs(y - np.asarray(predicted, dtype=float))
+        # Added row by row, in stream order: the sums do not depend on how rows come in chunks.
+        abs_sum, sq_sum, mean, m2, k = self._abs_sum, self._sq_sum, self._mean, self._m2, self.n
+        for yi, err in zip(y.tolist(), errors.tolist(), strict=True):
+            abs_sum += err
+            sq_sum += err * err
+            k += 1
+            d = yi - mean
+            mean += d / k
+            m2 += d * (yi - mean)
+        self._abs_sum, self._sq_sum, self._mean, self._m2 = abs_sum, sq_sum, mean, m2
+        for start in range(0, len(errors), self.window):
+            part = errors[start : start + self.window]
+            self._recent[(self.n + start + np.arange(len(part))) % self.window] = part
+        self.n = k
+        return errors
+
+    def as_dict(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        seen = min(self.n, self.window)
+        return {
+            "n_labelled": float(self.n),
+            "mae": self._abs_sum / n,
+            "rmse": (self._sq_sum / n) ** 0.5,
+            "r2": 1.0 - self._sq_sum / self._m2 if self._m2 > 0 else 0.0,
+            "recent_mae": float(self._recent[:seen].mean()) if seen else 0.0,
+            "recent_window": float(self.window),
+        }

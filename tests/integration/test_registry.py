@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from shared.registry import register_tasks, registered_spec, registered_tasks, spec_versions
 from shared.store.sql import SqlEventStore
 from shared.tasks import TaskSpec
@@ -31,3 +33,18 @@ async def test_one_tasks_spec_is_its_newest_registered_version(store: SqlEventSt
     assert await registered_spec(store, "beta") == other
     assert await registered_spec(store, "gamma") is None
     assert await spec_versions(store, "alpha") == {first.version: first, second.version: second}
+
+
+async def test_a_kind_the_services_do_not_serve_is_refused_and_nothing_is_recorded(
+    store: SqlEventStore,
+):
+    regression = TaskSpec.model_validate(
+        {
+            "name": "demand",
+            "features": [{"name": "x"}],
+            "target": {"name": "u", "kind": "regression"},
+        }
+    )
+    with pytest.raises(ValueError, match="not served by the running system yet"):
+        await register_tasks(store, [_spec("alpha"), regression], TEST_PRODUCER)
+    assert await registered_tasks(store) == {}  # not even the binary one before it

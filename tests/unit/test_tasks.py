@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from shared.tasks import RecordError, TaskSpec, feature_vector, load_specs, validate_features
+from shared.tasks import (
+    RecordError,
+    TaskSpec,
+    feature_vector,
+    load_specs,
+    validate_features,
+    validate_label,
+)
 
 SPEC = TaskSpec.model_validate(
     {
@@ -94,3 +101,37 @@ def test_a_learner_search_that_cannot_run_is_refused_when_the_spec_is_loaded(sea
         TaskSpec.model_validate({**SPEC.model_dump(), "learner": learner})
     good = {"params": {"short_search": [{"window": 250}, {"learning_rate": 0.3}]}}
     assert TaskSpec.model_validate({**SPEC.model_dump(), "learner": good}).learner.params
+
+
+REGRESSION = TaskSpec.model_validate(
+    {
+        "name": "demand",
+        "features": [{"name": "x", "type": "float"}],
+        "target": {"name": "units", "kind": "regression"},
+    }
+)
+
+
+def test_a_binary_target_keeps_the_version_it_had_before_task_kinds_existed():
+    # The hashes of the shipped specs before `target.kind` was added (2026-11-29).
+    specs = load_specs("tasks")
+    assert specs["elec"].version.startswith("88124e8b9074")
+    assert specs["compas"].version.startswith("bc4fee1e1118")
+    explicit = {**SPEC.model_dump(), "target": {"name": "y", "kind": "binary"}}
+    assert TaskSpec.model_validate(explicit).version == SPEC.version != REGRESSION.version
+
+
+def test_a_regression_target_takes_finite_numbers_and_no_classes():
+    assert validate_label(REGRESSION, 3) == 3.0 and validate_label(REGRESSION, -2.5) == -2.5
+    for bad, why in [(True, "not a number"), ("7", "not a number"), (float("nan"), "finite")]:
+        with pytest.raises(RecordError, match=why):
+            validate_label(REGRESSION, bad)
+    with pytest.raises(ValueError, match="takes no `classes`"):
+        TaskSpec.model_validate(
+            {
+                **REGRESSION.model_dump(),
+                "target": {"name": "u", "kind": "regression", "classes": [0, 1]},
+            }
+        )
+    with pytest.raises(RecordError, match="not one of"):
+        validate_label(SPEC, 2.5)

@@ -1,0 +1,156 @@
+"""The learner on a numeric target: it learns, it is deterministic, a published model answers as
+the learner does and moves on with it, and degenerate targets neither crash it nor poison it."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import pytest
+
+from services.trainer.learner import OnlineLearner
+from shared.model_codec import decode
+from shared.online_models import LearnedRow, LiveModel
+
+FAST = {
+    "tick": 100,
+    "short_window": 300,
+    "short_every": 100,
+    "window": 800,
+    "update_every": 400,
+    "rounds": 10,
+    "short_rounds": 5,
+    "race_window": 500,
+    "search_rows": 300,
+}
+
+
+def friedman(n: int, seed: int, shift_at: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Friedman #1 (noise sd 1); after `shift_at` the first two inputs swap roles and the
+    target moves up by 20 (an abrupt change of concept and of scale)."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, 5))
+    y = 10 * np.sin(np.pi * X[:, 0] * X[:, 1]) + 20 * (X[:, 2] - 0.5) ** 2 + 10 * X[:, 3]
+    y += 5 * X[:, 4] + rng.normal(0, 1, n)
+    if shift_at is not None:
+        later = slice(shift_at, None)
+        y[later] = 20 + 10 * X[later, 0] + 10 * np.sin(np.pi * X[later, 3] * X[later, 4])
+    return X, y
+
+
+def sha(learner: OnlineLearner) -> str:
+    return hashlib.sha256(learner.model_bytes()).hexdigest()
+
+
+def test_it_learns_a_nonlinear_target_far_better_than_the_labels_mean() -> None:
+    X, y = friedman(4000, seed=1)
+    learner = OnlineLearner(5, regression=True)  # the defaults
+    scored = learner.test_then_train(X, y).proba
+    assert scored is not None
+    tail = slice(2000, None)
+    ours = np.abs(scored[tail] - y[tail]).mean()
+    mean_answer = np.abs(y[tail] - y[:2000].mean()).mean()
+    assert ours < 0.4 * mean_answer  # measured: 1.17 against 4.05
+    metrics = learner.metrics
+    assert metrics["mae"] == pytest.approx(np.abs(scored - y).mean())
+    assert metrics["r2"] > 0.7 and "accuracy" not in metrics
+
+
+def test_it_follows_an_abrupt_change_of_concept_and_scale() -> None:
+    X, y = friedman(5000, seed=2, shift_at=2500)
+    learner = OnlineLearner(5, params=FAST, regression=True)
+    report = learner.test_then_train(X, y)
+    assert report.proba is not None and report.drifts
+    after = slice(3500, None)  # a thousand rows after the change
+    assert np.abs(report.proba[after] - y[after]).mean() < 2.5
+
+
+def test_how_rows_are_split_into_calls_does_not_change_the_model() -> None:
+    X, y = friedman(1500, seed=3, shift_at=900)
+    whole = OnlineLearner(5, params=FAST, regression=True)
+    dropped = whole.test_then_train(X, y).dropped
+    pieces = OnlineLearner(5, params=FAST, regression=True)
+    split: list = []
+    for start, stop in [(0, 1), (1, 49), (49, 100), (100, 537), (537, 1500)]:
+        split += pieces.test_then_train(X[start:stop], y[start:stop]).dropped
+    assert dropped == split
+    assert sha(whole) == sha(pieces)
+    assert whole.metrics == pieces.metrics
+
+
+@pytest.mark.parametrize("config", ["blend-fast", "blend-slow", "linear", "linear-slow"])
+def test_a_published_model_answers_and_moves_on_exactly_as_the_learner(config: str) -> None:
+    X, y = friedman(800, seed=4)
+    learner = OnlineLearner(5, params=FAST, regression=True)
+    learner.test_then_train(X[:700], y[:700])  # 700: a tick, so no retrain in the next 99 rows
+    learner._race.champion = learner._race.names.index(config)
+    published = learner.model_bytes(learned_through=700)
+    live = LiveModel(published)
+    probe = np.random.default_rng(5).random((40, 5))
+    assert np.array_equal(live.predict(probe), learner.predict(probe))
+    # The codec's predictor sums the same terms in another order: equal to the last bits.
+    np.testing.assert_allclose(decode(published).predict(probe), learner.predict(probe), rtol=1e-12)
+    one_by_one = np.concatenate([live.predict(probe[i : i + 1]) for i in range(len(probe))])
+    np.testing.assert_allclose(one_by_one, learner.predict(probe), rtol=1e-12, atol=1e-9)
+    mine = learner.test_then_train(X[700:790], y[700:790]).proba
+    rows = [
+        LearnedRow(701 + i, x, float(t))
+        for i, (x, t) in enumerate(zip(X[700:790].tolist(), y[700:790].tolist(), strict=True))
+    ]
+    assert np.array_equal(np.asarray(live.learn(rows)), mine)
+    assert np.array_equal(live.predict(probe), learner.predict(probe))
+    with pytest.raises(TypeError, match="answers values"):
+        live.predict_proba(probe)
+
+
+def test_before_its_first_tick_it_answers_the_running_mean_of_the_labels() -> None:
+    learner = OnlineLearner(2, params=FAST, regression=True)
+    X = np.zeros((3, 2))
+    scored = learner.test_then_train(X, np.array([10.0, 20.0, 60.0])).proba
+    assert scored is not None and scored.tolist() == [0.0, 10.0, 15.0]
+    assert learner.predict(X[:1]).tolist() == [30.0]
+    assert decode(learner.model_bytes()).predict(X[:1]).tolist() == [30.0]
+
+
+@pytest.mark.parametrize(
+    ("name", "make"),
+    [
+        ("constant", lambda n: np.full(n, 7.5)),
+        ("huge", lambda n: 1e12 * (1 + np.arange(n) % 3)),
+        ("growing 300-fold", lambda n: 40.0 + np.arange(n) ** 1.5 / 50),
+        ("one spike", lambda n: np.where(np.arange(n) == 600, 1e9, 1.0)),
+    ],
+)
+def test_degenerate_targets_give_finite_answers_that_follow_the_stream(name, make) -> None:
+    n = 1200
+    X = np.random.default_rng(6).random((n, 3))
+    y = make(n)
+    learner = OnlineLearner(3, params=FAST, regression=True)
+    scored = learner.test_then_train(X, y).proba
+    assert scored is not None and np.isfinite(scored).all(), name
+    answer = learner.predict(X[-20:])
+    assert np.isfinite(answer).all()
+    spread = max(np.abs(y[-200:]).max(), 1.0)
+    # The last rows' answers are of the last labels' size: no blow-up, no stuck early scale.
+    assert np.abs(answer - y[-20:]).max() <= 0.5 * spread, name
+    assert np.isfinite(decode(learner.model_bytes()).predict(X[-20:])).all()
+
+
+def test_labels_that_are_not_finite_numbers_are_refused() -> None:
+    learner = OnlineLearner(2, params=FAST, regression=True)
+    with pytest.raises(ValueError, match="finite"):
+        learner.test_then_train(np.zeros((2, 2)), np.array([1.0, np.nan]))
+    with pytest.raises(ValueError, match="finite"):
+        learner.test_then_train(np.zeros((1, 2)), np.array([np.inf]))
+    assert learner.metrics["n_labelled"] == 0.0
+
+
+def test_a_binary_learner_is_untouched_by_the_regression_kind() -> None:
+    X, y = friedman(300, seed=7)
+    labels = (y > np.median(y)).astype(int)
+    binary = OnlineLearner(5, params=FAST)
+    binary.test_then_train(X, labels)
+    assert "target" not in decode(binary.model_bytes()).__dict__ or (
+        decode(binary.model_bytes()).target is None
+    )
+    assert 0.0 <= binary.predict(X[:5]).min() <= binary.predict(X[:5]).max() <= 1.0
