@@ -7,6 +7,11 @@ that moment) and the trainer learns as it does in the running system (`continuo.
 headline is that served accuracy; the trainer's own prequential figure is reported beside it.
 Features are the spec's when `--spec` is given (with its online features), else every other
 numeric column.
+
+A numeric target (`--kind regression`, or a spec whose `target.kind` is regression) is evaluated
+on the learner's own answers, each given when its row was asked and before its label existed,
+under the same timing (`continuo.simulate.learner_answers`): trainer-side, since serving does not
+answer regression tasks yet. The figures are MAE, RMSE and R^2, beside the previous label's.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +27,17 @@ import numpy as np
 import pandas as pd
 
 from continuo.progress import progress
-from continuo.simulate import Result, Rows, Timing, simulate
-from shared.tasks import Feature, RecordError, Target, TaskSpec, load_spec, validate_features
+from continuo.simulate import Result, Rows, Timing, learner_answers, requests, simulate
+from services.trainer.learner import OnlineLearner
+from shared.tasks import (
+    Feature,
+    RecordError,
+    Target,
+    TaskSpec,
+    feature_vector,
+    load_spec,
+    validate_features,
+)
 
 
 class UsageError(Exception):
@@ -35,7 +50,12 @@ def _parser() -> argparse.ArgumentParser:
         description="What serving would have answered on a CSV stream, under a label timing.",
     )
     parser.add_argument("file", type=Path, help="CSV file in stream order (plain or .gz)")
-    parser.add_argument("--target", required=True, help="binary label column")
+    parser.add_argument("--target", required=True, help="label column")
+    parser.add_argument(
+        "--kind",
+        choices=["binary", "regression"],
+        help="the kind of task (default: the spec's, else binary)",
+    )
     parser.add_argument("--spec", type=Path, help="task spec YAML (features, online features)")
     parser.add_argument("--entity", help="column naming each row's entity (default: one entity)")
     parser.add_argument("--batch", type=int, default=1, help="rows per request (default 1)")
@@ -71,13 +91,28 @@ def _labels(column: pd.Series, spec: TaskSpec | None) -> np.ndarray:
         return column.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
     values = sorted(column.unique().tolist(), key=str)
     if len(values) > 2:
-        raise UsageError(f"target {column.name!r} is not binary: {len(values)} distinct values")
+        raise UsageError(
+            f"target {column.name!r} is not binary: {len(values)} distinct values (a numeric "
+            "target: --kind regression)"
+        )
     if set(values) <= {0, 1}:
         return column.to_numpy(dtype=np.int64)
     return (column == values[-1]).to_numpy(dtype=np.int64)
 
 
-def _spec_for(frame: pd.DataFrame, target: str, entity: str | None) -> TaskSpec:
+def _values(column: pd.Series) -> np.ndarray:
+    """A regression's target: finite numbers on every row."""
+    values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
+    bad = np.flatnonzero(~np.isfinite(values))
+    if len(bad):
+        raise UsageError(
+            f"target {column.name!r} is not a finite number on row {bad[0] + 1} "
+            f"({column.iloc[bad[0]]!r}) and {len(bad) - 1} other rows"
+        )
+    return values
+
+
+def _spec_for(frame: pd.DataFrame, target: str, entity: str | None, kind: str) -> TaskSpec:
     """Without a spec: every other numeric column is a float feature; no online features."""
     numeric = frame.drop(columns=[c for c in (target, entity) if c]).select_dtypes("number")
     if numeric.shape[1] == 0:
@@ -85,24 +120,62 @@ def _spec_for(frame: pd.DataFrame, target: str, entity: str | None) -> TaskSpec:
     return TaskSpec(
         name="evaluate",
         features=tuple(Feature(name=str(c)) for c in numeric.columns),
-        target=Target(name=target),
+        target=Target(name=target, kind=kind),  # type: ignore[arg-type]
     )
 
 
 def _rows(frame: pd.DataFrame, spec: TaskSpec, y: np.ndarray, entity: str | None) -> Rows:
-    missing = [f.name for f in spec.input_features if f.name not in frame.columns]
-    if missing:
-        raise UsageError(f"columns named in the spec are missing: {', '.join(missing)}")
-    columns = [f.name for f in spec.input_features]
-    records = frame[columns].to_dict("records")
-    features = []
-    for i, record in enumerate(records):
-        try:
-            features.append(validate_features(spec, record))
-        except RecordError as exc:
-            raise UsageError(f"row {i + 1}: {exc}") from None
+    features = _validated(frame, spec, [f.name for f in spec.input_features])
     entities = frame[entity].astype(str).tolist() if entity else ["-"] * len(frame)
     return Rows(features, y.tolist(), entities)
+
+
+def regression_summary(
+    y: np.ndarray, answers: np.ndarray, timing: Timing, learner: OnlineLearner, seconds: float
+) -> dict[str, Any]:
+    """A regression's figures from the learner's answers, beside the previous label's."""
+
+    def scores(predicted: np.ndarray) -> dict[str, float]:
+        errors = y - predicted
+        sst = float(((y - y.mean()) ** 2).sum())
+        return {
+            "mae": float(np.abs(errors).mean()),
+            "rmse": float(np.sqrt((errors**2).mean())),
+            "r2": 1.0 - float((errors**2).sum()) / sst if sst else 0.0,
+        }
+
+    previous = np.zeros(len(y))
+    known = 0.0
+    for request, due in requests(len(y), timing):
+        previous[request.start : request.stop] = known
+        for labelled in due:
+            known = float(y[labelled.stop - 1])
+    return {
+        "kind": "regression",
+        "rows": len(y),
+        "batch": timing.batch,
+        "label_delay": timing.label_delay,
+        **scores(answers),
+        "previous_label": scores(previous),
+        "events_per_s": len(y) / max(seconds, 1e-9),
+        "seconds": seconds,
+        "model_updates": learner.n_updates,
+        "drifts": int(learner.n_drifts),
+        "champion_config": learner.champion_config(),
+    }
+
+
+def _validated(frame: pd.DataFrame, spec: TaskSpec, columns: list[str]) -> list[dict[str, Any]]:
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise UsageError(f"columns named in the spec are missing: {', '.join(missing)}")
+    out = []
+    for i, record in enumerate(frame[columns].to_dict("records")):
+        try:
+            out.append(validate_features(spec, record))
+        except RecordError as exc:
+            raise UsageError(f"row {i + 1}: {exc}") from None
+    return out
 
 
 def summary(result: Result, window: int) -> dict[str, Any]:
@@ -145,6 +218,49 @@ def _print_text(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -
     print(f"  config switches     {s['config_switches']}  (champion {s['champion_config']})")
 
 
+def _print_regression(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -> None:
+    names = ", ".join(spec.input_names)
+    before = s["previous_label"]
+    print(f"{path}: {s['rows']:,} rows, {timing.describe()}; inputs: {names}")
+    print("  the learner's answers, each given before its label existed (trainer-side, in")
+    print("  process: serving does not answer regression tasks yet)")
+    print(f"  MAE                 {s['mae']:.4f}  (previous label: {before['mae']:.4f})")
+    print(f"  RMSE                {s['rmse']:.4f}  (previous label: {before['rmse']:.4f})")
+    print(f"  R^2                 {s['r2']:.4f}  (previous label: {before['r2']:.4f})")
+    print(f"  events/s            {s['events_per_s']:,.0f}")
+    print(f"  drifts detected     {s['drifts']}  (champion {s['champion_config']})")
+
+
+def _regression_inputs(
+    frame: pd.DataFrame, spec: TaskSpec, target: str
+) -> tuple[np.ndarray, np.ndarray]:
+    if spec.online_features:
+        raise UsageError(
+            "online features are not evaluated for regression tasks yet: drop them from the spec"
+        )
+    y = _values(frame[target])
+    records = _validated(frame, spec, [f.name for f in spec.input_features])
+    X = np.array([feature_vector(spec, r) for r in records], dtype=float)
+    return X.reshape(len(y), len(spec.input_names)), y
+
+
+def _evaluate_regression(
+    path: Path, spec: TaskSpec, X: np.ndarray, y: np.ndarray, timing: Timing, as_json: bool
+) -> int:
+    learner = OnlineLearner.from_spec(spec)
+    started = time.perf_counter()
+    with progress(path.name, len(y), unit="rows", enabled=False if as_json else None) as bar:
+        answers = learner_answers(
+            learner, X, y, timing, progress=lambda through: bar.update(completed=through)
+        )
+    result = regression_summary(y, answers, timing, learner, time.perf_counter() - started)
+    if as_json:
+        print(json.dumps(result, sort_keys=True))
+    else:
+        _print_regression(path, spec, timing, result)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -162,12 +278,20 @@ def main(argv: list[str]) -> int:
             timing = Timing(args.batch, args.label_delay)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
-        y = _labels(frame[args.target], spec)
-        spec = spec or _spec_for(frame, args.target, args.entity)
-        rows = _rows(frame, spec, y, args.entity)
+        kind = args.kind or (spec.target.kind if spec else "binary")
+        if spec is not None and kind != spec.target.kind:
+            raise UsageError(f"--kind {kind}: the spec's target is {spec.target.kind}")
+        spec = spec or _spec_for(frame, args.target, args.entity, kind)
+        if kind == "regression":
+            X, values = _regression_inputs(frame, spec, args.target)
+        else:
+            y = _labels(frame[args.target], spec if args.spec else None)
+            rows = _rows(frame, spec, y, args.entity)
     except (UsageError, OSError, ValueError) as exc:
         print(f"continuo evaluate: {exc}", file=sys.stderr)
         return 2
+    if kind == "regression":
+        return _evaluate_regression(args.file, spec, X, values, timing, args.json)
     # A bar on a terminal (not with --json: that output is for programs), nothing in a log.
     quiet = False if args.json else None
     with progress(args.file.name, len(y), unit="rows", enabled=quiet) as bar:

@@ -130,6 +130,32 @@ def requests(n: int, timing: Timing) -> Iterator[tuple[range, list[range]]]:
         yield rows, due
 
 
+def learner_answers(
+    learner: OnlineLearner,
+    X: np.ndarray,
+    y: np.ndarray,
+    timing: Timing,
+    progress: Callable[[int], None] | None = None,
+) -> np.ndarray:
+    """What the learner answers each row when it is asked, under `timing`: every row of a
+    request answered before any of its labels exists (`predict_on_arrival`), the labels learned
+    when they are posted, judged on those answers. Trainer-side, in process: no publishing, no
+    serving (for task kinds serving does not answer yet, and benchmarks of the learner)."""
+    answers = np.empty(len(y))
+    waiting: dict[int, tuple[np.ndarray, Any]] = {}
+    for request, due in requests(len(y), timing):
+        answer, configs = learner.predict_on_arrival(X[request.start : request.stop])
+        answers[request.start : request.stop] = answer
+        waiting[request.start] = (answer, configs)
+        for labelled in due:
+            given, judged = waiting.pop(labelled.start)
+            rows = slice(labelled.start, labelled.stop)
+            learner.learn(X[rows], y[rows], given, judged)
+        if progress is not None:
+            progress(request.stop)
+    return answers
+
+
 def simulate(
     spec: TaskSpec,
     rows: Rows,

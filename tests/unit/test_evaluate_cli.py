@@ -44,3 +44,36 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path: Path, capsy
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_numeric_target_is_evaluated_as_a_regression(tmp_path: Path, capsys):
+    x = np.random.default_rng(3).random((1500, 2))  # the features `_csv` writes
+    target = 10 * x[:, 0] + 5 * np.sin(6 * x[:, 1]) + np.random.default_rng(4).normal(0, 0.1, 1500)
+    csv = _csv(tmp_path / "r.csv", target=np.round(target, 4))
+    argv = [str(csv), "--target", "label", "--kind", "regression", "--batch", "20"]
+    assert main([*argv, "--label-delay", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "regression" and result["rows"] == 1500
+    # Far better than answering each row with the last label known (the target is not a walk).
+    assert result["mae"] < 0.5 * result["previous_label"]["mae"] and result["r2"] > 0.8
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "MAE" in text and "serving does not answer regression" in text
+
+
+@pytest.mark.parametrize(
+    ("target", "extra", "message"),
+    [
+        (np.array([1.0, np.nan] * 15), [], "not a finite number on row 2"),
+        (np.array(["a", "b"] * 15), [], "not a finite number on row 1"),
+        (np.arange(30) % 3, ["--kind", "binary"], "--kind regression"),
+    ],
+)
+def test_a_target_that_does_not_fit_its_kind_exits_2(
+    tmp_path: Path, capsys, target, extra, message
+):
+    csv = _csv(tmp_path / "r.csv", rows=30, target=target)
+    kind = extra or ["--kind", "regression"]
+    assert main([str(csv), "--target", "label", *kind]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
