@@ -140,8 +140,19 @@ def learner_answers(
     """What the learner answers each row when it is asked, under `timing`: every row of a
     request answered before any of its labels exists (`predict_on_arrival`), the labels learned
     when they are posted, judged on those answers. Trainer-side, in process: no publishing, no
-    serving (for task kinds serving does not answer yet, and benchmarks of the learner)."""
+    serving (for task kinds serving does not answer yet, and benchmarks of the learner).
+
+    Labels on arrival (one-row requests, no delay) go through `test_then_train` in chunks: the
+    same answers (each row predicted as of the rows before it; equal to the last bits of a
+    sum) at several times the speed of asking row by row."""
     answers = np.empty(len(y))
+    if timing.batch == 1 and timing.label_delay == 0:
+        for start in range(0, len(y), 1000):
+            stop = min(len(y), start + 1000)
+            answers[start:stop] = learner.test_then_train(X[start:stop], y[start:stop]).proba
+            if progress is not None:
+                progress(stop)
+        return answers
     waiting: dict[int, tuple[np.ndarray, Any]] = {}
     for request, due in requests(len(y), timing):
         answer, configs = learner.predict_on_arrival(X[request.start : request.stop])

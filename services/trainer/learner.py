@@ -266,7 +266,10 @@ class OnlineLearner:
         self._search_budget = int(s["search_rows"])
         self._next_search = self._search_budget
         self._race = Race(
-            [b.spec.name for b in self._blends], window=int(s["race_window"]), z=s["race_z"]
+            [b.spec.name for b in self._blends],
+            window=int(s["race_window"]),
+            z=s["race_z"],
+            regression=regression,
         )
         self._metrics: PrequentialMetrics | RegressionMetrics = (
             RegressionMetrics(int(s["recent_window"]))
@@ -430,7 +433,7 @@ class OnlineLearner:
         errors = self._metrics.update(y, proba)
         # The race judges what each configuration answered when the rows arrived, if known.
         answered = preds if judged is None else np.where(np.isnan(judged.T), preds, judged.T)
-        self._race.record(((answered >= 0.5) == (y == 1)).astype(np.int8))
+        self._race.record(((answered >= 0.5) != (y == 1)).astype(np.int8))
         for i, err in enumerate(errors.tolist()):
             drift = self._monitor.update(err, start_n + i + 1)
             if drift is not None:
@@ -477,11 +480,8 @@ class OnlineLearner:
         start_n = self._metrics.n
         errors = self._metrics.update(y, answer)
         answered = values if judged is None else np.where(np.isnan(judged.T), values, judged.T)
-        live = self._race.live
-        missed = np.abs(answered[live] - y)
-        right = np.zeros(answered.shape, dtype=np.int8)
-        right[live] = missed <= np.median(missed, axis=0)
-        self._race.record(right)
+        # A dropped configuration's NaN answers are never compared (it no longer races).
+        self._race.record(np.nan_to_num(np.abs(answered - y), nan=0.0))
         # The detectors see the error in the scale's deviations, capped at 3 and taken to [0, 1].
         for i, err in enumerate((np.minimum(errors / target.scale, 3.0) / 3.0).tolist()):
             drift = self._monitor.update(err, start_n + i + 1)
@@ -504,7 +504,7 @@ class OnlineLearner:
         self._label_sum = total
         answer = np.asarray(means) if given is None else given
         self._metrics.update(y, answer)
-        self._race.record(np.ones((len(self._blends), len(y)), dtype=np.int8))  # all alike
+        self._race.record(np.zeros((len(self._blends), len(y))))  # all alike
         self._buffer.append(X, y)
         return np.asarray(answer, dtype=float)
 
@@ -593,11 +593,11 @@ class OnlineLearner:
 
     def _drop_worst(self, n: int) -> list[ConfigDrop]:
         """Successive halving of the short member's windows: drop the arm whose best
-        configuration has the lowest recent accuracy, unless it holds the race's champion."""
-        accuracy = self._race.live_accuracy()
+        configuration has the worst recent figure (accuracy, MAE), unless it holds the race's
+        champion."""
         champion = self._race.names[self._race.champion]
         scores = [
-            (max(accuracy[c] for c in configs), -j)  # on a tie, the later alternative goes
+            (self._race.best_live(configs), -j)  # on a tie, the later alternative goes
             for j, configs in self._arms.items()
             if champion not in configs
         ]
@@ -666,8 +666,8 @@ class OnlineLearner:
         out = self._metrics.as_dict()
         out["n_updates"] = float(self.n_updates)
         out["n_drifts"] = float(self.n_drifts)
-        for name, acc in self._race.live_accuracy().items():
-            out[f"race_recent_accuracy.{name}"] = acc
+        for name, figure in self._race.live_figures().items():
+            out[f"race_{self._race.recent_metric}.{name}"] = figure
         return out
 
     def champion_config(self) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 
 @dataclass(frozen=True)
 class ConfigSwitch:
-    """The race chose another configuration; `evidence` has the recent accuracies of all."""
+    """The race chose another configuration; `evidence` has the recent figures of all."""
 
     from_config: str
     to_config: str
@@ -37,21 +37,32 @@ class ConfigDrop:
 
 
 class Race:
-    """Keeps each configuration's recent correctness and switches champion on paired evidence.
+    """Keeps each configuration's recent losses and switches champion on paired evidence.
 
-    Rule (a sign test on paired outcomes): over the last `window` rows, count the rows where the
-    champion and a challenger disagree in correctness; the challenger wins when it was right on
-    enough more of them that `wins - losses > z * sqrt(wins + losses)`. Paired counting cancels
-    the rows that every configuration finds easy or hard, so few rows decide a real difference
-    while noise rarely triggers a switch.
+    A loss is a classifier's 0/1 error, or a regression's absolute error (`regression`). Rule (a
+    sign test on paired outcomes): over the last `window` rows, count the rows where a
+    challenger's loss was below the champion's (wins) and above it (losses); the challenger wins
+    when `wins - losses > z * sqrt(wins + losses)`. Paired counting cancels the rows that every
+    configuration finds easy or hard, so few rows decide a real difference while noise rarely
+    triggers a switch. A classifier's recent figure is its accuracy, a regression's its MAE
+    (`recent_metric` names it).
     """
 
-    def __init__(self, names: Sequence[str], *, window: int = 2000, z: float = 2.5) -> None:
+    def __init__(
+        self,
+        names: Sequence[str],
+        *,
+        window: int = 2000,
+        z: float = 2.5,
+        regression: bool = False,
+    ) -> None:
         self.names = list(names)
         self.window = window
         self.z = z
+        self.regression = regression
+        self.recent_metric = "recent_mae" if regression else "recent_accuracy"
         self.champion = 0
-        self._correct = np.zeros((len(names), window), dtype=np.int8)
+        self._loss = np.zeros((len(names), window))
         self._n = 0
         self.live = list(range(len(self.names)))  # the configurations still racing
 
@@ -64,34 +75,44 @@ class Race:
         if self.champion in indices:
             name = self.names[self.champion]
             raise ValueError(f"{name!r} is the race's champion: it cannot be dropped")
-        evidence = {**evidence, "recent_accuracy": self.live_accuracy()}
+        evidence = {**evidence, self.recent_metric: self.live_figures()}
         for index in indices:
             self.live.remove(index)
         return [ConfigDrop(name, at_labelled, evidence) for name in names]
 
-    def live_accuracy(self) -> dict[str, float]:
-        """The recent accuracy of each configuration still racing, by name."""
-        accuracy = self.recent_accuracy()
-        return {self.names[c]: accuracy[c] for c in self.live}
+    def live_figures(self) -> dict[str, float]:
+        """The recent figure (accuracy, or MAE) of each configuration still racing, by name."""
+        figures = self.recent_figures()
+        return {self.names[c]: figures[c] for c in self.live}
 
-    def record(self, correct: np.ndarray) -> None:
-        """Append a chunk of outcomes, shape (n_configs, n_rows), 1 = right."""
-        for start in range(0, correct.shape[1], self.window):
-            part = correct[:, start : start + self.window]
+    def best_live(self, names: Sequence[str]) -> float:
+        """The best recent figure among these configurations, as a score (higher is better)."""
+        figures = self.live_figures()
+        scores = [-figures[n] if self.regression else figures[n] for n in names]
+        return max(scores)
+
+    def record(self, losses: np.ndarray) -> None:
+        """Append a chunk of losses, shape (n_configs, n_rows): 0/1 errors, or absolute ones."""
+        for start in range(0, losses.shape[1], self.window):
+            part = losses[:, start : start + self.window]
             slots = (self._n + start + np.arange(part.shape[1])) % self.window
-            self._correct[:, slots] = part
-        self._n += correct.shape[1]
+            self._loss[:, slots] = part
+        self._n += losses.shape[1]
 
     @property
     def seen(self) -> int:
         """Rows the race's record holds (up to `window`; 0 again after a choice)."""
         return min(self._n, self.window)
 
-    def recent_accuracy(self) -> list[float]:
+    def recent_figures(self) -> list[float]:
+        """Each configuration's recent accuracy (a classifier) or MAE (a regression)."""
         seen = min(self._n, self.window)
         if not seen:
             return [0.0] * len(self.names)
-        return [round(float(v), 6) for v in self._correct[:, :seen].mean(axis=1)]
+        total = self._loss[:, :seen].sum(axis=1)
+        # A classifier's losses are whole numbers: (seen - errors) / seen is its exact accuracy.
+        figures = total / seen if self.regression else (seen - total) / seen
+        return [round(float(v), 6) for v in figures]
 
     def _best_challenger(self) -> tuple[int, float, dict[str, Any]] | None:
         """The challenger with the largest paired margin over the champion, that margin, and the
@@ -99,10 +120,10 @@ class Race:
         seen = min(self._n, self.window)
         if seen == 0 or len(self.names) < 2:
             return None
-        block = self._correct[:, :seen].astype(np.int32)
+        block = self._loss[:, :seen]
         champ = block[self.champion]
-        wins = ((block == 1) & (champ == 0)).sum(axis=1)
-        losses = ((block == 0) & (champ == 1)).sum(axis=1)
+        wins = (block < champ).sum(axis=1)
+        losses = (block > champ).sum(axis=1)
         margin = wins - losses - self.z * np.sqrt(wins + losses)
         margin[self.champion] = -np.inf
         margin[[c for c in range(len(self.names)) if c not in self.live]] = -np.inf
@@ -113,7 +134,7 @@ class Race:
         if not np.isfinite(margin[best]):
             return None  # every challenger was dropped, or ties the champion on every row
         evidence = {
-            "recent_accuracy": self.live_accuracy(),
+            self.recent_metric: self.live_figures(),
             "window": int(seen),
             "wins": int(wins[best]),
             "losses": int(losses[best]),
@@ -147,9 +168,9 @@ class Race:
         chosen = self.names.index(name)
         if chosen not in self.live:
             return None  # the search dropped it since
-        evidence = {**evidence, "recent_accuracy": self.live_accuracy()}
+        evidence = {**evidence, self.recent_metric: self.live_figures()}
         switch = ConfigSwitch(self.names[self.champion], name, at_labelled, evidence)
         self.champion = chosen
-        self._correct[:] = 0
+        self._loss[:] = 0
         self._n = 0
         return switch

@@ -160,7 +160,7 @@ def test_an_abrupt_concept_flip_is_detected_and_the_trees_are_retrained() -> Non
 
 def test_a_config_switch_carries_the_recent_accuracy_of_every_config() -> None:
     race = Race(["a", "b"], window=200, z=2.0)
-    race.record(np.array([[1, 0] * 100, [1, 1] * 100], dtype=np.int8))
+    race.record(1 - np.array([[1, 0] * 100, [1, 1] * 100], dtype=np.int8))  # losses: 1 where wrong
     switch = race.decide(at_labelled=200)
     assert switch is not None
     assert (switch.from_config, switch.to_config, switch.at_labelled) == ("a", "b", 200)
@@ -178,7 +178,7 @@ def test_the_runner_up_is_the_challenger_closest_to_switching_and_may_be_chosen(
     outcomes[0, 100:112] = 0
     outcomes[1, :8] = 0
     outcomes[2, :40] = 0
-    race.record(outcomes)
+    race.record(1 - outcomes)  # losses: 1 where wrong
     assert race.decide(at_labelled=200) is None
     name, evidence = race.runner_up()
     assert (name, evidence["wins"], evidence["losses"]) == ("b", 12, 8)
@@ -199,14 +199,14 @@ def test_a_chosen_configuration_is_judged_again_only_on_the_rows_after_the_choic
     outcomes = np.ones((2, 200), dtype=np.int8)
     outcomes[0, :10] = 0
     outcomes[1, 10:50] = 0
-    race.record(outcomes)
+    race.record(1 - outcomes)  # losses: 1 where wrong
     assert race.choose("b", 200, {}) is not None
-    race.record(np.ones((2, 100), dtype=np.int8))  # a tick of rows both get right
+    race.record(np.zeros((2, 100)))  # a tick of rows both get right (no losses)
     assert race.decide(at_labelled=300) is None and race.champion == 1
     # ...but rows after it where a is clearly better do.
     after = np.ones((2, 200), dtype=np.int8)
     after[1, :40] = 0
-    race.record(after)
+    race.record(1 - after)  # losses: 1 where wrong
     switch = race.decide(at_labelled=500)
     assert switch is not None and (switch.from_config, switch.to_config) == ("b", "a")
 
@@ -245,7 +245,7 @@ def test_a_configuration_that_ties_the_champion_on_every_row_is_nobodys_runner_u
     outcomes = np.ones((3, 200), dtype=np.int8)
     outcomes[0, :10] = outcomes[1, :10] = 0  # b is right and wrong on exactly a's rows
     outcomes[2, 10:30] = 0  # c is worse, but differs
-    race.record(outcomes)
+    race.record(1 - outcomes)  # losses: 1 where wrong
     name, evidence = race.runner_up()
     assert (name, evidence["wins"], evidence["losses"]) == ("c", 10, 20)
     race.drop(["c"], 200, {})
@@ -257,10 +257,10 @@ def test_a_dropped_configuration_can_neither_win_nor_run_up_nor_be_chosen() -> N
     outcomes = np.ones((3, 200), dtype=np.int8)
     outcomes[0, :50] = 0  # b and c are both clearly better than the champion a
     outcomes[2, :5] = 0
-    race.record(outcomes)
+    race.record(1 - outcomes)  # losses: 1 where wrong
     race.drop(["b"], 200, {})
     assert race.runner_up()[0] == "c"
-    assert set(race.live_accuracy()) == {"a", "c"}
+    assert set(race.live_figures()) == {"a", "c"}
     assert race.choose("b", 200, {}) is None
     switch = race.decide(at_labelled=200)
     assert switch is not None and switch.to_config == "c"
