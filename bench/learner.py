@@ -3,7 +3,7 @@
     .venv/bin/python bench/learner.py [--quick] [--no-write]
     .venv/bin/python bench/learner.py --search [--no-write]
     .venv/bin/python bench/learner.py --search-with '[{"rounds": 40}]' [--no-write]
-    .venv/bin/python bench/learner.py --kind regression [--no-write]
+    .venv/bin/python bench/learner.py --kind multiclass|regression [--no-write]
 
 Streams: elec.csv (real, drifting), and two River synthetic streams with known drift points
 (SEA with 10% label noise, abrupt drifts; Agrawal, gradual drifts), 50,000 rows each, fixed seeds.
@@ -16,7 +16,8 @@ than the defaults assume (section "Tuning that searches (bench/learner.py --sear
 `--search-with CHANGES`: the same streams, the default search against the default search plus
 the given alternatives (a JSON list of `short_search` entries: `rounds`, `num_leaves`, ...), in
 section "Tuning that searches: other settings (bench/learner.py --search-with)".
-`--kind regression`: numeric targets against River's regressors (bench/learner_regression.py).
+`--kind multiclass`, `--kind regression`: those kinds of target against River's learners of
+the same kind (bench/learner_kinds.py).
 """
 
 from __future__ import annotations
@@ -391,18 +392,18 @@ def main(argv: list[str]) -> int:
     )
     parser.add_argument(
         "--kind",
-        choices=["binary", "regression"],
+        choices=["binary", "multiclass", "regression"],
         default="binary",
-        help="the kind of task (default binary); regression: bench/learner_regression.py",
+        help="the kind of task (default binary; the others: bench/learner_kinds.py)",
     )
     args = parser.parse_args(argv)
-    if args.kind == "regression":
-        from bench import learner_regression
+    if args.kind != "binary":
+        from bench import learner_kinds
 
-        text = learner_regression.report(learner_regression.run_all())
+        text = learner_kinds.report(args.kind, learner_kinds.run_all(args.kind))
         print(text)
         if not args.no_write:
-            write_section(learner_regression.SECTION, text)
+            write_section(learner_kinds.SECTIONS[args.kind], text)
         return 0
     if args.search or args.search_with:
         streams = [load_elec(), load_sea(), load_agrawal(), *search_streams()]

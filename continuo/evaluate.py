@@ -8,10 +8,11 @@ headline is that served accuracy; the trainer's own prequential figure is report
 Features are the spec's when `--spec` is given (with its online features), else every other
 numeric column.
 
-A numeric target (`--kind regression`, or a spec whose `target.kind` is regression) is evaluated
-on the learner's own answers, each given when its row was asked and before its label existed,
-under the same timing (`continuo.simulate.learner_answers`): trainer-side, since serving does not
-answer regression tasks yet. The figures are MAE, RMSE and R^2, beside the previous label's.
+A multiclass or numeric target (`--kind multiclass|regression`, or a spec's `target.kind`) is
+evaluated on the learner's own answers, each given when its row was asked and before its label
+existed, under the same timing (`continuo.simulate.learner_answers`): trainer-side, since serving
+does not answer those kinds yet. The figures (accuracy and macro-F1; MAE, RMSE and R^2) are
+given beside those of answering each row with the last label known.
 """
 
 from __future__ import annotations
@@ -27,8 +28,17 @@ import numpy as np
 import pandas as pd
 
 from continuo.progress import progress
-from continuo.simulate import Result, Rows, Timing, learner_answers, requests, simulate
+from continuo.simulate import (
+    Result,
+    Rows,
+    Timing,
+    answer_figures,
+    learner_answers,
+    previous_label_answers,
+    simulate,
+)
 from services.trainer.learner import OnlineLearner
+from services.trainer.multiclass import OneVsRest
 from shared.tasks import (
     Feature,
     RecordError,
@@ -53,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--target", required=True, help="label column")
     parser.add_argument(
         "--kind",
-        choices=["binary", "regression"],
+        choices=["binary", "multiclass", "regression"],
         help="the kind of task (default: the spec's, else binary)",
     )
     parser.add_argument("--spec", type=Path, help="task spec YAML (features, online features)")
@@ -92,8 +102,8 @@ def _labels(column: pd.Series, spec: TaskSpec | None) -> np.ndarray:
     values = sorted(column.unique().tolist(), key=str)
     if len(values) > 2:
         raise UsageError(
-            f"target {column.name!r} is not binary: {len(values)} distinct values (a numeric "
-            "target: --kind regression)"
+            f"target {column.name!r} is not binary: {len(values)} distinct values (--kind "
+            "multiclass, or --kind regression for a number)"
         )
     if set(values) <= {0, 1}:
         return column.to_numpy(dtype=np.int64)
@@ -113,14 +123,22 @@ def _values(column: pd.Series) -> np.ndarray:
 
 
 def _spec_for(frame: pd.DataFrame, target: str, entity: str | None, kind: str) -> TaskSpec:
-    """Without a spec: every other numeric column is a float feature; no online features."""
+    """Without a spec: every other numeric column is a float feature; no online features; a
+    multiclass target's classes are its distinct values, sorted."""
     numeric = frame.drop(columns=[c for c in (target, entity) if c]).select_dtypes("number")
     if numeric.shape[1] == 0:
         raise UsageError("no numeric feature columns besides the target")
+    if kind == "multiclass":
+        classes = sorted(frame[target].dropna().unique().tolist(), key=str)
+        if len(classes) < 3:
+            raise UsageError(f"target {target!r} has {len(classes)} classes: not multiclass")
+        labelled = Target(name=target, kind="multiclass", classes=tuple(classes))
+    else:
+        labelled = Target(name=target, kind=kind)  # type: ignore[arg-type]
     return TaskSpec(
         name="evaluate",
         features=tuple(Feature(name=str(c)) for c in numeric.columns),
-        target=Target(name=target, kind=kind),  # type: ignore[arg-type]
+        target=labelled,
     )
 
 
@@ -130,33 +148,25 @@ def _rows(frame: pd.DataFrame, spec: TaskSpec, y: np.ndarray, entity: str | None
     return Rows(features, y.tolist(), entities)
 
 
-def regression_summary(
-    y: np.ndarray, answers: np.ndarray, timing: Timing, learner: OnlineLearner, seconds: float
+def kind_summary(
+    y: np.ndarray,
+    answers: np.ndarray,
+    timing: Timing,
+    learner: OnlineLearner | OneVsRest,
+    seconds: float,
+    n_classes: int = 0,
 ) -> dict[str, Any]:
-    """A regression's figures from the learner's answers, beside the previous label's."""
-
-    def scores(predicted: np.ndarray) -> dict[str, float]:
-        errors = y - predicted
-        sst = float(((y - y.mean()) ** 2).sum())
-        return {
-            "mae": float(np.abs(errors).mean()),
-            "rmse": float(np.sqrt((errors**2).mean())),
-            "r2": 1.0 - float((errors**2).sum()) / sst if sst else 0.0,
-        }
-
-    previous = np.zeros(len(y))
-    known = 0.0
-    for request, due in requests(len(y), timing):
-        previous[request.start : request.stop] = known
-        for labelled in due:
-            known = float(y[labelled.stop - 1])
+    """A multiclass or regression evaluation's figures from the learner's answers (class
+    probabilities, or values), beside those of answering each row with the last label known."""
+    given = answers.argmax(axis=1) if n_classes else answers
+    previous = previous_label_answers(y, timing)
     return {
-        "kind": "regression",
+        "kind": "multiclass" if n_classes else "regression",
         "rows": len(y),
         "batch": timing.batch,
         "label_delay": timing.label_delay,
-        **scores(answers),
-        "previous_label": scores(previous),
+        **answer_figures(y, given, n_classes),
+        "previous_label": answer_figures(y, previous, n_classes),
         "events_per_s": len(y) / max(seconds, 1e-9),
         "seconds": seconds,
         "model_updates": learner.n_updates,
@@ -218,46 +228,61 @@ def _print_text(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -
     print(f"  config switches     {s['config_switches']}  (champion {s['champion_config']})")
 
 
-def _print_regression(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -> None:
+def _print_kind(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -> None:
     names = ", ".join(spec.input_names)
     before = s["previous_label"]
     print(f"{path}: {s['rows']:,} rows, {timing.describe()}; inputs: {names}")
-    print("  the learner's answers, each given before its label existed (trainer-side, in")
-    print("  process: serving does not answer regression tasks yet)")
-    print(f"  MAE                 {s['mae']:.4f}  (previous label: {before['mae']:.4f})")
-    print(f"  RMSE                {s['rmse']:.4f}  (previous label: {before['rmse']:.4f})")
-    print(f"  R^2                 {s['r2']:.4f}  (previous label: {before['r2']:.4f})")
+    print(f"  {s['kind']}: the learner's answers, each given before its label existed")
+    print(f"  (trainer-side, in process: serving does not answer {s['kind']} tasks yet)")
+    for name, value in before.items():
+        print(f"  {name:<19} {s[name]:.4f}  (previous label: {value:.4f})")
     print(f"  events/s            {s['events_per_s']:,.0f}")
     print(f"  drifts detected     {s['drifts']}  (champion {s['champion_config']})")
 
 
-def _regression_inputs(
-    frame: pd.DataFrame, spec: TaskSpec, target: str
-) -> tuple[np.ndarray, np.ndarray]:
+def _kind_inputs(frame: pd.DataFrame, spec: TaskSpec, target: str) -> tuple[np.ndarray, np.ndarray]:
+    """A multiclass or regression evaluation's inputs (model features) and labels."""
     if spec.online_features:
         raise UsageError(
-            "online features are not evaluated for regression tasks yet: drop them from the spec"
+            f"online features are not evaluated for {spec.target.kind} tasks yet: drop them "
+            "from the spec"
         )
-    y = _values(frame[target])
+    if spec.target.kind == "regression":
+        y = _values(frame[target])
+    else:
+        y = _class_indices(frame[target], spec)
     records = _validated(frame, spec, [f.name for f in spec.input_features])
     X = np.array([feature_vector(spec, r) for r in records], dtype=float)
     return X.reshape(len(y), len(spec.input_names)), y
 
 
-def _evaluate_regression(
+def _class_indices(column: pd.Series, spec: TaskSpec) -> np.ndarray:
+    if column.isna().any():
+        raise UsageError(f"target {column.name!r} has missing values")
+    index = {c: i for i, c in enumerate(spec.target.classes)}
+    unknown = set(column.unique()) - set(index)
+    if unknown:
+        raise UsageError(f"target values {sorted(map(str, unknown))} not in the spec's classes")
+    return column.map(index).to_numpy(dtype=np.int64)
+
+
+def _evaluate_kind(
     path: Path, spec: TaskSpec, X: np.ndarray, y: np.ndarray, timing: Timing, as_json: bool
 ) -> int:
-    learner = OnlineLearner.from_spec(spec)
+    multiclass = spec.target.kind == "multiclass"
+    learner = OneVsRest.from_spec(spec) if multiclass else OnlineLearner.from_spec(spec)
     started = time.perf_counter()
     with progress(path.name, len(y), unit="rows", enabled=False if as_json else None) as bar:
         answers = learner_answers(
             learner, X, y, timing, progress=lambda through: bar.update(completed=through)
         )
-    result = regression_summary(y, answers, timing, learner, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    classes = len(spec.target.classes) if multiclass else 0
+    result = kind_summary(y, answers, timing, learner, seconds, classes)
     if as_json:
         print(json.dumps(result, sort_keys=True))
     else:
-        _print_regression(path, spec, timing, result)
+        _print_kind(path, spec, timing, result)
     return 0
 
 
@@ -282,16 +307,16 @@ def main(argv: list[str]) -> int:
         if spec is not None and kind != spec.target.kind:
             raise UsageError(f"--kind {kind}: the spec's target is {spec.target.kind}")
         spec = spec or _spec_for(frame, args.target, args.entity, kind)
-        if kind == "regression":
-            X, values = _regression_inputs(frame, spec, args.target)
+        if kind != "binary":
+            X, values = _kind_inputs(frame, spec, args.target)
         else:
             y = _labels(frame[args.target], spec if args.spec else None)
             rows = _rows(frame, spec, y, args.entity)
     except (UsageError, OSError, ValueError) as exc:
         print(f"continuo evaluate: {exc}", file=sys.stderr)
         return 2
-    if kind == "regression":
-        return _evaluate_regression(args.file, spec, X, values, timing, args.json)
+    if kind != "binary":
+        return _evaluate_kind(args.file, spec, X, values, timing, args.json)
     # A bar on a terminal (not with --json: that output is for programs), nothing in a log.
     quiet = False if args.json else None
     with progress(args.file.name, len(y), unit="rows", enabled=quiet) as bar:

@@ -131,32 +131,34 @@ def requests(n: int, timing: Timing) -> Iterator[tuple[range, list[range]]]:
 
 
 def learner_answers(
-    learner: OnlineLearner,
+    learner: Any,
     X: np.ndarray,
     y: np.ndarray,
     timing: Timing,
     progress: Callable[[int], None] | None = None,
 ) -> np.ndarray:
-    """What the learner answers each row when it is asked, under `timing`: every row of a
-    request answered before any of its labels exists (`predict_on_arrival`), the labels learned
-    when they are posted, judged on those answers. Trainer-side, in process: no publishing, no
-    serving (for task kinds serving does not answer yet, and benchmarks of the learner).
+    """What the learner (an `OnlineLearner`, or a multiclass `OneVsRest`) answers each row when
+    it is asked, under `timing`: every row of a request answered before any of its labels
+    exists (`predict_on_arrival`), the labels learned when they are posted, judged on those
+    answers. Trainer-side, in process: no publishing, no serving (for task kinds serving does
+    not answer yet, and benchmarks of the learner). Answers: P(class 1), a value, or (rows,
+    classes) probabilities.
 
     Labels on arrival (one-row requests, no delay) go through `test_then_train` in chunks: the
     same answers (each row predicted as of the rows before it; equal to the last bits of a
     sum) at several times the speed of asking row by row."""
-    answers = np.empty(len(y))
+    answers: list[np.ndarray] = []
     if timing.batch == 1 and timing.label_delay == 0:
         for start in range(0, len(y), 1000):
             stop = min(len(y), start + 1000)
-            answers[start:stop] = learner.test_then_train(X[start:stop], y[start:stop]).proba
+            answers.append(learner.test_then_train(X[start:stop], y[start:stop]).proba)
             if progress is not None:
                 progress(stop)
-        return answers
+        return np.concatenate(answers)
     waiting: dict[int, tuple[np.ndarray, Any]] = {}
     for request, due in requests(len(y), timing):
         answer, configs = learner.predict_on_arrival(X[request.start : request.stop])
-        answers[request.start : request.stop] = answer
+        answers.append(answer)
         waiting[request.start] = (answer, configs)
         for labelled in due:
             given, judged = waiting.pop(labelled.start)
@@ -164,6 +166,39 @@ def learner_answers(
             learner.learn(X[rows], y[rows], given, judged)
         if progress is not None:
             progress(request.stop)
+    return np.concatenate(answers)
+
+
+def answer_figures(y: np.ndarray, answers: np.ndarray, n_classes: int = 0) -> dict[str, float]:
+    """The figures of answers to a stream, the same for every learner that gave them: accuracy
+    and macro-F1 of class answers (`n_classes`; -1: no answer, wrong), or MAE, RMSE and R^2
+    (1 - SSE / SST over the stream) of values."""
+    y, answers = np.asarray(y), np.asarray(answers)
+    if n_classes:
+        f1s = []
+        for k in range(n_classes):
+            occurs = float((answers == k).sum() + (y == k).sum())
+            if occurs:
+                f1s.append(2 * float(((answers == k) & (y == k)).sum()) / occurs)
+        return {"accuracy": float((answers == y).mean()), "macro-F1": float(np.mean(f1s))}
+    errors = y - answers
+    sse = float((errors**2).sum())
+    sst = float(((y - y.mean()) ** 2).sum())
+    return {
+        "MAE": float(np.abs(errors).mean()),
+        "RMSE": (sse / len(errors)) ** 0.5,
+        "R^2": 1.0 - sse / sst if sst else 0.0,
+    }
+
+
+def previous_label_answers(y: np.ndarray, timing: Timing) -> np.ndarray:
+    """Each row answered with the last label posted before it was asked (0 before any)."""
+    answers = np.zeros(len(y))
+    known = 0.0
+    for request, due in requests(len(y), timing):
+        answers[request.start : request.stop] = known
+        for labelled in due:
+            known = float(y[labelled.stop - 1])
     return answers
 
 

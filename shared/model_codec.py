@@ -47,6 +47,7 @@ import numpy as np
 
 FORMAT = "continuo-lgbm/2"
 FORMAT_V1 = "continuo-lgbm/1"
+FORMAT_OVR = "continuo-ovr/1"  # a multiclass model: one binary model per class
 _LOGIT_CLIP = 30.0
 # A regression's scores are the standardised target, bounded only to stay finite: the scale is
 # fixed on a stream's first rows, and a target that grows (a chick's weight: 41 +- 1.1 g in
@@ -180,8 +181,32 @@ def encode(
     return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
 
 
+def encode_one_vs_rest(per_class: Sequence[bytes]) -> bytes:
+    """A multiclass model: each class's binary model (class k against the rest), in class
+    order; it answers each class's P(class) divided by their sum."""
+    if len(per_class) < 3:
+        raise ValueError("a multiclass model needs at least 3 classes")
+    doc = {"format": FORMAT_OVR, "models": [parse(data) for data in per_class]}
+    return json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()
+
+
+def class_models(doc: Mapping[str, Any]) -> list[bytes]:
+    """The binary models of a multiclass model file, each as the bytes it was published as."""
+    return [json.dumps(d, sort_keys=True, separators=(",", ":")).encode() for d in doc["models"]]
+
+
 def decode(data: bytes) -> Predictor:
-    """Decode model bytes; the same bytes give the same (cached, read-only) predictor."""
+    """Decode the bytes of a binary or regression model; the same bytes give the same (cached,
+    read-only) predictor. A multiclass model is refused here (it has no single score):
+    `decode_any` takes every kind."""
+    predictor = _decode_cached(bytes(data))
+    if isinstance(predictor, OneVsRestPredictor):
+        raise ModelFormatError("a multiclass model: decode it with decode_any")
+    return predictor
+
+
+def decode_any(data: bytes) -> Predictor | OneVsRestPredictor:
+    """Decode model bytes of any kind: a multiclass model's predictor answers (rows, classes)."""
     return _decode_cached(bytes(data))
 
 
@@ -191,14 +216,26 @@ def parse(data: bytes) -> dict[str, Any]:
         doc = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ModelFormatError(f"not a Continuo model: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, FORMAT_V1):
-        raise ModelFormatError(f"expected format {FORMAT!r}")
+    if not isinstance(doc, dict) or doc.get("format") not in (FORMAT, FORMAT_V1, FORMAT_OVR):
+        raise ModelFormatError(f"expected format {FORMAT!r} or {FORMAT_OVR!r}")
     return doc
 
 
 @functools.lru_cache(maxsize=32)
-def _decode_cached(data: bytes) -> Predictor:
+def _decode_cached(data: bytes) -> Predictor | OneVsRestPredictor:
     doc = parse(data)
+    if doc["format"] == FORMAT_OVR:
+        try:
+            return OneVsRestPredictor([_predictor(m) for m in class_models(doc)])
+        except (KeyError, TypeError) as exc:
+            raise ModelFormatError(f"malformed Continuo model: {exc}") from exc
+    return _predictor(data)
+
+
+def _predictor(data: bytes) -> Predictor:
+    doc = parse(data)
+    if doc["format"] == FORMAT_OVR:
+        raise ModelFormatError("a multiclass model holds binary models, not multiclass ones")
     try:
         members: list[tuple[float, lgb.Booster | LinearMember]] = []
         for m in doc["members"]:
@@ -306,3 +343,22 @@ class Predictor:
                 gain = member.feature_importance(importance_type="gain")
                 total += abs(weight) * gain[: self.n_features]
         return {name: float(v) for name, v in zip(self.feature_names, total, strict=True)}
+
+
+class OneVsRestPredictor:
+    """A decoded multiclass model: each class's binary model, answers normalised."""
+
+    def __init__(self, per_class: Sequence[Predictor]) -> None:
+        self.per_class = list(per_class)
+        self.n_features = self.per_class[0].n_features
+        self.feature_names = self.per_class[0].feature_names
+        self.n_classes = len(self.per_class)
+        self.target = None
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """P(each class) for each row of X, shape (n, classes), rows summing to one."""
+        own = np.column_stack([p.predict_proba(X) for p in self.per_class])
+        return own / own.sum(axis=1, keepdims=True)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X)

@@ -28,8 +28,10 @@ import lightgbm as lgb
 import numpy as np
 
 from shared.model_codec import (
+    FORMAT_OVR,
     REGRESSION_CLIP,
     LinearMember,
+    class_models,
     decode,
     parse,
     target_scale,
@@ -315,10 +317,22 @@ class LiveModel:
     moves them. `learned_through` is the data stream version of the last row it learned.
 
     A model file without online state (written before it existed) predicts as published and
-    learns nothing. A regression model (`target` in the file) answers values: `predict`."""
+    learns nothing. A regression model (`target` in the file) answers values: `predict`. A
+    multiclass model is one LiveModel per class (`per_class`); it answers each class's P(class)
+    divided by their sum, (rows, classes)."""
+
+    n_features: int
+    learned_through: int
 
     def __init__(self, data: bytes) -> None:
         doc = parse(data)
+        self.per_class: list[LiveModel] | None = None
+        if doc["format"] == FORMAT_OVR:
+            self.per_class = [LiveModel(part) for part in class_models(doc)]
+            self.target = None
+            self.n_features = self.per_class[0].n_features
+            self.learned_through = min(m.learned_through for m in self.per_class)
+            return
         online = doc.get("online")
         self._frozen = decode(data) if online is None else None
         self.target = target_scale(doc)
@@ -367,6 +381,8 @@ class LiveModel:
         return raws
 
     def logits(self, X: np.ndarray) -> np.ndarray:
+        if self.per_class is not None:
+            raise TypeError("a multiclass model has no single score: call predict_proba")
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
         if self._frozen is not None:
             return self._frozen.logits(X)
@@ -388,6 +404,9 @@ class LiveModel:
         """P(class 1) for each row of X, as of the rows learned so far."""
         if self.target is not None:
             raise TypeError("a regression model answers values: call predict")
+        if self.per_class is not None:  # (rows, classes)
+            own = np.column_stack([m.predict_proba(X) for m in self.per_class])
+            return own / own.sum(axis=1, keepdims=True)
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
         if self._frozen is None and self._row_by_row(X):
             return np.array([1.0 / (1.0 + math.exp(-self._logit(x))) for x in X.tolist()])
@@ -411,6 +430,8 @@ class LiveModel:
         learned again."""
         if not rows:
             return []
+        if self.per_class is not None:
+            return self._learn_per_class(rows)
         X = np.array([r.x for r in rows], dtype=float).reshape(-1, self.n_features)
         if self._frozen is not None:
             return self._frozen.predict(X).tolist()
@@ -431,6 +452,19 @@ class LiveModel:
             out.append(answer if target is None else float(target.value(answer)))
             self.learned_through = row.version
         return out
+
+    def _learn_per_class(self, rows: Sequence[LearnedRow]) -> Any:
+        """`learn` of a multiclass model: each class learns whether each row is of it; the
+        predictions made before, normalised, one list of class probabilities per row."""
+        assert self.per_class is not None
+        own = np.column_stack(
+            [
+                m.learn([LearnedRow(r.version, r.x, int(r.y == k)) for r in rows])
+                for k, m in enumerate(self.per_class)
+            ]
+        )
+        self.learned_through = min(m.learned_through for m in self.per_class)
+        return (own / own.sum(axis=1, keepdims=True)).tolist()
 
 
 def _linear(doc: dict[str, Any]) -> LinearMember:

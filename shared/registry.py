@@ -44,8 +44,8 @@ async def register_tasks(
         if spec.target.kind != "binary":
             raise ValueError(
                 f"task {spec.name!r}: target kind {spec.target.kind!r} is learned and evaluated "
-                "in process (bench/learner.py --kind regression) but not served by the running "
-                "system yet; only binary tasks can be registered (docs/tasks.md)"
+                f"in process (continuo evaluate --kind {spec.target.kind}) but not served by the "
+                "running system yet; only binary tasks can be registered (docs/tasks.md)"
             )
     for spec in specs:
         event = new_event(

@@ -99,23 +99,34 @@ class OnlineFeature(BaseModel):
 
 
 class Target(BaseModel):
-    """The label column and the kind of task: `binary` (classes given in order: the second is
-    class 1) or `regression` (a finite number; `classes` does not apply).
+    """The label column and the kind of task: `binary` (two classes, in order: the second is
+    class 1), `multiclass` (three or more classes, given in order: labels are their indices) or
+    `regression` (a finite number; `classes` does not apply).
 
-    The running system (ingest, trainer, serving, governance) serves binary tasks; regression
-    is learned by the learner and evaluated in process (`bench/learner.py --kind regression`)
-    and is refused at registration until the services answer values (docs/tasks.md)."""
+    The running system (ingest, trainer, serving, governance) serves binary tasks; multiclass
+    and regression targets are learned by the learner and evaluated in process (`continuo
+    evaluate --kind`, `bench/learner.py --kind`) and are refused at registration until the
+    services answer them (docs/tasks.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     name: str
-    kind: Literal["binary", "regression"] = "binary"
-    classes: tuple[Any, Any] = (0, 1)
+    kind: Literal["binary", "multiclass", "regression"] = "binary"
+    classes: tuple[Any, ...] = (0, 1)
 
     @model_validator(mode="after")
     def _classes_fit_the_kind(self) -> Target:
-        if self.kind == "regression" and "classes" in self.model_fields_set:
+        given = "classes" in self.model_fields_set
+        if self.kind == "regression" and given:
             raise ValueError("a regression target takes no `classes`")
+        if self.kind == "binary" and len(self.classes) != 2:
+            raise ValueError(
+                f"a binary target has 2 classes, not {len(self.classes)} (more: kind multiclass)"
+            )
+        if self.kind == "multiclass" and (not given or len(self.classes) < 3):
+            raise ValueError("a multiclass target lists its classes, three or more, in order")
+        if len(set(map(repr, self.classes))) != len(self.classes):
+            raise ValueError("a target's classes must be distinct")
         return self
 
 

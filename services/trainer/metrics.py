@@ -98,3 +98,49 @@ class RegressionMetrics:
             "recent_mae": float(self._recent[:seen].mean()) if seen else 0.0,
             "recent_window": float(self.window),
         }
+
+
+class MulticlassMetrics:
+    """Prequential accuracy, log-loss and macro-F1 (from the confusion counts of every row
+    scored), and accuracy over a sliding window of recent rows."""
+
+    def __init__(self, n_classes: int, window: int = 1000) -> None:
+        self.window = window
+        self.n = 0
+        self._confusion = np.zeros((n_classes, n_classes), dtype=np.int64)  # [true, answered]
+        self._log_loss_sum = 0.0
+        self._recent = np.zeros(window, dtype=np.uint8)
+
+    def update(self, y: np.ndarray, proba: np.ndarray) -> np.ndarray:
+        """Score a chunk of rows in stream order; return 1 where the answered class was wrong."""
+        y = np.asarray(y, dtype=np.int64)
+        proba = np.asarray(proba, dtype=float).reshape(len(y), -1)
+        answered = proba.argmax(axis=1)
+        np.add.at(self._confusion, (y, answered), 1)
+        total = self._log_loss_sum
+        for p in np.clip(proba[np.arange(len(y)), y], _EPS, 1.0).tolist():
+            total -= float(np.log(p))
+        self._log_loss_sum = total
+        correct = (answered == y).astype(np.uint8)
+        for start in range(0, len(correct), self.window):
+            part = correct[start : start + self.window]
+            self._recent[(self.n + start + np.arange(len(part))) % self.window] = part
+        self.n += len(y)
+        return 1 - correct
+
+    def as_dict(self) -> dict[str, float]:
+        n = max(self.n, 1)
+        seen = min(self.n, self.window)
+        hits = np.diag(self._confusion).astype(float)
+        truth, answered = self._confusion.sum(axis=1), self._confusion.sum(axis=0)
+        # F1 per class that occurred or was answered (2 TP / (2 TP + FP + FN)); their mean.
+        present = (truth + answered) > 0
+        f1 = 2 * hits[present] / (truth[present] + answered[present])
+        return {
+            "n_labelled": float(self.n),
+            "accuracy": float(hits.sum()) / n,
+            "macro_f1": float(f1.mean()) if present.any() else 0.0,
+            "log_loss": self._log_loss_sum / n,
+            "recent_accuracy": float(self._recent[:seen].mean()) if seen else 0.0,
+            "recent_window": float(self.window),
+        }

@@ -55,7 +55,7 @@ def test_a_numeric_target_is_evaluated_as_a_regression(tmp_path: Path, capsys):
     result = json.loads(capsys.readouterr().out)
     assert result["kind"] == "regression" and result["rows"] == 1500
     # Far better than answering each row with the last label known (the target is not a walk).
-    assert result["mae"] < 0.5 * result["previous_label"]["mae"] and result["r2"] > 0.8
+    assert result["MAE"] < 0.5 * result["previous_label"]["MAE"] and result["R^2"] > 0.8
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "MAE" in text and "serving does not answer regression" in text
@@ -66,7 +66,8 @@ def test_a_numeric_target_is_evaluated_as_a_regression(tmp_path: Path, capsys):
     [
         (np.array([1.0, np.nan] * 15), [], "not a finite number on row 2"),
         (np.array(["a", "b"] * 15), [], "not a finite number on row 1"),
-        (np.arange(30) % 3, ["--kind", "binary"], "--kind regression"),
+        (np.arange(30) % 3, ["--kind", "binary"], "--kind multiclass"),
+        (np.arange(30) % 2, ["--kind", "multiclass"], "2 classes: not multiclass"),
     ],
 )
 def test_a_target_that_does_not_fit_its_kind_exits_2(
@@ -77,3 +78,18 @@ def test_a_target_that_does_not_fit_its_kind_exits_2(
     assert main([str(csv), "--target", "label", *kind]) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_a_target_of_several_classes_is_evaluated_as_multiclass(tmp_path: Path, capsys):
+    x = np.random.default_rng(3).random((1500, 2))  # the features `_csv` writes
+    names = np.array(["low", "mid", "high", "top"])
+    target = names[np.minimum((x[:, 0] * 4).astype(int), 3)]
+    csv = _csv(tmp_path / "m.csv", target=target)
+    argv = [str(csv), "--target", "label", "--kind", "multiclass", "--batch", "20"]
+    assert main([*argv, "--label-delay", "1", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["kind"] == "multiclass" and result["rows"] == 1500
+    assert result["accuracy"] > 0.85 > result["previous_label"]["accuracy"]
+    assert result["macro-F1"] > 0.85
+    assert main(argv) == 0
+    assert "serving does not answer multiclass" in capsys.readouterr().out

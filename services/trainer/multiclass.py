@@ -1,0 +1,168 @@
+"""A multiclass target, learned one class against the rest.
+
+Each class has its own `OnlineLearner` (its members, blends, race, drift detection and search)
+learning whether a row is of that class; the answer is each class's P(class) divided by their
+sum. One-vs-rest keeps every part of the binary learner as it is, bit for bit, and lets each
+class follow its own drift (a class that appears late, a boundary that moves for one class);
+its cost is one binary learner per class (LED's 10 classes: about a tenth of the binary rows/s).
+
+The model file (`shared.model_codec`, format `continuo-ovr/1`) holds each class's binary model as
+it would be published alone; `shared.online_models.LiveModel` moves each on with the labels, so a
+published multiclass model keeps learning as a binary one does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from services.trainer.drift import Drift
+from services.trainer.learner import OnlineLearner
+from services.trainer.metrics import MulticlassMetrics
+from shared import model_codec
+from shared.tasks import TaskSpec, categorical_indices
+
+
+@dataclass(frozen=True)
+class MulticlassReport:
+    """What one `learn` call did; `proba`: the class probabilities each row was scored on."""
+
+    n_learned: int
+    model_changed: bool
+    drifts: list[Drift] = field(default_factory=list)  # every class's, by class in order
+    proba: np.ndarray | None = None
+
+
+def normalised(per_class: np.ndarray) -> np.ndarray:
+    """Rows of one-vs-rest probabilities (n, classes) made to sum to one."""
+    per_class = np.asarray(per_class, dtype=float)
+    return per_class / per_class.sum(axis=1, keepdims=True)
+
+
+class OneVsRest:
+    """A multiclass learner of `n_classes` classes (labels 0..n_classes-1): one `OnlineLearner`
+    per class, answers normalised. The same interface as `OnlineLearner` where it applies;
+    probabilities are (rows, classes)."""
+
+    @classmethod
+    def from_spec(cls, spec: TaskSpec) -> OneVsRest:
+        return cls(
+            len(spec.input_names),
+            len(spec.target.classes),
+            seed=spec.learner.seed,
+            params=spec.learner.params,
+            categorical=categorical_indices(spec),
+            feature_names=list(spec.input_names),
+        )
+
+    def __init__(
+        self,
+        n_features: int,
+        n_classes: int,
+        *,
+        seed: int = 7,
+        params: Mapping[str, Any] | None = None,
+        categorical: Sequence[int] = (),
+        feature_names: Sequence[str] | None = None,
+    ) -> None:
+        if n_classes < 3:
+            raise ValueError("a multiclass learner needs at least 3 classes")
+        self.n_features = n_features
+        self.n_classes = n_classes
+        self.classes = [
+            OnlineLearner(
+                n_features,
+                seed=seed,
+                params=params,
+                categorical=categorical,
+                feature_names=feature_names,
+            )
+            for _ in range(n_classes)
+        ]
+        window = int(self.classes[0].settings["recent_window"])
+        self._metrics = MulticlassMetrics(n_classes, window)
+
+    @property
+    def n_updates(self) -> int:
+        return sum(c.n_updates for c in self.classes)
+
+    @property
+    def n_drifts(self) -> int:
+        return sum(c.n_drifts for c in self.classes)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """P(each class) for each row, (rows, classes), as of now."""
+        return normalised(np.column_stack([c.predict_proba(X) for c in self.classes]))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X)
+
+    def predict_on_arrival(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The class probabilities (rows, classes) and what `learn` needs back to judge each
+        class's race on what it answered now: (rows, classes, 1 + configurations), each
+        class's own P(class) first, then each of its configurations'."""
+        parts = [c.predict_on_arrival(X) for c in self.classes]
+        own = np.column_stack([p[0] for p in parts])
+        configs = np.stack([np.column_stack([p[0], p[1]]) for p in parts], axis=1)
+        return normalised(own), configs
+
+    def learn(
+        self,
+        X: np.ndarray,
+        y: np.ndarray,
+        proba: np.ndarray,
+        configs: np.ndarray | None = None,
+    ) -> MulticlassReport:
+        """Score `proba` (the class probabilities given before the labels were known), then
+        learn the rows; `configs`: what `predict_on_arrival` gave with them (None: each class
+        is scored on its column of `proba`, its race on its predictions as it learns)."""
+        y = self._labels(y)
+        proba = np.asarray(proba, dtype=float).reshape(len(y), self.n_classes)
+        reports = []
+        for k, learner in enumerate(self.classes):
+            own = proba[:, k] if configs is None else configs[:, k, 0]
+            judged = None if configs is None else configs[:, k, 1:]
+            reports.append(learner.learn(X, (y == k).astype(np.int64), own, judged))
+        self._metrics.update(y, proba)
+        return self._report(len(y), reports, proba)
+
+    def test_then_train(self, X: np.ndarray, y: np.ndarray) -> MulticlassReport:
+        """Prequential: each row predicted as of the rows before it, then learned."""
+        y = self._labels(y)
+        reports = [
+            c.test_then_train(X, (y == k).astype(np.int64)) for k, c in enumerate(self.classes)
+        ]
+        proba = normalised(np.column_stack([np.asarray(r.proba) for r in reports]))
+        self._metrics.update(y, proba)
+        return self._report(len(y), reports, proba)
+
+    def _labels(self, y: np.ndarray) -> np.ndarray:
+        y = np.asarray(y).astype(np.int64).reshape(-1)
+        if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
+            raise ValueError(f"labels must be class indices 0..{self.n_classes - 1}")
+        return y
+
+    @staticmethod
+    def _report(n: int, reports: list[Any], proba: np.ndarray) -> MulticlassReport:
+        drifts = [d for r in reports for d in r.drifts]
+        return MulticlassReport(n, any(r.model_changed for r in reports), drifts, proba)
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        out = self._metrics.as_dict()
+        out["n_updates"] = float(self.n_updates)
+        out["n_drifts"] = float(self.n_drifts)
+        return out
+
+    def champion_config(self) -> str:
+        """Each class's race champion, in class order."""
+        return ",".join(c.champion_config() for c in self.classes)
+
+    def model_bytes(self, learned_through: int = 0) -> bytes:
+        """Every class's binary model (its race's champion), encoded together."""
+        return model_codec.encode_one_vs_rest(
+            [c.model_bytes(learned_through) for c in self.classes]
+        )
