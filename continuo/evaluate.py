@@ -40,6 +40,7 @@ from continuo.simulate import (
 from services.trainer.learner import OnlineLearner
 from services.trainer.multiclass import OneVsRest
 from shared.tasks import (
+    MAX_ABS_FLOAT,
     Feature,
     RecordError,
     Target,
@@ -113,10 +114,10 @@ def _labels(column: pd.Series, spec: TaskSpec | None) -> np.ndarray:
 def _values(column: pd.Series) -> np.ndarray:
     """A regression's target: finite numbers on every row."""
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
-    bad = np.flatnonzero(~np.isfinite(values))
+    bad = np.flatnonzero(~(np.abs(values) <= MAX_ABS_FLOAT))  # NaN and infinity fail too
     if len(bad):
         raise UsageError(
-            f"target {column.name!r} is not a finite number on row {bad[0] + 1} "
+            f"target {column.name!r} is not a finite number within +-1e100 on row {bad[0] + 1} "
             f"({column.iloc[bad[0]]!r}) and {len(bad) - 1} other rows"
         )
     return values

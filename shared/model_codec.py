@@ -113,9 +113,10 @@ class TargetScale:
             return cls(0.0, 1.0)
         center = float(np.median(y))
         spread = 1.4826 * float(np.median(np.abs(y - center)))
-        if spread <= 1e-9 * max(1.0, abs(center)):
+        # Relative to the center only: a target measured in tiny units keeps its own scale.
+        if not spread > 1e-9 * abs(center):
             spread = float(y.std())
-        return cls(center, spread if spread > 1e-9 * max(1.0, abs(center)) else 1.0)
+        return cls(center, spread if spread > 1e-9 * abs(center) else 1.0)
 
     def moved(self, other: TargetScale, factor: float = 2.0) -> bool:
         """Whether `other` is a scale to change to: its spread `factor` times this one's or
@@ -192,7 +193,10 @@ def encode_one_vs_rest(per_class: Sequence[bytes]) -> bytes:
 
 def class_models(doc: Mapping[str, Any]) -> list[bytes]:
     """The binary models of a multiclass model file, each as the bytes it was published as."""
-    return [json.dumps(d, sort_keys=True, separators=(",", ":")).encode() for d in doc["models"]]
+    models = doc.get("models")
+    if not isinstance(models, list) or len(models) < 3:
+        raise ModelFormatError("malformed Continuo model: a multiclass model holds 3+ models")
+    return [json.dumps(d, sort_keys=True, separators=(",", ":")).encode() for d in models]
 
 
 def decode(data: bytes) -> Predictor:

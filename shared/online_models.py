@@ -42,9 +42,9 @@ from shared.tree_rows import RawScorer, raw_scorer
 # huge input must not blow the SGD step up.
 RAW_CLIP = 8.0
 LOGIT_CLIP = 30.0
-Z_CLIP = 5.0
+Z_CLIP = 5.0  # standardised inputs beyond 5 sd are taken as 5 sd
 # A regression's online steps take at most this error, in the scale's deviations (`_huber`).
-ERROR_CLIP = 3.0  # standardised inputs beyond 5 sd are taken as 5 sd
+ERROR_CLIP = 3.0
 _MIN_VARIANCE = 1e-12  # an input constant so far is centred, not divided by ~zero
 # Up to this many rows, trees score row by row through LightGBM's fast single-row path (about
 # 2 us a row and tree); more go to `Booster.predict` at once (about 85 us a call, ~1 us a row).
@@ -340,6 +340,10 @@ class LiveModel:
         self._clip = member_clip(regression)
         self.n_features = int(doc["n_features"])
         self.learned_through = 0 if online is None else int(online["learned_through"])
+        # A regression's model before its learner's first tick: the running mean of the labels.
+        self._labels: list[float] | None = None
+        if online is not None and online.get("labels") is not None:
+            self._labels = [float(online["labels"]["sum"]), float(online["labels"]["n"])]
         if online is None:
             return
         self.feature_names = list(doc.get("feature_names") or [])
@@ -398,6 +402,10 @@ class LiveModel:
         model, the value of a regression."""
         if self.target is None:
             return self.predict_proba(X)
+        if self._labels is not None:
+            total, n = self._labels
+            rows = np.asarray(X, dtype=float).reshape(-1, self.n_features)
+            return np.full(len(rows), total / n if n else 0.0)
         return np.asarray(self.target.value(self.logits(X)), dtype=float)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
@@ -435,6 +443,8 @@ class LiveModel:
         X = np.array([r.x for r in rows], dtype=float).reshape(-1, self.n_features)
         if self._frozen is not None:
             return self._frozen.predict(X).tolist()
+        if self._labels is not None:
+            return self._learn_mean(rows)
         clip, target = self._clip, self.target
         raws = clip_raws(self._tree_raws(X), clip).tolist()
         first_linear = len(self._trees)
@@ -451,6 +461,20 @@ class LiveModel:
             answer = self._blend.step(raw, y)
             out.append(answer if target is None else float(target.value(answer)))
             self.learned_through = row.version
+        return out
+
+    def _learn_mean(self, rows: Sequence[LearnedRow]) -> list[float]:
+        """`learn` of a running-mean model: each row answered with the mean of the labels
+        before it, then counted in (as the learner does before its first tick)."""
+        assert self._labels is not None
+        total, n = self._labels
+        out = []
+        for row in rows:
+            out.append(total / n if n else 0.0)
+            if row.version > self.learned_through:
+                total, n = total + float(row.y), n + 1
+                self.learned_through = row.version
+        self._labels = [total, n]
         return out
 
     def _learn_per_class(self, rows: Sequence[LearnedRow]) -> Any:

@@ -39,6 +39,7 @@ MAX_SAFE_INT = 2**53
 # feature's window mean, the online members' running variance) overflow to inf, and one such row
 # would make every later prediction of the task NaN. Far beyond any measurement.
 MAX_ABS_FLOAT = 1e100
+MAX_CLASSES = 100  # a multiclass target's classes: one binary learner each
 # An entity id's length: serving refuses longer ones, and governance keeps them in 200 characters.
 MAX_ENTITY_ID = 200
 
@@ -117,7 +118,8 @@ class Target(BaseModel):
     @model_validator(mode="after")
     def _classes_fit_the_kind(self) -> Target:
         given = "classes" in self.model_fields_set
-        if self.kind == "regression" and given:
+        # The default comes back in every dump of a regression spec: only others are refused.
+        if self.kind == "regression" and given and self.classes != (0, 1):
             raise ValueError("a regression target takes no `classes`")
         if self.kind == "binary" and len(self.classes) != 2:
             raise ValueError(
@@ -125,6 +127,11 @@ class Target(BaseModel):
             )
         if self.kind == "multiclass" and (not given or len(self.classes) < 3):
             raise ValueError("a multiclass target lists its classes, three or more, in order")
+        if len(self.classes) > MAX_CLASSES:
+            raise ValueError(
+                f"a target has at most {MAX_CLASSES} classes (the learner keeps one binary "
+                f"learner per class), not {len(self.classes)}"
+            )
         if len(set(map(repr, self.classes))) != len(self.classes):
             raise ValueError("a target's classes must be distinct")
         return self
@@ -506,12 +513,8 @@ def _missing(spec: TaskSpec, feature: Feature) -> str:
 def validate_label(spec: TaskSpec, label: Any) -> float:
     """Map a label to its class index (0 or 1), or a regression's finite number; else raise
     RecordError."""
-    if spec.target.kind == "regression":
-        if isinstance(label, bool) or not isinstance(label, int | float):
-            raise RecordError(f"label: {shown(label)} is not a number")
-        if not math.isfinite(label):
-            raise RecordError(f"label: {shown(label)} is not finite")
-        return float(label)
+    if spec.target.kind == "regression":  # a number as a float feature takes it (|x| <= 1e100)
+        return float(_coerce(Feature(name="label", type="float"), label))
     for index, cls in enumerate(spec.target.classes):
         # True == 1 in Python; a JSON boolean is only a label where the classes are booleans.
         if label == cls and isinstance(label, bool) == isinstance(cls, bool):

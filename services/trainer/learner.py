@@ -73,7 +73,7 @@ from shared.online_models import (
     member_clip,
     online_state,
 )
-from shared.tasks import SearchChange, TaskSpec, categorical_indices
+from shared.tasks import MAX_ABS_FLOAT, SearchChange, TaskSpec, categorical_indices
 
 __all__ = [
     "LEARNER_DEFAULTS",
@@ -189,13 +189,16 @@ class OnlineLearner:
     """Prequential learner of a binary target, or (`regression`) of a numeric one; see the
     module docstring for how it works.
 
-    A regression learns in the target standardised by a `TargetScale` fixed at the first tick
-    (the mean and deviation of the first `min_train_rows` labels; until then it answers their
-    running mean): every member and blend scores in those units, the blends and the linear
-    members learn least squares, and the race and drift detection judge absolute errors."""
+    A regression learns in the target standardised by a `TargetScale` (the median and median
+    absolute deviation of the labels) fixed at the first tick (until then it answers the running
+    mean of the labels) and moved, exactly, when the labels' scale changes (`_rescale`): every
+    member and blend scores in those units, the blends and the linear members learn least
+    squares, and the race and drift detection judge absolute errors."""
 
     @classmethod
     def from_spec(cls, spec: TaskSpec) -> OnlineLearner:
+        if spec.target.kind == "multiclass":
+            raise ValueError("a multiclass task learns with services.trainer.multiclass.OneVsRest")
         return cls(
             len(spec.input_names),
             seed=spec.learner.seed,
@@ -372,8 +375,8 @@ class OnlineLearner:
         X = np.asarray(X, dtype=float).reshape(-1, self.n_features)
         if self.regression:
             y = np.asarray(y, dtype=float).reshape(-1)
-            if not np.isfinite(y).all():
-                raise ValueError("labels must be finite numbers")
+            if not (np.abs(y) <= MAX_ABS_FLOAT).all():  # NaN fails too
+                raise ValueError(f"labels must be finite numbers, |y| <= {MAX_ABS_FLOAT:g}")
         else:
             y = np.asarray(y).astype(np.int64).reshape(-1)
             if len(y) and not np.isin(y, (0, 1)).all():
@@ -449,9 +452,9 @@ class OnlineLearner:
         judged: np.ndarray | None,
         drifts: list[Drift],
     ) -> np.ndarray:
-        """`_segment` of a regression: the same steps on the standardised target; a
-        configuration is right on a row where its absolute error is at most the median of
-        those racing (so the race's paired test counts the rows where one was the closer)."""
+        """`_segment` of a regression: the same steps on the standardised target; the race
+        records each configuration's absolute error (its paired test counts the rows where a
+        challenger was closer than the champion, and where it was further)."""
         target = self._target
         if target is None:
             return self._segment_before_scale(X, y, given)
@@ -504,7 +507,8 @@ class OnlineLearner:
         self._label_sum = total
         answer = np.asarray(means) if given is None else given
         self._metrics.update(y, answer)
-        self._race.record(np.zeros((len(self._blends), len(y))))  # all alike
+        # Every configuration answered the same mean: the same losses, no evidence either way.
+        self._race.record(np.tile(np.abs(y - np.asarray(means)), (len(self._blends), 1)))
         self._buffer.append(X, y)
         return np.asarray(answer, dtype=float)
 
@@ -556,6 +560,11 @@ class OnlineLearner:
             due = due or self._trained_rows[j] * 2 <= self._available(j, n)
             due = due or (confirmed if j == LONG else self._drift_pending) or rescaled
             if due and self._retrain(j, n, trained):
+                changed = True
+            elif rescaled and self._boosters[j] is not None:
+                # Trees of the old scale answer nothing in the new one: none until it retrains.
+                self._boosters[j] = None
+                self._model_strings[j] = None
                 changed = True
         if self._drift_pending:
             self._confirming = [0, 0, 0]  # the short member has just re-learned: compare now
@@ -650,7 +659,9 @@ class OnlineLearner:
             if self._target is not None:
                 yw = np.asarray(self._target.standardise(yw), dtype=float)
             params = member.tree_params(self._lgb_params)
-            booster = trained[key] = train_member(Xw, yw, params, member.rounds, self.categorical)
+            booster = trained[key] = train_member(
+                Xw, yw, params, member.rounds, self.categorical, regression=self.regression
+            )
         if booster is None:
             return False
         self._boosters[j] = booster
@@ -688,6 +699,8 @@ class OnlineLearner:
         shared.model_codec, with the state its online parts need to go on learning
         (`learned_through`: the data stream version of the last labelled row learned, for
         whoever continues it)."""
+        if self.regression and self._target is None:
+            return self._mean_model_bytes(learned_through)
         index = self._race.champion if config is None else self._race.names.index(config)
         blend = self._blends[index]
         members: list[tuple[float, model_codec.Member]] = []
@@ -704,10 +717,6 @@ class OnlineLearner:
             # weight 0, and a blend that uses one member alone ("linear-slow") never moves it.
             for j, snapshot in enumerate(linear.snapshots(), start=self._linear_at):
                 members.append((blend.w[j], snapshot))
-        target = self._target
-        if self.regression and target is None:  # before the first tick: the labels' mean
-            n = self._metrics.n
-            target = TargetScale(self._label_sum / n if n else 0.0, 1.0)
         return model_codec.encode(
             n_features=self.n_features,
             members=members,
@@ -715,5 +724,19 @@ class OnlineLearner:
             feature_names=self.feature_names,
             clip=self._clip,
             online=online_state(blend.spec.lr, linear, learned_through),
-            target=target,
+            target=self._target,
+        )
+
+    def _mean_model_bytes(self, learned_through: int) -> bytes:
+        """A regression's model before its first tick: the running mean of the labels, which a
+        LiveModel goes on updating with the labels after it, as the learner does."""
+        n = self._metrics.n
+        online = online_state(0.0, None, learned_through)
+        online["labels"] = {"sum": self._label_sum, "n": n}
+        return model_codec.encode(
+            n_features=self.n_features,
+            members=[],
+            feature_names=self.feature_names,
+            online=online,
+            target=TargetScale(self._label_sum / n if n else 0.0, 1.0),
         )

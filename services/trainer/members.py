@@ -89,10 +89,12 @@ def train_member(
     params: Mapping[str, Any],
     rounds: int,
     categorical: Sequence[int],
+    *,
+    regression: bool = False,
 ) -> lgb.Booster | None:
     """Fit a fresh booster on a window; None when the window holds one class only (a
     regression's constant window trains: its trees answer the constant)."""
-    if len(y) == 0 or (params.get("objective") != "regression" and y.min() == y.max()):
+    if len(y) == 0 or (not regression and y.min() == y.max()):
         return None
     data = lgb.Dataset(
         X,

@@ -114,7 +114,7 @@ class MulticlassMetrics:
     def update(self, y: np.ndarray, proba: np.ndarray) -> np.ndarray:
         """Score a chunk of rows in stream order; return 1 where the answered class was wrong."""
         y = np.asarray(y, dtype=np.int64)
-        proba = np.asarray(proba, dtype=float).reshape(len(y), -1)
+        proba = np.asarray(proba, dtype=float).reshape(len(y), len(self._confusion))
         answered = proba.argmax(axis=1)
         np.add.at(self._confusion, (y, answered), 1)
         total = self._log_loss_sum

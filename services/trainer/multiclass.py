@@ -140,10 +140,13 @@ class OneVsRest:
         return self._report(len(y), reports, proba)
 
     def _labels(self, y: np.ndarray) -> np.ndarray:
-        y = np.asarray(y).astype(np.int64).reshape(-1)
-        if len(y) and (y.min() < 0 or y.max() >= self.n_classes):
+        given = np.asarray(y).reshape(-1)
+        whole = given.astype(np.int64)
+        if len(given) and (
+            not np.array_equal(whole, given) or whole.min() < 0 or whole.max() >= self.n_classes
+        ):
             raise ValueError(f"labels must be class indices 0..{self.n_classes - 1}")
-        return y
+        return whole
 
     @staticmethod
     def _report(n: int, reports: list[Any], proba: np.ndarray) -> MulticlassReport:

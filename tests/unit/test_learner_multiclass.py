@@ -4,6 +4,7 @@ model answers (and moves on) as the learner does, and bad labels are refused."""
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
@@ -138,3 +139,31 @@ def test_a_multiclass_target_lists_three_or_more_distinct_classes() -> None:
     ]:
         with pytest.raises(ValueError, match=message):
             spec(target)
+
+
+def test_empty_chunks_learn_nothing_and_fractional_labels_are_refused() -> None:
+    learner = OneVsRest(2, 3, params=FAST)
+    report = learner.test_then_train(np.zeros((0, 2)), np.zeros(0, dtype=int))
+    assert report.n_learned == 0 and learner.metrics["n_labelled"] == 0.0
+    with pytest.raises(ValueError, match="0..2"):
+        learner.test_then_train(np.zeros((2, 2)), np.array([1.0, 1.7]))
+
+
+def test_a_multiclass_file_without_its_class_models_is_refused_as_malformed() -> None:
+    for models in ([], "x", [{}] * 2):
+        data = json.dumps({"format": "continuo-ovr/1", "models": models}).encode()
+        with pytest.raises(ModelFormatError, match="malformed"):
+            decode_any(data)
+        with pytest.raises(ModelFormatError, match="malformed"):
+            LiveModel(data)
+
+
+def test_a_target_has_at_most_a_hundred_classes() -> None:
+    with pytest.raises(ValueError, match="at most 100 classes"):
+        TaskSpec.model_validate(
+            {
+                "name": "many",
+                "features": [{"name": "x"}],
+                "target": {"name": "q", "kind": "multiclass", "classes": list(range(101))},
+            }
+        )

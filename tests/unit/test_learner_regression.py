@@ -154,3 +154,49 @@ def test_a_binary_learner_is_untouched_by_the_regression_kind() -> None:
         decode(binary.model_bytes()).target is None
     )
     assert 0.0 <= binary.predict(X[:5]).min() <= binary.predict(X[:5]).max() <= 1.0
+
+
+def test_a_model_published_before_the_first_tick_follows_the_running_mean_as_the_learner() -> None:
+    X, y = friedman(60, seed=8)
+    y = y + 1000.0  # far from 0: a model in the wrong units shows at once
+    learner = OnlineLearner(5, params=FAST, regression=True)
+    learner.test_then_train(X[:10], y[:10])
+    live = LiveModel(learner.model_bytes(learned_through=10))
+    mine = learner.test_then_train(X[10:49], y[10:49]).proba  # still before the first tick
+    later = zip(X[10:49].tolist(), y[10:49].tolist(), strict=True)
+    rows = [LearnedRow(11 + i, x, t) for i, (x, t) in enumerate(later)]
+    assert np.array_equal(np.asarray(live.learn(rows)), mine)
+    assert np.array_equal(live.predict(X[:3]), learner.predict(X[:3]))
+    assert decode(learner.model_bytes()).predict(X[:1]) == pytest.approx(y[:49].mean())
+
+
+def test_labels_beyond_the_bound_features_have_are_refused() -> None:
+    learner = OnlineLearner(2, params=FAST, regression=True)
+    for huge in (1e300, -1e101):
+        with pytest.raises(ValueError, match="1e\\+100"):
+            learner.test_then_train(np.zeros((1, 2)), np.array([huge]))
+
+
+def test_a_target_in_tiny_units_keeps_its_own_scale_and_its_drift_detection() -> None:
+    X, y = friedman(3000, seed=9, shift_at=1500)
+    found = []
+    for unit in (1.0, 1e-10):
+        learner = OnlineLearner(5, params=FAST, regression=True)
+        found.append(len(learner.test_then_train(X, y * unit).drifts))
+        assert learner._target is not None and learner._target.scale < 10 * unit
+    assert found[1] == found[0] > 0
+
+
+def test_a_regression_spec_survives_its_own_dump() -> None:
+    from shared.tasks import TaskSpec
+
+    spec = TaskSpec.model_validate(
+        {
+            "name": "demand",
+            "features": [{"name": "x"}],
+            "target": {"name": "u", "kind": "regression"},
+        }
+    )
+    assert TaskSpec.model_validate(spec.model_dump()) == spec
+    assert TaskSpec.model_validate_json(spec.model_dump_json()).version == spec.version
+    assert spec.model_copy(update={"description": "units sold"}).target.kind == "regression"

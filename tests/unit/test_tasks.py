@@ -123,14 +123,21 @@ def test_a_binary_target_keeps_the_version_it_had_before_task_kinds_existed():
 
 def test_a_regression_target_takes_finite_numbers_and_no_classes():
     assert validate_label(REGRESSION, 3) == 3.0 and validate_label(REGRESSION, -2.5) == -2.5
-    for bad, why in [(True, "not a number"), ("7", "not a number"), (float("nan"), "finite")]:
+    bad_labels = [
+        (True, "expected a number"),
+        ("7", "expected a number"),
+        (float("nan"), "finite"),
+        (1e300, "out of range"),
+        (10**400, "out of range"),
+    ]
+    for bad, why in bad_labels:
         with pytest.raises(RecordError, match=why):
             validate_label(REGRESSION, bad)
     with pytest.raises(ValueError, match="takes no `classes`"):
         TaskSpec.model_validate(
             {
                 **REGRESSION.model_dump(),
-                "target": {"name": "u", "kind": "regression", "classes": [0, 1]},
+                "target": {"name": "u", "kind": "regression", "classes": [1, 2]},
             }
         )
     with pytest.raises(RecordError, match="not one of"):
