@@ -116,9 +116,10 @@ def _values(column: pd.Series) -> np.ndarray:
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
     bad = np.flatnonzero(~(np.abs(values) <= MAX_ABS_FLOAT))  # NaN and infinity fail too
     if len(bad):
+        others = f" ({len(bad) - 1} other rows too)" if len(bad) > 1 else ""
         raise UsageError(
-            f"target {column.name!r} is not a finite number within +-1e100 on row {bad[0] + 1} "
-            f"({column.iloc[bad[0]]!r}) and {len(bad) - 1} other rows"
+            f"target {column.name!r}, row {bad[0] + 1}: {column.iloc[bad[0]]} is not a finite "
+            f"number within +-1e100{others}"
         )
     return values
 

@@ -64,8 +64,8 @@ def test_a_numeric_target_is_evaluated_as_a_regression(tmp_path: Path, capsys):
 @pytest.mark.parametrize(
     ("target", "extra", "message"),
     [
-        (np.array([1.0, np.nan] * 15), [], "not a finite number on row 2"),
-        (np.array(["a", "b"] * 15), [], "not a finite number on row 1"),
+        (np.array([1.0, np.nan] * 15), [], "row 2: nan is not a finite number"),
+        (np.array(["a", "b"] * 15), [], "row 1: a is not a finite number"),
         (np.arange(30) % 3, ["--kind", "binary"], "--kind multiclass"),
         (np.arange(30) % 2, ["--kind", "multiclass"], "2 classes: not multiclass"),
     ],
