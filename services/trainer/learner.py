@@ -65,7 +65,6 @@ from services.trainer.racing import ConfigDrop, ConfigSwitch, Race
 from shared import model_codec
 from shared.model_codec import TargetScale
 from shared.online_models import (
-    RAW_CLIP,
     Blend,
     BlendSpec,
     OnlineLinear,
@@ -383,7 +382,6 @@ class OnlineLearner:
                 raise ValueError("labels must be 0 or 1")
         if len(X) != len(y) or (given is not None and len(given) != len(y)):
             raise ValueError("X, y and proba must have the same number of rows")
-        segment = self._segment_values if self.regression else self._segment
         drifts: list[Drift] = []
         switches: list[ConfigSwitch] = []
         dropped: list[ConfigDrop] = []
@@ -395,7 +393,7 @@ class OnlineLearner:
             stop = min(len(y), start + self._next_tick - self._metrics.n)
             part = None if given is None else given[start:stop]
             judged = None if configs is None else configs[start:stop]
-            scored.append(segment(X[start:stop], y[start:stop], part, judged, drifts))
+            scored.append(self._segment(X[start:stop], y[start:stop], part, judged, drifts))
             start = stop
             if self._metrics.n == self._next_tick:
                 changed = self._on_tick(switches, dropped) or changed
@@ -411,87 +409,65 @@ class OnlineLearner:
         judged: np.ndarray | None,
         drifts: list[Drift],
     ) -> np.ndarray:
+        """Score and learn rows between two ticks (the tree members fixed): each row scored by
+        every member and configuration, then learned by the online parts. A regression does
+        it on the target standardised by its scale; its race records absolute errors (the
+        paired test counts the rows where a challenger was closer than the champion, and where
+        it was further), a classifier's its 0/1 errors."""
+        target = self._target
+        if self.regression and target is None:
+            return self._segment_before_scale(X, y, given)
+        taught = y if target is None else np.asarray(target.standardise(y), dtype=float)
         raws = self._tree_raws(X)  # the linear member's column is filled row by row below
         if self._confirming is not None:
-            right = (raws[:, [self._short, LONG]] >= 0.0) == (y == 1)[:, None]
-            self._confirming[0] += int((right[:, 0] & ~right[:, 1]).sum())
-            self._confirming[1] += int((right[:, 1] & ~right[:, 0]).sum())
-            self._confirming[2] += len(y)
-        rows = clip_raws(raws).tolist()
-        ys = y.tolist()
+            self._count_confirming(raws[:, [self._short, LONG]], taught)
+        clip = self._clip
+        rows = clip_raws(raws, clip).tolist()
+        ys = taught.tolist()
         linear = self._linear if self._linear.lrs else None
         xs = X.tolist() if linear is not None else []
         at = self._linear_at
         # A configuration the search dropped predicts nothing (and is no longer reported).
-        preds = np.full((len(self._blends), len(ys)), 0.5)
+        scores = np.full((len(self._blends), len(ys)), np.nan if self.regression else 0.5)
         racing = [(c, self._blends[c]) for c in self._race.live]
         for i, (row, yi) in enumerate(zip(rows, ys, strict=True)):
             if linear is not None:
                 # Scored before they learn the row, like every member.
-                row[at:] = [min(RAW_CLIP, max(-RAW_CLIP, r)) for r in linear.learn(xs[i], yi)]
+                row[at:] = [min(clip, max(-clip, r)) for r in linear.learn(xs[i], yi)]
             for c, blend in racing:
-                preds[c, i] = blend.step(row, yi)
-        proba = preds[self._race.champion] if given is None else given
+                scores[c, i] = blend.step(row, yi)
+        answers = scores if target is None else np.asarray(target.value(scores), dtype=float)
+        answer = answers[self._race.champion] if given is None else given
         start_n = self._metrics.n
-        errors = self._metrics.update(y, proba)
+        errors = self._metrics.update(y, answer)
         # The race judges what each configuration answered when the rows arrived, if known.
-        answered = preds if judged is None else np.where(np.isnan(judged.T), preds, judged.T)
-        self._race.record(((answered >= 0.5) != (y == 1)).astype(np.int8))
+        answered = answers if judged is None else np.where(np.isnan(judged.T), answers, judged.T)
+        if target is None:
+            self._race.record(((answered >= 0.5) != (y == 1)).astype(np.int8))
+        else:  # a dropped configuration's NaN is never compared (it no longer races)
+            self._race.record(np.nan_to_num(np.abs(answered - y), nan=0.0))
+            # The detectors see the error in the scale's deviations, capped at 3, in [0, 1].
+            errors = np.minimum(errors / target.scale, 3.0) / 3.0
         for i, err in enumerate(errors.tolist()):
             drift = self._monitor.update(err, start_n + i + 1)
             if drift is not None:
                 self._note_drift(drift, drifts)
         self._buffer.append(X, y)
-        return np.asarray(proba, dtype=float)
-
-    def _segment_values(
-        self,
-        X: np.ndarray,
-        y: np.ndarray,
-        given: np.ndarray | None,
-        judged: np.ndarray | None,
-        drifts: list[Drift],
-    ) -> np.ndarray:
-        """`_segment` of a regression: the same steps on the standardised target; the race
-        records each configuration's absolute error (its paired test counts the rows where a
-        challenger was closer than the champion, and where it was further)."""
-        target = self._target
-        if target is None:
-            return self._segment_before_scale(X, y, given)
-        yz = np.asarray(target.standardise(y), dtype=float)
-        raws = self._tree_raws(X)
-        if self._confirming is not None:
-            err = np.abs(raws[:, [self._short, LONG]] - yz[:, None])
-            self._confirming[0] += int((err[:, 0] < err[:, 1]).sum())
-            self._confirming[1] += int((err[:, 1] < err[:, 0]).sum())
-            self._confirming[2] += len(y)
-        clip = self._clip
-        rows = clip_raws(raws, clip).tolist()
-        ys = yz.tolist()
-        linear = self._linear if self._linear.lrs else None
-        xs = X.tolist() if linear is not None else []
-        at = self._linear_at
-        scores = np.full((len(self._blends), len(ys)), np.nan)
-        racing = [(c, self._blends[c]) for c in self._race.live]
-        for i, (row, yi) in enumerate(zip(rows, ys, strict=True)):
-            if linear is not None:
-                row[at:] = [min(clip, max(-clip, r)) for r in linear.learn(xs[i], yi)]
-            for c, blend in racing:
-                scores[c, i] = blend.step(row, yi)
-        values = np.asarray(target.value(scores), dtype=float)
-        answer = values[self._race.champion] if given is None else given
-        start_n = self._metrics.n
-        errors = self._metrics.update(y, answer)
-        answered = values if judged is None else np.where(np.isnan(judged.T), values, judged.T)
-        # A dropped configuration's NaN answers are never compared (it no longer races).
-        self._race.record(np.nan_to_num(np.abs(answered - y), nan=0.0))
-        # The detectors see the error in the scale's deviations, capped at 3 and taken to [0, 1].
-        for i, err in enumerate((np.minimum(errors / target.scale, 3.0) / 3.0).tolist()):
-            drift = self._monitor.update(err, start_n + i + 1)
-            if drift is not None:
-                self._note_drift(drift, drifts)
-        self._buffer.append(X, y)
         return np.asarray(answer, dtype=float)
+
+    def _count_confirming(self, scores: np.ndarray, y: np.ndarray) -> None:
+        """After a drift: the rows only the short member (column 0) got right, only the long
+        one did (a regression: the rows each was the closer on), and all rows."""
+        assert self._confirming is not None
+        if self.regression:
+            err = np.abs(scores - y[:, None])
+            short, long = err[:, 0] < err[:, 1], err[:, 1] < err[:, 0]
+        else:
+            right = (scores >= 0.0) == (y == 1)[:, None]
+            short, long = right[:, 0] & ~right[:, 1], right[:, 1] & ~right[:, 0]
+        self._confirming[0] += int(short.sum())
+        self._confirming[1] += int(long.sum())
+        self._confirming[2] += len(y)
 
     def _segment_before_scale(
         self, X: np.ndarray, y: np.ndarray, given: np.ndarray | None
