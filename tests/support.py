@@ -134,3 +134,17 @@ async def partitions_split(
         if time.monotonic() > deadline:
             raise AssertionError(f"the consumer group did not settle: {owned}")
         await asyncio.sleep(0.5)
+
+
+# The learner with small windows and a short tick, so every behaviour shows within a few
+# thousand rows (the unit tests of every kind of learner).
+FAST_LEARNER = {
+    "tick": 100,
+    "short_window": 300,
+    "short_every": 100,
+    "window": 800,
+    "update_every": 400,
+    "rounds": 10,
+    "short_rounds": 5,
+    "race_window": 500,
+}

@@ -10,18 +10,9 @@ import pytest
 from services.trainer.learner import OnlineLearner
 from services.trainer.racing import Race
 from shared.model_codec import decode
+from tests.support import FAST_LEARNER
 
-# Small windows and a short tick so every behaviour shows within a few thousand rows.
-FAST = {
-    "tick": 100,
-    "short_window": 300,
-    "short_every": 100,
-    "window": 800,
-    "update_every": 400,
-    "rounds": 10,
-    "short_rounds": 5,
-    "race_window": 500,
-}
+FAST = FAST_LEARNER
 
 
 def threshold_stream(

@@ -13,18 +13,9 @@ from services.trainer.multiclass import OneVsRest
 from shared.model_codec import ModelFormatError, decode, decode_any
 from shared.online_models import LearnedRow, LiveModel
 from shared.tasks import RecordError, TaskSpec, validate_label
+from tests.support import FAST_LEARNER
 
-FAST = {
-    "tick": 100,
-    "short_window": 300,
-    "short_every": 100,
-    "window": 800,
-    "update_every": 400,
-    "rounds": 10,
-    "short_rounds": 5,
-    "race_window": 500,
-    "search_rows": 300,
-}
+FAST = {**FAST_LEARNER, "search_rows": 300}  # the search drops within these rows too
 
 
 def sectors(n: int, seed: int, turn_at: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -11,18 +11,9 @@ import pytest
 from services.trainer.learner import OnlineLearner
 from shared.model_codec import decode
 from shared.online_models import LearnedRow, LiveModel
+from tests.support import FAST_LEARNER
 
-FAST = {
-    "tick": 100,
-    "short_window": 300,
-    "short_every": 100,
-    "window": 800,
-    "update_every": 400,
-    "rounds": 10,
-    "short_rounds": 5,
-    "race_window": 500,
-    "search_rows": 300,
-}
+FAST = {**FAST_LEARNER, "search_rows": 300}  # the search drops within these rows too
 
 
 def friedman(n: int, seed: int, shift_at: int | None = None) -> tuple[np.ndarray, np.ndarray]:
