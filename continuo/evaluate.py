@@ -41,6 +41,7 @@ from services.trainer.learner import OnlineLearner
 from services.trainer.multiclass import OneVsRest
 from shared.tasks import (
     MAX_ABS_FLOAT,
+    MAX_CLASSES,
     Feature,
     RecordError,
     Target,
@@ -134,6 +135,11 @@ def _spec_for(frame: pd.DataFrame, target: str, entity: str | None, kind: str) -
         classes = sorted(frame[target].dropna().unique().tolist(), key=str)
         if len(classes) < 3:
             raise UsageError(f"target {target!r} has {len(classes)} classes: not multiclass")
+        if len(classes) > MAX_CLASSES:
+            raise UsageError(
+                f"target {target!r} has {len(classes)} classes; a multiclass target has at most "
+                f"{MAX_CLASSES} (one binary learner each)"
+            )
         labelled = Target(name=target, kind="multiclass", classes=tuple(classes))
     else:
         labelled = Target(name=target, kind=kind)  # type: ignore[arg-type]

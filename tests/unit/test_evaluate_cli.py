@@ -68,12 +68,17 @@ def test_a_numeric_target_is_evaluated_as_a_regression(tmp_path: Path, capsys):
         (np.array(["a", "b"] * 15), [], "row 1: a is not a finite number"),
         (np.arange(30) % 3, ["--kind", "binary"], "--kind multiclass"),
         (np.arange(30) % 2, ["--kind", "multiclass"], "2 classes: not multiclass"),
+        (
+            np.arange(300) % 150,
+            ["--kind", "multiclass"],
+            "150 classes; a multiclass target has at most 100",
+        ),
     ],
 )
 def test_a_target_that_does_not_fit_its_kind_exits_2(
     tmp_path: Path, capsys, target, extra, message
 ):
-    csv = _csv(tmp_path / "r.csv", rows=30, target=target)
+    csv = _csv(tmp_path / "r.csv", rows=len(target), target=target)
     kind = extra or ["--kind", "regression"]
     assert main([str(csv), "--target", "label", *kind]) == 2
     err = capsys.readouterr().err
