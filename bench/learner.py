@@ -400,7 +400,7 @@ def main(argv: list[str]) -> int:
     if args.kind != "binary":
         from bench import learner_kinds
 
-        text = learner_kinds.report(args.kind, learner_kinds.run_all(args.kind))
+        text = learner_kinds.report(args.kind, *learner_kinds.run_all(args.kind))
         print(text)
         if not args.no_write:
             write_section(learner_kinds.SECTIONS[args.kind], text)

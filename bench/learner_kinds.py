@@ -216,10 +216,23 @@ def first_informed(n: int, timing: Timing) -> int:
     return n
 
 
-def run_all(kind: str) -> list[Result]:
+def binary_speed(stream: Stream) -> float:
+    """The binary learner's rows/s on the same rows (labels: the first row's class against the
+    rest, or above the median), labels on arrival: the same-run baseline for this kind's speed
+    (only its time is used)."""
+    y = stream.y == stream.y[0] if stream.n_classes else stream.y > np.median(stream.y)
+    learner = OnlineLearner(stream.X.shape[1], seed=7)
+    started = time.perf_counter()
+    learner_answers(learner, stream.X, y.astype(np.int64), TIMINGS[0])
+    return len(y) / (time.perf_counter() - started)
+
+
+def run_all(kind: str) -> tuple[list[Result], dict[str, float]]:
+    """Every learner on every stream and timing; and the binary learner's rows/s per stream."""
     data = streams(kind)
     rivers = river_learners(kind)
     results: list[Result] = []
+    speeds: dict[str, float] = {}
 
     def add(stream: Stream, timing: Timing, learner: str, run: tuple[np.ndarray, float]) -> None:
         answers, rate = run
@@ -237,6 +250,7 @@ def run_all(kind: str) -> list[Result]:
 
     with progress(kind, len(data) * len(TIMINGS) * (len(rivers) + 2), unit="runs") as bar:
         for stream in data:
+            speeds[stream.name] = binary_speed(stream)
             for timing in TIMINGS:
                 add_scored(
                     stream, timing, "**Continuo learner (defaults)**", run_continuo(stream, timing)
@@ -247,10 +261,10 @@ def run_all(kind: str) -> list[Result]:
                     bar.advance()
                 add_scored(stream, timing, "previous label", run_previous_label(stream, timing))
                 bar.advance()
-    return results
+    return results, speeds
 
 
-def report(kind: str, results: list[Result]) -> str:
+def report(kind: str, results: list[Result], speeds: dict[str, float]) -> str:
     names = list(results[0].figures)
     lines = [
         f"Measured {date.today().isoformat()} on this 2-core machine, one process, one core, "
@@ -297,4 +311,21 @@ def report(kind: str, results: list[Result]) -> str:
             f"{ours.rows_per_s:,.0f} rows/s against its {best.rows_per_s:,.0f}"
         )
     lines += ["", f"Continuo ahead of the best River learner in {wins} of {len(cells)} cells."]
+    lines += [
+        "",
+        "Speed per core against the binary learner on the same rows in the same run (labels on "
+        "arrival; the binary learner's labels: one class against the rest, or above the median):",
+        "",
+    ]
+    arrival = TIMINGS[0].describe()
+    for stream, binary in speeds.items():
+        ours = next(
+            r
+            for r in results
+            if r.stream == stream and r.timing == arrival and r.learner.startswith("**Continuo")
+        )
+        lines.append(
+            f"- {stream}: {ours.rows_per_s:,.0f} rows/s against the binary learner's "
+            f"{binary:,.0f} ({ours.rows_per_s / binary:.2f}x)"
+        )
     return "\n".join(lines)
