@@ -264,6 +264,15 @@ def run_all(kind: str) -> tuple[list[Result], dict[str, float]]:
     return results, speeds
 
 
+# How each kind scores the rows asked before any label was posted.
+FIRST_ROWS = {
+    "multiclass": "Rows asked before any label was posted count as unanswered (wrong) for every "
+    "learner.",
+    "regression": "Rows asked before any label was posted are answered 0 by every learner "
+    "(Continuo's learner: the mean of no labels; River's: their untrained 0).",
+}
+
+
 def report(kind: str, results: list[Result], speeds: dict[str, float]) -> str:
     names = list(results[0].figures)
     lines = [
@@ -274,8 +283,7 @@ def report(kind: str, results: list[Result], speeds: dict[str, float]) -> str:
         "labels on arrival: Continuo's learner takes rows in 1,000-row test-then-train calls "
         "(the same answers as asking and learning row by row, several times faster), River's "
         "row by row as River learns; with 100-row requests both are asked a request at a time. "
-        "Multiclass rows asked before any label was posted count as unanswered (wrong) for "
-        "every learner.",
+        + FIRST_ROWS[kind],
         "",
         "```",
         f"  .venv/bin/python bench/learner.py --kind {kind}",

@@ -145,8 +145,8 @@ def learner_answers(
     classes) probabilities.
 
     Labels on arrival (one-row requests, no delay) go through `test_then_train` in chunks: the
-    same answers (each row predicted as of the rows before it; equal to the last bits of a
-    sum) at several times the speed of asking row by row."""
+    same answers (each row predicted as of the rows before it; equal up to the last bit of a
+    floating-point sum) at several times the speed of asking row by row."""
     answers: list[np.ndarray] = []
     if timing.batch == 1 and timing.label_delay == 0:
         for start in range(0, len(y), 1000):

@@ -13,7 +13,10 @@ Bytes are compact JSON with sorted keys (deterministic for the same model)::
 
 A regression model adds ``"target": {"kind": "regression", "center": c, "scale": s}``: its
 scores are the standardised target, and its answer is ``c + s * score`` (`Predictor.predict`).
-Binary models have no `target` section.
+Binary models have no `target` section. A multiclass model is
+``{"format": "continuo-ovr/1", "models": [<a binary model's document>, ...]}``, one per class in
+class order (`encode_one_vs_rest`); it answers each class's P(class) divided by their sum
+(`decode_any`, `OneVsRestPredictor`).
 
 Prediction, in log-odds (a regression's standardised score)::
 
@@ -49,10 +52,10 @@ FORMAT = "continuo-lgbm/2"
 FORMAT_V1 = "continuo-lgbm/1"
 FORMAT_OVR = "continuo-ovr/1"  # a multiclass model: one binary model per class
 _LOGIT_CLIP = 30.0
-# A regression's scores are the standardised target, bounded only to stay finite: the scale is
-# fixed on a stream's first rows, and a target that grows (a chick's weight: 41 +- 1.1 g in
-# ChickWeights' first 50 rows, 373 g later) goes hundreds of deviations away. Normalised LMS
-# keeps the online steps stable at any size.
+# A regression's scores are the standardised target, bounded only to stay finite: between two
+# moves of the scale a target can go far from the rows it was set on (a chick's weight: 41 +- 1.1 g
+# in ChickWeights' first 50 rows, 373 g later). Normalised LMS keeps the online steps stable at
+# any size.
 REGRESSION_CLIP = 1e6
 
 
@@ -97,8 +100,9 @@ Member = str | lgb.Booster | LinearMember
 
 @dataclass(frozen=True)
 class TargetScale:
-    """A regression model's scores are (y - center) / scale: fixed once, from the first rows
-    labelled, so trees trained at different times and the online parts share one scale."""
+    """A regression model's scores are (y - center) / scale, fixed in a model file. The learner
+    sets it at its first tick and moves it (carrying every online part over exactly, retraining
+    the trees) when the labels' scale changes, so every part of a model shares one scale."""
 
     center: float
     scale: float

@@ -42,6 +42,10 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
   and cost Agrawal 4 points of served accuracy with 100-row requests, the learner recovering from
   an abrupt drift only through challengers: docs/benchmarks.md).
 
+Other kinds of target: a regression runs the same parts on its standardised target (least squares
+for the online parts, absolute errors for the race and the detectors: see `OnlineLearner`); a
+multiclass task is one of these learners per class (`services/trainer/multiclass.py`).
+
 Determinism: everything that changes the tree members happens on ticks (after 50, 100 and 200
 labelled rows, then every `tick` rows), and everything else is a per-row recurrence, so the
 state depends only on the sequence of (x, y, proba, each configuration's prediction at

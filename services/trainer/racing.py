@@ -1,10 +1,10 @@
 """The rule that picks the champion among a racing population of blend configurations.
 
-Every configuration is an online logistic blend (shared.online_models.Blend) over some of the
-same members: it sees their log-odds and learns its weights row by row with its own learning
-rate. All of them predict every labelled row (prequentially), so the race compares them on exactly
-the same rows. Sharing the members keeps the population cheap: a configuration costs a few
-microseconds per row, not a LightGBM model.
+Every configuration is an online blend (shared.online_models.Blend) over some of the same
+members: it sees their scores (log-odds, or a regression's standardised values) and learns its
+weights row by row with its own learning rate. All of them predict every labelled row
+(prequentially), so the race compares them on exactly the same rows. Sharing the members keeps
+the population cheap: a configuration costs a few microseconds per row, not a LightGBM model.
 """
 
 from __future__ import annotations
@@ -28,8 +28,9 @@ class ConfigSwitch:
 
 @dataclass(frozen=True)
 class ConfigDrop:
-    """The search took a configuration out of the race; `evidence` has the recent accuracies
-    of all those racing until then and the rows the survivors get next."""
+    """The search took a configuration out of the race; `evidence` has the recent figures
+    (accuracy, or a regression's MAE) of all those racing until then and the rows the survivors
+    get next."""
 
     config: str
     at_labelled: int
