@@ -114,6 +114,18 @@ def _promoted(model: ModelTrained, previous: int | None) -> ModelPromoted:
     )
 
 
+def _started(version: str, from_version: int, reason: str) -> PipelineStarted:
+    """A tester's decision to start `version` (after the first pipeline) from `from_version`."""
+    return PipelineStarted(
+        task="pipes",
+        pipeline_version=version,
+        previous_version=FIRST.version,
+        from_version=from_version,
+        reason=reason,
+        decided_by="tester",
+    )
+
+
 async def test_a_pipeline_is_started_rolled_back_and_forward_without_a_restart(
     sqlite_url: str, tmp_path: Path
 ):
@@ -132,14 +144,7 @@ async def test_a_pipeline_is_started_rolled_back_and_forward_without_a_restart(
     await _decide(
         store,
         _promoted(champion, None),
-        PipelineStarted(
-            task="pipes",
-            pipeline_version=SECOND.version,
-            previous_version=FIRST.version,
-            from_version=100,
-            reason="fewer features",
-            decided_by="tester",
-        ),
+        _started(SECOND.version, 100, "fewer features"),
     )
     await _rows(store, 300, 20)
     trainer._deployments.clear()  # the next batch looks at the decisions (not 0.2 s later)
@@ -214,14 +219,7 @@ async def test_a_start_and_a_rollback_read_together_are_both_recorded_in_order(
     await _rows(store, 0, 300)
     seen = await _feed(trainer, store, 0)
     champion = (await _models(store))[-1]
-    started = PipelineStarted(
-        task="pipes",
-        pipeline_version=SECOND.version,
-        previous_version=FIRST.version,
-        from_version=0,
-        reason="try it",
-        decided_by="tester",
-    )
+    started = _started(SECOND.version, 0, "try it")
     back = ModelRolledBack(
         task="pipes",
         model_version=champion.model_version - 1,
@@ -290,14 +288,7 @@ async def test_a_pipeline_whose_learner_fails_is_given_up_and_training_goes_on(
     trainer = Trainer(runtime)
     await _rows(store, 0, 200)
     seen = await _feed(trainer, store, 0)
-    started = PipelineStarted(
-        task="pipes",
-        pipeline_version=broken.version,
-        previous_version=FIRST.version,
-        from_version=0,
-        reason="a bad setting",
-        decided_by="tester",
-    )
+    started = _started(broken.version, 0, "a bad setting")
     await _decide(store, started)
     await _rows(store, 200, 10)
     trainer._deployments.clear()
