@@ -149,6 +149,13 @@ class AuditThresholds(BaseModel):
     # group: a constant answer scores 0.5 wherever both outcomes occur, so "flag everyone" can
     # never pass as fair.
     balanced_accuracy_min: float | None = Field(0.55, ge=0.0, le=1.0)
+    # Regression tasks (services/governance/audit.py `audit_regression`): the largest group MAE
+    # over the smallest, and largest minus smallest (in label units), over the judged groups.
+    mae_ratio_max: float | None = Field(None, ge=1.0)
+    mae_difference_max: float | None = Field(None, ge=0.0)
+    # R^2 (1 - SSE/SST over the audited rows) at least this: answering the mean scores 0 and any
+    # other constant less, so a constant answer can never pass as fair.
+    r2_min: float | None = Field(0.05, le=1.0)
     min_group_size: int = 30
     # A candidate is audited on labelled rows it never learned; it waits for at least this many.
     min_rows: int = Field(200, ge=1)
@@ -377,6 +384,9 @@ _ADDED_LATER: tuple[tuple[tuple[str, ...], Any], ...] = (
     (("promotion", "audit", "min_rows"), 200),
     (("promotion", "canary"), CanaryPolicy().model_dump(mode="json")),
     (("promotion", "significance"), 0.05),
+    (("promotion", "audit", "mae_ratio_max"), None),
+    (("promotion", "audit", "mae_difference_max"), None),
+    (("promotion", "audit", "r2_min"), 0.05),
 )
 
 

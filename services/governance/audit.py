@@ -1,17 +1,19 @@
-"""Bias audit of a model's predictions: per-group rates and group-fairness gaps, judged by limits.
+"""Bias audit of a model's predictions: per-group figures and group-fairness gaps, judged by limits.
 
 Pure: takes labels, predictions and sensitive attributes, returns an `AuditReport` (the payload of
 an `AuditCompleted` event). The maths is Fairlearn's (`MetricFrame` and the demographic-parity and
-equalized-odds functions). Every group is reported; groups with fewer than `min_group_size` rows
-are left out of the fairness gaps that decide pass/fail, because a rate measured on a handful of
-rows is mostly noise, and the report says which groups were left out.
+equalized-odds functions). A binary audit (`audit`) compares 0/1 predictions' rates between
+groups; a regression audit (`audit_regression`) compares the groups' mean absolute errors. Every
+group is reported; groups with fewer than `min_group_size` rows are left out of the fairness gaps
+that decide pass/fail, because a figure measured on a handful of rows is mostly noise, and the
+report says which groups were left out.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from fairlearn.metrics import (
@@ -24,7 +26,8 @@ from fairlearn.metrics import (
     selection_rate,
     true_positive_rate,
 )
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sklearn.metrics import mean_absolute_error, r2_score, root_mean_squared_error
 
 from shared.tasks import AuditThresholds
 
@@ -47,12 +50,41 @@ _GROUP_METRICS = {
 }
 
 
+def _mean_prediction(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(y_pred))
+
+
+def _mean_label(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(np.mean(y_true))
+
+
+# A regression audit's per-group figures; the gaps are MetricFrame's between-groups difference
+# and ratio of the MAE.
+_REGRESSION_METRICS = {
+    "count": count,
+    "mae": mean_absolute_error,
+    "rmse": root_mean_squared_error,
+    "mean_prediction": _mean_prediction,
+    "mean_label": _mean_label,
+}
+
+
 def _finite_or_none(value: Any) -> float | None:
     """NaN and infinities are not JSON; an undefined figure is reported as None."""
     if value is None:
         return None
     value = float(value)
     return value if math.isfinite(value) else None
+
+
+def _is_none(value: Any) -> bool:
+    return value is None
+
+
+def _regression_field() -> Any:
+    """A figure of regression audits only: None, and left out of a dump while None, so a binary
+    report dumps exactly as it did before regression audits (and old reports still validate)."""
+    return Field(None, exclude_if=_is_none)
 
 
 class GroupMetrics(BaseModel):
@@ -71,6 +103,12 @@ class GroupMetrics(BaseModel):
     in_pass_fail: bool
     # (TPR + TNR) / 2; None without both outcomes in the group (and in a live audit).
     balanced_accuracy: float | None = None
+    # Regression: mean absolute and root-mean-square error (None in a live audit), and the means
+    # of the predictions and of the labels. The binary fields above are None in a regression.
+    mae: float | None = _regression_field()
+    rmse: float | None = _regression_field()
+    mean_prediction: float | None = _regression_field()
+    mean_label: float | None = _regression_field()
 
     @field_validator(
         "selection_rate",
@@ -78,6 +116,10 @@ class GroupMetrics(BaseModel):
         "false_positive_rate",
         "false_negative_rate",
         "balanced_accuracy",
+        "mae",
+        "rmse",
+        "mean_prediction",
+        "mean_label",
         mode="before",
     )
     @classmethod
@@ -100,11 +142,17 @@ class AttributeAudit(BaseModel):
     equalized_odds_difference: float | None
     excluded_groups: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+    # Regression (the binary gaps above are None there): the largest group MAE minus the
+    # smallest, and the largest over the smallest (None when the smallest is 0).
+    mae_difference: float | None = _regression_field()
+    mae_ratio: float | None = _regression_field()
 
     @field_validator(
         "demographic_parity_difference",
         "demographic_parity_ratio",
         "equalized_odds_difference",
+        "mae_difference",
+        "mae_ratio",
         mode="before",
     )
     @classmethod
@@ -129,6 +177,17 @@ class AuditReport(BaseModel):
     unavailable: list[str] = []
     # Over all rows; None without both outcomes (and in a live audit).
     balanced_accuracy: float | None = None
+    # What was audited: 0/1 predictions, or a regression's values (left out of a binary dump).
+    kind: Literal["binary", "regression"] = Field("binary", exclude_if=lambda v: v == "binary")
+    # Regression, over all rows: None in a live audit, and R^2 when every label is equal.
+    mae: float | None = _regression_field()
+    rmse: float | None = _regression_field()
+    r2: float | None = _regression_field()
+
+    @field_validator("mae", "rmse", "r2", mode="before")
+    @classmethod
+    def _nan_to_none(cls, value: Any) -> float | None:
+        return _finite_or_none(value)
 
 
 def _as_binary(name: str, values: Sequence[Any]) -> np.ndarray:
@@ -138,6 +197,31 @@ def _as_binary(name: str, values: Sequence[Any]) -> np.ndarray:
     if not np.isin(array, (0, 1)).all():
         raise ValueError(f"{name}: expected only 0 and 1")
     return array.astype(int)
+
+
+def _group_column(name: str, values: Sequence[Any], rows: int, against: str) -> np.ndarray:
+    """An attribute's group of every row, as text; ValueError unless it has one per row."""
+    groups = np.asarray([str(v) for v in values], dtype=object)
+    if len(groups) != rows:
+        raise ValueError(f"{name}: has {len(groups)} rows but {against} has {rows}")
+    return groups
+
+
+def _judged(
+    name: str, per_group: Mapping[str, GroupMetrics], min_group_size: int
+) -> tuple[list[str], tuple[str, ...], list[str]]:
+    """The groups judged, those left out as too small, and notes saying what was not judged."""
+    judged = [g for g, m in per_group.items() if m.in_pass_fail]
+    excluded = tuple(g for g, m in per_group.items() if not m.in_pass_fail)
+    notes: list[str] = []
+    if excluded:
+        notes.append(
+            f"{name}: {', '.join(excluded)} excluded from pass/fail "
+            f"(fewer than {min_group_size} rows)"
+        )
+    if len(judged) < 2:
+        notes.append(f"{name}: not judged, fewer than two groups with {min_group_size}+ rows")
+    return judged, excluded, notes
 
 
 def _group_metrics(
@@ -188,16 +272,8 @@ def _audit_attribute(
     name: str, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, min_group_size: int
 ) -> AttributeAudit:
     per_group, frame = _group_metrics(y_true, y_pred, groups, min_group_size)
-    judged = [g for g, m in per_group.items() if m.in_pass_fail]
-    excluded = tuple(g for g, m in per_group.items() if not m.in_pass_fail)
-    notes: list[str] = []
-    if excluded:
-        notes.append(
-            f"{name}: {', '.join(excluded)} excluded from pass/fail "
-            f"(fewer than {min_group_size} rows)"
-        )
+    judged, excluded, notes = _judged(name, per_group, min_group_size)
     if len(judged) < 2:
-        notes.append(f"{name}: not judged, fewer than two groups with {min_group_size}+ rows")
         return AttributeAudit(
             groups=per_group,
             demographic_parity_difference=None,
@@ -313,9 +389,7 @@ def audit(
         raise ValueError("nothing to audit: no rows")
     attributes: dict[str, AttributeAudit] = {}
     for name, values in sensitive.items():
-        groups = np.asarray([str(v) for v in values], dtype=object)
-        if len(groups) != len(truth):
-            raise ValueError(f"{name}: has {len(groups)} rows but y_true has {len(truth)}")
+        groups = _group_column(name, values, len(truth), "y_true")
         attributes[name] = _audit_attribute(
             name, truth, predicted, groups, thresholds.min_group_size
         )
@@ -357,17 +431,9 @@ def _selection_attribute(
             false_negative_rate=None,
             in_pass_fail=int(members.sum()) >= min_group_size,
         )
-    judged = [g for g, m in per_group.items() if m.in_pass_fail]
-    excluded = tuple(g for g, m in per_group.items() if not m.in_pass_fail)
-    notes = []
-    if excluded:
-        notes.append(
-            f"{name}: {', '.join(excluded)} excluded from pass/fail "
-            f"(fewer than {min_group_size} rows)"
-        )
+    judged, excluded, notes = _judged(name, per_group, min_group_size)
     rates = [per_group[g].selection_rate or 0.0 for g in judged]
     if len(judged) < 2:
-        notes.append(f"{name}: not judged, fewer than two groups with {min_group_size}+ rows")
         difference = ratio = None
     else:
         mask = np.isin(groups, judged)
@@ -404,9 +470,7 @@ def audit_selection(
         raise ValueError("nothing to audit: no rows")
     attributes: dict[str, AttributeAudit] = {}
     for name, values in sensitive.items():
-        groups = np.asarray([str(v) for v in values], dtype=object)
-        if len(groups) != len(predicted):
-            raise ValueError(f"{name}: has {len(groups)} rows but y_pred has {len(predicted)}")
+        groups = _group_column(name, values, len(predicted), "y_pred")
         attributes[name] = _selection_attribute(name, predicted, groups, thresholds.min_group_size)
     reasons = [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
     notes = [note for a in attributes.values() for note in a.notes]
@@ -427,6 +491,229 @@ def audit_selection(
         reasons=reasons,
         notes=notes,
         unavailable=list(LABEL_METRICS),
+    )
+
+
+# Regression: a numeric target, judged on the groups' mean absolute errors and on R^2 overall.
+
+REGRESSION_LABEL_METRICS = ("mae", "rmse", "r2", "mae_difference", "mae_ratio")
+# Limits on 0/1 predictions' rates, which a regression has not.
+_BINARY_GAP_LIMITS = (
+    "equalized_odds_difference_max",
+    "demographic_parity_difference_max",
+    "demographic_parity_ratio_min",
+)
+
+
+def _as_numbers(name: str, values: Sequence[Any]) -> np.ndarray:
+    try:
+        array = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name}: expected a flat sequence of numbers") from None
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected a flat sequence of numbers")
+    bad = int((~np.isfinite(array)).sum())
+    if bad:
+        raise ValueError(f"{name}: {bad} values are not finite (NaN or infinite)")
+    return array
+
+
+def _amount(value: float, limit: float | None = None) -> str:
+    """A figure in label units: four significant digits, more where that would print the limit."""
+    short = f"{value:.4g}"
+    return f"{value:.6g}" if limit is not None and float(short) == limit else short
+
+
+def _regression_attribute(
+    name: str, y_true: np.ndarray, y_pred: np.ndarray, groups: np.ndarray, min_group_size: int
+) -> AttributeAudit:
+    frame = MetricFrame(
+        metrics=_REGRESSION_METRICS, y_true=y_true, y_pred=y_pred, sensitive_features=groups
+    ).by_group
+    per_group = {
+        str(group): GroupMetrics(
+            count=int(row["count"]),
+            positives=None,
+            selection_rate=None,
+            accuracy=None,
+            false_positive_rate=None,
+            false_negative_rate=None,
+            in_pass_fail=int(row["count"]) >= min_group_size,
+            mae=row["mae"],
+            rmse=row["rmse"],
+            mean_prediction=row["mean_prediction"],
+            mean_label=row["mean_label"],
+        )
+        for group, row in frame.iterrows()
+    }
+    judged, excluded, notes = _judged(name, per_group, min_group_size)
+    difference = ratio = None
+    if len(judged) >= 2:
+        mask = np.isin(groups, judged)
+        mae = MetricFrame(
+            metrics=mean_absolute_error,
+            y_true=y_true[mask],
+            y_pred=y_pred[mask],
+            sensitive_features=groups[mask],
+        )
+        difference = mae.difference()
+        smallest_over_largest = mae.ratio()  # fairlearn's ratio is min / max
+        if smallest_over_largest > 0:
+            ratio = 1.0 / smallest_over_largest
+        else:
+            notes.append(f"{name}: MAE ratio undefined, a judged group's MAE is 0")
+    return AttributeAudit(
+        groups=per_group,
+        demographic_parity_difference=None,
+        demographic_parity_ratio=None,
+        equalized_odds_difference=None,
+        excluded_groups=excluded,
+        notes=tuple(notes),
+        mae_difference=difference,
+        mae_ratio=ratio,
+    )
+
+
+def _mae_breaches(name: str, result: AttributeAudit, limits: AuditThresholds) -> list[str]:
+    """Each MAE gap limit the attribute breaks, in words with the gap and the two groups' MAE."""
+    maes = {g: m.mae for g, m in result.groups.items() if m.in_pass_fail and m.mae is not None}
+    if len(maes) < 2:
+        return []
+    worst = max(maes, key=lambda g: maes[g] or 0.0)
+    best = min(maes, key=lambda g: maes[g] or 0.0)
+    groups = f"(MAE {worst} {_amount(maes[worst] or 0.0)}, {best} {_amount(maes[best] or 0.0)})"
+    reasons = []
+    ratio, ratio_max = result.mae_ratio, limits.mae_ratio_max
+    if ratio is not None and ratio_max is not None and ratio > ratio_max:
+        reasons.append(f"{name}: MAE ratio {_figure(ratio, ratio_max)} > {ratio_max:g} {groups}")
+    gap, gap_max = result.mae_difference, limits.mae_difference_max
+    if gap is not None and gap_max is not None and gap > gap_max:
+        reasons.append(f"{name}: MAE difference {_amount(gap, gap_max)} > {gap_max:g} {groups}")
+    return reasons
+
+
+def audit_regression(
+    y_true: Sequence[Any],
+    y_pred: Sequence[Any],
+    sensitive: Mapping[str, Sequence[Any]],
+    thresholds: AuditThresholds,
+) -> AuditReport:
+    """Audit a regression's values against numeric labels for each sensitive attribute: the
+    groups' errors and the gaps between their MAE, and R^2 over all rows, judged by limits."""
+    truth = _as_numbers("y_true", y_true)
+    predicted = _as_numbers("y_pred", y_pred)
+    if len(truth) != len(predicted):
+        raise ValueError(f"y_true has {len(truth)} rows but y_pred has {len(predicted)}")
+    if not sensitive:
+        raise ValueError("sensitive: at least one attribute is needed")
+    if len(truth) == 0:
+        raise ValueError("nothing to audit: no rows")
+    attributes = {
+        name: _regression_attribute(
+            name,
+            truth,
+            predicted,
+            _group_column(name, values, len(truth), "y_true"),
+            thresholds.min_group_size,
+        )
+        for name, values in sensitive.items()
+    }
+    notes = [note for a in attributes.values() for note in a.notes]
+    reasons: list[str] = []
+    floor = thresholds.r2_min
+    r2: float | None = None
+    if (truth == truth[0]).all():
+        # SST is 0: no variance to explain, so R^2 says nothing (sklearn would answer 0 or 1).
+        notes.append(
+            f"every label is {truth[0]:g}: R^2 undefined"
+            + ("; the R^2 floor was not checked" if floor is not None else "")
+        )
+    else:
+        r2 = float(r2_score(truth, predicted))
+        if floor is not None and r2 < floor:
+            reasons.append(
+                f"R^2 {_figure(r2, floor)} < {floor:g}: hardly better than a constant answer "
+                "(answering the mean scores 0)"
+            )
+    reasons += [r for name, a in attributes.items() for r in _mae_breaches(name, a, thresholds)]
+    binary_only = [f for f in _BINARY_GAP_LIMITS if getattr(thresholds, f) is not None]
+    if binary_only:
+        notes.append(f"{', '.join(binary_only)}: limits on 0/1 predictions, not checked")
+    return AuditReport(
+        kind="regression",
+        n=len(truth),
+        thresholds=thresholds,
+        attributes=attributes,
+        passed=not reasons,
+        reasons=reasons,
+        notes=notes,
+        mae=mean_absolute_error(truth, predicted),
+        rmse=root_mean_squared_error(truth, predicted),
+        r2=r2,
+    )
+
+
+def audit_served_values(
+    y_pred: Sequence[Any], sensitive: Mapping[str, Sequence[Any]], thresholds: AuditThresholds
+) -> AuditReport:
+    """Audit a regression's served values, whose outcomes are unknown (live traffic): each
+    group's count and mean prediction. Every regression limit needs outcomes: nothing is judged,
+    and the metrics that need them are listed in `unavailable`."""
+    predicted = _as_numbers("y_pred", y_pred)
+    if not sensitive:
+        raise ValueError("sensitive: at least one attribute is needed")
+    if len(predicted) == 0:
+        raise ValueError("nothing to audit: no rows")
+    attributes: dict[str, AttributeAudit] = {}
+    for name, values in sensitive.items():
+        groups = _group_column(name, values, len(predicted), "y_pred")
+        frame = MetricFrame(
+            metrics={"count": count, "mean_prediction": _mean_prediction},
+            y_true=predicted,  # required, unused
+            y_pred=predicted,
+            sensitive_features=groups,
+        ).by_group
+        per_group = {
+            str(group): GroupMetrics(
+                count=int(row["count"]),
+                positives=None,
+                selection_rate=None,
+                accuracy=None,
+                false_positive_rate=None,
+                false_negative_rate=None,
+                in_pass_fail=int(row["count"]) >= thresholds.min_group_size,
+                mean_prediction=row["mean_prediction"],
+            )
+            for group, row in frame.iterrows()
+        }
+        attributes[name] = AttributeAudit(
+            groups=per_group,
+            demographic_parity_difference=None,
+            demographic_parity_ratio=None,
+            equalized_odds_difference=None,
+            excluded_groups=tuple(g for g, m in per_group.items() if not m.in_pass_fail),
+        )
+    unchecked = [
+        label
+        for label, limit in (
+            ("MAE ratio", thresholds.mae_ratio_max),
+            ("MAE difference", thresholds.mae_difference_max),
+            ("R^2", thresholds.r2_min),
+        )
+        if limit is not None
+    ]
+    return AuditReport(
+        kind="regression",
+        n=len(predicted),
+        thresholds=thresholds,
+        attributes=attributes,
+        passed=True,
+        reasons=[],
+        notes=[
+            "no outcomes for served predictions: MAE, RMSE, R^2 and the MAE gaps not computed"
+            + (f"; limits not checked: {', '.join(unchecked)}" if unchecked else "")
+        ],
+        unavailable=list(REGRESSION_LABEL_METRICS),
     )
 
 
@@ -459,17 +746,42 @@ def _attribute_table(name: str, result: AttributeAudit) -> list[str]:
     return lines
 
 
-def _limits_line(limits: AuditThresholds) -> str:
-    checked = [
-        f"{label} {op} {value:g}"
-        for label, op, value in (
+def _regression_table(name: str, result: AttributeAudit) -> list[str]:
+    width = max(len(name), *(len(g) for g in result.groups))
+    header = (
+        f"{name:<{width}}  {'count':>6}  {'MAE':>10}  {'RMSE':>10}  "
+        f"{'mean pred':>10}  {'mean label':>10}"
+    )
+    lines = [header, "-" * len(header)]
+    for group, m in result.groups.items():
+        mark = "" if m.in_pass_fail else "  (excluded: small group)"
+        lines.append(
+            f"{group:<{width}}  {m.count:>6}  {_num(m.mae):>10}  {_num(m.rmse):>10}  "
+            f"{_num(m.mean_prediction):>10}  {_num(m.mean_label):>10}{mark}"
+        )
+    lines.append(
+        f"MAE difference {_num(result.mae_difference)}, "
+        f"ratio (largest over smallest) {_num(result.mae_ratio)}"
+    )
+    return lines
+
+
+def _limits_line(limits: AuditThresholds, kind: str = "binary") -> str:
+    judged: tuple[tuple[str, str, float | None], ...]
+    if kind == "regression":
+        judged = (
+            ("MAE ratio", "<=", limits.mae_ratio_max),
+            ("MAE difference", "<=", limits.mae_difference_max),
+            ("R^2", ">=", limits.r2_min),
+        )
+    else:
+        judged = (
             ("equalized-odds difference", "<=", limits.equalized_odds_difference_max),
             ("demographic-parity difference", "<=", limits.demographic_parity_difference_max),
             ("demographic-parity ratio", ">=", limits.demographic_parity_ratio_min),
             ("balanced accuracy (overall and per group)", ">=", limits.balanced_accuracy_min),
         )
-        if value is not None
-    ]
+    checked = [f"{label} {op} {value:g}" for label, op, value in judged if value is not None]
     return (
         f"limits: {', '.join(checked) or 'none set'}; "
         f"groups under {limits.min_group_size} rows not judged"
@@ -478,11 +790,16 @@ def _limits_line(limits: AuditThresholds) -> str:
 
 def render_audit(report: AuditReport) -> str:
     """The report as a plain-text table: one block per attribute, then the verdict and reasons."""
+    table = _regression_table if report.kind == "regression" else _attribute_table
     lines: list[str] = []
     for name, result in report.attributes.items():
-        lines.extend(_attribute_table(name, result))
+        lines.extend(table(name, result))
         lines.append("")
-    lines.append(_limits_line(report.thresholds))
+    if report.kind == "regression":
+        lines.append(
+            f"overall: MAE {_num(report.mae)}, RMSE {_num(report.rmse)}, R^2 {_num(report.r2)}"
+        )
+    lines.append(_limits_line(report.thresholds, report.kind))
     lines.append(f"verdict: {'PASSED' if report.passed else 'FAILED'} on {report.n} rows")
     lines.extend(f"  - {reason}" for reason in report.reasons)
     lines.extend(f"  note: {note}" for note in report.notes)

@@ -5,7 +5,7 @@ maths (`audit.py`). A candidate's window is up to the task's `promotion.window` 
 were recorded after the last row the model learned (observations joined with their labels, oldest
 first), so the audit measures the model on data it has not seen; the candidate predicts them as
 serving would: with the online-feature values serving used (rows it recorded), or those the fold
-gives at the row's place in the stream, and threshold 0.5.
+gives at the row's place in the stream, and threshold 0.5 (a regression: the values it answers).
 """
 
 from __future__ import annotations
@@ -17,7 +17,13 @@ from typing import Any
 
 import numpy as np
 
-from services.governance.audit import AuditReport, audit, audit_selection
+from services.governance.audit import (
+    AuditReport,
+    audit,
+    audit_regression,
+    audit_selection,
+    audit_served_values,
+)
 from shared.events.envelope import Envelope
 from shared.features import model_inputs
 from shared.tasks import TaskSpec
@@ -32,11 +38,18 @@ class NotAuditable(ValueError):
 @dataclass
 class UnseenWindow:
     """Labelled rows a model never learned: labels recorded after its last learned position,
-    oldest first. Labels that came separately wait for their observation's features."""
+    oldest first. Labels that came separately wait for their observation's features.
+
+    `kind` is the task's `target.kind`: a regression's labels stay numbers (floats), a class
+    label is its index (int)."""
 
     size: int
     rows: list[dict[str, Any]] = field(default_factory=list)  # observation, label, position
-    waiting: dict[uuid.UUID, tuple[int, int]] = field(default_factory=dict)  # obs -> label, pos
+    waiting: dict[uuid.UUID, tuple[float, int]] = field(default_factory=dict)  # obs -> label, pos
+    kind: str = "binary"
+
+    def _label(self, value: Any) -> float:
+        return float(value) if self.kind == "regression" else int(value)
 
     @property
     def full(self) -> bool:
@@ -52,13 +65,16 @@ class UnseenWindow:
                 self.rows.append(
                     {
                         "observation": envelope,
-                        "label": int(payload["label"]),
+                        "label": self._label(payload["label"]),
                         "position": envelope.position,
                     }
                 )
             elif envelope.type == "LabelRecorded":
                 observation_id = uuid.UUID(str(payload["observation_id"]))
-                self.waiting[observation_id] = (int(payload["label"]), envelope.position or 0)
+                self.waiting[observation_id] = (
+                    self._label(payload["label"]),
+                    envelope.position or 0,
+                )
 
     def join(self, observations: Mapping[uuid.UUID, Envelope]) -> int:
         """Give waiting labels their observation; return how many stayed unmatched."""
@@ -107,7 +123,8 @@ def audit_candidate(
     rows: Sequence[Mapping[str, Any]],
     current: TaskSpec | None = None,
 ) -> AuditReport:
-    """Audit a model's 0/1 predictions on labelled rows (`features`, `inputs`, `label`).
+    """Audit a model on labelled rows (`features`, `inputs`, `label`): its 0/1 predictions, or
+    for a regression (`target.kind`) the values it answers against the numeric labels.
 
     `spec` is the pipeline version the model was trained under (the rows' `inputs` are its model
     inputs, online features included); `current` (default: the same) is the task's spec now,
@@ -119,13 +136,22 @@ def audit_candidate(
     if not rows:
         raise NotAuditable("no labelled data to audit the model on")
     X = np.asarray([r["inputs"] for r in rows], dtype=np.float64)
-    predicted = (np.asarray(predictor.predict_proba(X)) >= THRESHOLD).astype(int)
-    report = audit(
-        y_true=[int(r["label"]) for r in rows],
-        y_pred=predicted.tolist(),
-        sensitive=_sensitive_columns(policy, [r["features"] for r in rows]),
-        thresholds=policy.promotion.audit,
-    )
+    sensitive = _sensitive_columns(policy, [r["features"] for r in rows])
+    if spec.target.kind == "regression":
+        report = audit_regression(
+            y_true=[float(r["label"]) for r in rows],
+            y_pred=np.asarray(predictor.predict(X), dtype=np.float64).tolist(),
+            sensitive=sensitive,
+            thresholds=policy.promotion.audit,
+        )
+    else:
+        predicted = (np.asarray(predictor.predict_proba(X)) >= THRESHOLD).astype(int)
+        report = audit(
+            y_true=[int(r["label"]) for r in rows],
+            y_pred=predicted.tolist(),
+            sensitive=sensitive,
+            thresholds=policy.promotion.audit,
+        )
     misuse = sensitive_use(policy, list(getattr(predictor, "feature_names", ())))
     if misuse:
         report = report.model_copy(update={"passed": False, "reasons": [*report.reasons, *misuse]})
@@ -133,14 +159,15 @@ def audit_candidate(
 
 
 def audit_live(spec: TaskSpec, served: Sequence[Mapping[str, Any]]) -> AuditReport:
-    """Audit served predictions (`features`, `probability`): selection rates only, no outcomes."""
+    """Audit served predictions (`features`, and `probability`, or a regression's `value`):
+    selection rates, or a regression's mean prediction per group; no outcomes."""
     if not spec.sensitive:
         raise NotAuditable(f"task {spec.name!r} names no sensitive attributes")
     if not served:
         raise NotAuditable("no served predictions to audit")
+    sensitive = _sensitive_columns(spec, [p["features"] for p in served])
+    if spec.target.kind == "regression":
+        values = [float(p["value"]) for p in served]
+        return audit_served_values(values, sensitive, spec.promotion.audit)
     predicted = [int(float(p["probability"]) >= THRESHOLD) for p in served]
-    return audit_selection(
-        predicted,
-        _sensitive_columns(spec, [p["features"] for p in served]),
-        spec.promotion.audit,
-    )
+    return audit_selection(predicted, sensitive, spec.promotion.audit)

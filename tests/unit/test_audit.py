@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 
-from services.governance.audit import AuditReport, audit, render_audit
+from services.governance.audit import AuditReport, audit, audit_regression, render_audit
+from services.governance.audits import UnseenWindow, audit_candidate, audit_live
 from services.governance.compas import compas_score_audit, load_compas
-from shared.tasks import AuditThresholds, load_spec
+from shared.events.envelope import Envelope, Producer
+from shared.tasks import AuditThresholds, TaskSpec, load_spec
 
 REPO = Path(__file__).resolve().parents[2]
 COMPAS_GZ = REPO / "data" / "compas-scores-two-years.csv.gz"
@@ -161,3 +165,236 @@ def test_a_model_that_flags_everyone_is_refused_by_the_audit_with_the_figure_nam
         r.startswith("race=African-American: balanced accuracy 0.5000 <= 0.5")
         for r in report.reasons
     )
+
+
+# -- regression: a numeric target, judged on the groups' MAE and on R^2 -------------------------
+
+
+def _regression_spec(**audit_limits: object) -> TaskSpec:
+    return TaskSpec.model_validate(
+        {
+            "name": "demand",
+            "features": [{"name": "x", "type": "float"}],
+            "target": {"name": "units", "kind": "regression"},
+            "sensitive": [{"name": "region", "type": "category", "categories": ["a", "b"]}],
+            "promotion": {"audit": audit_limits},
+        }
+    )
+
+
+class _Linear:
+    """A regression model answering 3x, plus `extra` for rows of group b (read from x's sign:
+    the tests put group b at negative x). Like LiveModel, it has no probabilities."""
+
+    feature_names: list[str] = ["x"]
+
+    def __init__(self, extra: float = 0.0) -> None:
+        self.extra = extra
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        x = np.asarray(X)[:, 0]
+        return 3 * x + np.where(x < 0, self.extra, 0.0)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        raise TypeError("a regression model answers values: call predict")
+
+
+def _regression_rows(n: int = 100) -> list[dict[str, Any]]:
+    """Group a at x = 1..n, group b at x = -1..-n; labels 3x, off by +1 and -1 in turn."""
+    rows = []
+    for i in range(1, n + 1):
+        for region, x in (("a", float(i)), ("b", float(-i))):
+            label = 3 * x + (1.0 if i % 2 else -1.0)
+            rows.append({"features": {"x": x, "region": region}, "inputs": [x], "label": label})
+    return rows
+
+
+def test_a_regression_model_close_to_the_labels_passes_with_each_groups_errors() -> None:
+    report = audit_candidate(_regression_spec(mae_ratio_max=1.5), _Linear(), _regression_rows())
+    assert report.passed and report.reasons == []
+    assert report.kind == "regression" and report.n == 200
+    assert report.mae == 1.0 and report.rmse == 1.0
+    assert report.r2 is not None and report.r2 > 0.99
+    region = report.attributes["region"]
+    assert (region.mae_difference, region.mae_ratio) == (0.0, 1.0)
+    a = region.groups["a"]
+    assert (a.count, a.mae, a.rmse) == (100, 1.0, 1.0)
+    assert a.mean_label == a.mean_prediction == 151.5
+    assert a.selection_rate is None and a.false_positive_rate is None
+    table = render_audit(report)
+    assert "mean label" in table and "151.5000" in table
+    assert "limits: MAE ratio <= 1.5, R^2 >= 0.05" in table
+    assert "verdict: PASSED on 200 rows" in table
+
+
+def test_a_regression_model_that_answers_the_mean_fails_on_r2_whatever_its_gaps() -> None:
+    rows = _regression_rows()
+    labels = [r["label"] for r in rows]
+    mean = sum(labels) / len(labels)
+    report = audit_regression(
+        labels,
+        [mean] * len(labels),
+        {"region": [r["features"]["region"] for r in rows]},
+        AuditThresholds(),
+    )
+    assert not report.passed
+    assert report.r2 == 0.0
+    assert report.reasons == [
+        "R^2 0.00 < 0.05: hardly better than a constant answer (answering the mean scores 0)"
+    ]
+
+
+def test_a_regression_model_worse_for_one_group_fails_the_mae_gap_limits_naming_both() -> None:
+    rows = _regression_rows()
+    for row in rows:  # group b's labels are off by 3 instead of 1
+        if row["features"]["region"] == "b":
+            row["label"] += 2.0 if row["label"] > 3 * row["inputs"][0] else -2.0
+    spec = _regression_spec(mae_ratio_max=1.5, mae_difference_max=1.0)
+    report = audit_candidate(spec, _Linear(), rows)
+    region = report.attributes["region"]
+    assert (region.groups["a"].mae, region.groups["b"].mae) == (1.0, 3.0)
+    assert (region.mae_difference, region.mae_ratio) == (2.0, 3.0)
+    assert not report.passed
+    assert report.reasons == [
+        "region: MAE ratio 3.00 > 1.5 (MAE b 3, a 1)",
+        "region: MAE difference 2 > 1 (MAE b 3, a 1)",
+    ]
+    # Off by default: the same model passes a task that sets no gap limit.
+    assert audit_candidate(_regression_spec(), _Linear(), rows).passed
+
+
+def test_small_groups_are_reported_but_left_out_of_the_regression_gaps() -> None:
+    y_true = [float(v) for v in range(200)] + [0.0] * 10
+    y_pred = [v + (1 if v % 2 else -1) for v in y_true[:200]] + [50.0] * 10
+    groups = ["a", "b"] * 100 + ["tiny"] * 10
+    limits = AuditThresholds(mae_ratio_max=1.1, min_group_size=30)
+    report = audit_regression(y_true, y_pred, {"race": groups, "one": ["x"] * 210}, limits)
+    race = report.attributes["race"]
+    assert report.passed and report.reasons == []
+    assert race.groups["tiny"].mae == 50.0 and not race.groups["tiny"].in_pass_fail
+    assert race.excluded_groups == ("tiny",)
+    assert (race.mae_difference, race.mae_ratio) == (0.0, 1.0)
+    assert report.attributes["one"].mae_ratio is None
+    assert "race: tiny excluded from pass/fail (fewer than 30 rows)" in report.notes
+    assert "one: not judged, fewer than two groups with 30+ rows" in report.notes
+
+
+def test_equal_labels_leave_r2_undefined_and_unjudged_with_a_note() -> None:
+    report = audit_regression(
+        [5.0] * 60, [4.0, 6.0] * 30, {"g": ["a"] * 30 + ["b"] * 30}, AuditThresholds()
+    )
+    assert report.r2 is None and report.mae == 1.0
+    assert report.passed and report.reasons == []
+    assert "every label is 5: R^2 undefined; the R^2 floor was not checked" in report.notes
+
+
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "sensitive", "message"),
+    [
+        ([1.0, float("nan")], [1.0, 2.0], {"g": ["a", "b"]}, "y_true: 1 values are not finite"),
+        ([1.0, 2.0], [1.0, float("inf")], {"g": ["a", "b"]}, "y_pred: 1 values are not finite"),
+        ([1.0, "x"], [1.0, 2.0], {"g": ["a", "b"]}, "y_true: expected a flat sequence"),
+        ([[1.0], [2.0]], [1.0, 2.0], {"g": ["a", "b"]}, "y_true: expected a flat sequence"),
+        ([1.0, 2.0], [1.0], {"g": ["a", "b"]}, "y_true has 2 rows but y_pred has 1"),
+        ([1.0, 2.0], [1.0, 2.0], {"g": ["a"]}, "g: has 1 rows but y_true has 2"),
+        ([1.0, 2.0], [1.0, 2.0], {}, "at least one attribute"),
+        ([], [], {"g": []}, "no rows"),
+    ],
+)
+def test_a_regression_audit_refuses_bad_inputs_saying_which(
+    y_true: list[Any], y_pred: list[Any], sensitive: dict[str, list[Any]], message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        audit_regression(y_true, y_pred, sensitive, AuditThresholds())
+
+
+def test_a_live_regression_audit_reports_mean_predictions_and_judges_nothing() -> None:
+    served = [
+        {"features": {"x": 1.0, "region": region}, "probability": None, "value": value}
+        for region, value in [("a", 10.0), ("a", 20.0), ("b", 40.0)] * 20
+    ]
+    report = audit_live(_regression_spec(mae_ratio_max=1.5), served)
+    assert report.kind == "regression" and report.n == 60
+    assert report.passed and report.reasons == []
+    a, b = report.attributes["region"].groups["a"], report.attributes["region"].groups["b"]
+    assert (a.count, a.mean_prediction, b.count, b.mean_prediction) == (40, 15.0, 20, 40.0)
+    assert a.mae is None and report.r2 is None
+    assert report.unavailable == ["mae", "rmse", "r2", "mae_difference", "mae_ratio"]
+    assert report.notes[-1].endswith("; limits not checked: MAE ratio, R^2")
+    assert "verdict: PASSED on 60 rows" in render_audit(report)
+
+
+def test_a_regression_report_round_trips_through_json() -> None:
+    rows = _regression_rows(40)
+    report = audit_candidate(_regression_spec(mae_difference_max=0.5), _Linear(2.0), rows)
+    assert AuditReport.model_validate(json.loads(report.model_dump_json())) == report
+
+
+def test_a_binary_report_dumps_only_the_fields_it_had_before_regression_audits() -> None:
+    report = audit([0, 1] * 40, [0, 1, 1, 1] * 20, {"g": ["a", "b"] * 40}, AuditThresholds())
+    dump = report.model_dump()
+    assert set(dump) == {
+        *("n", "thresholds", "attributes", "passed", "reasons", "notes", "unavailable"),
+        "balanced_accuracy",
+    }
+    assert set(dump["thresholds"]) == {
+        "equalized_odds_difference_max",
+        "demographic_parity_difference_max",
+        "demographic_parity_ratio_min",
+        "balanced_accuracy_min",
+        "min_group_size",
+        "min_rows",
+        # The limits in force are all reported, a regression's included.
+        *("mae_ratio_max", "mae_difference_max", "r2_min"),
+    }
+    attribute = dump["attributes"]["g"]
+    assert set(attribute) == {
+        "groups",
+        "demographic_parity_difference",
+        "demographic_parity_ratio",
+        "equalized_odds_difference",
+        "excluded_groups",
+        "notes",
+    }
+    assert set(attribute["groups"]["a"]) == {
+        "count",
+        "positives",
+        "selection_rate",
+        "accuracy",
+        "false_positive_rate",
+        "false_negative_rate",
+        "in_pass_fail",
+        "balanced_accuracy",
+    }
+    # A report stored before regression audits reads back as a binary one.
+    assert AuditReport.model_validate(dump).kind == "binary"
+
+
+def _envelope(type_: str, payload: dict[str, Any], position: int) -> Envelope:
+    return Envelope(
+        type=type_,
+        schema_version=1,
+        stream_id="data-demand",
+        producer=Producer(service="test", version="0"),
+        payload=payload,
+        position=position,
+    )
+
+
+@pytest.mark.parametrize(("kind", "labels"), [("regression", [2.5, 1.25]), ("binary", [1, 0])])
+def test_the_unseen_window_keeps_a_regressions_labels_as_floats_and_classes_as_ints(
+    kind: str, labels: list[float]
+) -> None:
+    observed = _envelope("ObservationRecorded", {"label": None, "features": {}}, 1)
+    events = [
+        _envelope("ObservationRecorded", {"label": labels[0], "features": {}}, 2),
+        _envelope(
+            "LabelRecorded", {"observation_id": str(observed.event_id), "label": labels[1]}, 3
+        ),
+    ]
+    window = UnseenWindow(10, kind=kind)
+    window.add(events)
+    assert window.join({observed.event_id: observed}) == 0
+    got = [r["label"] for r in window.rows]
+    assert got == labels
+    assert [type(v) for v in got] == [type(v) for v in labels]
