@@ -25,7 +25,8 @@ ENTITY = "nsw"
 class Served:
     """What serving answered, row by row, and when labels were accepted."""
 
-    probability: list[float | None]
+    # Each row's answer: P(class 1), or a regression's value (None: no model yet).
+    answers: list[float | None]
     requests: int = 0
     labels: int = 0
     seconds: float = 0.0
@@ -38,12 +39,17 @@ class Served:
 
     def right(self, labels: list[int]) -> np.ndarray:
         """1 where serving answered the row's class; unanswered rows (before any model) are 0."""
-        p = np.array([np.nan if v is None else v for v in self.probability], dtype=float)
+        p = np.array([np.nan if v is None else v for v in self.answers], dtype=float)
         return ~np.isnan(p) & ((p >= 0.5) == (np.asarray(labels) == 1))
+
+    def abs_errors(self, labels: list[float]) -> np.ndarray:
+        """A regression's absolute error on each row (NaN where no model answered)."""
+        p = np.array([np.nan if v is None else v for v in self.answers], dtype=float)
+        return np.abs(p - np.asarray(labels, dtype=float))
 
     @property
     def unanswered(self) -> int:
-        return sum(1 for p in self.probability if p is None)
+        return sum(1 for p in self.answers if p is None)
 
 
 async def _post(client: httpx.AsyncClient, url: str, body: Any) -> dict[str, Any]:
@@ -112,7 +118,8 @@ async def stream_through_serving(
                     served.first_seen[answer["model_version"]] = time.monotonic()
                 served.versions.add(answer["model_version"])
             for i, prediction in zip(chunk, answer["predictions"], strict=True):
-                served.probability[i] = prediction["probability"]
+                value = prediction.get("value")
+                served.answers[i] = prediction["probability"] if value is None else value
             waiting.append(
                 [
                     {"prediction_id": p["prediction_id"], "label": labels[i]}

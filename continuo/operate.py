@@ -180,16 +180,19 @@ def arm(served: Mapping[str, Any] | None, share: bool = False) -> str:
 
 @dataclass(frozen=True)
 class Served:
-    """Served accuracy as `status` shows it, and where the figure came from."""
+    """Served accuracy as `status` shows it (a regression's: its MAE, `metric`), and where the
+    figure came from."""
 
     accuracy: float | None
     rows: int | None
     source: str
+    metric: str = "accuracy"  # or "mae"
 
     def cell(self) -> str:
         if self.accuracy is None:
             return NONE
-        return f"{self.accuracy:.4f}" + (f" ({self.rows:,} rows)" if self.rows else "")
+        figure = f"MAE {self.accuracy:.4g}" if self.metric == "mae" else f"{self.accuracy:.4f}"
+        return figure + (f" ({self.rows:,} rows)" if self.rows else "")
 
 
 def served_from_windows(windows: Sequence[Mapping[str, Any]]) -> Served:
@@ -202,17 +205,23 @@ def served_from_windows(windows: Sequence[Mapping[str, Any]]) -> Served:
         w for w in windows if w["to_position"] == newest and w.get("role") in ("champion", "canary")
     ]
     n = sum(int(w["n"]) for w in answered)
+    source = "governance's newest served window"
+    if any(w.get("abs_error") is not None for w in answered):  # a regression
+        error = sum(float(w["abs_error"]) for w in answered)
+        return Served(error / n if n else None, n or None, source, "mae")
     correct = sum(int(w["correct"]) for w in answered)
-    return Served(correct / n if n else None, n or None, "governance's newest served window")
+    return Served(correct / n if n else None, n or None, source)
 
 
 def served_from_metrics(version: int, metrics: Mapping[str, Any]) -> Served:
     """The fallback: the champion's registry metrics, measured by the trainer when it was
     published (serving's answers on log-and-wait rows, all time)."""
+    regression = "served_mae" in metrics
     return Served(
-        metrics.get("served_accuracy"),
+        metrics.get("served_mae" if regression else "served_accuracy"),
         int(metrics["served_n_labelled"]) if metrics.get("served_n_labelled") else None,
         f"the registry (v{version}'s metrics when it was published)",
+        "mae" if regression else "accuracy",
     )
 
 
@@ -371,6 +380,7 @@ def status(ctx: Context, argv: list[str]) -> int:
                     "accuracy": served.accuracy,
                     "rows": served.rows,
                     "source": served.source,
+                    "metric": served.metric,
                 },
                 "trainer": learning,
                 "serving_online": online,
@@ -390,7 +400,9 @@ def status(ctx: Context, argv: list[str]) -> int:
                 arm(r.get("champion")) + (" KILLED" if r.get("killed") else ""),
                 arm(r.get("canary"), share=True),
                 ", ".join(arm(s) for s in r.get("shadows") or []) or NONE,
-                Served(t["served"]["accuracy"], t["served"]["rows"], "").cell(),
+                Served(
+                    t["served"]["accuracy"], t["served"]["rows"], "", t["served"]["metric"]
+                ).cell(),
                 f"v{learning['model_version']}, {learning.get('learned', 0):,} labels"
                 if learning.get("model_version")
                 else NONE,

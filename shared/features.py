@@ -294,12 +294,12 @@ class DataEvent:
     position: int  # its global store position (for lineage)
     event_id: uuid.UUID
     entity_id: str
-    label: int | None
+    label: int | float | None  # a class index, or a regression's value
     # An observation's fields (None on a label event):
     features: Mapping[str, Any] | None = None
     pipeline_version: str | None = None
     online: Mapping[str, float] | None = None  # values it was served with (log and wait)
-    served: float | None = None  # the probability it was served (log and wait)
+    served: float | None = None  # what it was answered: P(class 1), or a value (log and wait)
     served_version: int | None = None  # by which model version
     served_role: str | None = None  # in which role (champion, canary)
     # A label event's observation:
@@ -350,7 +350,7 @@ def data_event(envelope: Envelope) -> DataEvent | None:
         features=data.features,
         pipeline_version=data.pipeline_version,
         online=data.online,
-        served=data.served.probability if data.served is not None else None,
+        served=data.served.answer if data.served is not None else None,
         served_version=data.served.model_version if data.served is not None else None,
         served_role=data.served.role if data.served is not None else None,
     )

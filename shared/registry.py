@@ -41,11 +41,11 @@ async def register_tasks(
     and why when a person registers it. A kind of task the services do not serve yet is refused
     (ValueError) before anything is recorded."""
     for spec in specs:
-        if spec.target.kind != "binary":
+        if spec.target.kind == "multiclass":
             raise ValueError(
-                f"task {spec.name!r}: target kind {spec.target.kind!r} is learned and evaluated "
-                f"in process (continuo evaluate --kind {spec.target.kind}) but not served by the "
-                "running system yet; only binary tasks can be registered (docs/tasks.md)"
+                f"task {spec.name!r}: target kind 'multiclass' is learned and evaluated in "
+                "process (continuo evaluate --kind multiclass) but not served by the running "
+                "system yet; binary and regression tasks can be registered (docs/tasks.md)"
             )
     for spec in specs:
         event = new_event(

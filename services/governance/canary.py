@@ -17,6 +17,10 @@ per row). Guardrails stop a canary whatever the test says: its error rate or its
 beyond the champion's by a margin, read from serving's reports of each arm's requests
 (`shared.arm_health`) once both arms have answered `min_requests`; they are read as each report
 arrives, without waiting for labels.
+
+A regression's canary or shadow is judged on pairs only (`Paired.regression`): the rows each of
+the two was strictly closer to the label on take the place of the rows only one got right (a
+sign test, with the same always-valid statistic), and its losses are absolute errors.
 """
 
 from __future__ import annotations
@@ -54,13 +58,30 @@ class Arm:
 
 @dataclass(frozen=True)
 class Paired:
-    """Paired outcomes on the same rows: rows only the challenger got right, only the champion."""
+    """Paired outcomes on the same rows: rows only the challenger got right, only the champion
+    (a regression: rows each was the closer on); each one's summed loss (log loss, or a
+    regression's absolute error)."""
 
     n: int
     challenger_only: int
     champion_only: int
-    challenger_log_loss: float = 0.0
-    champion_log_loss: float = 0.0
+    challenger_loss: float = 0.0
+    champion_loss: float = 0.0
+    regression: bool = False
+
+    @classmethod
+    def from_counts(cls, counts: dict[str, Any]) -> Paired:
+        """From the trainer's counts (services.trainer.arms), a binary task's or a regression's."""
+        regression = "challenger_abs_error" in counts
+        loss = "abs_error" if regression else "log_loss"
+        return cls(
+            counts["n"],
+            counts["challenger_only"],
+            counts["champion_only"],
+            counts[f"challenger_{loss}"],
+            counts[f"champion_{loss}"],
+            regression,
+        )
 
 
 @dataclass(frozen=True)
@@ -145,12 +166,13 @@ def shadow_analysis(
     """A shadow against the champion on the same rows (paired differences)."""
     n = paired.n
     effect = (paired.challenger_only - paired.champion_only) / n if n else 0.0
+    only, loss = ("closer", "mae") if paired.regression else ("right", "log_loss")
     evidence: dict[str, Any] = {
         "n": n,
-        "challenger_only_right": paired.challenger_only,
-        "champion_only_right": paired.champion_only,
-        "log_loss_challenger": round(paired.challenger_log_loss / max(n, 1), 6),
-        "log_loss_champion": round(paired.champion_log_loss / max(n, 1), 6),
+        f"challenger_only_{only}": paired.challenger_only,
+        f"champion_only_{only}": paired.champion_only,
+        f"{loss}_challenger": round(paired.challenger_loss / max(n, 1), 6),
+        f"{loss}_champion": round(paired.champion_loss / max(n, 1), 6),
         "effect": round(effect, 6),
         "alpha": policy.alpha,
         "tau": policy.tau,
@@ -167,7 +189,8 @@ def shadow_analysis(
     else:
         p = previous_p
     evidence["p_value"] = p
-    return _verdict(p, effect, n, seconds, policy, evidence)
+    measure = "of the rows closer to the label" if paired.regression else "of accuracy"
+    return _verdict(p, effect, n, seconds, policy, evidence, measure)
 
 
 def guardrails(
@@ -206,12 +229,13 @@ def _verdict(
     seconds: float,
     policy: CanaryPolicy,
     evidence: dict[str, Any],
+    measure: str = "of accuracy",
 ) -> Analysis:
     if n >= policy.min_labels and p <= policy.alpha and effect != 0:
         better = effect > 0
         reason = (
             f"{'better' if better else 'worse'} than the champion by {100 * abs(effect):.2f} "
-            f"points of accuracy over {n} labelled rows each, always-valid p = {p:.4g} <= "
+            f"points {measure} over {n} labelled rows each, always-valid p = {p:.4g} <= "
             f"{policy.alpha:g}"
         )
         return Analysis(

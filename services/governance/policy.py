@@ -12,6 +12,12 @@ Three checks, each from the task's `promotion` policy, every failure kept as a r
    rejected. Lacking approvals is not a refusal: the model waits (`AWAIT`).
 
 A model that fails 1 or 2 is refused; one that passes them waits for approvals or is promoted.
+
+A regression is compared on its mean absolute error (lower is better) the same way: on the same
+rows where the trainer scored both (a sign test on the rows each was the closer on takes
+McNemar's place; "no better than a constant" is the MAE of answering the rows' median), else on
+each one's recent MAE. Its `tolerance` is relative: the candidate's MAE may exceed the
+champion's by that fraction.
 """
 
 from __future__ import annotations
@@ -77,6 +83,8 @@ def metric_check(
     """
     if champion is None:
         return True, "first model of the task"
+    if "recent_mae" in candidate or "window_mae" in candidate:
+        return _error_check(policy, candidate, champion, champion_version)
     compared = candidate.get("champion_version")
     rows = int(candidate.get("window_n", 0))
     if champion_version is not None and compared is not None and rows > 0:
@@ -136,10 +144,15 @@ def metric_check(
 
 def noise_p_value(candidate: Mapping[str, float]) -> float | None:
     """How likely a shortfall at least this large is when the two are equally good: the exact
-    one-sided McNemar test on the window's rows that only one of them got right (None where
-    the trainer did not count them)."""
-    ours = candidate.get("window_only_candidate_right")
-    theirs = candidate.get("window_only_champion_right")
+    one-sided McNemar test on the window's rows that only one of them got right (a regression:
+    the sign test on the rows each was the closer on; None where the trainer did not count
+    them)."""
+    if "window_mae" in candidate:
+        ours = candidate.get("window_candidate_closer")
+        theirs = candidate.get("window_champion_closer")
+    else:
+        ours = candidate.get("window_only_candidate_right")
+        theirs = candidate.get("window_only_champion_right")
     if ours is None or theirs is None:
         return None
     differ = int(ours) + int(theirs)
@@ -180,3 +193,55 @@ def decide(
             return Decision(Verdict.AWAIT, [*passed, f"awaiting approval: {have} of {need}"])
         passed.append(f"approved by {', '.join(distinct)}")
     return Decision(Verdict.PROMOTE, passed)
+
+
+def _error_check(
+    policy: PromotionPolicy,
+    candidate: Mapping[str, float],
+    champion: Mapping[str, float],
+    champion_version: int | None,
+) -> tuple[bool, str]:
+    """`metric_check` of a regression: mean absolute errors, lower is better (see the module)."""
+    compared = candidate.get("champion_version")
+    rows = int(candidate.get("window_n", 0))
+    if champion_version is not None and compared is not None and rows > 0:
+        mine, best = candidate["window_mae"], candidate["champion_window_mae"]
+        which = "champion" if int(compared) == champion_version else f"champion v{int(compared)}"
+        constant = candidate.get("window_constant_mae")
+        if (
+            constant is not None
+            and mine >= constant
+            and rows >= 30
+            and (best < constant or mine > best)
+        ):
+            return False, (
+                f"MAE {mine:.4g} >= {constant:.4g}, what always answering the rows' median "
+                f"scores on the same {rows} rows: no better than a constant"
+            )
+        allowed = best * (1.0 + policy.tolerance)
+        if mine <= allowed:
+            return True, f"MAE {mine:.4g} <= {which} {best:.4g} on the same {rows} rows"
+        p = noise_p_value(candidate)
+        if p is not None and p > policy.significance:
+            return True, (
+                f"MAE {mine:.4g} > {which} {best:.4g} on the same {rows} rows, within noise: "
+                f"sign test on the rows each was the closer on, p = {p:.3g} > "
+                f"{policy.significance:g}"
+            )
+        shown = "" if p is None else f" (sign test p = {p:.3g} <= {policy.significance:g})"
+        return False, (
+            f"MAE {mine:.4g} > {which} {best:.4g} x (1 + tolerance {policy.tolerance}) on the "
+            f"same {rows} rows{shown}"
+        )
+    ours = candidate.get("recent_mae", candidate.get("mae"))
+    theirs = champion.get("recent_mae", champion.get("mae"))
+    if not champion.get("n_labelled"):
+        theirs = None  # a task's first model, before any label: its 0 is no error measured
+    if ours is None:
+        return False, "candidate reports no MAE"
+    if theirs is None or ours <= theirs * (1.0 + policy.tolerance):
+        shown = "none" if theirs is None else f"{theirs:.4g}"
+        return True, f"recent MAE {ours:.4g} <= champion {shown} x (1 + {policy.tolerance})"
+    return False, (
+        f"recent MAE {ours:.4g} > champion {theirs:.4g} x (1 + tolerance {policy.tolerance})"
+    )

@@ -185,7 +185,8 @@ async def _apply(conn: AsyncConnection, envelope: Envelope) -> None:
                     "position": envelope.position or 0,
                     "task": data.task,
                     "n": arm["n"],
-                    "correct": arm["correct"],
+                    "correct": arm.get("correct"),
+                    "abs_error": arm.get("abs_error"),
                     "to_position": data.to_position,
                     "scored_at": envelope.occurred_at,
                 }

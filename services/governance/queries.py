@@ -280,7 +280,8 @@ async def newest_predictions(
 
 async def served_accuracy(conn: AsyncConnection, task: str, after: int = 0) -> list[dict[str, Any]]:
     """Served accuracy over time: each window's counts per model version and role, oldest
-    first (`after`: only windows stored after that position)."""
+    first (`after`: only windows stored after that position). A regression's windows hold
+    the summed absolute error and the MAE instead (`correct` and `accuracy` None)."""
     await task_row(conn, task)
     rows = (
         await conn.execute(
@@ -295,7 +296,9 @@ async def served_accuracy(conn: AsyncConnection, task: str, after: int = 0) -> l
             "role": r.role,
             "n": r.n,
             "correct": r.correct,
-            "accuracy": r.correct / r.n if r.n else None,
+            "accuracy": r.correct / r.n if r.n and r.correct is not None else None,
+            "abs_error": r.abs_error,
+            "mae": r.abs_error / r.n if r.n and r.abs_error is not None else None,
             "to_position": r.to_position,
             "position": r.position,
             "at": iso(r.scored_at),

@@ -524,21 +524,30 @@ class RoutingDecisions:
         started = await self._started_at(task, state.canary.since)
         champion_served, canary_served = await self._arms_served(task, state)
         paired = scored.canary.get("paired")
-        if paired and own_traffic_cannot_judge(theirs["n"], mine["n"], state.canary.share, policy):
+        regression = "abs_error" in mine  # answers are values: judged on the pairs only
+        if paired and (
+            regression
+            or own_traffic_cannot_judge(theirs["n"], mine["n"], state.canary.share, policy)
+        ):
             # The split departs from the canary's share (few entities, sticky by entity): judged
             # on its own rows against the champion as the trainer ran it on them. Its own p-value:
             # the two tests' running minimums are not mixed.
             key = (task, "canary-paired", version)
             analysis = shadow_analysis(
-                _paired(paired),
+                Paired.from_counts(paired),
                 policy,
                 previous_p=self._p.get(key, 1.0),
                 seconds=time.time() - started,
             )
             analysis.reasons.append(
                 f"judged on the canary's own {paired['n']} labelled rows, paired with the "
-                f"champion's answers to them: the champion answered {theirs['n']} rows itself, "
-                f"too few beside the canary's at a {state.canary.share:g}% share"
+                "champion's answers to them: "
+                + (
+                    "a regression's canary is judged on the rows each was the closer on"
+                    if regression
+                    else f"the champion answered {theirs['n']} rows itself, too few beside "
+                    f"the canary's at a {state.canary.share:g}% share"
+                )
             )
         else:
             analysis = canary_analysis(
@@ -589,7 +598,9 @@ class RoutingDecisions:
         policy: Any,
     ) -> list[Payload]:
         key = (task, "shadow", version)
-        analysis = shadow_analysis(_paired(shadow), policy, previous_p=self._p.get(key, 1.0))
+        analysis = shadow_analysis(
+            Paired.from_counts(shadow), policy, previous_p=self._p.get(key, 1.0)
+        )
         self._p[key] = analysis.p_value
         if analysis.verdict is Verdict.CONTINUE:
             return []
@@ -710,13 +721,3 @@ def _decision(event: Envelope) -> dict[str, Any]:
         "position": event.position,
         **event.payload,
     }
-
-
-def _paired(counts: dict[str, Any]) -> Paired:
-    return Paired(
-        counts["n"],
-        counts["challenger_only"],
-        counts["champion_only"],
-        counts["challenger_log_loss"],
-        counts["champion_log_loss"],
-    )

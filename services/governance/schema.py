@@ -124,7 +124,7 @@ predictions = Table(
     Column("model_version", Integer, nullable=False),
     Column("entity_id", String(200), nullable=True),
     Column("features", Json, nullable=False),
-    Column("probability", Float, nullable=False),
+    Column("probability", Float, nullable=True),  # None for a regression: its label is its value
     Column("label", Json, nullable=True),
     Column("served_at", DateTime(timezone=True), nullable=False),
     # The online-feature values the model was given (None before they existed).
@@ -144,7 +144,8 @@ served_windows = Table(
     Column("position", BigInteger, nullable=False),
     Column("task", String(64), nullable=False),
     Column("n", Integer, nullable=False),
-    Column("correct", Integer, nullable=False),
+    Column("correct", Integer, nullable=True),  # a classifier's right answers
+    Column("abs_error", Float, nullable=True),  # a regression's summed absolute error
     Column("to_position", BigInteger, nullable=False),  # the window's last label
     Column("scored_at", DateTime(timezone=True), nullable=False),
     Index("ix_gov_served_windows_task_position", "task", "position"),

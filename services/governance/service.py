@@ -366,7 +366,7 @@ class Governance:
     ) -> UnseenWindow:
         """Up to `size` labelled rows whose labels were stored after position `after`, each with
         its features and its model inputs under `spec` (rows of other spec versions left out)."""
-        window = UnseenWindow(size)
+        window = UnseenWindow(size, kind=spec.target.kind)
         cursor = after
         while not window.full:
             page = await self.store.read_all(
@@ -441,7 +441,10 @@ class Governance:
             served = (
                 await conn.execute(
                     select(
-                        predictions.c.position, predictions.c.features, predictions.c.probability
+                        predictions.c.position,
+                        predictions.c.features,
+                        predictions.c.probability,
+                        predictions.c.label,
                     )
                     .where(predictions.c.task == spec.name, predictions.c.model_version == version)
                     .order_by(predictions.c.position.desc())
@@ -454,7 +457,10 @@ class Governance:
         event_id = uuid.uuid5(_NAMESPACE, f"{spec.name}/live-audit/{version}/{last}")
         if await self.store.get([event_id]):
             return None  # nothing served since the last live audit
-        rows = [{"features": r.features, "probability": r.probability} for r in served]
+        # A regression's answer is its label (its value); a classifier's, the probability.
+        rows = [
+            {"features": r.features, "probability": r.probability, "value": r.label} for r in served
+        ]
         report = await asyncio.to_thread(audit_live, spec, rows)
         payload = AuditCompleted(
             task=spec.name,

@@ -34,10 +34,16 @@ class Prediction:
     features: dict[str, Any]
     online: dict[str, float]  # the online-feature values the model was given
     probability: float | None  # None: no model yet (a recorded row before the first model)
-    label: Any
+    label: Any  # the class at THRESHOLD, or a regression's value
     model_version: int | None = None
     role: str = "champion"
     pipeline_version: str | None = None  # the spec version whose inputs the model was given
+    value: float | None = None  # a regression's answer (its `probability` is None)
+
+    @property
+    def answer(self) -> float | None:
+        """The one number answered: P(class 1), or a regression's value (None: no model)."""
+        return self.probability if self.probability is not None else self.value
 
 
 def validate_records(spec: TaskSpec, records: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -66,8 +72,9 @@ def predict(
     prediction_ids: Sequence[uuid.UUID] | None = None,
 ) -> list[Prediction]:
     """Predict validated rows with one model, given each row's online-feature values (in
-    `spec.online_names` order); the label is the class at `THRESHOLD`. New prediction ids unless
-    given (a shadow scores the rows the answer went out for, under their ids)."""
+    `spec.online_names` order); the label is the class at `THRESHOLD` (a regression's: its
+    value). New prediction ids unless given (a shadow scores the rows the answer went out for,
+    under their ids)."""
     if not rows:
         return []
     ids = prediction_ids or [new_uuid() for _ in rows]
@@ -75,9 +82,28 @@ def predict(
         [model_inputs(spec, row, values) for row, values in zip(rows, online, strict=True)],
         dtype=np.float64,
     )
+    names = spec.online_names
+    if spec.target.kind == "regression":
+        values = np.asarray(predictor.predict(X), dtype=np.float64).reshape(-1)
+        return [
+            Prediction(
+                prediction_id=pid,
+                entity_id=entity_id,
+                features=row,
+                online=dict(zip(names, online_values, strict=True)),
+                probability=None,
+                label=float(v),
+                model_version=model_version,
+                role=role,
+                pipeline_version=spec.version,
+                value=float(v),
+            )
+            for pid, row, entity_id, online_values, v in zip(
+                ids, rows, entity_ids, online, values, strict=True
+            )
+        ]
     probabilities = np.asarray(predictor.predict_proba(X), dtype=np.float64).reshape(-1)
     negative, positive = spec.target.classes
-    names = spec.online_names
     return [
         Prediction(
             prediction_id=pid,

@@ -102,7 +102,7 @@ class PredictionRecorder:
         self._buffer.extend(
             (task, p, learned.get(p.model_version), recorded, now)
             for p in predictions
-            if p.probability is not None and p.model_version is not None
+            if p.answer is not None and p.model_version is not None
         )
         self._buffered += len(self._buffer) - before
         self._trim()
@@ -331,10 +331,11 @@ def observation_events(
                 features=p.features,
                 online=p.online,
                 served=None
-                if p.model_version is None or p.probability is None
+                if p.model_version is None or p.answer is None
                 else Served(
                     model_version=p.model_version,
                     probability=p.probability,
+                    value=p.value,
                     learned_through=learned.get(p.model_version),
                     role=p.role,
                 ),

@@ -291,6 +291,7 @@ def _out(p: Prediction) -> dict[str, Any]:
         "prediction_id": str(p.prediction_id),
         "label": p.label,
         "probability": p.probability,
+        "value": p.value,
         "model_version": p.model_version,
         "role": p.role,
         "online_features": p.online,

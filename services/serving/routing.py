@@ -38,6 +38,10 @@ class Predictor(Protocol):
         """P(class 1) for each row of X."""
         ...
 
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Each row's answer: P(class 1), or a regression's value."""
+        ...
+
 
 # Loads and decodes the artifact stored under a sha256 (I/O; injected by the app).
 PredictorLoader = Callable[[str], Predictor]

@@ -91,10 +91,16 @@ class PredictionOut(BaseModel):
     prediction_id: str
     model_version: int | None = Field(None, description="the model that answered this row")
     role: str = Field("champion", description="champion, or canary for the canary's entities")
-    label: Any = Field(description="the predicted class; null before the task's first model")
+    label: Any = Field(
+        description="the predicted class (a regression: the predicted value); null before the "
+        "task's first model"
+    )
     probability: float | None = Field(
-        description="P(the task's second class); null before the task's first model (a row "
-        "recorded then is learned all the same)"
+        description="P(the task's second class); null for a regression, and before the task's "
+        "first model (a row recorded then is learned all the same)"
+    )
+    value: float | None = Field(
+        None, description="a regression task's predicted value; null for a classifier"
     )
     online_features: dict[str, float] = Field(
         default_factory=dict, description="the online-feature values the model was given"

@@ -9,6 +9,10 @@ shadow got right and only the champion did. The canary's own rows are paired too
 champion as the trainer runs it on them: when the canary takes (nearly) all of a task's traffic
 (few entities, sticky by entity), the champion's own traffic cannot judge it, and governance
 judges it on those pairs instead.
+
+A regression's answers are values: "right" becomes "the closer of the two" in the paired counts
+(rows each was strictly closer on), and the sums are of absolute errors, not log losses; its
+canary is judged on the pairs (governance).
 """
 
 from __future__ import annotations
@@ -28,54 +32,69 @@ _EPS = 1e-7
 class LiveScorer(Protocol):
     learned_through: int
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
     def learn(self, rows: Sequence[LearnedRow]) -> list[float]: ...
 
 
-def _log_loss(p: float, y: int) -> float:
+def _log_loss(p: float, y: float) -> float:
     p = min(1.0 - _EPS, max(_EPS, p))
     return -math.log(p if y == 1 else 1.0 - p)
 
 
 @dataclass
 class _ArmCounts:
+    regression: bool = False
     n: int = 0
     correct: int = 0
-    log_loss: float = 0.0
+    loss: float = 0.0  # summed log loss, or a regression's summed absolute error
 
-    def add(self, p: float, y: int) -> None:
+    def add(self, p: float, y: float) -> None:
         self.n += 1
-        self.correct += int((p >= 0.5) == (y == 1))
-        self.log_loss += _log_loss(p, y)
+        if self.regression:
+            self.loss += abs(p - y)
+        else:
+            self.correct += int((p >= 0.5) == (y == 1))
+            self.loss += _log_loss(p, y)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"n": self.n, "correct": self.correct, "log_loss": round(self.log_loss, 6)}
+        if self.regression:
+            return {"n": self.n, "abs_error": round(self.loss, 6)}
+        return {"n": self.n, "correct": self.correct, "log_loss": round(self.loss, 6)}
 
 
 @dataclass
 class _Paired:
+    regression: bool = False
     n: int = 0
-    challenger_only: int = 0
+    challenger_only: int = 0  # rows only the challenger got right (a regression: was closer on)
     champion_only: int = 0
-    challenger_log_loss: float = 0.0
-    champion_log_loss: float = 0.0
+    challenger_loss: float = 0.0  # summed log loss, or absolute error
+    champion_loss: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
+        loss = "abs_error" if self.regression else "log_loss"
         return {
             "n": self.n,
             "challenger_only": self.challenger_only,
             "champion_only": self.champion_only,
-            "challenger_log_loss": round(self.challenger_log_loss, 6),
-            "champion_log_loss": round(self.champion_log_loss, 6),
+            f"challenger_{loss}": round(self.challenger_loss, 6),
+            f"champion_{loss}": round(self.champion_loss, 6),
         }
 
-    def add(self, challenger: float, champion: float, y: int) -> None:
-        mine, theirs = (challenger >= 0.5) == (y == 1), (champion >= 0.5) == (y == 1)
+    def add(self, challenger: float, champion: float, y: float) -> None:
         self.n += 1
-        self.challenger_only += int(mine and not theirs)
-        self.champion_only += int(theirs and not mine)
-        self.challenger_log_loss += _log_loss(challenger, y)
-        self.champion_log_loss += _log_loss(champion, y)
+        if self.regression:
+            mine, theirs = abs(challenger - y), abs(champion - y)
+            self.challenger_only += int(mine < theirs)
+            self.champion_only += int(theirs < mine)
+            self.challenger_loss += mine
+            self.champion_loss += theirs
+            return
+        right, also = (challenger >= 0.5) == (y == 1), (champion >= 0.5) == (y == 1)
+        self.challenger_only += int(right and not also)
+        self.champion_only += int(also and not right)
+        self.challenger_loss += _log_loss(challenger, y)
+        self.champion_loss += _log_loss(champion, y)
 
 
 @dataclass
@@ -84,8 +103,8 @@ class Labelled:
 
     version: int  # data stream version of the label
     x: list[float]
-    y: int
-    served: float | None  # the probability serving answered, for rows it recorded
+    y: float  # the class index, or a regression's value
+    served: float | None  # what serving answered (P(class 1), or a value), for rows it recorded
     served_version: int | None
     served_role: str | None
     champion: float | None  # the champion's prediction when the row arrived (trainer's copy)
@@ -96,6 +115,7 @@ class Labelled:
 class Arms:
     """The canary and shadows of one task, and what they scored since each started."""
 
+    regression: bool = False  # answers are values: scored on absolute errors
     champion_version: int | None = None
     canary_version: int | None = None
     shadows: dict[int, LiveScorer] = field(default_factory=dict)
@@ -104,6 +124,13 @@ class Arms:
     # The canary's rows, against the champion as the trainer runs it on the same rows.
     _canary_paired: _Paired = field(default_factory=_Paired)
     _paired: dict[int, _Paired] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._restart_canary()
+
+    def _restart_canary(self) -> None:
+        self._canary, self._canary_champion = (_ArmCounts(self.regression) for _ in range(2))
+        self._canary_paired = _Paired(self.regression)
 
     @property
     def active(self) -> bool:
@@ -120,8 +147,7 @@ class Arms:
         champion at the time (a task publishes a new champion every few hundred rows; a
         comparison that restarted with each would never gather enough labels to decide)."""
         if canary_version != self.canary_version:
-            self._canary, self._canary_champion = _ArmCounts(), _ArmCounts()
-            self._canary_paired = _Paired()
+            self._restart_canary()
         self.champion_version, self.canary_version = champion_version, canary_version
         self.shadows = {v: s for v, s in self.shadows.items() if v in shadows}
         for version, scorer in shadows.items():
@@ -132,7 +158,7 @@ class Arms:
         """Each shadow's prediction of rows arriving now (one dict per row)."""
         out: list[dict[int, float]] = [{} for _ in range(len(X))]
         for version, shadow in self.shadows.items():
-            for row, p in zip(out, shadow.predict_proba(X).tolist(), strict=True):
+            for row, p in zip(out, shadow.predict(X).tolist(), strict=True):
                 row[version] = p
         return out
 
@@ -142,7 +168,7 @@ class Arms:
         for version, shadow in self.shadows.items():
             # Rows that arrived before the shadow did: its prediction as of its learning.
             late = shadow.learn(learned)
-            paired = self._paired.setdefault(version, _Paired())
+            paired = self._paired.setdefault(version, _Paired(self.regression))
             for row, at_label in zip(rows, late, strict=True):
                 if row.champion is None:
                     continue

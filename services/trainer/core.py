@@ -18,6 +18,11 @@ and `switched` puts it in place and publishes its first model. Model versions go
 Two figures are kept. `served_*`: the accuracy of what serving answered, on rows it recorded (the
 headline). The learner's own (`accuracy`): each row predicted by the learner when the row arrived,
 before its label was known (prequential; a diagnostic, fresher than any published model).
+
+Kinds of target: every answer here is one number per row, P(class 1) of a binary task or the
+value of a regression; rows are compared on their loss (`services.trainer.metrics.row_losses`:
+0/1 errors, or absolute errors) and a regression's figures are errors (MAE, RMSE, R^2), not
+accuracies.
 """
 
 from __future__ import annotations
@@ -31,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.trainer.arms import Arms, Labelled
-from services.trainer.metrics import PrequentialMetrics
+from services.trainer.metrics import metrics_for, row_losses
 from shared.events.envelope import Envelope
 from shared.events.types import (
     ArmsScored,
@@ -191,12 +196,12 @@ class Switch:
 
 
 class Scorer(Protocol):
-    """The served model, as serving runs it: predicting, and learning the labels after it
-    (shared.online_models.LiveModel)."""
+    """The served model, as serving runs it: predicting (P(class 1), or a regression's value),
+    and learning the labels after it (shared.online_models.LiveModel)."""
 
     learned_through: int
 
-    def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
+    def predict(self, X: np.ndarray) -> np.ndarray: ...
     def learn(self, rows: Sequence[LearnedRow]) -> list[float]: ...
 
 
@@ -219,7 +224,7 @@ class _Pending:
 @dataclass(slots=True)
 class _Row:
     x: list[float]
-    y: int
+    y: float  # the class index (0 or 1), or a regression's value
     proba: float | None  # None: labelled on arrival, predicted as it is learned
     served: float | None
     position: int
@@ -317,18 +322,21 @@ class TaskTraining:
         self._recent = RecentRows()
         self._pending: OrderedDict[uuid.UUID, _Pending] = OrderedDict()
         self._pending_limit = pending_limit
-        self.served = PrequentialMetrics(spec.promotion.window)
+        self._regression = spec.target.kind == "regression"
+        self.served = metrics_for(self._regression, spec.promotion.window)
         # Shadow evaluation: the served champion scored on the same labelled rows as the learner,
         # with the same inputs, so a candidate is compared with the champion like for like.
         self._champion: Scorer | None = None
         self.champion_version: int | None = None
-        # (learner right, champion right, label) of recent rows labelled since the champion.
-        self._window: deque[tuple[bool, bool, int]] = deque(maxlen=spec.promotion.window)
+        # (learner's loss, champion's loss, label) of recent rows labelled since the champion.
+        self._window: deque[tuple[float, float, float]] = deque(maxlen=spec.promotion.window)
         # The canary and the shadows, scored on the labels for governance's canary analysis.
-        self.arms = Arms()
+        self.arms = Arms(self._regression)
         self._arms_labelled = 0
         # The open ServedScored window: (model_version, role) -> [answered, right].
-        self._served_window: dict[tuple[int, str], list[int]] = {}
+        self._served_window: dict[
+            tuple[int, str], list[int | float]
+        ] = {}  # [answered, right | abs error]
         self._served_rows = 0  # labelled served rows so far (windows close at multiples)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -346,7 +354,7 @@ class TaskTraining:
             _champion_previous=False,
             champion_version=None,
             _window=deque(maxlen=self.spec.promotion.window),
-            arms=Arms(),
+            arms=Arms(self._regression),
             _arms_labelled=0,
         )
         return state
@@ -631,10 +639,10 @@ class TaskTraining:
         if self._champion is None:
             return out
         if not self._champion_previous:
-            return list(self._champion.predict_proba(X).tolist())
+            return list(self._champion.predict(X).tolist())
         known = [i for i, x in enumerate(previous) if x is not None]
         if known:
-            theirs = self._champion.predict_proba(np.array([previous[i] for i in known]))
+            theirs = self._champion.predict(np.array([previous[i] for i in known]))
             for i, p in zip(known, theirs.tolist(), strict=True):
                 out[i] = p
         return out
@@ -657,7 +665,7 @@ class TaskTraining:
             chunk = rows[start : start + take]
             start += take
             X = np.array([r.x for r in chunk], dtype=float)
-            y = np.array([r.y for r in chunk], dtype=int)
+            y = np.array([r.y for r in chunk], dtype=float if self._regression else int)
             if chunk[0].proba is None:
                 report = self.learner.test_then_train(X, y)
                 proba = np.asarray(report.proba, dtype=float)
@@ -715,14 +723,16 @@ class TaskTraining:
             learned = self._champion.learn(_previous_rows([chunk[i] for i in known]))
             for i, p in zip(known, learned, strict=True):
                 prequential[i] = p
-        out: list[float | None] = []
-        for row, mine, at_label in zip(chunk, proba.tolist(), prequential, strict=True):
-            theirs = row.champion if row.champion is not None else at_label
-            out.append(theirs)
-            if theirs is not None:
-                self._window.append(
-                    (((mine >= 0.5) == (row.y == 1)), (theirs >= 0.5) == (row.y == 1), row.y)
-                )
+        out = [
+            row.champion if row.champion is not None else at_label
+            for row, at_label in zip(chunk, prequential, strict=True)
+        ]
+        scored = [i for i, theirs in enumerate(out) if theirs is not None]
+        if scored:
+            y = [chunk[i].y for i in scored]
+            mine = row_losses(self._regression, y, proba[scored])
+            theirs = row_losses(self._regression, y, [out[i] for i in scored])
+            self._window.extend(zip(mine.tolist(), theirs.tolist(), y, strict=True))
         return out
 
     def _score_arms(self, chunk: list[_Row], champion: list[float | None], out: Output) -> None:
@@ -761,12 +771,14 @@ class TaskTraining:
                 continue
             answers = [(r.served_version, r.served_role or "champion", r.served)]
             answers += [(version, "shadow", proba) for version, proba in r.shadows.items()]
-            for version, role, proba in answers:
+            for version, role, answer in answers:
                 counts = self._served_window.setdefault((version, role), [0, 0])
                 counts[0] += 1
-                counts[1] += (proba >= 0.5) == (r.y == 1)
+                loss = float(row_losses(self._regression, [r.y], [answer])[0])
+                counts[1] += loss if self._regression else int(loss == 0)
             self._served_rows += 1
             if self._served_rows % SERVED_WINDOW == 0:
+                score = "abs_error" if self._regression else "correct"
                 number = self._served_rows // SERVED_WINDOW
                 fact = ServedScored(
                     task=self.spec.name,
@@ -774,7 +786,7 @@ class TaskTraining:
                     n_windows=number,
                     to_position=r.position,
                     arms=[
-                        {"model_version": v, "role": role, "n": n, "correct": c}
+                        {"model_version": v, "role": role, "n": n, score: c}
                         for (v, role), (n, c) in sorted(self._served_window.items())
                     ],
                 )
@@ -783,21 +795,30 @@ class TaskTraining:
                 self._served_window = {}
 
     def comparison(self) -> dict[str, float]:
-        """The learner's and the champion's accuracy on the same recent labelled rows (labelled
-        after the champion was known here, so it learned none of them; each predicted with the
-        same inputs), the rows only one of them got right (what a paired test reads), and what
-        always answering the majority class would have scored."""
+        """The learner's and the champion's accuracy (a regression: mean absolute error) on the
+        same recent labelled rows (labelled after the champion was known here, so it learned
+        none of them; each predicted with the same inputs), the rows only one of them got right
+        (a regression: was the closer on), what a paired test reads, and what a constant would
+        have scored: always answering the majority class (a regression: the rows' median)."""
         if self._champion is None or not self._window:
             return {}
         n = len(self._window)
-        ones = sum(label for _, _, label in self._window)
-        return {
-            "window_n": float(n),
-            "window_accuracy": sum(ours for ours, _, _ in self._window) / n,
-            "champion_version": float(self.champion_version or 0),
-            "champion_window_accuracy": sum(theirs for _, theirs, _ in self._window) / n,
-            "window_only_candidate_right": float(sum(o and not t for o, t, _ in self._window)),
-            "window_only_champion_right": float(sum(t and not o for o, t, _ in self._window)),
+        mine, theirs, labels = np.array(self._window, dtype=float).T
+        out = {"window_n": float(n), "champion_version": float(self.champion_version or 0)}
+        if self._regression:
+            return out | {
+                "window_mae": float(mine.mean()),
+                "champion_window_mae": float(theirs.mean()),
+                "window_candidate_closer": float((mine < theirs).sum()),
+                "window_champion_closer": float((theirs < mine).sum()),
+                "window_constant_mae": float(np.abs(labels - np.median(labels)).mean()),
+            }
+        ones = float(labels.sum())
+        return out | {
+            "window_accuracy": float((mine == 0).sum()) / n,
+            "champion_window_accuracy": float((theirs == 0).sum()) / n,
+            "window_only_candidate_right": float(((mine == 0) & (theirs == 1)).sum()),
+            "window_only_champion_right": float(((theirs == 0) & (mine == 1)).sum()),
             "window_majority_accuracy": max(ones, n - ones) / n,
         }
 
@@ -806,12 +827,13 @@ class TaskTraining:
         out = {k: float(v) for k, v in self.learner.metrics.items()}
         if self.served.n:
             served = self.served.as_dict()
-            out.update(
-                served_n_labelled=served["n_labelled"],
-                served_accuracy=served["accuracy"],
-                served_log_loss=served["log_loss"],
-                served_recent_accuracy=served["recent_accuracy"],
+            figures = (
+                ("mae", "rmse", "r2", "recent_mae")
+                if self._regression
+                else ("accuracy", "log_loss", "recent_accuracy")
             )
+            out["served_n_labelled"] = served["n_labelled"]
+            out.update({f"served_{name}": served[name] for name in figures})
         return {**out, **self.comparison()}
 
     def _challenge(self, X: np.ndarray, y: np.ndarray, chunk: list[_Row], out: Output) -> None:

@@ -40,9 +40,16 @@ SERVED_ACCURACY = Gauge(
     "ServedScored window of the task (`window` labelled served rows, 200)",
     ["task", "model_version", "role"],
 )
+SERVED_MAE = Gauge(
+    "continuo_served_mae",
+    "A regression's continuo_served_accuracy: the mean absolute error of the values a model "
+    "answered (log and wait), over the newest ServedScored window of the task",
+    ["task", "model_version", "role"],
+)
 SERVED_SCORED_ROWS = Gauge(
     "continuo_served_scored_rows",
-    "Rows behind continuo_served_accuracy: how many of the newest window's rows the model answered",
+    "Rows behind continuo_served_accuracy (or _mae): how many of the newest window's rows the "
+    "model answered",
     ["task", "model_version", "role"],
 )
 
@@ -51,16 +58,19 @@ _served_series: dict[str, set[tuple[str, str, str]]] = {}
 
 
 def served_scored(fact: ServedScored) -> None:
-    """Show a window's served accuracy per model version and role; drop the arms not in it."""
+    """Show a window's served accuracy (a regression's: MAE) per model version and role; drop
+    the arms not in it."""
     shown: set[tuple[str, str, str]] = set()
+    regression = any("abs_error" in arm for arm in fact.arms)
+    figure, score = (SERVED_MAE, "abs_error") if regression else (SERVED_ACCURACY, "correct")
     for arm in fact.arms:
         labels = (fact.task, str(arm["model_version"]), str(arm["role"]))
         n = int(arm["n"])
-        SERVED_ACCURACY.labels(*labels).set(int(arm["correct"]) / n if n else float("nan"))
+        figure.labels(*labels).set(float(arm[score]) / n if n else float("nan"))
         SERVED_SCORED_ROWS.labels(*labels).set(n)
         shown.add(labels)
     for gone in _served_series.get(fact.task, set()) - shown:
-        SERVED_ACCURACY.remove(*gone)
+        figure.remove(*gone)
         SERVED_SCORED_ROWS.remove(*gone)
     _served_series[fact.task] = shown
 

@@ -2,10 +2,26 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 # Probabilities are clipped before log-loss so one confident miss costs ~16 nats, not infinity.
 _EPS = 1e-7
+
+
+def row_losses(regression: bool, y: Any, answers: Any) -> np.ndarray:
+    """Each row's loss, what rows are compared on: 1 where a binary answer (P(class 1)) named
+    the wrong class, else 0; a regression's absolute error."""
+    answers = np.asarray(answers, dtype=float)
+    if regression:
+        return np.abs(np.asarray(y, dtype=float) - answers)
+    return ((answers >= 0.5) != (np.asarray(y) == 1)).astype(float)
+
+
+def metrics_for(regression: bool, window: int) -> PrequentialMetrics | RegressionMetrics:
+    """The prequential figures of a binary task's answers, or of a regression's."""
+    return RegressionMetrics(window) if regression else PrequentialMetrics(window)
 
 
 class PrequentialMetrics:

@@ -83,16 +83,25 @@ class Served(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model_version: int
-    probability: float
+    probability: float | None = None  # P(class 1) of a binary task
+    value: float | None = None  # a regression's answer
     # The data stream version through which the model had learned when it answered (its
     # online parts go on learning after it is published); None: as published.
     learned_through: int | None = None
     role: str = "champion"  # or "canary", for the canary's share of entities
 
+    @property
+    def answer(self) -> float:
+        """The one number answered: P(class 1), or the value of a regression."""
+        answer = self.probability if self.probability is not None else self.value
+        assert answer is not None, "a served row holds a probability or a value"
+        return answer
+
 
 @event_type("ObservationRecorded", version=2)
 class ObservationRecorded(Payload):
-    """Features of one entity at one time, optionally with its label (class index).
+    """Features of one entity at one time, optionally with its label (a binary task's class
+    index, or a regression's value).
 
     A row recorded by serving (log and wait) carries the online-feature values it was predicted
     with (`online`, by name) and what it was answered (`served`); its event id is the prediction
@@ -104,7 +113,7 @@ class ObservationRecorded(Payload):
     pipeline_version: str
     entity_id: str
     features: dict[str, Any]
-    label: int | None = None
+    label: int | float | None = None
     online: dict[str, float] | None = None
     served: Served | None = None
 
@@ -117,12 +126,12 @@ def _observation_v1(payload: dict[str, Any]) -> dict[str, Any]:
 
 @event_type("LabelRecorded")
 class LabelRecorded(Payload):
-    """The (late) label of an earlier observation, as a class index."""
+    """The (late) label of an earlier observation: a class index, or a regression's value."""
 
     task: str
     observation_id: uuid.UUID
     entity_id: str
-    label: int
+    label: int | float
 
 
 @event_type("ModelTrained", version=2)
@@ -321,7 +330,7 @@ class ServedPrediction(BaseModel):
     model_version: int
     entity_id: str | None
     features: dict[str, Any]
-    probability: float
+    probability: float | None  # P(class 1); None for a regression, whose `label` is its value
     label: Any
     online: dict[str, float] = Field(default_factory=dict)
     recorded: bool = False
@@ -514,15 +523,16 @@ class ServedScored(Payload):
     """Served accuracy over one window of labelled rows that serving answered and recorded (log
     and wait): for each model version and role (champion, canary: serving's recorded answers;
     shadows: the trainer's copy of each shadow, scoring the row on arrival with serving's inputs),
-    how many of those rows it answered and how many it got right. One per `window` such rows,
-    in the order the trainer learned their labels; `to_position` is the store position of the
-    last label in the window. What the caller got, measured on the labels that came later."""
+    how many of those rows it answered and how many it got right (a regression: the sum of its
+    absolute errors, `abs_error`, instead). One per `window` such rows, in the order the trainer
+    learned their labels; `to_position` is the store position of the last label in the window.
+    What the caller got, measured on the labels that came later."""
 
     task: str
     window: int  # labelled served rows per window
     n_windows: int  # this window's number, 1, 2, ... (names the fact)
     to_position: int
-    arms: list[dict[str, Any]]  # [{model_version, role, n, correct}]
+    arms: list[dict[str, Any]]  # [{model_version, role, n, correct | abs_error}]
 
 
 @event_type("ArmsServed")

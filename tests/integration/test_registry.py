@@ -35,9 +35,19 @@ async def test_one_tasks_spec_is_its_newest_registered_version(store: SqlEventSt
     assert await spec_versions(store, "alpha") == {first.version: first, second.version: second}
 
 
-async def test_a_kind_the_services_do_not_serve_is_refused_and_nothing_is_recorded(
+async def test_a_kind_the_services_do_not_serve_is_refused_and_a_regression_is_recorded(
     store: SqlEventStore,
 ):
+    multiclass = TaskSpec.model_validate(
+        {
+            "name": "triage",
+            "features": [{"name": "x"}],
+            "target": {"name": "u", "kind": "multiclass", "classes": ["a", "b", "c"]},
+        }
+    )
+    with pytest.raises(ValueError, match="not served by the running system yet"):
+        await register_tasks(store, [_spec("alpha"), multiclass], TEST_PRODUCER)
+    assert await registered_tasks(store) == {}  # not even the binary one before it
     regression = TaskSpec.model_validate(
         {
             "name": "demand",
@@ -45,6 +55,5 @@ async def test_a_kind_the_services_do_not_serve_is_refused_and_nothing_is_record
             "target": {"name": "u", "kind": "regression"},
         }
     )
-    with pytest.raises(ValueError, match="not served by the running system yet"):
-        await register_tasks(store, [_spec("alpha"), regression], TEST_PRODUCER)
-    assert await registered_tasks(store) == {}  # not even the binary one before it
+    await register_tasks(store, [regression], TEST_PRODUCER)
+    assert await registered_spec(store, "demand") == regression

@@ -12,6 +12,7 @@ import pytest
 
 from services.serving.models import InvalidRecords, predict, validate_records
 from services.serving.routing import NoChampion, Outcome, Role, RoutingTable, UnknownTask
+from services.trainer.learner import OnlineLearner
 from shared import model_codec
 from shared.artifacts import sha256
 from shared.events.envelope import Envelope, Payload, new_event
@@ -29,7 +30,7 @@ from shared.events.types import (
 )
 from shared.online_models import LiveModel
 from shared.tasks import Feature, Target, TaskSpec, feature_vector
-from tests.support import TEST_PRODUCER
+from tests.support import FAST_LEARNER, TEST_PRODUCER
 
 SPEC = TaskSpec(
     name="loans",
@@ -472,3 +473,25 @@ def test_a_decision_naming_a_pipeline_not_registered_here_yet_fails_and_changes_
     table.apply(registered(other, version=2))
     assert table.apply(decision) is Outcome.APPLIED
     assert table.routes("loans").spec.version == other.version
+
+
+def test_a_regression_model_answers_values_as_the_learner_does():
+    spec = TaskSpec.model_validate(
+        {
+            "name": "demand",
+            "features": [{"name": "x"}],
+            "target": {"name": "units", "kind": "regression"},
+            "learner": {"params": FAST_LEARNER},
+        }
+    )
+    rng = np.random.default_rng(5)
+    X = rng.uniform(0, 1, (600, 1))
+    learner = OnlineLearner.from_spec(spec)
+    learner.test_then_train(X, 100.0 + 50.0 * X[:, 0])
+    model = LiveModel(learner.model_bytes(learned_through=600))
+    rows = validate_records(spec, [{"x": 0.1}, {"x": 0.9}])
+    low, high = predict(model, spec, rows, ["a", "b"], [[], []], model_version=4)
+    assert low.probability is None and high.probability is None
+    assert low.label == low.value == low.answer and high.label == high.value
+    assert [low.value, high.value] == pytest.approx(learner.predict(np.array([[0.1], [0.9]])))
+    assert 100.0 < low.value < high.value < 150.0

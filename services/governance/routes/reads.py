@@ -218,6 +218,12 @@ async def prediction_explanation(
     spec = (await spec_versions(gov.store, served["task"])).get(this["pipeline_version"])
     if spec is None:
         raise HTTPException(404, f"pipeline version {this['pipeline_version']} is not registered")
+    if spec.target.kind != "binary":
+        raise HTTPException(
+            409,
+            f"task {spec.name!r} is a {spec.target.kind} task: explanations are computed for "
+            "binary tasks only so far (docs/tasks.md)",
+        )
     predictor = await gov.predictor(this["artifact_sha256"])
     explained = await asyncio.to_thread(
         prediction_contributions,

@@ -1,0 +1,130 @@
+"""A regression task through the running system (ingest, trainer, governance, serving, as
+separate processes): serving answers values and records each row (log and wait), labels come to
+ingest by prediction id one request late, the trainer learns them with an entity-scoped online
+feature of the numeric labels, governance audits each candidate (per-group errors with
+Fairlearn's MetricFrame) and promotes on mean absolute error, and serving answers with the
+models that learned those labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+
+from continuo.caller import stream_through_serving, wait_until_learned
+from continuo.simulate import Timing
+from continuo.stack import Stack, write_task_specs
+from shared.tasks import TaskSpec
+from tests.support import eventually
+
+TASK = "demand"
+SPEC = TaskSpec.model_validate(
+    {
+        "name": TASK,
+        "features": [{"name": "x1"}, {"name": "x2"}],
+        "target": {"name": "units", "kind": "regression"},
+        "sensitive": [{"name": "region", "type": "category", "categories": ["north", "south"]}],
+        # Each store's recent demand: what a global model cannot know.
+        "online_features": [
+            {"name": "store_level", "kind": "label_mean", "window": 5, "default": 50.0}
+        ],
+        "serving": {"record": True},
+        "learner": {"publish_every": 500},
+        "promotion": {"window": 300, "require_audit": True, "audit": {"min_rows": 200}},
+    }
+)
+ROWS = 3000
+
+
+def demand_stream(n: int, seed: int = 11) -> tuple[list[dict], list[float], list[str]]:
+    """20 stores, interleaved, each with its own level of demand; the same two drivers."""
+    rng = np.random.default_rng(seed)
+    levels = rng.uniform(20.0, 80.0, 20)
+    stores = rng.integers(0, 20, n)
+    x = rng.uniform(0.0, 1.0, (n, 2))
+    units = levels[stores] + 10.0 * x[:, 0] - 5.0 * x[:, 1] + rng.normal(0.0, 1.0, n)
+    features = [
+        {"x1": float(a), "x2": float(b), "region": "north" if s < 10 else "south"}
+        for (a, b), s in zip(x, stores, strict=True)
+    ]
+    return features, units.round(3).tolist(), [f"store-{s}" for s in stores]
+
+
+async def test_a_regression_task_is_learned_audited_promoted_and_served_as_values(
+    sqlite_url: str, tmp_path: Path
+):
+    features, units, stores = demand_stream(ROWS)
+    stack = Stack(
+        tmp_path, store_url=sqlite_url, env_overrides=write_task_specs(tmp_path / "tasks", [SPEC])
+    )
+    await stack.start()
+    try:
+        urls = {name: stack.url(name) for name in ("serving", "ingest")}
+        served = await stream_through_serving(
+            urls, TASK, features, units, Timing(100, 1), entities=stores, progress=False
+        )
+        status = await wait_until_learned(stack.url("trainer"), TASK, ROWS, timeout=120)
+        async with httpx.AsyncClient(
+            base_url=stack.url("governance"), headers=stack.governance_headers(), timeout=30
+        ) as governance:
+
+            async def promoted_after_an_audit() -> dict | None:
+                audits = (await governance.get(f"/v1/tasks/{TASK}/audits")).json()["audits"]
+                routing = (await governance.get(f"/v1/tasks/{TASK}/routing")).json()
+                champion = (routing.get("champion") or {}).get("model_version")
+                passed = {a["model_version"] for a in audits if a["passed"]}
+                return {"audits": audits, "champion": champion} if champion in passed else None
+
+            decided = await eventually(promoted_after_an_audit, timeout=60)
+            windows = (await governance.get(f"/v1/tasks/{TASK}/served-accuracy")).json()
+            trail = (
+                await governance.get(f"/v1/tasks/{TASK}/trail", params={"type": "ModelPromoted"})
+            ).json()["events"]
+        async with httpx.AsyncClient(base_url=stack.url("serving")) as serving:
+            row = {"features": features[0], "entity_id": stores[0], "record": False}
+            answer = (await serving.post(f"/v1/tasks/{TASK}/predict", json=row)).json()
+        async with httpx.AsyncClient(base_url=stack.url("ingest")) as ingest:
+            bad = await ingest.post(
+                f"/v1/tasks/{TASK}/observations",
+                json=[{"entity_id": "s", "features": features[0], "label": "lots"}],
+            )
+    finally:
+        stack.stop()
+
+    # Serving answers a value (its label too), no probability.
+    prediction = answer["predictions"][0]
+    assert prediction["probability"] is None
+    assert isinstance(prediction["value"], float) and prediction["label"] == prediction["value"]
+    assert answer["model_version"] == decided["champion"] > 1
+
+    # What callers got, asked before each label existed, labels one request late: once the
+    # first models replaced the running mean, far better than any constant (the stores' levels
+    # spread the labels over about 60 units), and the trainer's served MAE is that of the very
+    # answers the client received.
+    errors = served.abs_errors(units)
+    answered = ~np.isnan(errors)
+    constant = np.abs(np.array(units) - np.mean(units)).mean()
+    late = errors[1500:]
+    assert np.nanmean(late) < 0.25 * constant, (np.nanmean(late), constant)
+    metrics = status["metrics"]
+    assert metrics["served_n_labelled"] == answered.sum()
+    assert abs(metrics["served_mae"] - np.nanmean(errors)) < 1e-6 * max(1.0, constant)
+    assert "served_accuracy" not in metrics
+
+    # Every audited candidate is a regression audit with per-group errors.
+    candidate = [a for a in decided["audits"] if a["scope"] == "candidate"]
+    assert candidate
+    for audit in candidate:
+        report = audit["report"]
+        assert report["kind"] == "regression"
+        groups = report["attributes"]["region"]["groups"]
+        assert set(groups) == {"north", "south"}
+        assert all(g["mae"] is not None for g in groups.values())
+    # Promotions were decided on mean absolute errors.
+    assert any("MAE" in e["payload"]["reason"] for e in trail), [e["payload"] for e in trail]
+    # Served windows hold errors, not counts of right answers.
+    assert windows["windows"] and all(w["mae"] is not None for w in windows["windows"])
+    assert all(w["accuracy"] is None for w in windows["windows"])
+    # A label that is not a number is refused with the reason.
+    assert bad.status_code == 422 and "label" in bad.text

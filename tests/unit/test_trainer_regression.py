@@ -1,0 +1,220 @@
+"""A regression task through the trainer core: served values scored on their absolute errors,
+candidates compared with the champion on the same rows, the canary and shadows scored on pairs,
+and the promotion policy reading mean absolute errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.governance.canary import Paired, shadow_analysis
+from services.governance.policy import decide, metric_check
+from services.trainer import core as core_module
+from services.trainer.arms import Arms, Labelled
+from services.trainer.core import TaskTraining
+from services.trainer.learner import OnlineLearner
+from shared.events.envelope import Envelope, new_event
+from shared.events.types import LabelRecorded, ObservationRecorded, Served, ServedScored
+from shared.online_models import LearnedRow, LiveModel
+from shared.tasks import CanaryPolicy, PromotionPolicy, TaskSpec
+from tests.support import FAST_LEARNER, TEST_PRODUCER
+
+SPEC = TaskSpec.model_validate(
+    {
+        "name": "demand",
+        "features": [{"name": "x1"}, {"name": "x2"}],
+        "target": {"name": "units", "kind": "regression"},
+        "learner": {"publish_every": 500, "params": FAST_LEARNER},
+        "promotion": {"window": 300},
+    }
+)
+
+
+def _rows(n: int, seed: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 1, (n, 2))
+    y = 40.0 + 30.0 * X[:, 0] - 20.0 * X[:, 1] ** 2 + rng.normal(0, 1.0, n)
+    return X, y
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.position = 0
+
+    def _stored(self, payload, event_id=None) -> Envelope:
+        self.position += 1
+        event = new_event(payload, stream_id="data-demand", producer=TEST_PRODUCER)
+        return event.model_copy(update={"position": self.position, "stream_version": self.position})
+
+    def observe(self, x, label=None, served=None, version=1) -> Envelope:
+        return self._stored(
+            ObservationRecorded(
+                task="demand",
+                pipeline_version=SPEC.version,
+                entity_id="e",
+                features={"x1": float(x[0]), "x2": float(x[1])},
+                label=label,
+                served=None if served is None else Served(model_version=version, value=served),
+            )
+        )
+
+    def label(self, observation: Envelope, label: float) -> Envelope:
+        return self._stored(
+            LabelRecorded(
+                task="demand", observation_id=observation.event_id, entity_id="e", label=label
+            )
+        )
+
+
+def _served_run(monkeypatch) -> tuple[TaskTraining, list, np.ndarray, np.ndarray, list]:
+    """1,000 rows labelled on arrival, then 1,200 served by the champion (serving's own copy,
+    learning each label as serving does), labelled one 100-row request late."""
+    monkeypatch.setattr(core_module, "SERVED_WINDOW", 300)
+    X, y = _rows(2200)
+    stream = Stream()
+    core = TaskTraining(SPEC, OnlineLearner.from_spec(SPEC))
+    out = core.apply([stream.observe(x, float(t)) for x, t in zip(X[:1000], y[:1000], strict=True)])
+    newest = out.candidates[-1]
+    serving = LiveModel(newest.model_bytes)
+    core.set_champion(newest.model_version, LiveModel(newest.model_bytes))
+    answers, facts, waiting = [], [], []
+    for start in range(1000, 2200, 100):
+        chunk = range(start, start + 100)
+        served = serving.predict(X[start : start + 100])
+        answers += served.tolist()
+        observed = [
+            stream.observe(X[i], served=float(v), version=newest.model_version)
+            for i, v in zip(chunk, served, strict=True)
+        ]
+        waiting.append((observed, chunk))
+        events = list(observed)
+        if len(waiting) > 1:  # the previous request's labels
+            labelled, rows = waiting.pop(0)
+            events += [stream.label(o, float(y[i])) for o, i in zip(labelled, rows, strict=True)]
+            serving.learn(
+                [
+                    LearnedRow(e.stream_version, list(X[i]), float(y[i]))
+                    for e, i in zip(events[100:], rows, strict=True)
+                ]
+            )
+        facts += core.apply(events).facts
+    labelled, rows = waiting.pop(0)
+    facts += core.apply(
+        [stream.label(o, float(y[i])) for o, i in zip(labelled, rows, strict=True)]
+    ).facts
+    return core, facts, np.array(answers), y[1000:], out.candidates
+
+
+def test_served_values_are_scored_on_their_absolute_errors(monkeypatch):
+    core, facts, answers, labels, _ = _served_run(monkeypatch)
+    metrics = core.metrics()
+    errors = np.abs(answers - labels)
+    assert metrics["served_n_labelled"] == 1200
+    assert metrics["served_mae"] == pytest.approx(errors.mean())
+    assert metrics["served_rmse"] == pytest.approx(np.sqrt((errors**2).mean()))
+    # Far better than always answering the labels' mean (their spread is about 10).
+    assert metrics["served_mae"] < 0.3 * np.abs(labels - labels.mean()).mean()
+    assert not any(k.startswith("served_accuracy") for k in metrics)
+    windows = [f for _, f in facts if isinstance(f, ServedScored)]
+    assert [w.n_windows for w in windows] == [1, 2, 3, 4]
+    arms = [a for w in windows for a in w.arms]
+    assert all(set(a) == {"model_version", "role", "n", "abs_error"} for a in arms)
+    assert sum(a["abs_error"] for a in arms) == pytest.approx(errors.sum())
+
+
+def test_a_candidate_is_compared_with_the_champion_on_the_same_rows_by_mae(monkeypatch):
+    core, _, _, labels, _ = _served_run(monkeypatch)
+    compared = core.comparison()
+    assert compared["window_n"] == 300
+    assert {"window_mae", "champion_window_mae", "window_constant_mae"} <= set(compared)
+    assert "window_accuracy" not in compared
+    closer = compared["window_candidate_closer"] + compared["window_champion_closer"]
+    assert 0 < closer <= 300
+    # Both are far better than a constant on those rows.
+    assert compared["window_mae"] < 0.5 * compared["window_constant_mae"]
+    assert compared["champion_window_mae"] < 0.5 * compared["window_constant_mae"]
+
+
+def test_the_policy_reads_mean_absolute_errors_lower_is_better():
+    policy = PromotionPolicy()
+    base = {"champion_version": 3.0, "window_n": 300.0, "window_constant_mae": 9.0}
+    better = base | {
+        "window_mae": 1.0,
+        "champion_window_mae": 1.2,
+        "window_candidate_closer": 180.0,
+        "window_champion_closer": 120.0,
+    }
+    ok, reason = metric_check(policy, better, {"recent_mae": 1.3}, 3)
+    assert ok and reason.startswith("MAE 1 <= champion 1.2")
+    worse = base | {
+        "window_mae": 1.5,
+        "champion_window_mae": 1.0,
+        "window_candidate_closer": 60.0,
+        "window_champion_closer": 240.0,
+    }
+    ok, reason = metric_check(policy, worse, {"recent_mae": 1.0}, 3)
+    assert not ok and "sign test p = " in reason
+    noise = worse | {
+        "window_mae": 1.01,
+        "window_candidate_closer": 148.0,
+        "window_champion_closer": 152.0,
+    }
+    ok, reason = metric_check(policy, noise, {"recent_mae": 1.0}, 3)
+    assert ok and "within noise" in reason
+    constant = base | {
+        "window_mae": 9.5,
+        # Better than a constant: a candidate no better than one never replaces it (one no
+        # better than a constant itself is replaced by one at least as good).
+        "champion_window_mae": 8.0,
+        "window_candidate_closer": 160.0,
+        "window_champion_closer": 140.0,
+    }
+    ok, reason = metric_check(policy, constant, {"recent_mae": 9.0}, 3)
+    assert not ok and "no better than a constant" in reason
+    # Each one's own figures where the trainer did not score the champion; a first model's
+    # 0 (nothing measured yet) is no bar.
+    assert (
+        metric_check(policy, {"recent_mae": 2.0}, {"recent_mae": 1.0, "n_labelled": 500})[0]
+        is False
+    )
+    assert metric_check(policy, {"recent_mae": 2.0}, {"recent_mae": 0.0, "n_labelled": 0})[0]
+    assert decide(policy, better, {"recent_mae": 1.3}, champion_version=3).promote
+
+
+class Constant:
+    learned_through = 0
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def predict(self, X):
+        return np.full(len(X), self.value)
+
+    def learn(self, rows):
+        return [self.value] * len(rows)
+
+
+def test_a_shadow_of_a_regression_is_judged_on_the_rows_each_was_closer_on():
+    arms = Arms(regression=True)
+    arms.follow(1, None, {2: Constant(10.0)})
+    X = np.zeros((400, 1))
+    shadow = arms.at_arrival(X)
+    rows = [
+        # The champion answered 12.0; the labels are 10.5: the shadow (10.0) is closer.
+        Labelled(i + 1, [0.0], 10.5, None, None, None, 12.0, shadow[i])
+        for i in range(400)
+    ]
+    arms.learn(rows)
+    evidence = arms.evidence()["shadows"][0]
+    assert evidence == {
+        "model_version": 2,
+        "n": 400,
+        "challenger_only": 400,
+        "champion_only": 0,
+        "challenger_abs_error": pytest.approx(200.0),
+        "champion_abs_error": pytest.approx(600.0),
+    }
+    analysis = shadow_analysis(Paired.from_counts(evidence), CanaryPolicy())
+    assert analysis.verdict == "promote"
+    assert "of the rows closer to the label" in analysis.reasons[0]
+    assert analysis.evidence["mae_challenger"] == pytest.approx(0.5)
