@@ -24,9 +24,9 @@ from continuo.loop import loop_spec, run_loop
 from continuo.stack import Stack, write_task_specs
 from services.governance.auth import Role, create_key
 from shared.settings import REPO_ROOT
+from tests.e2e.browser import CHROMIUM, drawn_pixels, open_view
 from tests.support import eventually
 
-CHROMIUM = Path("/usr/bin/chromium")
 DOCS = REPO_ROOT / "docs" / "dashboard"
 VIEWS = ("accuracy", "routing", "audits", "lineage", "trail")
 
@@ -116,25 +116,6 @@ async def _truth(gov: httpx.AsyncClient, task: str) -> dict[str, Any]:
     }
 
 
-async def _open(page: Page, view: str) -> None:
-    await page.click(f"#tabs a[data-view={view}]")
-    await page.wait_for_selector(f"#view-{view}[data-ready]", state="attached")
-
-
-async def _drawn_pixels(page: Page, selector: str) -> int:
-    """How many pixels of a canvas are not blank (the plot drew something)."""
-    return await page.eval_on_selector(
-        selector,
-        """canvas => {
-            const {width, height} = canvas;
-            const data = canvas.getContext('2d').getImageData(0, 0, width, height).data;
-            let drawn = 0;
-            for (let i = 3; i < data.length; i += 4) if (data[i] > 0) drawn++;
-            return drawn;
-        }""",
-    )
-
-
 async def _shoot(page: Page, view: str, directory: Path) -> None:
     whole = view != "trail"  # the trail is as long as the run: its first screen shows enough
     await page.screenshot(path=directory / f"{view}.png", full_page=whole)
@@ -212,7 +193,7 @@ async def _browse(base: str, key: str, task: str, truth: dict[str, Any], shots: 
                 ("lineage", _lineage),
                 ("trail", _trail),
             ):
-                await _open(page, view)
+                await open_view(page, view)
                 await check(page, truth)
                 await _shoot(page, view, shots)
         finally:
@@ -231,7 +212,7 @@ async def _accuracy(page: Page, truth: dict[str, Any]) -> None:
     assert int(await chart.get_attribute("data-windows") or 0) == len(windows) >= 2
     assert int(await chart.get_attribute("data-points") or 0) >= 2
     assert int(await chart.get_attribute("data-markers") or 0) >= len(truth["promotions"])
-    assert await _drawn_pixels(page, "#accuracy-chart canvas") > 5000
+    assert await drawn_pixels(page, "#accuracy-chart canvas") > 5000
     legend = await page.inner_text("#accuracy-chart .u-legend")
     assert "all answers" in legend and f"v{truth['models']['champion']} champion" in legend
 

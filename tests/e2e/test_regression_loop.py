@@ -11,11 +11,15 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+from playwright.async_api import async_playwright
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from continuo.caller import stream_through_serving, wait_until_learned
 from continuo.simulate import Timing
 from continuo.stack import Stack, write_task_specs
+from services.governance.auth import Role, create_key
 from shared.tasks import TaskSpec
+from tests.e2e.browser import CHROMIUM, drawn_pixels, open_view
 from tests.support import eventually
 
 TASK = "demand"
@@ -89,6 +93,10 @@ async def test_a_regression_task_is_learned_audited_promoted_and_served_as_value
                 f"/v1/tasks/{TASK}/observations",
                 json=[{"entity_id": "s", "features": features[0], "label": "lots"}],
             )
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'governance.db'}")
+        _, key = await create_key(engine, "regression-test", Role.VIEWER)
+        await engine.dispose()
+        page = await _dashboard(stack.url("governance"), key)
     finally:
         stack.stop()
 
@@ -128,3 +136,34 @@ async def test_a_regression_task_is_learned_audited_promoted_and_served_as_value
     assert all(w["accuracy"] is None for w in windows["windows"])
     # A label that is not a number is refused with the reason.
     assert bad.status_code == 422 and "label" in bad.text
+    # The dashboard draws served MAE over time and the audit's per-group errors, without a
+    # browser error.
+    assert page["problems"] == []
+    assert page["heading"] == f"Served MAE over time · {TASK}"
+    assert page["pixels"] > 5000
+    assert "R² over all rows" in page["audit"] and "MAE ratio" in page["audit"]
+
+
+async def _dashboard(base: str, key: str) -> dict:
+    """What a viewer sees: the served-figure view's heading and plot, the audit view's text."""
+    assert CHROMIUM.exists(), "this test needs Debian's chromium: apt-get install chromium"
+    problems: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            await page.goto(f"{base}/dashboard#task={TASK}")
+            await page.fill("#key", key)
+            await page.click("#signin-form button")
+            await page.wait_for_selector("#view-accuracy[data-ready]", state="attached")
+            heading = await page.inner_text("#view-accuracy h2")
+            pixels = await drawn_pixels(page, "#accuracy-chart canvas")
+            await open_view(page, "audits")
+            audit = await page.inner_text("#view-audits")
+        finally:
+            await browser.close()
+    return {"problems": problems, "heading": heading, "pixels": pixels, "audit": audit}

@@ -302,8 +302,11 @@
     };
   }
 
-  /** Windows as uPlot columns: x (time), all answers, then one column per version and role. */
+  /** Windows as uPlot columns: x (time), all answers, then one column per version and role:
+   * the share answered right, or (a regression's windows, `mae`) the mean absolute error. */
   function accuracyColumns(windows) {
+    const mae = windows.some((w) => w.abs_error != null);
+    const score = (a) => (mae ? a.abs_error : a.correct);
     const byWindow = new Map();
     for (const w of windows) {
       const key = w.to_position;
@@ -325,19 +328,23 @@
     const all = rows.map((r) => {
       const answered = r.arms.filter((a) => a.role !== "shadow");
       const n = answered.reduce((acc, a) => acc + a.n, 0);
-      return n ? answered.reduce((acc, a) => acc + a.correct, 0) / n : null;
+      return n ? answered.reduce((acc, a) => acc + score(a), 0) / n : null;
     });
     const allN = rows.map((r) => r.arms.filter((a) => a.role !== "shadow")
       .reduce((acc, a) => acc + a.n, 0));
     const columns = keys.map((key) => rows.map((r) => {
       const arm = r.arms.find((a) => `${a.model_version}|${a.role}` === key);
-      return arm && arm.n ? arm.correct / arm.n : null;
+      return arm && arm.n ? score(arm) / arm.n : null;
     }));
     const counts = keys.map((key) => rows.map((r) => {
       const arm = r.arms.find((a) => `${a.model_version}|${a.role}` === key);
       return arm ? arm.n : 0;
     }));
-    return { x, all, allN, keys, columns, counts, rows };
+    const total = rows.reduce((acc, r) => acc + r.arms.filter((a) => a.role !== "shadow")
+      .reduce((c, a) => c + score(a), 0), 0);
+    // A figure as shown: a share in percent, or an error in the label's units.
+    const show = mae ? (v) => (v == null ? "–" : Number(v.toPrecision(4)).toString()) : pct;
+    return { x, all, allN, keys, columns, counts, rows, mae, total, show };
   }
 
   async function renderAccuracy(task) {
@@ -353,17 +360,16 @@
     const data = accuracyColumns(windows);
     const markers = marks.map(marker).filter(Boolean).sort((a, b) => a.t - b.t);
     const answered = data.allN.reduce((a, b) => a + b, 0);
-    const right = data.rows.reduce((acc, r) => acc + r.arms.filter((a) => a.role !== "shadow")
-      .reduce((c, a) => c + a.correct, 0), 0);
+    const figure = data.mae ? "served MAE" : "served accuracy";
     const last = data.all.length ? data.all[data.all.length - 1] : null;
     const count = (type, outcome) => marks.filter((e) => e.type === type
       && (outcome == null || e.payload.outcome === outcome)).length;
     const tiles = h("div", { class: "tiles" },
       tile("champion", models.champion == null ? "none" : `v${models.champion}`,
         `${models.models.length} versions published`, "champion-version"),
-      tile("served accuracy, last window", pct(last),
+      tile(`${figure}, last window`, data.show(last),
         data.allN.length ? `${num(data.allN[data.allN.length - 1])} labelled answers` : "no window yet"),
-      tile("served accuracy, all windows", pct(answered ? right / answered : null),
+      tile(`${figure}, all windows`, data.show(answered ? data.total / answered : null),
         `${num(answered)} answers in ${num(data.rows.length)} windows`),
       tile("promotions ▲ · rollbacks ▼", `${count("ModelPromoted")} · ${count("ModelRolledBack")
         + count("CanaryEnded", "rolled_back")}`,
@@ -392,11 +398,13 @@
       h("span", { class: "mark", css: { "border-left-color": m.color } },
         `${clock(m.t)} ${m.text}`)));
     const card = h("div", { class: "card" },
-      h("h2", {}, `Served accuracy over time · ${task}`),
+      h("h2", {}, `${data.mae ? "Served MAE" : "Served accuracy"} over time · ${task}`),
       h("p", { class: "sub" },
         "Each point is one window of labelled rows that serving answered (log and wait), scored "
-        + "when their labels arrived: the share each model version got right, by the role it "
-        + "answered in. Decisions and alarms from the trail are marked on the same time axis (UTC)."),
+        + "when their labels arrived: "
+        + (data.mae ? "the mean absolute error of each model version's answers"
+          : "the share each model version got right")
+        + ", by the role it answered in. Decisions and alarms from the trail are marked on the same time axis (UTC)."),
       windows.length ? chart : empty("No served window scored yet: serving's recorded answers "
         + "are scored by the trainer as their labels arrive."),
       key, h("h3", {}, "Marked decisions and alarms"),
@@ -422,6 +430,8 @@
   function drawAccuracy(chart, data, markers, champion) {
     const values = [...data.all, ...data.columns.flat()].filter((v) => v != null);
     const low = Math.max(0, Math.floor(Math.min(...values, 0.9) * 10) / 10 - 0.05);
+    // Accuracy from a little below the lowest point to 1; an error from 0 to above the highest.
+    const yRange = data.mae ? [0, Math.max(...values, 0) * 1.1 || 1] : [low, 1];
     const times = [...data.x, ...markers.map((m) => m.t)];
     const t0 = Math.min(...times);
     const t1 = Math.max(...times);
@@ -430,7 +440,7 @@
     const colorOf = (v) => PALETTE[Number(v) % PALETTE.length];
     const dash = { champion: [], canary: [7, 4], shadow: [2, 3] };
     const valueOf = (counts) => (u, v, si, i) =>
-      (i == null ? "" : v == null ? "–" : `${pct(v)} of ${counts[i]}`);
+      (i == null ? "" : v == null ? "–" : `${data.show(v)} of ${counts[i]}`);
     const series = [
       { label: "time (UTC)", value: (u, v) => (v == null ? "" : clock(v, true)) },
       { label: "all answers", stroke: "rgba(31, 41, 51, 0.22)", width: 9,
@@ -454,12 +464,14 @@
       height: 420,
       padding: [46, 34, 0, 0],
       tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), "Etc/UTC"),
-      scales: { x: { time: true, range: () => [t0 - pad, t1 + pad] }, y: { range: () => [low, 1] } },
+      scales: { x: { time: true, range: () => [t0 - pad, t1 + pad] }, y: { range: () => yRange } },
       axes: [
         { label: "time (UTC)", stroke: COLOR.muted, grid: { stroke: "#eef1f4" },
           size: 58, values: (u, ticks) => timeTicks(ticks) },
-        { label: "accuracy of the answers", stroke: COLOR.muted, size: 64,
-          grid: { stroke: "#eef1f4" }, values: (u, ticks) => ticks.map((t) => `${Math.round(t * 100)}%`) },
+        { label: data.mae ? "mean absolute error of the answers" : "accuracy of the answers",
+          stroke: COLOR.muted, size: 64, grid: { stroke: "#eef1f4" },
+          values: (u, ticks) => ticks.map((t) => (data.mae ? data.show(t)
+            : `${Math.round(t * 100)}%`)) },
       ],
       series,
       legend: { live: true },
@@ -610,10 +622,21 @@
     ["false_negative_rate", "false negative rate", "#f28e2b"],
   ];
 
-  /** Grouped bars: one group of bars per sensitive group, one bar per metric (0-100%). */
-  function groupBars(groups) {
+  // A regression's audit: each group's errors and answers, in the label's units.
+  const REGRESSION_METRICS = [
+    ["mae", "MAE", "#e15759"],
+    ["rmse", "RMSE", "#f28e2b"],
+  ];
+
+  /** Grouped bars: one group of bars per sensitive group, one bar per metric (0-100%; a
+   * regression's errors on a scale from 0 to the largest). */
+  function groupBars(groups, regression = false) {
     const names = Object.keys(groups);
-    const shown = METRICS.filter(([m]) => names.some((g) => groups[g][m] != null));
+    const metrics = regression ? REGRESSION_METRICS : METRICS;
+    const shown = metrics.filter(([m]) => names.some((g) => groups[g][m] != null));
+    const top = regression ? Math.max(1e-9, ...names.flatMap((g) => shown.map(([m]) =>
+      groups[g][m] || 0))) : 1;
+    const fmt = regression ? (v) => Number(v.toPrecision(3)).toString() : pct;
     const bar = 36;
     const groupWidth = shown.length * bar + 48;
     const height = 230;
@@ -625,7 +648,7 @@
       const y = height - tick * height + 10;
       svg.append(s("line", { x1: left, x2: width, y1: y, y2: y, stroke: COLOR.line }),
         s("text", { x: left - 6, y: y + 4, "text-anchor": "end", "font-size": 11,
-                    fill: COLOR.muted }, `${tick * 100}%`));
+                    fill: COLOR.muted }, regression ? fmt(tick * top) : `${tick * 100}%`));
     }
     names.forEach((name, gi) => {
       const g = groups[name];
@@ -634,12 +657,12 @@
         const v = g[m];
         if (v == null) return;
         const x = x0 + mi * bar;
-        const hgt = Math.max(1, v * height);
+        const hgt = Math.max(1, (v / top) * height);
         svg.append(s("rect", { x, y: height - hgt + 10, width: bar - 4, height: hgt,
                                fill: color, opacity: g.in_pass_fail ? 1 : 0.35 },
-          s("title", {}, `${name}: ${label} ${pct(v)} (${g.count} rows)`)),
+          s("title", {}, `${name}: ${label} ${fmt(v)} (${g.count} rows)`)),
         s("text", { x: x + (bar - 4) / 2, y: height - hgt + 5, "text-anchor": "middle",
-                    "font-size": 11, fill: COLOR.ink }, pct(v, 0)));
+                    "font-size": 11, fill: COLOR.ink }, regression ? fmt(v) : pct(v, 0)));
       });
       const mid = x0 + (shown.length * bar) / 2;
       svg.append(s("text", { x: mid, y: height + 28, "text-anchor": "middle", "font-size": 13,
@@ -655,7 +678,7 @@
   /** A figure against its limit: a bar on a scale wide enough for both, the limit marked. */
   function gauge(label, value, limit, kind) {
     const top = kind === "min" ? 1 : Math.max(0.2, (limit || 0) * 1.25, (value || 0) * 1.25);
-    const at = (x) => `${(100 * Math.min(x, top)) / top}%`;
+    const at = (x) => `${(100 * Math.max(0, Math.min(x, top))) / top}%`;
     const svg = s("svg", { width: "100%", height: 40, role: "img", class: "gauge" });
     const bad = value != null && limit != null && (kind === "max" ? value > limit : value < limit);
     svg.append(s("rect", { x: 0, y: 6, width: "100%", height: 14, rx: 4, fill: "#eef1f4" }));
@@ -678,33 +701,53 @@
     return h("div", { class: "gauge-row" }, h("div", { class: "split-label" }, `${label}: ${verdict}`), svg);
   }
 
+  /** The judged figures of one attribute (and the report's overall skill) against limits. */
+  function auditGauges(report, a, th) {
+    if (report.kind === "regression") {
+      return [
+        gauge("MAE ratio (largest group's over the smallest's)", a.mae_ratio, th.mae_ratio_max,
+          "max"),
+        a.mae_difference != null && th.mae_difference_max != null
+          ? gauge("MAE difference (largest minus smallest, label units)", a.mae_difference,
+            th.mae_difference_max, "max") : null,
+        report.r2 != null ? gauge("R² over all rows (a constant scores 0 or less)", report.r2,
+          th.r2_min, "min") : null,
+      ];
+    }
+    return [
+      gauge("equalized-odds difference (largest gap in TPR or FPR)",
+        a.equalized_odds_difference, th.equalized_odds_difference_max, "max"),
+      gauge("demographic-parity difference (gap in selection rate)",
+        a.demographic_parity_difference, th.demographic_parity_difference_max, "max"),
+      a.demographic_parity_ratio != null && th.demographic_parity_ratio_min != null
+        ? gauge("demographic-parity ratio", a.demographic_parity_ratio,
+          th.demographic_parity_ratio_min, "min") : null,
+      report.balanced_accuracy != null
+        ? gauge("balanced accuracy over all rows", report.balanced_accuracy,
+          th.balanced_accuracy_min, "min") : null,
+    ];
+  }
+
   function auditCard(title, audit) {
     const report = audit.report;
     const th = report.thresholds || {};
     const attributes = Object.entries(report.attributes || {});
+    const regression = report.kind === "regression";
     return h("div", { class: "card audit", "data-scope": audit.scope },
       h("h2", {}, `${title} · model v${audit.model_version} `,
         h("span", { class: `verdict ${audit.passed ? "pass" : "fail"}` },
           audit.passed ? "passed" : "failed")),
       h("p", { class: "sub" }, `${num(report.n)} rows, audited ${clock(seconds(audit.audited_at), true)} UTC`
-        + (audit.scope === "live" ? " — served answers, outcomes not known yet: selection rates only."
+        + (audit.scope === "live" ? (regression
+          ? " — served values, outcomes not known yet: each group's mean answer only."
+          : " — served answers, outcomes not known yet: selection rates only.")
           : " — rows the version never learned, with their outcomes.")),
       audit.reasons?.length ? h("div", { class: "reasons" }, audit.reasons.join("; ")) : null,
       attributes.length ? attributes.map(([name, a]) => h("div", { class: "attribute" },
         h("h3", {}, `By ${name}`),
         h("div", { class: "audit-grid" },
-          h("div", {}, groupBars(a.groups)),
-          h("div", {},
-            gauge("equalized-odds difference (largest gap in TPR or FPR)",
-              a.equalized_odds_difference, th.equalized_odds_difference_max, "max"),
-            gauge("demographic-parity difference (gap in selection rate)",
-              a.demographic_parity_difference, th.demographic_parity_difference_max, "max"),
-            a.demographic_parity_ratio != null && th.demographic_parity_ratio_min != null
-              ? gauge("demographic-parity ratio", a.demographic_parity_ratio,
-                th.demographic_parity_ratio_min, "min") : null,
-            report.balanced_accuracy != null
-              ? gauge("balanced accuracy over all rows", report.balanced_accuracy,
-                th.balanced_accuracy_min, "min") : null,
+          h("div", {}, groupBars(a.groups, regression)),
+          h("div", {}, auditGauges(report, a, th),
             [...(a.notes || [])].map((n) => h("p", { class: "notes" }, n))))))
         : empty("This task declares no sensitive attribute."),
       (report.notes || []).length ? h("p", { class: "notes" }, report.notes.join(" ")) : null);
