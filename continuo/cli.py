@@ -340,14 +340,16 @@ async def _compare_pipelines(task: str, wanted: list[str], after: int, as_json: 
                 )
             seconds = time.perf_counter() - started
             metrics = core.learner.metrics
+            # A classifier's accuracy, recent accuracy and log loss; a regression's errors.
+            names = ("accuracy", "recent_accuracy", "log_loss")
+            if "mae" in metrics:
+                names = ("mae", "recent_mae", "rmse")
             figures.append(
                 {
                     "pipeline_version": version,
                     "inputs": len(versions[version].input_names),
                     "labelled": int(metrics.get("n_labelled", 0)),
-                    "accuracy": metrics.get("accuracy"),
-                    "recent_accuracy": metrics.get("recent_accuracy"),
-                    "log_loss": metrics.get("log_loss"),
+                    **{name: metrics.get(name) for name in names},
                     "seconds": round(seconds, 2),
                     "events_per_s": round(total / max(seconds, 1e-9)),
                 }
@@ -359,10 +361,15 @@ async def _compare_pipelines(task: str, wanted: list[str], after: int, as_json: 
         return 0
     print(f"{task}: {total:,} data events after version {after}, each version alone:")
     for f in figures:
+        shown = (
+            f"MAE {f['mae']:.4g}  recent {f['recent_mae']:.4g}  RMSE {f['rmse']:.4g}"
+            if "mae" in f
+            else f"accuracy {f['accuracy']:.4f}  recent {f['recent_accuracy']:.4f}  "
+            f"log loss {f['log_loss']:.4f}"
+        )
         print(
             f"  {f['pipeline_version'][:12]}  {f['inputs']:>3} inputs  {f['labelled']:>8,} "
-            f"labelled  accuracy {f['accuracy']:.4f}  recent {f['recent_accuracy']:.4f}  "
-            f"log loss {f['log_loss']:.4f}  {f['seconds']:.1f} s ({f['events_per_s']:,} events/s)"
+            f"labelled  {shown}  {f['seconds']:.1f} s ({f['events_per_s']:,} events/s)"
         )
     return 0
 

@@ -279,15 +279,33 @@ def trail_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
 
 
 def _audit_figures(report: Mapping[str, Any]) -> str:
-    """Per attribute: its gaps (equalized odds, demographic parity)."""
+    """Per attribute: its gaps (equalized odds, demographic parity; a regression's MAE ratio
+    and difference)."""
     parts = []
     for name, figures in (report.get("attributes") or {}).items():
+        if report.get("kind") == "regression":
+            ratio, gap = figures.get("mae_ratio"), figures.get("mae_difference")
+            parts.append(f"{name}: MAE ratio {fmt(ratio, 3)}, difference {fmt(gap, 3)}")
+            continue
         eo, dp = (
             figures.get("equalized_odds_difference"),
             figures.get("demographic_parity_difference"),
         )
         parts.append(f"{name}: eq.odds {fmt(eo, 3)}, dp {fmt(dp, 3)}")
     return "; ".join(parts)
+
+
+def _model_figure(metrics: Mapping[str, Any], *names: str) -> str:
+    """The first of `names` in a model's metrics for a table; a regression's error (the same
+    name with `accuracy` as `mae`) shown as "MAE x"."""
+    for name in names:
+        if metrics.get(name) is not None:
+            return fmt(metrics[name])
+    for name in names:
+        error = metrics.get(name.replace("accuracy", "mae"))
+        if error is not None:
+            return f"MAE {error:.4g}"
+    return NONE
 
 
 # -- output ----------------------------------------------------------------------------------------
@@ -377,7 +395,9 @@ def status(ctx: Context, argv: list[str]) -> int:
                 "task": name,
                 "routing": routing,
                 "served": {
-                    "accuracy": served.accuracy,
+                    # A classifier's accuracy, or a regression's MAE (`metric` says which).
+                    "accuracy": served.accuracy if served.metric == "accuracy" else None,
+                    "mae": served.accuracy if served.metric == "mae" else None,
                     "rows": served.rows,
                     "source": served.source,
                     "metric": served.metric,
@@ -401,7 +421,10 @@ def status(ctx: Context, argv: list[str]) -> int:
                 arm(r.get("canary"), share=True),
                 ", ".join(arm(s) for s in r.get("shadows") or []) or NONE,
                 Served(
-                    t["served"]["accuracy"], t["served"]["rows"], "", t["served"]["metric"]
+                    t["served"][t["served"]["metric"]],
+                    t["served"]["rows"],
+                    "",
+                    t["served"]["metric"],
                 ).cell(),
                 f"v{learning['model_version']}, {learning.get('learned', 0):,} labels"
                 if learning.get("model_version")
@@ -440,8 +463,8 @@ def models(ctx: Context, argv: list[str]) -> int:
                 f"v{m['model_version']}",
                 m["status"],
                 m.get("role", ""),
-                fmt(metrics.get("recent_accuracy", metrics.get("accuracy"))),
-                fmt(metrics.get("served_accuracy")),
+                _model_figure(metrics, "recent_accuracy", "accuracy"),
+                _model_figure(metrics, "served_accuracy"),
                 NONE if audit is None else ("passed" if audit["passed"] else "failed"),
                 fmt(m.get("n_learned_total")),
                 fmt(m.get("last_position")),
@@ -661,22 +684,47 @@ def audit(ctx: Context, argv: list[str]) -> int:
             a["scope"],
             "passed" if a["passed"] else "FAILED",
             fmt((a.get("window") or {}).get("rows")),
-            fmt((a.get("report") or {}).get("balanced_accuracy"), 3),
+            _skill(a.get("report") or {}),
             _audit_figures(a.get("report") or {}),
             "; ".join(a.get("reasons") or []) or NONE,
         )
         for a in found
     ]
-    columns = ("version", "scope", "verdict", "rows", "bal. acc.", "gaps", "reasons")
+    columns = ("version", "scope", "verdict", "rows", "bal. acc. / R^2", "gaps", "reasons")
     ctx.out.print(table(f"{args.task}: audits", columns, rows))
     if args.version is not None:
         ctx.out.print(_groups_table(found[-1]))
     return OK
 
 
+def _skill(report: Mapping[str, Any]) -> str:
+    """An audit's overall skill: balanced accuracy, or a regression's R^2."""
+    if report.get("kind") == "regression":
+        return NONE if report.get("r2") is None else f"R^2 {report['r2']:.3f}"
+    return fmt(report.get("balanced_accuracy"), 3)
+
+
 def _groups_table(audited: Mapping[str, Any]) -> Table:
-    """The newest audit's figures per group."""
+    """The newest audit's figures per group (a regression's: errors and mean answers)."""
     report = audited.get("report") or {}
+    title = f"v{audited['model_version']} ({audited['scope']}), per group"
+    if report.get("kind") == "regression":
+        rows = [
+            (
+                name,
+                group,
+                fmt(g.get("count")),
+                fmt(g.get("mae"), 3),
+                fmt(g.get("rmse"), 3),
+                fmt(g.get("mean_prediction"), 3),
+                fmt(g.get("mean_label"), 3),
+                "yes" if g.get("in_pass_fail") else "no (too few)",
+            )
+            for name, figures in (report.get("attributes") or {}).items()
+            for group, g in (figures.get("groups") or {}).items()
+        ]
+        columns = ("attribute", "group", "n", "MAE", "RMSE", "mean answer", "mean label", "judged")
+        return table(title, columns, rows)
     rows = []
     for name, figures in (report.get("attributes") or {}).items():
         for group, g in (figures.get("groups") or {}).items():
@@ -693,7 +741,6 @@ def _groups_table(audited: Mapping[str, Any]) -> Table:
                 )
             )
     columns = ("attribute", "group", "n", "selected", "accuracy", "FPR", "FNR", "judged")
-    title = f"v{audited['model_version']} ({audited['scope']}), per group"
     return table(title, columns, rows)
 
 

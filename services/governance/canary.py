@@ -18,9 +18,11 @@ beyond the champion's by a margin, read from serving's reports of each arm's req
 (`shared.arm_health`) once both arms have answered `min_requests`; they are read as each report
 arrives, without waiting for labels.
 
-A regression's canary or shadow is judged on pairs only (`Paired.regression`): the rows each of
-the two was strictly closer to the label on take the place of the rows only one got right (a
-sign test, with the same always-valid statistic), and its losses are absolute errors.
+A regression's canary or shadow is judged on pairs only (`Paired.regression`), on the row-by-row
+difference of the two absolute errors: the effect is the champion's MAE minus the challenger's,
+as a share of the champion's MAE (so `tau` reads as it does for accuracy: 0.05 is a 5% better
+MAE), its variance from the differences' sum of squares. Counting only the rows each was closer
+on would call a challenger better that is closer on most rows and far off on the rest.
 """
 
 from __future__ import annotations
@@ -68,6 +70,8 @@ class Paired:
     challenger_loss: float = 0.0
     champion_loss: float = 0.0
     regression: bool = False
+    # A regression's summed squared difference of the two absolute errors, row by row.
+    difference_sq: float = 0.0
 
     @classmethod
     def from_counts(cls, counts: dict[str, Any]) -> Paired:
@@ -81,6 +85,7 @@ class Paired:
             counts[f"challenger_{loss}"],
             counts[f"champion_{loss}"],
             regression,
+            counts["abs_error_difference_sq"] if regression else 0.0,
         )
 
 
@@ -164,15 +169,16 @@ def shadow_analysis(
     paired: Paired, policy: CanaryPolicy, *, previous_p: float = 1.0, seconds: float = 0.0
 ) -> Analysis:
     """A shadow against the champion on the same rows (paired differences)."""
+    if paired.regression:
+        return _error_analysis(paired, policy, previous_p, seconds)
     n = paired.n
     effect = (paired.challenger_only - paired.champion_only) / n if n else 0.0
-    only, loss = ("closer", "mae") if paired.regression else ("right", "log_loss")
     evidence: dict[str, Any] = {
         "n": n,
-        f"challenger_only_{only}": paired.challenger_only,
-        f"champion_only_{only}": paired.champion_only,
-        f"{loss}_challenger": round(paired.challenger_loss / max(n, 1), 6),
-        f"{loss}_champion": round(paired.champion_loss / max(n, 1), 6),
+        "challenger_only_right": paired.challenger_only,
+        "champion_only_right": paired.champion_only,
+        "log_loss_challenger": round(paired.challenger_loss / max(n, 1), 6),
+        "log_loss_champion": round(paired.champion_loss / max(n, 1), 6),
         "effect": round(effect, 6),
         "alpha": policy.alpha,
         "tau": policy.tau,
@@ -189,8 +195,36 @@ def shadow_analysis(
     else:
         p = previous_p
     evidence["p_value"] = p
-    measure = "of the rows closer to the label" if paired.regression else "of accuracy"
-    return _verdict(p, effect, n, seconds, policy, evidence, measure)
+    return _verdict(p, effect, n, seconds, policy, evidence)
+
+
+def _error_analysis(
+    paired: Paired, policy: CanaryPolicy, previous_p: float, seconds: float
+) -> Analysis:
+    """`shadow_analysis` of a regression: the paired difference of absolute errors, relative to
+    the champion's MAE (see the module)."""
+    n = paired.n
+    mae = paired.champion_loss / n if n else 0.0
+    mean = (paired.champion_loss - paired.challenger_loss) / n if n else 0.0
+    effect = mean / mae if mae > 0 else 0.0
+    evidence: dict[str, Any] = {
+        "n": n,
+        "challenger_only_closer": paired.challenger_only,
+        "champion_only_closer": paired.champion_only,
+        "mae_challenger": round(paired.challenger_loss / max(n, 1), 6),
+        "mae_champion": round(mae, 6),
+        "effect": round(effect, 6),
+        "alpha": policy.alpha,
+        "tau": policy.tau,
+    }
+    if n and mae > 0:
+        spread = max(paired.difference_sq / n - mean * mean, 0.0)
+        variance = spread / (n * mae * mae)
+        p = min(previous_p, mixture_p_value(effect, variance, policy.tau))
+    else:
+        p = previous_p
+    evidence["p_value"] = p
+    return _verdict(p, effect, n, seconds, policy, evidence, "{:.2f}% of the champion's MAE")
 
 
 def guardrails(
@@ -229,13 +263,14 @@ def _verdict(
     seconds: float,
     policy: CanaryPolicy,
     evidence: dict[str, Any],
-    measure: str = "of accuracy",
+    measure: str = "{:.2f} points of accuracy",
 ) -> Analysis:
     if n >= policy.min_labels and p <= policy.alpha and effect != 0:
         better = effect > 0
         reason = (
-            f"{'better' if better else 'worse'} than the champion by {100 * abs(effect):.2f} "
-            f"points {measure} over {n} labelled rows each, always-valid p = {p:.4g} <= "
+            f"{'better' if better else 'worse'} than the champion by "
+            f"{measure.format(100 * abs(effect))} over {n} labelled rows each, always-valid "
+            f"p = {p:.4g} <= "
             f"{policy.alpha:g}"
         )
         return Analysis(

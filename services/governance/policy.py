@@ -14,19 +14,22 @@ Three checks, each from the task's `promotion` policy, every failure kept as a r
 A model that fails 1 or 2 is refused; one that passes them waits for approvals or is promoted.
 
 A regression is compared on its mean absolute error (lower is better) the same way: on the same
-rows where the trainer scored both (a sign test on the rows each was the closer on takes
-McNemar's place; "no better than a constant" is the MAE of answering the rows' median), else on
-each one's recent MAE. Its `tolerance` is relative: the candidate's MAE may exceed the
+rows where the trainer scored both (a paired t-test of the row-by-row difference of the two
+absolute errors takes McNemar's place, so a shortfall is judged on its size, not only on how many
+rows each was closer on; "no better than a constant" is the MAE of answering the rows' median),
+else on each one's recent MAE. Its `tolerance` is relative: the candidate's MAE may exceed the
 champion's by that fraction.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from scipy.stats import binomtest
+from scipy.stats import t as student_t
 
 from shared.tasks import PromotionPolicy
 
@@ -145,14 +148,18 @@ def metric_check(
 def noise_p_value(candidate: Mapping[str, float]) -> float | None:
     """How likely a shortfall at least this large is when the two are equally good: the exact
     one-sided McNemar test on the window's rows that only one of them got right (a regression:
-    the sign test on the rows each was the closer on; None where the trainer did not count
-    them)."""
+    the one-sided paired t-test of the difference of the two absolute errors, row by row; None
+    where the trainer did not count them)."""
     if "window_mae" in candidate:
-        ours = candidate.get("window_candidate_closer")
-        theirs = candidate.get("window_champion_closer")
-    else:
-        ours = candidate.get("window_only_candidate_right")
-        theirs = candidate.get("window_only_champion_right")
+        sd, n = candidate.get("window_error_difference_sd"), int(candidate.get("window_n", 0))
+        if sd is None or n < 2:
+            return None
+        shortfall = candidate["window_mae"] - candidate["champion_window_mae"]
+        if sd == 0:
+            return 1.0 if shortfall <= 0 else 0.0
+        return float(student_t.sf(shortfall / (sd / math.sqrt(n - 1)), n - 1))
+    ours = candidate.get("window_only_candidate_right")
+    theirs = candidate.get("window_only_champion_right")
     if ours is None or theirs is None:
         return None
     differ = int(ours) + int(theirs)
@@ -225,10 +232,10 @@ def _error_check(
         if p is not None and p > policy.significance:
             return True, (
                 f"MAE {mine:.4g} > {which} {best:.4g} on the same {rows} rows, within noise: "
-                f"sign test on the rows each was the closer on, p = {p:.3g} > "
+                f"paired t-test of the errors' difference, p = {p:.3g} > "
                 f"{policy.significance:g}"
             )
-        shown = "" if p is None else f" (sign test p = {p:.3g} <= {policy.significance:g})"
+        shown = "" if p is None else f" (paired t-test p = {p:.3g} <= {policy.significance:g})"
         return False, (
             f"MAE {mine:.4g} > {which} {best:.4g} x (1 + tolerance {policy.tolerance}) on the "
             f"same {rows} rows{shown}"

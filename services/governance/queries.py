@@ -267,6 +267,7 @@ async def newest_predictions(
                 predictions.c.position,
                 predictions.c.entity_id,
                 predictions.c.probability,
+                predictions.c.label,  # a regression's answer (its probability is None)
                 predictions.c.role,
                 predictions.c.served_at,
             )

@@ -543,7 +543,8 @@ class RoutingDecisions:
                 f"judged on the canary's own {paired['n']} labelled rows, paired with the "
                 "champion's answers to them: "
                 + (
-                    "a regression's canary is judged on the rows each was the closer on"
+                    "a regression's canary is judged on the paired difference of the two "
+                    "absolute errors"
                     if regression
                     else f"the champion answered {theirs['n']} rows itself, too few beside "
                     f"the canary's at a {state.canary.share:g}% share"

@@ -41,7 +41,10 @@ OBSERVATION_SCHEMA: dict[str, Any] = {
             "race, sex) are required although the model does not use them: the bias audits "
             "group rows by them",
         },
-        "label": {"description": "the row's class, when it is known at once (else post it later)"},
+        "label": {
+            "description": "the row's class (a regression's number), when it is known at once "
+            "(else post it later)"
+        },
         "event_time": {
             "type": "string",
             "format": "date-time",
@@ -71,7 +74,7 @@ LABEL_SCHEMA: dict[str, Any] = {
             "description": "or: the prediction id serving returned for a row it recorded "
             "(`record`, log and wait)",
         },
-        "label": {"description": "one of the task's classes"},
+        "label": {"description": "one of the task's classes, or a regression task's number"},
         "event_time": {"type": "string", "format": "date-time"},
     },
 }

@@ -17,16 +17,14 @@ canary is judged on the pairs (governance).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
+from services.trainer.metrics import log_loss, row_loss
 from shared.online_models import LearnedRow
-
-_EPS = 1e-7
 
 
 class LiveScorer(Protocol):
@@ -34,11 +32,6 @@ class LiveScorer(Protocol):
 
     def predict(self, X: np.ndarray) -> np.ndarray: ...
     def learn(self, rows: Sequence[LearnedRow]) -> list[float]: ...
-
-
-def _log_loss(p: float, y: float) -> float:
-    p = min(1.0 - _EPS, max(_EPS, p))
-    return -math.log(p if y == 1 else 1.0 - p)
 
 
 @dataclass
@@ -51,10 +44,10 @@ class _ArmCounts:
     def add(self, p: float, y: float) -> None:
         self.n += 1
         if self.regression:
-            self.loss += abs(p - y)
+            self.loss += row_loss(True, y, p)
         else:
-            self.correct += int((p >= 0.5) == (y == 1))
-            self.loss += _log_loss(p, y)
+            self.correct += int(row_loss(False, y, p) == 0)
+            self.loss += log_loss(p, y)
 
     def as_dict(self) -> dict[str, Any]:
         if self.regression:
@@ -70,31 +63,38 @@ class _Paired:
     champion_only: int = 0
     challenger_loss: float = 0.0  # summed log loss, or absolute error
     champion_loss: float = 0.0
+    # A regression's summed squared difference of the two absolute errors, row by row: the
+    # variance of the paired difference that governance's test reads.
+    difference_sq: float = 0.0
 
     def as_dict(self) -> dict[str, Any]:
         loss = "abs_error" if self.regression else "log_loss"
-        return {
+        out = {
             "n": self.n,
             "challenger_only": self.challenger_only,
             "champion_only": self.champion_only,
             f"challenger_{loss}": round(self.challenger_loss, 6),
             f"champion_{loss}": round(self.champion_loss, 6),
         }
+        if self.regression:
+            out["abs_error_difference_sq"] = round(self.difference_sq, 6)
+        return out
 
     def add(self, challenger: float, champion: float, y: float) -> None:
         self.n += 1
+        mine, theirs = (
+            row_loss(self.regression, y, challenger),
+            row_loss(self.regression, y, champion),
+        )
+        self.challenger_only += int(mine < theirs)
+        self.champion_only += int(theirs < mine)
         if self.regression:
-            mine, theirs = abs(challenger - y), abs(champion - y)
-            self.challenger_only += int(mine < theirs)
-            self.champion_only += int(theirs < mine)
             self.challenger_loss += mine
             self.champion_loss += theirs
-            return
-        right, also = (challenger >= 0.5) == (y == 1), (champion >= 0.5) == (y == 1)
-        self.challenger_only += int(right and not also)
-        self.champion_only += int(also and not right)
-        self.challenger_loss += _log_loss(challenger, y)
-        self.champion_loss += _log_loss(champion, y)
+            self.difference_sq += (theirs - mine) ** 2
+        else:
+            self.challenger_loss += log_loss(challenger, y)
+            self.champion_loss += log_loss(champion, y)
 
 
 @dataclass

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.trainer.arms import Arms, Labelled
-from services.trainer.metrics import metrics_for, row_losses
+from services.trainer.metrics import metrics_for, row_loss, row_losses
 from shared.events.envelope import Envelope
 from shared.events.types import (
     ArmsScored,
@@ -774,7 +774,7 @@ class TaskTraining:
             for version, role, answer in answers:
                 counts = self._served_window.setdefault((version, role), [0, 0])
                 counts[0] += 1
-                loss = float(row_losses(self._regression, [r.y], [answer])[0])
+                loss = row_loss(self._regression, r.y, answer)
                 counts[1] += loss if self._regression else int(loss == 0)
             self._served_rows += 1
             if self._served_rows % SERVED_WINDOW == 0:
@@ -798,8 +798,9 @@ class TaskTraining:
         """The learner's and the champion's accuracy (a regression: mean absolute error) on the
         same recent labelled rows (labelled after the champion was known here, so it learned
         none of them; each predicted with the same inputs), the rows only one of them got right
-        (a regression: was the closer on), what a paired test reads, and what a constant would
-        have scored: always answering the majority class (a regression: the rows' median)."""
+        (a regression: was the closer on, and the spread of the difference of their errors, what
+        its paired test reads), and what a constant would have scored: always answering the
+        majority class (a regression: the rows' median)."""
         if self._champion is None or not self._window:
             return {}
         n = len(self._window)
@@ -809,6 +810,9 @@ class TaskTraining:
             return out | {
                 "window_mae": float(mine.mean()),
                 "champion_window_mae": float(theirs.mean()),
+                # The spread of the row-by-row difference of the two errors: what the policy's
+                # paired test of the difference in MAE reads.
+                "window_error_difference_sd": float((mine - theirs).std()),
                 "window_candidate_closer": float((mine < theirs).sum()),
                 "window_champion_closer": float((theirs < mine).sum()),
                 "window_constant_mae": float(np.abs(labels - np.median(labels)).mean()),
@@ -971,8 +975,9 @@ class TaskTraining:
             "race_wins": float(evidence["wins"]),
             "race_losses": float(evidence["losses"]),
         }
-        if f"race_recent_accuracy.{config}" in race:
-            metrics["recent_accuracy"] = race[f"race_recent_accuracy.{config}"]
+        for figure in ("recent_accuracy", "recent_mae"):  # a classifier's, or a regression's
+            if f"race_{figure}.{config}" in race:
+                metrics[figure] = race[f"race_{figure}.{config}"]
         out.candidates.append(
             Candidate(
                 event_id=uuid.uuid5(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -12,11 +13,24 @@ _EPS = 1e-7
 
 def row_losses(regression: bool, y: Any, answers: Any) -> np.ndarray:
     """Each row's loss, what rows are compared on: 1 where a binary answer (P(class 1)) named
-    the wrong class, else 0; a regression's absolute error."""
+    the wrong class, else 0; a regression's absolute error (`row_loss`, for many rows)."""
     answers = np.asarray(answers, dtype=float)
     if regression:
         return np.abs(np.asarray(y, dtype=float) - answers)
     return ((answers >= 0.5) != (np.asarray(y) == 1)).astype(float)
+
+
+def row_loss(regression: bool, y: float, answer: float) -> float:
+    """`row_losses` of one row, in plain floats (a row at a time costs numpy ~5 us a call)."""
+    if regression:
+        return abs(y - answer)
+    return float((answer >= 0.5) != (y == 1))
+
+
+def log_loss(p: float, y: float) -> float:
+    """A binary answer's log loss, P(class 1) clipped so one confident miss costs ~16 nats."""
+    p = min(1.0 - _EPS, max(_EPS, p))
+    return -math.log(p if y == 1 else 1.0 - p)
 
 
 def metrics_for(regression: bool, window: int) -> PrequentialMetrics | RegressionMetrics:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from shared.events.envelope import Payload, event_type, upcaster
 
@@ -84,18 +84,24 @@ class Served(BaseModel):
 
     model_version: int
     probability: float | None = None  # P(class 1) of a binary task
-    value: float | None = None  # a regression's answer
+    # A regression's answer; left out of a binary row's payload (readers from before it, whose
+    # model forbids unknown fields, still read those rows).
+    value: float | None = Field(None, exclude_if=lambda v: v is None)
     # The data stream version through which the model had learned when it answered (its
     # online parts go on learning after it is published); None: as published.
     learned_through: int | None = None
     role: str = "champion"  # or "canary", for the canary's share of entities
 
+    @model_validator(mode="after")
+    def _one_answer(self) -> Served:
+        if (self.probability is None) == (self.value is None):
+            raise ValueError("served: exactly one of probability (binary) and value (regression)")
+        return self
+
     @property
     def answer(self) -> float:
         """The one number answered: P(class 1), or the value of a regression."""
-        answer = self.probability if self.probability is not None else self.value
-        assert answer is not None, "a served row holds a probability or a value"
-        return answer
+        return self.probability if self.probability is not None else cast(float, self.value)
 
 
 @event_type("ObservationRecorded", version=2)

@@ -330,7 +330,7 @@ def test_a_regression_report_round_trips_through_json() -> None:
     assert AuditReport.model_validate(json.loads(report.model_dump_json())) == report
 
 
-def test_a_binary_report_dumps_only_the_fields_it_had_before_regression_audits() -> None:
+def test_a_binary_report_dumps_no_regression_figure_and_reports_every_limit_in_force() -> None:
     report = audit([0, 1] * 40, [0, 1, 1, 1] * 20, {"g": ["a", "b"] * 40}, AuditThresholds())
     dump = report.model_dump()
     assert set(dump) == {

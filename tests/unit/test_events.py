@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import orjson
 import pytest
+from pydantic import ValidationError
 
 from shared.events.envelope import (
     Envelope,
@@ -14,7 +15,7 @@ from shared.events.envelope import (
     new_event,
     upcaster,
 )
-from shared.events.types import ConfigChosen, ObservationRecorded, PredictionServed
+from shared.events.types import ConfigChosen, ObservationRecorded, PredictionServed, Served
 
 PRODUCER = Producer(service="tests", version="0")
 
@@ -133,3 +134,20 @@ def test_a_config_chosen_of_version_1_reads_as_an_entrants_choice_keyed_by_its_v
     stored = current.model_copy(update={"schema_version": 1, "payload": v1})
     assert stored.data() == ConfigChosen(**v1, decided_at=None, rollback=False)
     assert current.schema_version == 2
+
+
+def test_a_served_row_holds_one_answer_and_a_binary_row_keeps_its_payload():
+    binary = Served(model_version=3, probability=0.8)
+    # Exactly the keys a binary row had before regressions: readers from before still read it.
+    assert set(binary.model_dump(mode="json")) == {
+        "model_version",
+        "probability",
+        "learned_through",
+        "role",
+    }
+    regression = Served(model_version=3, value=41.5)
+    assert regression.answer == 41.5 and binary.answer == 0.8
+    with pytest.raises(ValidationError, match="exactly one of probability"):
+        Served(model_version=3)
+    with pytest.raises(ValidationError, match="exactly one of probability"):
+        Served(model_version=3, probability=0.5, value=1.0)

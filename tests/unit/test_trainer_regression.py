@@ -149,18 +149,25 @@ def test_the_policy_reads_mean_absolute_errors_lower_is_better():
     worse = base | {
         "window_mae": 1.5,
         "champion_window_mae": 1.0,
+        "window_error_difference_sd": 1.0,
         "window_candidate_closer": 60.0,
         "window_champion_closer": 240.0,
     }
     ok, reason = metric_check(policy, worse, {"recent_mae": 1.0}, 3)
-    assert not ok and "sign test p = " in reason
-    noise = worse | {
-        "window_mae": 1.01,
-        "window_candidate_closer": 148.0,
-        "window_champion_closer": 152.0,
-    }
+    assert not ok and "paired t-test p = " in reason
+    noise = worse | {"window_mae": 1.01}
     ok, reason = metric_check(policy, noise, {"recent_mae": 1.0}, 3)
     assert ok and "within noise" in reason
+    # Closer on two rows in three, and far off on the rest: 2.6 times the champion's error is
+    # no noise, however many rows it was closer on.
+    far_off = worse | {
+        "window_mae": 2.6,
+        "window_error_difference_sd": 3.0,
+        "window_candidate_closer": 200.0,
+        "window_champion_closer": 100.0,
+    }
+    ok, reason = metric_check(policy, far_off, {"recent_mae": 1.0}, 3)
+    assert not ok and "MAE 2.6 > champion 1" in reason
     constant = base | {
         "window_mae": 9.5,
         # Better than a constant: a candidate no better than one never replaces it (one no
@@ -194,7 +201,7 @@ class Constant:
         return [self.value] * len(rows)
 
 
-def test_a_shadow_of_a_regression_is_judged_on_the_rows_each_was_closer_on():
+def test_a_shadow_of_a_regression_is_judged_on_the_difference_of_its_errors():
     arms = Arms(regression=True)
     arms.follow(1, None, {2: Constant(10.0)})
     X = np.zeros((400, 1))
@@ -213,8 +220,25 @@ def test_a_shadow_of_a_regression_is_judged_on_the_rows_each_was_closer_on():
         "champion_only": 0,
         "challenger_abs_error": pytest.approx(200.0),
         "champion_abs_error": pytest.approx(600.0),
+        "abs_error_difference_sq": pytest.approx(400.0),
     }
     analysis = shadow_analysis(Paired.from_counts(evidence), CanaryPolicy())
     assert analysis.verdict == "promote"
-    assert "of the rows closer to the label" in analysis.reasons[0]
+    assert "better than the champion by 66.67% of the champion's MAE" in analysis.reasons[0]
     assert analysis.evidence["mae_challenger"] == pytest.approx(0.5)
+
+
+def test_a_challenger_closer_on_most_rows_but_far_off_on_the_rest_is_not_better():
+    # Closer by 0.1 on 300 rows of 400, off by 3 more on the other 100: MAE 0.8 worse per row.
+    n, closer, far = 400, 300, 100
+    counts = {
+        "n": n,
+        "challenger_only": closer,
+        "champion_only": far,
+        "challenger_abs_error": closer * 0.9 + far * 4.0,
+        "champion_abs_error": closer * 1.0 + far * 1.0,
+        "abs_error_difference_sq": closer * 0.1**2 + far * 3.0**2,
+    }
+    analysis = shadow_analysis(Paired.from_counts(counts), CanaryPolicy())
+    assert analysis.effect < 0
+    assert analysis.verdict == "roll_back", analysis

@@ -809,10 +809,12 @@
     ]);
     const p = found.prediction;
     const m = found.model;
-    const answer = p.probability >= 0.5 ? 1 : 0;
+    // A classifier's probability and class, or a regression's value (its label).
+    const answer = p.probability == null ? `value ${p.label}`
+      : `p = ${p.probability.toFixed(3)} → ${p.probability >= 0.5 ? 1 : 0}`;
     const flow = h("div", { class: "flow", id: "lineage-flow" },
       h("div", { class: "node" }, h("div", { class: "t" }, "prediction"),
-        h("div", { class: "big" }, `p = ${p.probability.toFixed(3)} → ${answer}`),
+        h("div", { class: "big" }, answer),
         dl([["id", h("span", { class: "mono" }, p.prediction_id)], ["served", `${clock(seconds(p.served_at), true)} UTC`],
             ["by", p.role], ["entity", p.entity_id], ["position", num(p.position)]])),
       h("div", { class: "arrow" }, "→"),

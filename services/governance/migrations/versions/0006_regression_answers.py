@@ -24,6 +24,10 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # A regression's rows cannot be held by the tables as they were; they are projections of
+    # stored events, which stay (and come back with an upgrade and a rebuild).
+    op.execute("DELETE FROM gov_served_windows WHERE correct IS NULL")
+    op.execute("DELETE FROM gov_predictions WHERE probability IS NULL")
     with op.batch_alter_table("gov_served_windows") as batch:
         batch.drop_column("abs_error")
         batch.alter_column("correct", existing_type=sa.Integer, nullable=False)

@@ -1,0 +1,57 @@
+"""Governance's own tables migrate up and down on both stores, with a regression's rows in them
+(g0006: a prediction with a value and no probability, a served window with an absolute error)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from datetime import UTC, datetime
+
+from alembic import command
+from sqlalchemy import func, insert, select, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from services.governance.app import MIGRATIONS
+from services.governance.schema import predictions, served_windows
+from shared.store.migrate import alembic_config, upgrade_async
+
+TABLE = "gov_alembic_version"
+
+
+async def test_regression_rows_survive_the_upgrade_and_a_downgrade_drops_only_them(
+    store_url: str,
+):
+    await upgrade_async(store_url, MIGRATIONS, TABLE)
+    engine = create_async_engine(store_url)
+    now = datetime.now(UTC)
+    row = {"position": 1, "task": "demand", "model_version": 2, "entity_id": "e", "features": {}}
+    row |= {"served_at": now}
+    window = {"position": 2, "task": "demand", "n": 200, "to_position": 2, "scored_at": now}
+    window |= {"model_version": 2, "role": "champion"}
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(predictions),
+            [
+                row | {"prediction_id": uuid.uuid4(), "probability": None, "label": 41.5},
+                row | {"prediction_id": uuid.uuid4(), "probability": 0.7, "label": 1},
+            ],
+        )
+        await conn.execute(
+            insert(served_windows),
+            [
+                window | {"event_id": uuid.uuid4(), "abs_error": 300.5, "correct": None},
+                window | {"event_id": uuid.uuid4(), "abs_error": None, "correct": 150},
+            ],
+        )
+        assert (await conn.execute(select(func.count()).select_from(predictions))).scalar() == 2
+    config = alembic_config(store_url, MIGRATIONS, TABLE)
+    await asyncio.to_thread(command.downgrade, config, "g0005")
+    async with engine.begin() as conn:
+        # The binary rows stay; the regression's, which the old tables cannot hold, go.
+        count = "SELECT count(*) FROM {}"
+        assert (await conn.execute(text(count.format("gov_predictions")))).scalar() == 1
+        assert (await conn.execute(text(count.format("gov_served_windows")))).scalar() == 1
+    await upgrade_async(store_url, MIGRATIONS, TABLE)
+    async with engine.begin() as conn:
+        assert (await conn.execute(select(served_windows.c.correct))).scalars().all() == [150]
+    await engine.dispose()
