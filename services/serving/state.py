@@ -54,8 +54,12 @@ class ServingState:
 
         Rows that will be recorded are read in sequence: each sees the rows before it in the
         request, as the trainer will when it folds them in. The features named in `off` (turned
-        off by the task's flags) get their value before any history."""
+        off by the task's flags) get their value before any history. A task without online
+        features is synced to `after_position` all the same: its models learn each label the
+        fold folds in, so the answer reflects every label stored up to there."""
         if not spec.online_features:
+            if after_position is not None:
+                await self.online.sync(spec, after_position)
             return [[] for _ in rows]
         values = await self._online_values(spec, rows, entity_ids, record, after_position)
         if off:
