@@ -93,14 +93,14 @@ class GroupMetrics(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     count: int
-    # None in a live audit: served predictions have no outcomes yet.
-    positives: int | None
-    selection_rate: float | None
-    accuracy: float | None
-    false_positive_rate: float | None
-    false_negative_rate: float | None
     # False when the group is smaller than min_group_size: reported, not judged.
     in_pass_fail: bool
+    # None in a live audit (served predictions have no outcomes yet), and in a regression's.
+    positives: int | None = None
+    selection_rate: float | None = None
+    accuracy: float | None = None
+    false_positive_rate: float | None = None
+    false_negative_rate: float | None = None
     # (TPR + TNR) / 2; None without both outcomes in the group (and in a live audit).
     balanced_accuracy: float | None = None
     # Regression: mean absolute and root-mean-square error (None in a live audit), and the means
@@ -533,11 +533,6 @@ def _regression_attribute(
     per_group = {
         str(group): GroupMetrics(
             count=int(row["count"]),
-            positives=None,
-            selection_rate=None,
-            accuracy=None,
-            false_positive_rate=None,
-            false_negative_rate=None,
             in_pass_fail=int(row["count"]) >= min_group_size,
             mae=row["mae"],
             rmse=row["rmse"],
@@ -676,11 +671,6 @@ def audit_served_values(
         per_group = {
             str(group): GroupMetrics(
                 count=int(row["count"]),
-                positives=None,
-                selection_rate=None,
-                accuracy=None,
-                false_positive_rate=None,
-                false_negative_rate=None,
                 in_pass_fail=int(row["count"]) >= thresholds.min_group_size,
                 mean_prediction=row["mean_prediction"],
             )
