@@ -104,10 +104,10 @@ class Target(BaseModel):
     class 1), `multiclass` (three or more classes, given in order: labels are their indices) or
     `regression` (a finite number; `classes` does not apply).
 
-    The running system (ingest, trainer, serving, governance) serves binary tasks; multiclass
-    and regression targets are learned by the learner and evaluated in process (`continuo
-    evaluate --kind`, `bench/learner.py --kind`) and are refused at registration until the
-    services answer them (docs/tasks.md)."""
+    The running system (ingest, trainer, serving, governance) serves binary and regression
+    tasks; a multiclass target is learned by the learner and evaluated in process (`continuo
+    evaluate --kind`, `bench/learner.py --kind`) and is refused at registration until the
+    services answer it (docs/tasks.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
