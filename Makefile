@@ -54,6 +54,7 @@ bench: $(STAMP)
 	$(PY) bench/learner.py
 	$(PY) bench/system.py
 	$(PY) bench/served.py
+	$(PY) bench/served_regression.py
 	$(PY) bench/entities.py
 	$(PY) bench/canary.py
 	$(PY) bench/entrants.py
