@@ -372,6 +372,16 @@ def _skill_breaches(
     return reasons
 
 
+def _check_rows(truth: np.ndarray, predicted: np.ndarray, sensitive: Mapping[str, Any]) -> None:
+    """ValueError unless there are rows, as many answers as labels, and an attribute."""
+    if len(truth) != len(predicted):
+        raise ValueError(f"y_true has {len(truth)} rows but y_pred has {len(predicted)}")
+    if not sensitive:
+        raise ValueError("sensitive: at least one attribute is needed")
+    if len(truth) == 0:
+        raise ValueError("nothing to audit: no rows")
+
+
 def audit(
     y_true: Sequence[Any],
     y_pred: Sequence[Any],
@@ -381,12 +391,7 @@ def audit(
     """Audit 0/1 predictions against 0/1 labels for each sensitive attribute, judged by limits."""
     truth = _as_binary("y_true", y_true)
     predicted = _as_binary("y_pred", y_pred)
-    if len(truth) != len(predicted):
-        raise ValueError(f"y_true has {len(truth)} rows but y_pred has {len(predicted)}")
-    if not sensitive:
-        raise ValueError("sensitive: at least one attribute is needed")
-    if len(truth) == 0:
-        raise ValueError("nothing to audit: no rows")
+    _check_rows(truth, predicted, sensitive)
     attributes: dict[str, AttributeAudit] = {}
     for name, values in sensitive.items():
         groups = _group_column(name, values, len(truth), "y_true")
@@ -597,12 +602,7 @@ def audit_regression(
     groups' errors and the gaps between their MAE, and R^2 over all rows, judged by limits."""
     truth = _as_numbers("y_true", y_true)
     predicted = _as_numbers("y_pred", y_pred)
-    if len(truth) != len(predicted):
-        raise ValueError(f"y_true has {len(truth)} rows but y_pred has {len(predicted)}")
-    if not sensitive:
-        raise ValueError("sensitive: at least one attribute is needed")
-    if len(truth) == 0:
-        raise ValueError("nothing to audit: no rows")
+    _check_rows(truth, predicted, sensitive)
     attributes = {
         name: _regression_attribute(
             name,
