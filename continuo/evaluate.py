@@ -38,7 +38,7 @@ from continuo.simulate import (
     simulate,
 )
 from services.trainer.learner import OnlineLearner
-from services.trainer.multiclass import OneVsRest
+from services.trainer.multiclass import OneVsRest, learner_for
 from shared.tasks import (
     MAX_ABS_FLOAT,
     MAX_CLASSES,
@@ -278,7 +278,7 @@ def _evaluate_kind(
     path: Path, spec: TaskSpec, X: np.ndarray, y: np.ndarray, timing: Timing, as_json: bool
 ) -> int:
     multiclass = spec.target.kind == "multiclass"
-    learner = OneVsRest.from_spec(spec) if multiclass else OnlineLearner.from_spec(spec)
+    learner = learner_for(spec)
     started = time.perf_counter()
     with progress(path.name, len(y), unit="rows", enabled=False if as_json else None) as bar:
         answers = learner_answers(

@@ -125,7 +125,9 @@ class OnlineFold:
             values = [float(recorded[name]) for name in self.names]
         else:
             values = self.values(event.entity_id, features)
-        self.observe(event.event_id, event.entity_id, features, served=event.served)
+        # A residual reads one number served (a multiclass answer has none; its spec has none).
+        served = event.served if not isinstance(event.served, list) else None
+        self.observe(event.event_id, event.entity_id, features, served=served)
         if event.label is not None:
             self.label(event.event_id, event.entity_id, event.label)
         return values
@@ -299,7 +301,8 @@ class DataEvent:
     features: Mapping[str, Any] | None = None
     pipeline_version: str | None = None
     online: Mapping[str, float] | None = None  # values it was served with (log and wait)
-    served: float | None = None  # what it was answered: P(class 1), or a value (log and wait)
+    # What it was answered (log and wait): P(class 1), a value, or the class probabilities.
+    served: float | list[float] | None = None
     served_version: int | None = None  # by which model version
     served_role: str | None = None  # in which role (champion, canary)
     # A label event's observation:

@@ -51,6 +51,16 @@ _MIN_VARIANCE = 1e-12  # an input constant so far is centred, not divided by ~ze
 _ROW_BY_ROW = 32
 
 
+def answered_class(probabilities: Sequence[float] | np.ndarray) -> int:
+    """A multiclass answer's class index: the most probable (the first of equals, as numpy's
+    argmax). Plain Python: serving calls it once per answered row."""
+    best = 0
+    for k, p in enumerate(probabilities):
+        if p > probabilities[best]:
+            best = k
+    return best
+
+
 def clip_raws(raws: np.ndarray, clip: float = RAW_CLIP) -> np.ndarray:
     """Members' raw scores as the blend sees them."""
     return np.asarray(raws).clip(-clip, clip)

@@ -320,6 +320,11 @@ class TaskSpec(BaseModel):
                     "people, so label-derived online features must have scope 'entity' (a "
                     "task-wide one would feed one person's outcome into another's prediction)"
                 )
+            if online.kind == "residual" and self.target.kind == "multiclass":
+                raise ValueError(
+                    f"online feature {online.name!r}: a residual (label minus the answer) needs "
+                    "one number answered per row; a multiclass task answers class probabilities"
+                )
         return self
 
     def model_copy(

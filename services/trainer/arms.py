@@ -12,18 +12,20 @@ judges it on those pairs instead.
 
 A regression's answers are values: "right" becomes "the closer of the two" in the paired counts
 (rows each was strictly closer on), and the sums are of absolute errors, not log losses; its
-canary is judged on the pairs (governance).
+canary is judged on the pairs (governance). A multiclass task's answers are its class
+probabilities: scored as a binary task's are, on the answered class and the log loss of the row's
+class.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
-from services.trainer.metrics import log_loss, row_loss
+from services.trainer.metrics import Answer, log_loss, row_loss
 from shared.online_models import LearnedRow
 
 
@@ -41,10 +43,10 @@ class _ArmCounts:
     correct: int = 0
     loss: float = 0.0  # summed log loss, or a regression's summed absolute error
 
-    def add(self, p: float, y: float) -> None:
+    def add(self, p: Answer, y: float) -> None:
         self.n += 1
         if self.regression:
-            self.loss += row_loss(True, y, p)
+            self.loss += row_loss(True, y, cast(float, p))
         else:
             self.correct += int(row_loss(False, y, p) == 0)
             self.loss += log_loss(p, y)
@@ -80,7 +82,7 @@ class _Paired:
             out["abs_error_difference_sq"] = round(self.difference_sq, 6)
         return out
 
-    def add(self, challenger: float, champion: float, y: float) -> None:
+    def add(self, challenger: Answer, champion: Answer, y: float) -> None:
         self.n += 1
         mine, theirs = (
             row_loss(self.regression, y, challenger),
@@ -104,11 +106,11 @@ class Labelled:
     version: int  # data stream version of the label
     x: list[float]
     y: float  # the class index, or a regression's value
-    served: float | None  # what serving answered (P(class 1), or a value), for rows it recorded
+    served: Answer | None  # what serving answered (`Answer`), for rows it recorded
     served_version: int | None
     served_role: str | None
-    champion: float | None  # the champion's prediction when the row arrived (trainer's copy)
-    shadows: Mapping[int, float]  # each shadow's prediction when the row arrived
+    champion: Answer | None  # the champion's prediction when the row arrived (trainer's copy)
+    shadows: Mapping[int, Answer]  # each shadow's prediction when the row arrived
 
 
 @dataclass
@@ -154,9 +156,9 @@ class Arms:
             self.shadows.setdefault(version, scorer)
         self._paired = {v: p for v, p in self._paired.items() if v in self.shadows}
 
-    def at_arrival(self, X: np.ndarray) -> list[dict[int, float]]:
+    def at_arrival(self, X: np.ndarray) -> list[dict[int, Answer]]:
         """Each shadow's prediction of rows arriving now (one dict per row)."""
-        out: list[dict[int, float]] = [{} for _ in range(len(X))]
+        out: list[dict[int, Answer]] = [{} for _ in range(len(X))]
         for version, shadow in self.shadows.items():
             for row, p in zip(out, shadow.predict(X).tolist(), strict=True):
                 row[version] = p

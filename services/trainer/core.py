@@ -19,10 +19,10 @@ Two figures are kept. `served_*`: the accuracy of what serving answered, on rows
 headline). The learner's own (`accuracy`): each row predicted by the learner when the row arrived,
 before its label was known (prequential; a diagnostic, fresher than any published model).
 
-Kinds of target: every answer here is one number per row, P(class 1) of a binary task or the
-value of a regression; rows are compared on their loss (`services.trainer.metrics.row_losses`:
-0/1 errors, or absolute errors) and a regression's figures are errors (MAE, RMSE, R^2), not
-accuracies.
+Kinds of target: an answer is P(class 1) of a binary task, the value of a regression, or a
+multiclass task's class probabilities (a list, in class order); rows are compared on their loss
+(`services.trainer.metrics.row_losses`: 0/1 errors of a classifier of either kind, or absolute
+errors) and a regression's figures are errors (MAE, RMSE, R^2), not accuracies.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.trainer.arms import Arms, Labelled
-from services.trainer.metrics import metrics_for, row_loss, row_losses
+from services.trainer.metrics import Answer, metrics_for, row_loss, row_losses
 from shared.events.envelope import Envelope
 from shared.events.types import (
     ArmsScored,
@@ -109,9 +109,11 @@ def config_choice(
 
 
 class Learner(Protocol):
-    """What the core needs of a learner (services.trainer.learner.OnlineLearner honours it)."""
+    """What the core needs of a learner (services.trainer.learner.OnlineLearner honours it, and
+    services.trainer.multiclass.OneVsRest, whose answers are rows of class probabilities)."""
 
-    n_updates: int
+    @property
+    def n_updates(self) -> int: ...
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray: ...
     # The champion's P(class 1) and each racing configuration's (rows x configurations; None:
@@ -210,13 +212,13 @@ class _Pending:
     """An observation awaiting its label: its inputs and what was predicted for it."""
 
     x: list[float]
-    proba: float  # the learner's prediction when the row arrived
-    served: float | None  # serving's answer, for rows it recorded
+    proba: Answer  # the learner's prediction when the row arrived
+    served: Answer | None  # serving's answer, for rows it recorded
     position: int
-    champion: float | None  # the shadow champion's prediction when the row arrived
+    champion: Answer | None  # the shadow champion's prediction when the row arrived
     served_version: int | None = None
     served_role: str | None = None
-    shadows: dict[int, float] = field(default_factory=dict)  # each shadow's, at arrival
+    shadows: dict[int, Answer] = field(default_factory=dict)  # each shadow's, at arrival
     configs: np.ndarray | None = None  # each racing configuration's prediction, at arrival
     champion_x: list[float] | None = None  # its inputs as the previous pipeline's (`_Previous`)
 
@@ -225,14 +227,14 @@ class _Pending:
 class _Row:
     x: list[float]
     y: float  # the class index (0 or 1), or a regression's value
-    proba: float | None  # None: labelled on arrival, predicted as it is learned
-    served: float | None
+    proba: Answer | None  # None: labelled on arrival, predicted as it is learned
+    served: Answer | None
     position: int
     version: int  # the data stream version of the event that labelled it
-    champion: float | None = None  # the champion's prediction when the row arrived
+    champion: Answer | None = None  # the champion's prediction when the row arrived
     served_version: int | None = None
     served_role: str | None = None
-    shadows: dict[int, float] = field(default_factory=dict)
+    shadows: dict[int, Answer] = field(default_factory=dict)
     configs: np.ndarray | None = None  # each racing configuration's prediction, at arrival
     champion_x: list[float] | None = None  # its inputs as the previous pipeline's
 
@@ -323,7 +325,7 @@ class TaskTraining:
         self._pending: OrderedDict[uuid.UUID, _Pending] = OrderedDict()
         self._pending_limit = pending_limit
         self._regression = spec.target.kind == "regression"
-        self.served = metrics_for(self._regression, spec.promotion.window)
+        self.served = metrics_for(spec.target.kind, spec.promotion.window, len(spec.target.classes))
         # Shadow evaluation: the served champion scored on the same labelled rows as the learner,
         # with the same inputs, so a candidate is compared with the champion like for like.
         self._champion: Scorer | None = None
@@ -708,7 +710,7 @@ class TaskTraining:
 
     def _shadow(
         self, chunk: list[_Row], rows: list[LearnedRow], proba: np.ndarray
-    ) -> list[float | None]:
+    ) -> list[Answer | None]:
         """Score the champion as serving runs it on the rows just learned, like the learner:
         each row predicted when it arrived (for rows labelled on arrival: as of the rows before
         it), then its label learned by the champion's online parts too. Returns those
@@ -735,7 +737,7 @@ class TaskTraining:
             self._window.extend(zip(mine.tolist(), theirs.tolist(), y, strict=True))
         return out
 
-    def _score_arms(self, chunk: list[_Row], champion: list[float | None], out: Output) -> None:
+    def _score_arms(self, chunk: list[_Row], champion: list[Answer | None], out: Output) -> None:
         """The canary and shadows on the rows just learned; every ARMS_EVERY labelled rows
         while any is active, an ArmsScored fact with the counts so far."""
         if not self.arms.active:
@@ -817,13 +819,13 @@ class TaskTraining:
                 "window_champion_closer": float((theirs < mine).sum()),
                 "window_constant_mae": float(np.abs(labels - np.median(labels)).mean()),
             }
-        ones = float(labels.sum())
+        majority = float(np.bincount(labels.astype(np.int64)).max())
         return out | {
             "window_accuracy": float((mine == 0).sum()) / n,
             "champion_window_accuracy": float((theirs == 0).sum()) / n,
             "window_only_candidate_right": float(((mine == 0) & (theirs == 1)).sum()),
             "window_only_champion_right": float(((theirs == 0) & (mine == 1)).sum()),
-            "window_majority_accuracy": max(ones, n - ones) / n,
+            "window_majority_accuracy": majority / n,
         }
 
     def metrics(self) -> dict[str, float]:
@@ -831,11 +833,10 @@ class TaskTraining:
         out = {k: float(v) for k, v in self.learner.metrics.items()}
         if self.served.n:
             served = self.served.as_dict()
-            figures = (
-                ("mae", "rmse", "r2", "recent_mae")
-                if self._regression
-                else ("accuracy", "log_loss", "recent_accuracy")
-            )
+            figures = {
+                "regression": ("mae", "rmse", "r2", "recent_mae"),
+                "multiclass": ("accuracy", "log_loss", "macro_f1", "recent_accuracy"),
+            }.get(self.spec.target.kind, ("accuracy", "log_loss", "recent_accuracy"))
             out["served_n_labelled"] = served["n_labelled"]
             out.update({f"served_{name}": served[name] for name in figures})
         return {**out, **self.comparison()}

@@ -3,39 +3,64 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from shared.online_models import answered_class
 
 # Probabilities are clipped before log-loss so one confident miss costs ~16 nats, not infinity.
 _EPS = 1e-7
 
 
+# What a model answers for one row (see below).
+Answer = float | list[float]
+
+# An answer is one number (P(class 1) of a binary task, a regression's value) or, for a
+# multiclass task, its class probabilities in class order: a classifier's loss is read off
+# either shape, so every path that compares classifiers serves both.
+
+
 def row_losses(regression: bool, y: Any, answers: Any) -> np.ndarray:
-    """Each row's loss, what rows are compared on: 1 where a binary answer (P(class 1)) named
-    the wrong class, else 0; a regression's absolute error (`row_loss`, for many rows)."""
+    """Each row's loss, what rows are compared on: 1 where a classifier's answer (P(class 1),
+    or a multiclass answer's most probable class) named the wrong class, else 0; a regression's
+    absolute error (`row_loss`, for many rows)."""
     answers = np.asarray(answers, dtype=float)
     if regression:
         return np.abs(np.asarray(y, dtype=float) - answers)
+    if answers.ndim == 2:
+        return (answers.argmax(axis=1) != np.asarray(y, dtype=np.int64)).astype(float)
     return ((answers >= 0.5) != (np.asarray(y) == 1)).astype(float)
 
 
-def row_loss(regression: bool, y: float, answer: float) -> float:
+def row_loss(regression: bool, y: float, answer: Any) -> float:
     """`row_losses` of one row, in plain floats (a row at a time costs numpy ~5 us a call)."""
     if regression:
         return abs(y - answer)
+    if isinstance(answer, Sequence | np.ndarray):
+        return float(answered_class(answer) != int(y))
     return float((answer >= 0.5) != (y == 1))
 
 
-def log_loss(p: float, y: float) -> float:
-    """A binary answer's log loss, P(class 1) clipped so one confident miss costs ~16 nats."""
+def log_loss(p: Any, y: float) -> float:
+    """A classifier's log loss on one row: of P(class 1), or of a multiclass answer's P(the
+    row's class), clipped so one confident miss costs ~16 nats."""
+    if isinstance(p, Sequence | np.ndarray):
+        return -math.log(min(1.0, max(_EPS, float(p[int(y)]))))
     p = min(1.0 - _EPS, max(_EPS, p))
     return -math.log(p if y == 1 else 1.0 - p)
 
 
-def metrics_for(regression: bool, window: int) -> PrequentialMetrics | RegressionMetrics:
-    """The prequential figures of a binary task's answers, or of a regression's."""
-    return RegressionMetrics(window) if regression else PrequentialMetrics(window)
+def metrics_for(
+    kind: str, window: int, n_classes: int = 2
+) -> PrequentialMetrics | MulticlassMetrics | RegressionMetrics:
+    """The prequential figures of a task's answers, by its kind (`Target.kind`)."""
+    if kind == "regression":
+        return RegressionMetrics(window)
+    if kind == "multiclass":
+        return MulticlassMetrics(n_classes, window)
+    return PrequentialMetrics(window)
 
 
 class PrequentialMetrics:

@@ -42,6 +42,13 @@ def normalised(per_class: np.ndarray) -> np.ndarray:
     return per_class / per_class.sum(axis=1, keepdims=True)
 
 
+def learner_for(spec: TaskSpec) -> OnlineLearner | OneVsRest:
+    """The learner of a task's kind: one binary learner per class for a multiclass target."""
+    if spec.target.kind == "multiclass":
+        return OneVsRest.from_spec(spec)
+    return OnlineLearner.from_spec(spec)
+
+
 class OneVsRest:
     """A multiclass learner of `n_classes` classes (labels 0..n_classes-1): one `OnlineLearner`
     per class, answers normalised. The same interface as `OnlineLearner` where it applies;
@@ -164,8 +171,20 @@ class OneVsRest:
         """Each class's race champion, in class order."""
         return ",".join(c.champion_config() for c in self.classes)
 
-    def model_bytes(self, learned_through: int = 0) -> bytes:
+    def entrant(self) -> tuple[str, dict[str, Any]] | None:
+        """None: each class runs its own race, so no one configuration of the whole model is
+        the runner-up to offer as an entrant shadow."""
+        return None
+
+    def choose(self, config: str, evidence: Mapping[str, Any]) -> None:
+        """Nothing to switch: a multiclass model publishes no entrants, so governance never
+        promotes a configuration of its races (see `entrant`)."""
+        return None
+
+    def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes:
         """Every class's binary model (its race's champion), encoded together."""
+        if config is not None:
+            raise ValueError("a multiclass model is its classes' race champions: no config")
         return model_codec.encode_one_vs_rest(
             [c.model_bytes(learned_through) for c in self.classes]
         )

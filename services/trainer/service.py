@@ -45,9 +45,9 @@ _PIPELINES = uuid.UUID("9c1f3b0e-5d2a-4f6b-8e71-2a4c6d8e0f13")  # ids of Pipelin
 
 
 def default_learner(spec: TaskSpec) -> Learner:
-    from services.trainer.learner import OnlineLearner
+    from services.trainer.multiclass import learner_for
 
-    return OnlineLearner.from_spec(spec)
+    return learner_for(spec)
 
 
 def new_core(

@@ -87,6 +87,8 @@ class Served(BaseModel):
     # A regression's answer; left out of a binary row's payload (readers from before it, whose
     # model forbids unknown fields, still read those rows).
     value: float | None = Field(None, exclude_if=lambda v: v is None)
+    # A multiclass task's answer: P(each class), in the spec's class order (left out as `value`).
+    probabilities: list[float] | None = Field(None, exclude_if=lambda v: v is None)
     # The data stream version through which the model had learned when it answered (its
     # online parts go on learning after it is published); None: as published.
     learned_through: int | None = None
@@ -94,13 +96,20 @@ class Served(BaseModel):
 
     @model_validator(mode="after")
     def _one_answer(self) -> Served:
-        if (self.probability is None) == (self.value is None):
-            raise ValueError("served: exactly one of probability (binary) and value (regression)")
+        given = [a for a in (self.probability, self.value, self.probabilities) if a is not None]
+        if len(given) != 1:
+            raise ValueError(
+                "served: exactly one of probability (binary), value (regression) and "
+                "probabilities (multiclass)"
+            )
         return self
 
     @property
-    def answer(self) -> float:
-        """The one number answered: P(class 1), or the value of a regression."""
+    def answer(self) -> float | list[float]:
+        """What was answered: P(class 1), the value of a regression, or a multiclass task's
+        class probabilities."""
+        if self.probabilities is not None:
+            return self.probabilities
         return self.probability if self.probability is not None else cast(float, self.value)
 
 
@@ -338,6 +347,8 @@ class ServedPrediction(BaseModel):
     features: dict[str, Any]
     probability: float | None  # P(class 1); None for a regression, whose `label` is its value
     label: Any
+    # A multiclass answer: P(each class) in the spec's class order; left out of other rows.
+    probabilities: list[float] | None = Field(None, exclude_if=lambda v: v is None)
     online: dict[str, float] = Field(default_factory=dict)
     recorded: bool = False
     # The data stream version through which the model had learned (see Served).

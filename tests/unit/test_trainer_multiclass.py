@@ -1,0 +1,187 @@
+"""A multiclass task through the trainer core: served class probabilities scored on the answered
+class (accuracy, macro-F1) and the log loss of the row's class, candidates compared with the
+champion on the same rows, and the canary and shadows scored as a binary task's are."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services.trainer import core as core_module
+from services.trainer.arms import Arms, Labelled
+from services.trainer.core import TaskTraining
+from services.trainer.metrics import log_loss, row_loss, row_losses
+from services.trainer.multiclass import OneVsRest
+from services.trainer.service import default_learner
+from shared.events.envelope import Envelope, new_event
+from shared.events.types import LabelRecorded, ObservationRecorded, Served, ServedScored
+from shared.online_models import LearnedRow, LiveModel, answered_class
+from shared.tasks import TaskSpec
+from tests.support import FAST_LEARNER, TEST_PRODUCER
+
+CLASSES = ("low", "mid", "high")
+SPEC = TaskSpec.model_validate(
+    {
+        "name": "triage",
+        "features": [{"name": "x1"}, {"name": "x2"}],
+        "target": {"name": "level", "kind": "multiclass", "classes": list(CLASSES)},
+        "learner": {"publish_every": 500, "params": FAST_LEARNER},
+        "promotion": {"window": 300},
+    }
+)
+
+
+def _rows(n: int, seed: int = 5) -> tuple[np.ndarray, np.ndarray]:
+    """Three classes by bands of x1 + x2, 10% of labels flipped at random."""
+    rng = np.random.default_rng(seed)
+    X = rng.uniform(0, 1, (n, 2))
+    y = np.digitize(X[:, 0] + X[:, 1], [0.75, 1.25])
+    noise = rng.random(n) < 0.1
+    y[noise] = rng.integers(0, 3, int(noise.sum()))
+    return X, y
+
+
+class Stream:
+    def __init__(self) -> None:
+        self.position = 0
+
+    def _stored(self, payload) -> Envelope:
+        self.position += 1
+        event = new_event(payload, stream_id="data-triage", producer=TEST_PRODUCER)
+        return event.model_copy(update={"position": self.position, "stream_version": self.position})
+
+    def observe(self, x, label=None, served=None, version=1) -> Envelope:
+        return self._stored(
+            ObservationRecorded(
+                task="triage",
+                pipeline_version=SPEC.version,
+                entity_id="e",
+                features={"x1": float(x[0]), "x2": float(x[1])},
+                label=label,
+                served=None
+                if served is None
+                else Served(model_version=version, probabilities=list(served)),
+            )
+        )
+
+    def label(self, observation: Envelope, label: int) -> Envelope:
+        return self._stored(
+            LabelRecorded(
+                task="triage", observation_id=observation.event_id, entity_id="e", label=label
+            )
+        )
+
+
+def _served_run(monkeypatch) -> tuple[TaskTraining, list, np.ndarray, np.ndarray]:
+    """1,000 rows labelled on arrival, then 1,200 served by the champion (serving's own copy,
+    learning each label as serving does), labelled one 100-row request late."""
+    monkeypatch.setattr(core_module, "SERVED_WINDOW", 300)
+    X, y = _rows(2200)
+    stream = Stream()
+    core = TaskTraining(SPEC, default_learner(SPEC))
+    out = core.apply([stream.observe(x, int(t)) for x, t in zip(X[:1000], y[:1000], strict=True)])
+    newest = out.candidates[-1]
+    serving = LiveModel(newest.model_bytes)
+    core.set_champion(newest.model_version, LiveModel(newest.model_bytes))
+    answers, facts, waiting = [], [], []
+    for start in range(1000, 2200, 100):
+        chunk = range(start, start + 100)
+        served = serving.predict(X[start : start + 100])
+        answers += served.tolist()
+        observed = [
+            stream.observe(X[i], served=p, version=newest.model_version)
+            for i, p in zip(chunk, served.tolist(), strict=True)
+        ]
+        waiting.append((observed, chunk))
+        events = list(observed)
+        if len(waiting) > 1:  # the previous request's labels
+            labelled, rows = waiting.pop(0)
+            events += [stream.label(o, int(y[i])) for o, i in zip(labelled, rows, strict=True)]
+            serving.learn(
+                [
+                    LearnedRow(e.stream_version, list(X[i]), int(y[i]))
+                    for e, i in zip(events[100:], rows, strict=True)
+                ]
+            )
+        facts += core.apply(events).facts
+    labelled, rows = waiting.pop(0)
+    facts += core.apply(
+        [stream.label(o, int(y[i])) for o, i in zip(labelled, rows, strict=True)]
+    ).facts
+    return core, facts, np.array(answers), y[1000:]
+
+
+def test_the_trainer_learns_a_multiclass_task_one_learner_per_class():
+    assert isinstance(default_learner(SPEC), OneVsRest)
+
+
+def test_served_class_probabilities_are_scored_on_the_answered_class(monkeypatch):
+    core, facts, answers, labels = _served_run(monkeypatch)
+    metrics = core.metrics()
+    assert answers.shape == (1200, 3)
+    assert np.allclose(answers.sum(axis=1), 1.0)
+    right = answers.argmax(axis=1) == labels
+    assert metrics["served_n_labelled"] == 1200
+    assert metrics["served_accuracy"] == pytest.approx(right.mean())
+    truth = np.clip(answers[np.arange(len(labels)), labels], 1e-7, 1.0)
+    assert metrics["served_log_loss"] == pytest.approx(-np.log(truth).mean())
+    assert 0.0 < metrics["served_macro_f1"] <= 1.0
+    # Learned: far better than the majority class (about 0.4 of the rows).
+    assert metrics["served_accuracy"] > 0.7
+    windows = [f for _, f in facts if isinstance(f, ServedScored)]
+    assert [w.n_windows for w in windows] == [1, 2, 3, 4]
+    arms = [a for w in windows for a in w.arms]
+    assert all(set(a) == {"model_version", "role", "n", "correct"} for a in arms)
+    assert sum(a["correct"] for a in arms) == int(right.sum())
+
+
+def test_a_candidate_is_compared_with_the_champion_on_the_same_rows(monkeypatch):
+    core, _, _, labels = _served_run(monkeypatch)
+    compared = core.comparison()
+    assert compared["window_n"] == 300
+    recent = labels[-300:]
+    assert compared["window_majority_accuracy"] == pytest.approx(np.bincount(recent).max() / 300)
+    assert compared["champion_window_accuracy"] > compared["window_majority_accuracy"]
+    assert compared["window_accuracy"] > compared["window_majority_accuracy"]
+    only = compared["window_only_candidate_right"] + compared["window_only_champion_right"]
+    assert only <= 300
+
+
+def test_a_multiclass_answer_is_scored_on_its_most_probable_class():
+    assert answered_class([0.2, 0.5, 0.3]) == 1
+    assert answered_class([0.4, 0.2, 0.4]) == 0  # the first of equals, as numpy's argmax
+    assert row_loss(False, 1, [0.2, 0.5, 0.3]) == 0.0
+    assert row_loss(False, 2, [0.2, 0.5, 0.3]) == 1.0
+    answers = np.array([[0.2, 0.5, 0.3], [0.4, 0.2, 0.4], [0.1, 0.1, 0.8]])
+    assert row_losses(False, [1, 2, 2], answers).tolist() == [0.0, 1.0, 0.0]
+    assert log_loss([0.2, 0.5, 0.3], 2) == pytest.approx(-np.log(0.3))
+    # A confident miss costs a bounded amount, not infinity.
+    assert log_loss([1.0, 0.0, 0.0], 1) == pytest.approx(-np.log(1e-7))
+
+
+def test_shadows_and_the_canary_of_a_multiclass_task_are_counted_as_a_classifiers():
+    arms = Arms()
+    arms.follow(1, 2, {})
+    rows = [
+        # (served answer, its role, the champion's answer, label)
+        ([0.1, 0.8, 0.1], "canary", [0.6, 0.3, 0.1], 1),  # only the canary right
+        ([0.7, 0.2, 0.1], "canary", [0.7, 0.2, 0.1], 0),  # both right
+        ([0.1, 0.1, 0.8], "canary", [0.1, 0.1, 0.8], 1),  # both wrong
+        ([0.2, 0.2, 0.6], "champion", [0.2, 0.2, 0.6], 2),
+    ]
+    arms.learn(
+        [
+            Labelled(i + 1, [0.0], y, served, 2 if role == "canary" else 1, role, champion, {})
+            for i, (served, role, champion, y) in enumerate(rows)
+        ]
+    )
+    canary = arms.evidence()["canary"]
+    assert canary["canary"]["n"] == 3 and canary["canary"]["correct"] == 2
+    assert canary["champion"] == {
+        "n": 1,
+        "correct": 1,
+        "log_loss": pytest.approx(-np.log(0.6), abs=1e-6),
+    }
+    assert canary["paired"]["challenger_only"] == 1 and canary["paired"]["champion_only"] == 0
+    expected = -np.log(0.8) - np.log(0.7) - np.log(0.1)
+    assert canary["paired"]["challenger_log_loss"] == pytest.approx(expected, abs=1e-5)
