@@ -25,8 +25,9 @@ ENTITY = "nsw"
 class Served:
     """What serving answered, row by row, and when labels were accepted."""
 
-    # Each row's answer: P(class 1), or a regression's value (None: no model yet).
-    answers: list[float | None]
+    # Each row's answer: P(class 1), a regression's value, or a multiclass task's class
+    # probabilities by class (None: no model yet).
+    answers: list[float | dict[str, float] | None]
     requests: int = 0
     labels: int = 0
     seconds: float = 0.0
@@ -37,8 +38,16 @@ class Served:
     # Per request: its first row and the model version that answered it (None: no model yet).
     answered_by: list[tuple[int, int | None]] = field(default_factory=list)
 
-    def right(self, labels: list[int]) -> np.ndarray:
-        """1 where serving answered the row's class; unanswered rows (before any model) are 0."""
+    def right(self, labels: list[Any]) -> np.ndarray:
+        """1 where serving answered the row's class (a binary task's labels: 0/1; a multiclass
+        task's: the classes); unanswered rows (before any model) are 0."""
+        if any(isinstance(v, dict) for v in self.answers):
+            return np.array(
+                [
+                    isinstance(v, dict) and max(v, key=v.__getitem__) == str(label)
+                    for v, label in zip(self.answers, labels, strict=True)
+                ]
+            )
         p = np.array([np.nan if v is None else v for v in self.answers], dtype=float)
         return ~np.isnan(p) & ((p >= 0.5) == (np.asarray(labels) == 1))
 
@@ -118,8 +127,14 @@ async def stream_through_serving(
                     served.first_seen[answer["model_version"]] = time.monotonic()
                 served.versions.add(answer["model_version"])
             for i, prediction in zip(chunk, answer["predictions"], strict=True):
-                value = prediction.get("value")
-                served.answers[i] = prediction["probability"] if value is None else value
+                served.answers[i] = next(
+                    (
+                        prediction[k]
+                        for k in ("probabilities", "value")
+                        if prediction.get(k) is not None
+                    ),
+                    prediction["probability"],
+                )
             waiting.append(
                 [
                     {"prediction_id": p["prediction_id"], "label": labels[i]}

@@ -38,15 +38,7 @@ async def register_tasks(
     reason: str | None = None,
 ) -> None:
     """Record each spec version once (the event id is derived from name and version), with who
-    and why when a person registers it. A kind of task the services do not serve yet is refused
-    (ValueError) before anything is recorded."""
-    for spec in specs:
-        if spec.target.kind == "multiclass":
-            raise ValueError(
-                f"task {spec.name!r}: target kind 'multiclass' is learned and evaluated in "
-                "process (continuo evaluate --kind multiclass) but not served by the running "
-                "system yet; binary and regression tasks can be registered (docs/tasks.md)"
-            )
+    and why when a person registers it."""
     for spec in specs:
         event = new_event(
             TaskRegistered(

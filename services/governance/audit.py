@@ -81,9 +81,9 @@ def _is_none(value: Any) -> bool:
     return value is None
 
 
-def _regression_field() -> Any:
-    """A figure of regression audits only: None, and left out of a dump while None, so a binary
-    report dumps exactly as it did before regression audits (and old reports still validate)."""
+def _kind_field() -> Any:
+    """A figure of regression (or multiclass) audits only: None, and left out of a dump while
+    None, so a binary report dumps exactly as it did before them (and old reports validate)."""
     return Field(None, exclude_if=_is_none)
 
 
@@ -105,10 +105,10 @@ class GroupMetrics(BaseModel):
     balanced_accuracy: float | None = None
     # Regression: mean absolute and root-mean-square error (None in a live audit), and the means
     # of the predictions and of the labels. The binary fields above are None in a regression.
-    mae: float | None = _regression_field()
-    rmse: float | None = _regression_field()
-    mean_prediction: float | None = _regression_field()
-    mean_label: float | None = _regression_field()
+    mae: float | None = _kind_field()
+    rmse: float | None = _kind_field()
+    mean_prediction: float | None = _kind_field()
+    mean_label: float | None = _kind_field()
 
     @field_validator(
         "selection_rate",
@@ -144,8 +144,8 @@ class AttributeAudit(BaseModel):
     notes: tuple[str, ...] = ()
     # Regression (the binary gaps above are None there): the largest group MAE minus the
     # smallest, and the largest over the smallest (None when the smallest is 0).
-    mae_difference: float | None = _regression_field()
-    mae_ratio: float | None = _regression_field()
+    mae_difference: float | None = _kind_field()
+    mae_ratio: float | None = _kind_field()
 
     @field_validator(
         "demographic_parity_difference",
@@ -177,12 +177,18 @@ class AuditReport(BaseModel):
     unavailable: list[str] = []
     # Over all rows; None without both outcomes (and in a live audit).
     balanced_accuracy: float | None = None
+    # A multiclass audit's floor on it, which depends on the classes that occur (`_multiclass_
+    # skill`); None (and left out) elsewhere: a binary audit's is the limit itself.
+    balanced_accuracy_floor: float | None = _kind_field()
     # What was audited: 0/1 predictions, or a regression's values (left out of a binary dump).
-    kind: Literal["binary", "regression"] = Field("binary", exclude_if=lambda v: v == "binary")
+    # Multiclass: each class one against the rest (`audit_multiclass`).
+    kind: Literal["binary", "multiclass", "regression"] = Field(
+        "binary", exclude_if=lambda v: v == "binary"
+    )
     # Regression, over all rows: None in a live audit, and R^2 when every label is equal.
-    mae: float | None = _regression_field()
-    rmse: float | None = _regression_field()
-    r2: float | None = _regression_field()
+    mae: float | None = _kind_field()
+    rmse: float | None = _kind_field()
+    r2: float | None = _kind_field()
 
     @field_validator("mae", "rmse", "r2", mode="before")
     @classmethod
@@ -460,6 +466,19 @@ def _selection_attribute(
     )
 
 
+def _no_outcomes(thresholds: AuditThresholds) -> str:
+    """A live audit's note: what it could not compute without outcomes."""
+    return (
+        "no outcomes for served predictions: accuracy, false positive/negative rates and "
+        "equalized-odds difference not computed"
+        + (
+            "; the equalized-odds limit was not checked"
+            if thresholds.equalized_odds_difference_max is not None
+            else ""
+        )
+    )
+
+
 def audit_selection(
     y_pred: Sequence[Any], sensitive: Mapping[str, Sequence[Any]], thresholds: AuditThresholds
 ) -> AuditReport:
@@ -479,15 +498,7 @@ def audit_selection(
         attributes[name] = _selection_attribute(name, predicted, groups, thresholds.min_group_size)
     reasons = [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
     notes = [note for a in attributes.values() for note in a.notes]
-    notes.append(
-        "no outcomes for served predictions: accuracy, false positive/negative rates and "
-        "equalized-odds difference not computed"
-        + (
-            "; the equalized-odds limit was not checked"
-            if thresholds.equalized_odds_difference_max is not None
-            else ""
-        )
-    )
+    notes.append(_no_outcomes(thresholds))
     return AuditReport(
         n=len(predicted),
         thresholds=thresholds,
@@ -496,6 +507,149 @@ def audit_selection(
         reasons=reasons,
         notes=notes,
         unavailable=list(LABEL_METRICS),
+    )
+
+
+# Multiclass: each class audited as a binary decision ("answered class k or not", one against
+# the rest), under the attribute's name with the class in brackets (`sex[high]`); skill judged on
+# the multiclass balanced accuracy (the mean recall over the classes), where a constant answer
+# scores 1 / (classes that occur).
+
+
+def _as_classes(name: str, values: Sequence[Any], n_classes: int) -> np.ndarray:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        raise ValueError(f"{name}: expected a flat sequence of class indices")
+    whole = array.astype(np.int64)
+    if array.size and (
+        not np.array_equal(whole, array) or whole.min() < 0 or whole.max() >= n_classes
+    ):
+        raise ValueError(f"{name}: expected class indices 0..{n_classes - 1}")
+    return whole
+
+
+def _mean_recall(truth: np.ndarray, predicted: np.ndarray) -> tuple[float, float] | None:
+    """The mean over the classes that occur of each one's recall, and a constant answer's
+    figure (1 / those classes); None unless two classes occur."""
+    present = np.unique(truth)
+    if len(present) < 2:
+        return None
+    recalls = [float((predicted[truth == k] == k).mean()) for k in present]
+    return float(np.mean(recalls)), 1.0 / len(present)
+
+
+def _multiclass_skill(
+    truth: np.ndarray,
+    predicted: np.ndarray,
+    sensitive: Mapping[str, np.ndarray],
+    limits: AuditThresholds,
+) -> tuple[float | None, float | None, list[str]]:
+    """`_skill_breaches` for many classes: overall, the balanced accuracy must clear a constant
+    answer's by as large a share of the way to 1 as `balanced_accuracy_min` does for two
+    classes (0.55: a tenth of the way); in a judged group, it must beat a constant answer.
+    Returns the figure, the floor applied to it, and the breaches."""
+    overall = _mean_recall(truth, predicted)
+    floor = limits.balanced_accuracy_min
+    if floor is None:
+        return (overall[0] if overall else None), None, []
+    reasons = []
+    needed = None
+    if overall is not None:
+        score, chance = overall
+        needed = chance + (floor - 0.5) / 0.5 * (1.0 - chance)
+        if score < needed:
+            reasons.append(
+                f"balanced accuracy {_figure(score, needed)} < {needed:.2f}: hardly better than "
+                f"a constant answer ({chance:.2f} with {round(1 / chance)} classes)"
+            )
+    for name, groups in sensitive.items():
+        for group in sorted(set(groups.tolist())):
+            members = groups == group
+            if members.sum() < limits.min_group_size:
+                continue
+            figure = _mean_recall(truth[members], predicted[members])
+            if figure is not None and figure[0] <= figure[1]:
+                reasons.append(
+                    f"{name}={group}: balanced accuracy {figure[0]:.2f} <= {figure[1]:.2f}: no "
+                    "better than a constant answer for this group"
+                )
+    return (overall[0] if overall else None), needed, reasons
+
+
+def audit_multiclass(
+    y_true: Sequence[Any],
+    y_pred: Sequence[Any],
+    classes: Sequence[Any],
+    sensitive: Mapping[str, Sequence[Any]],
+    thresholds: AuditThresholds,
+) -> AuditReport:
+    """Audit answered class indices against labelled ones: each class one against the rest as a
+    binary audit does (`name[class]`), skill on the multiclass balanced accuracy."""
+    truth = _as_classes("y_true", y_true, len(classes))
+    predicted = _as_classes("y_pred", y_pred, len(classes))
+    _check_rows(truth, predicted, sensitive)
+    columns = {
+        name: _group_column(name, values, len(truth), "y_true")
+        for name, values in sensitive.items()
+    }
+    attributes: dict[str, AttributeAudit] = {}
+    for name, groups in columns.items():
+        for k, cls in enumerate(classes):
+            key = f"{name}[{cls}]"
+            attributes[key] = _audit_attribute(
+                key,
+                (truth == k).astype(int),
+                (predicted == k).astype(int),
+                groups,
+                thresholds.min_group_size,
+            )
+    overall, floor, reasons = _multiclass_skill(truth, predicted, columns, thresholds)
+    reasons += [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
+    return AuditReport(
+        n=len(truth),
+        thresholds=thresholds,
+        attributes=attributes,
+        passed=not reasons,
+        reasons=reasons,
+        notes=[note for a in attributes.values() for note in a.notes],
+        balanced_accuracy=overall,
+        balanced_accuracy_floor=floor,
+        kind="multiclass",
+    )
+
+
+def audit_served_classes(
+    y_pred: Sequence[Any],
+    classes: Sequence[Any],
+    sensitive: Mapping[str, Sequence[Any]],
+    thresholds: AuditThresholds,
+) -> AuditReport:
+    """`audit_selection` of a multiclass task's served answers: each class's selection rate per
+    group (`name[class]`), no outcomes."""
+    predicted = _as_classes("y_pred", y_pred, len(classes))
+    if not sensitive:
+        raise ValueError("sensitive: at least one attribute is needed")
+    if len(predicted) == 0:
+        raise ValueError("nothing to audit: no rows")
+    attributes: dict[str, AttributeAudit] = {}
+    for name, values in sensitive.items():
+        groups = _group_column(name, values, len(predicted), "y_pred")
+        for k, cls in enumerate(classes):
+            key = f"{name}[{cls}]"
+            attributes[key] = _selection_attribute(
+                key, (predicted == k).astype(int), groups, thresholds.min_group_size
+            )
+    reasons = [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
+    notes = [note for a in attributes.values() for note in a.notes]
+    return AuditReport(
+        n=len(predicted),
+        thresholds=thresholds,
+        attributes=attributes,
+        passed=not reasons,
+        reasons=reasons,
+        notes=[*notes, _no_outcomes(thresholds)],
+        unavailable=list(LABEL_METRICS),
+        kind="multiclass",
     )
 
 
@@ -771,6 +925,15 @@ def _limits_line(limits: AuditThresholds, kind: str = "binary") -> str:
             ("demographic-parity ratio", ">=", limits.demographic_parity_ratio_min),
             ("balanced accuracy (overall and per group)", ">=", limits.balanced_accuracy_min),
         )
+        if kind == "multiclass":  # its floor scaled to the classes (`_multiclass_skill`)
+            judged = (
+                *judged[:3],
+                (
+                    "balanced accuracy (as far from a constant as, with two classes)",
+                    ">=",
+                    limits.balanced_accuracy_min,
+                ),
+            )
     checked = [f"{label} {op} {value:g}" for label, op, value in judged if value is not None]
     return (
         f"limits: {', '.join(checked) or 'none set'}; "

@@ -20,8 +20,10 @@ import numpy as np
 from services.governance.audit import (
     AuditReport,
     audit,
+    audit_multiclass,
     audit_regression,
     audit_selection,
+    audit_served_classes,
     audit_served_values,
 )
 from shared.events.envelope import Envelope
@@ -144,6 +146,14 @@ def audit_candidate(
             sensitive=sensitive,
             thresholds=policy.promotion.audit,
         )
+    elif spec.target.kind == "multiclass":
+        report = audit_multiclass(
+            y_true=[int(r["label"]) for r in rows],
+            y_pred=np.asarray(predictor.predict_proba(X)).argmax(axis=1).tolist(),
+            classes=policy.target.classes,
+            sensitive=sensitive,
+            thresholds=policy.promotion.audit,
+        )
     else:
         predicted = (np.asarray(predictor.predict_proba(X)) >= THRESHOLD).astype(int)
         report = audit(
@@ -169,5 +179,10 @@ def audit_live(spec: TaskSpec, served: Sequence[Mapping[str, Any]]) -> AuditRepo
     if spec.target.kind == "regression":
         values = [float(p["value"]) for p in served]
         return audit_served_values(values, sensitive, spec.promotion.audit)
+    if spec.target.kind == "multiclass":  # `value`: the class answered
+        classes = spec.target.classes
+        index = {repr(c): k for k, c in enumerate(classes)}
+        answered = [index[repr(p["value"])] for p in served]
+        return audit_served_classes(answered, classes, sensitive, spec.promotion.audit)
     predicted = [int(float(p["probability"]) >= THRESHOLD) for p in served]
     return audit_selection(predicted, sensitive, spec.promotion.audit)

@@ -72,7 +72,7 @@ from shared.events.types import (
 )
 from shared.fanout import Fanout
 from shared.features import OnlineFold, data_event, model_inputs
-from shared.model_codec import ModelFormatError, Predictor, decode
+from shared.model_codec import ModelFormatError, OneVsRestPredictor, Predictor, decode_any
 from shared.registry import registered_spec, registered_tasks, spec_versions
 from shared.runtime import Runtime
 from shared.store.port import ConcurrencyError
@@ -282,9 +282,10 @@ class Governance:
         named = state.pipelines.get(version)
         return named if named is not None else (await self.trained(task, version)).pipeline_version
 
-    async def predictor(self, artifact_sha256: str) -> Predictor:
+    async def predictor(self, artifact_sha256: str) -> Predictor | OneVsRestPredictor:
+        """A model version's predictor, of any kind (a multiclass one answers rows of classes)."""
         data = await asyncio.to_thread(self.runtime.artifacts.get, artifact_sha256)
-        return await asyncio.to_thread(decode, data)
+        return await asyncio.to_thread(decode_any, data)
 
     async def candidate_audit(self, task: str, version: int) -> AuditCompleted | None:
         found = (await self.store.get([audit_event_id(task, version)])).values()

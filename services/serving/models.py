@@ -13,6 +13,7 @@ import numpy as np
 from services.serving.routing import Predictor
 from shared.features import model_inputs
 from shared.ids import new_uuid
+from shared.online_models import answered_class
 from shared.tasks import RecordError, TaskSpec, validate_features
 
 # Probability of class 1 at or above which the predicted label is class 1.
@@ -39,10 +40,15 @@ class Prediction:
     role: str = "champion"
     pipeline_version: str | None = None  # the spec version whose inputs the model was given
     value: float | None = None  # a regression's answer (its `probability` is None)
+    # A multiclass task's answer: P(each class), in the spec's class order (`probability` None).
+    probabilities: list[float] | None = None
 
     @property
-    def answer(self) -> float | None:
-        """The one number answered: P(class 1), or a regression's value (None: no model)."""
+    def answer(self) -> float | list[float] | None:
+        """What was answered: P(class 1), a regression's value, or a multiclass task's class
+        probabilities (None: no model)."""
+        if self.probabilities is not None:
+            return self.probabilities
         return self.probability if self.probability is not None else self.value
 
 
@@ -100,6 +106,26 @@ def predict(
             )
             for pid, row, entity_id, online_values, v in zip(
                 ids, rows, entity_ids, online, values, strict=True
+            )
+        ]
+    if spec.target.kind == "multiclass":
+        classes = spec.target.classes
+        table = np.asarray(predictor.predict_proba(X), dtype=np.float64).reshape(len(X), -1)
+        return [
+            Prediction(
+                prediction_id=pid,
+                entity_id=entity_id,
+                features=row,
+                online=dict(zip(names, online_values, strict=True)),
+                probability=None,
+                label=classes[answered_class(ps)],
+                model_version=model_version,
+                role=role,
+                pipeline_version=spec.version,
+                probabilities=ps,
+            )
+            for pid, row, entity_id, online_values, ps in zip(
+                ids, rows, entity_ids, online, table.tolist(), strict=True
             )
         ]
     probabilities = np.asarray(predictor.predict_proba(X), dtype=np.float64).reshape(-1)

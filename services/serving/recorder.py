@@ -247,7 +247,7 @@ def served_row(
     validating and dumping each row through pydantic cost a flush about 3 ms of CPU per 540
     rows, holding the interpreter lock that requests wait for (tests/unit/test_recorder.py
     holds the two equal)."""
-    return {
+    row = {
         "prediction_id": str(p.prediction_id),
         "model_version": p.model_version,
         "entity_id": p.entity_id,
@@ -260,6 +260,9 @@ def served_row(
         "role": p.role,
         "served_at": served_at,
     }
+    if p.probabilities is not None:  # a multiclass answer (the key is absent otherwise)
+        row["probabilities"] = p.probabilities
+    return row
 
 
 def _size(item: Envelope | _Served) -> int:
@@ -336,6 +339,7 @@ def observation_events(
                     model_version=p.model_version,
                     probability=p.probability,
                     value=p.value,
+                    probabilities=p.probabilities,
                     learned_through=learned.get(p.model_version),
                     role=p.role,
                 ),

@@ -173,11 +173,12 @@ async def predict_answer(state: ServingState, task: str, body: PredictRequest) -
         )
     # Encoded here, as `PredictResponse` documents it: the hot path skips a validation pass over
     # what this function has just built.
+    classes = [str(c) for c in spec.target.classes] if spec.target.kind == "multiclass" else None
     answer = {
         "task": task,
         "model_version": champion.model_version if champion is not None else None,
         "recorded": record,
-        "predictions": [_out(p) for p in predictions],
+        "predictions": [_out(p, classes) for p in predictions],
     }
     encoded = orjson.dumps(answer)
     instruments.answered(task, predictions, time.perf_counter() - started)
@@ -285,13 +286,16 @@ def _learned(routes: Routes) -> dict[int, int | None]:
     return {m.model_version: getattr(m.predictor, "learned_through", None) for m in routes.models()}
 
 
-def _out(p: Prediction) -> dict[str, Any]:
-    """A prediction as `PredictionOut` documents it."""
+def _out(p: Prediction, classes: list[str] | None) -> dict[str, Any]:
+    """A prediction as `PredictionOut` documents it (`classes`: a multiclass task's, as keys)."""
     return {
         "prediction_id": str(p.prediction_id),
         "label": p.label,
         "probability": p.probability,
         "value": p.value,
+        "probabilities": None
+        if p.probabilities is None or classes is None
+        else dict(zip(classes, p.probabilities, strict=True)),
         "model_version": p.model_version,
         "role": p.role,
         "online_features": p.online,

@@ -96,11 +96,17 @@ class PredictionOut(BaseModel):
         "task's first model"
     )
     probability: float | None = Field(
-        description="P(the task's second class); null for a regression, and before the task's "
+        description="P(the task's second class); null for a regression or a multiclass task, and "
+        "before the task's "
         "first model (a row recorded then is learned all the same)"
     )
     value: float | None = Field(
         None, description="a regression task's predicted value; null for a classifier"
+    )
+    probabilities: dict[str, float] | None = Field(
+        None,
+        description="a multiclass task's P(each class), by class (as a string); `label` is the "
+        "most probable; null for a binary task (its `probability`) and a regression",
     )
     online_features: dict[str, float] = Field(
         default_factory=dict, description="the online-feature values the model was given"

@@ -9,7 +9,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from services.governance.audit import AuditReport, audit, audit_regression, render_audit
+from services.governance.audit import (
+    AuditReport,
+    audit,
+    audit_multiclass,
+    audit_regression,
+    render_audit,
+)
 from services.governance.audits import UnseenWindow, audit_candidate, audit_live
 from services.governance.compas import compas_score_audit, load_compas
 from shared.events.envelope import Envelope, Producer
@@ -398,3 +404,98 @@ def test_the_unseen_window_keeps_a_regressions_labels_as_floats_and_classes_as_i
     got = [r["label"] for r in window.rows]
     assert got == labels
     assert [type(v) for v in got] == [type(v) for v in labels]
+
+
+# Multiclass: each class one against the rest, skill on the mean recall.
+
+MULTICLASS = ("low", "mid", "high")
+
+
+def _three_classes(n: int = 600, seed: int = 2) -> tuple[np.ndarray, list[str]]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 3, n), ["a" if v else "b" for v in rng.random(n) < 0.5]
+
+
+def test_a_multiclass_model_close_to_the_labels_passes_with_each_class_audited_per_group() -> None:
+    truth, groups = _three_classes()
+    rng = np.random.default_rng(4)
+    predicted = np.where(rng.random(len(truth)) < 0.85, truth, (truth + 1) % 3)
+    report = audit_multiclass(
+        truth.tolist(), predicted.tolist(), MULTICLASS, {"site": groups}, AuditThresholds()
+    )
+    assert report.passed, report.reasons
+    assert report.kind == "multiclass"
+    assert set(report.attributes) == {"site[low]", "site[mid]", "site[high]"}
+    mid = report.attributes["site[mid]"].groups
+    assert set(mid) == {"a", "b"} and all(0.7 < g.accuracy < 1 for g in mid.values())
+    assert report.balanced_accuracy == pytest.approx(0.85, abs=0.05)
+    # 1/3 + a tenth of the way to 1, as 0.55 is for two classes.
+    assert report.balanced_accuracy_floor == pytest.approx(0.4)
+    assert AuditReport.model_validate_json(report.model_dump_json()) == report
+
+
+def test_a_constant_multiclass_model_fails_overall_and_in_every_judged_group() -> None:
+    truth, groups = _three_classes()
+    report = audit_multiclass(
+        truth.tolist(), [1] * len(truth), MULTICLASS, {"site": groups}, AuditThresholds()
+    )
+    assert not report.passed
+    assert report.balanced_accuracy == pytest.approx(1 / 3)
+    assert any(
+        "hardly better than a constant answer (0.33 with 3 classes)" in r for r in report.reasons
+    )
+    assert any(r.startswith("site=a:") for r in report.reasons)
+    assert any(r.startswith("site=b:") for r in report.reasons)
+
+
+def test_a_multiclass_gap_limit_names_the_class_and_the_attribute() -> None:
+    truth, groups = _three_classes()
+    predicted = truth.copy()
+    # Group b's "high" rows are answered "low": its recall of "high" collapses.
+    predicted[(np.array(groups) == "b") & (truth == 2)] = 0
+    report = audit_multiclass(
+        truth.tolist(),
+        predicted.tolist(),
+        MULTICLASS,
+        {"site": groups},
+        AuditThresholds(equalized_odds_difference_max=0.2),
+    )
+    assert not report.passed
+    assert any(r.startswith("site[high]: equalized-odds difference") for r in report.reasons)
+
+
+def test_a_multiclass_audit_refuses_labels_that_are_not_class_indices() -> None:
+    with pytest.raises(ValueError, match="class indices 0..2"):
+        audit_multiclass([0, 3], [0, 1], MULTICLASS, {"s": ["a", "b"]}, AuditThresholds())
+    with pytest.raises(ValueError, match="class indices"):
+        audit_multiclass([0, 1.5], [0, 1], MULTICLASS, {"s": ["a", "b"]}, AuditThresholds())
+
+
+def test_a_live_multiclass_audit_reports_each_classs_selection_rate_per_group() -> None:
+    spec = TaskSpec.model_validate(
+        {
+            "name": "triage",
+            "features": [{"name": "x"}],
+            "target": {"name": "level", "kind": "multiclass", "classes": list(MULTICLASS)},
+            "sensitive": [{"name": "site", "type": "category", "categories": ["a", "b"]}],
+        }
+    )
+    served = [
+        {"features": {"x": 0.0, "site": "a" if i % 2 else "b"}, "value": MULTICLASS[i % 3]}
+        for i in range(120)
+    ]
+    report = audit_live(spec, served)
+    assert report.kind == "multiclass" and report.passed
+    assert report.unavailable and report.balanced_accuracy is None
+    rates = {g: m.selection_rate for g, m in report.attributes["site[low]"].groups.items()}
+    assert rates == {"a": pytest.approx(1 / 3), "b": pytest.approx(1 / 3)}
+
+
+def test_a_multiclass_report_renders_each_class_and_the_floor_it_applied() -> None:
+    truth, groups = _three_classes()
+    report = audit_multiclass(
+        truth.tolist(), truth.tolist(), MULTICLASS, {"site": groups}, AuditThresholds()
+    )
+    text = render_audit(report)
+    assert "site[high]" in text and "as far from a constant as, with two classes" in text
+    assert "PASSED" in text

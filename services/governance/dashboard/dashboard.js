@@ -722,7 +722,11 @@
       a.demographic_parity_ratio != null && th.demographic_parity_ratio_min != null
         ? gauge("demographic-parity ratio", a.demographic_parity_ratio,
           th.demographic_parity_ratio_min, "min") : null,
-      report.balanced_accuracy != null
+      report.balanced_accuracy != null && report.kind === "multiclass"
+        // Its floor depends on the classes that occur (audit.py `_multiclass_skill`).
+        ? gauge("balanced accuracy over all rows (mean recall; a constant scores 1 / classes)",
+          report.balanced_accuracy, report.balanced_accuracy_floor, "min")
+        : report.balanced_accuracy != null
         ? gauge("balanced accuracy over all rows", report.balanced_accuracy,
           th.balanced_accuracy_min, "min") : null,
     ];

@@ -15,6 +15,7 @@ from services.governance.routes.deps import Version, governance, read_engine, vi
 from services.governance.service import Governance
 from shared.events.types import data_stream
 from shared.http import MAX_POSITION, MAX_VERSION
+from shared.model_codec import OneVsRestPredictor
 from shared.registry import spec_versions
 
 router = APIRouter(prefix="/v1", tags=["registry"], dependencies=[Depends(viewer)])
@@ -190,6 +191,12 @@ async def model_explanation(
     async with engine.connect() as conn:
         this = await queries.model(conn, task, version)
     predictor = await gov.predictor(this["artifact_sha256"])
+    if isinstance(predictor, OneVsRestPredictor):
+        raise HTTPException(
+            409,
+            f"task {task!r} is a multiclass task: feature importance is computed for binary "
+            "and regression models only so far (docs/tasks.md)",
+        )
     return {
         "task": task,
         "model_version": version,
@@ -225,6 +232,7 @@ async def prediction_explanation(
             "binary tasks only so far (docs/tasks.md)",
         )
     predictor = await gov.predictor(this["artifact_sha256"])
+    assert not isinstance(predictor, OneVsRestPredictor)  # a binary task's (checked above)
     explained = await asyncio.to_thread(
         prediction_contributions,
         spec,

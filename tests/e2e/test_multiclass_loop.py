@@ -1,0 +1,171 @@
+"""A multiclass task through the running system (ingest, trainer, governance, serving, as
+separate processes): serving answers each class's probability and records each row (log and
+wait), labels (class names) come to ingest by prediction id one request late, the trainer learns
+them one binary learner per class with an entity-scoped online feature, governance audits each
+candidate (each class one against the rest, per group, with Fairlearn's MetricFrame) and
+promotes on accuracy, and serving answers with the models that learned those labels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+import numpy as np
+from playwright.async_api import async_playwright
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from continuo.caller import stream_through_serving, wait_until_learned
+from continuo.simulate import Timing
+from continuo.stack import Stack, write_task_specs
+from services.governance.auth import Role, create_key
+from shared.tasks import TaskSpec
+from tests.e2e.browser import CHROMIUM, drawn_pixels, open_view
+from tests.support import eventually
+
+TASK = "triage"
+CLASSES = ["routine", "urgent", "critical"]
+SPEC = TaskSpec.model_validate(
+    {
+        "name": TASK,
+        "features": [{"name": "x1"}, {"name": "x2"}],
+        "target": {"name": "level", "kind": "multiclass", "classes": CLASSES},
+        "sensitive": [{"name": "region", "type": "category", "categories": ["north", "south"]}],
+        # Each site's last outcome: sites lean to one level, which a global model cannot know.
+        "online_features": [
+            {"name": "site_last", "kind": "last_label", "scope": "entity", "default": 0.0}
+        ],
+        "serving": {"record": True},
+        "learner": {"publish_every": 500},
+        "promotion": {"window": 300, "require_audit": True, "audit": {"min_rows": 200}},
+    }
+)
+ROWS = 3000
+
+
+def triage_stream(n: int, seed: int = 13) -> tuple[list[dict], list[str], list[str]]:
+    """30 sites, interleaved; the level is set by x1 + x2 in bands, and each site's cases are
+    one band more severe half the time at the sites that lean that way."""
+    rng = np.random.default_rng(seed)
+    lean = rng.integers(0, 2, 30)
+    sites = rng.integers(0, 30, n)
+    x = rng.uniform(0.0, 1.0, (n, 2))
+    level = np.digitize(x[:, 0] + x[:, 1], [0.8, 1.3])
+    level = np.minimum(level + (lean[sites] & (rng.random(n) < 0.5)), 2)
+    features = [
+        {"x1": float(a), "x2": float(b), "region": "north" if s < 15 else "south"}
+        for (a, b), s in zip(x, sites, strict=True)
+    ]
+    return features, [CLASSES[k] for k in level], [f"site-{s}" for s in sites]
+
+
+async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class_probabilities(
+    sqlite_url: str, tmp_path: Path
+):
+    features, levels, sites = triage_stream(ROWS)
+    stack = Stack(
+        tmp_path, store_url=sqlite_url, env_overrides=write_task_specs(tmp_path / "tasks", [SPEC])
+    )
+    await stack.start()
+    try:
+        urls = {name: stack.url(name) for name in ("serving", "ingest")}
+        served = await stream_through_serving(
+            urls, TASK, features, levels, Timing(100, 1), entities=sites, progress=False
+        )
+        status = await wait_until_learned(stack.url("trainer"), TASK, ROWS, timeout=120)
+        async with httpx.AsyncClient(
+            base_url=stack.url("governance"), headers=stack.governance_headers(), timeout=30
+        ) as governance:
+
+            async def promoted_after_an_audit() -> dict | None:
+                audits = (await governance.get(f"/v1/tasks/{TASK}/audits")).json()["audits"]
+                routing = (await governance.get(f"/v1/tasks/{TASK}/routing")).json()
+                champion = (routing.get("champion") or {}).get("model_version")
+                passed = {a["model_version"] for a in audits if a["passed"]}
+                return {"audits": audits, "champion": champion} if champion in passed else None
+
+            decided = await eventually(promoted_after_an_audit, timeout=60)
+            windows = (await governance.get(f"/v1/tasks/{TASK}/served-accuracy")).json()
+            champion = decided["champion"]
+            importance = await governance.get(f"/v1/tasks/{TASK}/models/{champion}/explanation")
+        async with httpx.AsyncClient(base_url=stack.url("serving")) as serving:
+            row = {"features": features[0], "entity_id": sites[0], "record": False}
+            answer = (await serving.post(f"/v1/tasks/{TASK}/predict", json=row)).json()
+        async with httpx.AsyncClient(base_url=stack.url("ingest")) as ingest:
+            bad = await ingest.post(
+                f"/v1/tasks/{TASK}/observations",
+                json=[{"entity_id": "s", "features": features[0], "label": "mild"}],
+            )
+        engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'governance.db'}")
+        _, key = await create_key(engine, "multiclass-test", Role.VIEWER)
+        await engine.dispose()
+        page = await _dashboard(stack.url("governance"), key)
+    finally:
+        stack.stop()
+
+    # Serving answers each class's probability and the most probable class as the label.
+    prediction = answer["predictions"][0]
+    assert prediction["probability"] is None and prediction["value"] is None
+    probabilities = prediction["probabilities"]
+    assert list(probabilities) == CLASSES
+    assert abs(sum(probabilities.values()) - 1.0) < 1e-9
+    assert prediction["label"] == max(probabilities, key=probabilities.__getitem__)
+    assert answer["model_version"] == champion > 1
+
+    # What callers got, asked before each label existed, labels one request late: far better
+    # than the majority class, and the trainer's served accuracy is that of the very answers
+    # the client received.
+    right = served.right(levels)
+    majority = max(levels.count(c) for c in CLASSES) / ROWS
+    assert right[1500:].mean() > majority + 0.15, (right[1500:].mean(), majority)
+    metrics = status["metrics"]
+    answered = ROWS - served.unanswered
+    assert metrics["served_n_labelled"] == answered
+    assert abs(metrics["served_accuracy"] - right.sum() / answered) < 1e-9
+    assert 0 < metrics["served_macro_f1"] <= 1 and metrics["served_log_loss"] > 0
+
+    # Every audited candidate is a multiclass audit: each class against the rest, per group.
+    candidate = [a for a in decided["audits"] if a["scope"] == "candidate"]
+    assert candidate
+    for audit in candidate:
+        report = audit["report"]
+        assert report["kind"] == "multiclass"
+        assert set(report["attributes"]) == {f"region[{c}]" for c in CLASSES}
+        groups = report["attributes"]["region[urgent]"]["groups"]
+        assert set(groups) == {"north", "south"}
+        assert report["balanced_accuracy"] > 1 / 3
+    # Served windows count right answers.
+    assert windows["windows"] and all(w["accuracy"] is not None for w in windows["windows"])
+    # A label that is not one of the classes is refused with the reason; feature importance,
+    # not computed for a multiclass model yet, is a 409 that says so.
+    assert bad.status_code == 422 and "label" in bad.text
+    assert importance.status_code == 409 and "multiclass" in importance.text
+    # The dashboard draws served accuracy over time and the audit, without a browser error.
+    assert page["problems"] == []
+    assert page["heading"] == f"Served accuracy over time · {TASK}"
+    assert page["pixels"] > 5000
+    assert "region[critical]" in page["audit"]
+
+
+async def _dashboard(base: str, key: str) -> dict:
+    """What a viewer sees: the served-figure view's heading and plot, the audit view's text."""
+    assert CHROMIUM.exists(), "this test needs Debian's chromium: apt-get install chromium"
+    problems: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            await page.goto(f"{base}/dashboard#task={TASK}")
+            await page.fill("#key", key)
+            await page.click("#signin-form button")
+            await page.wait_for_selector("#view-accuracy[data-ready]", state="attached")
+            heading = await page.inner_text("#view-accuracy h2")
+            pixels = await drawn_pixels(page, "#accuracy-chart canvas")
+            await open_view(page, "audits")
+            audit = await page.inner_text("#view-audits")
+        finally:
+            await browser.close()
+    return {"problems": problems, "heading": heading, "pixels": pixels, "audit": audit}
