@@ -54,7 +54,8 @@ bench: $(STAMP)
 	$(PY) bench/learner.py
 	$(PY) bench/system.py
 	$(PY) bench/served.py
-	$(PY) bench/served_regression.py
+	$(PY) bench/served_kinds.py --kind regression
+	$(PY) bench/served_kinds.py --kind multiclass
 	$(PY) bench/entities.py
 	$(PY) bench/canary.py
 	$(PY) bench/entrants.py

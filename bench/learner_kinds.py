@@ -16,11 +16,11 @@ posted, for everyone):
   its labels exists; its labels are learned after the next request has been answered.
 
 Continuo's answer is its learner's champion at the moment the row was asked
-(`continuo.simulate.learner_answers`), in process: trainer-side, not through serving (a
-regression through the running system: `bench/served_regression.py`). Figures are computed by
-the same code from everyone's answers: accuracy and macro-F1 (multiclass); MAE, RMSE and
-R^2 = 1 - SSE / SST over the stream (regression). River's learners get a StandardScaler in
-front where River's examples put one.
+(`continuo.simulate.learner_answers`), in process: trainer-side, not through serving (the
+running system's answers: `bench/served_kinds.py`). Figures are computed by the same code
+from everyone's answers: accuracy and macro-F1 (multiclass); MAE, RMSE and R^2 = 1 - SSE / SST
+over the stream (regression). River's learners get a StandardScaler in front where River's
+examples put one.
 """
 
 from __future__ import annotations
@@ -280,8 +280,8 @@ def report(kind: str, results: list[Result], speeds: dict[str, float]) -> str:
         f"Measured {date.today().isoformat()} on this 2-core machine, one process, one core, "
         "each learner once (deterministic: the same answers on every run; rows/s vary with "
         "the machine's other work). Continuo's answers are its learner's, in process "
-        "(trainer-side), not served (a regression's served figures: bench/served_regression.py; "
-        "the running system does not serve multiclass tasks). Rows/s with "
+        "(trainer-side), not served (the served figures of each kind: bench/served_kinds.py). "
+        "Rows/s with "
         "labels on arrival: Continuo's learner takes rows in 1,000-row test-then-train calls "
         "(the same answers as asking and learning row by row, several times faster), River's "
         "row by row as River learns; with 100-row requests both are asked a request at a time. "

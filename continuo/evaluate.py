@@ -10,9 +10,10 @@ numeric column.
 
 A multiclass or numeric target (`--kind multiclass|regression`, or a spec's `target.kind`) is
 evaluated on the learner's own answers, each given when its row was asked and before its label
-existed, under the same timing (`continuo.simulate.learner_answers`): trainer-side, since serving
-does not answer those kinds yet. The figures (accuracy and macro-F1; MAE, RMSE and R^2) are
-given beside those of answering each row with the last label known.
+existed, under the same timing (`continuo.simulate.learner_answers`): trainer-side (the running
+system serves those kinds too; this is the learner alone, in process). The figures (accuracy
+and macro-F1; MAE, RMSE and R^2) are given beside those of answering each row with the last
+label known.
 """
 
 from __future__ import annotations
@@ -241,7 +242,7 @@ def _print_kind(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -
     before = s["previous_label"]
     print(f"{path}: {s['rows']:,} rows, {timing.describe()}; inputs: {names}")
     print(f"  {s['kind']}: the learner's answers, each given before its label existed")
-    print(f"  (trainer-side, in process: serving does not answer {s['kind']} tasks yet)")
+    print("  (trainer-side, in process: the learner alone, fresher than any served model)")
     for name, value in before.items():
         print(f"  {name:<19} {s[name]:.4f}  (previous label: {value:.4f})")
     print(f"  events/s            {s['events_per_s']:,.0f}")

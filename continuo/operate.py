@@ -698,10 +698,13 @@ def audit(ctx: Context, argv: list[str]) -> int:
 
 
 def _skill(report: Mapping[str, Any]) -> str:
-    """An audit's overall skill: balanced accuracy, or a regression's R^2."""
+    """An audit's overall skill: balanced accuracy (a multiclass audit's, with the floor it
+    applied), or a regression's R^2."""
     if report.get("kind") == "regression":
         return NONE if report.get("r2") is None else f"R^2 {report['r2']:.3f}"
-    return fmt(report.get("balanced_accuracy"), 3)
+    floor = report.get("balanced_accuracy_floor")
+    skill = fmt(report.get("balanced_accuracy"), 3)
+    return skill if floor is None else f"{skill} (floor {floor:.2f})"
 
 
 def _groups_table(audited: Mapping[str, Any]) -> Table:

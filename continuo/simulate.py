@@ -140,8 +140,8 @@ def learner_answers(
     """What the learner (an `OnlineLearner`, or a multiclass `OneVsRest`) answers each row when
     it is asked, under `timing`: every row of a request answered before any of its labels
     exists (`predict_on_arrival`), the labels learned when they are posted, judged on those
-    answers. Trainer-side, in process: no publishing, no serving (for task kinds serving does
-    not answer yet, and benchmarks of the learner). Answers: P(class 1), a value, or (rows,
+    answers. Trainer-side, in process: no publishing, no serving (`continuo evaluate` of the
+    other kinds, and benchmarks of the learner). Answers: P(class 1), a value, or (rows,
     classes) probabilities.
 
     Labels on arrival (one-row requests, no delay) go through `test_then_train` in chunks: the

@@ -104,10 +104,8 @@ class Target(BaseModel):
     class 1), `multiclass` (three or more classes, given in order: labels are their indices) or
     `regression` (a finite number; `classes` does not apply).
 
-    The running system (ingest, trainer, serving, governance) serves binary and regression
-    tasks; a multiclass target is learned by the learner and evaluated in process (`continuo
-    evaluate --kind`, `bench/learner.py --kind`) and is refused at registration until the
-    services answer it (docs/tasks.md)."""
+    The running system (ingest, trainer, serving, governance) serves every kind; each is also
+    evaluated in process (`continuo evaluate --kind`, `bench/learner.py --kind`; docs/tasks.md)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -134,6 +132,11 @@ class Target(BaseModel):
             )
         if len(set(map(repr, self.classes))) != len(self.classes):
             raise ValueError("a target's classes must be distinct")
+        # Serving answers a multiclass task's probabilities keyed by each class as text.
+        if self.kind == "multiclass" and len(set(map(str, self.classes))) != len(self.classes):
+            raise ValueError(
+                "a multiclass target's classes must be distinct as text (1 and '1' are not)"
+            )
         return self
 
 
@@ -320,12 +323,28 @@ class TaskSpec(BaseModel):
                     "people, so label-derived online features must have scope 'entity' (a "
                     "task-wide one would feed one person's outcome into another's prediction)"
                 )
-            if online.kind == "residual" and self.target.kind == "multiclass":
-                raise ValueError(
-                    f"online feature {online.name!r}: a residual (label minus the answer) needs "
-                    "one number answered per row; a multiclass task answers class probabilities"
-                )
+            if self.target.kind == "multiclass":
+                self._fits_many_classes(online)
         return self
+
+    def _fits_many_classes(self, online: OnlineFeature) -> None:
+        """A multiclass label is a class index: no mean of indices (the classes need not be
+        ordered), no residual (a multiclass answer is not one number), and no `last_label`
+        default that is itself a class index ("no label yet" must not read as a class)."""
+        if online.kind in ("residual", "label_mean"):
+            raise ValueError(
+                f"online feature {online.name!r}: a {online.kind} reads labels (and answers) "
+                "as numbers; a multiclass task's labels are class indices, which need not be "
+                "ordered (last_label and label_age apply)"
+            )
+        n = len(self.target.classes)
+        default = online.default
+        if online.kind == "last_label" and default is not None and default in range(n):
+            raise ValueError(
+                f"online feature {online.name!r}: default {default:g} is the index of "
+                f"class {self.target.classes[int(default)]!r}; a multiclass last_label "
+                f"needs a default that is no class index (-1, say, or anything outside 0..{n - 1})"
+            )
 
     def model_copy(
         self, *, update: Mapping[str, Any] | None = None, deep: bool = False

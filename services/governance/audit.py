@@ -576,6 +576,36 @@ def _multiclass_skill(
     return (overall[0] if overall else None), needed, reasons
 
 
+def _class_attribute(
+    key: str, is_class: np.ndarray, answered: np.ndarray, groups: np.ndarray, min_group_size: int
+) -> AttributeAudit:
+    """One class against the rest for one attribute, on the groups where the class both occurs
+    and does not: in a group without it, its true-positive rate is undefined, which the binary
+    gaps count as 0 (a rare class absent from one group would fail a perfect model)."""
+    both = [
+        g
+        for g in sorted(set(groups.tolist()))
+        if 0 < int(is_class[groups == g].sum()) < int((groups == g).sum())
+    ]
+    rows = np.isin(groups, both)
+    if not rows.any():
+        return AttributeAudit(
+            groups={},
+            demographic_parity_difference=None,
+            demographic_parity_ratio=None,
+            equalized_odds_difference=None,
+            notes=(f"{key}: not judged, the class occurs in no group beside other classes",),
+        )
+    result = _audit_attribute(
+        key, is_class[rows].astype(int), answered[rows].astype(int), groups[rows], min_group_size
+    )
+    left = sorted(set(groups.tolist()) - set(both))
+    if not left:
+        return result
+    note = f"{key}: {', '.join(left)} left out (the class is absent from it, or all of it)"
+    return result.model_copy(update={"notes": (*result.notes, note)})
+
+
 def audit_multiclass(
     y_true: Sequence[Any],
     y_pred: Sequence[Any],
@@ -596,12 +626,8 @@ def audit_multiclass(
     for name, groups in columns.items():
         for k, cls in enumerate(classes):
             key = f"{name}[{cls}]"
-            attributes[key] = _audit_attribute(
-                key,
-                (truth == k).astype(int),
-                (predicted == k).astype(int),
-                groups,
-                thresholds.min_group_size,
+            attributes[key] = _class_attribute(
+                key, truth == k, predicted == k, groups, thresholds.min_group_size
             )
     overall, floor, reasons = _multiclass_skill(truth, predicted, columns, thresholds)
     reasons += [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
@@ -953,6 +979,11 @@ def render_audit(report: AuditReport) -> str:
             f"overall: MAE {_num(report.mae)}, RMSE {_num(report.rmse)}, R^2 {_num(report.r2)}"
         )
     lines.append(_limits_line(report.thresholds, report.kind))
+    if report.balanced_accuracy_floor is not None:
+        lines.append(
+            f"balanced accuracy {_num(report.balanced_accuracy)} against the floor of "
+            f"{report.balanced_accuracy_floor:.2f} for these classes"
+        )
     lines.append(f"verdict: {'PASSED' if report.passed else 'FAILED'} on {report.n} rows")
     lines.extend(f"  - {reason}" for reason in report.reasons)
     lines.extend(f"  note: {note}" for note in report.notes)

@@ -122,6 +122,7 @@ def _prediction_rows(envelope: Envelope) -> list[dict[str, Any]]:
             "features": p.features,
             "probability": p.probability,
             "label": p.label,
+            "probabilities": p.probabilities,
             "served_at": p.served_at or envelope.occurred_at,
             "online": p.online,
             "role": p.role,

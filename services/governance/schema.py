@@ -126,6 +126,8 @@ predictions = Table(
     Column("features", Json, nullable=False),
     Column("probability", Float, nullable=True),  # None for a regression: its label is its value
     Column("label", Json, nullable=True),
+    # A multiclass answer: P(each class), in the spec's class order (None for other kinds).
+    Column("probabilities", Json, nullable=True),
     Column("served_at", DateTime(timezone=True), nullable=False),
     # The online-feature values the model was given (None before they existed).
     Column("online", Json, nullable=True),

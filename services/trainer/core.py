@@ -543,7 +543,10 @@ class TaskTraining:
             evidence |= {"decided_at": chosen.decided_at, "rollback": chosen.rollback}
             name = f"decision/{chosen.decided_at}"
         switch = self.learner.choose(chosen.config, evidence)
-        if switch is not None:
+        if isinstance(switch, list):  # a multiclass learner's: one per class that switched
+            for each in switch:
+                self._record_switch(each, f"{name}/{each.to_config}", out)
+        elif switch is not None:
             self._record_switch(switch, name, out)
 
     def _start(self, out: Output) -> None:

@@ -13,8 +13,9 @@ published multiclass model keeps learning as a binary one does.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -22,24 +23,49 @@ import numpy as np
 from services.trainer.drift import Drift
 from services.trainer.learner import OnlineLearner
 from services.trainer.metrics import MulticlassMetrics
+from services.trainer.racing import ConfigDrop, ConfigSwitch
 from shared import model_codec
 from shared.tasks import TaskSpec, categorical_indices
 
 
 @dataclass(frozen=True)
 class MulticlassReport:
-    """What one `learn` call did; `proba`: the class probabilities each row was scored on."""
+    """What one `learn` call did; `proba`: the class probabilities each row was scored on.
+    Every class's drifts, race switches and search drops, by class in order, each named by its
+    class (`class_fact`), so two classes' facts at the same row are two facts."""
 
     n_learned: int
     model_changed: bool
-    drifts: list[Drift] = field(default_factory=list)  # every class's, by class in order
+    drifts: list[Drift] = field(default_factory=list)
     proba: np.ndarray | None = None
+    switches: list[ConfigSwitch] = field(default_factory=list)
+    dropped: list[ConfigDrop] = field(default_factory=list)
+
+
+def class_fact(k: int, fact: Drift | ConfigSwitch | ConfigDrop) -> Any:
+    """A class's learner's fact as the multiclass learner reports it: its detector or its
+    configurations prefixed with the class index (`class-2/adwin`), the class in the evidence."""
+    evidence = {**fact.evidence, "class": k}
+    if isinstance(fact, Drift):
+        return replace(fact, detector=f"class-{k}/{fact.detector}", evidence=evidence)
+    if isinstance(fact, ConfigSwitch):
+        return replace(
+            fact,
+            from_config=f"class-{k}/{fact.from_config}",
+            to_config=f"class-{k}/{fact.to_config}",
+            evidence=evidence,
+        )
+    return replace(fact, config=f"class-{k}/{fact.config}", evidence=evidence)
 
 
 def normalised(per_class: np.ndarray) -> np.ndarray:
     """Rows of one-vs-rest probabilities (n, classes) made to sum to one."""
     per_class = np.asarray(per_class, dtype=float)
     return per_class / per_class.sum(axis=1, keepdims=True)
+
+
+# The longest model config the projections keep (services/governance/schema.py `gov_models`).
+CONFIG_LENGTH = 200
 
 
 def learner_for(spec: TaskSpec) -> OnlineLearner | OneVsRest:
@@ -157,8 +183,17 @@ class OneVsRest:
 
     @staticmethod
     def _report(n: int, reports: list[Any], proba: np.ndarray) -> MulticlassReport:
-        drifts = [d for r in reports for d in r.drifts]
-        return MulticlassReport(n, any(r.model_changed for r in reports), drifts, proba)
+        def tagged(name: str) -> list[Any]:
+            return [class_fact(k, f) for k, r in enumerate(reports) for f in getattr(r, name)]
+
+        return MulticlassReport(
+            n,
+            any(r.model_changed for r in reports),
+            tagged("drifts"),
+            proba,
+            tagged("switches"),
+            tagged("dropped"),
+        )
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -168,18 +203,29 @@ class OneVsRest:
         return out
 
     def champion_config(self) -> str:
-        """Each class's race champion, in class order."""
-        return ",".join(c.champion_config() for c in self.classes)
+        """Each class's race champion, in class order, comma-separated (what `choose` takes
+        back); past CONFIG_LENGTH characters (many classes), how many classes run each."""
+        names = [c.champion_config() for c in self.classes]
+        joined = ",".join(names)
+        if len(joined) <= CONFIG_LENGTH:
+            return joined
+        counts = ", ".join(f"{name} x{n}" for name, n in sorted(Counter(names).items()))
+        return f"{len(names)} classes: {counts}"[:CONFIG_LENGTH]
 
     def entrant(self) -> tuple[str, dict[str, Any]] | None:
         """None: each class runs its own race, so no one configuration of the whole model is
         the runner-up to offer as an entrant shadow."""
         return None
 
-    def choose(self, config: str, evidence: Mapping[str, Any]) -> None:
-        """Nothing to switch: a multiclass model publishes no entrants, so governance never
-        promotes a configuration of its races (see `entrant`)."""
-        return None
+    def choose(self, config: str, evidence: Mapping[str, Any]) -> list[ConfigSwitch]:
+        """Make each class's race run its part of `config` (`champion_config`'s form: governance
+        rolled back to a model of these configurations); the switches made, named by class.
+        Nothing for a config of another form (the counted form of many classes)."""
+        parts = config.split(",")
+        if len(parts) != self.n_classes:
+            return []
+        switches = [c.choose(part, evidence) for c, part in zip(self.classes, parts, strict=True)]
+        return [class_fact(k, s) for k, s in enumerate(switches) if s is not None]
 
     def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes:
         """Every class's binary model (its race's champion), encoded together."""

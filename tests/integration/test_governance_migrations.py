@@ -55,3 +55,28 @@ async def test_regression_rows_survive_the_upgrade_and_a_downgrade_drops_only_th
     async with engine.begin() as conn:
         assert (await conn.execute(select(served_windows.c.correct))).scalars().all() == [150]
     await engine.dispose()
+
+
+async def test_a_multiclass_prediction_keeps_its_class_probabilities_and_downgrades_to_its_class(
+    store_url: str,
+):
+    """g0007: a prediction's class probabilities; a downgrade keeps the row and its class."""
+    await upgrade_async(store_url, MIGRATIONS, TABLE)
+    engine = create_async_engine(store_url)
+    row = {"position": 1, "task": "triage", "model_version": 2, "entity_id": "e", "features": {}}
+    row |= {"served_at": datetime.now(UTC), "prediction_id": uuid.uuid4(), "probability": None}
+    async with engine.begin() as conn:
+        await conn.execute(
+            insert(predictions), [row | {"label": "urgent", "probabilities": [0.2, 0.7, 0.1]}]
+        )
+        stored = (await conn.execute(select(predictions.c.probabilities))).scalar()
+        assert stored == [0.2, 0.7, 0.1]
+    config = alembic_config(store_url, MIGRATIONS, TABLE)
+    await asyncio.to_thread(command.downgrade, config, "g0006")
+    async with engine.begin() as conn:
+        labels = (await conn.execute(text("SELECT label FROM gov_predictions"))).scalars().all()
+        assert [str(label).strip('"') for label in labels] == ["urgent"]
+    await upgrade_async(store_url, MIGRATIONS, TABLE)
+    async with engine.begin() as conn:
+        assert (await conn.execute(select(predictions.c.probabilities))).scalars().all() == [None]
+    await engine.dispose()

@@ -498,4 +498,51 @@ def test_a_multiclass_report_renders_each_class_and_the_floor_it_applied() -> No
     )
     text = render_audit(report)
     assert "site[high]" in text and "as far from a constant as, with two classes" in text
+    assert "against the floor of 0.40 for these classes" in text
     assert "PASSED" in text
+
+
+def test_a_class_absent_from_one_group_does_not_fail_a_perfect_multiclass_model() -> None:
+    truth, groups = _three_classes()
+    truth[(np.array(groups) == "b") & (truth == 2)] = 1  # no "high" in group b
+    report = audit_multiclass(
+        truth.tolist(),
+        truth.tolist(),
+        MULTICLASS,
+        {"site": groups},
+        AuditThresholds(equalized_odds_difference_max=0.1),
+    )
+    assert report.passed, report.reasons
+    assert set(report.attributes["site[high]"].groups) == {"a"}
+    assert any("site[high]: b left out" in note for note in report.notes)
+
+
+def test_a_multiclass_candidate_is_audited_on_its_most_probable_class() -> None:
+    spec = TaskSpec.model_validate(
+        {
+            "name": "triage",
+            "features": [{"name": "x"}],
+            "target": {"name": "level", "kind": "multiclass", "classes": list(MULTICLASS)},
+            "sensitive": [{"name": "site", "type": "category", "categories": ["a", "b"]}],
+        }
+    )
+    truth, groups = _three_classes()
+
+    class Knows:
+        """Answers the row's class (its input) with p 0.6, the others 0.2."""
+
+        feature_names = ["x"]
+
+        def predict_proba(self, X: np.ndarray) -> np.ndarray:
+            out = np.full((len(X), 3), 0.2)
+            out[np.arange(len(X)), X[:, 0].astype(int)] = 0.6
+            return out
+
+    rows = [
+        {"inputs": [float(t)], "features": {"x": float(t), "site": g}, "label": int(t)}
+        for t, g in zip(truth, groups, strict=True)
+    ]
+    report = audit_candidate(spec, Knows(), rows)
+    assert report.kind == "multiclass" and report.passed, report.reasons
+    assert report.balanced_accuracy == 1.0
+    assert set(report.attributes) == {f"site[{c}]" for c in MULTICLASS}

@@ -41,8 +41,8 @@ def _prediction(i: int, **overrides: object) -> Prediction:
 def test_a_served_row_is_the_json_dump_of_its_validated_prediction(
     served_at: datetime, recorded: bool, learned: int | None
 ):
-    for i in range(6):
-        p = _prediction(i)
+    multiclass = {"probability": None, "probabilities": [0.2, 0.5, 0.3], "label": "mid"}
+    for p in [_prediction(i) for i in range(6)] + [_prediction(6, **multiclass)]:
         typed = ServedPrediction(
             prediction_id=p.prediction_id,
             model_version=p.model_version,
@@ -50,6 +50,7 @@ def test_a_served_row_is_the_json_dump_of_its_validated_prediction(
             features=p.features,
             probability=p.probability,
             label=p.label,
+            probabilities=p.probabilities,
             online=p.online,
             recorded=recorded,
             learned_through=learned,

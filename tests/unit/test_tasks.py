@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from shared.tasks import (
     RecordError,
@@ -142,3 +143,36 @@ def test_a_regression_target_takes_finite_numbers_and_no_classes():
         )
     with pytest.raises(RecordError, match="not one of"):
         validate_label(SPEC, 2.5)
+
+
+def _multiclass(online: list[dict], classes: list | None = None) -> TaskSpec:
+    return TaskSpec.model_validate(
+        {
+            "name": "triage",
+            "features": [{"name": "x"}],
+            "target": {
+                "name": "level",
+                "kind": "multiclass",
+                "classes": classes or ["a", "b", "c"],
+            },
+            "online_features": online,
+        }
+    )
+
+
+@pytest.mark.parametrize("kind", ["residual", "label_mean"])
+def test_a_multiclass_spec_refuses_online_features_that_read_labels_as_numbers(kind: str) -> None:
+    with pytest.raises(ValidationError, match=f"a {kind} reads labels"):
+        _multiclass([{"name": "f", "kind": kind, "window": 5}])
+
+
+def test_a_multiclass_last_label_default_must_not_be_a_class_index() -> None:
+    with pytest.raises(ValidationError, match="default 0 is the index of class 'a'"):
+        _multiclass([{"name": "f", "kind": "last_label", "default": 0.0}])
+    assert _multiclass([{"name": "f", "kind": "last_label", "default": -1.0}]).online_features
+    assert _multiclass([{"name": "f", "kind": "last_label"}]).online_features  # 0.5
+
+
+def test_multiclass_classes_must_be_distinct_as_text() -> None:
+    with pytest.raises(ValidationError, match="distinct as text"):
+        _multiclass([], classes=[1, "1", 2])

@@ -1,21 +1,22 @@
-"""Served regression: what callers of the running system got on numeric targets, next to the
-learner in process and River's regressors under the same label timing.
+"""Served multiclass and regression: what callers of the running system got on targets that are
+not binary, next to the learner in process and River's learners under the same label timing.
 
-    .venv/bin/python bench/served_regression.py [--rows N] [--no-write]
+    .venv/bin/python bench/served_kinds.py --kind multiclass|regression [--rows N] [--no-write]
 
-The regression streams of `bench/learner.py --kind regression` (FriedmanDrift with abrupt,
-gradual and local drifts, `--rows` rows each, fixed seeds; River's TrumpApproval and ChickWeights
-data sets), each a regression task of the running system (four services, embedded broker,
-SQLite store; the spec's defaults): every 100-row request asks serving first, recording the rows
-(log and wait), and its labels go to ingest by prediction id after the next request's answers
-(one request late). The served figure is computed here from serving's answers: what the caller
-got, asked before the label existed.
+The streams of `bench/learner.py --kind multiclass|regression` (multiclass: RandomRBFDrift and
+LEDDrift, `--rows` rows each, fixed seeds, and River's ImageSegments; regression: FriedmanDrift
+with abrupt, gradual and local drifts, `--rows` rows each, fixed seeds, and River's TrumpApproval
+and ChickWeights), each a task of that kind in the running system (four services, embedded
+broker, SQLite store; the spec's defaults): every 100-row request asks serving first, recording
+the rows (log and wait), and its labels go to ingest by prediction id after the next request's
+answers (one request late). The served figure is computed here from serving's answers: what the
+caller got, asked before the label existed (a multiclass answer: its most probable class).
 
 In process, under the same timing (`continuo.simulate.requests`), with the same inputs: the
 learner's own answers (`learner_answers`: its champion at the moment each row was asked, fresher
-than any published model), River's regressors (`bench/learner_kinds.py`) and the previous label.
-Every figure is computed on the same rows: those serving answered (a row asked before the task's
-first model reached serving has no served answer; how many is reported).
+than any published model), River's learners of the kind (`bench/learner_kinds.py`) and the
+previous label. Every figure is computed on the same rows: those serving answered (a row asked
+before the task's first model reached serving has no served answer; how many is reported).
 """
 
 from __future__ import annotations
@@ -49,20 +50,47 @@ from continuo.simulate import Timing, answer_figures  # noqa: E402
 from continuo.stack import Stack, write_task_specs  # noqa: E402
 from shared.tasks import TaskSpec  # noqa: E402
 
-SECTION = "Served regression (bench/served_regression.py)"
+SECTIONS = {
+    "multiclass": "Served multiclass (bench/served_kinds.py --kind multiclass)",
+    "regression": "Served regression (bench/served_kinds.py --kind regression)",
+}
+# The headline figure per kind, and whether lower is better.
+HEADLINE = {"multiclass": ("accuracy", False), "regression": ("MAE", True)}
 TIMING = Timing(100, 1)
 
 
 def task_spec(index: int, stream: Stream) -> TaskSpec:
-    """A regression task with the stream's columns as float features, the spec's defaults."""
+    """A task of the stream's kind with its columns as float features, the spec's defaults (a
+    multiclass stream's classes: its class indices)."""
+    kind = "multiclass" if stream.n_classes else "regression"
+    target: dict[str, Any] = {"name": "y", "kind": kind}
+    if stream.n_classes:
+        target["classes"] = list(range(stream.n_classes))
     return TaskSpec.model_validate(
         {
-            "name": f"regression-{index}",
+            "name": f"{kind}-{index}",
             "features": [{"name": f"x{j}"} for j in range(stream.X.shape[1])],
-            "target": {"name": "y", "kind": "regression"},
+            "target": target,
             "serving": {"record": True},
         }
     )
+
+
+def served_answers(stream: Stream, answers: list[Any]) -> np.ndarray:
+    """Serving's answers as the in-process learners give theirs: a value, or the index of the
+    most probable class (NaN: no model yet)."""
+    if not stream.n_classes:
+        return np.array([np.nan if a is None else a for a in answers], dtype=float)
+    return np.array(
+        [np.nan if a is None else float(int(max(a, key=a.__getitem__))) for a in answers]
+    )
+
+
+def headline(stream: Stream, answers: np.ndarray) -> str:
+    known = ~np.isnan(answers)
+    if stream.n_classes:
+        return f"served accuracy {(answers[known] == stream.y[known]).mean():.4f}"
+    return f"served MAE {np.abs(answers[known] - stream.y[known]).mean():.4f}"
 
 
 async def through_system(streams: list[Stream], workdir: Path) -> list[dict[str, Any]]:
@@ -84,7 +112,7 @@ async def through_system(streams: list[Stream], workdir: Path) -> list[dict[str,
                 urls, spec.name, features, labels, TIMING, progress=False
             )
             status = await wait_until_learned(stack.url("trainer"), spec.name, len(labels), 600)
-            answers = np.array([np.nan if a is None else a for a in served.answers], dtype=float)
+            answers = served_answers(stream, served.answers)
             out.append(
                 {
                     "answers": answers,
@@ -94,7 +122,7 @@ async def through_system(streams: list[Stream], workdir: Path) -> list[dict[str,
                 }
             )
             print(
-                f"  {stream.name}: served MAE {np.nanmean(np.abs(answers - stream.y)):.4f} "
+                f"  {stream.name}: {headline(stream, answers)} "
                 f"({len(labels) / served.seconds:,.0f} rows/s)",
                 file=sys.stderr,
                 flush=True,
@@ -104,9 +132,9 @@ async def through_system(streams: list[Stream], workdir: Path) -> list[dict[str,
     return out
 
 
-def measure(rows: int, workdir: Path) -> tuple[list[Stream], list[dict[str, Any]]]:
+def measure(kind: str, rows: int, workdir: Path) -> tuple[list[Stream], list[dict[str, Any]]]:
     learner_kinds.SYNTH_ROWS = rows
-    streams = learner_kinds.streams("regression")
+    streams = learner_kinds.streams(kind)
     started = time.perf_counter()
     system = asyncio.run(through_system(streams, workdir))
     print(f"through the system: {time.perf_counter() - started:.0f} s", file=sys.stderr)
@@ -119,7 +147,7 @@ def measure(rows: int, workdir: Path) -> tuple[list[Stream], list[dict[str, Any]
             "learner in process (trainer-side)": run_continuo(stream, TIMING)[0],
             "previous label": run_previous_label(stream, TIMING)[0],
         }
-        for name, make in river_learners("regression"):
+        for name, make in river_learners(kind):
             cell[name] = run_river(stream, TIMING, make)[0]
         results.append(
             {
@@ -127,42 +155,49 @@ def measure(rows: int, workdir: Path) -> tuple[list[Stream], list[dict[str, Any]
                 "rows": len(stream.y),
                 "unanswered": int((~answered).sum()),
                 # Every learner scored on the same rows: those serving answered.
-                "cell": {k: answer_figures(y, a[answered], 0) for k, a in cell.items()},
+                "cell": {
+                    k: answer_figures(y, a[answered], stream.n_classes) for k, a in cell.items()
+                },
                 "system": run,
             }
         )
     return streams, results
 
 
-def report(results: list[dict[str, Any]], rows: int) -> str:
+def report(kind: str, results: list[dict[str, Any]], rows: int) -> str:
+    figure, lower = HEADLINE[kind]
+    columns = ["accuracy", "macro-F1"] if kind == "multiclass" else ["MAE", "RMSE", "R^2"]
+    synthetic = "RandomRBFDrift and LEDDrift" if kind == "multiclass" else "FriedmanDrift"
     lines = [
         f"Measured {date.today().isoformat()} on this 2-core machine: the running system (four "
-        "services, embedded broker, SQLite; each regression task's spec defaults), then the "
+        f"services, embedded broker, SQLite; each {kind} task's spec defaults), then the "
         "in-process learners, in one run. 100-row requests, each request's labels posted after "
         "the next request was answered; every figure on the rows serving answered (the same rows "
-        f"for every learner). FriedmanDrift streams: {rows:,} rows each.",
+        f"for every learner). {synthetic} streams: {rows:,} rows each.",
         "",
         "```",
-        f"  .venv/bin/python bench/served_regression.py --rows {rows}",
+        f"  .venv/bin/python bench/served_kinds.py --kind {kind} --rows {rows}",
         "```",
         "",
-        "| stream | rows (unanswered) | learner | MAE | RMSE | R^2 |",
-        "| --- | ---: | --- | ---: | ---: | ---: |",
+        f"| stream | rows (unanswered) | learner | {' | '.join(columns)} |",
+        f"| --- | ---: | --- | {' | '.join('---:' for _ in columns)} |",
     ]
     verdicts = []
     for r in results:
         for learner, f in r["cell"].items():
             lines.append(
                 f"| {r['stream']} | {r['rows']:,} ({r['unanswered']}) | {learner} | "
-                f"{f['MAE']:.4f} | {f['RMSE']:.4f} | {f['R^2']:.4f} |"
+                + " | ".join(f"{f[c]:.4f}" for c in columns)
+                + " |"
             )
-        served = r["cell"]["**served (through the system)**"]["MAE"]
-        river = {k: v["MAE"] for k, v in r["cell"].items() if k.startswith("River")}
-        best = min(river, key=lambda k: river[k])
-        inside = r["cell"]["learner in process (trainer-side)"]["MAE"]
+        served = r["cell"]["**served (through the system)**"][figure]
+        river = {k: v[figure] for k, v in r["cell"].items() if k.startswith("River")}
+        best = (min if lower else max)(river, key=lambda k: river[k])
+        inside = r["cell"]["learner in process (trainer-side)"][figure]
+        ahead = served < river[best] if lower else served > river[best]
         verdicts.append(
-            f"- {r['stream']}: served MAE {served:.4f} vs {best} {river[best]:.4f} "
-            f"({'better' if served < river[best] else 'not better'}; served/best "
+            f"- {r['stream']}: served {figure} {served:.4f} vs {best} {river[best]:.4f} "
+            f"({'better' if ahead else 'not better'}; served/best "
             f"{served / river[best]:.2f}x); the learner in process {inside:.4f}; "
             f"{r['system']['versions']} model versions answered, "
             f"{r['system']['rows_per_s']:,.0f} rows/s through the system"
@@ -170,26 +205,28 @@ def report(results: list[dict[str, Any]], rows: int) -> str:
     wins = sum(" (better;" in v for v in verdicts)
     lines += [
         "",
-        "Served against the best River regressor of each stream (MAE, lower is better):",
+        f"Served against the best River learner of each stream ({figure}, "
+        f"{'lower' if lower else 'higher'} is better):",
         "",
         *verdicts,
         "",
-        f"Served ahead of the best River regressor on {wins} of {len(results)} streams.",
+        f"Served ahead of the best River learner on {wins} of {len(results)} streams.",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=20_000, help="rows per FriedmanDrift stream")
+    parser.add_argument("--kind", choices=sorted(SECTIONS), required=True)
+    parser.add_argument("--rows", type=int, default=20_000, help="rows per synthetic stream")
     parser.add_argument("--no-write", action="store_true", help="print, do not write the docs")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
-        _, results = measure(args.rows, Path(tmp))
-    text = report(results, args.rows)
+        _, results = measure(args.kind, args.rows, Path(tmp))
+    text = report(args.kind, results, args.rows)
     print(text)
     if not args.no_write:
-        write_section(SECTION, text)
+        write_section(SECTIONS[args.kind], text)
     return 0
 
 
