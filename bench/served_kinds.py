@@ -119,6 +119,9 @@ async def through_system(streams: list[Stream], workdir: Path) -> list[dict[str,
                     "trainer": status["metrics"],
                     "rows_per_s": len(labels) / served.seconds,
                     "versions": len(served.versions),
+                    # A regression's 90% prediction intervals: the share of labels inside
+                    # them, their mean width, how many rows had one.
+                    "intervals": served.interval_coverage(labels),
                 }
             )
             print(
@@ -195,12 +198,19 @@ def report(kind: str, results: list[dict[str, Any]], rows: int) -> str:
         best = (min if lower else max)(river, key=lambda k: river[k])
         inside = r["cell"]["learner in process (trainer-side)"][figure]
         ahead = served < river[best] if lower else served > river[best]
+        covered, width, with_interval = r["system"]["intervals"]
+        interval = (
+            f"; 90% intervals on {with_interval:,} rows held {covered:.1%} of the labels "
+            f"(mean width {width:.4g})"
+            if with_interval
+            else ""
+        )
         verdicts.append(
             f"- {r['stream']}: served {figure} {served:.4f} vs {best} {river[best]:.4f} "
             f"({'better' if ahead else 'not better'}; served/best "
             f"{served / river[best]:.2f}x); the learner in process {inside:.4f}; "
             f"{r['system']['versions']} model versions answered, "
-            f"{r['system']['rows_per_s']:,.0f} rows/s through the system"
+            f"{r['system']['rows_per_s']:,.0f} rows/s through the system{interval}"
         )
     wins = sum(" (better;" in v for v in verdicts)
     lines += [

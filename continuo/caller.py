@@ -37,6 +37,8 @@ class Served:
     first_seen: dict[int, float] = field(default_factory=dict)  # version -> time first answered
     # Per request: its first row and the model version that answered it (None: no model yet).
     answered_by: list[tuple[int, int | None]] = field(default_factory=list)
+    # A regression's prediction interval per row, by row index (rows without one are absent).
+    intervals: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def right(self, labels: list[Any]) -> np.ndarray:
         """1 where serving answered the row's class (a binary task's labels: 0/1; a multiclass
@@ -55,6 +57,14 @@ class Served:
         """A regression's absolute error on each row (NaN where no model answered)."""
         p = np.array([np.nan if v is None else v for v in self.answers], dtype=float)
         return np.abs(p - np.asarray(labels, dtype=float))
+
+    def interval_coverage(self, labels: list[float]) -> tuple[float, float, int]:
+        """Of the rows answered with a prediction interval: the share whose label fell inside
+        it, the intervals' mean width, and how many rows had one."""
+        inside = [lo <= labels[i] <= hi for i, (lo, hi) in self.intervals.items()]
+        widths = [hi - lo for lo, hi in self.intervals.values()]
+        n = len(inside)
+        return (sum(inside) / n, sum(widths) / n, n) if n else (float("nan"), float("nan"), 0)
 
     @property
     def unanswered(self) -> int:
@@ -127,6 +137,9 @@ async def stream_through_serving(
                     served.first_seen[answer["model_version"]] = time.monotonic()
                 served.versions.add(answer["model_version"])
             for i, prediction in zip(chunk, answer["predictions"], strict=True):
+                if prediction.get("interval") is not None:
+                    low, high = prediction["interval"]
+                    served.intervals[i] = (low, high)
                 served.answers[i] = next(
                     (
                         prediction[k]

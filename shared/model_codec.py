@@ -12,7 +12,9 @@ Bytes are compact JSON with sorted keys (deterministic for the same model)::
                        "linear": {"lrs": [0.003, 0.03], "k": 1200, "m2": [...]}}}
 
 A regression model adds ``"target": {"kind": "regression", "center": c, "scale": s}``: its
-scores are the standardised target, and its answer is ``c + s * score`` (`Predictor.predict`).
+scores are the standardised target, and its answer is ``c + s * score`` (`Predictor.predict`);
+its `online` section adds ``"residuals": [...]``, the absolute errors of the learner's last
+answers (at most `RESIDUALS`, oldest first), from which a `LiveModel` gives prediction intervals.
 Binary models have no `target` section. A multiclass model is
 ``{"format": "continuo-ovr/1", "models": [<a binary model's document>, ...]}``, one per class in
 class order (`encode_one_vs_rest`); it answers each class's P(class) divided by their sum

@@ -42,6 +42,9 @@ class Prediction:
     value: float | None = None  # a regression's answer (its `probability` is None)
     # A multiclass task's answer: P(each class), in the spec's class order (`probability` None).
     probabilities: list[float] | None = None
+    # A regression's prediction interval (shared.online_models.INTERVAL_COVERAGE), if the
+    # model has one yet.
+    interval: tuple[float, float] | None = None
 
     @property
     def answer(self) -> float | list[float] | None:
@@ -91,6 +94,7 @@ def predict(
     names = spec.online_names
     if spec.target.kind == "regression":
         values = np.asarray(predictor.predict(X), dtype=np.float64).reshape(-1)
+        reach = getattr(predictor, "interval_half_width", lambda: None)()
         return [
             Prediction(
                 prediction_id=pid,
@@ -103,6 +107,7 @@ def predict(
                 role=role,
                 pipeline_version=spec.version,
                 value=float(v),
+                interval=None if reach is None else (float(v) - reach, float(v) + reach),
             )
             for pid, row, entity_id, online_values, v in zip(
                 ids, rows, entity_ids, online, values, strict=True

@@ -296,6 +296,7 @@ def _out(p: Prediction, classes: list[str] | None) -> dict[str, Any]:
         "probabilities": None
         if p.probabilities is None or classes is None
         else dict(zip(classes, p.probabilities, strict=True)),
+        "interval": p.interval,
         "model_version": p.model_version,
         "role": p.role,
         "online_features": p.online,

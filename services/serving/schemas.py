@@ -103,6 +103,12 @@ class PredictionOut(BaseModel):
     value: float | None = Field(
         None, description="a regression task's predicted value; null for a classifier"
     )
+    interval: tuple[float, float] | None = Field(
+        None,
+        description="a regression's 90% prediction interval [low, high]: the value plus or "
+        "minus the absolute error that 90% of the model's last 500 answers did not exceed "
+        "(split conformal); null for a classifier, and while the model has fewer than 20",
+    )
     probabilities: dict[str, float] | None = Field(
         None,
         description="a multiclass task's P(each class), by class (as a string); `label` is the "

@@ -69,6 +69,7 @@ from services.trainer.racing import ConfigDrop, ConfigSwitch, Race
 from shared import model_codec
 from shared.model_codec import TargetScale
 from shared.online_models import (
+    RESIDUALS,
     Blend,
     BlendSpec,
     OnlineLinear,
@@ -703,15 +704,25 @@ class OnlineLearner:
             bias=blend.bias,
             feature_names=self.feature_names,
             clip=self._clip,
-            online=online_state(blend.spec.lr, linear, learned_through),
+            online=self._online_state(blend.spec.lr, linear, learned_through),
             target=self._target,
         )
+
+    def _online_state(
+        self, blend_lr: float, linear: OnlineLinear | None, learned_through: int
+    ) -> dict[str, Any]:
+        """The model file's `online` section; a regression's adds the absolute errors of the
+        learner's last answers, which a LiveModel's prediction intervals start from."""
+        online = online_state(blend_lr, linear, learned_through)
+        if isinstance(self._metrics, RegressionMetrics):
+            online["residuals"] = self._metrics.recent_errors(RESIDUALS)
+        return online
 
     def _mean_model_bytes(self, learned_through: int) -> bytes:
         """A regression's model before its first tick: the running mean of the labels, which a
         LiveModel goes on updating with the labels after it, as the learner does."""
         n = self._metrics.n
-        online = online_state(0.0, None, learned_through)
+        online = self._online_state(0.0, None, learned_through)
         online["labels"] = {"sum": self._label_sum, "n": n}
         return model_codec.encode(
             n_features=self.n_features,

@@ -142,6 +142,11 @@ class RegressionMetrics:
         self.n = k
         return errors
 
+    def recent_errors(self, k: int) -> list[float]:
+        """The absolute errors of the last `k` rows scored (at most the window), oldest first."""
+        k = min(k, self.n, self.window)
+        return self._recent[(self.n - k + np.arange(k)) % self.window].tolist()
+
     def as_dict(self) -> dict[str, float]:
         n = max(self.n, 1)
         seen = min(self.n, self.window)

@@ -121,6 +121,13 @@ async def test_a_regression_task_is_learned_audited_promoted_and_served_as_value
     metrics = status["metrics"]
     assert metrics["served_n_labelled"] == answered.sum()
     assert abs(metrics["served_mae"] - np.nanmean(errors)) < 1e-6 * max(1.0, constant)
+    # Each answer came with a 90% prediction interval (once the model had 20 errors to go by),
+    # and about 90% of the labels fell inside: the callers' own coverage, labels one request late.
+    assert prediction["interval"][0] < prediction["value"] < prediction["interval"][1]
+    late_rows = {i: v for i, v in served.intervals.items() if i >= 1500}
+    assert len(late_rows) == ROWS - 1500
+    inside = np.mean([lo <= units[i] <= hi for i, (lo, hi) in late_rows.items()])
+    assert 0.8 <= inside <= 0.97, inside
     assert "served_accuracy" not in metrics
 
     # Every audited candidate is a regression audit with per-group errors.

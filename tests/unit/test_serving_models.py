@@ -495,3 +495,7 @@ def test_a_regression_model_answers_values_as_the_learner_does():
     assert low.label == low.value == low.answer and high.label == high.value
     assert [low.value, high.value] == pytest.approx(learner.predict(np.array([[0.1], [0.9]])))
     assert 100.0 < low.value < high.value < 150.0
+    # With its 90% prediction interval around it, as wide on either side as the model says.
+    reach = model.interval_half_width()
+    assert reach is not None and reach > 0
+    assert low.interval == pytest.approx((low.value - reach, low.value + reach))

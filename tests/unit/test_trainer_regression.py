@@ -242,3 +242,43 @@ def test_a_challenger_closer_on_most_rows_but_far_off_on_the_rest_is_not_better(
     analysis = shadow_analysis(Paired.from_counts(counts), CanaryPolicy())
     assert analysis.effect < 0
     assert analysis.verdict == "roll_back", analysis
+
+
+def test_a_published_regression_answers_a_prediction_interval_that_covers_about_90_percent():
+    """Split conformal on the model's recent absolute errors: the learner's, in the file, then
+    serving's own as it learns each label; on a stationary stream about 90% of labels fall
+    inside, and two copies learning the same labels give the same interval."""
+    from shared.online_models import INTERVAL_COVERAGE, RESIDUALS
+
+    X, y = _rows(5000, seed=8)
+    learner = OnlineLearner.from_spec(SPEC)
+    learner.test_then_train(X[:2000], y[:2000])
+    data = learner.model_bytes(learned_through=2000)
+    serving, twin = LiveModel(data), LiveModel(data)
+    residuals = learner._metrics.recent_errors(RESIDUALS)
+    assert len(residuals) == RESIDUALS
+    rank = int(np.ceil((RESIDUALS + 1) * INTERVAL_COVERAGE))
+    assert serving.interval_half_width() == sorted(residuals)[rank - 1]
+    inside = []
+    for i in range(2000, 5000):
+        value = float(serving.predict(X[i : i + 1])[0])
+        reach = serving.interval_half_width()
+        assert reach is not None and reach > 0
+        inside.append(value - reach <= y[i] <= value + reach)
+        row = [LearnedRow(i + 1, list(X[i]), float(y[i]))]
+        serving.learn(row)
+        twin.learn(row)
+    assert 0.85 <= np.mean(inside) <= 0.95, np.mean(inside)
+    assert serving.interval_half_width() == twin.interval_half_width()
+
+
+def test_a_binary_model_and_a_young_regression_have_no_interval():
+    from services.trainer.learner import OnlineLearner as Learner
+
+    binary = Learner(2, seed=7)
+    X = np.random.default_rng(1).uniform(0, 1, (300, 2))
+    binary.test_then_train(X, (X[:, 0] > 0.5).astype(int))
+    assert LiveModel(binary.model_bytes(300)).interval_half_width() is None
+    young = OnlineLearner.from_spec(SPEC)
+    young.test_then_train(*(a[:10] for a in _rows(10)))
+    assert LiveModel(young.model_bytes(10)).interval_half_width() is None  # 10 < MIN_RESIDUALS
