@@ -46,16 +46,27 @@ Z_CLIP = 5.0  # standardised inputs beyond 5 sd are taken as 5 sd
 # A regression's online steps take at most this error, in the scale's deviations (`_huber`).
 ERROR_CLIP = 3.0
 _MIN_VARIANCE = 1e-12  # an input constant so far is centred, not divided by ~zero
-# A regression's prediction interval: split conformal on the absolute errors of the model's last
-# RESIDUALS answers (the learner's before publishing, then its own as it learns each label): the
-# interval value +- the error that INTERVAL_COVERAGE of them did not exceed. None until it has
-# MIN_RESIDUALS of them.
+# A regression's prediction interval: split conformal on the absolute errors in its model file
+# (the last RESIDUALS answers serving gave, or the learner's own before serving answered any):
+# the value +- the error that INTERVAL_COVERAGE of them did not exceed; none with fewer than
+# MIN_RESIDUALS. Fixed for the version (every replica, and the trainer's copy, the same).
 RESIDUALS = 500
 INTERVAL_COVERAGE = 0.9
 MIN_RESIDUALS = 20
 # Up to this many rows, trees score row by row through LightGBM's fast single-row path (about
 # 2 us a row and tree); more go to `Booster.predict` at once (about 85 us a call, ~1 us a row).
 _ROW_BY_ROW = 32
+
+
+def conformal_reach(errors: Sequence[float]) -> float | None:
+    """Split conformal prediction: the smallest of `errors` (absolute errors of answers given
+    before their labels) that INTERVAL_COVERAGE of them, counted as n + 1, do not exceed; None
+    with fewer than MIN_RESIDUALS, or where the coverage asks for more than they can show."""
+    n = len(errors)
+    rank = math.ceil((n + 1) * INTERVAL_COVERAGE)
+    if n < MIN_RESIDUALS or rank > n:
+        return None
+    return sorted(errors)[rank - 1]
 
 
 def answered_class(probabilities: Sequence[float] | np.ndarray) -> int:
@@ -359,10 +370,8 @@ class LiveModel:
         self.learned_through = 0 if online is None else int(online["learned_through"])
         # A regression's model before its learner's first tick: the running mean of the labels.
         self._labels: list[float] | None = None
-        # A regression's recent absolute errors, oldest first (its prediction intervals).
-        self._residuals: deque[float] = deque(
-            (float(e) for e in (online or {}).get("residuals") or ()), maxlen=RESIDUALS
-        )
+        # How far a regression's prediction interval reaches either side (None: no interval).
+        self._reach = conformal_reach([float(e) for e in (online or {}).get("residuals") or ()])
         if online is not None and online.get("labels") is not None:
             self._labels = [float(online["labels"]["sum"]), float(online["labels"]["n"])]
         if online is None:
@@ -480,26 +489,14 @@ class LiveModel:
                     min(clip, max(-clip, r)) for r in self._linear.learn(row.x, y)
                 ]
             answer = self._blend.step(raw, y)
-            if target is None:
-                out.append(answer)
-            else:
-                value = float(target.value(answer))
-                out.append(value)
-                self._residuals.append(abs(float(row.y) - value))
+            out.append(answer if target is None else float(target.value(answer)))
             self.learned_through = row.version
         return out
 
     def interval_half_width(self) -> float | None:
-        """How far either side of a regression's answer its prediction interval reaches: the
-        smallest of its recent absolute errors that INTERVAL_COVERAGE of them (counted as split
-        conformal prediction does, n + 1) do not exceed; None before MIN_RESIDUALS of them, for a
-        classifier, and where the coverage asks for more than the errors can show."""
-        errors = self._residuals if self.per_class is None else ()
-        n = len(errors)
-        if n < MIN_RESIDUALS:
-            return None
-        rank = math.ceil((n + 1) * INTERVAL_COVERAGE)
-        return None if rank > n else sorted(errors)[rank - 1]
+        """How far either side of a regression's answer its prediction interval reaches
+        (`conformal_reach` of the errors in its file); None for a classifier."""
+        return None if self.per_class is not None else self._reach
 
     def _learn_mean(self, rows: Sequence[LearnedRow]) -> list[float]:
         """`learn` of a running-mean model: each row answered with the mean of the labels
@@ -508,10 +505,8 @@ class LiveModel:
         total, n = self._labels
         out = []
         for row in rows:
-            answer = total / n if n else 0.0
-            out.append(answer)
+            out.append(total / n if n else 0.0)
             if row.version > self.learned_through:
-                self._residuals.append(abs(float(row.y) - answer))
                 total, n = total + float(row.y), n + 1
                 self.learned_through = row.version
         self._labels = [total, n]

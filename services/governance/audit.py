@@ -579,31 +579,37 @@ def _multiclass_skill(
 def _class_attribute(
     key: str, is_class: np.ndarray, answered: np.ndarray, groups: np.ndarray, min_group_size: int
 ) -> AttributeAudit:
-    """One class against the rest for one attribute, on the groups where the class both occurs
-    and does not: in a group without it, its true-positive rate is undefined, which the binary
-    gaps count as 0 (a rare class absent from one group would fail a perfect model)."""
+    """One class against the rest for one attribute: every group's figures and selection-rate
+    gaps, as a binary audit's; the equalized-odds difference over the groups where the class
+    both occurs and does not. In a group without it its true-positive rate is undefined, which
+    the binary gap counts as 0, so a rare class absent from one group would fail a perfect
+    model; answering the class to that group's rows still shows in demographic parity."""
+    truth, predicted = is_class.astype(int), answered.astype(int)
+    result = _audit_attribute(key, truth, predicted, groups, min_group_size)
     both = [
         g
         for g in sorted(set(groups.tolist()))
         if 0 < int(is_class[groups == g].sum()) < int((groups == g).sum())
     ]
-    rows = np.isin(groups, both)
-    if not rows.any():
-        return AttributeAudit(
-            groups={},
-            demographic_parity_difference=None,
-            demographic_parity_ratio=None,
-            equalized_odds_difference=None,
-            notes=(f"{key}: not judged, the class occurs in no group beside other classes",),
-        )
-    result = _audit_attribute(
-        key, is_class[rows].astype(int), answered[rows].astype(int), groups[rows], min_group_size
-    )
     left = sorted(set(groups.tolist()) - set(both))
-    if not left:
+    if not left or result.equalized_odds_difference is None:
         return result
-    note = f"{key}: {', '.join(left)} left out (the class is absent from it, or all of it)"
-    return result.model_copy(update={"notes": (*result.notes, note)})
+    rows = np.isin(groups, both)
+    odds = (
+        _audit_attribute(key, truth[rows], predicted[rows], groups[rows], min_group_size)
+        if rows.any()
+        else None
+    )
+    note = (
+        f"{key}: {', '.join(left)} left out of the equalized-odds difference (the class is "
+        "absent from it, or all of it: its true-positive or false-positive rate is undefined)"
+    )
+    return result.model_copy(
+        update={
+            "equalized_odds_difference": None if odds is None else odds.equalized_odds_difference,
+            "notes": tuple(n for n in result.notes if "undefined error rates" not in n) + (note,),
+        }
+    )
 
 
 def audit_multiclass(

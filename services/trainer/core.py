@@ -36,7 +36,13 @@ from typing import Any, Protocol
 import numpy as np
 
 from services.trainer.arms import Arms, Labelled
-from services.trainer.metrics import Answer, metrics_for, row_loss, row_losses
+from services.trainer.metrics import (
+    Answer,
+    RegressionMetrics,
+    metrics_for,
+    row_loss,
+    row_losses,
+)
 from shared.events.envelope import Envelope
 from shared.events.types import (
     ArmsScored,
@@ -49,7 +55,7 @@ from shared.events.types import (
     ServedScored,
 )
 from shared.features import DataEvent, OnlineFold, data_event, model_inputs
-from shared.online_models import LearnedRow, RecentRows
+from shared.online_models import MIN_RESIDUALS, RESIDUALS, LearnedRow, RecentRows
 from shared.tasks import TaskSpec
 
 _NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-000000000007")
@@ -123,7 +129,13 @@ class Learner(Protocol):
         self, X: np.ndarray, y: np.ndarray, proba: np.ndarray, configs: np.ndarray | None = None
     ) -> Any: ...
     def test_then_train(self, X: np.ndarray, y: np.ndarray) -> Any: ...
-    def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes: ...
+    # `residuals`: a regression's, what its prediction intervals are calibrated on.
+    def model_bytes(
+        self,
+        learned_through: int = 0,
+        config: str | None = None,
+        residuals: Sequence[float] | None = None,
+    ) -> bytes: ...
     def champion_config(self) -> str: ...
     def entrant(self) -> tuple[str, dict[str, Any]] | None: ...
     def choose(self, config: str, evidence: Mapping[str, Any]) -> Any: ...
@@ -799,6 +811,16 @@ class TaskTraining:
                 out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
                 self._served_window = {}
 
+    def _served_errors(self) -> list[float] | None:
+        """What a regression's prediction intervals are calibrated on: the absolute errors of
+        the last answers serving gave (log and wait; asked before each label existed, by the
+        model that answered, so as stale as callers get them; exact, from the events, so the
+        same in every replay); None for a classifier and before MIN_RESIDUALS of them (the
+        learner's own errors are used)."""
+        if not isinstance(self.served, RegressionMetrics) or self.served.n < MIN_RESIDUALS:
+            return None
+        return self.served.recent_errors(RESIDUALS)
+
     def comparison(self) -> dict[str, float]:
         """The learner's and the champion's accuracy (a regression: mean absolute error) on the
         same recent labelled rows (labelled after the champion was known here, so it learned
@@ -870,7 +892,9 @@ class TaskTraining:
                 event_id=uuid.uuid5(
                     _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
                 ),
-                model_bytes=self._challenger.model_bytes(learned_through=last.version),
+                model_bytes=self._challenger.model_bytes(
+                    learned_through=last.version, residuals=self._served_errors()
+                ),
                 model_version=version,
                 parent_version=self._challenger_version,
                 config=f"restart-after-drift-at-{self._challenger_from}",
@@ -987,7 +1011,9 @@ class TaskTraining:
                 event_id=uuid.uuid5(
                     _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
                 ),
-                model_bytes=self.learner.model_bytes(self._last_learned_version, config),
+                model_bytes=self.learner.model_bytes(
+                    self._last_learned_version, config, self._served_errors()
+                ),
                 model_version=version,
                 parent_version=parent,
                 config=config,
@@ -1012,7 +1038,9 @@ class TaskTraining:
             event_id=uuid.uuid5(
                 _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
             ),
-            model_bytes=self.learner.model_bytes(learned_through=self._last_learned_version),
+            model_bytes=self.learner.model_bytes(
+                learned_through=self._last_learned_version, residuals=self._served_errors()
+            ),
             model_version=version,
             parent_version=parent,
             config=self.learner.champion_config(),

@@ -675,13 +675,19 @@ class OnlineLearner:
         already is one or the race has no such configuration."""
         return self._race.choose(config, self._metrics.n, dict(evidence))
 
-    def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes:
+    def model_bytes(
+        self,
+        learned_through: int = 0,
+        config: str | None = None,
+        residuals: Sequence[float] | None = None,
+    ) -> bytes:
         """The champion blend (or the race's configuration `config`) and its members, encoded by
         shared.model_codec, with the state its online parts need to go on learning
         (`learned_through`: the data stream version of the last labelled row learned, for
-        whoever continues it)."""
+        whoever continues it). A regression's file also holds `residuals`, the absolute errors
+        its prediction intervals are calibrated on (None: the learner's own, `_online_state`)."""
         if self.regression and self._target is None:
-            return self._mean_model_bytes(learned_through)
+            return self._mean_model_bytes(learned_through, residuals)
         index = self._race.champion if config is None else self._race.names.index(config)
         blend = self._blends[index]
         members: list[tuple[float, model_codec.Member]] = []
@@ -704,25 +710,39 @@ class OnlineLearner:
             bias=blend.bias,
             feature_names=self.feature_names,
             clip=self._clip,
-            online=self._online_state(blend.spec.lr, linear, learned_through),
+            online=self._online_state(blend.spec.lr, linear, learned_through, residuals),
             target=self._target,
         )
 
     def _online_state(
-        self, blend_lr: float, linear: OnlineLinear | None, learned_through: int
+        self,
+        blend_lr: float,
+        linear: OnlineLinear | None,
+        learned_through: int,
+        residuals: Sequence[float] | None = None,
     ) -> dict[str, Any]:
-        """The model file's `online` section; a regression's adds the absolute errors of the
-        learner's last answers, which a LiveModel's prediction intervals start from."""
+        """The model file's `online` section; a regression's adds the absolute errors a
+        LiveModel's prediction intervals are calibrated on: those given to `model_bytes`, else
+        the learner's own last ones, to 6 significant digits (its answers on arrival differ in
+        the last bits with how rows come in batches, shared.online_models `_ROW_BY_ROW`; a
+        model's bytes must not: a difference of a few units in the 16th digit changes the 6th
+        about once in 10^10 values)."""
         online = online_state(blend_lr, linear, learned_through)
         if isinstance(self._metrics, RegressionMetrics):
-            online["residuals"] = self._metrics.recent_errors(RESIDUALS)
+            online["residuals"] = (
+                [float(e) for e in residuals]
+                if residuals is not None
+                else [float(f"{e:.6g}") for e in self._metrics.recent_errors(RESIDUALS)]
+            )
         return online
 
-    def _mean_model_bytes(self, learned_through: int) -> bytes:
+    def _mean_model_bytes(
+        self, learned_through: int, residuals: Sequence[float] | None = None
+    ) -> bytes:
         """A regression's model before its first tick: the running mean of the labels, which a
         LiveModel goes on updating with the labels after it, as the learner does."""
         n = self._metrics.n
-        online = self._online_state(0.0, None, learned_through)
+        online = self._online_state(0.0, None, learned_through, residuals)
         online["labels"] = {"sum": self._label_sum, "n": n}
         return model_codec.encode(
             n_features=self.n_features,

@@ -227,9 +227,14 @@ class OneVsRest:
         switches = [c.choose(part, evidence) for c, part in zip(self.classes, parts, strict=True)]
         return [class_fact(k, s) for k, s in enumerate(switches) if s is not None]
 
-    def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes:
+    def model_bytes(
+        self,
+        learned_through: int = 0,
+        config: str | None = None,
+        residuals: Sequence[float] | None = None,
+    ) -> bytes:
         """Every class's binary model (its race's champion), encoded together."""
-        if config is not None:
+        if config is not None or residuals is not None:
             raise ValueError("a multiclass model is its classes' race champions: no config")
         return model_codec.encode_one_vs_rest(
             [c.model_bytes(learned_through) for c in self.classes]

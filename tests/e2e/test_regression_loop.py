@@ -125,7 +125,10 @@ async def test_a_regression_task_is_learned_audited_promoted_and_served_as_value
     # and about 90% of the labels fell inside: the callers' own coverage, labels one request late.
     assert prediction["interval"][0] < prediction["value"] < prediction["interval"][1]
     late_rows = {i: v for i, v in served.intervals.items() if i >= 1500}
-    assert len(late_rows) == ROWS - 1500
+    assert len(late_rows) == ROWS - 1500, (
+        sorted(set(range(1500, ROWS)) - set(late_rows))[:5],
+        served.answered_by[10:20],
+    )
     inside = np.mean([lo <= units[i] <= hi for i, (lo, hi) in late_rows.items()])
     assert 0.8 <= inside <= 0.97, inside
     assert "served_accuracy" not in metrics

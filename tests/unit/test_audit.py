@@ -513,8 +513,26 @@ def test_a_class_absent_from_one_group_does_not_fail_a_perfect_multiclass_model(
         AuditThresholds(equalized_odds_difference_max=0.1),
     )
     assert report.passed, report.reasons
-    assert set(report.attributes["site[high]"].groups) == {"a"}
-    assert any("site[high]: b left out" in note for note in report.notes)
+    assert set(report.attributes["site[high]"].groups) == {"a", "b"}
+    assert any("site[high]: b left out of the equalized-odds" in n for n in report.notes)
+
+
+def test_answering_a_class_to_a_group_it_never_occurs_in_still_fails_demographic_parity() -> None:
+    truth, groups = _three_classes()
+    in_b = np.array(groups) == "b"
+    truth[in_b & (truth == 2)] = 1  # no "high" in group b...
+    predicted = truth.copy()
+    rng = np.random.default_rng(9)
+    predicted[in_b & (rng.random(len(truth)) < 0.8)] = 2  # ...but 80% of b answered "high"
+    report = audit_multiclass(
+        truth.tolist(),
+        predicted.tolist(),
+        MULTICLASS,
+        {"site": groups},
+        AuditThresholds(demographic_parity_difference_max=0.1),
+    )
+    assert not report.passed
+    assert any(r.startswith("site[high]: demographic-parity difference") for r in report.reasons)
 
 
 def test_a_multiclass_candidate_is_audited_on_its_most_probable_class() -> None:

@@ -242,7 +242,7 @@ def test_a_compas_row_never_sees_another_defendants_outcome():
             def test_then_train(self, X, y):
                 raise AssertionError("every outcome here comes late")
 
-            def model_bytes(self, learned_through=0):
+            def model_bytes(self, learned_through=0, residuals=None):
                 return b""
 
             def champion_config(self):

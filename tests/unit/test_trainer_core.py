@@ -69,7 +69,7 @@ class FakeLearner:
         self.seen += len(y)
         self.n_updates += 1
 
-    def model_bytes(self, learned_through: int = 0) -> bytes:
+    def model_bytes(self, learned_through: int = 0, residuals=None) -> bytes:
         return json.dumps({"ones": self.ones, "seen": self.seen}).encode()
 
     def champion_config(self) -> str:
@@ -403,7 +403,9 @@ class RacingLearner(FakeLearner):
 
     champion: str = "a"
 
-    def model_bytes(self, learned_through: int = 0, config: str | None = None) -> bytes:
+    def model_bytes(
+        self, learned_through: int = 0, config: str | None = None, residuals=None
+    ) -> bytes:
         return json.dumps({"config": config or self.champion, "seen": self.seen}).encode()
 
     def champion_config(self) -> str:
