@@ -13,8 +13,9 @@ Bytes are compact JSON with sorted keys (deterministic for the same model)::
 
 A regression model adds ``"target": {"kind": "regression", "center": c, "scale": s}``: its
 scores are the standardised target, and its answer is ``c + s * score`` (`Predictor.predict`);
-its `online` section adds ``"residuals": [...]``, the absolute errors of the learner's last
-answers (at most `RESIDUALS`, oldest first), from which a `LiveModel` gives prediction intervals.
+its `online` section adds ``"residuals": [...]``, the absolute errors of the last answers serving
+gave (else the learner's own; at most `RESIDUALS`, oldest first), which a `LiveModel`'s
+prediction interval is calibrated on (`shared.online_models.conformal_reach`).
 Binary models have no `target` section. A multiclass model is
 ``{"format": "continuo-ovr/1", "models": [<a binary model's document>, ...]}``, one per class in
 class order (`encode_one_vs_rest`); it answers each class's P(class) divided by their sum
