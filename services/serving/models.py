@@ -92,64 +92,51 @@ def predict(
         dtype=np.float64,
     )
     names = spec.online_names
-    if spec.target.kind == "regression":
-        values = np.asarray(predictor.predict(X), dtype=np.float64).reshape(-1)
-        reach = getattr(predictor, "interval_half_width", lambda: None)()
-        return [
-            Prediction(
-                prediction_id=pid,
-                entity_id=entity_id,
-                features=row,
-                online=dict(zip(names, online_values, strict=True)),
-                probability=None,
-                label=float(v),
-                model_version=model_version,
-                role=role,
-                pipeline_version=spec.version,
-                value=float(v),
-                interval=None if reach is None else (float(v) - reach, float(v) + reach),
-            )
-            for pid, row, entity_id, online_values, v in zip(
-                ids, rows, entity_ids, online, values, strict=True
-            )
-        ]
-    if spec.target.kind == "multiclass":
-        classes = spec.target.classes
-        table = np.asarray(predictor.predict_proba(X), dtype=np.float64).reshape(len(X), -1)
-        return [
-            Prediction(
-                prediction_id=pid,
-                entity_id=entity_id,
-                features=row,
-                online=dict(zip(names, online_values, strict=True)),
-                probability=None,
-                label=classes[answered_class(ps)],
-                model_version=model_version,
-                role=role,
-                pipeline_version=spec.version,
-                probabilities=ps,
-            )
-            for pid, row, entity_id, online_values, ps in zip(
-                ids, rows, entity_ids, online, table.tolist(), strict=True
-            )
-        ]
-    probabilities = np.asarray(predictor.predict_proba(X), dtype=np.float64).reshape(-1)
-    negative, positive = spec.target.classes
     return [
         Prediction(
             prediction_id=pid,
             entity_id=entity_id,
             features=row,
             online=dict(zip(names, values, strict=True)),
-            probability=float(p),
-            label=positive if p >= THRESHOLD else negative,
             model_version=model_version,
             role=role,
             pipeline_version=spec.version,
+            **answer,
         )
-        for pid, row, entity_id, values, p in zip(
-            ids, rows, entity_ids, online, probabilities, strict=True
+        for pid, row, entity_id, values, answer in zip(
+            ids, rows, entity_ids, online, _answers(predictor, spec, X), strict=True
         )
+    ]
+
+
+def _answers(predictor: Predictor, spec: TaskSpec, X: np.ndarray) -> list[dict[str, Any]]:
+    """Each row's answer, as `Prediction` holds it for the task's kind: P(class 1) and the class
+    at THRESHOLD; a multiclass task's class probabilities and the most probable class; a
+    regression's value (its label too) and its prediction interval, once the model has one."""
+    if spec.target.kind == "regression":
+        values = np.asarray(predictor.predict(X), dtype=np.float64).reshape(-1).tolist()
+        # A LiveModel's reach (a predictor without intervals answers none).
+        reach = getattr(predictor, "interval_half_width", lambda: None)()
+        return [
+            {
+                "probability": None,
+                "label": v,
+                "value": v,
+                "interval": None if reach is None else (v - reach, v + reach),
+            }
+            for v in values
+        ]
+    if spec.target.kind == "multiclass":
+        classes = spec.target.classes
+        table = np.asarray(predictor.predict_proba(X), dtype=np.float64).reshape(len(X), -1)
+        return [
+            {"probability": None, "label": classes[answered_class(ps)], "probabilities": ps}
+            for ps in table.tolist()
+        ]
+    negative, positive = spec.target.classes
+    return [
+        {"probability": p, "label": positive if p >= THRESHOLD else negative}
+        for p in np.asarray(predictor.predict_proba(X), dtype=np.float64).reshape(-1).tolist()
     ]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from playwright.async_api import Page
+from playwright.async_api import Page, async_playwright
 
 CHROMIUM = Path("/usr/bin/chromium")
 
@@ -27,3 +27,29 @@ async def drawn_pixels(page: Page, selector: str) -> int:
             return drawn;
         }""",
     )
+
+
+async def served_and_audit_views(base: str, key: str, task: str) -> dict:
+    """What a viewer signed in with `key` sees of a task: the served-figure view's heading and
+    how much of its plot is drawn, the audit view's text, and any browser error."""
+    assert CHROMIUM.exists(), "this test needs Debian's chromium: apt-get install chromium"
+    problems: list[str] = []
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM), args=["--no-sandbox"]
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 900})
+            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda exc: problems.append(str(exc)))
+            await page.goto(f"{base}/dashboard#task={task}")
+            await page.fill("#key", key)
+            await page.click("#signin-form button")
+            await page.wait_for_selector("#view-accuracy[data-ready]", state="attached")
+            heading = await page.inner_text("#view-accuracy h2")
+            pixels = await drawn_pixels(page, "#accuracy-chart canvas")
+            await open_view(page, "audits")
+            audit = await page.inner_text("#view-audits")
+        finally:
+            await browser.close()
+    return {"problems": problems, "heading": heading, "pixels": pixels, "audit": audit}

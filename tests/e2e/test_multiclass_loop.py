@@ -11,7 +11,6 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from playwright.async_api import async_playwright
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from continuo.caller import stream_through_serving, wait_until_learned
@@ -19,7 +18,8 @@ from continuo.simulate import Timing
 from continuo.stack import Stack, write_task_specs
 from services.governance.auth import Role, create_key
 from shared.tasks import TaskSpec
-from tests.e2e.browser import CHROMIUM, drawn_pixels, open_view
+from tests.e2e.browser import served_and_audit_views
+from tests.e2e.governance import champion_with_passed_audit
 from tests.support import eventually
 
 TASK = "triage"
@@ -76,12 +76,8 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
             base_url=stack.url("governance"), headers=stack.governance_headers(), timeout=30
         ) as governance:
 
-            async def promoted_after_an_audit() -> dict | None:
-                audits = (await governance.get(f"/v1/tasks/{TASK}/audits")).json()["audits"]
-                routing = (await governance.get(f"/v1/tasks/{TASK}/routing")).json()
-                champion = (routing.get("champion") or {}).get("model_version")
-                passed = {a["model_version"] for a in audits if a["passed"]}
-                return {"audits": audits, "champion": champion} if champion in passed else None
+            def promoted_after_an_audit():  # the champion, once its audit has passed
+                return champion_with_passed_audit(governance, TASK)
 
             decided = await eventually(promoted_after_an_audit, timeout=60)
             windows = (await governance.get(f"/v1/tasks/{TASK}/served-accuracy")).json()
@@ -100,7 +96,7 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
         engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'governance.db'}")
         _, key = await create_key(engine, "multiclass-test", Role.VIEWER)
         await engine.dispose()
-        page = await _dashboard(stack.url("governance"), key)
+        page = await served_and_audit_views(stack.url("governance"), key, TASK)
     finally:
         stack.stop()
 
@@ -147,28 +143,3 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
     assert page["heading"] == f"Served accuracy over time · {TASK}"
     assert page["pixels"] > 5000
     assert "region[critical]" in page["audit"]
-
-
-async def _dashboard(base: str, key: str) -> dict:
-    """What a viewer sees: the served-figure view's heading and plot, the audit view's text."""
-    assert CHROMIUM.exists(), "this test needs Debian's chromium: apt-get install chromium"
-    problems: list[str] = []
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"]
-        )
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            await page.goto(f"{base}/dashboard#task={TASK}")
-            await page.fill("#key", key)
-            await page.click("#signin-form button")
-            await page.wait_for_selector("#view-accuracy[data-ready]", state="attached")
-            heading = await page.inner_text("#view-accuracy h2")
-            pixels = await drawn_pixels(page, "#accuracy-chart canvas")
-            await open_view(page, "audits")
-            audit = await page.inner_text("#view-audits")
-        finally:
-            await browser.close()
-    return {"problems": problems, "heading": heading, "pixels": pixels, "audit": audit}
