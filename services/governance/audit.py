@@ -388,6 +388,29 @@ def _check_rows(truth: np.ndarray, predicted: np.ndarray, sensitive: Mapping[str
         raise ValueError("nothing to audit: no rows")
 
 
+def _verdict(
+    n: int,
+    thresholds: AuditThresholds,
+    attributes: dict[str, AttributeAudit],
+    reasons: list[str],
+    notes: list[str] | None = None,
+    **figures: Any,
+) -> AuditReport:
+    """The report of an audit of `n` rows: passed when no limit was breached; `notes`: the
+    attributes' own unless given; `figures`: the overall ones of its kind."""
+    if notes is None:
+        notes = [note for a in attributes.values() for note in a.notes]
+    return AuditReport(
+        n=n,
+        thresholds=thresholds,
+        attributes=attributes,
+        passed=not reasons,
+        reasons=reasons,
+        notes=notes,
+        **figures,
+    )
+
+
 def audit(
     y_true: Sequence[Any],
     y_pred: Sequence[Any],
@@ -407,15 +430,7 @@ def audit(
     overall = balanced_accuracy(truth, predicted)
     reasons = _skill_breaches(overall, attributes, thresholds)
     reasons += [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
-    return AuditReport(
-        n=len(truth),
-        thresholds=thresholds,
-        attributes=attributes,
-        passed=not reasons,
-        reasons=reasons,
-        notes=[note for a in attributes.values() for note in a.notes],
-        balanced_accuracy=overall,
-    )
+    return _verdict(len(truth), thresholds, attributes, reasons, balanced_accuracy=overall)
 
 
 LABEL_METRICS = (
@@ -496,17 +511,23 @@ def audit_selection(
     for name, values in sensitive.items():
         groups = _group_column(name, values, len(predicted), "y_pred")
         attributes[name] = _selection_attribute(name, predicted, groups, thresholds.min_group_size)
+    return _selection_verdict(len(predicted), thresholds, attributes)
+
+
+def _selection_verdict(
+    n: int, thresholds: AuditThresholds, attributes: dict[str, AttributeAudit], **figures: Any
+) -> AuditReport:
+    """A live audit's report: the selection-rate gaps judged, the rest not computed."""
     reasons = [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
     notes = [note for a in attributes.values() for note in a.notes]
-    notes.append(_no_outcomes(thresholds))
-    return AuditReport(
-        n=len(predicted),
-        thresholds=thresholds,
-        attributes=attributes,
-        passed=not reasons,
-        reasons=reasons,
-        notes=notes,
+    return _verdict(
+        n,
+        thresholds,
+        attributes,
+        reasons,
+        [*notes, _no_outcomes(thresholds)],
         unavailable=list(LABEL_METRICS),
+        **figures,
     )
 
 
@@ -637,13 +658,11 @@ def audit_multiclass(
             )
     overall, floor, reasons = _multiclass_skill(truth, predicted, columns, thresholds)
     reasons += [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
-    return AuditReport(
-        n=len(truth),
-        thresholds=thresholds,
-        attributes=attributes,
-        passed=not reasons,
-        reasons=reasons,
-        notes=[note for a in attributes.values() for note in a.notes],
+    return _verdict(
+        len(truth),
+        thresholds,
+        attributes,
+        reasons,
         balanced_accuracy=overall,
         balanced_accuracy_floor=floor,
         kind="multiclass",
@@ -671,18 +690,7 @@ def audit_served_classes(
             attributes[key] = _selection_attribute(
                 key, (predicted == k).astype(int), groups, thresholds.min_group_size
             )
-    reasons = [r for name, a in attributes.items() for r in _breaches(name, a, thresholds)]
-    notes = [note for a in attributes.values() for note in a.notes]
-    return AuditReport(
-        n=len(predicted),
-        thresholds=thresholds,
-        attributes=attributes,
-        passed=not reasons,
-        reasons=reasons,
-        notes=[*notes, _no_outcomes(thresholds)],
-        unavailable=list(LABEL_METRICS),
-        kind="multiclass",
-    )
+    return _selection_verdict(len(predicted), thresholds, attributes, kind="multiclass")
 
 
 # Regression: a numeric target, judged on the groups' mean absolute errors and on R^2 overall.
@@ -820,14 +828,13 @@ def audit_regression(
     binary_only = [f for f in _BINARY_GAP_LIMITS if getattr(thresholds, f) is not None]
     if binary_only:
         notes.append(f"{', '.join(binary_only)}: limits on 0/1 predictions, not checked")
-    return AuditReport(
+    return _verdict(
+        len(truth),
+        thresholds,
+        attributes,
+        reasons,
+        notes,
         kind="regression",
-        n=len(truth),
-        thresholds=thresholds,
-        attributes=attributes,
-        passed=not reasons,
-        reasons=reasons,
-        notes=notes,
         mae=mean_absolute_error(truth, predicted),
         rmse=root_mean_squared_error(truth, predicted),
         r2=r2,

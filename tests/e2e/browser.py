@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from playwright.async_api import Page, async_playwright
@@ -29,11 +31,10 @@ async def drawn_pixels(page: Page, selector: str) -> int:
     )
 
 
-async def served_and_audit_views(base: str, key: str, task: str) -> dict:
-    """What a viewer signed in with `key` sees of a task: the served-figure view's heading and
-    how much of its plot is drawn, the audit view's text, and any browser error."""
+@asynccontextmanager
+async def chromium_page(problems: list[str]) -> AsyncIterator[Page]:
+    """A page in headless Chromium, each console error and page error added to `problems`."""
     assert CHROMIUM.exists(), "this test needs Debian's chromium: apt-get install chromium"
-    problems: list[str] = []
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(
             executable_path=str(CHROMIUM), args=["--no-sandbox"]
@@ -42,14 +43,22 @@ async def served_and_audit_views(base: str, key: str, task: str) -> dict:
             page = await browser.new_page(viewport={"width": 1400, "height": 900})
             page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
             page.on("pageerror", lambda exc: problems.append(str(exc)))
-            await page.goto(f"{base}/dashboard#task={task}")
-            await page.fill("#key", key)
-            await page.click("#signin-form button")
-            await page.wait_for_selector("#view-accuracy[data-ready]", state="attached")
-            heading = await page.inner_text("#view-accuracy h2")
-            pixels = await drawn_pixels(page, "#accuracy-chart canvas")
-            await open_view(page, "audits")
-            audit = await page.inner_text("#view-audits")
+            yield page
         finally:
             await browser.close()
+
+
+async def served_and_audit_views(base: str, key: str, task: str) -> dict:
+    """What a viewer signed in with `key` sees of a task: the served-figure view's heading and
+    how much of its plot is drawn, the audit view's text, and any browser error."""
+    problems: list[str] = []
+    async with chromium_page(problems) as page:
+        await page.goto(f"{base}/dashboard#task={task}")
+        await page.fill("#key", key)
+        await page.click("#signin-form button")
+        await page.wait_for_selector("#view-accuracy[data-ready]", state="attached")
+        heading = await page.inner_text("#view-accuracy h2")
+        pixels = await drawn_pixels(page, "#accuracy-chart canvas")
+        await open_view(page, "audits")
+        audit = await page.inner_text("#view-audits")
     return {"problems": problems, "heading": heading, "pixels": pixels, "audit": audit}

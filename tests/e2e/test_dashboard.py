@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from playwright.async_api import Page, async_playwright
+from playwright.async_api import Page
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from continuo.caller import wait_until_learned
@@ -24,7 +24,7 @@ from continuo.loop import loop_spec, run_loop
 from continuo.stack import Stack, write_task_specs
 from services.governance.auth import Role, create_key
 from shared.settings import REPO_ROOT
-from tests.e2e.browser import CHROMIUM, drawn_pixels, open_view
+from tests.e2e.browser import CHROMIUM, chromium_page, drawn_pixels, open_view
 from tests.support import eventually
 
 DOCS = REPO_ROOT / "docs" / "dashboard"
@@ -162,42 +162,33 @@ async def test_the_dashboard_shows_a_real_run_in_every_view(sqlite_url: str, tmp
 async def _browse(base: str, key: str, task: str, truth: dict[str, Any], shots: Path) -> None:
     problems: list[str] = []
     elsewhere: list[str] = []
-    async with async_playwright() as playwright:
-        browser = await playwright.chromium.launch(
-            executable_path=str(CHROMIUM), args=["--no-sandbox"]
+    async with chromium_page(problems) as page:
+        page.on(
+            "request",
+            lambda r: None if r.url.startswith(base) else elsewhere.append(r.url),
         )
-        try:
-            page = await browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
-            page.on("pageerror", lambda exc: problems.append(str(exc)))
-            page.on(
-                "request",
-                lambda r: None if r.url.startswith(base) else elsewhere.append(r.url),
-            )
-            await page.goto(f"{base}/dashboard#task={task}")
-            assert await page.is_hidden("#tabs") and await page.is_visible("#signin")
-            # A key governance does not know is refused, and the form asks again.
-            await page.fill("#key", "cnt_000000000000_" + "x" * 43)
-            await page.click("#signin-form button")
-            await page.wait_for_selector("#signin-error", state="visible")
-            assert "refused" in await page.inner_text("#signin-error")
-            assert await page.is_hidden("#tabs")
-            await page.fill("#key", key)
-            await page.click("#signin-form button")
-            await page.wait_for_selector("#view-accuracy[data-ready]", state="attached")
-            await _accuracy(page, truth)
-            await _shoot(page, "accuracy", shots)
-            for view, check in (
-                ("routing", _routing),
-                ("audits", _audits),
-                ("lineage", _lineage),
-                ("trail", _trail),
-            ):
-                await open_view(page, view)
-                await check(page, truth)
-                await _shoot(page, view, shots)
-        finally:
-            await browser.close()
+        await page.goto(f"{base}/dashboard#task={task}")
+        assert await page.is_hidden("#tabs") and await page.is_visible("#signin")
+        # A key governance does not know is refused, and the form asks again.
+        await page.fill("#key", "cnt_000000000000_" + "x" * 43)
+        await page.click("#signin-form button")
+        await page.wait_for_selector("#signin-error", state="visible")
+        assert "refused" in await page.inner_text("#signin-error")
+        assert await page.is_hidden("#tabs")
+        await page.fill("#key", key)
+        await page.click("#signin-form button")
+        await page.wait_for_selector("#view-accuracy[data-ready]", state="attached")
+        await _accuracy(page, truth)
+        await _shoot(page, "accuracy", shots)
+        for view, check in (
+            ("routing", _routing),
+            ("audits", _audits),
+            ("lineage", _lineage),
+            ("trail", _trail),
+        ):
+            await open_view(page, view)
+            await check(page, truth)
+            await _shoot(page, view, shots)
     # The only errors the browser logs are the refused key's 401s.
     assert not [p for p in problems if "status of 401" not in p], problems
     assert not elsewhere, elsewhere

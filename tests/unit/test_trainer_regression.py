@@ -18,6 +18,7 @@ from shared.events.types import LabelRecorded, ObservationRecorded, Served, Serv
 from shared.online_models import LearnedRow, LiveModel
 from shared.tasks import CanaryPolicy, PromotionPolicy, TaskSpec
 from tests.support import FAST_LEARNER, TEST_PRODUCER
+from tests.unit.served_loop import served_one_request_late
 
 SPEC = TaskSpec.model_validate(
     {
@@ -77,31 +78,9 @@ def _served_run(monkeypatch) -> tuple[TaskTraining, list, np.ndarray, np.ndarray
     newest = out.candidates[-1]
     serving = LiveModel(newest.model_bytes)
     core.set_champion(newest.model_version, LiveModel(newest.model_bytes))
-    answers, facts, waiting = [], [], []
-    for start in range(1000, 2200, 100):
-        chunk = range(start, start + 100)
-        served = serving.predict(X[start : start + 100])
-        answers += served.tolist()
-        observed = [
-            stream.observe(X[i], served=float(v), version=newest.model_version)
-            for i, v in zip(chunk, served, strict=True)
-        ]
-        waiting.append((observed, chunk))
-        events = list(observed)
-        if len(waiting) > 1:  # the previous request's labels
-            labelled, rows = waiting.pop(0)
-            events += [stream.label(o, float(y[i])) for o, i in zip(labelled, rows, strict=True)]
-            serving.learn(
-                [
-                    LearnedRow(e.stream_version, list(X[i]), float(y[i]))
-                    for e, i in zip(events[100:], rows, strict=True)
-                ]
-            )
-        facts += core.apply(events).facts
-    labelled, rows = waiting.pop(0)
-    facts += core.apply(
-        [stream.label(o, float(y[i])) for o, i in zip(labelled, rows, strict=True)]
-    ).facts
+    answers, facts = served_one_request_late(
+        core, stream, serving, X, y, 1000, newest.model_version
+    )
     return core, facts, np.array(answers), y[1000:], out.candidates
 
 
