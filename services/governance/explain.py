@@ -1,75 +1,186 @@
 """Explanations, pure: global feature importance of a model, and one prediction's TreeSHAP.
 
 Contributions are LightGBM's native TreeSHAP (`pred_contrib`) for tree members and exact terms for
-linear members, through the shared model codec, in log-odds: they add up, with the bias, to the
-model's logit for the row. A prediction is explained with the online-feature values it was served
-with (recorded with it), not today's.
+linear members, through the shared model codec; they add up, with the bias, to the model's score
+for the row. The score is the task kind's:
+
+* binary: the log-odds of class 1;
+* regression: the value, in the target's units (the model's standardised score times its scale;
+  the bias holds the scale's center);
+* multiclass: the log-odds of one class against the rest (its one-vs-rest model; the answered
+  class unless another is asked for), next to every class's probability.
+
+A prediction is explained with the online-feature values it was served with (recorded with it),
+not today's. Serving's model went on learning online after it was published; where the served
+answer shows how far (a binary probability, a regression value), that difference is one more term.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, cast
 
 import numpy as np
 
 from shared.features import model_inputs
-from shared.model_codec import Predictor
+from shared.model_codec import OneVsRestPredictor, Predictor
+from shared.online_models import answered_class
 from shared.tasks import TaskSpec
 
+ONLINE_LEARNING = "learned online since the version was published"
 
-def global_importance(predictor: Predictor) -> list[dict[str, Any]]:
-    """Total split gain per feature, largest first, with each one's share of the total."""
-    gains = predictor.feature_importance()
+
+class UnknownClass(ValueError):
+    """An explanation was asked for a class the task does not have."""
+
+
+def global_importance(predictor: Predictor | OneVsRestPredictor) -> dict[str, Any]:
+    """Total split gain per feature, largest first, with each one's share of the total (a
+    multiclass model: summed over its classes' models, and each class's own under `classes`)."""
+    if isinstance(predictor, OneVsRestPredictor):
+        per_class = [p.feature_importance() for p in predictor.per_class]
+        summed = {name: sum(g[name] for g in per_class) for name in predictor.feature_names}
+        return {
+            "features": _ranked(summed),
+            "classes": [
+                {"class_index": k, "features": _ranked(g)} for k, g in enumerate(per_class)
+            ],
+        }
+    return {"features": _ranked(predictor.feature_importance())}
+
+
+def _ranked(gains: Mapping[str, float]) -> list[dict[str, Any]]:
     total = sum(gains.values()) or 1.0
     ranked = sorted(gains.items(), key=lambda item: (-item[1], item[0]))
     return [{"feature": name, "gain": gain, "share": gain / total} for name, gain in ranked]
 
 
-ONLINE_LEARNING = "learned online since the version was published"
-
-
 def prediction_contributions(
     spec: TaskSpec,
-    predictor: Predictor,
+    predictor: Predictor | OneVsRestPredictor,
     features: Mapping[str, Any],
     online: Mapping[str, float] | None = None,
-    served_probability: float | None = None,
+    served: float | Sequence[float] | None = None,
+    *,
+    class_name: str | None = None,
 ) -> dict[str, Any]:
-    """Each input's contribution to one prediction's log-odds (its features and the online
-    features it was given), the bias and the totals.
+    """Each input's contribution to one prediction's score (its features and the online
+    features it was given), the bias and the totals, in the unit of the task's kind.
 
-    The contributions are the published version's. A served answer came from that version with
-    its online parts moved on by the labels since (shared.online_models.LiveModel); with
-    `served_probability`, the difference is one more term, so the total is what was served."""
+    `served`: what serving answered (P(class 1), a regression's value, a multiclass answer's
+    class probabilities in class order). `class_name`: the class to explain, as text (a
+    multiclass task; default: the class served)."""
     online = online or {}
     values = {**features, **online}
     X = np.asarray(
         [model_inputs(spec, features, [online.get(n, 0.0) for n in spec.online_names])],
         dtype=np.float64,
     )
+    if isinstance(predictor, OneVsRestPredictor):
+        probabilities = None if served is None else [float(p) for p in cast(Sequence, served)]
+        return _multiclass(spec, predictor, X, values, probabilities, class_name)
+    answer = None if served is None else float(cast(float, served))
     contributions = predictor.contributions(X)[0]
-    logit = float(predictor.logits(X)[0])
-    per_feature: list[dict[str, Any]] = [
+    score = float(predictor.logits(X)[0])
+    target = predictor.target
+    if target is None:  # binary: log-odds, the served one where the probability has one
+        served_logit = None
+        if answer is not None and 0.0 < answer < 1.0:
+            served_logit = math.log(answer / (1.0 - answer))
+        terms, logit = _explained(
+            predictor.feature_names, values, contributions, score, served_logit
+        )
+        return {
+            "kind": "binary",
+            **terms,
+            "logit": logit,
+            "probability": 1.0 / (1.0 + math.exp(-logit)),
+            "unit": "log-odds of class 1",
+        }
+    # A regression: into the target's units (the bias takes the scale's center).
+    contributions = contributions * target.scale
+    contributions[-1] += target.center
+    published = target.center + target.scale * score
+    terms, value = _explained(predictor.feature_names, values, contributions, published, answer)
+    return {
+        "kind": "regression",
+        **terms,
+        "value": value,
+        "unit": f"{spec.target.name}, in its units",
+    }
+
+
+def _explained(
+    names: Sequence[str],
+    values: Mapping[str, Any],
+    contributions: np.ndarray,
+    published: float,
+    served: float | None,
+) -> tuple[dict[str, Any], float]:
+    """An answer's terms, largest first, its bias and their sum; and the score they add up to.
+    Where the served score differs from the published version's, the difference is one more
+    term."""
+    terms: list[dict[str, Any]] = [
         {"feature": name, "value": values.get(name), "contribution": float(c)}
-        for name, c in zip(predictor.feature_names, contributions[:-1], strict=True)
+        for name, c in zip(names, contributions[:-1], strict=True)
     ]
     total = float(contributions.sum())
-    if served_probability is not None and 0.0 < served_probability < 1.0:
-        served_logit = math.log(served_probability / (1.0 - served_probability))
-        if abs(served_logit - logit) > 1e-9:
-            per_feature.append(
-                {"feature": ONLINE_LEARNING, "value": None, "contribution": served_logit - logit}
-            )
-            total += served_logit - logit
-            logit = served_logit
-    per_feature.sort(key=lambda item: -abs(float(item["contribution"])))
-    return {
-        "contributions": per_feature,
+    score = published
+    if served is not None and abs(served - published) > 1e-9 * max(1.0, abs(published)):
+        terms.append(
+            {"feature": ONLINE_LEARNING, "value": None, "contribution": served - published}
+        )
+        total += served - published
+        score = served
+    terms.sort(key=lambda item: -abs(float(item["contribution"])))
+    explained = {
+        "contributions": terms,
         "bias": float(contributions[-1]),
-        "logit": logit,
-        "probability": 1.0 / (1.0 + math.exp(-logit)),
         "sum_of_contributions": total,
-        "unit": "log-odds of class 1",
+    }
+    return explained, score
+
+
+def _multiclass(
+    spec: TaskSpec,
+    predictor: OneVsRestPredictor,
+    X: np.ndarray,
+    values: Mapping[str, Any],
+    served: list[float] | None,
+    class_name: str | None,
+) -> dict[str, Any]:
+    names = [str(c) for c in spec.target.classes]
+    published = predictor.predict_proba(X)[0]
+    if class_name is None:
+        k = answered_class(served if served is not None else published)
+    elif class_name in names:
+        k = names.index(class_name)
+    else:
+        raise UnknownClass(f"{class_name!r} is not a class of task {spec.name!r}: {names}")
+    model = predictor.per_class[k]
+    contributions = model.contributions(X)[0]
+    logit = float(model.logits(X)[0])
+    # The served probabilities are normalised over the classes' models as serving had moved
+    # them on; one class's own score is not recorded, so no online term can be split off here.
+    terms, logit = _explained(predictor.feature_names, values, contributions, logit, None)
+    return {
+        "kind": "multiclass",
+        "class": names[k],
+        **terms,
+        "logit": logit,
+        "probability": float(published[k]),
+        "unit": f"log-odds of class {names[k]} against the rest (its one-vs-rest model)",
+        "classes": [
+            {
+                "class": name,
+                "probability": float(published[j]),
+                "served_probability": None if served is None else served[j],
+            }
+            for j, name in enumerate(names)
+        ],
+        "notes": (
+            "The contributions and probabilities are the published version's; serving's copy "
+            "went on learning online, so its probabilities (served_probability) may differ."
+        ),
     }

@@ -48,9 +48,12 @@ async def chromium_page(problems: list[str]) -> AsyncIterator[Page]:
             await browser.close()
 
 
-async def served_and_audit_views(base: str, key: str, task: str) -> dict:
+async def served_and_audit_views(
+    base: str, key: str, task: str, prediction_id: str | None = None
+) -> dict:
     """What a viewer signed in with `key` sees of a task: the served-figure view's heading and
-    how much of its plot is drawn, the audit view's text, and any browser error."""
+    how much of its plot is drawn, the audit view's text, and any browser error; with
+    `prediction_id`, the lineage view of that prediction: its text and how many bars explain it."""
     problems: list[str] = []
     async with chromium_page(problems) as page:
         await page.goto(f"{base}/dashboard#task={task}")
@@ -61,4 +64,19 @@ async def served_and_audit_views(base: str, key: str, task: str) -> dict:
         pixels = await drawn_pixels(page, "#accuracy-chart canvas")
         await open_view(page, "audits")
         audit = await page.inner_text("#view-audits")
-    return {"problems": problems, "heading": heading, "pixels": pixels, "audit": audit}
+        lineage, bars = "", 0
+        if prediction_id is not None:
+            await open_view(page, "lineage")
+            await page.fill("#prediction-id", prediction_id)
+            await page.click("#view-lineage .lookup button")
+            await page.wait_for_selector("#lineage-out[data-ready] #lineage-flow")
+            lineage = await page.inner_text("#lineage-out")
+            bars = await page.locator("#contributions rect").count()
+    return {
+        "problems": problems,
+        "heading": heading,
+        "pixels": pixels,
+        "audit": audit,
+        "lineage": lineage,
+        "bars": bars,
+    }

@@ -19,7 +19,7 @@ from continuo.stack import Stack, write_task_specs
 from services.governance.auth import Role, create_key
 from shared.tasks import TaskSpec
 from tests.e2e.browser import served_and_audit_views
-from tests.e2e.governance import champion_with_passed_audit
+from tests.e2e.governance import champion_with_passed_audit, explained_answer
 from tests.support import eventually
 
 TASK = "triage"
@@ -82,7 +82,15 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
             decided = await eventually(promoted_after_an_audit, timeout=60)
             windows = (await governance.get(f"/v1/tasks/{TASK}/served-accuracy")).json()
             champion = decided["champion"]
-            importance = await governance.get(f"/v1/tasks/{TASK}/models/{champion}/explanation")
+            why = await explained_answer(governance, TASK, served.answered_by[-1][1])
+            other = await governance.get(
+                f"/v1/predictions/{why['answer']['prediction_id']}/explanation",
+                params={"class": CLASSES[0]},
+            )
+            unknown = await governance.get(
+                f"/v1/predictions/{why['answer']['prediction_id']}/explanation",
+                params={"class": "no-such-class"},
+            )
             async with httpx.AsyncClient(base_url=stack.url("serving")) as serving:
                 row = {"features": features[0], "entity_id": sites[0], "record": False}
                 answer = (await serving.post(f"/v1/tasks/{TASK}/predict", json=row)).json()
@@ -96,7 +104,9 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
         engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'governance.db'}")
         _, key = await create_key(engine, "multiclass-test", Role.VIEWER)
         await engine.dispose()
-        page = await served_and_audit_views(stack.url("governance"), key, TASK)
+        page = await served_and_audit_views(
+            stack.url("governance"), key, TASK, why["answer"]["prediction_id"]
+        )
     finally:
         stack.stop()
 
@@ -134,12 +144,24 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
         assert report["balanced_accuracy"] > 1 / 3
     # Served windows count right answers.
     assert windows["windows"] and all(w["accuracy"] is not None for w in windows["windows"])
-    # A label that is not one of the classes is refused with the reason; feature importance,
-    # not computed for a multiclass model yet, is a 409 that says so.
+    # A label that is not one of the classes is refused with the reason.
     assert bad.status_code == 422 and "label" in bad.text
-    assert importance.status_code == 409 and "multiclass" in importance.text
+    # A recorded answer is explained for the class it answered (the log-odds of that class
+    # against the rest, its terms adding up), or for another class on request; feature
+    # importance sums the classes' models and keeps each class's.
+    explained, recorded = why["explained"], why["answer"]
+    assert explained["class"] == recorded["label"]
+    terms = sum(c["contribution"] for c in explained["contributions"])
+    assert abs(terms + explained["bias"] - explained["logit"]) < 1e-6
+    assert [c["served_probability"] for c in explained["classes"]] == recorded["probabilities"]
+    assert other.status_code == 200 and other.json()["class"] == CLASSES[0]
+    assert unknown.status_code == 422 and "no-such-class" in unknown.text
+    importance = why["importance"]
+    assert [c["class"] for c in importance["classes"]] == CLASSES
+    assert abs(sum(f["share"] for f in importance["features"]) - 1) < 1e-9
     # The dashboard draws served accuracy over time and the audit, without a browser error.
     assert page["problems"] == []
     assert page["heading"] == f"Served accuracy over time · {TASK}"
     assert page["pixels"] > 5000
     assert "region[critical]" in page["audit"]
+    assert f"against the rest; P({recorded['label']})" in page["lineage"] and page["bars"] >= 2

@@ -19,7 +19,7 @@ from continuo.stack import Stack, write_task_specs
 from services.governance.auth import Role, create_key
 from shared.tasks import TaskSpec
 from tests.e2e.browser import served_and_audit_views
-from tests.e2e.governance import champion_with_passed_audit
+from tests.e2e.governance import champion_with_passed_audit, explained_answer
 from tests.support import eventually
 
 TASK = "demand"
@@ -77,6 +77,7 @@ async def test_a_regression_task_is_learned_audited_promoted_and_served_as_value
                 return champion_with_passed_audit(governance, TASK)
 
             decided = await eventually(promoted_after_an_audit, timeout=60)
+            why = await explained_answer(governance, TASK, served.answered_by[-1][1])
             windows = (await governance.get(f"/v1/tasks/{TASK}/served-accuracy")).json()
             trail = (
                 await governance.get(f"/v1/tasks/{TASK}/trail", params={"type": "ModelPromoted"})
@@ -94,7 +95,9 @@ async def test_a_regression_task_is_learned_audited_promoted_and_served_as_value
         engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'governance.db'}")
         _, key = await create_key(engine, "regression-test", Role.VIEWER)
         await engine.dispose()
-        page = await served_and_audit_views(stack.url("governance"), key, TASK)
+        page = await served_and_audit_views(
+            stack.url("governance"), key, TASK, why["answer"]["prediction_id"]
+        )
     finally:
         stack.stop()
 
@@ -151,3 +154,12 @@ async def test_a_regression_task_is_learned_audited_promoted_and_served_as_value
     assert page["heading"] == f"Served MAE over time · {TASK}"
     assert page["pixels"] > 5000
     assert "R² over all rows" in page["audit"] and "MAE ratio" in page["audit"]
+    # A recorded answer is explained in the target's units: the terms (the published version's,
+    # and what serving's copy learned online since) add up to the value it answered.
+    explained, recorded = why["explained"], why["answer"]
+    terms = sum(c["contribution"] for c in explained["contributions"])
+    assert abs(explained["value"] - recorded["label"]) < 1e-6 * max(1.0, abs(recorded["label"]))
+    assert abs(terms + explained["bias"] - explained["value"]) < 1e-6 * max(1.0, abs(terms))
+    assert explained["unit"].startswith(SPEC.target.name)
+    assert why["importance"]["features"]
+    assert "the value answered" in page["lineage"] and page["bars"] >= 2

@@ -430,6 +430,10 @@ async def _lineage_both_ways(
     total = sum(c["contribution"] for c in explained["contributions"]) + explained["bias"]
     assert abs(total - explained["logit"]) < 1e-6
     assert abs(explained["probability"] - explained["served_probability"]) < 1e-9
+    assert explained["kind"] == "binary" and explained["unit"] == "log-odds of class 1"
+    # A class to explain applies to a multiclass task only.
+    asked = await w.get(f"/v1/predictions/{prediction_id}/explanation", params={"class": "1"})
+    assert asked.status_code == 422 and "multiclass" in asked.text
     assert {c["feature"] for c in explained["contributions"]} == {
         f.name for f in spec.model_features
     }

@@ -219,35 +219,6 @@ def test_where_the_champion_is_no_better_than_a_constant_a_candidate_at_least_as
     assert not ok and "no better than a constant" in reason
 
 
-def test_an_explanation_adds_what_the_model_learned_online_since_it_was_published():
-    import math
-
-    from services.governance.explain import ONLINE_LEARNING, prediction_contributions
-    from shared import model_codec
-    from shared.tasks import TaskSpec
-
-    spec = TaskSpec.model_validate(
-        {
-            "name": "t",
-            "features": [{"name": "x"}],
-            "target": {"name": "y"},
-            "online_features": [{"name": "last", "kind": "last_label"}],
-        }
-    )
-    member = model_codec.LinearMember((1.0, 2.0), 0.0, (0.0, 0.0), (1.0, 1.0), 5.0)
-    predictor = model_codec.decode(
-        model_codec.encode(n_features=2, members=[(1.0, member)], feature_names=["x", "last"])
-    )
-    published = prediction_contributions(spec, predictor, {"x": 0.5}, {"last": 1.0})
-    assert published["logit"] == 2.5 and len(published["contributions"]) == 2
-    served = 1 / (1 + math.exp(-3.0))  # serving's model had moved on: logit 3.0
-    explained = prediction_contributions(spec, predictor, {"x": 0.5}, {"last": 1.0}, served)
-    extra = [c for c in explained["contributions"] if c["feature"] == ONLINE_LEARNING]
-    assert extra and math.isclose(extra[0]["contribution"], 0.5)
-    assert math.isclose(explained["sum_of_contributions"], 3.0)
-    assert math.isclose(explained["probability"], served)
-
-
 def test_a_candidate_compared_with_the_champion_before_the_newest_is_judged_on_those_same_rows():
     # The trainer had not heard of v4 yet: it compared with v3 on the same rows after a drift.
     # Each model's own accuracy at its training time would put post-drift against pre-drift.

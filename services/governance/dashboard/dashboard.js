@@ -776,7 +776,7 @@
   const dl = (pairs) => h("dl", {}, pairs.filter(([, v]) => v != null && v !== "")
     .map(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
 
-  /** Horizontal bars: each input's contribution to the answer's log-odds. */
+  /** Horizontal bars: each input's contribution to the answer's score (its unit: `unit`). */
   function contributions(explained) {
     const items = explained.contributions.slice(0, 14);
     const maxAbs = Math.max(...items.map((c) => Math.abs(c.contribution)), 1e-9);
@@ -853,12 +853,27 @@
       flow,
       h("h3", {}, "Ancestry (each version continues the one before)"), ancestors,
       h("h3", {}, `Decisions on v${m.model_version}`), decisions,
-      h("h3", {}, "Why this answer: each input's contribution (log-odds of class 1)"),
+      h("h3", {}, `Why this answer: each input's contribution (${explained ? explained.unit : "none"})`),
       explained ? contributions(explained) : empty("No explanation for this model."),
-      explained ? h("p", { class: "notes" }, `bias ${explained.bias.toFixed(3)}, total log-odds `
-        + `${explained.logit.toFixed(3)} → p = ${explained.probability.toFixed(3)}. Red pushes `
-        + "towards 1, blue towards 0.") : null,
+      explained ? h("p", { class: "notes", id: "explanation-notes" }, explanationNotes(explained)) : null,
     ];
+  }
+
+  /** How an explanation's terms add up, in its kind's words. */
+  function explanationNotes(e) {
+    const bias = `bias ${e.bias.toFixed(3)}`;
+    if (e.kind === "regression") {
+      return `${bias}, total ${e.value.toPrecision(5)}: the value answered. Red pushes it up, blue down.`;
+    }
+    if (e.kind === "multiclass") {
+      const served = e.classes.find((c) => c.class === e.class).served_probability;
+      return `${bias}, total log-odds ${e.logit.toFixed(3)} of class ${e.class} against the rest; `
+        + `P(${e.class}) = ${e.probability.toFixed(3)} as published`
+        + (served == null ? "" : `, ${served.toFixed(3)} as served`)
+        + `. Red pushes towards ${e.class}, blue away from it.`;
+    }
+    return `${bias}, total log-odds ${e.logit.toFixed(3)} → p = ${e.probability.toFixed(3)}. `
+      + "Red pushes towards 1, blue towards 0.";
   }
 
   async function renderLineage(task) {

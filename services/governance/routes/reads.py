@@ -10,13 +10,18 @@ from fastapi import APIRouter, Depends, HTTPException, Query
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.governance import lineage, queries
-from services.governance.explain import global_importance, prediction_contributions
+from services.governance.explain import (
+    UnknownClass,
+    global_importance,
+    prediction_contributions,
+)
 from services.governance.routes.deps import Version, governance, read_engine, viewer
 from services.governance.service import Governance
 from shared.events.types import data_stream
 from shared.http import MAX_POSITION, MAX_VERSION
 from shared.model_codec import OneVsRestPredictor
 from shared.registry import spec_versions
+from shared.tasks import TaskSpec
 
 router = APIRouter(prefix="/v1", tags=["registry"], dependencies=[Depends(viewer)])
 Engine = Annotated[AsyncEngine, Depends(read_engine)]
@@ -187,22 +192,29 @@ async def model_audits(task: str, version: Version, engine: Engine) -> dict[str,
 async def model_explanation(
     task: str, version: Version, engine: Engine, gov: Gov
 ) -> dict[str, Any]:
-    """Global feature importance (total split gain) of a model version."""
+    """Global feature importance (total split gain) of a model version; a multiclass model's
+    summed over its classes' models, and each class's own."""
     async with engine.connect() as conn:
         this = await queries.model(conn, task, version)
     predictor = await gov.predictor(this["artifact_sha256"])
+    importance = await asyncio.to_thread(global_importance, predictor)
     if isinstance(predictor, OneVsRestPredictor):
-        raise HTTPException(
-            409,
-            f"task {task!r} is a multiclass task: feature importance is computed for binary "
-            "and regression models only so far (docs/tasks.md)",
-        )
+        spec = await _spec_of(gov, task, this["pipeline_version"])
+        for part in importance["classes"]:
+            part["class"] = str(spec.target.classes[part.pop("class_index")])
     return {
         "task": task,
         "model_version": version,
         "importance": "total split gain, members weighted by |weight|",
-        "features": await asyncio.to_thread(global_importance, predictor),
+        **importance,
     }
+
+
+async def _spec_of(gov: Governance, task: str, pipeline_version: str) -> TaskSpec:
+    spec = (await spec_versions(gov.store, task)).get(pipeline_version)
+    if spec is None:
+        raise HTTPException(404, f"pipeline version {pipeline_version} is not registered")
+    return spec
 
 
 @router.get("/predictions/{prediction_id}")
@@ -216,35 +228,50 @@ async def prediction_lineage(prediction_id: uuid.UUID, engine: Engine) -> dict[s
 
 @router.get("/predictions/{prediction_id}/explanation")
 async def prediction_explanation(
-    prediction_id: uuid.UUID, engine: Engine, gov: Gov
+    prediction_id: uuid.UUID,
+    engine: Engine,
+    gov: Gov,
+    class_: Annotated[
+        str | None,
+        Query(alias="class", max_length=200, description="a multiclass task: the class to explain"),
+    ] = None,
 ) -> dict[str, Any]:
-    """Per-feature TreeSHAP contributions to one served prediction (log-odds)."""
+    """Per-feature TreeSHAP contributions to one served prediction, in its kind's unit (log-odds
+    of class 1; a regression's value; the log-odds of one class against the rest)."""
     async with engine.connect() as conn:
         served = await queries.prediction(conn, prediction_id)
         this = await queries.model(conn, served["task"], served["model_version"])
-    spec = (await spec_versions(gov.store, served["task"])).get(this["pipeline_version"])
-    if spec is None:
-        raise HTTPException(404, f"pipeline version {this['pipeline_version']} is not registered")
-    if spec.target.kind != "binary":
+    spec = await _spec_of(gov, served["task"], this["pipeline_version"])
+    if class_ is not None and spec.target.kind != "multiclass":
         raise HTTPException(
-            409,
-            f"task {spec.name!r} is a {spec.target.kind} task: explanations are computed for "
-            "binary tasks only so far (docs/tasks.md)",
+            422, f"`class` applies to a multiclass task; {spec.name!r} is {spec.target.kind}"
         )
     predictor = await gov.predictor(this["artifact_sha256"])
-    assert not isinstance(predictor, OneVsRestPredictor)  # a binary task's (checked above)
-    explained = await asyncio.to_thread(
-        prediction_contributions,
-        spec,
-        predictor,
-        served["features"],
-        served.get("online"),
-        served["probability"],
-    )
-    return {
+    answer = {
+        "binary": served["probability"],
+        "regression": served["label"],  # a regression's label is its value
+        "multiclass": served.get("probabilities"),
+    }[spec.target.kind]
+    try:
+        explained = await asyncio.to_thread(
+            prediction_contributions,
+            spec,
+            predictor,
+            served["features"],
+            served.get("online"),
+            answer,
+            class_name=class_,
+        )
+    except UnknownClass as exc:
+        raise HTTPException(422, str(exc)) from exc
+    out = {
         "prediction_id": str(prediction_id),
         "task": served["task"],
         "model_version": served["model_version"],
-        "served_probability": served["probability"],
         **explained,
     }
+    if spec.target.kind == "binary":
+        out["served_probability"] = served["probability"]
+    elif spec.target.kind == "regression":
+        out["served_value"] = served["label"]
+    return out
