@@ -1,6 +1,7 @@
 """Chaos: labelled rows stream through the running system while, in turn, each service is killed
 with SIGKILL and restarted and the embedded broker is lost (it comes back empty); then every
-promise is checked against the store.
+promise is checked against the store. The stream is elec (a binary task) unless another task's
+rows are given (`ChaosStream`: a regression or multiclass task, say).
 
 The four services run as processes (two serving replicas behind the caller, which fails over from
 one to the other as any HTTP load balancer does). The caller asks serving for each request's
@@ -36,17 +37,40 @@ import httpx
 
 from continuo.caller import trainer_status
 from continuo.demo import FEATURES, find_elec, read_rows
-from continuo.stack import Stack
+from continuo.stack import Stack, write_task_specs
 from services.trainer.service import replay_models
 from shared.artifacts import sha256
 from shared.events.types import ModelTrained, data_stream, model_stream
 from shared.store.sql import open_event_store
+from shared.tasks import TaskSpec
 
-TASK = "elec"
 BATCH = 20  # rows per predict request; each request's labels go after the next one
 FAULTS = ("ingest", "trainer", "serving", "governance", "broker")
 # Small enough that the trainer restarts from a snapshot in a short run, not from the start.
 SNAPSHOT_EVERY = 2000
+
+
+@dataclass(frozen=True)
+class ChaosStream:
+    """A task's labelled rows for the chaos run: each row's features, label and entity; `spec`
+    registers the task (None: elec, which every stack registers)."""
+
+    task: str
+    features: list[dict[str, Any]]
+    labels: list[Any]
+    entities: list[str]
+    spec: TaskSpec | None = None
+
+
+def elec_stream(rows: int) -> ChaosStream:
+    """The first `rows` rows of elec, one entity (New South Wales)."""
+    data = read_rows(find_elec(), limit=rows)
+    return ChaosStream(
+        "elec",
+        [{f: r[f] for f in FEATURES} for r in data],
+        [r["class"] for r in data],
+        ["nsw"] * len(data),
+    )
 
 
 @dataclass
@@ -84,8 +108,9 @@ class Caller:
     """A client of the running system that survives its faults: predictions fail over across the
     serving replicas; labels are retried until accepted."""
 
-    def __init__(self, stack: Stack, servings: Sequence[str]) -> None:
+    def __init__(self, stack: Stack, servings: Sequence[str], task: str) -> None:
         self.stack = stack
+        self.task = task
         self.servings = list(servings)
         self.next = 0
         self.prediction_ids: list[uuid.UUID] = []
@@ -93,9 +118,13 @@ class Caller:
         self.failovers = self.unanswered_requests = self.label_retries = 0
         self.position = 0
 
-    async def predict(self, client: httpx.AsyncClient, rows: list[dict[str, Any]]) -> list[str]:
+    async def predict(
+        self, client: httpx.AsyncClient, rows: list[dict[str, Any]], entities: list[str]
+    ) -> list[str]:
         body = {
-            "records": [{"features": r, "entity_id": "nsw"} for r in rows],
+            "records": [
+                {"features": r, "entity_id": e} for r, e in zip(rows, entities, strict=True)
+            ],
             "record": True,
             "after_position": self.position,
         }
@@ -107,7 +136,7 @@ class Caller:
                 self.next += 1
                 try:
                     response = await client.post(
-                        f"{self.stack.url(name)}/v1/tasks/{TASK}/predict", json=body
+                        f"{self.stack.url(name)}/v1/tasks/{self.task}/predict", json=body
                     )
                     if response.status_code == 200:
                         self.unanswered_requests += failed_everywhere
@@ -131,7 +160,7 @@ class Caller:
         while True:
             try:
                 response = await client.post(
-                    f"{self.stack.url('ingest')}/v1/tasks/{TASK}/labels", json=labels
+                    f"{self.stack.url('ingest')}/v1/tasks/{self.task}/labels", json=labels
                 )
                 if response.status_code == 202:
                     self.position = max(self.position, *response.json()["positions"])
@@ -147,9 +176,9 @@ class Caller:
             await asyncio.sleep(0.1)
 
 
-async def _learned(stack: Stack) -> int:
+async def _learned(stack: Stack, task: str) -> int:
     try:
-        return int((await trainer_status(stack.url("trainer"), TASK)).get("learned", 0))
+        return int((await trainer_status(stack.url("trainer"), task)).get("learned", 0))
     except (httpx.HTTPError, ValueError):
         return -1  # the trainer is away
 
@@ -164,7 +193,7 @@ async def _inject(stack: Stack, caller: Caller, fault: Fault) -> None:
         await stack.restart(fault.name)
     fault.ready = time.monotonic() - started
     deadline = started + 180
-    while await _learned(stack) < fault.labels_before:
+    while await _learned(stack, caller.task) < fault.labels_before:
         if time.monotonic() > deadline:
             raise RuntimeError(
                 f"the trainer did not catch up within 180 s of the {fault.name} fault"
@@ -172,7 +201,7 @@ async def _inject(stack: Stack, caller: Caller, fault: Fault) -> None:
         await asyncio.sleep(0.05)
     fault.caught_up = time.monotonic() - started
     if fault.name == "trainer":
-        status = await trainer_status(stack.url("trainer"), TASK)
+        status = await trainer_status(stack.url("trainer"), caller.task)
         fault.restored_from = int(status.get("restored_from", 0))
 
 
@@ -184,20 +213,23 @@ async def run_chaos(
     faults: Sequence[str] = FAULTS,
     rate: float = 300.0,
     progress: Callable[[str], None] | None = None,
+    stream: ChaosStream | None = None,
 ) -> ChaosResult:
-    """Stream `rows` elec rows at about `rate` rows/s through a stack on `store_url`, firing each
-    fault in turn (evenly spaced over the stream, each after the previous one recovered)."""
+    """Stream `rows` rows (of elec, or of `stream`) at about `rate` rows/s through a stack on
+    `store_url`, firing each fault in turn (evenly spaced over the stream, each after the
+    previous one recovered)."""
     say = progress or (lambda _: None)
-    data = read_rows(find_elec(), limit=rows)
-    stack = Stack(
-        workdir,
-        store_url=store_url,
-        env_overrides={"TRAINER_SNAPSHOT_EVERY": str(SNAPSHOT_EVERY)},
-    )
+    stream = stream or elec_stream(rows)
+    rows = min(rows, len(stream.labels))
+    env = {"TRAINER_SNAPSHOT_EVERY": str(SNAPSHOT_EVERY)}
+    if stream.spec is not None:
+        env |= write_task_specs(workdir / "tasks", [stream.spec])
+    stack = Stack(workdir, store_url=store_url, env_overrides=env)
     await stack.start()
+    task = stream.task
     try:
         second = await stack.add_replica("serving")
-        caller = Caller(stack, ["serving", second])
+        caller = Caller(stack, ["serving", second], task)
         planned = [
             Fault(name if name != "serving" else second, rows * (i + 1) // (len(faults) + 1))
             for i, name in enumerate(faults)
@@ -216,17 +248,17 @@ async def run_chaos(
                     say(f"  row {start:,}: {fault.name} fault")
                     fired = asyncio.create_task(_inject(stack, caller, fault))
                     done.append(fault)
-                chunk = data[start : start + BATCH]
-                ids = await caller.predict(client, [{f: r[f] for f in FEATURES} for r in chunk])
+                chunk = slice(start, min(rows, start + BATCH))
+                ids = await caller.predict(client, stream.features[chunk], stream.entities[chunk])
                 waiting.append(
                     [
-                        {"prediction_id": i, "label": r["class"]}
-                        for i, r in zip(ids, chunk, strict=True)
+                        {"prediction_id": i, "label": label}
+                        for i, label in zip(ids, stream.labels[chunk], strict=True)
                     ]
                 )
                 if len(waiting) > 1:
                     await caller.post_labels(client, waiting.popleft())
-                ahead = (start + len(chunk)) / rate - (time.monotonic() - started)
+                ahead = chunk.stop / rate - (time.monotonic() - started)
                 if ahead > 0:
                     await asyncio.sleep(ahead)
             while waiting:
@@ -240,7 +272,7 @@ async def run_chaos(
                 done.append(fault)
             deadline = time.monotonic() + 300
             while True:
-                status = await trainer_status(stack.url("trainer"), TASK)
+                status = await trainer_status(stack.url("trainer"), task)
                 if status.get("learned", 0) >= len(caller.labelled) and status.get("settled"):
                     break
                 if time.monotonic() > deadline:
@@ -257,23 +289,24 @@ async def run_chaos(
 async def _check(
     store_url: str, rows: int, faults: list[Fault], seconds: float, caller: Caller, learned: int
 ) -> ChaosResult:
+    task = caller.task
     store = open_event_store(store_url)
     try:
         observations: Counter[uuid.UUID] = Counter()
         labels: Counter[uuid.UUID] = Counter()  # by the observation they label
         after = 0
-        while page := await store.read_stream(data_stream(TASK), after_version=after, limit=5000):
+        while page := await store.read_stream(data_stream(task), after_version=after, limit=5000):
             for event in page:
                 if event.type == "ObservationRecorded":
                     observations[event.event_id] += 1
                 elif event.type == "LabelRecorded":
                     labels[uuid.UUID(str(event.payload["observation_id"]))] += 1
             after = page[-1].stream_version or after
-        stored = [e.data() for e in await store.read_stream(model_stream(TASK))]
+        stored = [e.data() for e in await store.read_stream(model_stream(task))]
         models = [
             (m.model_version, m.artifact_sha256) for m in stored if isinstance(m, ModelTrained)
         ]
-        _, made = await replay_models(store, TASK)
+        _, made = await replay_models(store, task)
     finally:
         await store.close()
     replayed = [(c.model_version, sha256(c.model_bytes)) for c in made]

@@ -10,52 +10,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import httpx
-import numpy as np
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from continuo.caller import stream_through_serving, wait_until_learned
 from continuo.simulate import Timing
 from continuo.stack import Stack, write_task_specs
 from services.governance.auth import Role, create_key
-from shared.tasks import TaskSpec
 from tests.e2e.browser import served_and_audit_views
 from tests.e2e.governance import champion_with_passed_audit, explained_answer
+from tests.kinds import CLASSES, TRIAGE, triage_stream
 from tests.support import eventually
 
-TASK = "triage"
-CLASSES = ["routine", "urgent", "critical"]
-SPEC = TaskSpec.model_validate(
-    {
-        "name": TASK,
-        "features": [{"name": "x1"}, {"name": "x2"}],
-        "target": {"name": "level", "kind": "multiclass", "classes": CLASSES},
-        "sensitive": [{"name": "region", "type": "category", "categories": ["north", "south"]}],
-        # Each site's last outcome: sites lean to one level, which a global model cannot know.
-        "online_features": [
-            {"name": "site_last", "kind": "last_label", "scope": "entity", "default": -1.0}
-        ],
-        "serving": {"record": True},
-        "learner": {"publish_every": 500},
-        "promotion": {"window": 300, "require_audit": True, "audit": {"min_rows": 200}},
-    }
-)
+SPEC = TRIAGE
+TASK = SPEC.name
 ROWS = 3000
-
-
-def triage_stream(n: int, seed: int = 13) -> tuple[list[dict], list[str], list[str]]:
-    """30 sites, interleaved; the level is set by x1 + x2 in bands, and each site's cases are
-    one band more severe half the time at the sites that lean that way."""
-    rng = np.random.default_rng(seed)
-    lean = rng.integers(0, 2, 30)
-    sites = rng.integers(0, 30, n)
-    x = rng.uniform(0.0, 1.0, (n, 2))
-    level = np.digitize(x[:, 0] + x[:, 1], [0.8, 1.3])
-    level = np.minimum(level + (lean[sites] & (rng.random(n) < 0.5)), 2)
-    features = [
-        {"x1": float(a), "x2": float(b), "region": "north" if s < 15 else "south"}
-        for (a, b), s in zip(x, sites, strict=True)
-    ]
-    return features, [CLASSES[k] for k in level], [f"site-{s}" for s in sites]
 
 
 async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class_probabilities(

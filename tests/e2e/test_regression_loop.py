@@ -17,42 +17,14 @@ from continuo.caller import stream_through_serving, wait_until_learned
 from continuo.simulate import Timing
 from continuo.stack import Stack, write_task_specs
 from services.governance.auth import Role, create_key
-from shared.tasks import TaskSpec
 from tests.e2e.browser import served_and_audit_views
 from tests.e2e.governance import champion_with_passed_audit, explained_answer
+from tests.kinds import DEMAND, demand_stream
 from tests.support import eventually
 
-TASK = "demand"
-SPEC = TaskSpec.model_validate(
-    {
-        "name": TASK,
-        "features": [{"name": "x1"}, {"name": "x2"}],
-        "target": {"name": "units", "kind": "regression"},
-        "sensitive": [{"name": "region", "type": "category", "categories": ["north", "south"]}],
-        # Each store's recent demand: what a global model cannot know.
-        "online_features": [
-            {"name": "store_level", "kind": "label_mean", "window": 5, "default": 50.0}
-        ],
-        "serving": {"record": True},
-        "learner": {"publish_every": 500},
-        "promotion": {"window": 300, "require_audit": True, "audit": {"min_rows": 200}},
-    }
-)
+SPEC = DEMAND
+TASK = SPEC.name
 ROWS = 3000
-
-
-def demand_stream(n: int, seed: int = 11) -> tuple[list[dict], list[float], list[str]]:
-    """20 stores, interleaved, each with its own level of demand; the same two drivers."""
-    rng = np.random.default_rng(seed)
-    levels = rng.uniform(20.0, 80.0, 20)
-    stores = rng.integers(0, 20, n)
-    x = rng.uniform(0.0, 1.0, (n, 2))
-    units = levels[stores] + 10.0 * x[:, 0] - 5.0 * x[:, 1] + rng.normal(0.0, 1.0, n)
-    features = [
-        {"x1": float(a), "x2": float(b), "region": "north" if s < 10 else "south"}
-        for (a, b), s in zip(x, stores, strict=True)
-    ]
-    return features, units.round(3).tolist(), [f"store-{s}" for s in stores]
 
 
 async def test_a_regression_task_is_learned_audited_promoted_and_served_as_values(
