@@ -47,7 +47,8 @@ Z_CLIP = 5.0  # standardised inputs beyond 5 sd are taken as 5 sd
 ERROR_CLIP = 3.0
 _MIN_VARIANCE = 1e-12  # an input constant so far is centred, not divided by ~zero
 # A regression's prediction interval: split conformal on the absolute errors in its model file
-# (the last RESIDUALS answers serving gave, or the learner's own before serving answered any):
+# (the last RESIDUALS answers serving gave after the task's first label, or the learner's own
+# before serving had given MIN_RESIDUALS of those):
 # the value +- the error that INTERVAL_COVERAGE of them did not exceed; none with fewer than
 # MIN_RESIDUALS. Fixed for the version (every replica, and the trainer's copy, the same).
 RESIDUALS = 500

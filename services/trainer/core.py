@@ -31,14 +31,13 @@ import uuid
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 import numpy as np
 
 from services.trainer.arms import Arms, Labelled
 from services.trainer.metrics import (
     Answer,
-    RegressionMetrics,
     metrics_for,
     row_loss,
     row_losses,
@@ -249,6 +248,7 @@ class _Row:
     shadows: dict[int, Answer] = field(default_factory=dict)
     configs: np.ndarray | None = None  # each racing configuration's prediction, at arrival
     champion_x: list[float] | None = None  # its inputs as the previous pipeline's
+    observed: int = 0  # the position of its observation (where serving's answer was recorded)
 
 
 @dataclass
@@ -338,6 +338,10 @@ class TaskTraining:
         self._pending_limit = pending_limit
         self._regression = spec.target.kind == "regression"
         self.served = metrics_for(spec.target.kind, spec.promotion.window, len(spec.target.classes))
+        # A regression's interval calibration: the absolute errors of serving's answers given
+        # after the task's first label was stored (`_served_errors`).
+        self._first_label_position: int | None = None
+        self._calibration: deque[float] = deque(maxlen=RESIDUALS)
         # Shadow evaluation: the served champion scored on the same labelled rows as the learner,
         # with the same inputs, so a candidate is compared with the champion like for like.
         self._champion: Scorer | None = None
@@ -601,6 +605,8 @@ class TaskTraining:
                 )
             return
         learned: list[_Row] = []
+        if self._first_label_position is None and segment:  # "labelled" or "label"
+            self._first_label_position = segment[0].position
         if kind == "labelled":
             previous = self._previous_inputs(segment)
             for e, xc in zip(segment, previous, strict=True):
@@ -630,6 +636,7 @@ class TaskTraining:
                         pending.shadows,
                         pending.configs,
                         pending.champion_x,
+                        pending.position,
                     )
                 )
         self._learn(learned, out)
@@ -696,6 +703,8 @@ class TaskTraining:
                     np.array([s[0] for s in served]), np.array([s[1] for s in served])
                 )
                 self._score_served(chunk, out)
+                if self._regression:
+                    self._calibrate(chunk)
             learned = [LearnedRow(r.version, r.x, r.y) for r in chunk]
             self._recent.add(learned)
             if self._previous is not None:
@@ -811,15 +820,27 @@ class TaskTraining:
                 out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
                 self._served_window = {}
 
+    def _calibrate(self, chunk: list[_Row]) -> None:
+        """Keep the absolute errors of the chunk's served answers that were given after the
+        task's first label was stored. An answer given before any label existed (the learner
+        as it starts, answering its default) says nothing of a model that has learned: on a
+        new task its errors, as large as the target's level, would widen every interval until
+        RESIDUALS answers later (TrumpApproval: 75 points wide for a mean error of 9)."""
+        first = self._first_label_position
+        assert first is not None  # the chunk's labels are stored
+        for r in chunk:
+            if r.served is not None and r.observed > first:
+                self._calibration.append(abs(r.y - cast(float, r.served)))
+
     def _served_errors(self) -> list[float] | None:
         """What a regression's prediction intervals are calibrated on: the absolute errors of
-        the last answers serving gave (log and wait; asked before each label existed, by the
-        model that answered, so as stale as callers get them; exact, from the events, so the
-        same in every replay); None for a classifier and before MIN_RESIDUALS of them (the
-        learner's own errors are used)."""
-        if not isinstance(self.served, RegressionMetrics) or self.served.n < MIN_RESIDUALS:
+        the last RESIDUALS answers serving gave after the task's first label (log and wait;
+        asked before each label existed, by the model that answered, so as stale as callers
+        get them; exact, from the events, so the same in every replay); None for a classifier
+        and before MIN_RESIDUALS of them (the learner's own errors are used)."""
+        if not self._regression or len(self._calibration) < MIN_RESIDUALS:
             return None
-        return self.served.recent_errors(RESIDUALS)
+        return list(self._calibration)
 
     def comparison(self) -> dict[str, float]:
         """The learner's and the champion's accuracy (a regression: mean absolute error) on the

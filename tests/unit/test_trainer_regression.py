@@ -283,7 +283,27 @@ def test_a_served_regressions_intervals_are_calibrated_on_what_serving_answered(
     newest = core._candidate()
     kept = parse(newest.model_bytes)["online"]["residuals"]
     served_errors = np.abs(answers - labels)
-    assert kept == served_errors[-min(RESIDUALS, SPEC.promotion.window) :].tolist()
+    assert kept == served_errors[-RESIDUALS:].tolist()
+
+
+def test_answers_given_before_the_tasks_first_label_do_not_widen_its_intervals():
+    """A new task: serving answers with version 1 (the learner as it starts) from the first
+    row, labels one 100-row request late, so rows 0-199 were answered before any label existed.
+    Their errors (the target's whole level) are left out of the interval's calibration; every
+    answer given after the first label is in."""
+    from shared.model_codec import parse
+
+    X, y = _rows(600, seed=5)
+    core = TaskTraining(SPEC, OnlineLearner.from_spec(SPEC))
+    serving = LiveModel(OnlineLearner.from_spec(SPEC).model_bytes(0))
+    answers, _ = served_one_request_late(core, Stream(), serving, X, y, 0, 1)
+    errors = np.abs(np.array(answers) - y)
+    blind, informed = errors[:200], errors[200:]
+    assert blind.mean() > 3 * informed.mean()  # answering 0 for a level of about 40
+    newest = core._candidate()
+    assert parse(newest.model_bytes)["online"]["residuals"] == informed.tolist()
+    reach = LiveModel(newest.model_bytes).interval_half_width()
+    assert reach is not None and reach < 0.5 * blind.mean()
 
 
 def test_a_binary_model_and_a_young_regression_have_no_interval():
