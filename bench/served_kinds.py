@@ -277,7 +277,9 @@ def main(argv: list[str]) -> int:
         _, results = measure(args.kind, args.rows, Path(tmp), args.rate, args.streams)
     text = report(args.kind, results, args.rows, args.rate, args.streams)
     print(text)
-    if not args.no_write:
+    if args.streams and not args.no_write:
+        print("(--streams: a part of the section, not written to docs/benchmarks.md)")
+    elif not args.no_write:
         write_section(section(args.kind, args.rate), text)
     return 0
 

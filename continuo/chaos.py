@@ -61,6 +61,13 @@ class ChaosStream:
     entities: list[str]
     spec: TaskSpec | None = None
 
+    def __post_init__(self) -> None:
+        if not len(self.features) == len(self.labels) == len(self.entities):
+            raise ValueError(
+                f"a chaos stream needs one features, label and entity per row: "
+                f"{len(self.features)}, {len(self.labels)}, {len(self.entities)}"
+            )
+
 
 def elec_stream(rows: int) -> ChaosStream:
     """The first `rows` rows of elec, one entity (New South Wales)."""

@@ -29,6 +29,7 @@ from shared.online_models import answered_class
 from shared.tasks import TaskSpec
 
 ONLINE_LEARNING = "learned online since the version was published"
+CLIPPED = "the score's bounds (a member's raw score or the total clipped)"
 
 
 class UnknownClass(ValueError):
@@ -119,20 +120,20 @@ def _explained(
     served: float | None,
 ) -> tuple[dict[str, Any], float]:
     """An answer's terms, largest first, its bias and their sum; and the score they add up to.
-    Where the served score differs from the published version's, the difference is one more
-    term."""
+    Where the published score was clipped (a member's raw score past its bound on a pure leaf,
+    or the total past the score's), what the bound took off is one more term; where the served
+    score differs from the published version's, the difference is another: the terms always
+    add up to the score."""
     terms: list[dict[str, Any]] = [
         {"feature": name, "value": values.get(name), "contribution": float(c)}
         for name, c in zip(names, contributions[:-1], strict=True)
     ]
     total = float(contributions.sum())
-    score = published
-    if served is not None and abs(served - published) > 1e-9 * max(1.0, abs(published)):
-        terms.append(
-            {"feature": ONLINE_LEARNING, "value": None, "contribution": served - published}
-        )
-        total += served - published
-        score = served
+    for name, to in ((CLIPPED, published), (ONLINE_LEARNING, served)):
+        if to is not None and abs(to - total) > 1e-9 * max(1.0, abs(total)):
+            terms.append({"feature": name, "value": None, "contribution": to - total})
+            total = to
+    score = total
     terms.sort(key=lambda item: -abs(float(item["contribution"])))
     explained = {
         "contributions": terms,
@@ -150,7 +151,8 @@ def _multiclass(
     served: list[float] | None,
     class_name: str | None,
 ) -> dict[str, Any]:
-    names = [str(c) for c in spec.target.classes]
+    classes = list(spec.target.classes)
+    names = [str(c) for c in classes]  # as a query names them (and serving keys them)
     published = predictor.predict_proba(X)[0]
     if class_name is None:
         k = answered_class(served if served is not None else published)
@@ -166,18 +168,21 @@ def _multiclass(
     terms, logit = _explained(predictor.feature_names, values, contributions, logit, None)
     return {
         "kind": "multiclass",
-        "class": names[k],
+        "class": classes[k],
         **terms,
         "logit": logit,
+        # Its one-vs-rest model's own P(class), the sigmoid of the logit; `probability` is
+        # P(class) normalised over every class's model, as answered.
+        "own_probability": 1.0 / (1.0 + math.exp(-logit)),
         "probability": float(published[k]),
         "unit": f"log-odds of class {names[k]} against the rest (its one-vs-rest model)",
         "classes": [
             {
-                "class": name,
+                "class": value,
                 "probability": float(published[j]),
                 "served_probability": None if served is None else served[j],
             }
-            for j, name in enumerate(names)
+            for j, value in enumerate(classes)
         ],
         "notes": (
             "The contributions and probabilities are the published version's; serving's copy "

@@ -54,7 +54,13 @@ from shared.events.types import (
     ServedScored,
 )
 from shared.features import DataEvent, OnlineFold, data_event, model_inputs
-from shared.online_models import MIN_RESIDUALS, RESIDUALS, LearnedRow, RecentRows
+from shared.online_models import (
+    MIN_RESIDUALS,
+    RESIDUALS,
+    LearnedRow,
+    RecentRows,
+    batch_invariant,
+)
 from shared.tasks import TaskSpec
 
 _NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-000000000007")
@@ -341,7 +347,8 @@ class TaskTraining:
         # A regression's interval calibration: the absolute errors of serving's answers given
         # after the task's first label was stored (`_served_errors`).
         self._first_label_position: int | None = None
-        self._calibration: deque[float] = deque(maxlen=RESIDUALS)
+        self._calibration: deque[float] = deque(maxlen=RESIDUALS)  # serving's answers
+        self._learner_errors: deque[float] = deque(maxlen=RESIDUALS)  # the learner's, rounded
         # Shadow evaluation: the served champion scored on the same labelled rows as the learner,
         # with the same inputs, so a candidate is compared with the champion like for like.
         self._champion: Scorer | None = None
@@ -612,7 +619,16 @@ class TaskTraining:
             for e, xc in zip(segment, previous, strict=True):
                 assert e.label is not None
                 learned.append(
-                    _Row(self.inputs(e), e.label, None, None, e.position, e.version, champion_x=xc)
+                    _Row(
+                        self.inputs(e),
+                        e.label,
+                        None,
+                        None,
+                        e.position,
+                        e.version,
+                        champion_x=xc,
+                        observed=e.position,
+                    )
                 )
         else:
             for e in segment:
@@ -703,8 +719,8 @@ class TaskTraining:
                     np.array([s[0] for s in served]), np.array([s[1] for s in served])
                 )
                 self._score_served(chunk, out)
-                if self._regression:
-                    self._calibrate(chunk)
+            if self._regression:
+                self._calibrate(chunk, proba)
             learned = [LearnedRow(r.version, r.x, r.y) for r in chunk]
             self._recent.add(learned)
             if self._previous is not None:
@@ -820,27 +836,36 @@ class TaskTraining:
                 out.facts.append((uuid.uuid5(_NAMESPACE, key), fact))
                 self._served_window = {}
 
-    def _calibrate(self, chunk: list[_Row]) -> None:
-        """Keep the absolute errors of the chunk's served answers that were given after the
-        task's first label was stored. An answer given before any label existed (the learner
-        as it starts, answering its default) says nothing of a model that has learned: on a
-        new task its errors, as large as the target's level, would widen every interval until
-        RESIDUALS answers later (TrumpApproval: 75 points wide for a mean error of 9)."""
+    def _calibrate(self, chunk: list[_Row], answered: np.ndarray) -> None:
+        """Keep the absolute errors of the chunk's answers given after the task's first label
+        was stored: serving's (exact, from the events) and the learner's own (`answered`,
+        `batch_invariant`). An answer given before any label existed (the learner as it
+        starts, answering its default) says nothing of a model that has learned: on a new task
+        its errors, as large as the target's level, would widen every interval until RESIDUALS
+        answers later (TrumpApproval: 75 points wide for a mean error of 9)."""
         first = self._first_label_position
         assert first is not None  # the chunk's labels are stored
-        for r in chunk:
-            if r.served is not None and r.observed > first:
-                self._calibration.append(abs(r.y - cast(float, r.served)))
+        informed = [i for i, r in enumerate(chunk) if r.observed > first]
+        self._learner_errors.extend(
+            batch_invariant(abs(chunk[i].y - float(answered[i])) for i in informed)
+        )
+        for i in informed:
+            served = chunk[i].served
+            if served is not None:
+                self._calibration.append(abs(chunk[i].y - cast(float, served)))
 
     def _served_errors(self) -> list[float] | None:
         """What a regression's prediction intervals are calibrated on: the absolute errors of
         the last RESIDUALS answers serving gave after the task's first label (log and wait;
         asked before each label existed, by the model that answered, so as stale as callers
-        get them; exact, from the events, so the same in every replay); None for a classifier
-        and before MIN_RESIDUALS of them (the learner's own errors are used)."""
-        if not self._regression or len(self._calibration) < MIN_RESIDUALS:
+        get them; exact, from the events, so the same in every replay); before MIN_RESIDUALS
+        of them, the learner's own after that label (too few of those: no interval). None for
+        a classifier."""
+        if not self._regression:
             return None
-        return list(self._calibration)
+        if len(self._calibration) >= MIN_RESIDUALS:
+            return list(self._calibration)
+        return list(self._learner_errors)
 
     def comparison(self) -> dict[str, float]:
         """The learner's and the champion's accuracy (a regression: mean absolute error) on the

@@ -73,6 +73,7 @@ from shared.online_models import (
     Blend,
     BlendSpec,
     OnlineLinear,
+    batch_invariant,
     clip_raws,
     member_clip,
     online_state,
@@ -722,17 +723,14 @@ class OnlineLearner:
         residuals: Sequence[float] | None = None,
     ) -> dict[str, Any]:
         """The model file's `online` section; a regression's adds the absolute errors a
-        LiveModel's prediction intervals are calibrated on: those given to `model_bytes`, else
-        the learner's own last ones, to 6 significant digits (its answers on arrival differ in
-        the last bits with how rows come in batches, shared.online_models `_ROW_BY_ROW`; a
-        model's bytes must not: a difference of a few units in the 16th digit changes the 6th
-        about once in 10^10 values)."""
+        LiveModel's prediction intervals are calibrated on: those given to `model_bytes` (the
+        trainer's core gives them), else the learner's own last ones (`batch_invariant`)."""
         online = online_state(blend_lr, linear, learned_through)
         if isinstance(self._metrics, RegressionMetrics):
             online["residuals"] = (
                 [float(e) for e in residuals]
                 if residuals is not None
-                else [float(f"{e:.6g}") for e in self._metrics.recent_errors(RESIDUALS)]
+                else batch_invariant(self._metrics.recent_errors(RESIDUALS))
             )
         return online
 

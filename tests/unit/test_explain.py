@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from services.governance.explain import (
+    CLIPPED,
     ONLINE_LEARNING,
     UnknownClass,
     global_importance,
@@ -70,6 +71,23 @@ def test_a_binary_explanation_adds_what_the_model_learned_online_since_it_was_pu
     assert extra and math.isclose(extra[0]["contribution"], 0.5)
     assert math.isclose(explained["sum_of_contributions"], 3.0)
     assert math.isclose(explained["probability"], served)
+
+
+def test_what_a_bound_took_off_a_clipped_score_is_a_term_so_the_terms_still_add_up():
+    """A member's raw score past its bound (a pure leaf, a huge input) is clipped in the answer
+    but not in its TreeSHAP or linear terms: the difference is a term of its own."""
+    binary = spec()
+    member = linear(100.0, 0.0, 0.0)  # a raw score of 100 at x = 1, clipped to 8
+    data = model_codec.encode(n_features=3, members=[(1.0, member)], feature_names=NAMES, clip=8.0)
+    predictor = model_codec.decode(data)
+    served = 1 / (1 + math.exp(-9.0))  # serving's copy had moved on to 9
+    explained = prediction_contributions(binary, predictor, {"x": 1.0, "z": 0.0}, {}, served)
+    by_name = {c["feature"]: c["contribution"] for c in explained["contributions"]}
+    assert by_name["x"] == pytest.approx(100.0)
+    assert by_name[CLIPPED] == pytest.approx(8.0 - 100.0)
+    assert by_name[ONLINE_LEARNING] == pytest.approx(1.0)
+    total = sum(by_name.values()) + explained["bias"]
+    assert total == pytest.approx(9.0) and explained["logit"] == pytest.approx(9.0)
 
 
 def test_a_regression_explanation_is_in_the_targets_units_and_adds_up_to_the_served_value():

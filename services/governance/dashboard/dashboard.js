@@ -867,7 +867,8 @@
     }
     if (e.kind === "multiclass") {
       const served = e.classes.find((c) => c.class === e.class).served_probability;
-      return `${bias}, total log-odds ${e.logit.toFixed(3)} of class ${e.class} against the rest; `
+      return `${bias}, total log-odds ${e.logit.toFixed(3)} of class ${e.class} against the rest `
+        + `(its own model's P = ${e.own_probability.toFixed(3)}); over every class, `
         + `P(${e.class}) = ${e.probability.toFixed(3)} as published`
         + (served == null ? "" : `, ${served.toFixed(3)} as served`)
         + `. Red pushes towards ${e.class}, blue away from it.`;

@@ -233,7 +233,7 @@ async def prediction_explanation(
     gov: Gov,
     class_: Annotated[
         str | None,
-        Query(alias="class", max_length=200, description="a multiclass task: the class to explain"),
+        Query(alias="class", description="a multiclass task: the class to explain, as text"),
     ] = None,
 ) -> dict[str, Any]:
     """Per-feature TreeSHAP contributions to one served prediction, in its kind's unit (log-odds
