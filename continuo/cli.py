@@ -100,6 +100,12 @@ def _up(argv: list[str]) -> int:
         store_url=settings.store_url,
         log_to_files=False,
         ports=ports,
+        # The configured governance database and artifacts, as for the store: what `continuo
+        # keys`, `replay` and `verify` read by default (not the stack's own directory).
+        env_overrides={
+            "GOVERNANCE_DATABASE_URL": GovernanceSettings().database_url,
+            "CONTINUO_ARTIFACTS_DIR": str(settings.artifacts_dir),
+        },
         broker_port=args.broker_port or int(settings.kafka_bootstrap_servers.rsplit(":", 1)[-1]),
         # A broker named in the environment is used as it is; otherwise the embedded one starts.
         bootstrap=(

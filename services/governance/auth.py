@@ -148,10 +148,23 @@ async def create_key(engine: AsyncEngine, name: str, role: Role) -> tuple[KeyInf
 
 
 async def install_bootstrap_keys(engine: AsyncEngine, entries: list[tuple[str, Role, str]]) -> int:
-    """Store (or refresh) keys given in configuration, hashed; return how many."""
+    """Store (or refresh) keys given in configuration, hashed; return how many. The
+    configuration is the truth for its names: an earlier bootstrap key of the same name and
+    another id (`continuo up` makes a new one each start) is revoked, its row kept."""
+    now = utcnow()
     async with engine.begin() as conn:
         for name, role, key in entries:
             key_id, secret = parse_key(key)
+            await conn.execute(
+                update(api_keys)
+                .where(
+                    api_keys.c.name == name,
+                    api_keys.c.source == "bootstrap",
+                    api_keys.c.key_id != key_id,
+                    api_keys.c.revoked_at.is_(None),
+                )
+                .values(revoked_at=now)
+            )
             await conn.execute(api_keys.delete().where(api_keys.c.key_id == key_id))
             await conn.execute(
                 api_keys.insert().values(

@@ -77,10 +77,13 @@ class Up:
         env = {
             **os.environ,
             "CONTINUO_STORE_URL": f"sqlite+aiosqlite:///{tmp / 'events.db'}",
+            # `make up` uses the configured governance database and artifacts, as the store.
+            "GOVERNANCE_DATABASE_URL": f"sqlite+aiosqlite:///{tmp / 'governance.db'}",
+            "CONTINUO_ARTIFACTS_DIR": str(tmp / "artifacts"),
             "PYTHONUNBUFFERED": "1",
             **{f"{name.upper()}_PORT": str(port) for name, port in self.ports.items()},
         }
-        for name in ("KAFKA_BOOTSTRAP_SERVERS", "CONTINUO_ENV", "GOVERNANCE_DATABASE_URL"):
+        for name in ("KAFKA_BOOTSTRAP_SERVERS", "CONTINUO_ENV"):
             env.pop(name, None)  # the embedded defaults, as `make up` is meant to run
         # Every process `make up` starts inherits this environment: how leftovers are found.
         self.marker = env["CONTINUO_STORE_URL"].encode()
