@@ -262,8 +262,20 @@ def trail_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
             f"{scored.get('correct')}/{scored.get('n')} right"
         )
     if event.get("type") == "ModelTrained" and isinstance(p.get("metrics"), Mapping):
-        acc = p["metrics"].get("recent_accuracy", p["metrics"].get("accuracy"))
-        what.append(f"{p.get('n_learned_total', 0):,} labels learned, accuracy {fmt(acc)}")
+        metrics = p["metrics"]
+        learned = f"{p.get('n_learned_total', 0):,} labels learned"
+        if "mae" in metrics or "recent_mae" in metrics:  # a regression
+            what.append(f"{learned}, MAE {fmt(metrics.get('recent_mae', metrics.get('mae')))}")
+        else:
+            acc = metrics.get("recent_accuracy", metrics.get("accuracy"))
+            what.append(f"{learned}, accuracy {fmt(acc)}")
+    if "from_config" in p:  # the race switched its champion
+        what.append(f"{p['from_config']} -> {p['to_config']}")
+    elif "config" in p and event.get("type") in ("ConfigDropped", "ConfigChosen"):
+        dropped = event.get("type") == "ConfigDropped"
+        what.append(f"{p['config']} {'dropped from the race' if dropped else 'chosen'}")
+    if "at_labelled" in p:
+        what.append(f"at {p['at_labelled']:,} labels")
     if p.get("reason"):
         what.append(str(p["reason"]))
     what.extend(map(str, p.get("reasons") or []))

@@ -36,19 +36,39 @@ class UnknownClass(ValueError):
     """An explanation was asked for a class the task does not have."""
 
 
-def global_importance(predictor: Predictor | OneVsRestPredictor) -> dict[str, Any]:
+NO_TREES = (
+    "no tree member{where}: split gain is 0 for every input; a linear member's part of each "
+    "answer shows in that prediction's explanation (GET /v1/predictions/{{id}}/explanation)"
+)
+
+
+def global_importance(
+    predictor: Predictor | OneVsRestPredictor, classes: Sequence[Any] = ()
+) -> dict[str, Any]:
     """Total split gain per feature, largest first, with each one's share of the total (a
-    multiclass model: summed over its classes' models, and each class's own under `classes`)."""
+    multiclass model: summed over its classes' models, and each class's own under `classes`,
+    named as the spec lists them, else by index); `notes` where a model (or a class's) has no
+    tree to measure gain on."""
     if isinstance(predictor, OneVsRestPredictor):
         per_class = [p.feature_importance() for p in predictor.per_class]
+        names = list(classes) or list(range(len(per_class)))
         summed = {name: sum(g[name] for g in per_class) for name in predictor.feature_names}
-        return {
+        out: dict[str, Any] = {
             "features": _ranked(summed),
             "classes": [
-                {"class_index": k, "features": _ranked(g)} for k, g in enumerate(per_class)
+                {"class": name, "features": _ranked(g)}
+                for name, g in zip(names, per_class, strict=True)
             ],
         }
-    return {"features": _ranked(predictor.feature_importance())}
+        treeless = [name for name, g in zip(names, per_class, strict=True) if not any(g.values())]
+        if treeless:
+            out["notes"] = NO_TREES.format(where=f" in the models of classes {treeless}")
+        return out
+    gains = predictor.feature_importance()
+    out = {"features": _ranked(gains)}
+    if not any(gains.values()):
+        out["notes"] = NO_TREES.format(where="")
+    return out
 
 
 def _ranked(gains: Mapping[str, float]) -> list[dict[str, Any]]:

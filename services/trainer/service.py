@@ -497,8 +497,13 @@ class Trainer:
                     "trainer.model_trained",
                     task=task,
                     version=candidate.model_version,
-                    accuracy=round(candidate.metrics.get("accuracy", float("nan")), 4),
                     learned=candidate.n_learned_total,
+                    # The kind's prequential figure: a classifier's accuracy, a regression's MAE.
+                    **{
+                        figure: round(candidate.metrics[figure], 4)
+                        for figure in ("accuracy", "mae")
+                        if figure in candidate.metrics
+                    },
                 )
         if out.unmatched_labels:
             log.warning("trainer.unmatched_labels", task=task, count=out.unmatched_labels)

@@ -152,8 +152,9 @@ def test_a_multiclass_models_importance_sums_its_classes_and_keeps_each():
     predictor = model_codec.decode_any(
         model_codec.encode_one_vs_rest([class_model(seed) for seed in (1, 2, 3)])
     )
-    importance = global_importance(predictor)
-    assert [c["class_index"] for c in importance["classes"]] == [0, 1, 2]
+    importance = global_importance(predictor, ("low", "mid", "high"))
+    assert [c["class"] for c in importance["classes"]] == ["low", "mid", "high"]
+    assert "notes" not in importance
     summed = {f["feature"]: f["gain"] for f in importance["features"]}
     for name in NAMES:
         expected = sum(p.feature_importance()[name] for p in per_class)
@@ -162,3 +163,21 @@ def test_a_multiclass_models_importance_sums_its_classes_and_keeps_each():
     # The classes of seeds 1 and 3 learn z, seed 2's learns x: z leads the sum, x class 1's.
     assert importance["features"][0]["feature"] == "z"
     assert [c["features"][0]["feature"] for c in importance["classes"]] == ["z", "x", "z"]
+
+
+def test_a_model_without_trees_says_why_its_importance_is_zero():
+    binary = model_codec.decode(
+        model_codec.encode(
+            n_features=3, members=[(1.0, linear(1.0, 0.0, 2.0))], feature_names=NAMES
+        )
+    )
+    importance = global_importance(binary)
+    assert all(f["gain"] == 0 for f in importance["features"])
+    assert "no tree member" in importance["notes"]
+    linear_class = model_codec.encode(
+        n_features=3, members=[(1.0, linear(1.0, 0.0, 2.0))], feature_names=NAMES
+    )
+    mixed = model_codec.decode_any(
+        model_codec.encode_one_vs_rest([class_model(1), linear_class, class_model(3)])
+    )
+    assert "classes [2]" in global_importance(mixed, (1, 2, 3))["notes"]

@@ -98,6 +98,19 @@ def test_a_trail_event_becomes_one_row_with_who_and_why():
         "payload": {"arms": [{"model_version": 3, "role": "champion", "n": 200, "correct": 190}]},
     }
     assert trail_row(scored)[5] == "v3 champion 190/200 right"
+    # The race's events say what changed, a regression's model its MAE.
+    dropped = {"type": "ConfigDropped", "payload": {"config": "lr-0.1", "at_labelled": 4000}}
+    assert trail_row(dropped)[5] == "lr-0.1 dropped from the race; at 4,000 labels"
+    switched = {
+        "type": "ConfigSwitched",
+        "payload": {"from_config": "blend-fast", "to_config": "linear", "at_labelled": 250},
+    }
+    assert trail_row(switched)[5] == "blend-fast -> linear; at 250 labels"
+    trained = {
+        "type": "ModelTrained",
+        "payload": {"model_version": 3, "n_learned_total": 500, "metrics": {"mae": 1.25}},
+    }
+    assert trail_row(trained)[5] == "500 labels learned, MAE 1.2500"
     flag = {
         "type": "FlagChanged",
         "payload": {"key": "checkout", "flag": {"value": "new"}, "reason": "try the new page"},

@@ -197,11 +197,10 @@ async def model_explanation(
     async with engine.connect() as conn:
         this = await queries.model(conn, task, version)
     predictor = await gov.predictor(this["artifact_sha256"])
-    importance = await asyncio.to_thread(global_importance, predictor)
+    classes: tuple[Any, ...] = ()
     if isinstance(predictor, OneVsRestPredictor):
-        spec = await _spec_of(gov, task, this["pipeline_version"])
-        for part in importance["classes"]:
-            part["class"] = str(spec.target.classes[part.pop("class_index")])
+        classes = (await _spec_of(gov, task, this["pipeline_version"])).target.classes
+    importance = await asyncio.to_thread(global_importance, predictor, classes)
     return {
         "task": task,
         "model_version": version,
