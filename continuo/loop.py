@@ -28,6 +28,7 @@ import numpy as np
 from continuo.caller import stream_through_serving, wait_until_learned
 from continuo.simulate import Timing
 from continuo.stack import Stack
+from shared.events.types import drift_summary
 from shared.tasks import (
     CanaryPolicy,
     Feature,
@@ -184,7 +185,8 @@ def describe(event: dict[str, Any]) -> str:
     p = event["payload"]
     what = event["type"]
     if what == "DriftDetected":
-        return f"{what:<16} at row {p.get('at_labelled')} ({p.get('detector')})"
+        seen = drift_summary(p.get("detector", ""), p.get("evidence") or {})
+        return f"{what:<16} at row {p.get('at_labelled')} ({seen})"
     if what == "AuditCompleted":
         verdict = "passed" if p.get("passed") else f"failed: {'; '.join(p.get('reasons', []))}"
         return f"{what:<16} v{p.get('model_version')} ({p.get('scope')}) {verdict}"

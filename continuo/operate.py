@@ -40,6 +40,7 @@ from continuo.progress import on_terminal
 from services.governance.settings import GovernanceSettings
 from services.serving.settings import ServingSettings
 from services.trainer.settings import TrainerSettings
+from shared.events.types import drift_summary
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
 NONE = "-"
@@ -269,6 +270,8 @@ def trail_row(event: Mapping[str, Any]) -> tuple[str, str, str, str, str, str]:
         else:
             acc = metrics.get("recent_accuracy", metrics.get("accuracy"))
             what.append(f"{learned}, accuracy {fmt(acc)}")
+    if event.get("type") == "DriftDetected":
+        what.append(drift_summary(p.get("detector", ""), p.get("evidence") or {}))
     if "from_config" in p:  # the race switched its champion
         what.append(f"{p['from_config']} -> {p['to_config']}")
     elif "config" in p and event.get("type") in ("ConfigDropped", "ConfigChosen"):

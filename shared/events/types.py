@@ -7,6 +7,7 @@ relay publishes them, keyed by task so that one task's events keep their order i
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, cast
 
@@ -200,13 +201,26 @@ class TrainerSnapshotted(Payload):
 
 @event_type("DriftDetected")
 class DriftDetected(Payload):
-    """A detector saw the prequential error change; the learner adapted."""
+    """A detector saw the prequential error change; on a rise (`evidence["rise"]`) the learner
+    adapted (and a challenger starts), on a fall (ADWIN sees both) nothing is done."""
 
     task: str
     detector: str
     at_labelled: int
     model_version: int | None
     evidence: dict[str, Any] = Field(default_factory=dict)
+
+
+def drift_summary(detector: str, evidence: Mapping[str, Any]) -> str:
+    """What a drift detector saw, in words (a `DriftDetected` payload's, as JSON gives it back):
+    `adwin, error 0.480 -> 0.100: a fall, nothing to adapt`."""
+    seen = detector
+    if "error_before" in evidence and "error_after" in evidence:
+        seen += f", error {evidence['error_before']:.3f} -> {evidence['error_after']:.3f}"
+    if "rise" in evidence:
+        rise = evidence["rise"]
+        seen += ": a rise, the learner adapts" if rise else ": a fall, nothing to adapt"
+    return seen
 
 
 @event_type("ConfigSwitched")

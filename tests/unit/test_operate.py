@@ -111,6 +111,23 @@ def test_a_trail_event_becomes_one_row_with_who_and_why():
         "payload": {"model_version": 3, "n_learned_total": 500, "metrics": {"mae": 1.25}},
     }
     assert trail_row(trained)[5] == "500 labels learned, MAE 1.2500"
+    # A drift alarm says which way the error went: ADWIN also sees falls, which change nothing.
+    fell = {
+        "type": "DriftDetected",
+        "payload": {
+            "detector": "adwin",
+            "at_labelled": 288,
+            "evidence": {"error_before": 0.48, "error_after": 0.1, "rise": False},
+        },
+    }
+    assert trail_row(fell)[5] == (
+        "adwin, error 0.480 -> 0.100: a fall, nothing to adapt; at 288 labels"
+    )
+    rose = {
+        "type": "DriftDetected",
+        "payload": {"detector": "page-hinkley", "evidence": {"rise": True}},
+    }
+    assert trail_row(rose)[5] == "page-hinkley: a rise, the learner adapts"
     flag = {
         "type": "FlagChanged",
         "payload": {"key": "checkout", "flag": {"value": "new"}, "reason": "try the new page"},

@@ -238,9 +238,13 @@
     const v = p.model_version;
     const t = when(event);
     switch (event.type) {
-      case "DriftDetected":
-        return { t, color: COLOR.drift, dash: [5, 4], label: "drift",
-                 text: `drift alarm at labelled row ${num(p.at_labelled)} (${p.detector})` };
+      case "DriftDetected": {
+        // ADWIN also sees the error fall (a model learning): marked, but nothing was adapted.
+        const fell = (p.evidence || {}).rise === false;
+        return { t, color: COLOR.drift, dash: [5, 4], label: fell ? "drift ↓" : "drift",
+                 text: `drift alarm at labelled row ${num(p.at_labelled)} (${p.detector}`
+                   + `${fell ? ": the error fell, nothing to adapt" : ""})` };
+      }
       case "ModelPromoted":
         return { t, color: COLOR.good, dash: [], label: `▲ v${v}`,
                  text: `v${v} promoted by ${p.decided_by}` };
