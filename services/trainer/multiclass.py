@@ -213,9 +213,30 @@ class OneVsRest:
         return f"{len(names)} classes: {counts}"[:CONFIG_LENGTH]
 
     def entrant(self) -> tuple[str, dict[str, Any]] | None:
-        """None: each class runs its own race, so no one configuration of the whole model is
-        the runner-up to offer as an entrant shadow."""
-        return None
+        """The runner-up model: each class's race runner-up (its champion where no other
+        configuration differs from it), named in `champion_config`'s form so that choosing it
+        back switches each class; the paired evidence summed over the classes (`window`: the
+        longest) and each class's under `classes`. None where no class has a runner-up, or
+        where the name would pass CONFIG_LENGTH (it could not be chosen back)."""
+        parts: list[str] = []
+        found: dict[str, dict[str, Any]] = {}
+        for k, learner in enumerate(self.classes):
+            runner_up = learner.entrant()
+            if runner_up is None:
+                parts.append(learner.champion_config())
+                continue
+            name, evidence = runner_up
+            parts.append(name)
+            found[str(k)] = {"config": name, **evidence}
+        config = ",".join(parts)
+        if not found or len(config) > CONFIG_LENGTH:
+            return None
+        return config, {
+            "window": max(int(e["window"]) for e in found.values()),
+            "wins": sum(int(e["wins"]) for e in found.values()),
+            "losses": sum(int(e["losses"]) for e in found.values()),
+            "classes": found,
+        }
 
     def choose(self, config: str, evidence: Mapping[str, Any]) -> list[ConfigSwitch]:
         """Make each class's race run its part of `config` (`champion_config`'s form: governance
@@ -233,9 +254,16 @@ class OneVsRest:
         config: str | None = None,
         residuals: Sequence[float] | None = None,
     ) -> bytes:
-        """Every class's binary model (its race's champion), encoded together."""
-        if config is not None or residuals is not None:
-            raise ValueError("a multiclass model is its classes' race champions: no config")
+        """Every class's binary model, encoded together: its race's champion, or, with
+        `config` (`champion_config`'s form, as `entrant` names one), each class's part."""
+        if residuals is not None:
+            raise ValueError("a multiclass model keeps no residuals (they are a regression's)")
+        parts = [None] * self.n_classes if config is None else config.split(",")
+        if len(parts) != self.n_classes:
+            raise ValueError(f"a config of {self.n_classes} classes, one per class: {config!r}")
         return model_codec.encode_one_vs_rest(
-            [c.model_bytes(learned_through) for c in self.classes]
+            [
+                c.model_bytes(learned_through, part)
+                for c, part in zip(self.classes, parts, strict=True)
+            ]
         )

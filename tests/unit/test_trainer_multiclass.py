@@ -203,6 +203,54 @@ def test_a_multiclass_config_is_each_classs_champion_and_choosing_it_switches_ea
     assert learner.choose("not,a,config,of,three", {}) == []
 
 
+def test_the_runner_up_model_is_each_classs_runner_up_and_choosing_it_switches_each_class():
+    learner = default_learner(SPEC)
+    X, y = _rows(1500)
+    learner.test_then_train(X, y)
+    found = learner.entrant()
+    assert found is not None
+    config, evidence = found
+    parts = config.split(",")
+    assert len(parts) == 3 and config != learner.champion_config()
+    for k, (part, c) in enumerate(zip(parts, learner.classes, strict=True)):
+        own = c.entrant()
+        assert part == (c.champion_config() if own is None else own[0])
+        assert (str(k) in evidence["classes"]) == (own is not None)
+    assert evidence["wins"] == sum(e["wins"] for e in evidence["classes"].values())
+    # Its model is each class's part, answering other probabilities than the champion's.
+    probe = _rows(50, seed=9)[0]
+    entrant = LiveModel(learner.model_bytes(1500, config))
+    champion = LiveModel(learner.model_bytes(1500))
+    assert entrant.predict_proba(probe).shape == (50, 3)
+    assert not np.allclose(entrant.predict_proba(probe), champion.predict_proba(probe))
+    with pytest.raises(ValueError, match="one per class"):
+        learner.model_bytes(1500, "linear")
+    # Governance promoted it: ConfigChosen names it back, and each class runs its part.
+    learner.choose(config, {"chosen_by": "governance"})
+    assert learner.champion_config() == config
+
+
+def test_a_multiclass_task_publishes_its_runner_up_as_an_entrant_where_the_policy_runs_them():
+    canary = SPEC.promotion.canary.model_copy(
+        update={"shadow_entrants": True, "entrant_every": 500}
+    )
+    spec = SPEC.model_copy(
+        update={"promotion": SPEC.promotion.model_copy(update={"canary": canary})}
+    )
+    core = TaskTraining(spec, default_learner(spec))
+    X, y = _rows(1500)
+    stream = Stream()
+    candidates = core.apply(
+        [stream.observe(x, int(t)) for x, t in zip(X, y, strict=True)]
+    ).candidates
+    entrants = [c for c in candidates if c.role == "entrant"]
+    assert entrants, [c.role for c in candidates]
+    for made in entrants:
+        assert len(made.config.split(",")) == 3
+        assert made.metrics["race_wins"] >= 0 and made.metrics["race_window"] > 0
+        assert LiveModel(made.model_bytes).predict_proba(X[:5]).shape == (5, 3)
+
+
 def test_served_answers_hold_exactly_one_kind_of_answer_and_binary_rows_keep_their_shape():
     from shared.events.types import ServedPrediction
 
