@@ -22,7 +22,18 @@ from tests.e2e.governance import champion_with_passed_audit, explained_answer
 from tests.kinds import CLASSES, TRIAGE, triage_stream
 from tests.support import eventually
 
-SPEC = TRIAGE
+# With the race's runner-up model run as a live shadow (every class's runner-up at once).
+SPEC = TRIAGE.model_copy(
+    update={
+        "promotion": TRIAGE.promotion.model_copy(
+            update={
+                "canary": TRIAGE.promotion.canary.model_copy(
+                    update={"shadow_entrants": True, "entrant_every": 500}
+                )
+            }
+        )
+    }
+)
 TASK = SPEC.name
 ROWS = 3000
 
@@ -65,6 +76,9 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
                 answer = (await serving.post(f"/v1/tasks/{TASK}/predict", json=row)).json()
             # A candidate may still be promoted after `decided` (its audit waits for labels).
             after = await eventually(promoted_after_an_audit, timeout=60)
+            shadows = (
+                await governance.get(f"/v1/tasks/{TASK}/trail", params={"type": "ShadowStarted"})
+            ).json()["events"]
         async with httpx.AsyncClient(base_url=stack.url("ingest")) as ingest:
             bad = await ingest.post(
                 f"/v1/tasks/{TASK}/observations",
@@ -130,6 +144,10 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
     importance = why["importance"]
     assert [c["class"] for c in importance["classes"]] == CLASSES
     assert abs(sum(f["share"] for f in importance["features"]) - 1) < 1e-9
+    # The race's runner-up model ran as a live shadow: one configuration per class.
+    entrants = [e["payload"] for e in shadows if e["payload"]["reason"].startswith("entrant ")]
+    assert entrants, [e["payload"]["reason"] for e in shadows]
+    assert all(len(e["evidence"]["config"].split(",")) == len(CLASSES) for e in entrants)
     # The dashboard draws served accuracy over time and the audit, without a browser error.
     assert page["problems"] == []
     assert page["heading"] == f"Served accuracy over time · {TASK}"
