@@ -13,7 +13,10 @@ Bytes are compact JSON with sorted keys (deterministic for the same model)::
 
 A regression model adds ``"target": {"kind": "regression", "center": c, "scale": s}``: its
 scores are the standardised target, and its answer is ``c + s * score`` (`Predictor.predict`);
-its `online` section adds ``"residuals": [...]``, the absolute errors of the last answers serving
+its `online` section's ``linear`` holds its ridge members' moments (``{"memories": [...],
+"weights": [...], "comoments": [[d*d numbers], ...], "xy": [[...], ...]}``, `OnlineRidge`; files
+written before 2026-11-30 hold learning rates as a binary model's do) and it adds
+``"residuals": [...]``, the absolute errors of the last answers serving
 gave (else the learner's own; at most `RESIDUALS`, oldest first), which a `LiveModel`'s
 prediction interval is calibrated on (`shared.online_models.conformal_reach`).
 Binary models have no `target` section. A multiclass model is
@@ -57,7 +60,7 @@ FORMAT_OVR = "continuo-ovr/1"  # a multiclass model: one binary model per class
 _LOGIT_CLIP = 30.0
 # A regression's scores are the standardised target, bounded only to stay finite: between two
 # moves of the scale a target can go far from the rows it was set on (a chick's weight: 41 +- 1.1 g
-# in ChickWeights' first 50 rows, 373 g later). Normalised LMS keeps the online steps stable at
+# in ChickWeights' first 50 rows, 373 g later). Huber-clipped online steps keep them stable at
 # any size.
 REGRESSION_CLIP = 1e6
 

@@ -4,9 +4,10 @@ A Continuo model is a blend: LightGBM members, retrained by the trainer on windo
 and online linear members, which learn from every labelled row, weighted by an online blend that
 also learns from every row. For a binary task the scores are log-odds and the online parts are
 logistic (SGD on log-loss); for a regression task they are the target standardised by the model's
-`TargetScale` and the online parts are least squares, stepped by normalised LMS (each step divided
-by 1 + the squared norm of its inputs, its error clipped at `ERROR_CLIP` deviations: Huber), so
-neither an input's scale nor one wild label can make them diverge. The trainer publishes a
+`TargetScale`, the linear members are ridge regressions refitted on every row (`OnlineRidge`) and
+the blend steps by normalised LMS (each step divided by 1 + the squared norm of its inputs); every
+online step takes an error clipped at `ERROR_CLIP` deviations (Huber), so neither an input's scale
+nor one wild label can make them diverge. The trainer publishes a
 version every so many rows; between versions its online parts move on. `LiveModel` lets serving
 (and whoever else predicts) move them on too, from the same labels, with the same code: the
 recurrences here are the only ones, used by the trainer's learner and by every `LiveModel`, so the
@@ -46,6 +47,8 @@ Z_CLIP = 5.0  # standardised inputs beyond 5 sd are taken as 5 sd
 # A regression's online steps take at most this error, in the scale's deviations (`_huber`).
 ERROR_CLIP = 3.0
 _MIN_VARIANCE = 1e-12  # an input constant so far is centred, not divided by ~zero
+# A regression's ridge members (`OnlineRidge`): the ridge penalty, in rows' weight.
+RIDGE = 1.0
 # A regression's prediction interval: split conformal on the absolute errors in its model file
 # (the last RESIDUALS answers serving gave after the task's first label, or the learner's own
 # before serving had given MIN_RESIDUALS of those):
@@ -196,7 +199,9 @@ class Blend:
 
 class OnlineLinear:
     """Logistic regressions (or, `regression`, least squares by normalised LMS on the
-    standardised target) learned by SGD from every labelled row, one per learning rate, on
+    standardised target: the linear members of regression model files written before
+    2026-11-30, read and moved on as they were; a regression learner's are `OnlineRidge`) learned
+    by SGD from every labelled row, one per learning rate, on
     inputs standardised by their running mean and standard deviation (Welford), shared by all.
 
     Standardising lets one learning rate suit features of any scale; a slow rate settles close
@@ -213,6 +218,10 @@ class OnlineLinear:
         self._k = 0
         self._mean = [0.0] * n_features
         self._m2 = [0.0] * n_features
+
+    @property
+    def count(self) -> int:
+        return len(self.lrs)
 
     def _scales(self) -> list[float]:
         k = max(self._k, 1)
@@ -309,6 +318,148 @@ class OnlineLinear:
         return linear
 
 
+class OnlineRidge:
+    """A regression's online linear members: ridge regressions refitted after every labelled row
+    on exponentially weighted moments (recursive least squares with forgetting), one per
+    `memory` (rows; each row's weight decays by 1 - 1/memory per row after it).
+
+    Each member keeps the weighted mean and co-moments of its inputs and of the standardised
+    target (West's weighted recurrences: centred, so a feature near 736,000 loses no digits) and,
+    after each row, solves for the coefficients on inputs standardised by its own weighted mean
+    and deviation, with a ridge of RIDGE rows' weight (an input constant so far gets 0). Exact
+    least squares from the first rows on: where normalised LMS takes hundreds of rows to settle
+    on collinear inputs (TrumpApproval's five polls), this fits them as soon as they are seen.
+    The recurrences run row by row with the same numpy operations whatever the batches, so the
+    same rows give the same bits (`LiveModel` moves it on in serving with this code).
+    Wild labels: each step's error is clipped to +-ERROR_CLIP (`_huber`), as the LMS steps were.
+    Costs d^2 numbers a member in the model file and a d x d solve a row (d: the inputs).
+    """
+
+    def __init__(self, n_features: int, memories: Sequence[float]) -> None:
+        self.n = n_features
+        self.regression = True
+        self.score_clip = REGRESSION_CLIP
+        self.memories = tuple(float(m) for m in memories)
+        if any(not (m >= 1.0 and math.isfinite(m)) for m in self.memories):
+            raise ValueError("a linear member's memory is a number of rows, at least 1")
+        k, d = len(self.memories), n_features
+        self._decay = np.array([1.0 - 1.0 / m for m in self.memories])
+        self._weight = np.zeros(k)  # the rows' summed weights
+        self._mean = np.zeros((k, d))
+        self._ymean = np.zeros(k)
+        self._comoment = np.zeros((k, d, d))
+        self._xy = np.zeros((k, d))
+        self._coef = np.zeros((k, d))
+        self._scale = np.ones((k, d))
+        self._eye = np.eye(d)
+
+    @property
+    def count(self) -> int:
+        return len(self.memories)
+
+    def raws(self, X: np.ndarray) -> np.ndarray:
+        """Each member's score (columns) for rows of X, as of now; nothing is learned."""
+        X = np.asarray(X, dtype=float).reshape(-1, self.n)
+        if len(X) <= _ROW_BY_ROW:
+            return np.array([self.row_raws(x) for x in X.tolist()]).reshape(len(X), -1)
+        out = np.empty((len(X), self.count))
+        for m in range(self.count):
+            z = np.clip((X - self._mean[m]) / self._scale[m], -Z_CLIP, Z_CLIP)
+            out[:, m] = z @ self._coef[m] + self._ymean[m]
+        return out.clip(-self.score_clip, self.score_clip)
+
+    def row_raws(self, x: Sequence[float]) -> list[float]:
+        """`raws` of one row, as Python floats."""
+        out, top, clip = [], self.score_clip, Z_CLIP
+        for coef, center, scale, s in zip(
+            self._coef.tolist(),
+            self._mean.tolist(),
+            self._scale.tolist(),
+            self._ymean.tolist(),
+            strict=True,
+        ):
+            for j in range(self.n):
+                z = (x[j] - center[j]) / scale[j]
+                s += coef[j] * (clip if z > clip else -clip if z < -clip else z)
+            out.append(top if s > top else -top if s < -top else s)
+        return out
+
+    def learn(self, x: Sequence[float], y: float) -> list[float]:
+        """Score one row with every member, then learn it and refit; returns the scores given
+        before learning (the standardised target)."""
+        out = self.row_raws(x)
+        xv = np.asarray(x, dtype=float)
+        # The label as learned: at most ERROR_CLIP deviations from each member's own answer.
+        yv = np.array([s + _huber(y - s) for s in out])
+        weight = self._decay * self._weight + 1.0
+        dx = xv - self._mean
+        dy = yv - self._ymean
+        self._mean = self._mean + dx / weight[:, None]
+        self._ymean = self._ymean + dy / weight
+        after = xv - self._mean
+        self._comoment = (
+            self._decay[:, None, None] * self._comoment + dx[:, :, None] * after[:, None, :]
+        )
+        self._xy = self._decay[:, None] * self._xy + dx * (yv - self._ymean)[:, None]
+        self._weight = weight
+        self._solve()
+        return out
+
+    def _solve(self) -> None:
+        """Coefficients on the standardised inputs: (R + RIDGE / weight) beta = r, R the
+        weighted correlations of the inputs and r theirs with the target."""
+        weight = self._weight[:, None]
+        variance = np.diagonal(self._comoment, axis1=1, axis2=2) / weight
+        scale = np.where(variance > _MIN_VARIANCE, np.sqrt(variance), 1.0)
+        corr = self._comoment / weight[:, :, None] / (scale[:, :, None] * scale[:, None, :])
+        ridge = (RIDGE / weight)[:, :, None] * self._eye
+        r = (self._xy / weight / scale)[:, :, None]
+        self._coef = np.linalg.solve(corr + ridge, r)[:, :, 0]
+        self._scale = scale
+
+    def rescale(self, a: float, b: float) -> None:
+        """The target's scale changed: every member's score becomes a + b * old."""
+        self._ymean = a + b * self._ymean
+        self._xy = b * self._xy
+        self._coef = b * self._coef
+
+    def snapshots(self) -> list[LinearMember]:
+        return [
+            LinearMember(tuple(coef), intercept, tuple(center), tuple(scale), Z_CLIP)
+            for coef, intercept, center, scale in zip(
+                self._coef.tolist(),
+                self._ymean.tolist(),
+                self._mean.tolist(),
+                self._scale.tolist(),
+                strict=True,
+            )
+        ]
+
+    def state(self) -> dict[str, Any]:
+        """What it needs, beyond its snapshots, to go on learning (for the model file)."""
+        return {
+            "memories": list(self.memories),
+            "weights": self._weight.tolist(),
+            "comoments": self._comoment.reshape(self.count, -1).tolist(),
+            "xy": self._xy.tolist(),
+        }
+
+    @classmethod
+    def resume(cls, state: dict[str, Any], members: Sequence[LinearMember]) -> OnlineRidge:
+        """The members as they were when `state` and their snapshots `members` were written:
+        the coefficients as published, refitted only when a row is learned."""
+        ridge = cls(len(members[0].coef), state["memories"])
+        d = ridge.n
+        ridge._weight = np.array(state["weights"], dtype=float)
+        ridge._comoment = np.array(state["comoments"], dtype=float).reshape(ridge.count, d, d)
+        ridge._xy = np.array(state["xy"], dtype=float).reshape(ridge.count, d)
+        ridge._coef = np.array([m.coef for m in members], dtype=float)
+        ridge._ymean = np.array([m.intercept for m in members], dtype=float)
+        ridge._mean = np.array([m.center for m in members], dtype=float)
+        ridge._scale = np.array([m.scale for m in members], dtype=float)
+        return ridge
+
+
 @dataclass(frozen=True, slots=True)
 class LearnedRow:
     """A labelled row as it was learned: its place in the data stream, its inputs, its label."""
@@ -400,11 +551,13 @@ class LiveModel:
         # A few rows (serving's one-record requests) go row by row through LightGBM's fast path.
         scorers = [raw_scorer(booster, self.n_features) for booster in trees]
         self._scorers = None if None in scorers else cast(list[RawScorer], scorers)
-        self._linear = (
-            OnlineLinear.resume(online["linear"], linear_members, regression=regression)
-            if linear_members
-            else None
-        )
+        self._linear: OnlineLinear | OnlineRidge | None = None
+        if linear_members and "memories" in online["linear"]:
+            self._linear = OnlineRidge.resume(online["linear"], linear_members)
+        elif linear_members:
+            self._linear = OnlineLinear.resume(
+                online["linear"], linear_members, regression=regression
+            )
         self._blend = Blend(
             BlendSpec("live", tuple(range(len(weights))), float(online["blend_lr"])),
             len(weights),
@@ -545,7 +698,9 @@ def _linear(doc: dict[str, Any]) -> LinearMember:
     )
 
 
-def online_state(blend_lr: float, linear: OnlineLinear | None, learned_through: int) -> dict:
+def online_state(
+    blend_lr: float, linear: OnlineLinear | OnlineRidge | None, learned_through: int
+) -> dict:
     """The model file's `online` section (see shared.model_codec)."""
     return {
         "learned_through": int(learned_through),

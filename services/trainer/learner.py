@@ -42,8 +42,10 @@ How it learns (every figure is a default, see `LEARNER_DEFAULTS`):
   and cost Agrawal 4 points of served accuracy with 100-row requests, the learner recovering from
   an abrupt drift only through challengers: docs/benchmarks.md).
 
-Other kinds of target: a regression runs the same parts on its standardised target (least squares
-for the online parts, absolute errors for the race and the detectors: see `OnlineLearner`); a
+Other kinds of target: a regression runs the same parts on its standardised target (ridge
+regressions refitted on every row for the linear members, `OnlineRidge`, one per
+`linear_memory`; least squares for the blends; absolute errors for the race and the detectors:
+see `OnlineLearner`); a
 multiclass task is one of these learners per class (`services/trainer/multiclass.py`).
 
 Determinism: everything that changes the tree members happens on ticks (after 50, 100 and 200
@@ -73,6 +75,7 @@ from shared.online_models import (
     Blend,
     BlendSpec,
     OnlineLinear,
+    OnlineRidge,
     batch_invariant,
     clip_raws,
     member_clip,
@@ -101,6 +104,8 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     "min_train_rows": 50,
     "linear": True,  # the online linear members
     "linear_lrs": (0.003, 0.03),  # one linear member per learning rate: slow and fast
+    # A regression's linear members: ridge refitted on every row, one per memory (rows).
+    "linear_memory": (1000, 100),
     "racing": True,  # False: one blend configuration ("blend-fast"), no race
     "race_window": 2000,
     "race_z": 2.5,
@@ -122,9 +127,6 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     "search_rows": 2000,
 }
 
-# A regression's online parts step by normalised LMS (the step divided by 1 + the inputs' squared
-# norm), whose usual rates are larger than logistic SGD's: settings that differ by kind.
-REGRESSION_DEFAULTS: dict[str, Any] = {"linear_lrs": (0.05, 0.5)}
 # The blends' rates, fast and slow, by kind (logistic SGD; normalised LMS).
 _BLEND_LRS = {False: (0.05, 0.01), True: (0.5, 0.05)}
 
@@ -224,8 +226,7 @@ class OnlineLearner:
         regression: bool = False,
     ) -> None:
         user = dict(params or {})
-        defaults = {**LEARNER_DEFAULTS, **(REGRESSION_DEFAULTS if regression else {})}
-        self.settings = {k: user.pop(k, v) for k, v in defaults.items()}
+        self.settings = {k: user.pop(k, v) for k, v in LEARNER_DEFAULTS.items()}
         s = self.settings
         self.regression = regression
         self._clip = member_clip(regression)
@@ -250,8 +251,12 @@ class OnlineLearner:
         self._linear_at = trees
         self._boosters: list[lgb.Booster | None] = [None] * trees
         self._model_strings: list[str | None] = [None] * trees
-        lrs = [float(lr) for lr in s["linear_lrs"]] if s["linear"] else []
-        self._linear = OnlineLinear(n_features, lrs, regression=regression)
+        self._linear: OnlineLinear | OnlineRidge = (
+            OnlineRidge(n_features, s["linear_memory"] if s["linear"] else ())
+            if regression
+            else OnlineLinear(n_features, s["linear_lrs"] if s["linear"] else ())
+        )
+        lrs = range(self._linear.count)
         capacity = max(m.window for m in self._members)
         self._buffer = RowBuffer(n_features, capacity, regression=regression)
         linear = tuple(range(trees, trees + len(lrs)))
@@ -343,7 +348,7 @@ class OnlineLearner:
 
     def _member_raws(self, X: np.ndarray) -> np.ndarray:
         raws = self._tree_raws(X)
-        if self._linear.lrs and len(X):
+        if self._linear.count and len(X):
             raws[:, self._linear_at :] = self._linear.raws(X)
         return raws
 
@@ -430,7 +435,7 @@ class OnlineLearner:
         clip = self._clip
         rows = clip_raws(raws, clip).tolist()
         ys = taught.tolist()
-        linear = self._linear if self._linear.lrs else None
+        linear = self._linear if self._linear.count else None
         xs = X.tolist() if linear is not None else []
         at = self._linear_at
         # A configuration the search dropped predicts nothing (and is no longer reported).
@@ -718,7 +723,7 @@ class OnlineLearner:
     def _online_state(
         self,
         blend_lr: float,
-        linear: OnlineLinear | None,
+        linear: OnlineLinear | OnlineRidge | None,
         learned_through: int,
         residuals: Sequence[float] | None = None,
     ) -> dict[str, Any]:

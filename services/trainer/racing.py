@@ -37,6 +37,19 @@ class ConfigDrop:
     evidence: dict[str, Any] = field(default_factory=dict)
 
 
+# A regression's errors as the race compares them: to 20 significant bits (about 6 digits).
+# Two configurations that are the same sum in another order (a blend over a shared tree member)
+# differ in the last bits, and in which way with how the rows came in batches (numpy's path or
+# Python's): compared exactly, that noise won rows and decided races differently on a replay.
+SIGNIFICANT_BITS = 20
+
+
+def coarse(values: np.ndarray) -> np.ndarray:
+    """`values` rounded to SIGNIFICANT_BITS significant bits."""
+    mantissa, exponent = np.frexp(values)
+    return np.ldexp(np.round(mantissa * 2.0**SIGNIFICANT_BITS) / 2.0**SIGNIFICANT_BITS, exponent)
+
+
 class Race:
     """Keeps each configuration's recent losses and switches champion on paired evidence.
 
@@ -93,7 +106,10 @@ class Race:
         return max(scores)
 
     def record(self, losses: np.ndarray) -> None:
-        """Append a chunk of losses, shape (n_configs, n_rows): 0/1 errors, or absolute ones."""
+        """Append a chunk of losses, shape (n_configs, n_rows): 0/1 errors, or absolute ones,
+        kept to `SIGNIFICANT_BITS` (`coarse`)."""
+        if self.regression:
+            losses = coarse(losses)
         for start in range(0, losses.shape[1], self.window):
             part = losses[:, start : start + self.window]
             slots = (self._n + start + np.arange(part.shape[1])) % self.window

@@ -160,6 +160,18 @@ def test_a_config_switch_carries_the_recent_accuracy_of_every_config() -> None:
     assert race.decide(at_labelled=200) is None  # the new champion is not beaten by the old
 
 
+def test_a_regressions_race_does_not_count_rounding_noise_as_wins() -> None:
+    """Two configurations that are one sum in another order (a blend over a shared tree member)
+    differ in the last bits, in a direction that depends on how the rows were batched; a race
+    that counted that as rows won switched differently on a replay."""
+    race = Race(["a", "b"], window=200, z=2.0, regression=True)
+    errors = np.random.default_rng(0).random(200) * 10
+    race.record(np.vstack([errors, np.nextafter(errors, 0.0)]))  # b: one ulp closer everywhere
+    assert race.decide(at_labelled=200) is None and race.runner_up() is None
+    race.record(np.vstack([errors, errors * 0.999]))  # ...but really closer wins
+    assert race.decide(at_labelled=400) is not None
+
+
 def test_the_runner_up_is_the_challenger_closest_to_switching_and_may_be_chosen() -> None:
     race = Race(["a", "b", "c"], window=200, z=3.0)
     # Against the champion a (wrong on rows 100-111): b is wrong on rows 0-7, so it wins 12

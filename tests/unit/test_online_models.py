@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from services.trainer.learner import OnlineLearner
 from shared.model_codec import decode, encode
-from shared.online_models import LearnedRow, LiveModel, RecentRows
+from shared.online_models import LearnedRow, LiveModel, OnlineRidge, RecentRows
 
 FAST = {"tick": 100, "short_window": 300, "short_every": 100, "window": 800, "update_every": 400}
 
@@ -110,3 +112,75 @@ def test_row_by_row_and_batch_agree_on_extreme_inputs_and_an_unlearned_model():
         assert np.all(np.isfinite(single))
         np.testing.assert_allclose(single, expected, rtol=0, atol=1e-12)
     assert unlearned.predict_proba(extreme[:1])[0] == 0.5
+
+
+def _polls(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """TrumpApproval's shape: a day number near 736,000 and five polls that each track the
+    target with noise; the target is their mean."""
+    rng = np.random.default_rng(seed)
+    level = 40 + np.cumsum(rng.normal(0, 0.3, n))
+    polls = level[:, None] + rng.normal(0, 1.0, (n, 5))
+    X = np.column_stack([736_000 + np.arange(n), polls])
+    return X, polls.mean(axis=1)
+
+
+def test_ridge_members_fit_collinear_inputs_with_a_large_offset_within_tens_of_rows():
+    X, y = _polls(400, seed=3)
+    y = (y - 40.0) / 2.0  # standardised, as the learner teaches it
+    ridge = OnlineRidge(6, (1000, 100))
+    errors = [
+        abs(ridge.learn(x, float(t))[0] - t) for x, t in zip(X.tolist(), y.tolist(), strict=True)
+    ]
+    assert np.mean(errors[50:]) < 0.05 * np.mean(np.abs(y - y.mean()))
+    assert np.all(np.isfinite(ridge.raws(X)))
+
+
+def test_ridge_members_resumed_from_their_file_go_on_bit_for_bit():
+    """What serving holds: the snapshots and state written into a model file, read back."""
+    X, y = _polls(600, seed=5)
+    ridge = OnlineRidge(6, (1000, 100))
+    for x, t in zip(X[:300].tolist(), y[:300].tolist(), strict=True):
+        ridge.learn(x, t)
+    members = ridge.snapshots()
+    state = json.loads(json.dumps(ridge.state()))
+    resumed = OnlineRidge.resume(state, members)
+    assert resumed.raws(X[300:]).tolist() == ridge.raws(X[300:]).tolist()
+    for x, t in zip(X[300:].tolist(), y[300:].tolist(), strict=True):
+        assert resumed.learn(x, t) == ridge.learn(x, t)
+    assert resumed.snapshots() == ridge.snapshots()
+
+
+@pytest.mark.parametrize(
+    "name, column",
+    [
+        ("constant", lambda i: 3.0),
+        ("a copy of the first", None),
+        ("huge", lambda i: 1e100 if i == 50 else float(i % 7)),
+        ("zero", lambda i: 0.0),
+    ],
+)
+def test_ridge_members_stay_finite_on_degenerate_inputs(name, column):
+    rng = np.random.default_rng(1)
+    ridge = OnlineRidge(2, (1000, 100))
+    for i in range(300):
+        first = float(rng.random())
+        x = [first, first if column is None else column(i)]
+        scores = ridge.learn(x, 2.0 * first)
+        assert np.all(np.isfinite(scores)), (name, i, scores)
+    assert np.all(np.isfinite(ridge.raws(np.array([[0.5, 0.5]] * 40))))
+    assert all(np.isfinite(s.intercept) and np.all(np.isfinite(s.coef)) for s in ridge.snapshots())
+
+
+def test_ridge_members_rescaled_answer_in_the_new_units():
+    X, y = _polls(200, seed=7)
+    ridge = OnlineRidge(6, (1000, 100))
+    for x, t in zip(X.tolist(), y.tolist(), strict=True):
+        ridge.learn(x, t)
+    before = ridge.raws(X[:50])
+    ridge.rescale(-2.0, 0.5)
+    np.testing.assert_allclose(ridge.raws(X[:50]), -2.0 + 0.5 * before, rtol=1e-12, atol=1e-12)
+
+
+def test_a_ridge_member_refuses_a_memory_shorter_than_a_row():
+    with pytest.raises(ValueError, match="memory"):
+        OnlineRidge(2, (0.5,))
