@@ -16,6 +16,7 @@ from sqlalchemy import (
     MetaData,
     String,
     Table,
+    Text,
     Uuid,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -59,7 +60,7 @@ models = Table(
     Column("parent_version", Integer, nullable=True),
     Column("pipeline_version", String(64), nullable=False),
     Column("artifact_sha256", String(64), nullable=False),
-    Column("config", String(200), nullable=False),
+    Column("config", Text, nullable=False),  # a multiclass model: every class's, joined
     Column("params", Json, nullable=False),
     Column("metrics", Json, nullable=False),
     Column("first_position", BigInteger, nullable=True),

@@ -13,7 +13,6 @@ published multiclass model keeps learning as a binary one does.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -62,10 +61,6 @@ def normalised(per_class: np.ndarray) -> np.ndarray:
     """Rows of one-vs-rest probabilities (n, classes) made to sum to one."""
     per_class = np.asarray(per_class, dtype=float)
     return per_class / per_class.sum(axis=1, keepdims=True)
-
-
-# The longest model config the projections keep (services/governance/schema.py `gov_models`).
-CONFIG_LENGTH = 200
 
 
 def learner_for(spec: TaskSpec) -> OnlineLearner | OneVsRest:
@@ -204,20 +199,14 @@ class OneVsRest:
 
     def champion_config(self) -> str:
         """Each class's race champion, in class order, comma-separated (what `choose` takes
-        back); past CONFIG_LENGTH characters (many classes), how many classes run each."""
-        names = [c.champion_config() for c in self.classes]
-        joined = ",".join(names)
-        if len(joined) <= CONFIG_LENGTH:
-            return joined
-        counts = ", ".join(f"{name} x{n}" for name, n in sorted(Counter(names).items()))
-        return f"{len(names)} classes: {counts}"[:CONFIG_LENGTH]
+        back; about 30 characters a class at most)."""
+        return ",".join(c.champion_config() for c in self.classes)
 
     def entrant(self) -> tuple[str, dict[str, Any]] | None:
         """The runner-up model: each class's race runner-up (its champion where no other
         configuration differs from it), named in `champion_config`'s form so that choosing it
         back switches each class; the paired evidence summed over the classes (`window`: the
-        longest) and each class's under `classes`. None where no class has a runner-up, or
-        where the name would pass CONFIG_LENGTH (it could not be chosen back)."""
+        longest) and each class's under `classes`. None where no class has a runner-up."""
         parts: list[str] = []
         found: dict[str, dict[str, Any]] = {}
         for k, learner in enumerate(self.classes):
@@ -229,7 +218,7 @@ class OneVsRest:
             parts.append(name)
             found[str(k)] = {"config": name, **evidence}
         config = ",".join(parts)
-        if not found or len(config) > CONFIG_LENGTH:
+        if not found:
             return None
         return config, {
             "window": max(int(e["window"]) for e in found.values()),
@@ -241,7 +230,8 @@ class OneVsRest:
     def choose(self, config: str, evidence: Mapping[str, Any]) -> list[ConfigSwitch]:
         """Make each class's race run its part of `config` (`champion_config`'s form: governance
         rolled back to a model of these configurations); the switches made, named by class.
-        Nothing for a config of another form (the counted form of many classes)."""
+        Nothing for a config of another form (before 2026-11-30 a task of many classes was
+        named by how many classes ran each configuration, which cannot be chosen back)."""
         parts = config.split(",")
         if len(parts) != self.n_classes:
             return []

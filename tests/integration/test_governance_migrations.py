@@ -12,7 +12,7 @@ from sqlalchemy import func, insert, select, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from services.governance.app import MIGRATIONS
-from services.governance.schema import predictions, served_windows
+from services.governance.schema import models, predictions, served_windows
 from shared.store.migrate import alembic_config, upgrade_async
 
 TABLE = "gov_alembic_version"
@@ -79,4 +79,27 @@ async def test_a_multiclass_prediction_keeps_its_class_probabilities_and_downgra
     await upgrade_async(store_url, MIGRATIONS, TABLE)
     async with engine.begin() as conn:
         assert (await conn.execute(select(predictions.c.probabilities))).scalars().all() == [None]
+    await engine.dispose()
+
+
+async def test_a_model_of_many_classes_keeps_its_whole_configuration(store_url: str):
+    """g0008: a multiclass model names each class's configuration (100 classes: about 3,000
+    characters), kept whole on both stores; a downgrade cuts it to the old column's 200."""
+    await upgrade_async(store_url, MIGRATIONS, TABLE)
+    engine = create_async_engine(store_url)
+    config = ",".join(["blend-fast/short-4000"] * 100)
+    row = {"task": "triage", "model_version": 3, "parent_version": 2, "pipeline_version": "1"}
+    row |= {"artifact_sha256": "0" * 64, "config": config, "params": {}, "metrics": {}}
+    row |= {"first_position": 1, "last_position": 9, "n_learned": 9, "n_learned_total": 9}
+    row |= {"trained_at": datetime.now(UTC), "event_id": uuid.uuid4(), "position": 10}
+    async with engine.begin() as conn:
+        await conn.execute(insert(models), [row])
+        assert (await conn.execute(select(models.c.config))).scalar() == config
+    await asyncio.to_thread(
+        command.downgrade, alembic_config(store_url, MIGRATIONS, TABLE), "g0007"
+    )
+    async with engine.begin() as conn:
+        kept = (await conn.execute(text("SELECT config FROM gov_models"))).scalar()
+        assert kept == config[:200]
+    await upgrade_async(store_url, MIGRATIONS, TABLE)
     await engine.dispose()

@@ -263,3 +263,27 @@ def test_served_answers_hold_exactly_one_kind_of_answer_and_binary_rows_keep_the
     assert "probabilities" not in binary
     many = ServedPrediction.model_validate(row | {"probability": None, "probabilities": [0.1] * 3})
     assert many.model_dump()["probabilities"] == [0.1] * 3
+
+
+def test_a_task_of_many_classes_keeps_whole_names_that_choose_back_and_runs_entrants():
+    """Twenty classes name a model in more than 200 characters: the name stays whole, so
+    governance choosing it back switches every class, and the runner-up model is published."""
+    classes = [f"c{k}" for k in range(20)]
+    spec = SPEC.model_copy(
+        update={"target": SPEC.target.model_copy(update={"classes": classes})}, deep=True
+    )
+    learner = default_learner(spec)
+    rng = np.random.default_rng(3)
+    X = rng.uniform(0, 1, (1000, 2))
+    y = np.minimum((X[:, 0] * 20).astype(int), 19)
+    learner.test_then_train(X, y)
+    before = learner.champion_config().split(",")
+    chosen = ",".join(["linear-slow"] * 20)
+    assert len(chosen) > 200
+    switches = learner.choose(chosen, {"chosen_by": "governance"})
+    assert learner.champion_config() == chosen
+    assert len(switches) == sum(1 for name in before if name != "linear-slow")
+    learner.test_then_train(X, y)  # the races judge again after the choice
+    found = learner.entrant()
+    assert found is not None and len(found[0].split(",")) == 20
+    assert LiveModel(learner.model_bytes(2000, found[0])).predict_proba(X[:5]).shape == (5, 20)
