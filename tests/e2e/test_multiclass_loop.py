@@ -136,9 +136,9 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
     assert explained["kind"] == "multiclass" and explained["class"] == recorded["label"]
     named = {c["feature"] for c in explained["contributions"]}
     assert named - {ONLINE_LEARNING} == set(SPEC.input_names) and CLIPPED not in named
-    assert max(c["served_probability"] for c in explained["classes"]) == max(
-        recorded["probabilities"]
-    )
+    assert recorded["probabilities"] == {
+        c["class"]: c["served_probability"] for c in explained["classes"]
+    }
     assert other.status_code == 200 and other.json()["class"] == CLASSES[0]
     assert unknown.status_code == 422 and "no-such-class" in unknown.text
     importance = why["importance"]

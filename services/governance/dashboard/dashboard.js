@@ -819,7 +819,7 @@
     const m = found.model;
     // A classifier's probability and class (a multiclass answer: the class and its
     // probability), or a regression's value (its label).
-    const answer = p.probabilities ? `class ${p.label} (p = ${Math.max(...p.probabilities).toFixed(3)})`
+    const answer = p.probabilities ? `class ${p.label} (p = ${Math.max(...Object.values(p.probabilities)).toFixed(3)})`
       : p.probability == null ? `value ${p.label}`
       : `p = ${p.probability.toFixed(3)} → ${p.probability >= 0.5 ? 1 : 0}`;
     const flow = h("div", { class: "flow", id: "lineage-flow" },

@@ -217,11 +217,16 @@ async def _spec_of(gov: Governance, task: str, pipeline_version: str) -> TaskSpe
 
 
 @router.get("/predictions/{prediction_id}")
-async def prediction_lineage(prediction_id: uuid.UUID, engine: Engine) -> dict[str, Any]:
-    """A prediction, the model version that made it, and that model's lineage."""
+async def prediction_lineage(prediction_id: uuid.UUID, engine: Engine, gov: Gov) -> dict[str, Any]:
+    """A prediction, the model version that made it, and that model's lineage. A multiclass
+    answer's `probabilities` are keyed by class, as serving answered them."""
     async with engine.connect() as conn:
         served = await queries.prediction(conn, prediction_id)
         model_lineage = await queries.lineage(conn, served["task"], served["model_version"])
+    if served.get("probabilities") is not None:
+        spec = await _spec_of(gov, served["task"], model_lineage["pipeline"]["version"])
+        classes = [str(c) for c in spec.target.classes]
+        served["probabilities"] = dict(zip(classes, served["probabilities"], strict=True))
     return {"prediction": served, **model_lineage}
 
 
