@@ -12,6 +12,9 @@ import asyncio
 import sys
 from pathlib import Path
 
+from sqlalchemy import make_url
+from sqlalchemy.exc import DBAPIError
+
 from services.governance.auth import KeyFormatError, Role, create_key, list_keys, revoke_key
 from services.governance.schema import governance_engine
 from services.governance.settings import GovernanceSettings
@@ -66,4 +69,10 @@ def main(argv: list[str], settings: GovernanceSettings | None = None) -> int:
         return asyncio.run(_run(args, settings.database_url))
     except KeyFormatError as exc:
         print(f"keys: {exc}", file=sys.stderr)
+        return 2
+    except (DBAPIError, OSError) as exc:  # no such database, directory or server; refused
+        where = make_url(settings.database_url).render_as_string(hide_password=True)
+        reason = getattr(exc, "orig", None) or exc
+        print(f"keys: cannot open the governance database {where}: {reason}", file=sys.stderr)
+        print("  (set GOVERNANCE_DATABASE_URL to the database governance runs on)", file=sys.stderr)
         return 2

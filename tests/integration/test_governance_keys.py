@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +52,25 @@ async def test_a_bootstrap_key_replaces_the_earlier_one_of_its_name_and_leaves_t
         assert sum(k.revoked_at is None for k in keys) == 3
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        ("sqlite+aiosqlite:///{tmp}/no/such/dir/governance.db", "unable to open database file"),
+        ("postgresql+asyncpg://continuo:secret@127.0.0.1:9/x", "Connect call failed"),
+    ],
+)
+def test_keys_on_a_database_it_cannot_open_says_which_and_why(tmp_path: Path, url, reason):
+    """`continuo keys` pointed at a database it cannot reach: one line naming it (no password)
+    and the reason, exit 2; not a traceback."""
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "continuo"), "keys", "list"],
+        env={**os.environ, "GOVERNANCE_DATABASE_URL": url.format(tmp=tmp_path)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "cannot open the governance database" in done.stderr and reason in done.stderr
+    assert "Traceback" not in done.stderr and "secret" not in done.stderr
