@@ -72,6 +72,7 @@ from shared import model_codec
 from shared.model_codec import TargetScale
 from shared.online_models import (
     RESIDUALS,
+    RIDGE_MAX_INPUTS,
     Blend,
     BlendSpec,
     OnlineLinear,
@@ -104,7 +105,8 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     "min_train_rows": 50,
     "linear": True,  # the online linear members
     "linear_lrs": (0.003, 0.03),  # one linear member per learning rate: slow and fast
-    # A regression's linear members: ridge refitted on every row, one per memory (rows).
+    # A regression's linear members: ridge refitted on every row, one per memory (rows), when
+    # it has at most RIDGE_MAX_INPUTS inputs (`OnlineRidge`).
     "linear_memory": (1000, 100),
     "racing": True,  # False: one blend configuration ("blend-fast"), no race
     "race_window": 2000,
@@ -127,6 +129,10 @@ LEARNER_DEFAULTS: dict[str, Any] = {
     "search_rows": 2000,
 }
 
+# A regression of more than RIDGE_MAX_INPUTS inputs keeps normalised LMS linear members (a
+# ridge's d x d solve a row and d^2 numbers a model file grow past what they gain: 1.4 ms a
+# row and 1.7 MB at 200 inputs), whose usual rates are larger than logistic SGD's.
+REGRESSION_DEFAULTS: dict[str, Any] = {"linear_lrs": (0.05, 0.5)}
 # The blends' rates, fast and slow, by kind (logistic SGD; normalised LMS).
 _BLEND_LRS = {False: (0.05, 0.01), True: (0.5, 0.05)}
 
@@ -226,7 +232,8 @@ class OnlineLearner:
         regression: bool = False,
     ) -> None:
         user = dict(params or {})
-        self.settings = {k: user.pop(k, v) for k, v in LEARNER_DEFAULTS.items()}
+        defaults = {**LEARNER_DEFAULTS, **(REGRESSION_DEFAULTS if regression else {})}
+        self.settings = {k: user.pop(k, v) for k, v in defaults.items()}
         s = self.settings
         self.regression = regression
         self._clip = member_clip(regression)
@@ -251,11 +258,12 @@ class OnlineLearner:
         self._linear_at = trees
         self._boosters: list[lgb.Booster | None] = [None] * trees
         self._model_strings: list[str | None] = [None] * trees
-        self._linear: OnlineLinear | OnlineRidge = (
-            OnlineRidge(n_features, s["linear_memory"] if s["linear"] else ())
-            if regression
-            else OnlineLinear(n_features, s["linear_lrs"] if s["linear"] else ())
-        )
+        self._linear: OnlineLinear | OnlineRidge
+        if regression and n_features <= RIDGE_MAX_INPUTS:
+            self._linear = OnlineRidge(n_features, s["linear_memory"] if s["linear"] else ())
+        else:
+            rates = s["linear_lrs"] if s["linear"] else ()
+            self._linear = OnlineLinear(n_features, rates, regression=regression)
         lrs = range(self._linear.count)
         capacity = max(m.window for m in self._members)
         self._buffer = RowBuffer(n_features, capacity, regression=regression)

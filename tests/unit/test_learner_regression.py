@@ -4,13 +4,14 @@ the learner does and moves on with it, and degenerate targets neither crash it n
 from __future__ import annotations
 
 import hashlib
+import json
 
 import numpy as np
 import pytest
 
 from services.trainer.learner import OnlineLearner
 from shared.model_codec import decode
-from shared.online_models import LearnedRow, LiveModel
+from shared.online_models import RIDGE_MAX_INPUTS, LearnedRow, LiveModel
 from tests.support import FAST_LEARNER
 
 FAST = {**FAST_LEARNER, "search_rows": 300}  # the search drops within these rows too
@@ -191,3 +192,17 @@ def test_a_regression_spec_survives_its_own_dump() -> None:
     assert TaskSpec.model_validate(spec.model_dump()) == spec
     assert TaskSpec.model_validate_json(spec.model_dump_json()).version == spec.version
     assert spec.model_copy(update={"description": "units sold"}).target.kind == "regression"
+
+
+def test_a_regression_of_many_inputs_keeps_least_mean_squares_members() -> None:
+    """A ridge member costs d^2 numbers in every model file and a d x d solve a row: past
+    RIDGE_MAX_INPUTS inputs the linear members are normalised LMS, and the file says so."""
+    rng = np.random.default_rng(2)
+    for n, kind in ((RIDGE_MAX_INPUTS, "memories"), (RIDGE_MAX_INPUTS + 1, "lrs")):
+        X = rng.random((300, n))
+        learner = OnlineLearner(n, params=FAST_LEARNER, regression=True)
+        learner.test_then_train(X, X[:, 0] * 3.0)
+        data = learner.model_bytes(learned_through=300, config="linear-slow")
+        assert kind in json.loads(data)["online"]["linear"]
+        live = LiveModel(data)
+        assert np.all(np.isfinite(live.predict(X[:40])))
