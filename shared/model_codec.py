@@ -35,8 +35,9 @@ no stream state, so whoever predicts (serving, the trainer, governance) passes t
 as of that moment, computed by `shared.features`.
 
 `online` lets a model keep learning after it was published (`shared.online_models.LiveModel`):
-the blend's learning rate, the linear members' learning rates and running statistics, and the
-data stream version of the last labelled row it learned. Tree members come first in `members`,
+the blend's learning rate, the linear members' learning rates and running statistics (a
+regression's ridge members: their memories and weighted moments), and the data stream version of
+the last labelled row it learned. Tree members come first in `members`,
 then linear members, in the order the trainer's blend uses them.
 
 Version 1 (`continuo-lgbm/1`, before online features) is still read: its frozen stream state

@@ -48,10 +48,11 @@ Z_CLIP = 5.0  # standardised inputs beyond 5 sd are taken as 5 sd
 ERROR_CLIP = 3.0
 _MIN_VARIANCE = 1e-12  # an input constant so far is centred, not divided by ~zero
 # A regression's ridge members (`OnlineRidge`): the ridge penalty, in rows' weight, and the most
-# inputs a learner gives them (beyond, normalised LMS: a ridge costs d^2 numbers and a d x d
-# solve a row, 31 us and 18 KB at 20 inputs, 1.4 ms and 1.7 MB at 200).
+# inputs a learner gives them (beyond, normalised LMS: a ridge keeps d^2 numbers a member and
+# solves a d x d system a row in Python floats: two members learn a row in 33 us at 6 inputs,
+# 57 us at 10, 116 us at 16, 176 us at 20; normalised LMS in 4-10 us).
 RIDGE = 1.0
-RIDGE_MAX_INPUTS = 32
+RIDGE_MAX_INPUTS = 16
 # A regression's prediction interval: split conformal on the absolute errors in its model file
 # (the last RESIDUALS answers serving gave after the task's first label, or the learner's own
 # before serving had given MIN_RESIDUALS of those):
@@ -321,6 +322,31 @@ class OnlineLinear:
         return linear
 
 
+def _spd_solve(a: list[list[float]], b: list[float]) -> list[float]:
+    """x with a x = b, for a symmetric positive definite `a` (a ridge's normal equations), by
+    Gaussian elimination without pivoting (stable for such a matrix) on its upper triangle, in
+    Python floats: each operation rounded as IEEE 754 says, the same on every CPU. `a` and `b`
+    are overwritten."""
+    d = len(b)
+    for j in range(d - 1):
+        row, pivot, bj = a[j], a[j][j], b[j]
+        for i in range(j + 1, d):
+            # The rows left stay symmetric: only their upper triangle is kept up to date.
+            f = row[i] / pivot
+            if f:
+                other = a[i]
+                for c in range(i, d):
+                    other[c] -= f * row[c]
+                b[i] -= f * bj
+    x = [0.0] * d
+    for j in range(d - 1, -1, -1):
+        row, s = a[j], b[j]
+        for c in range(j + 1, d):
+            s -= row[c] * x[c]
+        x[j] = s / row[j]
+    return x
+
+
 class OnlineRidge:
     """A regression's online linear members: ridge regressions refitted after every labelled row
     on exponentially weighted moments (recursive least squares with forgetting), one per
@@ -332,8 +358,10 @@ class OnlineRidge:
     and deviation, with a ridge of RIDGE rows' weight (an input constant so far gets 0). Exact
     least squares from the first rows on: where normalised LMS takes hundreds of rows to settle
     on collinear inputs (TrumpApproval's five polls), this fits them as soon as they are seen.
-    The recurrences run row by row with the same numpy operations whatever the batches, so the
-    same rows give the same bits (`LiveModel` moves it on in serving with this code).
+    The recurrences run row by row with the same element-wise numpy operations whatever the
+    batches, and the solve is Python floats (`_spd_solve`), so the same rows give the same bits
+    on any CPU (`LiveModel` moves it on in serving with this code; LAPACK's kernels differ by
+    CPU, and its answers in the last bits with them).
     Wild labels: each step's error is clipped to +-ERROR_CLIP (`_huber`), as the LMS steps were.
     Costs d^2 numbers a member in the model file and a d x d solve a row (d: the inputs).
     """
@@ -394,16 +422,20 @@ class OnlineRidge:
         xv = np.asarray(x, dtype=float)
         # The label as learned: at most ERROR_CLIP deviations from each member's own answer.
         yv = np.array([s + _huber(y - s) for s in out])
-        weight = self._decay * self._weight + 1.0
+        kept = self._decay * self._weight  # the earlier rows' weight, decayed
+        weight = kept + 1.0
         dx = xv - self._mean
         dy = yv - self._ymean
         self._mean = self._mean + dx / weight[:, None]
         self._ymean = self._ymean + dy / weight
-        after = xv - self._mean
+        # West's update in its symmetric form: the row's deviation from the new mean is
+        # dx * kept / weight, so the co-moments gain (kept / weight) dx dx' (0 for a memory of one
+        # row, never a negative variance from rounding).
+        share = (kept / weight)[:, None]
         self._comoment = (
-            self._decay[:, None, None] * self._comoment + dx[:, :, None] * after[:, None, :]
+            self._decay[:, None, None] * self._comoment + (share * dx)[:, :, None] * dx[:, None, :]
         )
-        self._xy = self._decay[:, None] * self._xy + dx * (yv - self._ymean)[:, None]
+        self._xy = self._decay[:, None] * self._xy + share * dx * dy[:, None]
         self._weight = weight
         self._solve()
         return out
@@ -413,11 +445,13 @@ class OnlineRidge:
         weighted correlations of the inputs and r theirs with the target."""
         weight = self._weight[:, None]
         variance = np.diagonal(self._comoment, axis1=1, axis2=2) / weight
-        scale = np.where(variance > _MIN_VARIANCE, np.sqrt(variance), 1.0)
+        scale = np.where(variance > _MIN_VARIANCE, np.sqrt(np.maximum(variance, 0.0)), 1.0)
         corr = self._comoment / weight[:, :, None] / (scale[:, :, None] * scale[:, None, :])
         ridge = (RIDGE / weight)[:, :, None] * self._eye
-        r = (self._xy / weight / scale)[:, :, None]
-        self._coef = np.linalg.solve(corr + ridge, r)[:, :, 0]
+        r = self._xy / weight / scale
+        self._coef = np.array(
+            [_spd_solve(a, b) for a, b in zip((corr + ridge).tolist(), r.tolist(), strict=True)]
+        )
         self._scale = scale
 
     def rescale(self, a: float, b: float) -> None:

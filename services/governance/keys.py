@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from sqlalchemy import make_url
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from services.governance.auth import KeyFormatError, Role, create_key, list_keys, revoke_key
 from services.governance.schema import governance_engine
@@ -70,7 +70,7 @@ def main(argv: list[str], settings: GovernanceSettings | None = None) -> int:
     except KeyFormatError as exc:
         print(f"keys: {exc}", file=sys.stderr)
         return 2
-    except (DBAPIError, OSError) as exc:  # no such database, directory or server; refused
+    except (OperationalError, InterfaceError, OSError) as exc:  # no database, directory, server
         where = make_url(settings.database_url).render_as_string(hide_password=True)
         reason = getattr(exc, "orig", None) or exc
         print(f"keys: cannot open the governance database {where}: {reason}", file=sys.stderr)

@@ -130,8 +130,8 @@ LEARNER_DEFAULTS: dict[str, Any] = {
 }
 
 # A regression of more than RIDGE_MAX_INPUTS inputs keeps normalised LMS linear members (a
-# ridge's d x d solve a row and d^2 numbers a model file grow past what they gain: 1.4 ms a
-# row and 1.7 MB at 200 inputs), whose usual rates are larger than logistic SGD's.
+# ridge's d x d solve a row and d^2 numbers a model file grow past what they gain: 116 us a
+# row at 16 inputs), whose usual rates are larger than logistic SGD's.
 REGRESSION_DEFAULTS: dict[str, Any] = {"linear_lrs": (0.05, 0.5)}
 # The blends' rates, fast and slow, by kind (logistic SGD; normalised LMS).
 _BLEND_LRS = {False: (0.05, 0.01), True: (0.5, 0.05)}
@@ -714,8 +714,9 @@ class OnlineLearner:
             members.append((blend.w[j], text))
         linear = self._linear if any(j >= self._linear_at for j in blend.spec.members) else None
         if linear is not None:
-            # All of them (they share one standardisation); one the blend does not use has
-            # weight 0, and a blend that uses one member alone ("linear-slow") never moves it.
+            # All of them (they learn together: a classifier's share one standardisation, and a
+            # LiveModel resumes them as one); one the blend does not use has weight 0, and a
+            # blend that uses one member alone ("linear-slow") never moves it.
             for j, snapshot in enumerate(linear.snapshots(), start=self._linear_at):
                 members.append((blend.w[j], snapshot))
         return model_codec.encode(

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 
 from services.trainer.learner import OnlineLearner
 from shared.model_codec import decode, encode
-from shared.online_models import LearnedRow, LiveModel, OnlineRidge, RecentRows
+from shared.online_models import LearnedRow, LiveModel, OnlineRidge, RecentRows, _linear
 
 FAST = {"tick": 100, "short_window": 300, "short_every": 100, "window": 800, "update_every": 400}
 
@@ -141,7 +145,7 @@ def test_ridge_members_resumed_from_their_file_go_on_bit_for_bit():
     ridge = OnlineRidge(6, (1000, 100))
     for x, t in zip(X[:300].tolist(), y[:300].tolist(), strict=True):
         ridge.learn(x, t)
-    members = ridge.snapshots()
+    members = [_linear(json.loads(json.dumps(m.as_doc()))) for m in ridge.snapshots()]
     state = json.loads(json.dumps(ridge.state()))
     resumed = OnlineRidge.resume(state, members)
     assert resumed.raws(X[300:]).tolist() == ridge.raws(X[300:]).tolist()
@@ -184,3 +188,41 @@ def test_ridge_members_rescaled_answer_in_the_new_units():
 def test_a_ridge_member_refuses_a_memory_shorter_than_a_row():
     with pytest.raises(ValueError, match="memory"):
         OnlineRidge(2, (0.5,))
+
+
+_RIDGE_BITS = """
+import hashlib, numpy as np
+from shared.online_models import OnlineRidge
+rng = np.random.default_rng(11)
+ridge = OnlineRidge(12, (1000, 100))
+for x, y in zip(rng.normal(size=(600, 12)).tolist(), rng.normal(size=600).tolist(), strict=True):
+    ridge.learn(x, y)
+print(hashlib.sha256(repr(ridge.state()).encode() + repr(ridge.snapshots()).encode()).hexdigest())
+"""
+
+
+def test_ridge_members_make_the_same_bits_whatever_blas_kernel_the_cpu_picks():
+    """A trainer and a serving replica on different CPUs move a model on bit for bit: OpenBLAS
+    picks its kernels by CPU (forced here), and its solve differed in the last bits with them."""
+    cores = ["Prescott"] + (["Haswell"] if "avx2" in Path("/proc/cpuinfo").read_text() else [])
+    digests = set()
+    for core in [None, *cores]:
+        env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+        env |= {} if core is None else {"OPENBLAS_CORETYPE": core}
+        done = subprocess.run(
+            [sys.executable, "-c", _RIDGE_BITS], env=env, capture_output=True, text=True
+        )
+        assert done.returncode == 0, done.stderr
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1, digests
+
+
+def test_ridge_members_of_a_one_row_memory_and_huge_inputs_stay_finite():
+    rng = np.random.default_rng(2)
+    for memories in ((1,), (1000, 100)):
+        ridge = OnlineRidge(4, memories)
+        for scale in (1e20, 1e100):
+            for _ in range(30):
+                scores = ridge.learn((rng.normal(size=4) * scale).tolist(), float(rng.normal()))
+                assert np.all(np.isfinite(scores)), (memories, scale)
+        assert all(np.all(np.isfinite(s.coef)) for s in ridge.snapshots())

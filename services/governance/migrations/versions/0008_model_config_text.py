@@ -24,7 +24,9 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The old column holds 200 characters: longer names are cut (a rebuild from the events,
-    # after upgrading again, restores them).
+    # after upgrading again, restores them). The code before g0008 projects a ModelTrained's
+    # config as it is: on PostgreSQL a longer one written since fails that projection (and a
+    # rebuild) until the code is upgraded again; SQLite does not enforce the length.
     op.execute("UPDATE gov_models SET config = substr(config, 1, 200)")
     with op.batch_alter_table("gov_models") as batch:
         batch.alter_column("config", type_=sa.String(200), existing_nullable=False)
