@@ -190,7 +190,11 @@ async def run_demo(
             f"LightGBM trained once on the first 10%, frozen, same inputs; on the last "
             f"{n - cut:,} rows (served there: {right[cut:].mean():.4f})",
         ),
-        ("rows", f"{n:,}", f"{served.requests:,} requests, {served.labels:,} labels"),
+        (
+            "rows",
+            f"{n:,}",
+            f"{served.requests:,} HTTP requests (predict and label), {served.labels:,} labels",
+        ),
         ("through the system", f"{n / served.seconds:,.0f}", "rows/s, predict + label"),
         ("model versions", str(len(models["models"])), f"{promotions} promoted"),
         ("serving answered with", f"{len(served.versions)}", "model versions"),
@@ -214,15 +218,22 @@ def main(argv: list[str]) -> int:
     import argparse
 
     parser = argparse.ArgumentParser(prog="continuo demo", description=__doc__)
-    parser.add_argument("--rows", type=int, default=None, help="stream only the first N rows")
-    parser.add_argument("--batch", type=int, default=20, help="rows per request")
+    parser.add_argument(
+        "--rows", type=int, default=None, help="stream only the first N rows (default: all)"
+    )
+    parser.add_argument("--batch", type=int, default=20, help="rows per request (default: 20)")
     parser.add_argument(
         "--label-delay",
         type=int,
         default=0,
-        help="requests between a request's answers and its labels (0: right after it)",
+        help="requests between a request's answers and its labels (default 0: right after it)",
     )
-    parser.add_argument("--workdir", type=Path, default=None, help="where the run keeps its files")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the run keeps its files (default: var/demo-<time>)",
+    )
     args = parser.parse_args(argv)
     workdir = args.workdir or REPO_ROOT / "var" / f"demo-{datetime.now(UTC):%Y%m%d-%H%M%S}"
     try:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -103,6 +104,12 @@ def _labels(column: pd.Series, spec: TaskSpec | None) -> np.ndarray:
             raise UsageError(f"target values {sorted(map(str, unknown))} not in the spec")
         return column.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
     values = sorted(column.unique().tolist(), key=str)
+    if len(values) == 1:
+        raise UsageError(
+            f"target {column.name!r} has one value ({values[0]}): nothing to tell apart (a "
+            "binary target has two classes: --spec with its classes evaluates a stream of one; "
+            "--kind regression for a number)"
+        )
     if len(values) > 2:
         raise UsageError(
             f"target {column.name!r} is not binary: {len(values)} distinct values (--kind "
@@ -237,6 +244,20 @@ def _print_text(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -
     print(f"  config switches     {s['config_switches']}  (champion {s['champion_config']})")
 
 
+def _figure(value: float) -> str:
+    """A figure to 4 places; an undefined one (R^2 of a target that never varies) as n/a."""
+    return "n/a" if math.isnan(value) else f"{value:.4f}"
+
+
+def _defined(result: Any) -> Any:
+    """`result` with undefined figures (NaN) as null: JSON has no NaN."""
+    if isinstance(result, dict):
+        return {k: _defined(v) for k, v in result.items()}
+    if isinstance(result, float) and math.isnan(result):
+        return None
+    return result
+
+
 def _print_kind(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -> None:
     names = ", ".join(spec.input_names)
     before = s["previous_label"]
@@ -244,7 +265,7 @@ def _print_kind(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -
     print(f"  {s['kind']}: the learner's answers, each given before its label existed")
     print("  (trainer-side, in process: the learner alone, fresher than any served model)")
     for name, value in before.items():
-        print(f"  {name:<19} {s[name]:.4f}  (previous label: {value:.4f})")
+        print(f"  {name:<19} {_figure(s[name])}  (previous label: {_figure(value)})")
     print(f"  events/s            {s['events_per_s']:,.0f}")
     print(f"  drifts detected     {s['drifts']}  (champion {s['champion_config']})")
 
@@ -289,7 +310,7 @@ def _evaluate_kind(
     classes = len(spec.target.classes) if multiclass else 0
     result = kind_summary(y, answers, timing, learner, seconds, classes)
     if as_json:
-        print(json.dumps(result, sort_keys=True))
+        print(json.dumps(_defined(result), sort_keys=True))
     else:
         _print_kind(path, spec, timing, result)
     return 0

@@ -27,6 +27,7 @@ as wrong for everyone.
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections import deque
@@ -172,7 +173,8 @@ def learner_answers(
 def answer_figures(y: np.ndarray, answers: np.ndarray, n_classes: int = 0) -> dict[str, float]:
     """The figures of answers to a stream, the same for every learner that gave them: accuracy
     and macro-F1 of class answers (`n_classes`; -1: no answer, wrong), or MAE, RMSE and R^2
-    (1 - SSE / SST over the stream) of values."""
+    (1 - SSE / SST over the stream; NaN where the target never varies: it is undefined) of
+    values."""
     y, answers = np.asarray(y), np.asarray(answers)
     if n_classes:
         f1s = []
@@ -187,7 +189,7 @@ def answer_figures(y: np.ndarray, answers: np.ndarray, n_classes: int = 0) -> di
     return {
         "MAE": float(np.abs(errors).mean()),
         "RMSE": (sse / len(errors)) ** 0.5,
-        "R^2": 1.0 - sse / sst if sst else 0.0,
+        "R^2": 1.0 - sse / sst if sst else math.nan,
     }
 
 

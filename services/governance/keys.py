@@ -71,8 +71,12 @@ def main(argv: list[str], settings: GovernanceSettings | None = None) -> int:
         print(f"keys: {exc}", file=sys.stderr)
         return 2
     except (OperationalError, InterfaceError, OSError) as exc:  # no database, directory, server
-        where = make_url(settings.database_url).render_as_string(hide_password=True)
-        reason = getattr(exc, "orig", None) or exc
+        url = make_url(settings.database_url)
+        where = url.render_as_string(hide_password=True)
+        reason = str(getattr(exc, "orig", None) or exc)
+        folder = Path(url.database or "").parent
+        if url.get_backend_name() == "sqlite" and url.database and not folder.is_dir():
+            reason += f" (no directory {folder})"
         print(f"keys: cannot open the governance database {where}: {reason}", file=sys.stderr)
         print("  (set GOVERNANCE_DATABASE_URL to the database governance runs on)", file=sys.stderr)
         return 2

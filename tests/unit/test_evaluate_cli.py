@@ -35,12 +35,14 @@ def test_a_learnable_stream_scores_well_and_reports_json(tmp_path: Path, capsys)
         (["missing.csv", "--target", "label"], "missing.csv"),
         (["{csv}", "--target", "nope"], "nope"),
         (["{csv3}", "--target", "label"], "binary"),
+        (["{csv1}", "--target", "label"], "has one value (7): nothing to tell apart"),
     ],
 )
 def test_bad_input_exits_2_with_a_message_and_no_traceback(tmp_path: Path, capsys, args, message):
     csv = _csv(tmp_path / "s.csv")
     csv3 = _csv(tmp_path / "s3.csv", rows=30, target=np.arange(30) % 3)
-    argv = [a.format(csv=csv, csv3=csv3) for a in args]
+    csv1 = _csv(tmp_path / "s1.csv", rows=30, target=np.full(30, 7))
+    argv = [a.format(csv=csv, csv3=csv3, csv1=csv1) for a in args]
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
@@ -59,6 +61,19 @@ def test_a_numeric_target_is_evaluated_as_a_regression(tmp_path: Path, capsys):
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert "MAE" in text and "the learner alone" in text
+
+
+def test_a_target_that_never_varies_has_no_r2_and_valid_json(tmp_path: Path, capsys):
+    """R^2 = 1 - SSE / SST is undefined when SST is 0: n/a in the text, null in the JSON (which
+    has no NaN), not a 0 that reads as "no better than the mean"."""
+    csv = _csv(tmp_path / "c.csv", rows=300, target=np.full(300, 5.0))
+    argv = [str(csv), "--target", "label", "--kind", "regression"]
+    assert main([*argv, "--json"]) == 0
+    result = json.loads(capsys.readouterr().out, parse_constant=pytest.fail)
+    assert result["R^2"] is None and result["previous_label"]["R^2"] is None
+    assert result["MAE"] < 0.1
+    assert main(argv) == 0
+    assert "R^2                 n/a" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(
