@@ -60,6 +60,7 @@ from shared.online_models import (
     LearnedRow,
     RecentRows,
     batch_invariant,
+    conformal_reach,
 )
 from shared.tasks import TaskSpec
 
@@ -68,6 +69,9 @@ _NAMESPACE = uuid.UUID("0c0471e0-7a1e-4e00-8000-000000000007")
 # with it at once and its online parts learn from the first label on. Then early versions after
 # this many labelled rows, twice as many, ... until `publish_every`; then every `publish_every`.
 FIRST_PUBLISH = 50
+# The newest model versions whose interval reach the core keeps to score the intervals serving
+# answered with them (an answer of an older version, rolled back to, is not counted).
+KEPT_REACHES = 1000
 # While a canary or shadows run, their counts go to governance every this many labelled rows.
 ARMS_EVERY = 50
 # Labelled served rows per ServedScored window (served accuracy over time, per model version).
@@ -349,6 +353,11 @@ class TaskTraining:
         self._first_label_position: int | None = None
         self._calibration: deque[float] = deque(maxlen=RESIDUALS)  # serving's answers
         self._learner_errors: deque[float] = deque(maxlen=RESIDUALS)  # the learner's, rounded
+        # How far each version published here reaches either side (None: it answers no
+        # interval), and whether each of the last RESIDUALS answers serving gave with an
+        # interval held its label: the intervals' coverage as callers got it.
+        self._reaches: dict[int, float | None] = {}
+        self._covered: deque[bool] = deque(maxlen=RESIDUALS)
         # Shadow evaluation: the served champion scored on the same labelled rows as the learner,
         # with the same inputs, so a candidate is compared with the champion like for like.
         self._champion: Scorer | None = None
@@ -850,9 +859,13 @@ class TaskTraining:
             batch_invariant(abs(chunk[i].y - float(answered[i])) for i in informed)
         )
         for i in informed:
-            served = chunk[i].served
-            if served is not None:
-                self._calibration.append(abs(chunk[i].y - cast(float, served)))
+            row = chunk[i]
+            if row.served is not None:
+                error = abs(row.y - cast(float, row.served))
+                self._calibration.append(error)
+                reach = self._reaches.get(row.served_version or 0)
+                if reach is not None:
+                    self._covered.append(error <= reach)
 
     def _served_errors(self) -> list[float] | None:
         """What a regression's prediction intervals are calibrated on: the absolute errors of
@@ -866,6 +879,16 @@ class TaskTraining:
         if len(self._calibration) >= MIN_RESIDUALS:
             return list(self._calibration)
         return list(self._learner_errors)
+
+    def _published_errors(self, version: int) -> list[float] | None:
+        """`_served_errors`, for the file of model `version`, whose interval reach is noted
+        (as serving will compute it from that file) to score the intervals it answers."""
+        errors = self._served_errors()
+        if errors is not None:
+            self._reaches[version] = conformal_reach(errors)
+            while len(self._reaches) > KEPT_REACHES:
+                del self._reaches[next(iter(self._reaches))]
+        return errors
 
     def comparison(self) -> dict[str, float]:
         """The learner's and the champion's accuracy (a regression: mean absolute error) on the
@@ -910,6 +933,9 @@ class TaskTraining:
             }.get(self.spec.target.kind, ("accuracy", "log_loss", "recent_accuracy"))
             out["served_n_labelled"] = served["n_labelled"]
             out.update({f"served_{name}": served[name] for name in figures})
+        if self._covered:
+            out["served_interval_coverage"] = sum(self._covered) / len(self._covered)
+            out["served_interval_n"] = float(len(self._covered))
         return {**out, **self.comparison()}
 
     def _challenge(self, X: np.ndarray, y: np.ndarray, chunk: list[_Row], out: Output) -> None:
@@ -939,7 +965,7 @@ class TaskTraining:
                     _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
                 ),
                 model_bytes=self._challenger.model_bytes(
-                    learned_through=last.version, residuals=self._served_errors()
+                    learned_through=last.version, residuals=self._published_errors(version)
                 ),
                 model_version=version,
                 parent_version=self._challenger_version,
@@ -1058,7 +1084,7 @@ class TaskTraining:
                     _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
                 ),
                 model_bytes=self.learner.model_bytes(
-                    self._last_learned_version, config, self._served_errors()
+                    self._last_learned_version, config, self._published_errors(version)
                 ),
                 model_version=version,
                 parent_version=parent,
@@ -1085,7 +1111,8 @@ class TaskTraining:
                 _NAMESPACE, f"{self.spec.name}/{self.spec.version}/model/{version}"
             ),
             model_bytes=self.learner.model_bytes(
-                learned_through=self._last_learned_version, residuals=self._served_errors()
+                learned_through=self._last_learned_version,
+                residuals=self._published_errors(version),
             ),
             model_version=version,
             parent_version=parent,

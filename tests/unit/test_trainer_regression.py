@@ -286,6 +286,22 @@ def test_a_served_regressions_intervals_are_calibrated_on_what_serving_answered(
     assert kept == served_errors[-RESIDUALS:].tolist()
 
 
+def test_the_intervals_coverage_as_callers_got_them_is_a_served_figure(monkeypatch):
+    """Each served answer is scored against the interval its version's file gives (the reach
+    serving computes from it): the share of the last RESIDUALS labels inside is in the models'
+    metrics, beside serving's MAE, so a user sees whether 90% intervals hold 90%."""
+    from shared.online_models import RESIDUALS
+
+    core, _, answers, labels, candidates = _served_run(monkeypatch)
+    reach = LiveModel(candidates[-1].model_bytes).interval_half_width()
+    assert reach is not None
+    held = (np.abs(answers - labels) <= reach)[-RESIDUALS:]
+    metrics = core.metrics()
+    assert metrics["served_interval_n"] == RESIDUALS
+    assert metrics["served_interval_coverage"] == held.mean()
+    assert 0.75 < metrics["served_interval_coverage"] < 1.0
+
+
 def test_answers_given_before_the_tasks_first_label_do_not_widen_its_intervals(monkeypatch):
     """A new task: serving answers with version 1 (the learner as it starts) from the first
     row, labels one 100-row request late, so rows 0-199 were answered before any label existed.
