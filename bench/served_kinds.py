@@ -53,6 +53,7 @@ from continuo.caller import stream_through_serving, wait_until_learned  # noqa: 
 from continuo.progress import track  # noqa: E402
 from continuo.simulate import Timing, answer_figures  # noqa: E402
 from continuo.stack import Stack, write_task_specs  # noqa: E402
+from shared.online_models import RESIDUALS  # noqa: E402
 from shared.tasks import TaskSpec  # noqa: E402
 
 SECTIONS = {
@@ -129,6 +130,9 @@ async def through_system(
                     # A regression's 90% prediction intervals: the share of labels inside
                     # them, their mean width, how many rows had one.
                     "intervals": served.interval_coverage(labels),
+                    # ...of the last RESIDUALS of them, as the caller and the trainer count.
+                    "intervals_last": served.interval_coverage(labels, RESIDUALS)[0],
+                    "trainer_intervals": status["metrics"].get("served_interval_coverage"),
                 }
             )
             print(
@@ -235,9 +239,12 @@ def report(
         inside = r["cell"]["learner in process (trainer-side)"][figure]
         ahead = served < river[best] if lower else served > river[best]
         covered, width, with_interval = r["system"]["intervals"]
+        own = r["system"]["trainer_intervals"]
         interval = (
             f"; 90% intervals on {with_interval:,} rows held {covered:.1%} of the labels "
-            f"(mean width {width:.4g})"
+            f"(mean width {width:.4g}; of the last {RESIDUALS}: "
+            f"{r['system']['intervals_last']:.1%}, the trainer's own "
+            f"`served_interval_coverage` {'none' if own is None else f'{own:.1%}'})"
             if with_interval
             else ""
         )

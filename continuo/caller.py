@@ -58,11 +58,14 @@ class Served:
         p = np.array([np.nan if v is None else v for v in self.answers], dtype=float)
         return np.abs(p - np.asarray(labels, dtype=float))
 
-    def interval_coverage(self, labels: list[float]) -> tuple[float, float, int]:
-        """Of the rows answered with a prediction interval: the share whose label fell inside
-        it, the intervals' mean width, and how many rows had one."""
-        inside = [lo <= labels[i] <= hi for i, (lo, hi) in self.intervals.items()]
-        widths = [hi - lo for lo, hi in self.intervals.values()]
+    def interval_coverage(
+        self, labels: list[float], last: int | None = None
+    ) -> tuple[float, float, int]:
+        """Of the rows answered with a prediction interval (the `last` of them): the share
+        whose label fell inside it, the intervals' mean width, and how many rows had one."""
+        rows = sorted(self.intervals.items())[-last:] if last else self.intervals.items()
+        inside = [lo <= labels[i] <= hi for i, (lo, hi) in rows]
+        widths = [hi - lo for _, (lo, hi) in rows]
         n = len(inside)
         return (sum(inside) / n, sum(widths) / n, n) if n else (float("nan"), float("nan"), 0)
 
