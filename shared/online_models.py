@@ -368,7 +368,6 @@ class OnlineRidge:
 
     def __init__(self, n_features: int, memories: Sequence[float]) -> None:
         self.n = n_features
-        self.regression = True
         self.score_clip = REGRESSION_CLIP
         self.memories = tuple(float(m) for m in memories)
         if any(not (m >= 1.0 and math.isfinite(m)) for m in self.memories):
