@@ -12,7 +12,7 @@ import asyncio
 import sys
 from pathlib import Path
 
-from sqlalchemy import make_url
+from sqlalchemy import URL, make_url
 from sqlalchemy.exc import InterfaceError, OperationalError
 
 from services.governance.auth import KeyFormatError, Role, create_key, list_keys, revoke_key
@@ -65,18 +65,23 @@ def main(argv: list[str], settings: GovernanceSettings | None = None) -> int:
     revoke.add_argument("key_id")
     args = parser.parse_args(argv)
     settings = settings or GovernanceSettings()
+    url = make_url(settings.database_url)
+    folder = Path(url.database or "").parent
+    if url.get_backend_name() == "sqlite" and url.database and not folder.is_dir():
+        # Said before connecting: aiosqlite's thread, failing to open the file, can print its
+        # own traceback as the loop closes.
+        return _cannot_open(url, f"no directory {folder}")
     try:
         return asyncio.run(_run(args, settings.database_url))
     except KeyFormatError as exc:
         print(f"keys: {exc}", file=sys.stderr)
         return 2
-    except (OperationalError, InterfaceError, OSError) as exc:  # no database, directory, server
-        url = make_url(settings.database_url)
-        where = url.render_as_string(hide_password=True)
-        reason = str(getattr(exc, "orig", None) or exc)
-        folder = Path(url.database or "").parent
-        if url.get_backend_name() == "sqlite" and url.database and not folder.is_dir():
-            reason += f" (no directory {folder})"
-        print(f"keys: cannot open the governance database {where}: {reason}", file=sys.stderr)
-        print("  (set GOVERNANCE_DATABASE_URL to the database governance runs on)", file=sys.stderr)
-        return 2
+    except (OperationalError, InterfaceError, OSError) as exc:  # no database or server
+        return _cannot_open(url, str(getattr(exc, "orig", None) or exc))
+
+
+def _cannot_open(url: URL, reason: str) -> int:
+    where = url.render_as_string(hide_password=True)
+    print(f"keys: cannot open the governance database {where}: {reason}", file=sys.stderr)
+    print("  (set GOVERNANCE_DATABASE_URL to the database governance runs on)", file=sys.stderr)
+    return 2

@@ -57,7 +57,7 @@ async def test_a_bootstrap_key_replaces_the_earlier_one_of_its_name_and_leaves_t
 @pytest.mark.parametrize(
     "url, reason",
     [
-        ("sqlite+aiosqlite:///{tmp}/no/such/dir/governance.db", "(no directory "),
+        ("sqlite+aiosqlite:///{tmp}/no/such/dir/governance.db", ": no directory "),
         ("postgresql+asyncpg://continuo:secret@127.0.0.1:9/x", "Connect call failed"),
     ],
 )
