@@ -38,8 +38,10 @@ async def test_a_regression_task_is_learned_audited_promoted_and_served_as_value
     await stack.start()
     try:
         urls = {name: stack.url(name) for name in ("serving", "ingest")}
+        # At a stated pace (as bench/served_kinds.py --rate): as fast as the client goes, how
+        # many rows the first versions (no interval yet) answer depends on the machine.
         served = await stream_through_serving(
-            urls, TASK, features, units, Timing(100, 1), entities=stores, progress=False
+            urls, TASK, features, units, Timing(100, 1), entities=stores, progress=False, rate=300
         )
         status = await wait_until_learned(stack.url("trainer"), TASK, ROWS, timeout=120)
         async with httpx.AsyncClient(
