@@ -130,8 +130,17 @@ class Target(BaseModel):
                 f"a target has at most {MAX_CLASSES} classes (the learner keeps one binary "
                 f"learner per class), not {len(self.classes)}"
             )
-        if len(set(map(repr, self.classes))) != len(self.classes):
-            raise ValueError("a target's classes must be distinct")
+        for cls in self.classes:
+            if not _is_class(cls):
+                raise ValueError(
+                    f"a target's class is a non-empty string, a whole or finite number or a "
+                    f"boolean, not {cls!r}"
+                )
+        for i, cls in enumerate(self.classes):
+            # Distinct as labels match them (`validate_label`): 1 and 1.0 would both take the
+            # label 1, and the second could never be learned.
+            if any(same_class(cls, other) for other in self.classes[:i]):
+                raise ValueError(f"a target's classes must be distinct: {cls!r} repeats a class")
         # Serving answers a multiclass task's probabilities keyed by each class as text.
         if self.kind == "multiclass" and len(set(map(str, self.classes))) != len(self.classes):
             raise ValueError(
@@ -544,14 +553,27 @@ def _missing(spec: TaskSpec, feature: Feature) -> str:
     )
 
 
+def same_class(label: Any, cls: Any) -> bool:
+    """Does `label` name class `cls`? Equal values (1.0 names 1), except that a boolean names
+    only a boolean class (True == 1 in Python)."""
+    return bool(label == cls) and isinstance(label, bool) == isinstance(cls, bool)
+
+
+def _is_class(value: Any) -> bool:
+    if isinstance(value, str):
+        return value != ""
+    if isinstance(value, bool | int):
+        return True
+    return isinstance(value, float) and math.isfinite(value)
+
+
 def validate_label(spec: TaskSpec, label: Any) -> float:
     """Map a label to its class index (0 or 1), or a regression's finite number; else raise
     RecordError."""
     if spec.target.kind == "regression":  # a number as a float feature takes it (|x| <= 1e100)
         return float(_coerce(Feature(name="label", type="float"), label))
     for index, cls in enumerate(spec.target.classes):
-        # True == 1 in Python; a JSON boolean is only a label where the classes are booleans.
-        if label == cls and isinstance(label, bool) == isinstance(cls, bool):
+        if same_class(label, cls):
             return index
     raise RecordError(
         f"label: {shown(label)} is not one of {', '.join(map(repr, spec.target.classes))}"

@@ -176,3 +176,31 @@ def test_a_multiclass_last_label_default_must_not_be_a_class_index() -> None:
 def test_multiclass_classes_must_be_distinct_as_text() -> None:
     with pytest.raises(ValidationError, match="distinct as text"):
         _multiclass([], classes=[1, "1", 2])
+
+
+@pytest.mark.parametrize(
+    "classes, message",
+    [
+        ([1, 1.0, 2], "1.0 repeats a class"),
+        ([2, 3, 2.0], "2.0 repeats a class"),
+        (["a", "b", "a"], "'a' repeats a class"),
+        ([float("nan"), 1, 2], "not nan"),
+        ([float("inf"), 1, 2], "not inf"),
+        ([None, 1, 2], "not None"),
+        (["", "a", "b"], "not ''"),
+        ([[1], 2, 3], r"not \[1\]"),
+        ([{"a": 1}, 2, 3], "not {'a': 1}"),
+    ],
+)
+def test_multiclass_classes_are_plain_values_that_no_label_could_confuse(classes, message) -> None:
+    """Two classes a label could both name (1 and 1.0) leave the second never learned; a NaN
+    class equals no label; None or a list is no class a caller could send."""
+    with pytest.raises(ValidationError, match=message):
+        _multiclass([], classes=classes)
+
+
+def test_a_boolean_class_and_a_number_are_different_classes() -> None:
+    spec = _multiclass([], classes=[True, 1, 2])
+    assert [validate_label(spec, v) for v in (True, 1, 1.0, 2)] == [0, 1, 1, 2]
+    with pytest.raises(RecordError, match="not one of"):
+        validate_label(spec, False)
