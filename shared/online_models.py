@@ -47,6 +47,14 @@ Z_CLIP = 5.0  # standardised inputs beyond 5 sd are taken as 5 sd
 # A regression's online steps take at most this error, in the scale's deviations (`_huber`).
 ERROR_CLIP = 3.0
 _MIN_VARIANCE = 1e-12  # an input constant so far is centred, not divided by ~zero
+# A wild input (one row at 1e100 among values near 1) moves an input's running mean and
+# deviation as a value MOMENT_CLIP deviations away would, once MOMENT_MIN_ROWS rows have given
+# the deviation: taken whole it made the deviation ~1e99 for as long as the statistics
+# remember it (for ever in Welford's, ~1e3 rows in a ridge member's), every later value of
+# the input standardised to ~0, the members blind to it. Never met by a sane stream: a normal
+# value is that far once in 10^23.
+MOMENT_CLIP = 10.0
+MOMENT_MIN_ROWS = 20
 # A regression's ridge members (`OnlineRidge`): the ridge penalty, in rows' weight, and the most
 # inputs a learner gives them (beyond, normalised LMS: a ridge keeps d^2 numbers a member and
 # solves a d x d system a row in Python floats: two members learn a row in 33 us at 6 inputs,
@@ -284,9 +292,13 @@ class OnlineLinear:
             intercepts[m] += g
         mean, m2, k = self._mean, self._m2, self._k + 1
         self._k = k
+        limit = MOMENT_CLIP * MOMENT_CLIP * (k - 1) if k > MOMENT_MIN_ROWS else math.inf
         for j in range(self.n):
             v = x[j]
             d = v - mean[j]
+            if d * d > limit * m2[j] and m2[j] > _MIN_VARIANCE * (k - 1):  # a wild value
+                d = math.copysign(MOMENT_CLIP * math.sqrt(m2[j] / (k - 1)), d)
+                v = mean[j] + d
             mean[j] += d / k
             m2[j] += d * (v - mean[j])
         return out
@@ -424,6 +436,16 @@ class OnlineRidge:
         kept = self._decay * self._weight  # the earlier rows' weight, decayed
         weight = kept + 1.0
         dx = xv - self._mean
+        # A wild value counts as MOMENT_CLIP deviations away (the row's deviations otherwise
+        # exactly as they are); inputs with no deviation yet are taken whole.
+        variance = (
+            np.diagonal(self._comoment, axis1=1, axis2=2) / np.maximum(self._weight, 1.0)[:, None]
+        )
+        wild = dx * dx > MOMENT_CLIP * MOMENT_CLIP * variance
+        if wild.any():
+            wild &= (variance > _MIN_VARIANCE) & (self._weight >= MOMENT_MIN_ROWS)[:, None]
+            reach = MOMENT_CLIP * np.sqrt(variance)
+            dx = np.where(wild, np.copysign(reach, dx), dx)
         dy = yv - self._ymean
         self._mean = self._mean + dx / weight[:, None]
         self._ymean = self._ymean + dy / weight

@@ -133,6 +133,12 @@ LEARNER_DEFAULTS: dict[str, Any] = {
 # ridge's d x d solve a row and d^2 numbers a model file grow past what they gain: 116 us a
 # row at 16 inputs), whose usual rates are larger than logistic SGD's.
 REGRESSION_DEFAULTS: dict[str, Any] = {"linear_lrs": (0.05, 0.5)}
+# A regression's trees learn its labels (standardised) within +-TREE_TARGET_CLIP of the scale's
+# centre: least squares on one wild label (1e100, a units typo) made the trees of every window
+# holding it answer ~1e6 deviations (the members' clip) on the rows of its leaves. Generous,
+# so that spikes a feature predicts (demand 20-50 deviations above the median) are learned:
+# with 10 a wild label cost a little less, and no benchmark stream reaches either bound.
+TREE_TARGET_CLIP = 100.0
 # The blends' rates, fast and slow, by kind (logistic SGD; normalised LMS).
 _BLEND_LRS = {False: (0.05, 0.01), True: (0.5, 0.05)}
 
@@ -652,7 +658,7 @@ class OnlineLearner:
         else:
             Xw, yw = self._buffer.tail(rows)
             if self._target is not None:
-                yw = np.asarray(self._target.standardise(yw), dtype=float)
+                yw = np.clip(self._target.standardise(yw), -TREE_TARGET_CLIP, TREE_TARGET_CLIP)
             params = member.tree_params(self._lgb_params)
             booster = trained[key] = train_member(
                 Xw, yw, params, member.rounds, self.categorical, regression=self.regression

@@ -13,7 +13,14 @@ import pytest
 
 from services.trainer.learner import OnlineLearner
 from shared.model_codec import decode, encode
-from shared.online_models import LearnedRow, LiveModel, OnlineRidge, RecentRows, _linear
+from shared.online_models import (
+    LearnedRow,
+    LiveModel,
+    OnlineLinear,
+    OnlineRidge,
+    RecentRows,
+    _linear,
+)
 
 FAST = {"tick": 100, "short_window": 300, "short_every": 100, "window": 800, "update_every": 400}
 
@@ -226,3 +233,35 @@ def test_ridge_members_of_a_one_row_memory_and_huge_inputs_stay_finite():
                 scores = ridge.learn((rng.normal(size=4) * scale).tolist(), float(rng.normal()))
                 assert np.all(np.isfinite(scores)), (memories, scale)
         assert all(np.all(np.isfinite(s.coef)) for s in ridge.snapshots())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: OnlineRidge(2, (1000, 100)),
+        lambda: OnlineLinear(2, (0.003, 0.03)),  # a classifier's (Welford: it never forgets)
+    ],
+    ids=["ridge", "logistic"],
+)
+def test_one_wild_input_row_leaves_the_linear_members_seeing_their_inputs(make):
+    """A row at +-1e100 (accepted: within the features' bound) made an input's deviation ~1e99
+    for as long as the members' statistics remember it, every later value of it standardised
+    to ~0. Against a twin that never saw the row, the members answer the rows after it alike."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(1600, 2))
+    y = 3 * X[:, 0] + X[:, 1] + rng.normal(0, 0.3, 1600)
+    if isinstance(make(), OnlineLinear):
+        y = (y > 0).astype(float)
+    clean, hit = make(), make()
+    for x, t in zip(X[:1000].tolist(), y[:1000].tolist(), strict=True):
+        clean.learn(x, t)
+        hit.learn(x, t)
+    hit.learn([1e100, -1e100], float(y[0]))
+    hit.learn([-1e100, 1e100], float(y[1]))
+    gaps = [
+        np.abs(np.subtract(hit.learn(x, t), clean.learn(x, t))).max()
+        for x, t in zip(X[1000:].tolist(), y[1000:].tolist(), strict=True)
+    ]
+    spread = np.abs(clean.raws(X[1000:])).mean()
+    assert np.mean(gaps[100:]) < 0.2 * spread, (np.mean(gaps[100:]), spread)
+    assert np.all(np.isfinite(hit.raws(X[1000:])))
