@@ -212,9 +212,12 @@ async def _replay_models(task: str) -> int:
     from shared.artifacts import sha256
     from shared.events.types import ModelTrained, data_stream, model_stream
     from shared.registry import registered_tasks
+    from shared.runtime import tune_collector
     from shared.store.sql import open_event_store
 
-    store = open_event_store(CommonSettings().store_url)
+    settings = CommonSettings()
+    tune_collector(settings)  # as the trainer replays: the same collector setting
+    store = open_event_store(settings.store_url)
     try:
         if task not in await registered_tasks(store):
             print(f"no task {task!r} in the store", file=sys.stderr)
