@@ -61,6 +61,17 @@ class Decision:
         return self.verdict is Verdict.PROMOTE
 
 
+def _apart(a: float, b: float, style: str) -> tuple[str, str]:
+    """Two figures a reason compares, to 4 places (`style` "f": decimals, "g": significant
+    digits), or to as many more as they need to read differently: "MAE 0.3437 > champion
+    0.3437" told the reader nothing."""
+    for places in range(4, 18):
+        shown = f"{a:.{places}{style}}", f"{b:.{places}{style}}"
+        if a == b or shown[0] != shown[1]:
+            break
+    return shown
+
+
 def _metric(policy: PromotionPolicy, metrics: Mapping[str, float]) -> float | None:
     for key in _METRIC_KEYS[policy.metric]:
         if (value := metrics.get(key)) is not None:
@@ -115,8 +126,9 @@ def metric_check(
                 f"accuracy {mine:.4f} <= {majority:.4f}, what always answering the majority "
                 f"class scores on the same {rows} rows: no better than a constant"
             )
+        a, b = _apart(mine, best, "f")
         if mine >= best - policy.tolerance:
-            return True, f"accuracy {mine:.4f} >= {which} {best:.4f} on the same {rows} rows"
+            return True, f"accuracy {a} >= {which} {b} on the same {rows} rows"
         # A candidate is the champion's own line with more rows learned: one a few rows behind
         # on a past window is refused only if the rows where they differ show it. Refusing on
         # any shortfall kept callers on a model from before a drift while the fresher ones
@@ -124,25 +136,21 @@ def metric_check(
         p = noise_p_value(candidate)
         if p is not None and p > policy.significance:
             return True, (
-                f"accuracy {mine:.4f} < {which} {best:.4f} on the same {rows} rows, within "
+                f"accuracy {a} < {which} {b} on the same {rows} rows, within "
                 f"noise: McNemar p = {p:.3g} > {policy.significance:g}"
             )
         shown = "" if p is None else f" (McNemar p = {p:.3g} <= {policy.significance:g})"
         return False, (
-            f"accuracy {mine:.4f} < {which} {best:.4f} - tolerance {policy.tolerance} "
+            f"accuracy {a} < {which} {b} - tolerance {policy.tolerance} "
             f"on the same {rows} rows{shown}"
         )
     ours, theirs = _metric(policy, candidate), _metric(policy, champion)
     if ours is None:
         return False, f"candidate reports no {policy.metric}"
+    a, b = _apart(ours, theirs or 0.0, "f")
     if theirs is None or ours >= theirs - policy.tolerance:
-        return True, (
-            f"recent {policy.metric} {ours:.4f} >= champion {theirs or 0:.4f} "
-            f"- tolerance {policy.tolerance}"
-        )
-    return False, (
-        f"recent {policy.metric} {ours:.4f} < champion {theirs:.4f} - tolerance {policy.tolerance}"
-    )
+        return True, f"recent {policy.metric} {a} >= champion {b} - tolerance {policy.tolerance}"
+    return False, f"recent {policy.metric} {a} < champion {b} - tolerance {policy.tolerance}"
 
 
 def noise_p_value(candidate: Mapping[str, float]) -> float | None:
@@ -226,18 +234,19 @@ def _error_check(
                 f"scores on the same {rows} rows: no better than a constant"
             )
         allowed = best * (1.0 + policy.tolerance)
+        a, b = _apart(mine, best, "g")
         if mine <= allowed:
-            return True, f"MAE {mine:.4g} <= {which} {best:.4g} on the same {rows} rows"
+            return True, f"MAE {a} <= {which} {b} on the same {rows} rows"
         p = noise_p_value(candidate)
         if p is not None and p > policy.significance:
             return True, (
-                f"MAE {mine:.4g} > {which} {best:.4g} on the same {rows} rows, within noise: "
+                f"MAE {a} > {which} {b} on the same {rows} rows, within noise: "
                 f"paired t-test of the errors' difference, p = {p:.3g} > "
                 f"{policy.significance:g}"
             )
         shown = "" if p is None else f" (paired t-test p = {p:.3g} <= {policy.significance:g})"
         return False, (
-            f"MAE {mine:.4g} > {which} {best:.4g} x (1 + tolerance {policy.tolerance}) on the "
+            f"MAE {a} > {which} {b} x (1 + tolerance {policy.tolerance}) on the "
             f"same {rows} rows{shown}"
         )
     ours = candidate.get("recent_mae", candidate.get("mae"))
@@ -246,9 +255,8 @@ def _error_check(
         theirs = None  # a task's first model, before any label: its 0 is no error measured
     if ours is None:
         return False, "candidate reports no MAE"
+    a, b = _apart(ours, theirs if theirs is not None else ours, "g")
     if theirs is None or ours <= theirs * (1.0 + policy.tolerance):
-        shown = "none" if theirs is None else f"{theirs:.4g}"
-        return True, f"recent MAE {ours:.4g} <= champion {shown} x (1 + {policy.tolerance})"
-    return False, (
-        f"recent MAE {ours:.4g} > champion {theirs:.4g} x (1 + tolerance {policy.tolerance})"
-    )
+        shown = "none" if theirs is None else b
+        return True, f"recent MAE {a} <= champion {shown} x (1 + {policy.tolerance})"
+    return False, f"recent MAE {a} > champion {b} x (1 + tolerance {policy.tolerance})"

@@ -346,3 +346,22 @@ def test_a_binary_model_and_a_young_regression_have_no_interval():
     young = OnlineLearner.from_spec(SPEC)
     young.test_then_train(*(a[:10] for a in _rows(10)))
     assert LiveModel(young.model_bytes(10)).interval_half_width() is None  # 10 < MIN_RESIDUALS
+
+
+def test_a_refusal_never_shows_two_unequal_errors_as_equal():
+    """Governance printed "MAE 0.3437 > champion 0.3437 x (1 + tolerance 0.0)": figures a
+    reason compares get the digits it takes to tell them apart."""
+    close = {
+        "champion_version": 3.0,
+        "window_n": 300.0,
+        "window_constant_mae": 9.0,
+        "window_mae": 0.343712,
+        "champion_window_mae": 0.343681,
+        "window_error_difference_sd": 0.0001,
+        "window_candidate_closer": 100.0,
+        "window_champion_closer": 200.0,
+    }
+    ok, reason = metric_check(PromotionPolicy(), close, {"recent_mae": 0.34}, 3)
+    assert not ok and reason.startswith("MAE 0.34371 > champion 0.34368 x"), reason
+    ok, reason = metric_check(PromotionPolicy(), close | {"window_mae": 0.343681}, {}, 3)
+    assert ok and reason.startswith("MAE 0.3437 <= champion 0.3437 on"), reason
