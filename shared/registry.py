@@ -4,25 +4,43 @@ from __future__ import annotations
 
 import uuid
 
+import structlog
+from pydantic import ValidationError
+
 from shared.events.envelope import Envelope, Producer, new_event
 from shared.events.types import TaskRegistered, task_stream
 from shared.store.port import EventStore
 from shared.tasks import TaskSpec
 
+log = structlog.get_logger(__name__)
+
 _NAMESPACE = uuid.UUID("5a1f0d2e-7c3b-4e51-9a43-0c0471e0c0de")
 # Each TaskRegistered event's spec, parsed once: an event never changes, and governance asks for a
 # task's spec several times per event it handles. Bounded: cleared past this many.
-_PARSED: dict[uuid.UUID, tuple[TaskRegistered, TaskSpec]] = {}
+_PARSED: dict[uuid.UUID, tuple[TaskRegistered, TaskSpec | None]] = {}
 _PARSED_LIMIT = 4096
 
 
-def _registered(envelope: Envelope) -> tuple[TaskRegistered, TaskSpec]:
-    """A TaskRegistered event's payload and its spec."""
+def _registered(envelope: Envelope) -> tuple[TaskRegistered, TaskSpec | None]:
+    """A TaskRegistered event's payload and its spec; None, logged, for a spec this version of
+    Continuo refuses (registered before a check it fails was added: a multiclass target with
+    classes 1 and 1.0): one such task must not keep every service from starting. Its events
+    stay in the store; registering a corrected spec brings the task back."""
     found = _PARSED.get(envelope.event_id)
     if found is None:
         data = envelope.data()
         assert isinstance(data, TaskRegistered)
-        found = data, TaskSpec.model_validate(data.spec)
+        try:
+            found = data, TaskSpec.model_validate(data.spec)
+        except ValidationError as exc:
+            log.error(
+                "registry.spec_refused",
+                task=data.task,
+                version=data.version,
+                position=envelope.position,
+                error=" ".join(str(exc).split()),
+            )
+            found = data, None
         if len(_PARSED) >= _PARSED_LIMIT:
             _PARSED.clear()
         _PARSED[envelope.event_id] = found
@@ -62,7 +80,10 @@ async def registered_tasks(store: EventStore) -> dict[str, TaskSpec]:
     while page := await store.read_all(after=after, limit=1000, types=["TaskRegistered"]):
         for envelope in page:
             data, spec = _registered(envelope)
-            tasks[data.task] = spec
+            if spec is None:  # its newest spec is refused: the task is out until it is fixed
+                tasks.pop(data.task, None)
+            else:
+                tasks[data.task] = spec
         after = page[-1].position or after
     return tasks
 
@@ -80,5 +101,6 @@ async def spec_versions(store: EventStore, task: str) -> dict[str, TaskSpec]:
     versions = {}
     for envelope in await store.read_stream(task_stream(task)):
         data, spec = _registered(envelope)
-        versions[data.version] = spec
+        if spec is not None:
+            versions[data.version] = spec
     return versions

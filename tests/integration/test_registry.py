@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from shared.events.envelope import new_event
+from shared.events.types import TaskRegistered, task_stream
 from shared.registry import register_tasks, registered_spec, registered_tasks, spec_versions
 from shared.store.sql import SqlEventStore
 from shared.tasks import TaskSpec
@@ -52,3 +54,33 @@ async def test_every_kind_of_task_is_recorded(store: SqlEventStore):
     )
     await register_tasks(store, [regression], TEST_PRODUCER)
     assert await registered_spec(store, "demand") == regression
+
+
+async def test_a_stored_spec_this_version_refuses_leaves_the_other_tasks_readable(
+    store: SqlEventStore,
+):
+    """A spec registered before a check it fails was added (classes 1 and 1.0: refused since
+    2026-11-30) used to raise on every read of the catalogue, so no service could start."""
+    good = _spec("beta")
+    await register_tasks(store, [good], TEST_PRODUCER)
+    stale = good.model_dump(mode="json") | {
+        "name": "triage",
+        "target": {"name": "u", "kind": "multiclass", "classes": [1, 1.0, 2]},
+    }
+    await store.append(
+        [
+            new_event(
+                TaskRegistered(task="triage", version="stale", spec=stale),
+                stream_id=task_stream("triage"),
+                producer=TEST_PRODUCER,
+            )
+        ]
+    )
+
+    assert await registered_tasks(store) == {"beta": good}
+    assert await registered_spec(store, "triage") is None
+    assert await spec_versions(store, "triage") == {}
+    fixed = TaskSpec.model_validate(stale | {"target": stale["target"] | {"classes": [1, 2, 3]}})
+    await register_tasks(store, [fixed], TEST_PRODUCER)
+    assert await registered_spec(store, "triage") == fixed
+    assert (await registered_tasks(store))["triage"] == fixed
