@@ -20,6 +20,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -594,10 +595,25 @@ def categorical_indices(spec: TaskSpec) -> list[int]:
     return [i for i, f in enumerate(spec.model_features) if f.type == "category"]
 
 
+class SpecFileError(ValueError):
+    """A task spec file that is not YAML or is refused: the file and every reason, one line."""
+
+
 def load_spec(path: str | Path) -> TaskSpec:
-    """Read a task spec from a YAML file."""
+    """Read a task spec from a YAML file; SpecFileError names the file and what is wrong."""
     with open(path, encoding="utf-8") as handle:
-        return TaskSpec.model_validate(yaml.safe_load(handle))
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as exc:
+            raise SpecFileError(f"{path}: not YAML: {' '.join(str(exc).split())}") from None
+    try:
+        return TaskSpec.model_validate(raw)
+    except ValidationError as exc:
+        reasons = "; ".join(
+            f"{'.'.join(map(str, e['loc'])) or 'spec'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        raise SpecFileError(f"{path}: {reasons}") from None
 
 
 def load_specs(directory: str | Path) -> dict[str, TaskSpec]:

@@ -7,6 +7,7 @@ from pydantic import ValidationError
 
 from shared.tasks import (
     RecordError,
+    SpecFileError,
     TaskSpec,
     feature_vector,
     load_specs,
@@ -204,3 +205,19 @@ def test_a_boolean_class_and_a_number_are_different_classes() -> None:
     assert [validate_label(spec, v) for v in (True, 1, 1.0, 2)] == [0, 1, 1, 2]
     with pytest.raises(RecordError, match="not one of"):
         validate_label(spec, False)
+
+
+def test_a_refused_spec_file_is_named_with_every_reason(tmp_path) -> None:
+    bad = tmp_path / "triage.yaml"
+    bad.write_text(
+        "name: triage\nfeatures: [{name: x, type: text}]\n"
+        "target: {name: c, kind: multiclass, classes: [1, 1.0, 2]}\n"
+    )
+    with pytest.raises(SpecFileError) as refused:
+        load_specs(tmp_path)
+    message = str(refused.value)
+    assert message.startswith(f"{bad}: ") and "\n" not in message
+    assert "features.0.type" in message and "1.0 repeats a class" in message
+    (tmp_path / "triage.yaml").write_text("name: [unclosed\n")
+    with pytest.raises(SpecFileError, match="not YAML"):
+        load_specs(tmp_path)
