@@ -8,12 +8,10 @@ headline is that served accuracy; the trainer's own prequential figure is report
 Features are the spec's when `--spec` is given (with its online features), else every other
 numeric column.
 
-A multiclass or numeric target (`--kind multiclass|regression`, or a spec's `target.kind`) is
-evaluated on the learner's own answers, each given when its row was asked and before its label
-existed, under the same timing (`continuo.simulate.learner_answers`): trainer-side (the running
-system serves those kinds too; this is the learner alone, in process). The figures (accuracy
-and macro-F1; MAE, RMSE and R^2) are given beside those of answering each row with the last
-label known.
+A multiclass or numeric target (`--kind multiclass|regression`, or a spec's `target.kind`) runs
+the same way, online features included: served accuracy and macro-F1 (MAE, RMSE and R^2; a
+regression's prediction intervals, how many of the labels they held), the trainer's own figures
+beside them, and those of answering each row with the last label known.
 """
 
 from __future__ import annotations
@@ -22,7 +20,6 @@ import argparse
 import json
 import math
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +32,9 @@ from continuo.simulate import (
     Rows,
     Timing,
     answer_figures,
-    learner_answers,
     previous_label_answers,
     simulate,
 )
-from services.trainer.learner import OnlineLearner
-from services.trainer.multiclass import OneVsRest, learner_for
 from shared.tasks import (
     MAX_ABS_FLOAT,
     MAX_CLASSES,
@@ -48,7 +42,6 @@ from shared.tasks import (
     RecordError,
     Target,
     TaskSpec,
-    feature_vector,
     load_spec,
     validate_features,
 )
@@ -164,30 +157,53 @@ def _rows(frame: pd.DataFrame, spec: TaskSpec, y: np.ndarray, entity: str | None
     return Rows(features, y.tolist(), entities)
 
 
-def kind_summary(
-    y: np.ndarray,
-    answers: np.ndarray,
-    timing: Timing,
-    learner: OnlineLearner | OneVsRest,
-    seconds: float,
-    n_classes: int = 0,
-) -> dict[str, Any]:
-    """A multiclass or regression evaluation's figures from the learner's answers (class
-    probabilities, or values), beside those of answering each row with the last label known."""
-    given = answers.argmax(axis=1) if n_classes else answers
+def kind_summary(y: np.ndarray, spec: TaskSpec, result: Result) -> dict[str, Any]:
+    """A multiclass or regression evaluation's figures: what serving answered (a class answer
+    where it answered nothing counts wrong; a regression is scored on the rows it answered),
+    the trainer's own, and those of answering each row with the last label known."""
+    classes = len(spec.target.classes) if spec.target.kind == "multiclass" else 0
+    served, timing, m = result.served_answers, result.timing, result.trainer_metrics
+    if classes:
+        answered = ~np.isnan(served[:, 0])
+        given = np.where(answered, np.nan_to_num(served).argmax(axis=1), -1)
+        scored_y = y
+        trainer = {"accuracy": m["accuracy"], "macro-F1": m["macro_f1"]}
+        extra: dict[str, Any] = {}
+    else:
+        answered = ~np.isnan(served)
+        given, scored_y = served[answered], y[answered]
+        r2 = m["r2"] if np.ptp(y) > 0 else math.nan  # undefined for a target that never varies
+        trainer = {"MAE": m["mae"], "RMSE": m["rmse"], "R^2": r2}
+        reach = result.served_reach
+        held = ~np.isnan(reach)
+        extra = {
+            "interval_rows": int(held.sum()),
+            "interval_coverage": float((np.abs(y - served)[held] <= reach[held]).mean())
+            if held.any()
+            else math.nan,
+            "interval_mean_width": float(2 * reach[held].mean()) if held.any() else math.nan,
+        }
     previous = previous_label_answers(y, timing)
     return {
-        "kind": "multiclass" if n_classes else "regression",
+        "kind": spec.target.kind,
         "rows": len(y),
         "batch": timing.batch,
         "label_delay": timing.label_delay,
-        **answer_figures(y, given, n_classes),
-        "previous_label": answer_figures(y, previous, n_classes),
-        "events_per_s": len(y) / max(seconds, 1e-9),
-        "seconds": seconds,
-        "model_updates": learner.n_updates,
-        "drifts": int(learner.n_drifts),
-        "champion_config": learner.champion_config(),
+        **answer_figures(scored_y, given, classes),
+        **extra,
+        "trainer": trainer,
+        "previous_label": answer_figures(
+            scored_y, previous if classes else previous[answered], classes
+        ),
+        "unanswered": result.unanswered,
+        "events_per_s": result.events_per_s,
+        "seconds": result.seconds,
+        "models_published": result.models,
+        "models_promoted": result.promoted,
+        "model_updates": result.model_updates,
+        "drifts": len(result.drifts),
+        "config_switches": result.switches,
+        "champion_config": result.champion_config,
     }
 
 
@@ -260,30 +276,30 @@ def _defined(result: Any) -> Any:
 
 def _print_kind(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -> None:
     names = ", ".join(spec.input_names)
-    before = s["previous_label"]
+    before, trainer = s["previous_label"], s["trainer"]
     print(f"{path}: {s['rows']:,} rows, {timing.describe()}; inputs: {names}")
-    print(f"  {s['kind']}: the learner's answers, each given before its label existed")
-    print("  (trainer-side, in process: the learner alone, fresher than any served model)")
+    print(f"  {s['kind']}: what serving would have answered, each row before its label existed")
     for name, value in before.items():
-        print(f"  {name:<19} {_figure(s[name])}  (previous label: {_figure(value)})")
+        print(
+            f"  {name:<19} {_figure(s[name])}  (trainer's own {_figure(trainer[name])}; "
+            f"previous label {_figure(value)})"
+        )
+    if s["kind"] == "regression":
+        held = s["interval_coverage"]
+        print(
+            f"  90% intervals       held {'n/a' if math.isnan(held) else f'{held:.1%}'} of the "
+            f"labels on {s['interval_rows']:,} rows (mean width "
+            f"{_figure(s['interval_mean_width'])})"
+        )
+    print(f"  unanswered rows     {s['unanswered']}")
     print(f"  events/s            {s['events_per_s']:,.0f}")
+    print(f"  models              {s['models_published']} published, {s['models_promoted']} served")
     print(f"  drifts detected     {s['drifts']}  (champion {s['champion_config']})")
 
 
-def _kind_inputs(frame: pd.DataFrame, spec: TaskSpec, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """A multiclass or regression evaluation's inputs (model features) and labels."""
-    if spec.online_features:
-        raise UsageError(
-            f"online features are not evaluated for {spec.target.kind} tasks yet: drop them "
-            "from the spec"
-        )
-    if spec.target.kind == "regression":
-        y = _values(frame[target])
-    else:
-        y = _class_indices(frame[target], spec)
-    records = _validated(frame, spec, [f.name for f in spec.input_features])
-    X = np.array([feature_vector(spec, r) for r in records], dtype=float)
-    return X.reshape(len(y), len(spec.input_names)), y
+def _kind_labels(column: pd.Series, spec: TaskSpec) -> np.ndarray:
+    """A regression's values, or a multiclass target's class indices."""
+    return _values(column) if spec.target.kind == "regression" else _class_indices(column, spec)
 
 
 def _class_indices(column: pd.Series, spec: TaskSpec) -> np.ndarray:
@@ -294,26 +310,6 @@ def _class_indices(column: pd.Series, spec: TaskSpec) -> np.ndarray:
     if unknown:
         raise UsageError(f"target values {sorted(map(str, unknown))} not in the spec's classes")
     return column.map(index).to_numpy(dtype=np.int64)
-
-
-def _evaluate_kind(
-    path: Path, spec: TaskSpec, X: np.ndarray, y: np.ndarray, timing: Timing, as_json: bool
-) -> int:
-    multiclass = spec.target.kind == "multiclass"
-    learner = learner_for(spec)
-    started = time.perf_counter()
-    with progress(path.name, len(y), unit="rows", enabled=False if as_json else None) as bar:
-        answers = learner_answers(
-            learner, X, y, timing, progress=lambda through: bar.update(completed=through)
-        )
-    seconds = time.perf_counter() - started
-    classes = len(spec.target.classes) if multiclass else 0
-    result = kind_summary(y, answers, timing, learner, seconds, classes)
-    if as_json:
-        print(json.dumps(_defined(result), sort_keys=True))
-    else:
-        _print_kind(path, spec, timing, result)
-    return 0
 
 
 def main(argv: list[str]) -> int:
@@ -337,20 +333,25 @@ def main(argv: list[str]) -> int:
         if spec is not None and kind != spec.target.kind:
             raise UsageError(f"--kind {kind}: the spec's target is {spec.target.kind}")
         spec = spec or _spec_for(frame, args.target, args.entity, kind)
-        if kind != "binary":
-            X, values = _kind_inputs(frame, spec, args.target)
-        else:
+        if kind == "binary":
             y = _labels(frame[args.target], spec if args.spec else None)
-            rows = _rows(frame, spec, y, args.entity)
+        else:
+            y = _kind_labels(frame[args.target], spec)
+        rows = _rows(frame, spec, y, args.entity)
     except (UsageError, OSError, ValueError) as exc:
         print(f"continuo evaluate: {exc}", file=sys.stderr)
         return 2
-    if kind != "binary":
-        return _evaluate_kind(args.file, spec, X, values, timing, args.json)
     # A bar on a terminal (not with --json: that output is for programs), nothing in a log.
     quiet = False if args.json else None
     with progress(args.file.name, len(y), unit="rows", enabled=quiet) as bar:
         done = simulate(spec, rows, timing, progress=lambda through: bar.update(completed=through))
+    if kind != "binary":
+        result = kind_summary(y, spec, done)
+        if args.json:
+            print(json.dumps(_defined(result), sort_keys=True))
+        else:
+            _print_kind(args.file, spec, timing, result)
+        return 0
     result = summary(done, args.window)
     if args.json:
         print(json.dumps(result, sort_keys=True))

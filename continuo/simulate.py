@@ -19,10 +19,13 @@ trainer publishes it when it starts the task. This is the running system's seman
 second to reach serving, and serving sees a label only once it has come through Kafka (unless
 the caller passes `after_position`).
 
-Baselines (River models, a frozen batch model) answer each row from the same inputs when serving
-does, and learn each row's label when it is posted, with the inputs it was answered with. A row
-that gets no answer (serving before its first model, a baseline before it learned anything) counts
-as wrong for everyone.
+Every kind of task runs this way: serving's answer is P(class 1), a multiclass task's class
+probabilities or a regression's value (with its prediction interval's reach), and the
+observations carry it, with the answering version, as log and wait records them. Baselines
+(River models, a frozen batch model; binary tasks) answer each row from the same inputs when
+serving does, and learn each row's label when it is posted, with the inputs it was answered
+with. A row that gets no answer (serving before its first model, a baseline before it learned
+anything) counts as wrong for everyone.
 """
 
 from __future__ import annotations
@@ -39,7 +42,7 @@ import numpy as np
 
 from services.governance.policy import metric_check
 from services.trainer.core import Learner, Output, TaskTraining
-from services.trainer.learner import OnlineLearner
+from services.trainer.multiclass import learner_for
 from shared.features import DataEvent, OnlineFold, model_inputs
 from shared.online_models import LearnedRow, LiveModel, RecentRows
 from shared.tasks import TaskSpec
@@ -77,10 +80,11 @@ class Baseline(Protocol):
 
 @dataclass
 class Rows:
-    """A labelled stream: features (as validated records), class indices and entities."""
+    """A labelled stream: features (as validated records), class indices (a regression's
+    values) and entities."""
 
     features: list[dict[str, Any]]
-    labels: list[int]
+    labels: list[Any]
     entities: list[str]
 
     def __post_init__(self) -> None:
@@ -92,7 +96,9 @@ class Rows:
 class Result:
     rows: int
     timing: Timing
-    served_accuracy: float  # rows answered before any model count as wrong (see `unanswered`)
+    # A classifier's (rows answered before any model count as wrong: see `unanswered`); NaN for
+    # a regression, whose figures come from `served_answers` (`answer_figures`).
+    served_accuracy: float
     served_log_loss: float
     trainer_accuracy: float
     unanswered: int
@@ -106,6 +112,11 @@ class Result:
     model_updates: int = 0
     # Per row: 1 where serving's answer was right (0 where wrong or unanswered).
     served_right: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    # Per row, what serving answered: P(class 1), a value, or (rows, classes) probabilities;
+    # NaN where it answered nothing. A regression's interval reach either side (NaN: none).
+    served_answers: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    served_reach: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    trainer_metrics: dict[str, float] = field(default_factory=dict)  # the learner's own
 
     def served_accuracy_from(self, row: int) -> float:
         """Serving's accuracy on rows `row`.. (to compare with a baseline scored from there)."""
@@ -215,23 +226,28 @@ def simulate(
     progress: Callable[[int], None] | None = None,
 ) -> Result:
     """Run the stream; `scored_from[name]` scores a baseline only from that row on."""
-    core = TaskTraining(spec, learner or OnlineLearner.from_spec(spec))
+    kind = spec.target.kind
+    if baselines and kind != "binary":
+        raise ValueError("baselines answer binary tasks only")
+    core = TaskTraining(spec, learner or learner_for(spec))
     serving = OnlineFold(spec)  # serving's own fold, fed the same events as the trainer's
     baselines = dict(baselines or {})
     n = len(rows.labels)
-    served = np.full(n, np.nan)
+    classes = len(spec.target.classes) if kind == "multiclass" else 0
+    served = np.full((n, classes) if classes else n, np.nan)
+    reach = np.full(n, np.nan)
     answers = {name: np.zeros(n, dtype=np.int8) for name in baselines}
     inputs: list[list[float]] = [[] for _ in range(n)]
     ids = [uuid.UUID(int=i + 1) for i in range(n)]
     champion: LiveModel | None = None
     champion_metrics: dict[str, float] | None = None
+    champion_version = 0
     recent = RecentRows()  # what serving learned lately, to bring a new champion up to date
     version = models = promoted = switches = 0
     drifts: list[int] = []
     started = time.perf_counter()
 
     def feed(events: Sequence[DataEvent], learned: list[LearnedRow]) -> None:
-        nonlocal champion, champion_metrics, models, promoted, switches
         for event in events:
             serving.apply(event)
         recent.add(learned)
@@ -240,11 +256,11 @@ def simulate(
         publish(core.apply(events))
 
     def publish(out: Output) -> None:
-        nonlocal champion, champion_metrics, models, promoted, switches
+        nonlocal champion, champion_metrics, champion_version, models, promoted, switches
         for _, fact in out.facts:
             if fact.type_name == "DriftDetected":
                 drifts.append(fact.at_labelled)  # type: ignore[union-attr]
-            else:
+            elif fact.type_name == "ConfigSwitched":
                 switches += 1
         for candidate in out.candidates:
             models += 1
@@ -253,6 +269,7 @@ def simulate(
             )
             if ok:
                 champion, champion_metrics = LiveModel(candidate.model_bytes), candidate.metrics
+                champion_version = candidate.model_version
                 champion.learn(recent.after(champion.learned_through))
                 core.set_champion(candidate.model_version, LiveModel(candidate.model_bytes))
                 promoted += 1
@@ -262,7 +279,11 @@ def simulate(
         batch = [(rows.entities[i], rows.features[i]) for i in request]
         online = serving.preview(batch)
         X = [model_inputs(spec, f, v) for (_, f), v in zip(batch, online, strict=True)]
-        if champion is not None:
+        if champion is not None and kind == "regression":
+            served[request.start : request.stop] = champion.predict(np.array(X))
+            half = champion.interval_half_width()
+            reach[request.start : request.stop] = np.nan if half is None else half
+        elif champion is not None:
             served[request.start : request.stop] = champion.predict_proba(np.array(X))
         for name, model in baselines.items():
             for i, x in zip(request, X, strict=True):
@@ -283,7 +304,8 @@ def simulate(
                     features=rows.features[i],
                     pipeline_version=spec.version,
                     online=dict(zip(spec.online_names, values, strict=True)),
-                    served=None if champion is None else float(served[i]),
+                    served=None if champion is None else served[i].tolist(),
+                    served_version=None if champion is None else champion_version,
                 )
             )
         learned = []
@@ -307,17 +329,29 @@ def simulate(
         if progress is not None:
             progress(request.stop)
     y = np.asarray(rows.labels)
-    answered = ~np.isnan(served)
-    p = np.clip(np.where(answered, served, 0.5), 1e-7, 1 - 1e-7)
-    right = answered & ((p >= 0.5) == (y == 1))
+    answered = ~np.isnan(served if served.ndim == 1 else served[:, 0])
+    if kind == "regression":
+        accuracy = log_loss = math.nan
+        right = np.zeros(n, dtype=bool)
+    elif classes:
+        probabilities = np.clip(np.nan_to_num(served, nan=1.0 / classes), 1e-7, 1.0)
+        right = answered & (probabilities.argmax(axis=1) == y)
+        accuracy = float(right.mean()) if n else 0.0
+        picked = probabilities[np.arange(n), y.astype(int)] if n else probabilities[:, 0]
+        log_loss = float(-np.mean(np.log(picked))) if n else 0.0
+    else:
+        p = np.clip(np.where(answered, served, 0.5), 1e-7, 1 - 1e-7)
+        right = answered & ((p >= 0.5) == (y == 1))
+        accuracy = float(right.mean()) if n else 0.0
+        log_loss = float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p)))) if n else 0.0
     scored = scored_from or {}
     metrics = core.learner.metrics
     return Result(
         rows=n,
         timing=timing,
-        served_accuracy=float(right.mean()) if n else 0.0,
-        served_log_loss=float(-np.mean(np.where(y == 1, np.log(p), np.log1p(-p)))) if n else 0.0,
-        trainer_accuracy=float(metrics.get("accuracy", 0.0)),
+        served_accuracy=accuracy,
+        served_log_loss=log_loss,
+        trainer_accuracy=float(metrics.get("accuracy", math.nan)),
         unanswered=int((~answered).sum()),
         models=models,
         promoted=promoted,
@@ -331,4 +365,7 @@ def simulate(
         champion_config=core.learner.champion_config(),
         model_updates=int(core.learner.n_updates),
         served_right=right,
+        served_answers=served,
+        served_reach=reach,
+        trainer_metrics=dict(metrics),
     )

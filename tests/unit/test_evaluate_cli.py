@@ -58,9 +58,14 @@ def test_a_numeric_target_is_evaluated_as_a_regression(tmp_path: Path, capsys):
     assert result["kind"] == "regression" and result["rows"] == 1500
     # Far better than answering each row with the last label known (the target is not a walk).
     assert result["MAE"] < 0.5 * result["previous_label"]["MAE"] and result["R^2"] > 0.8
+    # What serving would have answered, beside the learner's own (fresher) figure.
+    assert result["MAE"] == pytest.approx(result["trainer"]["MAE"], rel=0.2)
+    assert result["unanswered"] == 0 and result["models_promoted"] >= 1
+    assert result["interval_rows"] > 1000 and 0.8 < result["interval_coverage"] <= 1.0
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "MAE" in text and "the learner alone" in text
+    assert "what serving would have answered" in text and "trainer's own" in text
+    assert "90% intervals       held" in text
 
 
 def test_a_target_that_never_varies_has_no_r2_and_valid_json(tmp_path: Path, capsys):
@@ -111,5 +116,37 @@ def test_a_target_of_several_classes_is_evaluated_as_multiclass(tmp_path: Path, 
     assert result["kind"] == "multiclass" and result["rows"] == 1500
     assert result["accuracy"] > 0.85 > result["previous_label"]["accuracy"]
     assert result["macro-F1"] > 0.85
+    assert result["trainer"]["accuracy"] > 0.85 and result["unanswered"] == 0
     assert main(argv) == 0
-    assert "the learner alone" in capsys.readouterr().out
+    assert "what serving would have answered" in capsys.readouterr().out
+
+
+def test_a_regression_with_entity_scoped_online_features_is_evaluated(tmp_path: Path, capsys):
+    """Each entity's level is its own (a global mean would mislead): the spec's entity-scoped
+    label mean tells them apart, as serving computes it, only from labels already posted."""
+    rng = np.random.default_rng(8)
+    entities = rng.integers(0, 40, 3000)
+    level = rng.normal(0, 10, 40)[entities]
+    x = rng.random(3000)
+    y = level + 2 * x + rng.normal(0, 0.2, 3000)
+    csv = tmp_path / "e.csv"
+    csv.write_text(
+        "customer,x,y\n"
+        + "".join(f"c{e},{a:.5f},{t:.5f}\n" for e, a, t in zip(entities, x, y, strict=True))
+    )
+    spec = {
+        "name": "levels",
+        "features": [{"name": "x"}],
+        "target": {"name": "y", "kind": "regression"},
+    }
+    figures = {}
+    for name, online in (
+        ("none", []),
+        ("entity", [{"name": "mean_y", "kind": "label_mean", "window": 20}]),
+    ):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(json.dumps(spec | {"online_features": online}))
+        argv = [str(csv), "--target", "y", "--spec", str(path), "--entity", "customer"]
+        assert main([*argv, "--batch", "20", "--label-delay", "1", "--json"]) == 0
+        figures[name] = json.loads(capsys.readouterr().out)["MAE"]
+    assert figures["entity"] < 0.3 * figures["none"], figures
