@@ -65,7 +65,13 @@ import lightgbm as lgb
 import numpy as np
 
 from services.trainer.drift import Drift, DriftMonitor
-from services.trainer.members import MemberSpec, RowBuffer, lightgbm_params, train_member
+from services.trainer.members import (
+    MemberSpec,
+    RowBuffer,
+    SharedWindows,
+    lightgbm_params,
+    train_member,
+)
 from services.trainer.metrics import PrequentialMetrics, RegressionMetrics
 from services.trainer.racing import ConfigDrop, ConfigSwitch, Race
 from shared import model_codec
@@ -289,6 +295,8 @@ class OnlineLearner:
             for j, member in enumerate(alternatives, start=2):
                 self._arms[j] = [f"blend-fast/{member.name}"]
         self._dropped: set[int] = set()  # tree members the search dropped
+        # Where a multiclass task's classes share their windows' binned rows (OneVsRest).
+        self.shared_windows: SharedWindows | None = None
         self._short = SHORT  # the short member a drift's confirmation compares with the long
         self._search_budget = int(s["search_rows"])
         self._next_search = self._search_budget
@@ -661,7 +669,14 @@ class OnlineLearner:
                 yw = np.clip(self._target.standardise(yw), -TREE_TARGET_CLIP, TREE_TARGET_CLIP)
             params = member.tree_params(self._lgb_params)
             booster = trained[key] = train_member(
-                Xw, yw, params, member.rounds, self.categorical, regression=self.regression
+                Xw,
+                yw,
+                params,
+                member.rounds,
+                self.categorical,
+                regression=self.regression,
+                windows=self.shared_windows,
+                key=(n, rows),
             )
         if booster is None:
             return False

@@ -3,7 +3,7 @@ labelled rows (the online members, which learn from every row, are in shared.onl
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -91,18 +91,62 @@ def train_member(
     categorical: Sequence[int],
     *,
     regression: bool = False,
+    windows: SharedWindows | None = None,
+    key: Hashable = None,
 ) -> lgb.Booster | None:
     """Fit a fresh booster on a window; None when the window holds one class only (a
-    regression's constant window trains: its trees answer the constant)."""
+    regression's constant window trains: its trees answer the constant). `windows`: where
+    learners of the same rows share the window's binned Dataset, under `key` (which names the
+    rows: see SharedWindows)."""
     if len(y) == 0 or (not regression and y.min() == y.max()):
         return None
-    data = lgb.Dataset(
-        X,
-        y.astype(float),
-        categorical_feature=list(categorical) or "auto",
-        params=dict(params),
-        free_raw_data=True,
-    )
+    if windows is None:
+        data = lgb.Dataset(
+            X,
+            y.astype(float),
+            categorical_feature=list(categorical) or "auto",
+            params=dict(params),
+            free_raw_data=True,
+        )
+    else:
+        shared = (key, repr(sorted(params.items())), tuple(categorical))
+        data = windows.dataset(shared, X, params, categorical)
+        data.set_label(y.astype(float))
     # keep_training_booster: skips a model-to-string round trip per retrain (the booster is
     # written out once, when a model version is published).
     return lgb.train(dict(params), data, num_boost_round=rounds, keep_training_booster=True)
+
+
+class SharedWindows:
+    """Binned windows that several learners train on alike: a multiclass task's classes learn
+    the same rows, so each tick's windows are binned once for every class, not once per class
+    (the trees differ only in their labels, and a booster trained on a shared Dataset is the
+    same, byte for byte, as on its own: a unit test checks it). The caller names the rows
+    (`key`: how many rows the learner had learned and how many the window takes) and empties
+    it when the learners have all passed those rows (`clear`): nothing is kept between calls,
+    so nothing of it is in a snapshot. At most `limit` are kept (the oldest go first: a class
+    that needs one again bins it again), so a long batch of rows (a replay) holds a bounded
+    number."""
+
+    def __init__(self, limit: int = 64) -> None:
+        self._binned: dict[Hashable, lgb.Dataset] = {}
+        self._limit = limit
+
+    def dataset(
+        self, key: Hashable, X: np.ndarray, params: Mapping[str, Any], categorical: Sequence[int]
+    ) -> lgb.Dataset:
+        found = self._binned.get(key)
+        if found is None:
+            found = lgb.Dataset(
+                X,
+                categorical_feature=list(categorical) or "auto",
+                params=dict(params),
+                free_raw_data=True,
+            ).construct()
+            self._binned[key] = found
+            while len(self._binned) > self._limit:
+                del self._binned[next(iter(self._binned))]
+        return found
+
+    def clear(self) -> None:
+        self._binned.clear()

@@ -21,6 +21,7 @@ import numpy as np
 
 from services.trainer.drift import Drift
 from services.trainer.learner import OnlineLearner
+from services.trainer.members import SharedWindows
 from services.trainer.metrics import MulticlassMetrics
 from services.trainer.racing import ConfigDrop, ConfigSwitch
 from shared import model_codec
@@ -110,6 +111,10 @@ class OneVsRest:
             )
             for _ in range(n_classes)
         ]
+        # The classes learn the same rows: each tick's windows are binned once for them all.
+        self._windows = SharedWindows()
+        for learner in self.classes:
+            learner.shared_windows = self._windows
         window = int(self.classes[0].settings["recent_window"])
         self._metrics = MulticlassMetrics(n_classes, window)
 
@@ -154,6 +159,7 @@ class OneVsRest:
             own = proba[:, k] if configs is None else configs[:, k, 0]
             judged = None if configs is None else configs[:, k, 1:]
             reports.append(learner.learn(X, (y == k).astype(np.int64), own, judged))
+        self._windows.clear()
         self._metrics.update(y, proba)
         return self._report(len(y), reports, proba)
 
@@ -163,6 +169,7 @@ class OneVsRest:
         reports = [
             c.test_then_train(X, (y == k).astype(np.int64)) for k, c in enumerate(self.classes)
         ]
+        self._windows.clear()
         proba = normalised(np.column_stack([np.asarray(r.proba) for r in reports]))
         self._metrics.update(y, proba)
         return self._report(len(y), reports, proba)

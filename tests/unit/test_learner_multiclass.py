@@ -158,3 +158,22 @@ def test_a_target_has_at_most_a_hundred_classes() -> None:
                 "target": {"name": "q", "kind": "multiclass", "classes": list(range(101))},
             }
         )
+
+
+def test_classes_sharing_their_binned_windows_make_the_same_models_as_alone() -> None:
+    """Each tick's windows are binned once for every class (SharedWindows): a booster trained
+    on the shared Dataset, its labels set for its class, is the one trained on its own."""
+    rng = np.random.default_rng(12)
+    X = rng.normal(size=(1500, 4))
+    y = np.digitize(X[:, 0] + 0.5 * X[:, 1], [-0.7, 0.0, 0.7])  # 4 classes
+    shared, alone = OneVsRest(4, 4, params=FAST_LEARNER), OneVsRest(4, 4, params=FAST_LEARNER)
+    for learner in alone.classes:
+        learner.shared_windows = None
+    for start in range(0, 1500, 500):
+        rows = slice(start, start + 500)
+        assert np.array_equal(
+            shared.test_then_train(X[rows], y[rows]).proba,
+            alone.test_then_train(X[rows], y[rows]).proba,
+        )
+    assert shared.n_updates == alone.n_updates > 4
+    assert shared.model_bytes(learned_through=1500) == alone.model_bytes(learned_through=1500)
