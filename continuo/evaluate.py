@@ -195,6 +195,13 @@ def kind_summary(y: np.ndarray, spec: TaskSpec, result: Result) -> dict[str, Any
         "previous_label": answer_figures(
             scored_y, previous if classes else previous[answered], classes
         ),
+        **_run_figures(result),
+    }
+
+
+def _run_figures(result: Result) -> dict[str, Any]:
+    """What every evaluation reports of the run itself, whatever the kind."""
+    return {
         "unanswered": result.unanswered,
         "events_per_s": result.events_per_s,
         "seconds": result.seconds,
@@ -231,16 +238,8 @@ def summary(result: Result, window: int) -> dict[str, Any]:
         "recent_accuracy": float(recent.mean()) if len(recent) else 0.0,
         "recent_window": window,
         "trainer_accuracy": result.trainer_accuracy,
-        "unanswered": result.unanswered,
-        "events_per_s": result.events_per_s,
-        "seconds": result.seconds,
-        "models_published": result.models,
-        "models_promoted": result.promoted,
-        "model_updates": result.model_updates,
-        "drifts": len(result.drifts),
+        **_run_figures(result),
         "drift_positions": result.drifts,
-        "config_switches": result.switches,
-        "champion_config": result.champion_config,
     }
 
 
