@@ -71,7 +71,7 @@ INTERVAL_COVERAGE = 0.9
 MIN_RESIDUALS = 20
 # Up to this many rows, trees score row by row through LightGBM's fast single-row path (about
 # 2 us a row and tree); more go to `Booster.predict` at once (about 85 us a call, ~1 us a row).
-_ROW_BY_ROW = 32
+ROW_BY_ROW = 32
 
 
 def conformal_reach(errors: Sequence[float]) -> float | None:
@@ -88,7 +88,7 @@ def conformal_reach(errors: Sequence[float]) -> float | None:
 def batch_invariant(errors: Iterable[float]) -> list[float]:
     """Absolute errors of a learner's own answers as a model file keeps them: to 6 significant
     digits. Its answers on arrival differ in the last bits with how rows come in batches
-    (`_ROW_BY_ROW`); a model's bytes must not, and a difference of a few units in the 16th digit
+    (`ROW_BY_ROW`); a model's bytes must not, and a difference of a few units in the 16th digit
     changes the 6th about once in 10^10 values."""
     return [float(f"{e:.6g}") for e in errors]
 
@@ -243,7 +243,7 @@ class OnlineLinear:
         """Log-odds of each model (columns) for rows of X, as of now; nothing is learned. (What
         each of `snapshots()` gives, without building them: serving calls this per request.)"""
         X = np.asarray(X, dtype=float).reshape(-1, self.n)
-        if len(X) <= _ROW_BY_ROW:  # numpy's per-call cost outweighs a few rows' arithmetic
+        if len(X) <= ROW_BY_ROW:  # numpy's per-call cost outweighs a few rows' arithmetic
             return np.array([self.row_raws(x) for x in X.tolist()]).reshape(len(X), -1)
         z = np.clip((X - np.asarray(self._mean)) / np.asarray(self._scales()), -Z_CLIP, Z_CLIP)
         return np.column_stack(
@@ -402,7 +402,7 @@ class OnlineRidge:
     def raws(self, X: np.ndarray) -> np.ndarray:
         """Each member's score (columns) for rows of X, as of now; nothing is learned."""
         X = np.asarray(X, dtype=float).reshape(-1, self.n)
-        if len(X) <= _ROW_BY_ROW:
+        if len(X) <= ROW_BY_ROW:
             return np.array([self.row_raws(x) for x in X.tolist()]).reshape(len(X), -1)
         out = np.empty((len(X), self.count))
         for m in range(self.count):
@@ -626,7 +626,7 @@ class LiveModel:
 
     def _tree_raws(self, X: np.ndarray) -> np.ndarray:
         raws = np.zeros((len(X), len(self._blend.w)))
-        if len(X) <= _ROW_BY_ROW and self._scorers is not None:
+        if len(X) <= ROW_BY_ROW and self._scorers is not None:
             for j, scorer in enumerate(self._scorers):
                 raws[:, j] = [scorer.raw(x) for x in X]
             return raws
@@ -673,7 +673,7 @@ class LiveModel:
     def _row_by_row(self, X: np.ndarray) -> bool:
         """Serving's requests of a few rows: scored a row at a time in Python floats (about a
         third of the numpy path's time for one row, which is most of a predict call's CPU)."""
-        return len(X) <= _ROW_BY_ROW and self._scorers is not None
+        return len(X) <= ROW_BY_ROW and self._scorers is not None
 
     def _logit(self, x: list[float]) -> float:
         assert self._scorers is not None

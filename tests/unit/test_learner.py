@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import pickle
 
 import numpy as np
 import pytest
@@ -426,3 +427,22 @@ def test_arrival_predictions_of_the_wrong_shape_are_refused_and_unknown_ones_fal
     none.learn(X[300:], y[300:], proba)
     assert sha(unknown) == sha(none)
     assert unknown.metrics == none.metrics
+
+
+def test_rows_a_few_at_a_time_are_scored_alike_and_the_learner_still_pickles() -> None:
+    """A few rows at a time go through each tree's single-row scorer (made once per booster),
+    many through Booster.predict: the same answers either way, and the scorers (C-side
+    configurations) are left out of a snapshot's pickle and made again after it."""
+    rng = np.random.default_rng(21)
+    X = rng.normal(size=(1200, 3))
+    y = (X[:, 0] + 0.3 * rng.normal(size=1200) > 0).astype(np.int64)
+    few, many = OnlineLearner(3, params=FAST), OnlineLearner(3, params=FAST)
+    for start in range(0, 1000, 5):
+        few.test_then_train(X[start : start + 5], y[start : start + 5])
+    for start in range(0, 1000, 500):
+        many.test_then_train(X[start : start + 500], y[start : start + 500])
+    assert few._scorers and not many._scorers
+    assert few.model_bytes() == many.model_bytes()
+    copy = pickle.loads(pickle.dumps(few))
+    assert copy._scorers == {}
+    assert np.array_equal(copy.predict_proba(X[1000:1010]), few.predict_proba(X[1000:1010]))
