@@ -94,7 +94,7 @@ def _labels(column: pd.Series, spec: TaskSpec | None) -> np.ndarray:
         classes = list(spec.target.classes)
         unknown = set(column.unique()) - set(classes)
         if unknown:
-            raise UsageError(f"target values {sorted(map(str, unknown))} not in the spec")
+            raise UsageError(_not_classes(column, unknown, classes))
         return column.map({c: i for i, c in enumerate(classes)}).to_numpy(dtype=np.int64)
     values = sorted(column.unique().tolist(), key=str)
     if len(values) == 1:
@@ -114,7 +114,13 @@ def _labels(column: pd.Series, spec: TaskSpec | None) -> np.ndarray:
 
 
 def _values(column: pd.Series) -> np.ndarray:
-    """A regression's target: finite numbers on every row."""
+    """A regression's target: finite numbers on every row (not booleans, which ingest refuses
+    as a regression's label too)."""
+    if pd.api.types.is_bool_dtype(column):
+        raise UsageError(
+            f"target {column.name!r} holds booleans, not numbers: --kind binary, or a "
+            "numeric column"
+        )
     values = pd.to_numeric(column, errors="coerce").to_numpy(dtype=float)
     bad = np.flatnonzero(~(np.abs(values) <= MAX_ABS_FLOAT))  # NaN and infinity fail too
     if len(bad):
@@ -260,8 +266,11 @@ def _print_text(path: Path, spec: TaskSpec, timing: Timing, s: dict[str, Any]) -
 
 
 def _figure(value: float) -> str:
-    """A figure to 4 places; an undefined one (R^2 of a target that never varies) as n/a."""
-    return "n/a" if math.isnan(value) else f"{value:.4f}"
+    """A figure to 4 places (4 significant digits far from 1: a target in micro-units or in
+    1e90s); an undefined one (R^2 of a target that never varies) as n/a."""
+    if math.isnan(value):
+        return "n/a"
+    return f"{value:.4f}" if value == 0 or 1e-3 <= abs(value) < 1e6 else f"{value:.4g}"
 
 
 def _defined(result: Any) -> Any:
@@ -301,13 +310,26 @@ def _kind_labels(column: pd.Series, spec: TaskSpec) -> np.ndarray:
     return _values(column) if spec.target.kind == "regression" else _class_indices(column, spec)
 
 
+def _not_classes(column: pd.Series, unknown: set[Any], classes: list[Any]) -> str:
+    """Which target values are not classes of the spec, shown as values (1 and '1' differ), at
+    most ten of them."""
+    values = [v.item() if isinstance(v, np.generic) else v for v in unknown]
+    shown = ", ".join(sorted(map(repr, values))[:10])
+    more = f" and {len(unknown) - 10:,} more" if len(unknown) > 10 else ""
+    listed = ", ".join(map(repr, classes[:10])) + (", ..." if len(classes) > 10 else "")
+    return (
+        f"target {column.name!r} has values that are not the spec's classes ({listed}): "
+        f"{shown}{more} (numbers in the file match numeric classes only)"
+    )
+
+
 def _class_indices(column: pd.Series, spec: TaskSpec) -> np.ndarray:
     if column.isna().any():
         raise UsageError(f"target {column.name!r} has missing values")
     index = {c: i for i, c in enumerate(spec.target.classes)}
     unknown = set(column.unique()) - set(index)
     if unknown:
-        raise UsageError(f"target values {sorted(map(str, unknown))} not in the spec's classes")
+        raise UsageError(_not_classes(column, unknown, list(index)))
     return column.map(index).to_numpy(dtype=np.int64)
 
 

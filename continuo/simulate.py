@@ -194,12 +194,16 @@ def answer_figures(y: np.ndarray, answers: np.ndarray, n_classes: int = 0) -> di
             if occurs:
                 f1s.append(2 * float(((answers == k) & (y == k)).sum()) / occurs)
         return {"accuracy": float((answers == y).mean()), "macro-F1": float(np.mean(f1s))}
-    errors = y - answers
+    # Squares of values near 1e-300 underflow to 0 (an RMSE below the MAE, an R^2 taken for
+    # undefined): summed in units of the largest value, then scaled back.
+    unit = float(np.abs(np.concatenate([y, answers])).max()) if len(y) else 0.0
+    unit = unit if 0.0 < unit < math.inf else 1.0
+    errors = (y - answers) / unit
     sse = float((errors**2).sum())
-    sst = float(((y - y.mean()) ** 2).sum())
+    sst = float((((y - y.mean()) / unit) ** 2).sum())
     return {
-        "MAE": float(np.abs(errors).mean()),
-        "RMSE": (sse / len(errors)) ** 0.5,
+        "MAE": float(np.abs(y - answers).mean()),
+        "RMSE": unit * (sse / len(errors)) ** 0.5,
         "R^2": 1.0 - sse / sst if sst else math.nan,
     }
 

@@ -150,3 +150,46 @@ def test_a_regression_with_entity_scoped_online_features_is_evaluated(tmp_path: 
         assert main([*argv, "--batch", "20", "--label-delay", "1", "--json"]) == 0
         figures[name] = json.loads(capsys.readouterr().out)["MAE"]
     assert figures["entity"] < 0.3 * figures["none"], figures
+
+
+def test_a_regression_in_tiny_or_huge_units_reads_and_scores_right(tmp_path: Path, capsys):
+    """An attacker's pass: a target near 1e-300 had RMSE 0 (below its MAE) and R^2 null (its
+    squares underflowed), and figures printed to 4 places read 0.0000 or ran to 100 digits."""
+    x = np.random.default_rng(3).random((600, 2))
+    base = 10 * x[:, 0] + 5 * np.sin(6 * x[:, 1])
+    for unit, shown in ((1e-300, "e-30"), (1e-6, "e-0"), (1e90, "e+9")):
+        csv = _csv(tmp_path / "u.csv", rows=600, target=[repr(float(v)) for v in base * unit])
+        argv = [str(csv), "--target", "label", "--kind", "regression"]
+        assert main([*argv, "--json"]) == 0
+        result = json.loads(capsys.readouterr().out)
+        assert result["RMSE"] >= result["MAE"] > 0 and result["R^2"] > 0.5, (unit, result)
+        assert main(argv) == 0
+        text = capsys.readouterr().out
+        mae = next(line for line in text.splitlines() if line.strip().startswith("MAE"))
+        assert shown in mae and len(mae) < 100, mae
+
+
+def test_booleans_are_not_a_regression_target_and_unknown_classes_are_shown_as_values(
+    tmp_path: Path, capsys
+):
+    booly = _csv(tmp_path / "b.csv", rows=30, target=np.array(["True", "False"] * 15))
+    assert main([str(booly), "--target", "label", "--kind", "regression"]) == 2
+    assert "holds booleans, not numbers" in capsys.readouterr().err
+    numbers = _csv(tmp_path / "n.csv", rows=300, target=np.arange(300) % 3 + 1)
+    spec = tmp_path / "s.yaml"
+    spec.write_text(
+        json.dumps(
+            {
+                "name": "t",
+                "features": [{"name": "a"}, {"name": "b"}],
+                "target": {"name": "label", "kind": "multiclass", "classes": ["1", "2", "3"]},
+            }
+        )
+    )
+    assert main([str(numbers), "--target", "label", "--spec", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "not the spec's classes ('1', '2', '3'): 1, 2, 3" in err and "np." not in err
+    many = _csv(tmp_path / "m.csv", rows=300, target=np.arange(300) * 0.5)
+    assert main([str(many), "--target", "label", "--spec", str(spec)]) == 2
+    err = capsys.readouterr().err
+    assert "and 290 more" in err and len(err) < 400
