@@ -292,7 +292,7 @@ class OnlineLinear:
             intercepts[m] += g
         mean, m2, k = self._mean, self._m2, self._k + 1
         self._k = k
-        limit = MOMENT_CLIP * MOMENT_CLIP * (k - 1) if k > MOMENT_MIN_ROWS else math.inf
+        limit = MOMENT_CLIP * MOMENT_CLIP / (k - 1) if k > MOMENT_MIN_ROWS else math.inf
         for j in range(self.n):
             v = x[j]
             d = v - mean[j]

@@ -265,3 +265,20 @@ def test_one_wild_input_row_leaves_the_linear_members_seeing_their_inputs(make):
     spread = np.abs(clean.raws(X[1000:])).mean()
     assert np.mean(gaps[100:]) < 0.2 * spread, (np.mean(gaps[100:]), spread)
     assert np.all(np.isfinite(hit.raws(X[1000:])))
+
+
+@pytest.mark.parametrize(
+    "make", [lambda: OnlineRidge(1, (1000,)), lambda: OnlineLinear(1, (0.01,))]
+)
+def test_a_value_50_deviations_away_counts_as_10_in_the_statistics(make):
+    rng = np.random.default_rng(9)
+    members = make()
+    for v in rng.normal(size=1000).tolist():
+        members.learn([v], float(v > 0))
+    before = members.snapshots()[0].scale[0]
+    members.learn([50.0 * before], 1.0)
+    after = members.snapshots()[0].scale[0]
+    # Taken whole it would add 2,500 / the rows' weight to the variance (the deviation x 1.87
+    # or more); 10 deviations add 100 / it (x 1.05 over 1,000 rows, x 1.08 over a ridge
+    # member's weight of 632 after 1,000 rows of a 1,000-row memory).
+    assert after < 1.1 * before, (before, after)
