@@ -48,8 +48,11 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
     await stack.start()
     try:
         urls = {name: stack.url(name) for name in ("serving", "ingest")}
+        # At a stated pace (as bench/served_kinds.py --rate): as fast as the client goes, how
+        # far behind the stream the served models are depends on the machine (on a slow one the
+        # rows after 1,500 were answered at 0.50, in process 0.71).
         served = await stream_through_serving(
-            urls, TASK, features, levels, Timing(100, 1), entities=sites, progress=False
+            urls, TASK, features, levels, Timing(100, 1), entities=sites, progress=False, rate=300
         )
         status = await wait_until_learned(stack.url("trainer"), TASK, ROWS, timeout=120)
         async with httpx.AsyncClient(
@@ -124,7 +127,10 @@ async def test_a_multiclass_task_is_learned_audited_promoted_and_served_as_class
         assert set(report["attributes"]) == {f"region[{c}]" for c in CLASSES}
         groups = report["attributes"]["region[urgent]"]["groups"]
         assert set(groups) == {"north", "south"}
-        assert report["balanced_accuracy"] > 1 / 3
+        # A candidate no better than a constant (an early one, published at 50 or 100 rows,
+        # may answer one class) is refused by its audit; every one that passed is better.
+        assert report["balanced_accuracy"] > 1 / 3 or not audit["passed"], audit
+    assert any(a["passed"] for a in candidate)
     # Served windows count right answers.
     assert windows["windows"] and all(w["accuracy"] is not None for w in windows["windows"])
     # A label that is not one of the classes is refused with the reason.
