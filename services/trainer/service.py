@@ -207,10 +207,13 @@ class Trainer:
         self._pipelines: dict[tuple[str, int], str | None] = {}
         self._first: dict[str, str] = {}  # each task's first pipeline: the one it starts with
 
-    async def start_tasks(self) -> None:
+    async def start_tasks(self, *, new_only: bool = False) -> None:
         """Publish version 1 of every registered task that has none: serving can answer its
-        first request with it (its online parts learn from the first label)."""
+        first request with it (its online parts learn from the first label). `new_only`: only
+        tasks this trainer has not taken up yet (registered since it started)."""
         for task in await registered_tasks(self.runtime.store):
+            if new_only and task in self._first:
+                continue
             async with self._lock:
                 try:
                     core = await self._core(task)
