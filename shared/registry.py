@@ -88,6 +88,17 @@ async def registered_tasks(store: EventStore) -> dict[str, TaskSpec]:
     return tasks
 
 
+async def registered_since(store: EventStore, after: int) -> tuple[list[str], int]:
+    """The tasks registered (a first or a new version) after store position `after`, and the
+    position read through: what a service that already knows the catalogue reads to follow it,
+    instead of the whole catalogue again."""
+    tasks: list[str] = []
+    while page := await store.read_all(after=after, limit=1000, types=["TaskRegistered"]):
+        tasks.extend(str(e.payload["task"]) for e in page)
+        after = page[-1].position or after
+    return tasks, after
+
+
 async def registered_spec(store: EventStore, task: str) -> TaskSpec | None:
     """The latest registered spec of one task, from its own stream (None: never registered).
 

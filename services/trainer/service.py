@@ -31,7 +31,7 @@ from shared.events.types import (
     model_stream,
 )
 from shared.online_models import LiveModel
-from shared.registry import registered_tasks, spec_versions
+from shared.registry import registered_since, registered_tasks, spec_versions
 from shared.runtime import Runtime
 from shared.store.pages import stream_pages
 from shared.store.port import ConcurrencyError, EventStore
@@ -206,14 +206,22 @@ class Trainer:
         # The pipeline (spec) version of each model version looked up, by (task, version).
         self._pipelines: dict[tuple[str, int], str | None] = {}
         self._first: dict[str, str] = {}  # each task's first pipeline: the one it starts with
+        self._catalogue_read = 0  # the store position through which registrations were read
 
     async def start_tasks(self, *, new_only: bool = False) -> None:
         """Publish version 1 of every registered task that has none: serving can answer its
         first request with it (its online parts learn from the first label). `new_only`: only
-        tasks this trainer has not taken up yet (registered since it started)."""
-        for task in await registered_tasks(self.runtime.store):
-            if new_only and task in self._first:
-                continue
+        tasks this trainer has not taken up yet (registered since it last looked: the
+        registrations after the store position read then, not the whole catalogue again)."""
+        if new_only:
+            found, self._catalogue_read = await registered_since(
+                self.runtime.store, self._catalogue_read
+            )
+            tasks = [t for t in dict.fromkeys(found) if t not in self._first]
+        else:
+            self._catalogue_read = await self.runtime.store.head()
+            tasks = list(await registered_tasks(self.runtime.store))
+        for task in tasks:
             async with self._lock:
                 try:
                     core = await self._core(task)
